@@ -1,0 +1,71 @@
+"""Model configuration: the architecture hyper-parameters every stage reads."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .errors import BuildError
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    """Hyper-parameters of a llama-family decoder (Llama, SmolLM, Mistral sans sliding window)."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    tie_word_embeddings: bool
+    max_position_embeddings: int
+
+    @classmethod
+    def from_hf(cls, raw: dict[str, Any], where: str) -> LlamaConfig:
+        """Reads a Hugging Face config.json dict, naming the missing or bad field on error."""
+        try:
+            heads = int(raw["num_attention_heads"])
+            hidden = int(raw["hidden_size"])
+            config = cls(
+                vocab_size=int(raw["vocab_size"]),
+                hidden_size=hidden,
+                intermediate_size=int(raw["intermediate_size"]),
+                num_hidden_layers=int(raw["num_hidden_layers"]),
+                num_attention_heads=heads,
+                num_key_value_heads=int(raw.get("num_key_value_heads", heads)),
+                head_dim=int(raw.get("head_dim") or hidden // heads),
+                rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+                rope_theta=float(
+                    raw.get("rope_theta")
+                    or (raw.get("rope_parameters") or {}).get("rope_theta")
+                    or 10000.0
+                ),
+                tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+                max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
+            )
+        except KeyError as err:
+            raise BuildError(f"{where}: config.json lacks the field {err.args[0]!r}") from None
+        except (TypeError, ValueError) as err:
+            raise BuildError(f"{where}: config.json has a malformed value ({err})") from None
+        config.validate(where)
+        return config
+
+    def validate(self, where: str) -> None:
+        positive = [f.name for f in dataclasses.fields(self) if f.type in ("int", "float")]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise BuildError(f"{where}: config value {name}={getattr(self, name)} must be > 0")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise BuildError(
+                f"{where}: num_attention_heads ({self.num_attention_heads}) must be a multiple "
+                f"of num_key_value_heads ({self.num_key_value_heads})"
+            )
+        if self.head_dim % 2:
+            raise BuildError(f"{where}: head_dim ({self.head_dim}) must be even for RoPE")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

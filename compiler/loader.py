@@ -1,0 +1,240 @@
+"""Stage 1, load: a preset name, a Hugging Face folder or a GGUF file -> `ModelSource`.
+
+Tensors come out in Hugging Face naming and layout (`model.layers.0.self_attn.q_proj.weight`,
+rows = output features). GGUF 4-bit tensors stay 4-bit (`Q4Codes`) so that quantizing them
+again for the browser loses nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import LlamaConfig
+from .errors import BuildError
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "models"
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
+
+
+@dataclasses.dataclass
+class Q4Codes:
+    """A 4-bit tensor with groups of 32 along each row: value = code * scale + minimum."""
+
+    codes: np.ndarray  # uint8 (rows, cols), each 0..15
+    scale: np.ndarray  # float32 (rows, cols // 32)
+    minimum: np.ndarray  # float32 (rows, cols // 32)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.codes.shape
+
+    def dequantize(self) -> np.ndarray:
+        rows, cols = self.codes.shape
+        grouped = self.codes.reshape(rows, cols // 32, 32).astype(np.float32)
+        values = grouped * self.scale[..., None] + self.minimum[..., None]
+        return values.reshape(rows, cols)
+
+
+Tensor = np.ndarray | Q4Codes
+
+
+@dataclasses.dataclass
+class ModelSource:
+    model_id: str
+    config: LlamaConfig
+    tensors: dict[str, Tensor]
+    tokenizer: dict[str, Any]  # tokenizer.json content
+    tokenizer_config: dict[str, Any]  # bos/eos tokens, chat_template, ...
+    eos_token_ids: list[int]
+
+
+def load(model: str) -> ModelSource:
+    """Resolves MODEL as a preset name, a Hugging Face folder or a .gguf file."""
+    path = Path(model)
+    if model.endswith(".gguf"):
+        if not path.is_file():
+            raise BuildError(f"GGUF file not found: {model}")
+        return load_gguf(path, path.stem.lower())
+    if path.is_dir():
+        return load_hf_folder(path)
+    preset = PRESETS_DIR / f"{model}.json"
+    if preset.is_file():
+        return load_preset(preset)
+    if "/" in model or path.suffix:
+        raise BuildError(f"model path not found: {model}")
+    known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.json")))
+    raise BuildError(
+        f"unknown model preset {model!r}; known presets: {known} (or give a folder or .gguf)"
+    )
+
+
+def load_preset(preset: Path) -> ModelSource:
+    spec = json.loads(preset.read_text())
+    package, member = spec["package"], spec["file"]
+    try:
+        files = importlib.metadata.files(package) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise BuildError(
+            f"preset {preset.stem} needs the Python package {package!r}: run scripts/setup"
+        ) from None
+    for file in files:
+        if str(file) == member:
+            return load_gguf(Path(file.locate()), preset.stem)
+    raise BuildError(f"package {package!r} has no file {member!r}; reinstall it with scripts/setup")
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face folders
+
+
+def load_hf_folder(folder: Path) -> ModelSource:
+    from safetensors.numpy import load_file
+
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise BuildError(f"{folder}: no config.json; a Hugging Face model folder needs one")
+    try:
+        raw = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise BuildError(f"{config_path}: malformed JSON ({err})") from None
+    arch = (raw.get("architectures") or ["?"])[0]
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise BuildError(
+            f"{folder}: architecture {arch!r} is not supported; "
+            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    config = LlamaConfig.from_hf(raw, str(folder))
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        raise BuildError(f"{folder}: no *.safetensors weight files")
+    tensors: dict[str, Tensor] = {}
+    for shard in shards:
+        for name, value in load_file(str(shard)).items():
+            tensors[name] = value.astype(np.float32)
+    if "lm_head.weight" not in tensors and not config.tie_word_embeddings:
+        raise BuildError(f"{folder}: lm_head.weight is missing and embeddings are not tied")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if not (folder / name).is_file():
+            raise BuildError(f"{folder}: no {name}")
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    eos = raw.get("eos_token_id")
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+    return ModelSource(folder.name.lower(), config, tensors, tokenizer, tokenizer_config, eos_ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# GGUF files
+
+_GGUF_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_GGUF_LAYER_NAMES = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+
+
+def _hf_name(gguf_name: str) -> str:
+    if gguf_name in _GGUF_NAMES:
+        return _GGUF_NAMES[gguf_name]
+    _, layer, kind, suffix = gguf_name.split(".")
+    return f"model.layers.{layer}.{_GGUF_LAYER_NAMES[kind]}.{suffix}"
+
+
+def _unpermute_rope_rows(tensor: Tensor, heads: int) -> Tensor:
+    """Undoes llama.cpp's reordering of Q/K rows (interleaved RoPE pairs -> HF halves)."""
+
+    def fix(a: np.ndarray) -> np.ndarray:
+        rows = a.shape[0]
+        return a.reshape(heads, rows // heads // 2, 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
+
+    if isinstance(tensor, Q4Codes):
+        return Q4Codes(fix(tensor.codes), fix(tensor.scale), fix(tensor.minimum))
+    return fix(tensor)
+
+
+def _read_gguf_tensor(t: Any) -> Tensor:
+    from gguf import GGMLQuantizationType, dequantize
+
+    rows = int(t.shape[1]) if len(t.shape) > 1 else 1
+    cols = int(t.shape[0])
+    kind = t.tensor_type
+    if kind in (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1):
+        # Block of 32: f16 scale, (Q4_1: f16 minimum), 16 bytes of nibbles; the low nibbles are
+        # elements 0..15 and the high nibbles elements 16..31 (ggml's block layout).
+        blocks = np.asarray(t.data).reshape(rows, cols // 32, -1)
+        scale = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+        if kind == GGMLQuantizationType.Q4_1:
+            minimum = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
+            packed = blocks[..., 4:20]
+        else:  # Q4_0: value = (code - 8) * scale
+            minimum = -8.0 * scale
+            packed = blocks[..., 2:18]
+        codes = np.concatenate([packed & 0x0F, packed >> 4], axis=-1).reshape(rows, cols)
+        return Q4Codes(codes.astype(np.uint8), scale, minimum)
+    values = dequantize(np.asarray(t.data), kind).astype(np.float32)
+    return values.reshape(rows, cols) if len(t.shape) > 1 else values.reshape(cols)
+
+
+def load_gguf(path: Path, model_id: str) -> ModelSource:
+    import gguf
+
+    from .gguf_tokenizer import tokenizer_from_gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as err:  # gguf raises ValueError, struct errors, ... on a bad file
+        raise BuildError(f"{path}: not a readable GGUF file ({err})") from None
+
+    def field(key: str, default: Any = None) -> Any:
+        f = reader.fields.get(key)
+        return default if f is None else f.contents()
+
+    arch = field("general.architecture")
+    if arch != "llama":
+        raise BuildError(f"{path}: GGUF architecture {arch!r} is not supported; supported: llama")
+    heads = int(field("llama.attention.head_count"))
+    kv_heads = int(field("llama.attention.head_count_kv", heads))
+    hidden = int(field("llama.embedding_length"))
+    tensors: dict[str, Tensor] = {}
+    for t in reader.tensors:
+        name = _hf_name(t.name)
+        value = _read_gguf_tensor(t)
+        if name.endswith("q_proj.weight"):
+            value = _unpermute_rope_rows(value, heads)
+        elif name.endswith("k_proj.weight"):
+            value = _unpermute_rope_rows(value, kv_heads)
+        tensors[name] = value
+    vocab = len(field("tokenizer.ggml.tokens"))
+    config = LlamaConfig(
+        vocab_size=int(field("llama.vocab_size", vocab)),
+        hidden_size=hidden,
+        intermediate_size=int(field("llama.feed_forward_length")),
+        num_hidden_layers=int(field("llama.block_count")),
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=int(field("llama.rope.dimension_count", hidden // heads)),
+        rms_norm_eps=float(field("llama.attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(field("llama.rope.freq_base", 10000.0)),
+        tie_word_embeddings="lm_head.weight" not in tensors,
+        max_position_embeddings=int(field("llama.context_length", 2048)),
+    )
+    config.validate(str(path))
+    tokenizer, tokenizer_config, eos_ids = tokenizer_from_gguf(field)
+    return ModelSource(model_id, config, tensors, tokenizer, tokenizer_config, eos_ids)

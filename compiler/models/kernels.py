@@ -1,0 +1,148 @@
+"""Kernels the network needs beyond `nn.op`: dequantizing matmul and embedding lookup (TE, so
+that the dequantization fuses into the consumer), rotary embedding, and the KV-cache append and
+causal attention over a cache of static capacity (hand-written TIR; dlight has no rule for them).
+"""
+
+from __future__ import annotations
+
+import math
+
+from tvm import te, tirx
+from tvm.relax.frontend.nn import Tensor, op
+from tvm.script import tirx as T
+
+from ..quantization import Scheme
+
+ATTENTION_THREADS = 64
+
+
+def linear(x: Tensor, parts: dict[str, Tensor], scheme: Scheme, out_features: int, name: str):
+    """y[b, i, j] = sum_k x[b, i, k] * W[j, k], W dequantized on the fly."""
+    names = list(parts)
+
+    def compute(xt: te.Tensor, *tensors: te.Tensor) -> te.Tensor:
+        p = dict(zip(names, tensors, strict=True))
+        batch, seq, cols = xt.shape
+        k = te.reduce_axis((0, cols), name="k")
+        return te.compute(
+            (batch, seq, out_features),
+            lambda b, i, j: te.sum(xt[b, i, k] * scheme.weight_te(p, j, k), axis=k),
+            name=name,
+        )
+
+    return op.tensor_expr_op(compute, name, [x, *parts.values()])
+
+
+def embedding(ids: Tensor, parts: dict[str, Tensor], scheme: Scheme, cols: int):
+    names = list(parts)
+
+    def compute(idt: te.Tensor, *tensors: te.Tensor) -> te.Tensor:
+        p = dict(zip(names, tensors, strict=True))
+        batch, seq = idt.shape
+        return te.compute(
+            (batch, seq, cols), lambda b, i, c: scheme.weight_te(p, idt[b, i], c), name="embed"
+        )
+
+    return op.tensor_expr_op(compute, "embedding", [ids, *parts.values()])
+
+
+def rotary(qkv: Tensor, total_len: tirx.Var, rotated_heads: int, theta: float) -> Tensor:
+    """Rotary position embedding (Hugging Face's rotate-half layout) on the first
+    `rotated_heads` heads of qkv (1, n, heads, head_dim); token i sits at total_len - n + i."""
+
+    def compute(x: te.Tensor, total: tirx.Var) -> te.Tensor:
+        batch, seq, heads, dim = x.shape
+        half = dim // 2
+
+        def value(b, i, h, d):
+            pos = tirx.Cast("float32", total - seq + i)
+            exponent = tirx.Cast("float32", (d % half) * 2) / tirx.const(int(dim), "float32")
+            freq = pos / te.power(tirx.const(theta, "float32"), exponent)
+            cos = tirx.Cast(x.dtype, te.cos(freq))
+            sin = tirx.Cast(x.dtype, te.sin(freq))
+            other = tirx.Select(d < half, -x[b, i, h, d + half], x[b, i, h, d - half])
+            rotated = x[b, i, h, d] * cos + other * sin
+            return tirx.Select(h < rotated_heads, rotated, x[b, i, h, d])
+
+        return te.compute((batch, seq, heads, dim), value, name="rotary")
+
+    return op.tensor_expr_op(compute, "rotary", [qkv, total_len])
+
+
+def kv_append_func(heads: int, kv_heads: int, head_dim: int, capacity: int, dtype: str):
+    """Writes the k and v heads of qkv (1, n, heads + 2 kv_heads, head_dim) into the caches at
+    rows total_len - n .. total_len - 1, in place."""
+    all_heads = heads + 2 * kv_heads
+
+    @T.prim_func(private=True, s_tir=True)
+    def kv_append(var_k: T.handle, var_v: T.handle, var_qkv: T.handle, total_len: T.int64):
+        T.func_attr({"tirx.noalias": True})
+        n = T.int64()
+        k_cache = T.match_buffer(var_k, (capacity, kv_heads, head_dim), dtype)
+        v_cache = T.match_buffer(var_v, (capacity, kv_heads, head_dim), dtype)
+        qkv = T.match_buffer(var_qkv, (1, n, all_heads, head_dim), dtype)
+        for i, h, d in T.grid(n, kv_heads, head_dim):
+            with T.sblock("append"):
+                vi, vh, vd = T.axis.remap("SSS", [i, h, d])
+                T.reads(qkv[0, vi, heads + vh, vd], qkv[0, vi, heads + kv_heads + vh, vd])
+                T.writes(k_cache[total_len - n + vi, vh, vd], v_cache[total_len - n + vi, vh, vd])
+                k_cache[total_len - n + vi, vh, vd] = qkv[0, vi, heads + vh, vd]
+                v_cache[total_len - n + vi, vh, vd] = qkv[0, vi, heads + kv_heads + vh, vd]
+
+    return kv_append
+
+
+def attention_func(heads: int, kv_heads: int, head_dim: int, capacity: int, dtype: str):
+    """Causal attention of the n new queries over cache rows 0 .. total_len - 1.
+
+    One invocation per (query, head) with an online softmax and no shared memory or
+    barriers: the software adapter (SwiftShader) runs invocations as CPU threads, where
+    barriers are expensive and this form is the fastest we measured."""
+    group = heads // kv_heads
+    all_heads = heads + 2 * kv_heads
+    scale = 1.0 / math.sqrt(head_dim)
+    threads = ATTENTION_THREADS
+
+    @T.prim_func(private=True)
+    def attention(
+        var_qkv: T.handle, var_k: T.handle, var_v: T.handle, total_len: T.int64, var_out: T.handle
+    ):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        n = T.int64()
+        qkv = T.match_buffer(var_qkv, (1, n, all_heads, head_dim), dtype)
+        k_cache = T.match_buffer(var_k, (capacity, kv_heads, head_dim), dtype)
+        v_cache = T.match_buffer(var_v, (capacity, kv_heads, head_dim), dtype)
+        out = T.match_buffer(var_out, (1, n, heads * head_dim), dtype)
+        for bx in T.thread_binding((n * heads + threads - 1) // threads, thread="blockIdx.x"):
+            for tx in T.thread_binding(threads, thread="threadIdx.x"):
+                acc = T.alloc_buffer((head_dim,), "float32", scope="local")
+                best = T.alloc_buffer((1,), "float32", scope="local")
+                denom = T.alloc_buffer((1,), "float32", scope="local")
+                score = T.alloc_buffer((1,), "float32", scope="local")
+                prev = T.alloc_buffer((1,), "float32", scope="local")
+                if bx * threads + tx < n * heads:
+                    i = T.meta_var((bx * threads + tx) // heads)
+                    h = T.meta_var((bx * threads + tx) % heads)
+                    kvh = T.meta_var(h // group)
+                    best[0] = T.float32(-3.0e38)
+                    denom[0] = T.float32(0)
+                    for d in range(head_dim):
+                        acc[d] = T.float32(0)
+                    for j in range(total_len - n + i + 1):
+                        score[0] = T.float32(0)
+                        for d in range(head_dim):
+                            score[0] = score[0] + T.Cast("float32", qkv[0, i, h, d]) * T.Cast(
+                                "float32", k_cache[j, kvh, d]
+                            )
+                        score[0] = score[0] * T.float32(scale)
+                        prev[0] = best[0]
+                        best[0] = T.max(prev[0], score[0])
+                        denom[0] = denom[0] * T.exp(prev[0] - best[0]) + T.exp(score[0] - best[0])
+                        for d in range(head_dim):
+                            acc[d] = acc[d] * T.exp(prev[0] - best[0]) + T.exp(
+                                score[0] - best[0]
+                            ) * T.Cast("float32", v_cache[j, kvh, d])
+                    for d in range(head_dim):
+                        out[0, i, h * head_dim + d] = T.Cast(dtype, acc[d] / denom[0])
+
+    return attention

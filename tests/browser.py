@@ -1,0 +1,68 @@
+"""Real Chromium with WebGPU (SwiftShader here) and a real static server for the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from aiohttp import web
+
+from compiler.serve import make_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--enable-unsafe-webgpu",
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@contextlib.contextmanager
+def serve_folder(root: Path) -> Iterator[str]:
+    """Serves `root` with the project's own server on a free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(make_app(root), access_log=None)
+    started = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def open_engine_page(browser, base_url: str, model_path: str = "/"):
+    """A page at the model folder with the engine loaded as `window.engine`."""
+    page = browser.new_page()
+    page.on("console", lambda m: print("[browser]", m.text) if m.type == "error" else None)
+    page.goto(f"{base_url}{model_path}manifest.json")
+    page.evaluate(
+        """async (url) => {
+            const kiln = await import(url + "kiln.js");
+            window.kiln = kiln;
+            window.engine = await kiln.CreateEngine(url);
+        }""",
+        f"{base_url}{model_path}",
+    )
+    return page

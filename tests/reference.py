@@ -1,0 +1,111 @@
+"""An independent numpy forward pass of a built model folder, for the tests.
+
+It reads the shards and manifest that the browser reads, dequantizes with numpy, and runs
+the llama network in float64 with a KV cache. Nothing from the compiler's TVM side is used.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _dequantize(parts: dict[str, np.ndarray]) -> np.ndarray:
+    if "weight" in parts:
+        return parts["weight"].astype(np.float64)
+    packed = parts["q4"]
+    rows = packed.shape[0]
+    codes = np.stack([(packed >> np.uint32(4 * i)) & 15 for i in range(8)], axis=-1)
+    codes = codes.reshape(rows, -1, 32).astype(np.float64)
+    scale = parts["scale"].astype(np.float64)[..., None]
+    minimum = parts["minimum"].astype(np.float64)[..., None]
+    return (codes * scale + minimum).reshape(rows, -1)
+
+
+def load_folder(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """manifest.json and the dequantized float64 weights, by network name."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    shards = [(folder / s["file"]).read_bytes() for s in manifest["shards"]]
+    grouped: dict[str, dict[str, np.ndarray]] = {}
+    for t in manifest["params"]:
+        raw = shards[t["shard"]][t["offset"] : t["offset"] + t["bytes"]]
+        array = np.frombuffer(raw, dtype=t["dtype"]).reshape(t["shape"])
+        owner, part = t["name"].rsplit(".", 1)
+        grouped.setdefault(owner, {})[part] = array
+    return manifest, {name: _dequantize(parts) for name, parts in grouped.items()}
+
+
+class ReferenceModel:
+    def __init__(self, folder: Path):
+        self.manifest, self.w = load_folder(folder)
+        self.c = self.manifest["config"]
+        self.reset()
+
+    def reset(self) -> None:
+        layers = self.c["num_hidden_layers"]
+        self.keys: list[list[np.ndarray]] = [[] for _ in range(layers)]
+        self.values: list[list[np.ndarray]] = [[] for _ in range(layers)]
+        self.length = 0
+
+    def _norm(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        scale = 1.0 / np.sqrt((x * x).mean(-1, keepdims=True) + self.c["rms_norm_eps"])
+        return x * scale * weight
+
+    def _rope(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        dim = x.shape[-1]
+        inv_freq = self.c["rope_theta"] ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
+        angles = positions[:, None] * inv_freq[None, :]
+        cos = np.concatenate([np.cos(angles)] * 2, -1)[:, None, :]
+        sin = np.concatenate([np.sin(angles)] * 2, -1)[:, None, :]
+        half = dim // 2
+        rotated = np.concatenate([-x[..., half:], x[..., :half]], -1)
+        return x * cos + rotated * sin
+
+    def forward(self, ids: list[int]) -> np.ndarray:
+        """Appends `ids` to the cache; returns the logits of the last one (float64)."""
+        c, w = self.c, self.w
+        h, kvh, d = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
+        n = len(ids)
+        positions = np.arange(self.length, self.length + n, dtype=np.float64)
+        x = w["embed_tokens"][ids]
+        for i in range(c["num_hidden_layers"]):
+            p = f"layers.{i}."
+            qkv = (self._norm(x, w[p + "input_layernorm"]) @ w[p + "self_attn.qkv_proj"].T).reshape(
+                n, h + 2 * kvh, d
+            )
+            q = self._rope(qkv[:, :h], positions)
+            k = self._rope(qkv[:, h : h + kvh], positions)
+            v = qkv[:, h + kvh :]
+            self.keys[i].append(k)
+            self.values[i].append(v)
+            keys = np.concatenate(self.keys[i])  # (total, kvh, d)
+            values = np.concatenate(self.values[i])
+            total = keys.shape[0]
+            group = h // kvh
+            keys = np.repeat(keys, group, axis=1)
+            values = np.repeat(values, group, axis=1)
+            scores = np.einsum("qhd,khd->hqk", q, keys) / np.sqrt(d)
+            mask = np.arange(total)[None, :] > (total - n + np.arange(n))[:, None]
+            scores = np.where(mask[None], -np.inf, scores)
+            probs = np.exp(scores - scores.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            attn = np.einsum("hqk,khd->qhd", probs, values).reshape(n, h * d)
+            x = x + attn @ w[p + "self_attn.o_proj"].T
+            gate_up = self._norm(x, w[p + "post_attention_layernorm"]) @ w[p + "mlp.gate_up_proj"].T
+            gate, up = np.split(gate_up, 2, axis=-1)
+            x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj"].T
+        self.length += n
+        last = self._norm(x[-1], w["norm"])
+        head = w["lm_head"] if "lm_head" in w else w["embed_tokens"]
+        return head @ last
+
+    def greedy(self, prompt: list[int], count: int) -> list[int]:
+        self.reset()
+        logits = self.forward(prompt)
+        out = []
+        for _ in range(count):
+            out.append(int(np.argmax(logits)))
+            logits = self.forward([out[-1]])
+        return out

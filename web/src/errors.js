@@ -1,0 +1,68 @@
+// Every error the runtime throws, each naming what the caller can do about it.
+
+export class KilnError extends Error {
+  constructor(message, code) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+export class WebGPUUnavailableError extends KilnError {
+  constructor(detail) {
+    super(
+      `WebGPU is not available in this browser (${detail}). Use a recent Chrome or Edge, ` +
+        "or start Chromium with --enable-unsafe-webgpu.",
+      "webgpu_unavailable",
+    );
+  }
+}
+
+export class FeatureUnsupportedError extends KilnError {
+  constructor(feature, modelId) {
+    super(
+      `The GPU adapter lacks "${feature}", which ${modelId} needs. Build the model with an ` +
+        "f32 quantization (q4f32 or q0f32) for this device.",
+      "feature_unsupported",
+    );
+  }
+}
+
+export class DeviceLostError extends KilnError {
+  constructor(reason) {
+    super(`The GPU device was lost (${reason}). Reload the model to continue.`, "device_lost");
+  }
+}
+
+export class ModelLoadError extends KilnError {
+  constructor(message) {
+    super(message, "model_load_failed");
+  }
+}
+
+export class ShardIntegrityError extends KilnError {
+  constructor(file, expected, actual) {
+    super(
+      `Weight shard ${file} is corrupt (sha256 ${actual}, expected ${expected}). ` +
+        "Clear the cache or rebuild the model folder.",
+      "shard_integrity",
+    );
+  }
+}
+
+export class InvalidRequestError extends KilnError {
+  constructor(field, message) {
+    super(`Invalid value for '${field}': ${message}`, "invalid_request_error");
+    this.param = field;
+  }
+}
+
+export class ContextWindowExceededError extends KilnError {
+  constructor(promptTokens, window) {
+    super(
+      `The prompt has ${promptTokens} tokens but the model's context window holds ${window}. ` +
+        "Shorten the messages or rebuild with a larger --context-window.",
+      "context_length_exceeded",
+    );
+  }
+}

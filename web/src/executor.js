@@ -1,0 +1,149 @@
+import { evaluate } from "./expr.js";
+
+const UNIFORM_SLOT = 256; // minUniformBufferOffsetAlignment
+const MAX_GROUPS = 65535; // maxComputeWorkgroupsPerDimension (WebGPU's default limit)
+
+/**
+ * Runs the compiled execution plans: every buffer, pipeline and bind group is created once;
+ * a call writes the POD values of its launches into one uniform buffer and submits one
+ * compute pass.
+ */
+export class Executor {
+  /**
+   * @param {GPUDevice} device
+   * @param {object} manifest  manifest.json
+   * @param {Record<string, {wgsl: string, pods: {name: string, type: string}[]}>} kernels
+   * @param {Map<string, GPUBuffer>} weights  parameter name -> buffer
+   */
+  constructor(device, manifest, kernels, weights) {
+    this.device = device;
+    this.manifest = manifest;
+    this.kernels = kernels;
+    this.weights = weights;
+    this.pipelines = new Map();
+    this.buffers = [];
+    const c = manifest.config;
+    const cacheBytes =
+      manifest.context_window * c.num_key_value_heads * c.head_dim * (manifest.dtype === "float16" ? 2 : 4);
+    this.cache = Array.from({ length: 2 * c.num_hidden_layers }, () => this.#buffer(cacheBytes));
+    this.functions = {};
+    for (const [name, plan] of Object.entries(manifest.functions)) {
+      this.functions[name] = this.#prepare(plan);
+    }
+  }
+
+  #buffer(bytes, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST) {
+    const buffer = this.device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 4) * 4), usage });
+    this.buffers.push(buffer);
+    return buffer;
+  }
+
+  #pipeline(name) {
+    if (!this.pipelines.has(name)) {
+      const kernel = this.kernels[name];
+      const module = this.device.createShaderModule({ code: kernel.wgsl, label: name });
+      this.pipelines.set(
+        name,
+        this.device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: name }, label: name }),
+      );
+    }
+    return this.pipelines.get(name);
+  }
+
+  #prepare(plan) {
+    const storages = plan.storages.map((bytes) => this.#buffer(bytes));
+    const inputs = {};
+    for (const input of plan.inputs) {
+      if (input.kind !== "tensor") continue;
+      const count = input.shape.reduce((a, d) => a * evaluate(d, { n: this.manifest.prefill_chunk }), 1);
+      inputs[input.name] = this.#buffer(count * 4);
+    }
+    const resolve = (ref) => {
+      if ("storage" in ref) return storages[ref.storage];
+      if ("cache" in ref) return this.cache[ref.cache];
+      if ("param" in ref) return this.weights.get(ref.param);
+      if ("input" in ref) return inputs[ref.input];
+      throw new Error(`unknown buffer reference ${JSON.stringify(ref)}`);
+    };
+    const uniforms = this.#buffer(
+      plan.launches.length * UNIFORM_SLOT,
+      GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    );
+    const launches = plan.launches.map((launch, i) => {
+      const pipeline = this.#pipeline(launch.kernel);
+      const entries = launch.buffers.map((ref, binding) => ({ binding, resource: { buffer: resolve(ref) } }));
+      entries.push({
+        binding: entries.length,
+        resource: { buffer: uniforms, offset: i * UNIFORM_SLOT, size: UNIFORM_SLOT },
+      });
+      const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      return { ...launch, pipeline, bindGroup, podTypes: this.kernels[launch.kernel].pods.map((p) => p.type) };
+    });
+    const logits = resolve(plan.outputs[0]);
+    const readback = this.device.createBuffer({
+      size: this.manifest.config.vocab_size * 4,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    return {
+      plan,
+      inputs,
+      launches,
+      uniforms,
+      podData: new ArrayBuffer(plan.launches.length * UNIFORM_SLOT),
+      logits,
+      readback,
+    };
+  }
+
+  /**
+   * Runs `prefill` or `decode` on `ids` (the new tokens), with `totalLen` tokens in the
+   * cache afterwards; resolves to the logits of the last token.
+   * @returns {Promise<Float32Array>}
+   */
+  async run(name, ids, totalLen) {
+    const fn = this.functions[name];
+    const vars = { n: ids.length, total_len: totalLen };
+    this.device.queue.writeBuffer(fn.inputs.input_ids, 0, Int32Array.from(ids));
+    const encoder = this.device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    const i32 = new Int32Array(fn.podData);
+    const u32 = new Uint32Array(fn.podData);
+    const f32 = new Float32Array(fn.podData);
+    fn.launches.forEach((launch, i) => {
+      const base = (i * UNIFORM_SLOT) / 4;
+      launch.pods.forEach((expr, j) => {
+        const value = evaluate(expr, vars);
+        const type = launch.podTypes[j];
+        if (type === "f32") f32[base + j] = value;
+        else if (type === "u32") u32[base + j] = value;
+        else i32[base + j] = value;
+      });
+      const x = evaluate(launch.grid[0], vars);
+      const y = evaluate(launch.grid[1], vars);
+      // Kernels read blockIdx.z * gridDim.x + blockIdx.x as the x block and stop past
+      // packGridDimX, so an x count over the per-dimension limit is folded into z.
+      const z = Math.ceil(x / MAX_GROUPS);
+      u32[base + launch.pods.length] = x - 1;
+      launch.dispatch = x > 0 && y > 0 ? [Math.min(x, MAX_GROUPS), y, z] : null;
+    });
+    this.device.queue.writeBuffer(fn.uniforms, 0, fn.podData);
+    for (const launch of fn.launches) {
+      if (!launch.dispatch) continue;
+      pass.setPipeline(launch.pipeline);
+      pass.setBindGroup(0, launch.bindGroup);
+      pass.dispatchWorkgroups(...launch.dispatch);
+    }
+    pass.end();
+    encoder.copyBufferToBuffer(fn.logits, 0, fn.readback, 0, fn.readback.size);
+    this.device.queue.submit([encoder.finish()]);
+    await fn.readback.mapAsync(GPUMapMode.READ);
+    const logits = new Float32Array(fn.readback.getMappedRange().slice(0));
+    fn.readback.unmap();
+    return logits;
+  }
+
+  destroy() {
+    for (const buffer of this.buffers) buffer.destroy();
+    this.buffers = [];
+  }
+}

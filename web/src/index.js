@@ -1,0 +1,2 @@
+export { CreateEngine, Engine } from "./engine.js";
+export * from "./errors.js";

@@ -1,0 +1,102 @@
+import { ModelLoadError, ShardIntegrityError } from "./errors.js";
+
+const PARALLEL_FETCHES = 4;
+
+async function fetchOk(url) {
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (err) {
+    throw new ModelLoadError(`Could not fetch ${url}: ${err.message}`);
+  }
+  if (!response.ok) throw new ModelLoadError(`Could not fetch ${url}: HTTP ${response.status}`);
+  return response;
+}
+
+/** Fetches manifest.json, kernels.json and the tokenizer files of the model at `baseUrl`. */
+export async function fetchModelFiles(baseUrl) {
+  const base = new URL(baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`, globalThis.location?.href);
+  let manifest;
+  try {
+    manifest = await (await fetchOk(new URL("manifest.json", base))).json();
+  } catch (err) {
+    if (err instanceof ModelLoadError) throw err;
+    throw new ModelLoadError(`${base}manifest.json is not valid JSON: ${err.message}`);
+  }
+  if (manifest.format !== 1) throw new ModelLoadError(`Unsupported manifest format ${manifest.format}`);
+  const [kernels, tokenizer, tokenizerConfig] = await Promise.all(
+    [manifest.kernels, manifest.tokenizer, manifest.tokenizer_config].map(async (f) =>
+      (await fetchOk(new URL(f, base))).json(),
+    ),
+  );
+  return { base, manifest, kernels, tokenizer, tokenizerConfig };
+}
+
+async function readWithProgress(response, expected, onBytes) {
+  const reader = response.body.getReader();
+  const data = new Uint8Array(expected);
+  let offset = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (offset + value.length > expected) throw new ModelLoadError(`shard is larger than the manifest says`);
+    data.set(value, offset);
+    offset += value.length;
+    onBytes(value.length);
+  }
+  if (offset !== expected) throw new ModelLoadError(`shard has ${offset} bytes, expected ${expected}`);
+  return data;
+}
+
+function hex(buffer) {
+  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Downloads every shard (a few at a time), checks its sha256 and uploads its tensors.
+ * @returns {Promise<Map<string, GPUBuffer>>}
+ */
+export async function loadWeights(device, base, manifest, onProgress) {
+  const total = manifest.shards.reduce((a, s) => a + s.bytes, 0);
+  let loaded = 0;
+  const started = performance.now();
+  const report = (n) => {
+    loaded += n;
+    const seconds = (performance.now() - started) / 1000;
+    onProgress?.({
+      loaded,
+      total,
+      progress: loaded / total,
+      timeElapsed: seconds,
+      text: `Loading weights: ${(loaded / 1e6).toFixed(1)} / ${(total / 1e6).toFixed(1)} MB`,
+    });
+  };
+  const weights = new Map();
+  const byShard = manifest.shards.map(() => []);
+  for (const tensor of manifest.params) byShard[tensor.shard].push(tensor);
+  let next = 0;
+  const worker = async () => {
+    while (next < manifest.shards.length) {
+      const index = next++;
+      const shard = manifest.shards[index];
+      const response = await fetchOk(new URL(shard.file, base));
+      const data = await readWithProgress(response, shard.bytes, report);
+      const digest = hex(await crypto.subtle.digest("SHA-256", data));
+      if (digest !== shard.sha256) throw new ShardIntegrityError(shard.file, shard.sha256, digest);
+      for (const tensor of byShard[index]) {
+        const size = Math.ceil(tensor.bytes / 4) * 4;
+        const buffer = device.createBuffer({
+          size: Math.max(size, 16),
+          usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+          label: tensor.name,
+        });
+        const bytes = new Uint8Array(size);
+        bytes.set(data.subarray(tensor.offset, tensor.offset + tensor.bytes));
+        device.queue.writeBuffer(buffer, 0, bytes);
+        weights.set(tensor.name, buffer);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PARALLEL_FETCHES, manifest.shards.length) }, worker));
+  return weights;
+}
