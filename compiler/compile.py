@@ -15,6 +15,7 @@ from .config import LlamaConfig
 from .models.llama import LlamaForCausalLM
 from .plan import build_kernels, extract_plan
 from .quantization import Scheme
+from .schedules import software_rules
 
 TARGET = tvm.target.Target("webgpu", host="llvm")
 
@@ -26,15 +27,6 @@ class Compiled:
     param_names: list[str]  # weight names in the order of the functions' params
 
 
-def schedule_rules() -> list[Any]:
-    """dlight rules for the kernels TVM generates.
-
-    Only the Fallback rule (each invocation computes whole outputs, reductions run serially
-    in one invocation, no shared memory, no barriers): on the software adapter this beat the
-    GPU-style GEMV/matmul schedules, which lean on workgroup barriers."""
-    return [dl.gpu.Fallback()]
-
-
 def _lower(mod: tvm.IRModule) -> tvm.IRModule:
     passes = (
         gpu_pipeline.library_dispatch_passes(TARGET)
@@ -44,7 +36,7 @@ def _lower(mod: tvm.IRModule) -> tvm.IRModule:
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
             relax.transform.FuseTIR(),
-            dl.ApplyDefaultSchedule(*schedule_rules()),
+            dl.ApplyDefaultSchedule(*software_rules()),
         ]
         + gpu_pipeline.dataflow_lower_passes(TARGET)
         + [

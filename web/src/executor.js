@@ -142,6 +142,30 @@ export class Executor {
     return logits;
   }
 
+  /**
+   * Times every launch of one call separately (one submit each): for benchmarks only.
+   * @returns {Promise<{kernel: string, ms: number}[]>}
+   */
+  async profile(name, ids, totalLen) {
+    const fn = this.functions[name];
+    await this.run(name, ids, totalLen); // fills the uniforms and dispatch sizes
+    const times = [];
+    for (const launch of fn.launches) {
+      if (!launch.dispatch) continue;
+      const start = performance.now();
+      const encoder = this.device.createCommandEncoder();
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(launch.pipeline);
+      pass.setBindGroup(0, launch.bindGroup);
+      pass.dispatchWorkgroups(...launch.dispatch);
+      pass.end();
+      this.device.queue.submit([encoder.finish()]);
+      await this.device.queue.onSubmittedWorkDone();
+      times.push({ kernel: launch.kernel, ms: performance.now() - start });
+    }
+    return times;
+  }
+
   destroy() {
     for (const buffer of this.buffers) buffer.destroy();
     this.buffers = [];

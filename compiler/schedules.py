@@ -1,0 +1,135 @@
+"""Schedules for the kernels TVM generates from the network.
+
+`software_rules()` targets adapters that run compute shaders on the CPU (SwiftShader, the
+fallback adapter): there each workgroup is a CPU task and invocations run a few at a time
+in SIMD lanes, so workgroup barriers and shared memory cost more than they save. Every
+invocation computes whole outputs: the reduction runs serially into a register
+accumulator, element-wise epilogues (residual add) are folded into the same kernel, and
+for prefill each invocation computes TOKEN_TILE tokens of one output feature so that each
+dequantized weight is used several times.
+
+`gpu_rules()` are dlight's GPU rules (shared memory, cross-thread reductions), for real GPUs.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir import dlight as dl
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.base import ScheduleRule, try_inline
+from tvm.target import Target
+
+THREADS = 64
+TOKEN_TILE = 4
+K_UNROLL = 8  # one uint32 word of 4-bit codes
+
+
+def _const(extent: tirx.PrimExpr) -> int | None:
+    return int(extent.value) if isinstance(extent, tirx.IntImm) else None
+
+
+class SerialReduction(ScheduleRule):
+    """One invocation per output (tile); reductions serial in a register; no barriers."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or "webgpu" not in target.keys:
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
+        infos = try_inline(sch, infos)
+        reductions = [i for i in infos if i.is_reduction()]
+        if len(reductions) > 1:
+            return None  # e.g. softmax-like chains: leave them to the generic rules
+        if reductions:
+            self._reduction(sch, reductions[0].block_rv, [i.block_rv for i in infos])
+            return sch
+        for info in infos:
+            self._spatial(sch, info.block_rv)
+        return sch
+
+    @staticmethod
+    def _spatial(sch: s_tir.Schedule, block) -> None:
+        loops = sch.get_loops(block)
+        if not loops:
+            loops = [sch.add_unit_loop(block)]
+        bx, tx = sch.split(sch.fuse(*loops), factors=[None, THREADS * 4])
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+
+    def _reduction(self, sch: s_tir.Schedule, block, all_blocks) -> None:
+        loops = sch.get_loops(block)
+        kinds = self._kinds(sch, block)
+        s_loops = [loop for loop, kind in zip(loops, kinds, strict=True) if kind == "S"]
+        r_loops = [loop for loop, kind in zip(loops, kinds, strict=True) if kind == "R"]
+        if not s_loops or not r_loops or len(loops) != len(s_loops) + len(r_loops):
+            raise ValueError("not a plain reduction")
+        # The symbolic (token) axis, if any, goes to blockIdx.y in tiles whose inner part runs
+        # inside the reduction; the other spatial axes spread over blockIdx.x/threadIdx.x.
+        tile_outer = tile_inner = None
+        symbolic = [loop for loop in s_loops if _const(sch.get(loop).extent) is None]
+        fixed = 1
+        for loop in s_loops:
+            fixed *= _const(sch.get(loop).extent) or 1
+        if symbolic and fixed >= THREADS:  # matmul-like: enough outputs per token
+            # No predicate on the tile: rows past n are computed from the padded input
+            # buffer and never written back, and the register tile keeps a constant size.
+            tile_outer, tile_inner = sch.split(
+                symbolic[0], factors=[None, TOKEN_TILE], disable_predication=True
+            )
+            s_loops = [loop for loop in s_loops if loop != symbolic[0]]
+        k_loops = list(r_loops)
+        if len(r_loops) == 1 and (_const(sch.get(r_loops[0]).extent) or 1) % K_UNROLL == 0:
+            k_loops = list(sch.split(r_loops[0], factors=[None, K_UNROLL]))
+        head = [tile_outer] if tile_outer is not None else []
+        tail = [tile_inner] if tile_inner is not None else []
+        sch.reorder(*head, *s_loops, *k_loops, *tail)
+        fused = sch.fuse(*s_loops) if len(s_loops) > 1 else s_loops[0]
+        # With a constant extent, the thread count divides it: an idle invocation would
+        # still run the register write-back and store garbage.
+        extent = _const(sch.get(fused).extent)
+        threads = (
+            THREADS if extent is None else max(t for t in range(1, THREADS + 1) if extent % t == 0)
+        )
+        bx, tx = sch.split(fused, factors=[None, threads])
+        if tile_outer is not None:
+            sch.bind(tile_outer, "blockIdx.y")
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+        # `block` now accumulates in a register; `write_back` copies to global memory and
+        # takes in the element-wise epilogues (residual add) that follow.
+        write_back = sch.cache_write(block, 0, "local")
+        for consumer in all_blocks:
+            if consumer == block:
+                continue
+            try:
+                sch.reverse_compute_inline(consumer)
+            except Exception:  # noqa: BLE001 - not inlinable: a kernel of its own
+                self._spatial(sch, consumer)
+        sch.reverse_compute_at(write_back, tx)
+        sch.decompose_reduction(block, k_loops[0])
+        if len(k_loops) == 2:
+            sch.unroll(k_loops[1])
+        if tile_inner is not None:
+            sch.unroll(tile_inner)
+
+    @staticmethod
+    def _kinds(sch: s_tir.Schedule, block) -> list[str]:
+        from tvm.s_tir.dlight.analysis import get_sblock_info
+
+        return list(get_sblock_info(sch, block).dom_kind())
+
+
+def software_rules() -> list[ScheduleRule]:
+    return [SerialReduction(), dl.gpu.Fallback()]
+
+
+def gpu_rules() -> list[ScheduleRule]:
+    return [
+        dl.gpu.Matmul(),
+        dl.gpu.GEMV(),
+        dl.gpu.Reduction(),
+        dl.gpu.GeneralReduction(),
+        dl.gpu.Fallback(),
+    ]
