@@ -10,6 +10,7 @@ await esbuild.build({
   target: "es2022",
   outfile: "build/kiln.js",
   minify: true,
+  keepNames: true, // error classes are told apart by name
   sourcemap: false,
   logLevel: "warning",
 });

@@ -1,0 +1,156 @@
+"""The runtime in real Chromium on WebGPU against transformers and the numpy reference."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from reference import ReferenceModel
+from transformers import LlamaForCausalLM
+
+PROMPT = [5, 17, 42, 100, 7, 8, 9, 10, 11, 12, 13, 60, 61, 62, 63, 64, 65, 66, 67]
+
+
+def rel_err(a, b) -> float:
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(b))
+
+
+def browser_logits(page, ids):
+    return np.array(
+        page.evaluate("async (ids) => Array.from(await engine.forwardLogits(ids))", ids)
+    )
+
+
+def browser_greedy(page, ids, count):
+    return page.evaluate(
+        "async ([ids, n]) => (await engine.generate(ids, "
+        "{temperature: 0, max_tokens: n, ignore_eos: true})).tokens",
+        [ids, count],
+    )
+
+
+def test_q0f32_matches_transformers(tiny_hf, tiny_built, engine_page):
+    hf = LlamaForCausalLM.from_pretrained(tiny_hf).eval()
+    with torch.no_grad():
+        expected = hf(torch.tensor([PROMPT])).logits[0, -1].numpy()
+        hf_tokens = hf.generate(
+            torch.tensor([PROMPT]), max_new_tokens=16, do_sample=False, eos_token_id=None
+        )[0, len(PROMPT) :].tolist()
+    with engine_page(tiny_built("q0f32")) as page:
+        assert rel_err(browser_logits(page, PROMPT), expected) < 1e-3
+        assert browser_greedy(page, PROMPT, 16) == hf_tokens
+
+
+def test_q4f32_matches_numpy_reference(tiny_built, engine_page):
+    folder = tiny_built("q4f32")
+    ref = ReferenceModel(folder)
+    with engine_page(folder) as page:
+        assert rel_err(browser_logits(page, PROMPT), ref.forward(PROMPT)) < 1e-3
+        assert browser_greedy(page, PROMPT, 16) == ref.greedy(PROMPT, 16)
+
+
+def test_chat_completion_objects_and_streaming(tiny_built, engine_page):
+    request = {
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say something about WebGPU."},
+        ],
+        "max_tokens": 12,
+        "temperature": 0,
+    }
+    with engine_page(tiny_built("q0f32")) as page:
+        reply = page.evaluate("async (r) => await engine.chat.completions.create(r)", request)
+        chunks = page.evaluate(
+            """async (r) => {
+                const out = [];
+                for await (const c of await engine.chat.completions.create(
+                    {...r, stream: true, stream_options: {include_usage: true}})) out.push(c);
+                return out;
+            }""",
+            request,
+        )
+    assert reply["object"] == "chat.completion"
+    choice = reply["choices"][0]
+    assert choice["message"]["role"] == "assistant"
+    assert choice["finish_reason"] in ("stop", "length")
+    usage = reply["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["completion_tokens"] <= 12
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert len({c["id"] for c in chunks}) == 1
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert streamed == choice["message"]["content"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == choice["finish_reason"]
+    assert chunks[-1]["usage"]["completion_tokens"] == usage["completion_tokens"]
+
+
+def test_temperature_sampling_is_seeded(tiny_built, engine_page):
+    request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+    with engine_page(tiny_built("q0f32")) as page:
+        texts = page.evaluate(
+            """async (r) => {
+                const out = [];
+                for (const seed of [7, 7, 8]) {
+                    const reply = await engine.chat.completions.create(
+                        {...r, temperature: 1.0, top_p: 0.9, seed});
+                    out.push(reply.choices[0].message.content);
+                }
+                return out;
+            }""",
+            request,
+        )
+    assert texts[0] == texts[1]
+
+
+def test_corrupt_shard_is_rejected(tiny_built, tmp_path, engine_page, browser):
+    folder = tmp_path / "corrupt"
+    shutil.copytree(tiny_built("q0f32"), folder)
+    shard = folder / json.loads((folder / "manifest.json").read_text())["shards"][0]["file"]
+    data = bytearray(shard.read_bytes())
+    data[1000] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="ShardIntegrityError|is corrupt"):
+        with engine_page(folder):
+            pass
+
+
+@pytest.mark.parametrize(
+    "request_body, field",
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": "x"}], "temperature": 3}, "temperature"),
+        ({"messages": [{"role": "user", "content": "x"}], "top_p": 0}, "top_p"),
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}, "max_tokens"),
+    ],
+)
+def test_invalid_requests_are_rejected(tiny_built, engine_page, request_body, field):
+    with engine_page(tiny_built("q0f32")) as page:
+        error = page.evaluate(
+            """async (r) => {
+                try { await engine.chat.completions.create(r); return null; }
+                catch (e) { return {name: e.name, param: e.param, message: e.message}; }
+            }""",
+            request_body,
+        )
+    assert error["name"] == "InvalidRequestError"
+    assert error["param"] == field
+
+
+def test_prompt_longer_than_context_window(tiny_built, engine_page):
+    long_text = "The quick brown fox jumps over the lazy dog. " * 40
+    with engine_page(tiny_built("q0f32")) as page:
+        error = page.evaluate(
+            """async (text) => {
+                try {
+                    await engine.chat.completions.create(
+                        {messages: [{role: "user", content: text}], max_tokens: 4});
+                    return null;
+                } catch (e) { return {name: e.name, code: e.code, message: e.message}; }
+            }""",
+            long_text,
+        )
+    assert error["name"] == "ContextWindowExceededError"
+    assert error["code"] == "context_length_exceeded"
+    assert "context window holds 128" in error["message"]
