@@ -6,9 +6,9 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, open_engine_page, serve_folder
 from tiny_model import make_llama
 
+from compiler.browser import CHROMIUM, CHROMIUM_ARGS, open_engine_page, serve_folder
 from compiler.build import build
 
 

@@ -12,7 +12,7 @@ TOKENS = 20
 
 @pytest.fixture(scope="module")
 def smollm2_page(smollm2_q4, browser):
-    from browser import open_engine_page, serve_folder
+    from compiler.browser import open_engine_page, serve_folder
 
     with serve_folder(smollm2_q4) as url:
         page = open_engine_page(browser, url)

@@ -1,6 +1,6 @@
 """Without WebGPU the runtime says so clearly instead of failing somewhere inside."""
 
-from browser import CHROMIUM, CHROMIUM_ARGS, serve_folder
+from compiler.browser import CHROMIUM, CHROMIUM_ARGS, serve_folder
 
 
 def test_engine_reports_missing_webgpu(playwright, tiny_built):

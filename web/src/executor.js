@@ -38,6 +38,14 @@ export class Executor {
     return buffer;
   }
 
+  /** Bytes of every GPU buffer the model holds: weights, KV cache, activations. */
+  get gpuBytes() {
+    let bytes = 0;
+    for (const buffer of this.buffers) bytes += buffer.size;
+    for (const buffer of this.weights.values()) bytes += buffer.size;
+    return bytes;
+  }
+
   #pipeline(name) {
     if (!this.pipelines.has(name)) {
       const kernel = this.kernels[name];

@@ -1,4 +1,4 @@
-"""Real Chromium with WebGPU (SwiftShader here) and a real static server for the tests."""
+"""Headless Chromium with WebGPU and a local static server: used by the tests and the benchmark."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from compiler.serve import make_app
+from .serve import make_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

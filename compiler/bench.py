@@ -1,0 +1,103 @@
+"""Benchmark: build a model, run it in headless Chromium, print one JSON line of figures.
+
+    scripts/bench [MODEL ...] [--quantization q4f32 q0f32] [--runs 3]
+
+Per model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
+tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and WGSL, and the
+GPU buffer bytes the model holds (allocated once, so also the peak); the median of `runs`
+runs after one warm-up run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from .browser import CHROMIUM, CHROMIUM_ARGS, open_engine_page, serve_folder
+from .build import build
+
+PROMPT = (
+    "You are given a short passage. Passage: WebGPU is a web standard that exposes modern "
+    "graphics and compute capabilities of the device to JavaScript. Compute shaders written in "
+    "WGSL can run matrix products, which is what running a language model mostly needs. A "
+    "model compiled ahead of time into a set of kernels and an execution plan can then run in "
+    "the page with no server. Question: in two sentences, what does WebGPU make possible?"
+)
+DECODE_TOKENS = 64
+
+
+def bench_folder(browser, folder: Path, runs: int) -> dict:
+    with serve_folder(folder) as url:
+        page = open_engine_page(browser, url)
+        prompt = page.evaluate(
+            "(t) => engine.tokenizer.encode(engine.tokenizer.applyChatTemplate("
+            "[{role: 'user', content: t}]))",
+            PROMPT,
+        )
+        results = []
+        for _ in range(runs + 1):  # the first run warms up pipelines and caches
+            results.append(
+                page.evaluate(
+                    """async ([p, n]) => {
+                        engine.resetChat();
+                        const r = await engine.generate(p,
+                            {temperature: 0, max_tokens: n, ignore_eos: true});
+                        return r.stats;
+                    }""",
+                    [prompt, DECODE_TOKENS],
+                )
+            )
+        info = page.evaluate(
+            "() => ({load: engine.loadSeconds, gpu: engine.executor.gpuBytes, "
+            "adapter: engine.adapterInfo})"
+        )
+        page.close()
+    measured = results[1:]
+    kernels = json.loads((folder / "kernels.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return {
+        "model": manifest["model_id"],
+        "quantization": manifest["quantization"],
+        "prompt_tokens": len(prompt),
+        "decode_tokens": DECODE_TOKENS,
+        "prefill_tok_s": round(statistics.median(r["prefill_tokens_per_s"] for r in measured), 2),
+        "decode_tok_s": round(statistics.median(r["decode_tokens_per_s"] for r in measured), 2),
+        "time_to_first_token_s": round(
+            statistics.median(r["time_to_first_token_s"] for r in measured), 2
+        ),
+        "load_s": round(info["load"], 2),
+        "js_bytes": (folder / "kiln.js").stat().st_size,
+        "wgsl_bytes": sum(len(k["wgsl"].encode()) for k in kernels.values()),
+        "weight_bytes": sum(s["bytes"] for s in manifest["shards"]),
+        "gpu_buffer_bytes": info["gpu"],
+        "adapter": info["adapter"],
+        "runs": runs,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from playwright.sync_api import sync_playwright
+
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="*", default=["smollm2-135m-instruct"])
+    parser.add_argument("--quantization", nargs="+", default=["q4f32", "q0f32"])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out-dir", type=Path, default=Path("dist/bench"))
+    args = parser.parse_args(argv)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for model in args.models:
+            for quantization in args.quantization:
+                folder = build(
+                    model, quantization, args.out_dir / f"{Path(model).name}-{quantization}"
+                )
+                print(json.dumps(bench_folder(browser, folder, args.runs)), flush=True)
+        browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
