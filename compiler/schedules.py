@@ -21,6 +21,7 @@ from tvm.target import Target
 
 THREADS = 64
 TOKEN_TILE = 4
+FEATURE_TILE = 4
 K_UNROLL = 8  # one uint32 word of 4-bit codes
 
 
@@ -86,9 +87,17 @@ class SerialReduction(ScheduleRule):
         tail = [tile_inner] if tile_inner is not None else []
         sch.reorder(*head, *s_loops, *k_loops, *tail)
         fused = sch.fuse(*s_loops) if len(s_loops) > 1 else s_loops[0]
+        extent = _const(sch.get(fused).extent)
+        # Matmul-like: each invocation also takes FEATURE_TILE adjacent outputs, so one load
+        # of an input value feeds FEATURE_TILE x TOKEN_TILE multiply-adds.
+        feature_inner = None
+        if extent is not None and extent >= THREADS * FEATURE_TILE and extent % FEATURE_TILE == 0:
+            fused, feature_inner = sch.split(fused, factors=[None, FEATURE_TILE])
+            sch.reorder(*k_loops, feature_inner, *tail)
+            tail = [feature_inner, *tail]
+            extent //= FEATURE_TILE
         # With a constant extent, the thread count divides it: an idle invocation would
         # still run the register write-back and store garbage.
-        extent = _const(sch.get(fused).extent)
         threads = (
             THREADS if extent is None else max(t for t in range(1, THREADS + 1) if extent % t == 0)
         )
@@ -111,8 +120,8 @@ class SerialReduction(ScheduleRule):
         sch.decompose_reduction(block, k_loops[0])
         if len(k_loops) == 2:
             sch.unroll(k_loops[1])
-        if tile_inner is not None:
-            sch.unroll(tile_inner)
+        for loop in tail:
+            sch.unroll(loop)
 
     @staticmethod
     def _kinds(sch: s_tir.Schedule, block) -> list[str]:
