@@ -21,7 +21,8 @@ from tvm.target import Target
 
 THREADS = 64
 TOKEN_TILE = 4
-FEATURE_TILE = 4
+FEATURE_TILE = 4  # with a token tile (prefill)
+FEATURE_TILE_ALONE = 8  # without one (decode)
 K_UNROLL = 8  # one uint32 word of 4-bit codes
 
 
@@ -90,12 +91,12 @@ class SerialReduction(ScheduleRule):
         extent = _const(sch.get(fused).extent)
         # Matmul-like: each invocation also takes FEATURE_TILE adjacent outputs, so one load
         # of an input value feeds FEATURE_TILE x TOKEN_TILE multiply-adds.
-        feature_inner = None
-        if extent is not None and extent >= THREADS * FEATURE_TILE and extent % FEATURE_TILE == 0:
-            fused, feature_inner = sch.split(fused, factors=[None, FEATURE_TILE])
+        feature = FEATURE_TILE if tile_inner is not None else FEATURE_TILE_ALONE
+        if extent is not None and extent >= THREADS * feature and extent % feature == 0:
+            fused, feature_inner = sch.split(fused, factors=[None, feature])
             sch.reorder(*k_loops, feature_inner, *tail)
             tail = [feature_inner, *tail]
-            extent //= FEATURE_TILE
+            extent //= feature
         # With a constant extent, the thread count divides it: an idle invocation would
         # still run the register write-back and store garbage.
         threads = (
