@@ -29,9 +29,9 @@ PROMPT = (
 DECODE_TOKENS = 64
 
 
-def bench_folder(browser, folder: Path, runs: int) -> dict:
+def bench_folder(browser, folder: Path, runs: int, variant: str | None = None) -> dict:
     with serve_folder(folder) as url:
-        page = open_engine_page(browser, url)
+        page = open_engine_page(browser, url, variant=variant)
         prompt = page.evaluate(
             "(t) => engine.tokenizer.encode(engine.tokenizer.applyChatTemplate("
             "[{role: 'user', content: t}]))",
@@ -52,11 +52,12 @@ def bench_folder(browser, folder: Path, runs: int) -> dict:
             )
         info = page.evaluate(
             "() => ({load: engine.loadSeconds, gpu: engine.executor.gpuBytes, "
-            "adapter: engine.adapterInfo})"
+            "adapter: engine.adapterInfo, variant: engine.variant})"
         )
         page.close()
     measured = results[1:]
-    kernels = json.loads((folder / "kernels.json").read_text())
+    info_variant = info["variant"]
+    kernels = json.loads((folder / f"kernels-{info_variant}.json").read_text())
     manifest = json.loads((folder / "manifest.json").read_text())
     return {
         "model": manifest["model_id"],
@@ -74,6 +75,7 @@ def bench_folder(browser, folder: Path, runs: int) -> dict:
         "weight_bytes": sum(s["bytes"] for s in manifest["shards"]),
         "gpu_buffer_bytes": info["gpu"],
         "adapter": info["adapter"],
+        "variant": info_variant,
         "runs": runs,
     }
 
@@ -85,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="*", default=["smollm2-135m-instruct"])
     parser.add_argument("--quantization", nargs="+", default=["q4f32", "q0f32"])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--variant", choices=["software", "gpu"], help="kernel set (default: the adapter's pick)"
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("dist/bench"))
     args = parser.parse_args(argv)
     with sync_playwright() as p:
@@ -94,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
                 folder = build(
                     model, quantization, args.out_dir / f"{Path(model).name}-{quantization}"
                 )
-                print(json.dumps(bench_folder(browser, folder, args.runs)), flush=True)
+                print(
+                    json.dumps(bench_folder(browser, folder, args.runs, args.variant)), flush=True
+                )
         browser.close()
     return 0
 

@@ -52,17 +52,17 @@ def serve_folder(root: Path) -> Iterator[str]:
         thread.join(10)
 
 
-def open_engine_page(browser, base_url: str, model_path: str = "/"):
+def open_engine_page(browser, base_url: str, model_path: str = "/", variant: str | None = None):
     """A page at the model folder with the engine loaded as `window.engine`."""
     page = browser.new_page()
     page.on("console", lambda m: print("[browser]", m.text) if m.type == "error" else None)
     page.goto(f"{base_url}{model_path}manifest.json")
     page.evaluate(
-        """async (url) => {
+        """async ([url, variant]) => {
             const kiln = await import(url + "kiln.js");
             window.kiln = kiln;
-            window.engine = await kiln.CreateEngine(url);
+            window.engine = await kiln.CreateEngine(url, variant ? {variant} : {});
         }""",
-        f"{base_url}{model_path}",
+        [f"{base_url}{model_path}", variant],
     )
     return page

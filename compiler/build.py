@@ -15,7 +15,7 @@ import numpy as np
 import tvm
 
 from . import progress
-from .compile import Compiled, compile_model
+from .compile import VARIANTS, Compiled, compile_model
 from .config import LlamaConfig
 from .errors import BuildError
 from .loader import ModelSource, Q4Codes, Tensor, load
@@ -86,17 +86,17 @@ def _compiler_hash() -> str:
 
 
 def compile_cached(
-    config: LlamaConfig, scheme: Scheme, context_window: int, prefill_chunk: int
+    config: LlamaConfig, scheme: Scheme, context_window: int, prefill_chunk: int, variant: str
 ) -> tuple[Compiled, bool]:
     """Compiles, or reuses the kernels of an earlier build with the same key."""
     key_text = json.dumps(
-        [config.to_json(), scheme.name, context_window, prefill_chunk, _compiler_hash()]
+        [config.to_json(), scheme.name, context_window, prefill_chunk, variant, _compiler_hash()]
     )
     key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
     path = CACHE_DIR / f"{key}.pkl"
     if path.is_file():
         return pickle.loads(path.read_bytes()), True
-    compiled = compile_model(config, scheme, context_window, prefill_chunk)
+    compiled = compile_model(config, scheme, context_window, prefill_chunk, variant)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(pickle.dumps(compiled))
@@ -130,9 +130,14 @@ def build(
 
     with progress.step("quantize weights"):
         params = quantize(source, scheme)
-    with progress.step("compile kernels") as note:
-        compiled, cached = compile_cached(config, scheme, window, prefill_chunk)
-        note("reused cached kernels" if cached else f"{len(compiled.kernels)} kernels")
+    variants: dict[str, Compiled] = {}
+    for variant in VARIANTS:
+        with progress.step(f"compile {variant} kernels") as note:
+            variants[variant], cached = compile_cached(
+                config, scheme, window, prefill_chunk, variant
+            )
+            note("reused cached kernels" if cached else f"{len(variants[variant].kernels)} kernels")
+    compiled = variants["software"]
     missing = [n for n in compiled.param_names if n not in params]
     if missing:
         raise BuildError(f"internal: no weights for {missing[:3]}")
@@ -147,7 +152,7 @@ def build(
                 ((n, params[n]) for n in compiled.param_names), staging, advance
             )
         _write_folder(
-            staging, model_id, source, scheme, compiled, window, prefill_chunk, shards, tensors
+            staging, model_id, source, scheme, variants, window, prefill_chunk, shards, tensors
         )
         if output.exists():
             old = output.with_name(f".{output.name}.old")
@@ -168,13 +173,14 @@ def _write_folder(
     model_id: str,
     source: ModelSource,
     scheme: Scheme,
-    compiled: Compiled,
+    variants: dict[str, Compiled],
     window: int,
     prefill_chunk: int,
     shards: list[dict[str, Any]],
     tensors: list[dict[str, Any]],
 ) -> None:
-    (out / "kernels.json").write_text(json.dumps(compiled.kernels))
+    for name, compiled in variants.items():
+        (out / f"kernels-{name}.json").write_text(json.dumps(compiled.kernels))
     (out / "tokenizer.json").write_text(json.dumps(source.tokenizer, ensure_ascii=False))
     (out / "tokenizer_config.json").write_text(
         json.dumps(source.tokenizer_config, ensure_ascii=False, indent=1)
@@ -190,12 +196,16 @@ def _write_folder(
         "context_window": window,
         "prefill_chunk": prefill_chunk,
         "eos_token_ids": source.eos_token_ids,
-        "kernels": "kernels.json",
         "tokenizer": "tokenizer.json",
         "tokenizer_config": "tokenizer_config.json",
         "shards": shards,
         "params": tensors,
-        "functions": compiled.functions,
+        # "software" suits adapters that run shaders on the CPU (isFallbackAdapter),
+        # "gpu" suits real GPUs; the runtime picks one.
+        "variants": {
+            name: {"kernels": f"kernels-{name}.json", "functions": compiled.functions}
+            for name, compiled in variants.items()
+        },
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     for item in RUNTIME_DIR.iterdir():

@@ -15,9 +15,10 @@ from .config import LlamaConfig
 from .models.llama import LlamaForCausalLM
 from .plan import build_kernels, extract_plan
 from .quantization import Scheme
-from .schedules import software_rules
+from .schedules import gpu_rules, software_rules
 
 TARGET = tvm.target.Target("webgpu", host="llvm")
+VARIANTS = {"software": software_rules, "gpu": gpu_rules}
 
 
 @dataclasses.dataclass
@@ -27,7 +28,7 @@ class Compiled:
     param_names: list[str]  # weight names in the order of the functions' params
 
 
-def _lower(mod: tvm.IRModule) -> tvm.IRModule:
+def _lower(mod: tvm.IRModule, rules: list[Any]) -> tvm.IRModule:
     passes = (
         gpu_pipeline.library_dispatch_passes(TARGET)
         + [
@@ -36,7 +37,7 @@ def _lower(mod: tvm.IRModule) -> tvm.IRModule:
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
             relax.transform.FuseTIR(),
-            dl.ApplyDefaultSchedule(*software_rules()),
+            dl.ApplyDefaultSchedule(*rules),
         ]
         + gpu_pipeline.dataflow_lower_passes(TARGET)
         + [
@@ -71,14 +72,16 @@ def _kernel_entry(name: str, wgsl: str) -> dict[str, Any]:
 
 
 def compile_model(
-    config: LlamaConfig, scheme: Scheme, context_window: int, prefill_chunk: int
+    config: LlamaConfig, scheme: Scheme, context_window: int, prefill_chunk: int, variant: str
 ) -> Compiled:
+    """Compiles one variant: "software" schedules for CPU-backed (fallback) adapters, "gpu"
+    schedules (dlight's) for real GPUs."""
     model = LlamaForCausalLM(config, scheme, context_window)
     mod, params = model.export_tvm(spec=model.get_default_spec())
     bounds = {"n": prefill_chunk, "total_len": context_window}
     for name in ("prefill", "decode"):
         mod[name] = mod[name].with_attr("tir_var_upper_bound", bounds)
-    lowered = _lower(mod)
+    lowered = _lower(mod, VARIANTS[variant]())
     wgsl, launches, _ = build_kernels(lowered, TARGET)
     prim_funcs = {
         gv.name_hint: f for gv, f in lowered.functions.items() if isinstance(f, tvm.tirx.PrimFunc)

@@ -49,9 +49,9 @@ def engine_page(browser):
     """Opens a page with `window.engine` loaded from a built folder."""
 
     @contextlib.contextmanager
-    def open_folder(folder: Path):
+    def open_folder(folder: Path, variant: str | None = None):
         with serve_folder(folder) as url:
-            page = open_engine_page(browser, url)
+            page = open_engine_page(browser, url, variant=variant)
             try:
                 yield page
             finally:

@@ -28,7 +28,7 @@ def test_builds_hf_folder_and_reuses_kernels(tiny_hf, tmp_path):
     assert first.returncode == 0, first.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["quantization"] == "q4f32" and manifest["prefill_chunk"] == 16
-    for name in ["kernels.json", "tokenizer.json", "tokenizer_config.json", "kiln.js"]:
+    for name in ["kernels-software.json", "kernels-gpu.json", "tokenizer.json", "kiln.js"]:
         assert (out / name).is_file()
     assert all((out / s["file"]).stat().st_size == s["bytes"] for s in manifest["shards"])
     second = run(str(tiny_hf), "-q", "q4f32", "-o", str(out), "--prefill-chunk", "16", cwd=tmp_path)

@@ -30,22 +30,30 @@ def browser_greedy(page, ids, count):
     )
 
 
-def test_q0f32_matches_transformers(tiny_hf, tiny_built, engine_page):
+# Both kernel sets run on this machine's adapter: "software" is the one it picks, "gpu"
+# (dlight's schedules) is forced here so that its plans are checked too.
+VARIANTS = pytest.mark.parametrize("variant", ["software", "gpu"])
+
+
+@VARIANTS
+def test_q0f32_matches_transformers(tiny_hf, tiny_built, engine_page, variant):
     hf = LlamaForCausalLM.from_pretrained(tiny_hf).eval()
     with torch.no_grad():
         expected = hf(torch.tensor([PROMPT])).logits[0, -1].numpy()
         hf_tokens = hf.generate(
             torch.tensor([PROMPT]), max_new_tokens=16, do_sample=False, eos_token_id=None
         )[0, len(PROMPT) :].tolist()
-    with engine_page(tiny_built("q0f32")) as page:
+    with engine_page(tiny_built("q0f32"), variant) as page:
+        assert page.evaluate("engine.variant") == variant
         assert rel_err(browser_logits(page, PROMPT), expected) < 1e-3
         assert browser_greedy(page, PROMPT, 16) == hf_tokens
 
 
-def test_q4f32_matches_numpy_reference(tiny_built, engine_page):
+@VARIANTS
+def test_q4f32_matches_numpy_reference(tiny_built, engine_page, variant):
     folder = tiny_built("q4f32")
     ref = ReferenceModel(folder)
-    with engine_page(folder) as page:
+    with engine_page(folder, variant) as page:
         assert rel_err(browser_logits(page, PROMPT), ref.forward(PROMPT)) < 1e-3
         assert browser_greedy(page, PROMPT, 16) == ref.greedy(PROMPT, 16)
 

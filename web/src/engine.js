@@ -1,7 +1,7 @@
 import { openDevice } from "./device.js";
 import { ContextWindowExceededError, InvalidRequestError, ModelLoadError } from "./errors.js";
 import { Executor } from "./executor.js";
-import { fetchModelFiles, loadWeights } from "./loader.js";
+import { fetchModelFiles, fetchVariant, loadWeights } from "./loader.js";
 import { makeRandom, sample } from "./sampler.js";
 import { ChatTokenizer, StreamDecoder } from "./tokenizer.js";
 
@@ -41,9 +41,11 @@ export class Engine {
   /**
    * Loads (or replaces) the model at `modelUrl`, a folder written by build-web.
    * @param {string} modelUrl
-   * @param {{initProgressCallback?: (p: {progress: number, text: string}) => void}} [options]
+   * @param {{initProgressCallback?: (p: {progress: number, text: string}) => void,
+   *          variant?: "software" | "gpu"}} [options]  `variant` overrides the kernel set
+   *          chosen from the adapter
    */
-  async reload(modelUrl, { initProgressCallback } = {}) {
+  async reload(modelUrl, { initProgressCallback, variant } = {}) {
     this.unload();
     const started = performance.now();
     const files = await fetchModelFiles(modelUrl);
@@ -55,8 +57,10 @@ export class Engine {
     this.manifest = files.manifest;
     this.modelId = files.manifest.model_id;
     this.tokenizer = new ChatTokenizer(files.tokenizer, files.tokenizerConfig);
+    const kernels = await fetchVariant(files.base, files.manifest, adapterInfo, variant);
+    this.variant = kernels.name;
     const weights = await loadWeights(device, files.base, files.manifest, initProgressCallback);
-    this.executor = new Executor(device, files.manifest, files.kernels, weights);
+    this.executor = new Executor(device, files.manifest, kernels, weights);
     this.loadSeconds = (performance.now() - started) / 1000;
     initProgressCallback?.({
       progress: 1,

@@ -12,13 +12,14 @@ export class Executor {
   /**
    * @param {GPUDevice} device
    * @param {object} manifest  manifest.json
-   * @param {Record<string, {wgsl: string, pods: {name: string, type: string}[]}>} kernels
+   * @param {{functions: object, kernels: Record<string, {wgsl: string, pods: {type: string}[]}>}} variant
+   *   the execution plans and kernels chosen for this adapter
    * @param {Map<string, GPUBuffer>} weights  parameter name -> buffer
    */
-  constructor(device, manifest, kernels, weights) {
+  constructor(device, manifest, variant, weights) {
     this.device = device;
     this.manifest = manifest;
-    this.kernels = kernels;
+    this.kernels = variant.kernels;
     this.weights = weights;
     this.pipelines = new Map();
     this.buffers = [];
@@ -27,7 +28,7 @@ export class Executor {
       manifest.context_window * c.num_key_value_heads * c.head_dim * (manifest.dtype === "float16" ? 2 : 4);
     this.cache = Array.from({ length: 2 * c.num_hidden_layers }, () => this.#buffer(cacheBytes));
     this.functions = {};
-    for (const [name, plan] of Object.entries(manifest.functions)) {
+    for (const [name, plan] of Object.entries(variant.functions)) {
       this.functions[name] = this.#prepare(plan);
     }
   }

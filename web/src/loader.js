@@ -13,7 +13,7 @@ async function fetchOk(url) {
   return response;
 }
 
-/** Fetches manifest.json, kernels.json and the tokenizer files of the model at `baseUrl`. */
+/** Fetches manifest.json and the tokenizer files of the model at `baseUrl`. */
 export async function fetchModelFiles(baseUrl) {
   const base = new URL(baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`, globalThis.location?.href);
   let manifest;
@@ -24,12 +24,25 @@ export async function fetchModelFiles(baseUrl) {
     throw new ModelLoadError(`${base}manifest.json is not valid JSON: ${err.message}`);
   }
   if (manifest.format !== 1) throw new ModelLoadError(`Unsupported manifest format ${manifest.format}`);
-  const [kernels, tokenizer, tokenizerConfig] = await Promise.all(
-    [manifest.kernels, manifest.tokenizer, manifest.tokenizer_config].map(async (f) =>
-      (await fetchOk(new URL(f, base))).json(),
-    ),
+  const [tokenizer, tokenizerConfig] = await Promise.all(
+    [manifest.tokenizer, manifest.tokenizer_config].map(async (f) => (await fetchOk(new URL(f, base))).json()),
   );
-  return { base, manifest, kernels, tokenizer, tokenizerConfig };
+  return { base, manifest, tokenizer, tokenizerConfig };
+}
+
+/**
+ * The compiled variant for this adapter: "software" schedules where shaders run on the CPU
+ * (the fallback adapter), "gpu" schedules elsewhere; `requested` overrides the choice.
+ */
+export async function fetchVariant(base, manifest, adapterInfo, requested) {
+  const name = requested ?? (adapterInfo.isFallbackAdapter ? "software" : "gpu");
+  const variant = manifest.variants[name];
+  if (!variant)
+    throw new ModelLoadError(
+      `This model has no "${name}" kernels (it has: ${Object.keys(manifest.variants).join(", ")})`,
+    );
+  const kernels = await (await fetchOk(new URL(variant.kernels, base))).json();
+  return { name, functions: variant.functions, kernels };
 }
 
 async function readWithProgress(response, expected, onBytes) {
