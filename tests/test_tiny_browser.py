@@ -162,3 +162,32 @@ def test_prompt_longer_than_context_window(tiny_built, engine_page):
     assert error["name"] == "ContextWindowExceededError"
     assert error["code"] == "context_length_exceeded"
     assert "context window holds 128" in error["message"]
+
+
+def test_picks_the_build_the_adapter_can_run(tiny_built, browser):
+    """SwiftShader has no shader-f16: of a q4f16 and a q4f32 build, the f32 one is loaded, and
+    the f16 build alone fails with a message that names the missing feature."""
+    from compiler.browser import serve_folder
+
+    f16, f32 = tiny_built("q4f16"), tiny_built("q4f32")
+    assert f16.parent == f32.parent
+    with serve_folder(f16.parent) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/q4f32/manifest.json")
+        result = page.evaluate(
+            """async (base) => {
+                const kiln = await import(base + "q4f32/kiln.js");
+                const engine = await kiln.CreateEngine([base + "q4f16/", base + "q4f32/"]);
+                let error = null;
+                try { await kiln.CreateEngine(base + "q4f16/"); }
+                catch (e) { error = {name: e.name, message: e.message}; }
+                const hasF16 = (await navigator.gpu.requestAdapter()).features.has("shader-f16");
+                return {picked: engine.manifest.quantization, error, hasF16};
+            }""",
+            f"{url}/",
+        )
+        page.close()
+    assert not result["hasF16"]
+    assert result["picked"] == "q4f32"
+    assert result["error"]["name"] == "FeatureUnsupportedError"
+    assert "shader-f16" in result["error"]["message"]

@@ -1,19 +1,35 @@
 import { DeviceLostError, FeatureUnsupportedError, WebGPUUnavailableError } from "./errors.js";
 
-/**
- * Opens a GPU device fit for a model: required features checked, limits raised to the
- * adapter's, and loss reported through `onLost`.
- * @param {{model_id: string, required_features: string[]}} manifest
- * @param {(err: DeviceLostError) => void} [onLost]
- */
-export async function openDevice(manifest, onLost) {
+/** The WebGPU adapter, or a WebGPUUnavailableError that says why there is none. */
+export async function requestAdapter() {
   const gpu = globalThis.navigator?.gpu;
   if (!gpu) throw new WebGPUUnavailableError("navigator.gpu is undefined");
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new WebGPUUnavailableError("no GPU adapter was found");
-  for (const feature of manifest.required_features) {
-    if (!adapter.features.has(feature)) throw new FeatureUnsupportedError(feature, manifest.model_id);
+  return adapter;
+}
+
+/** The first of a model's builds (in order of preference) whose features the adapter has. */
+export function pickBuild(adapter, manifests) {
+  for (const manifest of manifests) {
+    if (manifest.required_features.every((f) => adapter.features.has(f))) return manifest;
   }
+  const last = manifests[manifests.length - 1];
+  throw new FeatureUnsupportedError(
+    last.required_features.find((f) => !adapter.features.has(f)),
+    last.model_id,
+  );
+}
+
+/**
+ * Opens a GPU device fit for a model: required features checked, limits raised to the
+ * adapter's, and loss reported through `onLost`.
+ * @param {GPUAdapter} adapter
+ * @param {{model_id: string, required_features: string[]}} manifest
+ * @param {(err: DeviceLostError) => void} [onLost]
+ */
+export async function openDevice(adapter, manifest, onLost) {
+  pickBuild(adapter, [manifest]);
   const limits = adapter.limits;
   const device = await adapter.requestDevice({
     requiredFeatures: manifest.required_features,

@@ -1,4 +1,4 @@
-import { openDevice } from "./device.js";
+import { openDevice, pickBuild, requestAdapter } from "./device.js";
 import { ContextWindowExceededError, InvalidRequestError, ModelLoadError } from "./errors.js";
 import { Executor } from "./executor.js";
 import { fetchModelFiles, fetchVariant, loadWeights } from "./loader.js";
@@ -39,17 +39,25 @@ export class Engine {
   }
 
   /**
-   * Loads (or replaces) the model at `modelUrl`, a folder written by build-web.
-   * @param {string} modelUrl
+   * Loads (or replaces) the model at `modelUrl`, a folder written by build-web, or the first
+   * of several builds of one model (say its q4f16 and q4f32 folders) that the adapter can run.
+   * @param {string | string[]} modelUrl
    * @param {{initProgressCallback?: (p: {progress: number, text: string}) => void,
    *          variant?: "software" | "gpu"}} [options]  `variant` overrides the kernel set
    *          chosen from the adapter
    */
   async reload(modelUrl, { initProgressCallback, variant } = {}) {
     this.unload();
+    this.deviceLostError = null;
     const started = performance.now();
-    const files = await fetchModelFiles(modelUrl);
-    const { device, adapterInfo } = await openDevice(files.manifest, (err) => {
+    const adapter = await requestAdapter();
+    const candidates = await Promise.all((Array.isArray(modelUrl) ? modelUrl : [modelUrl]).map(fetchModelFiles));
+    const chosen = pickBuild(
+      adapter,
+      candidates.map((c) => c.manifest),
+    );
+    const files = candidates.find((c) => c.manifest === chosen);
+    const { device, adapterInfo } = await openDevice(adapter, files.manifest, (err) => {
       this.deviceLostError = err;
     });
     this.device = device;
