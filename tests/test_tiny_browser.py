@@ -191,3 +191,21 @@ def test_picks_the_build_the_adapter_can_run(tiny_built, browser):
     assert result["picked"] == "q4f32"
     assert result["error"]["name"] == "FeatureUnsupportedError"
     assert "shader-f16" in result["error"]["message"]
+
+
+def test_concurrent_requests_each_match_their_own_run(tiny_built, engine_page):
+    prompts = [f"Question number {i}?" for i in range(4)]
+    with engine_page(tiny_built("q0f32")) as page:
+        texts = page.evaluate(
+            """async (prompts) => {
+                const ask = (p) => engine.chat.completions.create(
+                    {messages: [{role: "user", content: p}], max_tokens: 6, temperature: 0})
+                    .then((r) => r.choices[0].message.content);
+                const together = await Promise.all(prompts.map(ask));
+                const alone = [];
+                for (const p of prompts) alone.push(await ask(p));
+                return {together, alone};
+            }""",
+            prompts,
+        )
+    assert texts["together"] == texts["alone"]

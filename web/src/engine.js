@@ -36,6 +36,13 @@ export class Engine {
     this.executor = null;
     this.cachedTokens = []; // tokens whose keys and values sit in the KV cache
     this.lastStats = null;
+    this.turn = Promise.resolve(); // requests share one KV cache: they run one at a time
+  }
+
+  #exclusive(task) {
+    const run = this.turn.then(task, task);
+    this.turn = run.catch(() => {});
+    return run;
   }
 
   /**
@@ -110,15 +117,21 @@ export class Engine {
   }
 
   /** Logits of the last position for `tokens` (a fresh cache): for tests and tools. */
-  async forwardLogits(tokens) {
-    this.#requireModel();
-    this.cachedTokens = [];
-    const { logits } = await this.#prefill(tokens);
-    return logits;
+  forwardLogits(tokens) {
+    return this.#exclusive(async () => {
+      this.#requireModel();
+      this.cachedTokens = [];
+      const { logits } = await this.#prefill(tokens);
+      return logits;
+    });
   }
 
   /** Generates from prompt tokens; calls onToken(id, textDelta) for each new token. */
-  async generate(promptTokens, params, onToken) {
+  generate(promptTokens, params, onToken) {
+    return this.#exclusive(() => this.#generate(promptTokens, params, onToken));
+  }
+
+  async #generate(promptTokens, params, onToken) {
     this.#requireModel();
     const window = this.manifest.context_window;
     if (promptTokens.length >= window) throw new ContextWindowExceededError(promptTokens.length, window);
