@@ -110,14 +110,24 @@ class SerialReduction(ScheduleRule):
         # `block` now accumulates in a register; `write_back` copies to global memory and
         # takes in the element-wise epilogues (residual add) that follow.
         write_back = sch.cache_write(block, 0, "local")
+        rest = []
         for consumer in all_blocks:
             if consumer == block:
                 continue
             try:
                 sch.reverse_compute_inline(consumer)
-            except Exception:  # noqa: BLE001 - not inlinable: a kernel of its own
-                self._spatial(sch, consumer)
+            except Exception:  # noqa: BLE001 - not element-wise on the output
+                rest.append(consumer)
         sch.reverse_compute_at(write_back, tx)
+        # A consumer that needs only this invocation's outputs (the normalization after the
+        # sum of squares in RMSNorm) runs in the same invocation; others get their own kernel.
+        for consumer in rest:
+            try:
+                sch.reverse_compute_at(consumer, tx)
+            except Exception:  # noqa: BLE001 - needs other invocations' outputs
+                self._spatial(sch, consumer)
+                continue
+            sch.set_scope(write_back, 0, "local")  # the intermediate never leaves the thread
         sch.decompose_reduction(block, k_loops[0])
         if len(k_loops) == 2:
             sch.unroll(k_loops[1])
