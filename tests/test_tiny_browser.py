@@ -209,3 +209,14 @@ def test_concurrent_requests_each_match_their_own_run(tiny_built, engine_page):
             prompts,
         )
     assert texts["together"] == texts["alone"]
+
+
+def test_buffer_over_device_limits_is_reported(tiny_built, tmp_path, engine_page):
+    folder = tmp_path / "huge"
+    shutil.copytree(tiny_built("q0f32"), folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["context_window"] = 1 << 26  # a KV cache of 8 GiB per layer
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(Exception, match="ModelLoadError.*needs a GPU buffer of .* bytes"):
+        with engine_page(folder):
+            pass

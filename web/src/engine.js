@@ -23,6 +23,25 @@ function validate(request) {
   if (top_p != null && !(top_p > 0 && top_p <= 1)) throw new InvalidRequestError("top_p", "must be in (0, 1]");
 }
 
+/** Fails early, with the numbers, when a buffer the model needs exceeds the device's limits. */
+function checkLimits(device, manifest, variant) {
+  const c = manifest.config;
+  const cacheBytes =
+    manifest.context_window * c.num_key_value_heads * c.head_dim * (manifest.dtype === "float16" ? 2 : 4);
+  const largest = Math.max(
+    cacheBytes,
+    ...manifest.params.map((t) => t.bytes),
+    ...Object.values(variant.functions).flatMap((f) => f.storages),
+  );
+  const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+  if (largest > limit) {
+    throw new ModelLoadError(
+      `${manifest.model_id} needs a GPU buffer of ${largest} bytes but this device allows ${limit}. ` +
+        "Rebuild it with a smaller --context-window or --prefill-chunk.",
+    );
+  }
+}
+
 let idCounter = 0;
 const newId = (prefix) => `${prefix}-${Date.now().toString(36)}${(idCounter++).toString(36)}`;
 
@@ -74,8 +93,17 @@ export class Engine {
     this.tokenizer = new ChatTokenizer(files.tokenizer, files.tokenizerConfig);
     const kernels = await fetchVariant(files.base, files.manifest, adapterInfo, variant);
     this.variant = kernels.name;
+    checkLimits(device, files.manifest, kernels);
+    device.pushErrorScope("out-of-memory");
+    device.pushErrorScope("validation");
     const weights = await loadWeights(device, files.base, files.manifest, initProgressCallback);
     this.executor = new Executor(device, files.manifest, kernels, weights);
+    for (const error of [await device.popErrorScope(), await device.popErrorScope()]) {
+      if (error) {
+        this.unload();
+        throw new ModelLoadError(`The GPU rejected the model's buffers or kernels: ${error.message}`);
+      }
+    }
     this.loadSeconds = (performance.now() - started) / 1000;
     initProgressCallback?.({
       progress: 1,
