@@ -150,7 +150,8 @@ def host_launches(func: tirx.PrimFunc) -> list[dict[str, Any]]:
         elif isinstance(stmt, tirx.AssertStmt):
             continue
         else:
-            raise PlanError(f"unsupported host statement {type(stmt).__name__} in {func}")
+            name = func.attrs["global_symbol"]
+            raise PlanError(f"unsupported host statement {type(stmt).__name__} in {name}")
     return launches
 
 
