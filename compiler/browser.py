@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,7 +56,10 @@ def serve_folder(root: Path) -> Iterator[str]:
 def open_engine_page(browser, base_url: str, model_path: str = "/", variant: str | None = None):
     """A page at the model folder with the engine loaded as `window.engine`."""
     page = browser.new_page()
-    page.on("console", lambda m: print("[browser]", m.text) if m.type == "error" else None)
+    page.on(
+        "console",
+        lambda m: print("[browser]", m.text, file=sys.stderr) if m.type == "error" else None,
+    )
     page.goto(f"{base_url}{model_path}manifest.json")
     page.evaluate(
         """async ([url, variant]) => {

@@ -220,3 +220,25 @@ def test_buffer_over_device_limits_is_reported(tiny_built, tmp_path, engine_page
     with pytest.raises(Exception, match="ModelLoadError.*needs a GPU buffer of .* bytes"):
         with engine_page(folder):
             pass
+
+
+def test_device_loss_is_reported_and_reload_recovers(tiny_built, engine_page):
+    request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0}
+    with engine_page(tiny_built("q0f32")) as page:
+        before = page.evaluate("async (r) => await engine.chat.completions.create(r)", request)
+        result = page.evaluate(
+            """async (r) => {
+                engine.device.destroy();  // what a GPU reset looks like to the page
+                await new Promise((resolve) => setTimeout(resolve, 50));
+                let error = null;
+                try { await engine.chat.completions.create(r); }
+                catch (e) { error = {name: e.name, message: e.message}; }
+                await engine.reload(location.href.replace("manifest.json", ""));
+                const after = await engine.chat.completions.create(r);
+                return {error, after};
+            }""",
+            request,
+        )
+    assert result["error"]["name"] == "DeviceLostError"
+    assert "Reload the model" in result["error"]["message"]
+    assert result["after"]["choices"][0]["message"] == before["choices"][0]["message"]

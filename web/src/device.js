@@ -43,7 +43,7 @@ export async function openDevice(adapter, manifest, onLost) {
   });
   const info = adapter.info ?? {};
   device.lost.then((lost) => {
-    if (lost.reason !== "destroyed" && onLost) onLost(new DeviceLostError(lost.message || lost.reason));
+    onLost?.(new DeviceLostError(lost.message || lost.reason));
   });
   return {
     device,

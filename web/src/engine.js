@@ -59,7 +59,16 @@ export class Engine {
   }
 
   #exclusive(task) {
-    const run = this.turn.then(task, task);
+    const guarded = async () => {
+      try {
+        return await task();
+      } catch (err) {
+        // A lost device fails the pending GPU calls before `device.lost` settles.
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        throw this.deviceLostError ?? err;
+      }
+    };
+    const run = this.turn.then(guarded, guarded);
     this.turn = run.catch(() => {});
     return run;
   }
@@ -84,7 +93,7 @@ export class Engine {
     );
     const files = candidates.find((c) => c.manifest === chosen);
     const { device, adapterInfo } = await openDevice(adapter, files.manifest, (err) => {
-      this.deviceLostError = err;
+      if (this.device === device) this.deviceLostError = err; // not an unload() of ours
     });
     this.device = device;
     this.adapterInfo = adapterInfo;
@@ -113,10 +122,11 @@ export class Engine {
   }
 
   unload() {
-    this.executor?.destroy();
-    this.device?.destroy();
-    this.executor = null;
+    const device = this.device;
     this.device = null;
+    this.executor?.destroy();
+    device?.destroy();
+    this.executor = null;
     this.cachedTokens = [];
   }
 
