@@ -19,8 +19,13 @@ def make_app(root: Path) -> web.Application:
     async def index(_: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/index.html")
 
+    async def favicon(_: web.Request) -> web.StreamResponse:
+        icon = root / "favicon.ico"
+        return web.FileResponse(icon) if icon.is_file() else web.Response(status=204)
+
     app = web.Application()
     app.router.add_get("/", index)
+    app.router.add_get("/favicon.ico", favicon)
     # add_static refuses paths that resolve outside `root` (.., encoded dots, symlinks).
     app.router.add_static("/", root, follow_symlinks=False)
     return app
