@@ -29,6 +29,8 @@ class Compiled:
 
 
 def _lower(mod: tvm.IRModule, rules: list[Any]) -> tvm.IRModule:
+    """TVM's generic GPU pipeline with our schedule rules, stopped after memory planning:
+    the passes after it prepare for TVM's VM, whose place the execution plan takes."""
     passes = (
         gpu_pipeline.library_dispatch_passes(TARGET)
         + [
