@@ -59,18 +59,6 @@ class Scheme:
             "minimum": codes.minimum.astype(np_dtype),
         }
 
-    def dequantize(self, parts: dict[str, np.ndarray]) -> np.ndarray:
-        """The float32 weight the kernels see: the numpy reference uses this."""
-        if self.bits == 0:
-            return parts["weight"].astype(np.float32)
-        packed = parts["q4"]
-        rows = packed.shape[0]
-        codes = np.stack([(packed >> np.uint32(4 * i)) & 15 for i in range(8)], axis=-1)
-        codes = codes.reshape(rows, -1).astype(np.float32).reshape(rows, -1, GROUP)
-        scale = parts["scale"].astype(np.float32)[..., None]
-        minimum = parts["minimum"].astype(np.float32)[..., None]
-        return (codes * scale + minimum).reshape(rows, -1)
-
     def weight_te(self, parts: dict[str, te.Tensor], row: tirx.PrimExpr, col: tirx.PrimExpr):
         """TE expression of weight[row, col], dequantized inside the consuming kernel."""
         if self.bits == 0:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _dequantize(parts: dict[str, np.ndarray]) -> np.ndarray:
+def dequantize(parts: dict[str, np.ndarray]) -> np.ndarray:
     if "weight" in parts:
         return parts["weight"].astype(np.float64)
     packed = parts["q4"]
@@ -34,7 +34,7 @@ def load_folder(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
         array = np.frombuffer(raw, dtype=t["dtype"]).reshape(t["shape"])
         owner, part = t["name"].rsplit(".", 1)
         grouped.setdefault(owner, {})[part] = array
-    return manifest, {name: _dequantize(parts) for name, parts in grouped.items()}
+    return manifest, {name: dequantize(parts) for name, parts in grouped.items()}
 
 
 class ReferenceModel:
