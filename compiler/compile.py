@@ -15,7 +15,7 @@ from .config import LlamaConfig
 from .models.llama import LlamaForCausalLM
 from .plan import build_kernels, extract_plan
 from .quantization import Scheme
-from .schedules import gpu_rules, software_rules
+from .schedules import TOKEN_TILE, gpu_rules, software_rules
 
 TARGET = tvm.target.Target("webgpu", host="llvm")
 VARIANTS = {"software": software_rules, "gpu": gpu_rules}
@@ -80,7 +80,10 @@ def compile_model(
     schedules (dlight's) for real GPUs."""
     model = LlamaForCausalLM(config, scheme, context_window)
     mod, params = model.export_tvm(spec=model.get_default_spec())
-    bounds = {"n": prefill_chunk, "total_len": context_window}
+    # Activation buffers hold whole token tiles, so the tile rows past n that the software
+    # kernels read (and never write back) stay inside their buffers.
+    tiled_chunk = -(-prefill_chunk // TOKEN_TILE) * TOKEN_TILE
+    bounds = {"n": tiled_chunk, "total_len": context_window}
     for name in ("prefill", "decode"):
         mod[name] = mod[name].with_attr("tir_var_upper_bound", bounds)
     lowered = _lower(mod, VARIANTS[variant]())

@@ -242,3 +242,13 @@ def test_device_loss_is_reported_and_reload_recovers(tiny_built, engine_page):
     assert result["error"]["name"] == "DeviceLostError"
     assert "Reload the model" in result["error"]["message"]
     assert result["after"]["choices"][0]["message"] == before["choices"][0]["message"]
+
+
+def test_prefill_chunk_that_is_not_a_multiple_of_the_token_tile(tiny_hf, tmp_path, engine_page):
+    from compiler.build import build
+
+    folder = build(str(tiny_hf), "q4f32", tmp_path / "chunk6", context_window=64, prefill_chunk=6)
+    ref = ReferenceModel(folder)
+    with engine_page(folder) as page:
+        assert rel_err(browser_logits(page, PROMPT), ref.forward(PROMPT)) < 1e-3
+        assert browser_greedy(page, PROMPT, 8) == ref.greedy(PROMPT, 8)
