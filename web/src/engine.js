@@ -1,6 +1,6 @@
 import { openDevice, pickBuild, requestAdapter } from "./device.js";
 import { ContextWindowExceededError, InvalidRequestError, ModelLoadError } from "./errors.js";
-import { Executor } from "./executor.js";
+import { Executor, kvCacheBytes } from "./executor.js";
 import { fetchModelFiles, fetchVariant, loadWeights } from "./loader.js";
 import { makeRandom, sample } from "./sampler.js";
 import { ChatTokenizer, StreamDecoder } from "./tokenizer.js";
@@ -25,11 +25,8 @@ function validate(request) {
 
 /** Fails early, with the numbers, when a buffer the model needs exceeds the device's limits. */
 function checkLimits(device, manifest, variant) {
-  const c = manifest.config;
-  const cacheBytes =
-    manifest.context_window * c.num_key_value_heads * c.head_dim * (manifest.dtype === "float16" ? 2 : 4);
   const largest = Math.max(
-    cacheBytes,
+    kvCacheBytes(manifest),
     ...manifest.params.map((t) => t.bytes),
     ...Object.values(variant.functions).flatMap((f) => f.storages),
   );

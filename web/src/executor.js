@@ -3,6 +3,12 @@ import { evaluate } from "./expr.js";
 const UNIFORM_SLOT = 256; // minUniformBufferOffsetAlignment
 const MAX_GROUPS = 65535; // maxComputeWorkgroupsPerDimension (WebGPU's default limit)
 
+/** Bytes of one layer's key (or value) cache: [context_window, kv_heads, head_dim]. */
+export function kvCacheBytes(manifest) {
+  const c = manifest.config;
+  return manifest.context_window * c.num_key_value_heads * c.head_dim * (manifest.dtype === "float16" ? 2 : 4);
+}
+
 /**
  * Runs the compiled execution plans: every buffer, pipeline and bind group is created once;
  * a call writes the POD values of its launches into one uniform buffer and submits one
@@ -23,10 +29,8 @@ export class Executor {
     this.weights = weights;
     this.pipelines = new Map();
     this.buffers = [];
-    const c = manifest.config;
-    const cacheBytes =
-      manifest.context_window * c.num_key_value_heads * c.head_dim * (manifest.dtype === "float16" ? 2 : 4);
-    this.cache = Array.from({ length: 2 * c.num_hidden_layers }, () => this.#buffer(cacheBytes));
+    const layers = manifest.config.num_hidden_layers;
+    this.cache = Array.from({ length: 2 * layers }, () => this.#buffer(kvCacheBytes(manifest)));
     this.functions = {};
     for (const [name, plan] of Object.entries(variant.functions)) {
       this.functions[name] = this.#prepare(plan);
