@@ -137,11 +137,14 @@ def attention_func(heads: int, kv_heads: int, head_dim: int, capacity: int, dtyp
                         score[0] = score[0] * T.float32(scale)
                         prev[0] = best[0]
                         best[0] = T.max(prev[0], score[0])
-                        denom[0] = denom[0] * T.exp(prev[0] - best[0]) + T.exp(score[0] - best[0])
+                        # Two exponentials per key, kept in registers for the head_dim loop.
+                        prev[0] = T.exp(prev[0] - best[0])
+                        score[0] = T.exp(score[0] - best[0])
+                        denom[0] = denom[0] * prev[0] + score[0]
                         for d in range(head_dim):
-                            acc[d] = acc[d] * T.exp(prev[0] - best[0]) + T.exp(
-                                score[0] - best[0]
-                            ) * T.Cast("float32", v_cache[j, kvh, d])
+                            acc[d] = acc[d] * prev[0] + score[0] * T.Cast(
+                                "float32", v_cache[j, kvh, d]
+                            )
                     for d in range(head_dim):
                         out[0, i, h * head_dim + d] = T.Cast(dtype, acc[d] / denom[0])
 
