@@ -1,6 +1,7 @@
 """Benchmark: build a model, run it in headless Chromium, print one JSON line of figures.
 
-    scripts/bench [MODEL ...] [--quantization q4f32 q0f32] [--runs 3]
+    scripts/bench [MODEL ...] [--quantization q4f32 q0f32] [--runs 3] [--variant software|gpu]
+    scripts/bench --profile ...   time each kernel of one decode step instead
 
 Per model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
 tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and WGSL, and the
@@ -80,6 +81,33 @@ def bench_folder(browser, folder: Path, runs: int, variant: str | None = None) -
     }
 
 
+def profile_folder(browser, folder: Path, variant: str | None = None) -> dict:
+    """One decode step after a short prompt, each launch submitted and awaited alone: the
+    per-kernel times include a submit round trip each, so their sum overstates a real step."""
+    with serve_folder(folder) as url:
+        page = open_engine_page(browser, url, variant=variant)
+        times = page.evaluate(
+            """async () => {
+                const prompt = engine.tokenizer.encode("Hello, how are you?");
+                await engine.forwardLogits(prompt);
+                return await engine.executor.profile("decode", [prompt.at(-1)], prompt.length + 1);
+            }"""
+        )
+        chosen = page.evaluate("engine.variant")
+        page.close()
+    kernels: dict[str, list] = {}
+    for t in times:
+        entry = kernels.setdefault(t["kernel"], [0, 0.0])
+        entry[0] += 1
+        entry[1] += t["ms"]
+    return {
+        "model": folder.name,
+        "variant": chosen,
+        "decode_step_ms": round(sum(t["ms"] for t in times), 1),
+        "kernels": {k: {"launches": c, "ms": round(ms, 1)} for k, (c, ms) in kernels.items()},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
@@ -90,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variant", choices=["software", "gpu"], help="kernel set (default: the adapter's pick)"
     )
+    parser.add_argument("--profile", action="store_true", help="per-kernel times of one step")
     parser.add_argument("--out-dir", type=Path, default=Path("dist/bench"))
     args = parser.parse_args(argv)
     with sync_playwright() as p:
@@ -99,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
                 folder = build(
                     model, quantization, args.out_dir / f"{Path(model).name}-{quantization}"
                 )
-                print(
-                    json.dumps(bench_folder(browser, folder, args.runs, args.variant)), flush=True
-                )
+                if args.profile:
+                    result = profile_folder(browser, folder, args.variant)
+                else:
+                    result = bench_folder(browser, folder, args.runs, args.variant)
+                print(json.dumps(result), flush=True)
         browser.close()
     return 0
 

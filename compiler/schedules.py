@@ -45,8 +45,8 @@ class SerialReduction(ScheduleRule):
         if len(reductions) > 1:
             return None  # e.g. softmax-like chains: leave them to the generic rules
         if reductions:
-            self._reduction(sch, reductions[0].block_rv, [i.block_rv for i in infos])
-            return sch
+            done = self._reduction(sch, reductions[0].block_rv, [i.block_rv for i in infos])
+            return sch if done else None
         for info in infos:
             self._spatial(sch, info.block_rv)
         return sch
@@ -60,13 +60,13 @@ class SerialReduction(ScheduleRule):
         sch.bind(bx, "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
 
-    def _reduction(self, sch: s_tir.Schedule, block, all_blocks) -> None:
+    def _reduction(self, sch: s_tir.Schedule, block, all_blocks) -> bool:
         loops = sch.get_loops(block)
         kinds = self._kinds(sch, block)
         s_loops = [loop for loop, kind in zip(loops, kinds, strict=True) if kind == "S"]
         r_loops = [loop for loop, kind in zip(loops, kinds, strict=True) if kind == "R"]
         if not s_loops or not r_loops or len(loops) != len(s_loops) + len(r_loops):
-            raise ValueError("not a plain reduction")
+            return False  # not a plain reduction: left to the next rule
         # The symbolic (token) axis, if any, goes to blockIdx.y in tiles whose inner part runs
         # inside the reduction; the other spatial axes spread over blockIdx.x/threadIdx.x.
         tile_outer = tile_inner = None
@@ -133,6 +133,7 @@ class SerialReduction(ScheduleRule):
             sch.unroll(k_loops[1])
         for loop in tail:
             sch.unroll(loop)
+        return True
 
     @staticmethod
     def _kinds(sch: s_tir.Schedule, block) -> list[str]:

@@ -22,14 +22,13 @@ export function pickBuild(adapter, manifests) {
 }
 
 /**
- * Opens a GPU device fit for a model: required features checked, limits raised to the
- * adapter's, and loss reported through `onLost`.
+ * Opens a GPU device for a model `pickBuild` chose: its features enabled, limits raised to
+ * the adapter's, and loss reported through `onLost`.
  * @param {GPUAdapter} adapter
  * @param {{model_id: string, required_features: string[]}} manifest
  * @param {(err: DeviceLostError) => void} [onLost]
  */
 export async function openDevice(adapter, manifest, onLost) {
-  pickBuild(adapter, [manifest]);
   const limits = adapter.limits;
   const device = await adapter.requestDevice({
     requiredFeatures: manifest.required_features,

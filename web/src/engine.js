@@ -1,7 +1,7 @@
 import { openDevice, pickBuild, requestAdapter } from "./device.js";
 import { ContextWindowExceededError, InvalidRequestError, ModelLoadError } from "./errors.js";
 import { Executor, kvCacheBytes } from "./executor.js";
-import { fetchModelFiles, fetchVariant, loadWeights } from "./loader.js";
+import { fetchManifest, fetchTokenizerFiles, fetchVariant, loadWeights } from "./loader.js";
 import { makeRandom, sample } from "./sampler.js";
 import { ChatTokenizer, StreamDecoder } from "./tokenizer.js";
 
@@ -83,12 +83,13 @@ export class Engine {
     this.deviceLostError = null;
     const started = performance.now();
     const adapter = await requestAdapter();
-    const candidates = await Promise.all((Array.isArray(modelUrl) ? modelUrl : [modelUrl]).map(fetchModelFiles));
+    const candidates = await Promise.all((Array.isArray(modelUrl) ? modelUrl : [modelUrl]).map(fetchManifest));
     const chosen = pickBuild(
       adapter,
       candidates.map((c) => c.manifest),
     );
     const files = candidates.find((c) => c.manifest === chosen);
+    const { tokenizer, tokenizerConfig } = await fetchTokenizerFiles(files.base, files.manifest);
     const { device, adapterInfo } = await openDevice(adapter, files.manifest, (err) => {
       if (this.device === device) this.deviceLostError = err; // not an unload() of ours
     });
@@ -96,7 +97,7 @@ export class Engine {
     this.adapterInfo = adapterInfo;
     this.manifest = files.manifest;
     this.modelId = files.manifest.model_id;
-    this.tokenizer = new ChatTokenizer(files.tokenizer, files.tokenizerConfig);
+    this.tokenizer = new ChatTokenizer(tokenizer, tokenizerConfig);
     const kernels = await fetchVariant(files.base, files.manifest, adapterInfo, variant);
     this.variant = kernels.name;
     checkLimits(device, files.manifest, kernels);

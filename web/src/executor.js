@@ -156,7 +156,7 @@ export class Executor {
   }
 
   /**
-   * Times every launch of one call separately (one submit each): for benchmarks only.
+   * Times every launch of one call separately (one submit each): for `scripts/bench --profile`.
    * @returns {Promise<{kernel: string, ms: number}[]>}
    */
   async profile(name, ids, totalLen) {

@@ -13,8 +13,8 @@ async function fetchOk(url) {
   return response;
 }
 
-/** Fetches manifest.json and the tokenizer files of the model at `baseUrl`. */
-export async function fetchModelFiles(baseUrl) {
+/** Fetches manifest.json of the model folder at `baseUrl`. */
+export async function fetchManifest(baseUrl) {
   const base = new URL(baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`, globalThis.location?.href);
   let manifest;
   try {
@@ -24,10 +24,15 @@ export async function fetchModelFiles(baseUrl) {
     throw new ModelLoadError(`${base}manifest.json is not valid JSON: ${err.message}`);
   }
   if (manifest.format !== 1) throw new ModelLoadError(`Unsupported manifest format ${manifest.format}`);
+  return { base, manifest };
+}
+
+/** Fetches tokenizer.json and tokenizer_config.json of a model folder. */
+export async function fetchTokenizerFiles(base, manifest) {
   const [tokenizer, tokenizerConfig] = await Promise.all(
     [manifest.tokenizer, manifest.tokenizer_config].map(async (f) => (await fetchOk(new URL(f, base))).json()),
   );
-  return { base, manifest, tokenizer, tokenizerConfig };
+  return { tokenizer, tokenizerConfig };
 }
 
 /**
