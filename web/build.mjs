@@ -4,11 +4,15 @@ import * as esbuild from "esbuild";
 
 mkdirSync("build", { recursive: true });
 await esbuild.build({
-  entryPoints: ["src/index.js"],
+  entryPoints: { kiln: "src/index.js" },
   bundle: true,
   format: "esm",
   target: "es2022",
-  outfile: "build/kiln.js",
+  outdir: "build",
+  entryNames: "[name]",
+  // The grammar engine (a 1 MB wasm) is imported on first use of response_format.
+  splitting: true,
+  chunkNames: "kiln-[name]-[hash]",
   minify: true,
   keepNames: true, // error classes are told apart by name
   sourcemap: false,

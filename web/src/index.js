@@ -1,2 +1,3 @@
 export { CreateEngine, Engine } from "./engine.js";
 export * from "./errors.js";
+export { ChatTokenizer } from "./tokenizer.js";
