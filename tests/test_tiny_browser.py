@@ -87,10 +87,13 @@ def test_chat_completion_objects_and_streaming(tiny_built, engine_page):
     assert usage["completion_tokens"] <= 12
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert len({c["id"] for c in chunks}) == 1
-    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1])
     assert streamed == choice["message"]["content"]
-    assert chunks[-1]["choices"][0]["finish_reason"] == choice["finish_reason"]
+    # With include_usage, a last chunk carries the usage and no choices; the others usage null.
+    assert chunks[-2]["choices"][0]["finish_reason"] == choice["finish_reason"]
+    assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"]["completion_tokens"] == usage["completion_tokens"]
+    assert all(c["usage"] is None for c in chunks[:-1])
 
 
 def test_temperature_sampling_is_seeded(tiny_built, engine_page):
@@ -129,8 +132,48 @@ def test_corrupt_shard_is_rejected(tiny_built, tmp_path, engine_page, browser):
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": "x"}], "temperature": 3}, "temperature"),
-        ({"messages": [{"role": "user", "content": "x"}], "top_p": 0}, "top_p"),
+        ({"messages": [{"role": "user", "content": "x"}], "top_p": 1.5}, "top_p"),
         ({"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}, "max_tokens"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 0},
+            "max_completion_tokens",
+        ),
+        ({"messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "frequency_penalty": 2.5},
+            "frequency_penalty",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "presence_penalty": -3},
+            "presence_penalty",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "repetition_penalty": 0},
+            "repetition_penalty",
+        ),
+        ({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"5": 101}}, "logit_bias"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "logit_bias": {"999999": 1}},
+            "logit_bias",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]},
+            "stop",
+        ),
+        ({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}, "top_logprobs"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 21},
+            "top_logprobs",
+        ),
+        ({"messages": [{"role": "user", "content": "x"}], "seed": 1.5}, "seed"),
+        ({"messages": [{"role": "user", "content": "x"}], "tools": []}, "tools"),
+        ({"messages": [{"role": "user", "content": "x"}], "colour": "red"}, "colour"),
+        ({"messages": [{"role": "user", "content": "x"}], "stream_options": {}}, "stream_options"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}},
+            "response_format.type",
+        ),
+        ({"messages": [{"role": "user", "content": "x"}], "model": "nope"}, "model"),
     ],
 )
 def test_invalid_requests_are_rejected(tiny_built, engine_page, request_body, field):
@@ -142,7 +185,7 @@ def test_invalid_requests_are_rejected(tiny_built, engine_page, request_body, fi
             }""",
             request_body,
         )
-    assert error["name"] == "InvalidRequestError"
+    assert error["name"] == ("ModelNotFoundError" if field == "model" else "InvalidRequestError")
     assert error["param"] == field
 
 
@@ -177,7 +220,9 @@ def test_picks_the_build_the_adapter_can_run(tiny_built, browser):
         result = page.evaluate(
             """async (base) => {
                 const kiln = await import(base + "q4f32/kiln.js");
-                const engine = await kiln.CreateEngine([base + "q4f16/", base + "q4f32/"]);
+                const builds = [base + "q4f16/", base + "q4f32/"];
+                const appConfig = {model_list: [{model_id: "tiny", model: builds}]};
+                const engine = await kiln.CreateEngine("tiny", {appConfig});
                 let error = null;
                 try { await kiln.CreateEngine(base + "q4f16/"); }
                 catch (e) { error = {name: e.name, message: e.message}; }

@@ -13,6 +13,8 @@ await esbuild.build({
   // The grammar engine (a 1 MB wasm) is imported on first use of response_format.
   splitting: true,
   chunkNames: "kiln-[name]-[hash]",
+  // XGrammar's Emscripten loader names Node built-ins on a path browsers never take.
+  external: ["url", "module"],
   minify: true,
   keepNames: true, // error classes are told apart by name
   sourcemap: false,

@@ -1,295 +1,552 @@
-import { openDevice, pickBuild, requestAdapter } from "./device.js";
-import { ContextWindowExceededError, InvalidRequestError, ModelLoadError } from "./errors.js";
-import { Executor, kvCacheBytes } from "./executor.js";
-import { fetchManifest, fetchTokenizerFiles, fetchVariant, loadWeights } from "./loader.js";
+import { ContextWindowExceededError, InvalidRequestError, ModelLoadError, ModelNotFoundError } from "./errors.js";
+import { GrammarEngine } from "./grammar.js";
+import { LogitsProcessor, logSoftmax, topK } from "./logits.js";
+import { LoadedModel } from "./model.js";
+import { checkChatRequest, checkCompletionRequest } from "./request.js";
 import { makeRandom, sample } from "./sampler.js";
-import { ChatTokenizer, StreamDecoder } from "./tokenizer.js";
-
-const ROLES = new Set(["system", "user", "assistant"]);
-
-function validate(request) {
-  const { messages, max_tokens, temperature, top_p } = request;
-  if (!Array.isArray(messages) || messages.length === 0)
-    throw new InvalidRequestError("messages", "must be a non-empty array");
-  for (const [i, m] of messages.entries()) {
-    if (!m || !ROLES.has(m.role))
-      throw new InvalidRequestError(`messages[${i}].role`, "must be system, user or assistant");
-    if (typeof m.content !== "string") throw new InvalidRequestError(`messages[${i}].content`, "must be a string");
-  }
-  if (max_tokens != null && !(Number.isInteger(max_tokens) && max_tokens > 0))
-    throw new InvalidRequestError("max_tokens", "must be a positive integer");
-  if (temperature != null && !(temperature >= 0 && temperature <= 2))
-    throw new InvalidRequestError("temperature", "must be between 0 and 2");
-  if (top_p != null && !(top_p > 0 && top_p <= 1)) throw new InvalidRequestError("top_p", "must be in (0, 1]");
-}
-
-/** Fails early, with the numbers, when a buffer the model needs exceeds the device's limits. */
-function checkLimits(device, manifest, variant) {
-  const largest = Math.max(
-    kvCacheBytes(manifest),
-    ...manifest.params.map((t) => t.bytes),
-    ...Object.values(variant.functions).flatMap((f) => f.storages),
-  );
-  const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
-  if (largest > limit) {
-    throw new ModelLoadError(
-      `${manifest.model_id} needs a GPU buffer of ${largest} bytes but this device allows ${limit}. ` +
-        "Rebuild it with a smaller --context-window or --prefill-chunk.",
-    );
-  }
-}
+import { StopStrings } from "./stop.js";
+import { StreamDecoder } from "./tokenizer.js";
+import { Vocabulary } from "./vocab.js";
 
 let idCounter = 0;
 const newId = (prefix) => `${prefix}-${Date.now().toString(36)}${(idCounter++).toString(36)}`;
+const now = () => performance.now();
 
 /**
- * An OpenAI-style chat engine over one model folder.
- * `engine.chat.completions.create({messages, stream, max_tokens, temperature, top_p, seed})`.
+ * An OpenAI-style engine over one or several model folders written by build-web.
+ * See README.md ("Using the runtime") for the request fields and what they do.
  */
 export class Engine {
+  #models = new Map(); // model id -> LoadedModel
+  #turn = Promise.resolve(); // models share the GPU queue and their KV caches: one request at a time
+  #running = null; // the abort control of the request in progress
+
   constructor() {
-    this.chat = { completions: { create: (request) => this.createChatCompletion(request) } };
-    this.executor = null;
-    this.cachedTokens = []; // tokens whose keys and values sit in the KV cache
-    this.lastStats = null;
-    this.turn = Promise.resolve(); // requests share one KV cache: they run one at a time
+    this.chat = { completions: { create: (request) => this.#create("chat", request) } };
+    this.completions = { create: (request) => this.#create("text", request) };
+    this.appConfig = null;
   }
 
-  #exclusive(task) {
+  // The first loaded model's parts, for tools and tests working with one model.
+  get #first() {
+    return this.#models.values().next().value;
+  }
+  get modelId() {
+    return this.#first?.id;
+  }
+  get manifest() {
+    return this.#first?.manifest;
+  }
+  get tokenizer() {
+    return this.#first?.tokenizer;
+  }
+  get variant() {
+    return this.#first?.variant;
+  }
+  get executor() {
+    return this.#first?.executor;
+  }
+  get device() {
+    return this.#first?.device;
+  }
+  get adapterInfo() {
+    return this.#first?.adapterInfo;
+  }
+  get loadSeconds() {
+    return this.#first?.loadSeconds;
+  }
+  /** The ids of the loaded models, the names requests give in `model`. */
+  get loadedModels() {
+    return [...this.#models.keys()];
+  }
+
+  #exclusive(model, task) {
     const guarded = async () => {
       try {
         return await task();
       } catch (err) {
         // A lost device fails the pending GPU calls before `device.lost` settles.
         await new Promise((resolve) => setTimeout(resolve, 0));
-        throw this.deviceLostError ?? err;
+        throw model?.lostError ?? err;
       }
     };
-    const run = this.turn.then(guarded, guarded);
-    this.turn = run.catch(() => {});
+    const run = this.#turn.then(guarded, guarded);
+    this.#turn = run.catch(() => {});
     return run;
   }
 
   /**
-   * Loads (or replaces) the model at `modelUrl`, a folder written by build-web, or the first
-   * of several builds of one model (say its q4f16 and q4f32 folders) that the adapter can run.
-   * @param {string | string[]} modelUrl
+   * Loads models, replacing those loaded before. Each entry of `model` is the `model_id` of an
+   * entry of `appConfig.model_list` (`{model_id, model: url | [url, ...]}`, several URLs being
+   * builds of one model in order of preference, say q4f16 then q4f32), or the URL of a folder
+   * written by build-web.
+   * @param {string | string[]} model
    * @param {{initProgressCallback?: (p: {progress: number, text: string}) => void,
+   *          appConfig?: {model_list: {model_id: string, model: string | string[]}[]},
    *          variant?: "software" | "gpu"}} [options]  `variant` overrides the kernel set
    *          chosen from the adapter
    */
-  async reload(modelUrl, { initProgressCallback, variant } = {}) {
-    this.unload();
-    this.deviceLostError = null;
-    const started = performance.now();
-    const adapter = await requestAdapter();
-    const candidates = await Promise.all((Array.isArray(modelUrl) ? modelUrl : [modelUrl]).map(fetchManifest));
-    const chosen = pickBuild(
-      adapter,
-      candidates.map((c) => c.manifest),
-    );
-    const files = candidates.find((c) => c.manifest === chosen);
-    const { tokenizer, tokenizerConfig } = await fetchTokenizerFiles(files.base, files.manifest);
-    const { device, adapterInfo } = await openDevice(adapter, files.manifest, (err) => {
-      if (this.device === device) this.deviceLostError = err; // not an unload() of ours
-    });
-    this.device = device;
-    this.adapterInfo = adapterInfo;
-    this.manifest = files.manifest;
-    this.modelId = files.manifest.model_id;
-    this.tokenizer = new ChatTokenizer(tokenizer, tokenizerConfig);
-    const kernels = await fetchVariant(files.base, files.manifest, adapterInfo, variant);
-    this.variant = kernels.name;
-    checkLimits(device, files.manifest, kernels);
-    device.pushErrorScope("out-of-memory");
-    device.pushErrorScope("validation");
-    const weights = await loadWeights(device, files.base, files.manifest, initProgressCallback);
-    this.executor = new Executor(device, files.manifest, kernels, weights);
-    for (const error of [await device.popErrorScope(), await device.popErrorScope()]) {
-      if (error) {
-        this.unload();
-        throw new ModelLoadError(`The GPU rejected the model's buffers or kernels: ${error.message}`);
+  reload(model, { initProgressCallback, appConfig, variant } = {}) {
+    const specs = Array.isArray(model) ? model : [model];
+    if (specs.length === 0 || !specs.every((s) => typeof s === "string" && s.length > 0))
+      throw new InvalidRequestError("model", "must be a model id or a URL, or a non-empty array of them");
+    this.interruptGenerate();
+    return this.#exclusive(null, async () => {
+      this.#unloadAll();
+      if (appConfig !== undefined) this.appConfig = appConfig;
+      const started = now();
+      try {
+        for (const spec of specs) {
+          const entry = this.appConfig?.model_list?.find((e) => e.model_id === spec);
+          const urls = entry ? [entry.model].flat() : [spec];
+          const loaded = await LoadedModel.load(entry?.model_id, urls, {
+            initProgressCallback,
+            variant,
+            onDeviceLost: (m, err) => (m.lostError = err),
+          });
+          if (this.#models.has(loaded.id)) {
+            loaded.destroy();
+            throw new ModelLoadError(`Two of the models are named ${loaded.id}`);
+          }
+          this.#models.set(loaded.id, loaded);
+        }
+      } catch (err) {
+        this.#unloadAll(); // all of them or none
+        throw err;
       }
-    }
-    this.loadSeconds = (performance.now() - started) / 1000;
-    initProgressCallback?.({
-      progress: 1,
-      text: `Loaded ${this.modelId} in ${this.loadSeconds.toFixed(1)}s`,
-      timeElapsed: this.loadSeconds,
+      const seconds = (now() - started) / 1000;
+      initProgressCallback?.({
+        progress: 1,
+        text: `Loaded ${this.loadedModels.join(", ")} in ${seconds.toFixed(1)}s`,
+        timeElapsed: seconds,
+      });
     });
   }
 
+  /** Frees every model's GPU memory. */
   unload() {
-    const device = this.device;
-    this.device = null;
-    this.executor?.destroy();
-    device?.destroy();
-    this.executor = null;
-    this.cachedTokens = [];
+    this.interruptGenerate();
+    return this.#exclusive(null, () => this.#unloadAll());
   }
 
-  resetChat() {
-    this.cachedTokens = [];
+  #unloadAll() {
+    for (const model of this.#models.values()) model.destroy();
+    this.#models.clear();
   }
 
-  #requireModel() {
-    if (this.deviceLostError) throw this.deviceLostError;
-    if (!this.executor) throw new ModelLoadError("No model is loaded: call reload(modelUrl) first");
+  /** Forgets the conversation held in the KV cache (of `modelId`, or of every model). */
+  resetChat(keepStats = false, modelId = undefined) {
+    return this.#exclusive(null, () => {
+      for (const model of modelId ? [this.#resolve(modelId)] : this.#models.values()) {
+        model.cachedTokens = [];
+        if (!keepStats) model.lastStats = null;
+      }
+    });
   }
 
-  /** Runs the prompt through the model, reusing the cached prefix; returns last logits. */
-  async #prefill(tokens) {
-    let start = 0;
-    while (start < this.cachedTokens.length && start < tokens.length - 1 && this.cachedTokens[start] === tokens[start])
-      start++;
-    const chunk = this.manifest.prefill_chunk;
-    let logits;
-    for (let i = start; i < tokens.length; i += chunk) {
-      const ids = tokens.slice(i, Math.min(tokens.length, i + chunk));
-      logits = await this.executor.run("prefill", ids, i + ids.length);
+  /** Ends the request in progress early; it finishes with finish_reason "abort". */
+  interruptGenerate() {
+    if (this.#running) this.#running.aborted = true;
+  }
+
+  /** Speeds of the last request, e.g. "prefill: 11.5 tok/s, decode: 4.2 tok/s". */
+  async runtimeStatsText(modelId = undefined) {
+    const stats = this.#resolve(modelId).lastStats;
+    if (!stats) return "prefill: no request yet, decode: no request yet";
+    return (
+      `prefill: ${stats.prefill_tokens_per_s.toFixed(1)} tok/s, ` +
+      `decode: ${stats.decode_tokens_per_s.toFixed(1)} tok/s`
+    );
+  }
+
+  #resolve(name) {
+    const ids = this.loadedModels;
+    if (ids.length === 0) throw new ModelLoadError("No model is loaded: call reload(model) first");
+    if (name == null) {
+      if (ids.length === 1) return this.#first;
+      throw new InvalidRequestError("model", `several models are loaded (${ids.join(", ")}): name one`);
     }
-    this.cachedTokens = tokens.slice();
-    return { logits, prefilled: tokens.length - start };
+    const model = this.#models.get(name);
+    if (!model) throw new ModelNotFoundError(name, ids);
+    return model;
+  }
+
+  #ready(model) {
+    if (model.lostError) throw model.lostError;
+    if (!model.executor) throw new ModelLoadError("The model was unloaded: call reload(model) first");
+    return model;
   }
 
   /** Logits of the last position for `tokens` (a fresh cache): for tests and tools. */
-  forwardLogits(tokens) {
-    return this.#exclusive(async () => {
-      this.#requireModel();
-      this.cachedTokens = [];
-      const { logits } = await this.#prefill(tokens);
-      return logits;
+  forwardLogits(tokens, modelId = undefined) {
+    const model = this.#resolve(modelId);
+    return this.#exclusive(model, async () => {
+      this.#ready(model).cachedTokens = [];
+      return (await model.prefill(tokens)).logits;
     });
   }
 
-  /** Generates from prompt tokens; calls onToken(id, textDelta) for each new token. */
-  generate(promptTokens, params, onToken) {
-    return this.#exclusive(() => this.#generate(promptTokens, params, onToken));
-  }
-
-  async #generate(promptTokens, params, onToken) {
-    this.#requireModel();
-    const window = this.manifest.context_window;
-    if (promptTokens.length >= window) throw new ContextWindowExceededError(promptTokens.length, window);
-    const random = makeRandom(params.seed);
-    const stops = new Set(this.manifest.eos_token_ids);
-    const decoder = new StreamDecoder(this.tokenizer);
-    const maxTokens = params.max_tokens ?? window;
-    const t0 = performance.now();
-    let { logits, prefilled } = await this.#prefill(promptTokens);
-    const t1 = performance.now();
-    const output = [];
-    let finish = "length";
-    for (;;) {
-      const token = sample(logits, params, random);
-      if (stops.has(token) && !params.ignore_eos) {
-        finish = "stop";
-        break;
+  /**
+   * Generates from prompt token ids with the sampling fields of a request; calls
+   * onToken(id, textDelta) for each new token. For tests and tools.
+   */
+  generate(promptTokens, params = {}, onToken = undefined) {
+    const model = this.#resolve(params.model);
+    return this.#exclusive(model, async () => {
+      const control = { aborted: false };
+      this.#running = control;
+      try {
+        const result = await this.#generate(
+          this.#ready(model),
+          promptTokens,
+          params,
+          makeRandom(params.seed),
+          control,
+          onToken,
+        );
+        return { ...result, stats: model.lastStats };
+      } finally {
+        this.#running = null;
       }
-      output.push(token);
-      onToken?.(token, decoder.push(token));
-      if (output.length >= maxTokens || this.cachedTokens.length + 1 >= window) break;
-      this.cachedTokens.push(token);
-      logits = await this.executor.run("decode", [token], this.cachedTokens.length);
-    }
-    const t2 = performance.now();
-    const decodeSteps = Math.max(output.length - 1, 0);
-    this.lastStats = {
-      prefill_tokens: prefilled,
-      prefill_tokens_per_s: prefilled / ((t1 - t0) / 1000),
-      decode_tokens_per_s: decodeSteps > 0 ? decodeSteps / ((t2 - t1) / 1000) : 0,
-      time_to_first_token_s: (t1 - t0) / 1000,
-    };
-    return { tokens: output, text: decoder.tokenizer.decode(output), finish, stats: this.lastStats };
-  }
-
-  createChatCompletion(request) {
-    validate(request);
-    if (request.stream) return this.#stream(request);
-    return this.#complete(request);
-  }
-
-  #promptTokens(request) {
-    this.#requireModel();
-    return this.tokenizer.encode(this.tokenizer.applyChatTemplate(request.messages));
-  }
-
-  #usage(promptTokens, completionTokens, stats) {
-    return {
-      prompt_tokens: promptTokens,
-      completion_tokens: completionTokens,
-      total_tokens: promptTokens + completionTokens,
-      extra: stats,
-    };
-  }
-
-  async #complete(request) {
-    const prompt = this.#promptTokens(request);
-    const result = await this.generate(prompt, request);
-    return {
-      id: newId("chatcmpl"),
-      object: "chat.completion",
-      created: Math.floor(Date.now() / 1000),
-      model: this.modelId,
-      choices: [
-        {
-          index: 0,
-          message: { role: "assistant", content: result.text },
-          finish_reason: result.finish,
-          logprobs: null,
-        },
-      ],
-      usage: this.#usage(prompt.length, result.tokens.length, result.stats),
-    };
-  }
-
-  async *#stream(request) {
-    const prompt = this.#promptTokens(request);
-    const id = newId("chatcmpl");
-    const created = Math.floor(Date.now() / 1000);
-    const chunk = (delta, finish_reason = null) => ({
-      id,
-      object: "chat.completion.chunk",
-      created,
-      model: this.modelId,
-      choices: [{ index: 0, delta, finish_reason, logprobs: null }],
     });
-    // Tokens arrive from the generation loop through a small queue the iterator drains.
-    const queue = [];
-    let wake = null;
-    let done = false;
-    let failure = null;
-    const generation = this.generate(prompt, request, (_, text) => {
-      if (text) queue.push(text);
-      wake?.();
-    }).then(
-      (result) => {
-        done = result;
-        wake?.();
-      },
-      (err) => {
-        failure = err;
-        wake?.();
-      },
-    );
-    yield chunk({ role: "assistant", content: "" });
-    for (;;) {
-      while (queue.length) yield chunk({ content: queue.shift() });
-      if (failure) throw failure;
-      if (done) break;
-      await new Promise((resolve) => (wake = resolve));
-      wake = null;
+  }
+
+  /** One completion of `prompt`: the loop of sampling and decoding, with every request field applied. */
+  async #generate(model, prompt, params, random, control, onToken) {
+    const window = model.contextWindow;
+    if (prompt.length >= window) throw new ContextWindowExceededError(prompt.length, window);
+    const processor = new LogitsProcessor(params, prompt);
+    const mask = params.response_format ? await this.#grammar(model).matcher(params.response_format) : null;
+    const stops = new StopStrings(params.stop ?? []);
+    const eos = new Set(model.manifest.eos_token_ids);
+    const decoder = new StreamDecoder(model.tokenizer);
+    const maxTokens = params.max_tokens ?? Infinity;
+    const topLogprobs = params.top_logprobs ?? 0;
+    const tokens = [];
+    const logprobs = [];
+    let text = "";
+    let finish = "length";
+    try {
+      const t0 = now();
+      let { logits, prefilled } = await model.prefill(prompt);
+      const t1 = now();
+      for (;;) {
+        if (control.aborted) {
+          finish = "abort";
+          break;
+        }
+        processor.apply(logits);
+        if (mask) await mask.apply(logits);
+        const token = sample(logits, params, random);
+        if (eos.has(token) && !params.ignore_eos) {
+          finish = "stop";
+          break;
+        }
+        tokens.push(token);
+        processor.accept(token);
+        mask?.accept(token);
+        let entry = null;
+        if (params.logprobs) {
+          const lp = logSoftmax(logits);
+          entry = {
+            id: token,
+            logprob: lp[token],
+            top: topK(lp, topLogprobs)
+              .filter((id) => Number.isFinite(lp[id]))
+              .map((id) => ({ id, logprob: lp[id] })),
+          };
+          logprobs.push(entry);
+        }
+        const delta = stops.push(decoder.push(token));
+        text += delta;
+        onToken?.(token, delta, entry);
+        if (stops.stopped || mask?.terminated) {
+          finish = "stop";
+          break;
+        }
+        if (tokens.length >= maxTokens || model.cachedTokens.length + 1 >= window) break;
+        logits = await model.decode(token);
+      }
+      // Text held back (an unfinished character or a possible stop string) is released.
+      const rest = stops.push(model.tokenizer.decode(tokens).slice(decoder.emitted.length)) + stops.flush();
+      if (rest) {
+        text += rest;
+        onToken?.(null, rest, null);
+      }
+      const t2 = now();
+      const timing = { prefilled, prefillMs: t1 - t0, decodeSteps: Math.max(tokens.length - 1, 0), decodeMs: t2 - t1 };
+      model.lastStats = stats([timing]);
+      return { tokens, text, finish, logprobs, timing };
+    } finally {
+      mask?.dispose();
     }
-    await generation;
-    const final = chunk({}, done.finish);
-    if (request.stream_options?.include_usage) final.usage = this.#usage(prompt.length, done.tokens.length, done.stats);
-    yield final;
+  }
+
+  #grammar(model) {
+    model.grammar ??= new GrammarEngine(
+      (model.vocabulary ??= new Vocabulary(model.tokenizerJson)),
+      model.manifest.config.vocab_size,
+      model.manifest.eos_token_ids,
+    );
+    return model.grammar;
+  }
+
+  /** The prompt's token ids, with the oldest turns dropped first if truncation is "auto". */
+  #promptTokens(model, kind, params) {
+    const window = model.contextWindow;
+    const { tokenizer } = model;
+    if (kind === "text") {
+      let tokens =
+        typeof params.prompt === "string"
+          ? tokenizer.tokenizer.encode(params.prompt, { add_special_tokens: true }).ids
+          : params.prompt.slice();
+      if (tokens.length === 0) throw new InvalidRequestError("prompt", "encodes to no tokens");
+      if (tokens.length >= window && params.truncate) tokens = tokens.slice(tokens.length - window + 1);
+      return tokens;
+    }
+    let messages = params.messages;
+    for (;;) {
+      const tokens = tokenizer.encode(tokenizer.applyChatTemplate(messages));
+      if (tokens.length < window || !params.truncate) return tokens;
+      const oldest = messages.findIndex((m) => m.role !== "system");
+      if (messages.filter((m) => m.role !== "system").length <= 1) return tokens; // nothing left to drop
+      messages = messages.filter((_, i) => i !== oldest);
+    }
+  }
+
+  async #create(kind, request) {
+    const model = this.#resolve(request?.model);
+    const vocabSize = model.manifest.config.vocab_size;
+    const params = kind === "chat" ? checkChatRequest(request, vocabSize) : checkCompletionRequest(request, vocabSize);
+    this.#ready(model);
+    const prompt = this.#promptTokens(model, kind, params);
+    if (prompt.length >= model.contextWindow) throw new ContextWindowExceededError(prompt.length, model.contextWindow);
+    const control = { aborted: false };
+    const signal = request.signal;
+    if (signal) {
+      if (signal.aborted) control.aborted = true;
+      else signal.addEventListener("abort", () => (control.aborted = true), { once: true });
+    }
+    const job = {
+      kind,
+      model,
+      params,
+      prompt,
+      control,
+      id: newId(kind === "chat" ? "chatcmpl" : "cmpl"),
+      created: Math.floor(Date.now() / 1000),
+    };
+    if (request.stream) return this.#stream(job, Boolean(request.stream_options?.include_usage));
+    const results = await this.#exclusive(model, () => this.#runChoices(job));
+    return this.#response(job, results);
+  }
+
+  /** Runs the request's n choices one after another (the prompt stays in the KV cache). */
+  async #runChoices(job, emit = undefined) {
+    const { model, params, prompt, control } = job;
+    this.#ready(model);
+    this.#running = control;
+    const random = makeRandom(params.seed);
+    const results = [];
+    try {
+      for (let index = 0; index < params.n; index++) {
+        emit?.({ index, start: true });
+        const result = await this.#generate(model, prompt, params, random, control, (token, text, logprob) =>
+          emit?.({ index, text, logprob }),
+        );
+        results.push(result);
+        emit?.({ index, finish: result.finish });
+      }
+    } finally {
+      this.#running = null;
+    }
+    model.lastStats = stats(results.map((r) => r.timing));
+    return results;
+  }
+
+  #usage(job, results) {
+    const completion = results.reduce((sum, r) => sum + r.tokens.length, 0);
+    return {
+      prompt_tokens: job.prompt.length,
+      completion_tokens: completion,
+      total_tokens: job.prompt.length + completion,
+      extra: job.model.lastStats,
+    };
+  }
+
+  #response(job, results) {
+    const { kind, model, params } = job;
+    const head = { id: job.id, object: kind === "chat" ? "chat.completion" : "text_completion", created: job.created };
+    if (kind === "chat") {
+      return {
+        ...head,
+        model: model.id,
+        choices: results.map((r, index) => ({
+          index,
+          message: { role: "assistant", content: r.text, refusal: null },
+          logprobs: params.logprobs ? this.#chatLogprobs(model, r.logprobs) : null,
+          finish_reason: r.finish,
+        })),
+        usage: this.#usage(job, results),
+      };
+    }
+    const echo = params.echo ? this.#promptText(job) : "";
+    return {
+      ...head,
+      model: model.id,
+      choices: results.map((r, index) => ({
+        text: echo + r.text,
+        index,
+        logprobs: params.logprobs ? this.#textLogprobs(model, r.logprobs, echo.length) : null,
+        finish_reason: r.finish,
+      })),
+      usage: this.#usage(job, results),
+    };
+  }
+
+  #promptText(job) {
+    const { params, model } = job;
+    return typeof params.prompt === "string" ? params.prompt : model.tokenizer.decode(params.prompt);
+  }
+
+  #tokenInfo(model, id) {
+    model.vocabulary ??= new Vocabulary(model.tokenizerJson);
+    const bytes = model.vocabulary.bytes(id);
+    return { token: new TextDecoder().decode(Uint8Array.from(bytes)), bytes };
+  }
+
+  /** OpenAI's chat `logprobs`: each token with its log probability and the most likely alternatives. */
+  #chatLogprobs(model, entries) {
+    return {
+      content: entries.map(({ id, logprob, top }) => ({
+        ...this.#tokenInfo(model, id),
+        logprob,
+        top_logprobs: top.map((t) => ({ ...this.#tokenInfo(model, t.id), logprob: t.logprob })),
+      })),
+      refusal: null,
+    };
+  }
+
+  /** The legacy completions `logprobs`: parallel lists, and character offsets into the text. */
+  #textLogprobs(model, entries, offset) {
+    const tokens = entries.map((e) => this.#tokenInfo(model, e.id).token);
+    const textOffset = [];
+    for (const token of tokens) {
+      textOffset.push(offset);
+      offset += token.length;
+    }
+    return {
+      tokens,
+      token_logprobs: entries.map((e) => e.logprob),
+      top_logprobs: entries.map((e) =>
+        Object.fromEntries(e.top.map((t) => [this.#tokenInfo(model, t.id).token, t.logprob])),
+      ),
+      text_offset: textOffset,
+    };
+  }
+
+  /**
+   * The streamed form: chat.completion.chunk (or text_completion) objects as tokens arrive.
+   * Leaving the loop early ends the generation.
+   */
+  async *#stream(job, includeUsage) {
+    const { kind, model, params, control } = job;
+    const events = [];
+    let wake = null;
+    let results = null;
+    let failure = null;
+    const notify = () => wake?.();
+    const run = this.#exclusive(model, () =>
+      this.#runChoices(job, (event) => {
+        events.push(event);
+        notify();
+      }),
+    ).then(
+      (r) => ((results = r), notify()),
+      (err) => ((failure = err), notify()),
+    );
+    const head = {
+      id: job.id,
+      object: kind === "chat" ? "chat.completion.chunk" : "text_completion",
+      created: job.created,
+      model: model.id,
+    };
+    const chunk = (index, content, logprobs, finish = null) => ({
+      ...head,
+      choices: [
+        kind === "chat"
+          ? { index, delta: content, logprobs, finish_reason: finish }
+          : { text: content, index, logprobs, finish_reason: finish },
+      ],
+      ...(includeUsage ? { usage: null } : {}),
+    });
+    const echo = kind === "text" && params.echo ? this.#promptText(job) : "";
+    let text = "";
+    let pending = []; // logprobs of tokens whose text has not been sent yet
+    const flush = (index) => {
+      const logprobs = !params.logprobs
+        ? null
+        : kind === "chat"
+          ? this.#chatLogprobs(model, pending)
+          : this.#textLogprobs(model, pending, 0);
+      pending = [];
+      const out = kind === "chat" ? chunk(index, { content: text }, logprobs) : chunk(index, text, logprobs);
+      text = "";
+      return out;
+    };
+    let finished = false;
+    try {
+      for (;;) {
+        while (events.length) {
+          const event = events.shift();
+          if (event.start) {
+            if (kind === "chat") yield chunk(event.index, { role: "assistant", content: "" }, null);
+            else if (echo) yield chunk(event.index, echo, null);
+          } else if (event.finish) {
+            if (text || pending.length) yield flush(event.index);
+            yield kind === "chat"
+              ? chunk(event.index, {}, null, event.finish)
+              : chunk(event.index, "", null, event.finish);
+          } else {
+            text += event.text;
+            if (event.logprob) pending.push(event.logprob);
+            if (text) yield flush(event.index);
+          }
+        }
+        if (failure) throw failure;
+        if (results) break;
+        await new Promise((resolve) => (wake = resolve));
+        wake = null;
+      }
+      await run;
+      if (includeUsage) yield { ...head, choices: [], usage: this.#usage(job, results) };
+      finished = true;
+    } finally {
+      if (!finished) control.aborted = true; // the caller stopped reading
+    }
   }
 }
 
-/** Creates an engine and loads the model folder at `modelUrl` into it. */
-export async function CreateEngine(modelUrl, options = {}) {
+/** Speeds over the choices of one request. */
+function stats(timings) {
+  const first = timings[0];
+  const steps = timings.reduce((s, t) => s + t.decodeSteps, 0);
+  const ms = timings.reduce((s, t) => s + t.decodeMs, 0);
+  return {
+    prefill_tokens: first.prefilled,
+    prefill_tokens_per_s: first.prefilled / (first.prefillMs / 1000),
+    decode_tokens_per_s: steps > 0 ? steps / (ms / 1000) : 0,
+    time_to_first_token_s: first.prefillMs / 1000,
+  };
+}
+
+/**
+ * Creates an engine and loads `model` into it (see `Engine.reload`).
+ * @param {string | string[]} model
+ * @param {Parameters<Engine["reload"]>[1]} [options]
+ */
+export async function CreateEngine(model, options = {}) {
   const engine = new Engine();
-  await engine.reload(modelUrl, options);
+  await engine.reload(model, options);
   return engine;
 }

@@ -61,8 +61,19 @@ export class ContextWindowExceededError extends KilnError {
   constructor(promptTokens, window) {
     super(
       `The prompt has ${promptTokens} tokens but the model's context window holds ${window}. ` +
-        "Shorten the messages or rebuild with a larger --context-window.",
+        'Shorten the messages, pass truncation: "auto" to drop the oldest turns, or rebuild with a ' +
+        "larger --context-window.",
       "context_length_exceeded",
     );
+  }
+}
+
+export class ModelNotFoundError extends KilnError {
+  constructor(model, loaded) {
+    super(
+      `The model '${model}' is not loaded in this engine (loaded: ${loaded.join(", ") || "none"}).`,
+      "model_not_found",
+    );
+    this.param = "model";
   }
 }

@@ -35,8 +35,8 @@ export function sample(logits, { temperature = 1, top_p = 1 }, random) {
   const order = [];
   for (let i = 0; i < probs.length; i++) if (probs[i] > floor) order.push(i);
   order.sort((a, b) => probs[b] - probs[a]);
-  let kept = 0;
-  let mass = 0;
+  let kept = 1; // top_p 0 keeps the most likely token
+  let mass = probs[order[0]];
   while (kept < order.length && mass < top_p * sum) mass += probs[order[kept++]];
   let r = random() * mass;
   for (let k = 0; k < kept; k++) {

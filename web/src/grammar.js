@@ -1,0 +1,103 @@
+import { InvalidRequestError } from "./errors.js";
+
+/**
+ * Structured output: `response_format` turned into a grammar that XGrammar enforces token by
+ * token, by masking the logits of every token the grammar cannot accept next.
+ * The XGrammar module (wasm) is loaded on first use.
+ */
+export class GrammarEngine {
+  /**
+   * @param {import("./vocab.js").Vocabulary} vocabulary
+   * @param {number} vocabSize  the model's logits width (may exceed the tokenizer's)
+   * @param {number[]} stopTokenIds
+   */
+  constructor(vocabulary, vocabSize, stopTokenIds) {
+    this.vocabulary = vocabulary;
+    this.vocabSize = vocabSize;
+    this.stopTokenIds = stopTokenIds;
+    this.compiled = new Map(); // grammar key -> Promise<CompiledGrammar>
+  }
+
+  async #compiler() {
+    this.compilerPromise ??= (async () => {
+      this.xgr = await import("@mlc-ai/web-xgrammar");
+      const { tokens, special, type, prependSpace } = this.vocabulary;
+      // Special tokens become "": XGrammar never allows them inside structured text.
+      const encoded = tokens.map((t, id) => (special.has(id) ? "" : t));
+      const info = await this.xgr.TokenizerInfo.createTokenizerInfo(
+        encoded,
+        type,
+        prependSpace,
+        this.vocabSize,
+        this.stopTokenIds,
+      );
+      return this.xgr.GrammarCompiler.createGrammarCompiler(info);
+    })();
+    return this.compilerPromise;
+  }
+
+  /** A fresh matcher for one generation under `responseFormat`, or null for free text. */
+  async matcher(responseFormat) {
+    const schema = schemaOf(responseFormat);
+    if (schema === undefined) return null;
+    const compiler = await this.#compiler();
+    const key = schema ?? "";
+    if (!this.compiled.has(key)) {
+      const compiling = schema === null ? compiler.compileBuiltinJSONGrammar() : compiler.compileJSONSchema(schema);
+      this.compiled.set(key, compiling);
+      compiling.catch(() => this.compiled.delete(key));
+    }
+    let compiled;
+    try {
+      compiled = await this.compiled.get(key);
+    } catch (err) {
+      throw new InvalidRequestError("response_format", `the JSON schema cannot be compiled: ${err.message ?? err}`);
+    }
+    const matcher = await this.xgr.GrammarMatcher.createGrammarMatcher(compiled, this.stopTokenIds);
+    return new TokenMask(matcher, this.vocabSize);
+  }
+
+  dispose() {
+    this.compilerPromise?.then((compiler) => compiler.dispose()).catch(() => {});
+  }
+}
+
+/**
+ * The JSON schema text a response_format asks for: null for any JSON, undefined for free text.
+ * Takes WebLLM's `{type: "json_object", schema}` and OpenAI's
+ * `{type: "json_schema", json_schema: {name, schema, strict}}`.
+ */
+export function schemaOf(responseFormat) {
+  if (responseFormat == null || responseFormat.type === "text") return undefined;
+  const schema = responseFormat.type === "json_schema" ? responseFormat.json_schema?.schema : responseFormat.schema;
+  if (schema == null) return null;
+  return typeof schema === "string" ? schema : JSON.stringify(schema);
+}
+
+/** A matcher for one generation: masks logits, follows the accepted tokens. */
+class TokenMask {
+  constructor(matcher, vocabSize) {
+    this.matcher = matcher;
+    this.vocabSize = vocabSize;
+  }
+
+  /** Sets the logit of every token the grammar forbids next to -Infinity. */
+  async apply(logits) {
+    const bitmask = await this.matcher.getNextTokenBitmask();
+    for (let id = 0; id < logits.length; id++) {
+      if (id >= this.vocabSize || ((bitmask[id >> 5] >>> (id & 31)) & 1) === 0) logits[id] = -Infinity;
+    }
+  }
+
+  accept(token) {
+    if (!this.matcher.acceptToken(token)) throw new Error(`the grammar rejected token ${token}`);
+  }
+
+  get terminated() {
+    return this.matcher.isTerminated();
+  }
+
+  dispose() {
+    this.matcher.dispose();
+  }
+}

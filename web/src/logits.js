@@ -1,0 +1,64 @@
+/**
+ * What a request does to the model's logits before a token is drawn, in this order:
+ * - `repetition_penalty` (as in Hugging Face transformers): the logit of every token already
+ *   in the sequence, prompt included, is divided by the penalty when positive and
+ *   multiplied by it when negative;
+ * - `frequency_penalty` and `presence_penalty` (as OpenAI defines them): the logit of a
+ *   token generated c times so far drops by c * frequency_penalty + (c > 0) * presence_penalty;
+ * - `logit_bias`: a bias per token id is added.
+ */
+export class LogitsProcessor {
+  constructor({ repetition_penalty = 1, frequency_penalty = 0, presence_penalty = 0, logit_bias }, promptTokens) {
+    this.repetition = repetition_penalty;
+    this.frequency = frequency_penalty;
+    this.presence = presence_penalty;
+    this.bias = Object.entries(logit_bias ?? {}).map(([id, value]) => [Number(id), value]);
+    this.seen = new Set(this.repetition !== 1 ? promptTokens : []);
+    this.counts = new Map(); // generated token -> times
+  }
+
+  accept(token) {
+    if (this.repetition !== 1) this.seen.add(token);
+    this.counts.set(token, (this.counts.get(token) ?? 0) + 1);
+  }
+
+  /** Applies the penalties and biases to `logits` in place. */
+  apply(logits) {
+    if (this.repetition !== 1) {
+      for (const id of this.seen)
+        logits[id] = logits[id] > 0 ? logits[id] / this.repetition : logits[id] * this.repetition;
+    }
+    if (this.frequency !== 0 || this.presence !== 0) {
+      for (const [id, count] of this.counts) logits[id] -= count * this.frequency + this.presence;
+    }
+    for (const [id, value] of this.bias) logits[id] += value;
+    return logits;
+  }
+}
+
+/** log softmax of `logits` (masked entries are -Infinity), in float64. */
+export function logSoftmax(logits) {
+  let max = -Infinity;
+  for (const x of logits) if (x > max) max = x;
+  let sum = 0;
+  for (const x of logits) sum += Math.exp(x - max);
+  const logZ = max + Math.log(sum);
+  return Float64Array.from(logits, (x) => x - logZ);
+}
+
+/** The ids of the `k` largest values, largest first. */
+export function topK(values, k) {
+  const best = [];
+  if (k <= 0) return best;
+  for (let i = 0; i < values.length; i++) {
+    if (best.length === k && values[i] <= values[best[k - 1]]) continue;
+    let j = Math.min(best.length, k - 1);
+    best[j] = i;
+    while (j > 0 && values[best[j - 1]] < values[i]) {
+      best[j] = best[j - 1];
+      best[j - 1] = i;
+      j--;
+    }
+  }
+  return best;
+}

@@ -1,0 +1,115 @@
+import { openDevice, pickBuild, requestAdapter } from "./device.js";
+import { ModelLoadError } from "./errors.js";
+import { Executor, kvCacheBytes } from "./executor.js";
+import { fetchManifest, fetchTokenizerFiles, fetchVariant, loadWeights } from "./loader.js";
+import { ChatTokenizer } from "./tokenizer.js";
+
+/** Fails early, with the numbers, when a buffer the model needs exceeds the device's limits. */
+function checkLimits(device, manifest, variant) {
+  const largest = Math.max(
+    kvCacheBytes(manifest),
+    ...manifest.params.map((t) => t.bytes),
+    ...Object.values(variant.functions).flatMap((f) => f.storages),
+  );
+  const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+  if (largest > limit) {
+    throw new ModelLoadError(
+      `${manifest.model_id} needs a GPU buffer of ${largest} bytes but this device allows ${limit}. ` +
+        "Rebuild it with a smaller --context-window or --prefill-chunk.",
+    );
+  }
+}
+
+/**
+ * One model on its own GPU device: its tokenizer, its kernels and weights, and its KV cache
+ * (the tokens whose keys and values the cache holds).
+ */
+export class LoadedModel {
+  /**
+   * @param {string} id  the name requests use in `model`
+   * @param {string[]} urls  builds of one model, in order of preference
+   * @param {{initProgressCallback?: Function, variant?: string, onDeviceLost: Function}} options
+   */
+  static async load(id, urls, { initProgressCallback, variant, onDeviceLost }) {
+    const started = performance.now();
+    const adapter = await requestAdapter();
+    const candidates = await Promise.all(urls.map(fetchManifest));
+    const chosen = pickBuild(
+      adapter,
+      candidates.map((c) => c.manifest),
+    );
+    const { base, manifest } = candidates.find((c) => c.manifest === chosen);
+    const { tokenizer, tokenizerConfig } = await fetchTokenizerFiles(base, manifest);
+    const model = new LoadedModel(id ?? manifest.model_id, urls, manifest);
+    model.tokenizerJson = tokenizer;
+    model.tokenizer = new ChatTokenizer(tokenizer, tokenizerConfig);
+    const { device, adapterInfo } = await openDevice(adapter, manifest, (err) => {
+      if (model.device === device) onDeviceLost(model, err); // not an unload() of ours
+    });
+    model.device = device;
+    model.adapterInfo = adapterInfo;
+    try {
+      const kernels = await fetchVariant(base, manifest, adapterInfo, variant);
+      model.variant = kernels.name;
+      checkLimits(device, manifest, kernels);
+      device.pushErrorScope("out-of-memory");
+      device.pushErrorScope("validation");
+      const weights = await loadWeights(device, base, manifest, initProgressCallback);
+      model.executor = new Executor(device, manifest, kernels, weights);
+      for (const error of [await device.popErrorScope(), await device.popErrorScope()]) {
+        if (error) throw new ModelLoadError(`The GPU rejected the model's buffers or kernels: ${error.message}`);
+      }
+    } catch (err) {
+      model.destroy();
+      throw err;
+    }
+    model.loadSeconds = (performance.now() - started) / 1000;
+    return model;
+  }
+
+  constructor(id, urls, manifest) {
+    this.id = id;
+    this.urls = urls;
+    this.manifest = manifest;
+    this.cachedTokens = [];
+    this.lastStats = null;
+    this.grammar = null; // built on the first structured-output request
+  }
+
+  get contextWindow() {
+    return this.manifest.context_window;
+  }
+
+  /** Runs `tokens` through the model, reusing the cached prefix; returns the last logits. */
+  async prefill(tokens) {
+    let start = 0;
+    while (start < this.cachedTokens.length && start < tokens.length - 1 && this.cachedTokens[start] === tokens[start])
+      start++;
+    const chunk = this.manifest.prefill_chunk;
+    this.cachedTokens = this.cachedTokens.slice(0, start);
+    let logits;
+    for (let i = start; i < tokens.length; i += chunk) {
+      const ids = tokens.slice(i, Math.min(tokens.length, i + chunk));
+      logits = await this.executor.run("prefill", ids, i + ids.length);
+      this.cachedTokens.push(...ids);
+    }
+    return { logits, prefilled: tokens.length - start };
+  }
+
+  /** Appends `token` to the cache; returns the logits that follow it. */
+  async decode(token) {
+    this.cachedTokens.push(token);
+    return this.executor.run("decode", [token], this.cachedTokens.length);
+  }
+
+  destroy() {
+    const device = this.device;
+    this.device = null;
+    this.executor?.destroy();
+    this.executor = null;
+    device?.destroy();
+    this.grammar?.dispose();
+    this.grammar = null;
+    this.cachedTokens = [];
+  }
+}
