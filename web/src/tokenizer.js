@@ -1,31 +1,177 @@
 import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { InvalidRequestError } from "./errors.js";
+
+// The special tokens transformers hands to every chat template, by their config keys.
+const SPECIAL_TOKEN_KEYS = ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"];
+
+// GPT-2's pre-tokenizer regex with Rust's `\s` (Unicode White_Space): JS's `\s` adds U+FEFF and
+// lacks U+0085, so the library's copy of the regex splits those characters differently.
+const BYTE_LEVEL_SPLIT =
+  /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\p{White_Space}\p{L}\p{N}]+|\p{White_Space}+(?!\P{White_Space})|\p{White_Space}+/gu;
+// The Digits pre-tokenizer splits at Rust's `char::is_numeric` (any \p{N}: "½", "²", "٣"), not
+// only at ASCII digits as the library's `\d` does.
+const DIGITS_SPLIT = /[^\p{N}]+|\p{N}/gu;
+const DIGIT_RUNS_SPLIT = /[^\p{N}]+|\p{N}+/gu;
+const BYTE_TOKEN = /^<0x([0-9A-Fa-f]{2})>$/;
+// Strict, and keeping a leading U+FEFF: it is text here, not a byte order mark.
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * The ByteFallback decoder as tokenizers (Rust) has it: a run of <0x..> tokens becomes its
+ * UTF-8 text, or when the run is not valid UTF-8, one U+FFFD per byte.
+ * @param {string[]} tokens
+ */
+function byteFallbackDecodeChain(tokens) {
+  const out = [];
+  let bytes = [];
+  const flush = () => {
+    if (bytes.length === 0) return;
+    try {
+      out.push(UTF8.decode(Uint8Array.from(bytes)));
+    } catch {
+      for (let i = 0; i < bytes.length; i++) out.push("\uFFFD");
+    }
+    bytes = [];
+  };
+  for (const token of tokens) {
+    const byte = BYTE_TOKEN.exec(token);
+    if (byte) {
+      bytes.push(parseInt(byte[1], 16));
+    } else {
+      flush();
+      out.push(token);
+    }
+  }
+  flush();
+  return out;
+}
+
+/** A pipeline component and those nested in it (`Sequence`s), depth first. */
+function* components(node) {
+  if (!node) return;
+  yield node;
+  for (const child of [...(node.decoders ?? []), ...(node.tokenizers ?? [])]) yield* components(child);
+}
+
+/**
+ * Brings @huggingface/tokenizers' pipeline in line with the Rust library where they differ,
+ * so that ids and text match what Python gives.
+ */
+function alignWithRust(tokenizer) {
+  for (const pre of components(tokenizer.pre_tokenizer)) {
+    if (pre.config?.type === "ByteLevel" && pre.pattern instanceof RegExp) pre.pattern = BYTE_LEVEL_SPLIT;
+    if (pre.config?.type === "Digits") pre.pattern = pre.config.individual_digits ? DIGITS_SPLIT : DIGIT_RUNS_SPLIT;
+  }
+  for (const decoder of components(tokenizer.decoder)) {
+    if (decoder.config?.type === "ByteFallback") decoder.decode_chain = byteFallbackDecodeChain;
+  }
+}
+
+/** A special token as tokenizer_config.json gives it: a string or an AddedToken object. */
+function tokenContent(token) {
+  return typeof token === "object" && token !== null ? token.content : token;
+}
 
 /** The model's tokenizer and chat template, as Hugging Face defines them. */
 export class ChatTokenizer {
+  /**
+   * @param {object} tokenizerJson  the parsed tokenizer.json
+   * @param {object} tokenizerConfig  the parsed tokenizer_config.json (chat_template, special tokens)
+   */
   constructor(tokenizerJson, tokenizerConfig) {
     this.config = tokenizerConfig;
     this.tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
+    alignWithRust(this.tokenizer);
     this.template = tokenizerConfig.chat_template ? new Template(tokenizerConfig.chat_template) : null;
+    /** @type {Record<string, string>} */
+    this.specialTokens = {};
+    for (const key of SPECIAL_TOKEN_KEYS) {
+      const content = tokenContent(tokenizerConfig[key]);
+      if (typeof content === "string") this.specialTokens[key] = content;
+    }
   }
 
+  /** @param {string} text @returns {number[]} token ids, no special tokens added */
   encode(text) {
     return this.tokenizer.encode(text, { add_special_tokens: false }).ids;
   }
 
+  /** @param {number[]} ids @returns {string} the text, special tokens left out */
   decode(ids) {
+    if (ids.length === 0) return "";
     return this.tokenizer.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false });
   }
 
+  /**
+   * Renders the chat template with what transformers' `apply_chat_template` gives templates:
+   * the special tokens, `raise_exception` and `strftime_now`.
+   * @param {{role: string, content: string}[]} messages
+   * @param {boolean} [addGenerationPrompt]
+   * @returns {string}
+   */
   applyChatTemplate(messages, addGenerationPrompt = true) {
     if (!this.template) throw new Error("this model has no chat template; use a raw prompt");
     return this.template.render({
+      ...this.specialTokens,
       messages,
       add_generation_prompt: addGenerationPrompt,
-      bos_token: this.config.bos_token ?? "",
-      eos_token: this.config.eos_token ?? "",
+      // A template raises when the messages break its rules (say, roles that do not alternate).
+      raise_exception: (message) => {
+        throw new InvalidRequestError("messages", `the model's chat template rejects them: ${message}`);
+      },
+      strftime_now: (format) => strftime(new Date(), format),
     });
   }
+}
+
+const DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const MONTHS = [
+  "January",
+  "February",
+  "March",
+  "April",
+  "May",
+  "June",
+  "July",
+  "August",
+  "September",
+  "October",
+  "November",
+  "December",
+];
+
+/**
+ * Python's `datetime.now().strftime(format)` in the C locale that transformers renders with
+ * (English names whatever the browser's language), for the directives templates use;
+ * glibc's `%-d` style drops the zero padding.
+ * @param {Date} date
+ * @param {string} format
+ */
+export function strftime(date, format) {
+  const hour12 = date.getHours() % 12 || 12;
+  const dayOfYear = Math.round((date - new Date(date.getFullYear(), 0, 1)) / 86400000) + 1;
+  const fields = {
+    a: [DAYS[date.getDay()].slice(0, 3)],
+    A: [DAYS[date.getDay()]],
+    b: [MONTHS[date.getMonth()].slice(0, 3)],
+    B: [MONTHS[date.getMonth()]],
+    d: [date.getDate(), 2],
+    H: [date.getHours(), 2],
+    I: [hour12, 2],
+    j: [dayOfYear, 3],
+    m: [date.getMonth() + 1, 2],
+    M: [date.getMinutes(), 2],
+    p: [date.getHours() < 12 ? "AM" : "PM"],
+    S: [date.getSeconds(), 2],
+    y: [date.getFullYear() % 100, 2],
+    Y: [date.getFullYear()],
+    "%": ["%"],
+  };
+  return format.replace(/%(-?)([aAbBdHIjmMpSyY%])/g, (_, unpadded, directive) => {
+    const [value, width] = fields[directive];
+    return width && !unpadded ? String(value).padStart(width, "0") : String(value);
+  });
 }
 
 /**
