@@ -175,3 +175,158 @@ def test_sentencepiece_tokenizer_matches_python(sentencepiece_folders, tokenizer
 def test_byte_level_tokenizer_matches_python(byte_level_folder, tokenizer_page):
     with tokenizer_page(byte_level_folder) as page:
         assert_same(page, byte_level_folder / "tokenizer.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat templates: `ChatTokenizer.applyChatTemplate` against transformers' `apply_chat_template`
+
+SYSTEM = {"role": "system", "content": "You are a terse assistant. "}
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hello! What is 2+2?"}],
+    [SYSTEM, {"role": "user", "content": "  Hi there \n"}],
+    [
+        {"role": "user", "content": "Name a prime."},
+        {"role": "assistant", "content": " 7 \n"},
+        {"role": "user", "content": "Another one, in 中文 please 👋🏽"},
+    ],
+    [
+        SYSTEM,
+        {"role": "user", "content": "def f(x):\n\treturn x  # why?"},
+        {"role": "assistant", "content": "It returns x.<|im_end|>"},
+        {"role": "user", "content": "</s> and <s> are just text here"},
+        {"role": "assistant", "content": "\r\nOK\r\n"},
+    ],
+    # Roles that do not alternate: Llama-2's template raises, ChatML renders them.
+    [{"role": "user", "content": "one"}, {"role": "user", "content": "two"}],
+]
+TEMPLATE_CASES = [(m, g) for m in CONVERSATIONS for g in (False, True)]
+# Templates that use what transformers gives every template beyond the messages.
+FEATURE_TEMPLATES = [
+    "{{ bos_token }}{{ strftime_now('%Y-%m-%d %H:%M:%S') }} "
+    "{{ strftime_now('%a %A %b %B %-d %d %y %j %I %p %%') }}{{ eos_token }}{{ unk_token }}",
+    "{% for m in messages %}{{ m | tojson }}\n{% endfor %}{{ messages[-1] | tojson(indent=2) }}",
+    "{%- for message in messages %}\n"
+    "    {%- if message.role == 'system' %}\n"
+    "<<{{ message.content | trim }}>>\n"
+    "    {%- else %}\n"
+    "{{ message.role | upper }}: {{ message.content }}\n"
+    "    {%- endif %}\n"
+    "{% endfor %}\n"
+    "{%- if add_generation_prompt %}ASSISTANT:{% endif %}\n",
+    "{% set ns = namespace(users=0) %}{% for m in messages %}"
+    "{% if m['role'] == 'user' %}{% set ns.users = ns.users + 1 %}{% endif %}"
+    "{{ loop.index }}/{{ loop.length }} {{ m['role'] }}{% if not loop.last %}, {% endif %}"
+    "{% endfor %} users={{ ns.users }}{{ eos_token if add_generation_prompt else '' }}",
+]
+
+
+def python_render(tokenizer, messages, generation_prompt, template=None) -> dict:
+    from jinja2 import TemplateError
+
+    try:
+        text = tokenizer.apply_chat_template(
+            messages,
+            chat_template=template,
+            tokenize=False,
+            add_generation_prompt=generation_prompt,
+        )
+    except TemplateError as err:
+        return {"error": str(err)}
+    ids = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
+    return {"text": text, "ids": ids}
+
+
+def browser_render(page, cases, template=None) -> list[dict]:
+    return page.evaluate(
+        """([cases, template]) => {
+            const chat = template === null ? tok : new kiln.ChatTokenizer(
+                tokenizerFiles[0], {...tokenizerFiles[1], chat_template: template});
+            return cases.map(([messages, generationPrompt]) => {
+                try {
+                    const text = chat.applyChatTemplate(messages, generationPrompt);
+                    return {text, ids: chat.encode(text)};
+                } catch (e) {
+                    return {error: e.message, name: e.name};
+                }
+            });
+        }""",
+        [cases, template],
+    )
+
+
+def assert_same_renderings(expected: list[dict], got: list[dict], cases) -> None:
+    for want, have, (messages, generation_prompt) in zip(expected, got, cases, strict=True):
+        case = f"{messages} add_generation_prompt={generation_prompt}"
+        if "error" in want:
+            assert have.get("name") == "InvalidRequestError", (case, have)
+            assert want["error"] in have["error"], case
+        else:
+            assert have == want, case
+
+
+@pytest.fixture(scope="module")
+def template_folders(request, sentencepiece_folders, byte_level_folder):
+    """The folder whose tokenizer_config.json holds each template: SmolLM2's from its GGUF,
+    ChatML (tiny model), Llama-2 (with its special tokens as AddedToken objects)."""
+    return {
+        "smollm2": lambda: request.getfixturevalue("smollm2_q4"),
+        "chatml": lambda: byte_level_folder,
+        "llama2": lambda: sentencepiece_folders["normalizer"],
+        "llama2-metaspace": lambda: sentencepiece_folders["metaspace"],
+    }
+
+
+@pytest.mark.parametrize("name", ["smollm2", "chatml", "llama2", "llama2-metaspace"])
+def test_chat_template_matches_transformers(template_folders, tokenizer_page, name):
+    from transformers import AutoTokenizer
+
+    folder = template_folders[name]()
+    reference = AutoTokenizer.from_pretrained(folder)
+    expected = [python_render(reference, m, g) for m, g in TEMPLATE_CASES]
+    # Llama-2's template ignores add_generation_prompt; the others differ with it.
+    raises = [m for e, (m, _) in zip(expected, TEMPLATE_CASES, strict=True) if "error" in e]
+    assert raises == ([CONVERSATIONS[-1]] * 2 if name.startswith("llama2") else [])
+    with tokenizer_page(folder) as page:
+        assert_same_renderings(expected, browser_render(page, TEMPLATE_CASES), TEMPLATE_CASES)
+
+
+def test_template_features_match_transformers(sentencepiece_folders, tokenizer_page, monkeypatch):
+    """strftime_now (at a fixed time, in both), tojson, whitespace control, namespaces, loop
+    variables and special tokens given as AddedToken objects."""
+    from datetime import datetime
+
+    from transformers import AutoTokenizer
+    from transformers.utils import chat_template_utils
+
+    fixed = datetime(2024, 3, 9, 15, 4, 5)
+
+    class FixedDatetime(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return fixed
+
+    monkeypatch.setattr(chat_template_utils, "datetime", FixedDatetime)
+    folder = sentencepiece_folders["normalizer"]
+    reference = AutoTokenizer.from_pretrained(folder)
+    with tokenizer_page(folder) as page:
+        page.clock.set_fixed_time(fixed.timestamp())
+        for template in FEATURE_TEMPLATES:
+            expected = [python_render(reference, m, g, template) for m, g in TEMPLATE_CASES]
+            got = browser_render(page, TEMPLATE_CASES, template)
+            assert_same_renderings(expected, got, TEMPLATE_CASES)
+            if "strftime_now" in template:  # both clocks were fixed
+                assert expected[0]["text"].startswith("<s>2024-03-09 15:04:05 Sat Saturday Mar")
+
+
+def test_tiny_model_with_sentencepiece_tokenizer(tmp_path):
+    """make_llama can build the tiny model over the SentencePiece-style tokenizer, and the
+    loader takes its files as they are."""
+    from tiny_model import make_llama
+
+    from compiler.loader import load
+
+    source = load(str(make_llama(tmp_path / "tiny-sp", tokenizer="sentencepiece")))
+    assert source.config.vocab_size == 400
+    assert source.tokenizer["model"]["byte_fallback"] is True
+    assert source.tokenizer_config["bos_token"]["content"] == "<s>"
+    assert source.eos_token_ids == [2]

@@ -1,4 +1,4 @@
-import { Template } from "@huggingface/jinja";
+import { Environment, Interpreter, Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { InvalidRequestError } from "./errors.js";
 
@@ -112,17 +112,35 @@ export class ChatTokenizer {
    */
   applyChatTemplate(messages, addGenerationPrompt = true) {
     if (!this.template) throw new Error("this model has no chat template; use a raw prompt");
-    return this.template.render({
-      ...this.specialTokens,
-      messages,
-      add_generation_prompt: addGenerationPrompt,
-      // A template raises when the messages break its rules (say, roles that do not alternate).
+    // The globals are set here rather than by Template.render, which declares its own
+    // raise_exception (losing the message) and strftime_now (in the browser's language), and
+    // refuses to redeclare them.
+    const env = new Environment();
+    const variables = {
+      ...JINJA_LITERALS,
+      range,
       raise_exception: (message) => {
         throw new InvalidRequestError("messages", `the model's chat template rejects them: ${message}`);
       },
       strftime_now: (format) => strftime(new Date(), format),
-    });
+      ...this.specialTokens,
+      messages,
+      add_generation_prompt: addGenerationPrompt,
+    };
+    for (const [name, value] of Object.entries(variables)) env.set(name, value);
+    return new Interpreter(env).run(this.template.parsed).value;
   }
+}
+
+const JINJA_LITERALS = { true: true, false: false, none: null, True: true, False: false, None: null };
+
+/** Python's range(). */
+function range(start, stop, step = 1) {
+  if (stop === undefined) [start, stop] = [0, start];
+  if (step === 0) throw new Error("range() step must not be zero");
+  const out = [];
+  for (let i = start; step > 0 ? i < stop : i > stop; i += step) out.push(i);
+  return out;
 }
 
 const DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
@@ -150,7 +168,8 @@ const MONTHS = [
  */
 export function strftime(date, format) {
   const hour12 = date.getHours() % 12 || 12;
-  const dayOfYear = Math.round((date - new Date(date.getFullYear(), 0, 1)) / 86400000) + 1;
+  const year = date.getFullYear();
+  const dayOfYear = (Date.UTC(year, date.getMonth(), date.getDate()) - Date.UTC(year, 0, 1)) / 86400000 + 1;
   const fields = {
     a: [DAYS[date.getDay()].slice(0, 3)],
     A: [DAYS[date.getDay()]],
