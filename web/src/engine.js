@@ -11,6 +11,7 @@ import { Vocabulary } from "./vocab.js";
 let idCounter = 0;
 const newId = (prefix) => `${prefix}-${Date.now().toString(36)}${(idCounter++).toString(36)}`;
 const now = () => performance.now();
+const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * An OpenAI-style engine over one or several model folders written by build-web.
@@ -412,7 +413,12 @@ export class Engine {
   #tokenInfo(model, id) {
     model.vocabulary ??= new Vocabulary(model.tokenizerJson);
     const bytes = model.vocabulary.bytes(id);
-    return { token: new TextDecoder().decode(Uint8Array.from(bytes)), bytes };
+    try {
+      return { token: STRICT_UTF8.decode(Uint8Array.from(bytes)), bytes };
+    } catch {
+      // Part of a character: named by its bytes, as OpenAI does.
+      return { token: "bytes:" + bytes.map((b) => `\\x${b.toString(16).padStart(2, "0")}`).join(""), bytes };
+    }
   }
 
   /** OpenAI's chat `logprobs`: each token with its log probability and the most likely alternatives. */

@@ -20,7 +20,10 @@ export class GrammarEngine {
 
   async #compiler() {
     this.compilerPromise ??= (async () => {
-      this.xgr = await import("@mlc-ai/web-xgrammar");
+      const module = await import("@mlc-ai/web-xgrammar");
+      // The package is a UMD bundle in a "type": "module" package: bundled as ESM it finds
+      // neither `exports` nor AMD and publishes itself as globalThis.xgrammar.
+      this.xgr = module.TokenizerInfo ? module : (module.default ?? globalThis.xgrammar);
       const { tokens, special, type, prependSpace } = this.vocabulary;
       // Special tokens become "": XGrammar never allows them inside structured text.
       const encoded = tokens.map((t, id) => (special.has(id) ? "" : t));
@@ -43,7 +46,9 @@ export class GrammarEngine {
     const compiler = await this.#compiler();
     const key = schema ?? "";
     if (!this.compiled.has(key)) {
-      const compiling = schema === null ? compiler.compileBuiltinJSONGrammar() : compiler.compileJSONSchema(schema);
+      // Compact JSON on one line: whitespace the grammar leaves open is where small models
+      // wander off and never close the object.
+      const compiling = compiler.compileJSONSchema(schema ?? '{"type": "object"}', false, -1, [", ", ": "]);
       this.compiled.set(key, compiling);
       compiling.catch(() => this.compiled.delete(key));
     }
@@ -54,7 +59,22 @@ export class GrammarEngine {
       throw new InvalidRequestError("response_format", `the JSON schema cannot be compiled: ${err.message ?? err}`);
     }
     const matcher = await this.xgr.GrammarMatcher.createGrammarMatcher(compiled, this.stopTokenIds);
-    return new TokenMask(matcher, this.vocabSize);
+    return new TokenMask(matcher, this.#controlTokens());
+  }
+
+  /**
+   * Tokens holding a raw control character. Compact JSON never has one (inside strings they
+   * are escaped), but XGrammar 0.1.27 lets them into strings with a length limit.
+   */
+  #controlTokens() {
+    if (!this.control) {
+      const { tokens, special } = this.vocabulary;
+      this.control = [];
+      for (let id = 0; id < tokens.length; id++) {
+        if (!special.has(id) && this.vocabulary.bytes(id).some((b) => b < 0x20)) this.control.push(id);
+      }
+    }
+    return this.control;
   }
 
   dispose() {
@@ -76,17 +96,18 @@ export function schemaOf(responseFormat) {
 
 /** A matcher for one generation: masks logits, follows the accepted tokens. */
 class TokenMask {
-  constructor(matcher, vocabSize) {
+  constructor(matcher, banned) {
     this.matcher = matcher;
-    this.vocabSize = vocabSize;
+    this.banned = banned;
   }
 
   /** Sets the logit of every token the grammar forbids next to -Infinity. */
   async apply(logits) {
     const bitmask = await this.matcher.getNextTokenBitmask();
     for (let id = 0; id < logits.length; id++) {
-      if (id >= this.vocabSize || ((bitmask[id >> 5] >>> (id & 31)) & 1) === 0) logits[id] = -Infinity;
+      if (((bitmask[id >> 5] >>> (id & 31)) & 1) === 0) logits[id] = -Infinity;
     }
+    for (const id of this.banned) logits[id] = -Infinity;
   }
 
   accept(token) {

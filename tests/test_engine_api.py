@@ -1,0 +1,439 @@
+"""The OpenAI-style API on the tiny model in Chromium: every request field against an
+independent reference (the numpy model, transformers' logits processors, jsonschema,
+OpenAI's own object types)."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+import torch
+from openai_shapes import check_chat_completion, check_chunk, check_completion
+from reference import ReferenceModel
+from tokenizers import Tokenizer
+from transformers import RepetitionPenaltyLogitsProcessor
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from compiler.browser import open_engine_page, serve_folder
+
+USER = [{"role": "user", "content": "Tell me about the browser."}]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_built):
+    return tiny_built("q0f32")
+
+
+@pytest.fixture(scope="module")
+def page(browser, tiny):
+    with serve_folder(tiny) as url:
+        page = open_engine_page(browser, url)
+        yield page
+        page.close()
+
+
+def create(page, request):
+    return page.evaluate("async (r) => await engine.chat.completions.create(r)", request)
+
+
+def stream(page, request, kind="chat"):
+    api = "engine.chat.completions" if kind == "chat" else "engine.completions"
+    return page.evaluate(
+        f"""async (r) => {{
+            const out = [];
+            for await (const c of await {api}.create({{...r, stream: true}})) out.push(c);
+            return out;
+        }}""",
+        request,
+    )
+
+
+def no_eos(page):
+    """A logit_bias that keeps the tiny model from ending early."""
+    eos = page.evaluate("engine.manifest.eos_token_ids")
+    return {str(t): -100 for t in eos}
+
+
+def prompt_ids(page, messages):
+    return page.evaluate(
+        "(m) => engine.tokenizer.encode(engine.tokenizer.applyChatTemplate(m))", messages
+    )
+
+
+def test_max_tokens_ends_with_length(page):
+    bias = no_eos(page)
+    for field in ["max_tokens", "max_completion_tokens"]:
+        reply = create(page, {"messages": USER, field: 5, "temperature": 0, "logit_bias": bias})
+        check_chat_completion(reply)
+        assert reply["choices"][0]["finish_reason"] == "length"
+        assert reply["usage"]["completion_tokens"] == 5
+
+
+def test_stop_strings_cut_exactly(page):
+    base = {"messages": USER, "max_tokens": 24, "temperature": 0, "logit_bias": no_eos(page)}
+    full = create(page, base)["choices"][0]["message"]["content"]
+    assert len(full) > 12
+    stop = full[6:9]
+    cut = full[: full.index(stop)]
+    for request in [{**base, "stop": stop}, {**base, "stop": ["\u2603never", stop]}]:
+        reply = create(page, request)
+        check_chat_completion(reply)
+        assert reply["choices"][0]["message"]["content"] == cut
+        assert reply["choices"][0]["finish_reason"] == "stop"
+        chunks = stream(page, request)
+        for chunk in chunks:
+            check_chunk(chunk)
+        assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == cut
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def reference_generate(
+    folder, prompt, count, *, repetition=1.0, frequency=0.0, presence=0.0, bias=None
+):
+    """Greedy decoding with the request's logit processing, done independently: transformers'
+    RepetitionPenaltyLogitsProcessor and OpenAI's published formula for the other two."""
+    ref = ReferenceModel(folder)
+    logits = ref.forward(prompt)
+    out, logprobs = [], []
+    repeat = RepetitionPenaltyLogitsProcessor(repetition)
+    for _ in range(count):
+        scores = torch.tensor(logits[None], dtype=torch.float64)
+        if repetition != 1.0:
+            scores = repeat(torch.tensor([prompt + out]), scores)
+        scores = scores[0].numpy().copy()
+        counts = np.bincount(out, minlength=scores.size)
+        scores -= counts * frequency + (counts > 0) * presence
+        for token, value in (bias or {}).items():
+            scores[int(token)] += value
+        token = int(np.argmax(scores))
+        shifted = scores - scores.max()
+        logprobs.append(shifted - np.log(np.exp(shifted).sum()))
+        out.append(token)
+        logits = ref.forward([token])
+    return out, logprobs
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"repetition_penalty": 1.5},
+        {"frequency_penalty": 1.2, "presence_penalty": 0.7},
+        {"presence_penalty": -1.5, "repetition_penalty": 0.8, "logit_bias": {"40": 3.5, "41": -2}},
+    ],
+)
+def test_penalties_and_logit_bias_match_the_reference(page, tiny, settings):
+    prompt = prompt_ids(page, USER)
+    bias = {**no_eos(page), **settings.get("logit_bias", {})}
+    got = page.evaluate(
+        "async ([ids, s]) => (await engine.generate(ids, s)).tokens",
+        [prompt, {**settings, "logit_bias": bias, "temperature": 0, "max_tokens": 12}],
+    )
+    want, _ = reference_generate(
+        tiny,
+        prompt,
+        12,
+        repetition=settings.get("repetition_penalty", 1.0),
+        frequency=settings.get("frequency_penalty", 0.0),
+        presence=settings.get("presence_penalty", 0.0),
+        bias=bias,
+    )
+    assert got == want
+
+
+def test_logprobs_match_the_reference(page, tiny):
+    bias = no_eos(page)
+    request = {
+        "messages": USER,
+        "max_tokens": 6,
+        "temperature": 0,
+        "logprobs": True,
+        "top_logprobs": 5,
+        "logit_bias": bias,
+    }
+    reply = create(page, request)
+    check_chat_completion(reply)
+    content = reply["choices"][0]["logprobs"]["content"]
+    tokens, logprobs = reference_generate(tiny, prompt_ids(page, USER), 6, bias=bias)
+    # The bytes of each token, from the tokenizer's own byte-level alphabet.
+    vocab = Tokenizer.from_file(str(tiny / "tokenizer.json"))
+    byte_of = {ch: b for b, ch in bytes_to_unicode().items()}
+    assert len(content) == 6
+    for entry, token, lp in zip(content, tokens, logprobs, strict=True):
+        assert entry["bytes"] == [byte_of[ch] for ch in vocab.id_to_token(token)]
+        assert entry["logprob"] == pytest.approx(lp[token], abs=1e-2)
+        top = [t["logprob"] for t in entry["top_logprobs"]]
+        assert top == sorted(top, reverse=True) and len(top) == 5
+        assert top == pytest.approx(np.sort(lp)[::-1][:5].tolist(), abs=1e-2)
+    chunks = stream(page, request)
+    streamed = [
+        e
+        for c in chunks
+        if c["choices"] and c["choices"][0]["logprobs"]
+        for e in c["choices"][0]["logprobs"]["content"]
+    ]
+    assert [e["token"] for e in streamed] == [e["token"] for e in content]
+
+
+def test_n_choices_and_seed(page):
+    request = {"messages": USER, "max_tokens": 8, "temperature": 1.0, "seed": 11, "n": 3}
+    first, second = create(page, request), create(page, request)
+    check_chat_completion(first)
+    assert [c["index"] for c in first["choices"]] == [0, 1, 2]
+    texts = [c["message"]["content"] for c in first["choices"]]
+    assert texts == [c["message"]["content"] for c in second["choices"]]
+    assert len(set(texts)) > 1
+    assert first["usage"]["completion_tokens"] <= 24
+    chunks = stream(page, request)
+    for chunk in chunks:
+        check_chunk(chunk)
+    for index, text in enumerate(texts):
+        parts = [
+            c["choices"][0]["delta"].get("content", "")
+            for c in chunks
+            if c["choices"][0]["index"] == index
+        ]
+        assert "".join(parts) == text
+
+
+SCHEMAS = [
+    {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]},
+    {
+        "type": "object",
+        "properties": {"color": {"enum": ["red", "green", "blue"]}},
+        "required": ["color"],
+    },
+    {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "minimum": 0, "maximum": 99},
+            "flag": {"type": "boolean"},
+        },
+        "required": ["n", "flag"],
+    },
+    {"type": "array", "items": {"type": "boolean"}, "minItems": 1, "maxItems": 3},
+    {
+        "type": "object",
+        "properties": {"word": {"type": "string", "maxLength": 4}},
+        "required": ["word"],
+    },
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_json_schema_output_validates(page, schema):
+    for response_format in [
+        {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": schema, "strict": True},
+        },
+        {"type": "json_object", "schema": json.dumps(schema)},
+    ]:
+        reply = create(
+            page,
+            {
+                "messages": USER,
+                "max_tokens": 60,
+                "temperature": 0,
+                "response_format": response_format,
+            },
+        )
+        check_chat_completion(reply)
+        text = reply["choices"][0]["message"]["content"]
+        assert reply["choices"][0]["finish_reason"] == "stop", text
+        jsonschema.validate(json.loads(text), schema)
+
+
+def test_abort_mid_stream_then_next_request_works(page):
+    request = {"messages": USER, "max_tokens": 40, "temperature": 0, "logit_bias": no_eos(page)}
+    result = page.evaluate(
+        """async (r) => {
+            const controller = new AbortController();
+            const chunks = [];
+            for await (const c of await engine.chat.completions.create(
+                {...r, stream: true, signal: controller.signal})) {
+                chunks.push(c);
+                if (chunks.length === 4) controller.abort();
+            }
+            const interrupted = engine.chat.completions.create(r);
+            setTimeout(() => engine.interruptGenerate(), 0);
+            const already = new AbortController();
+            already.abort();
+            return {
+                chunks,
+                interrupted: await interrupted,
+                before: await engine.chat.completions.create({...r, signal: already.signal}),
+                after: await engine.chat.completions.create(r),
+            };
+        }""",
+        request,
+    )
+    for chunk in result["chunks"]:
+        check_chunk(chunk)
+    assert result["chunks"][-1]["choices"][0]["finish_reason"] == "abort"
+    assert len(result["chunks"]) < 10
+    assert result["interrupted"]["choices"][0]["finish_reason"] == "abort"
+    assert result["interrupted"]["usage"]["completion_tokens"] < 40
+    assert result["before"]["choices"][0]["finish_reason"] == "abort"
+    assert result["before"]["choices"][0]["message"]["content"] == ""
+    after = result["after"]
+    assert after["choices"][0]["finish_reason"] == "length"
+    assert after == {
+        **create(page, request),
+        "id": after["id"],
+        "created": after["created"],
+        "usage": after["usage"],
+    }
+
+
+def test_ten_requests_at_once_complete_in_order(page):
+    requests = [
+        {
+            "messages": [{"role": "user", "content": f"Question {i}?"}],
+            "max_tokens": 4 + i % 3,
+            "temperature": 0,
+        }
+        for i in range(10)
+    ]
+    result = page.evaluate(
+        """async (requests) => {
+            const order = [];
+            const replies = await Promise.all(requests.map((r, i) =>
+                engine.chat.completions.create(r).then((reply) => (order.push(i), reply))));
+            return {order, replies};
+        }""",
+        requests,
+    )
+    assert result["order"] == list(range(10))
+    for request, reply in zip(requests, result["replies"], strict=True):
+        check_chat_completion(reply)
+        alone = create(page, request)
+        assert reply["choices"][0]["message"] == alone["choices"][0]["message"]
+
+
+def test_text_completions(page, tiny):
+    ids = prompt_ids(page, USER)
+    text = page.evaluate("(ids) => engine.tokenizer.decode(ids)", ids)
+    bias = no_eos(page)
+    request = {"prompt": ids, "max_tokens": 6, "temperature": 0, "logit_bias": bias}
+    reply = page.evaluate("async (r) => await engine.completions.create(r)", request)
+    check_completion(reply)
+    want, _ = reference_generate(tiny, ids, 6, bias=bias)
+    assert reply["choices"][0]["text"] == page.evaluate("(t) => engine.tokenizer.decode(t)", want)
+    assert reply["choices"][0]["finish_reason"] == "length"
+    assert reply["usage"]["prompt_tokens"] == len(ids)
+    echoed = page.evaluate(
+        "async (r) => await engine.completions.create(r)", {**request, "echo": True, "logprobs": 2}
+    )
+    check_completion(echoed)
+    choice = echoed["choices"][0]
+    assert choice["text"] == text + reply["choices"][0]["text"]
+    assert len(choice["logprobs"]["tokens"]) == 6
+    assert choice["logprobs"]["text_offset"][0] == len(text)
+    assert all(len(top) == 2 for top in choice["logprobs"]["top_logprobs"])
+    chunks = stream(page, {**request, "stream_options": {"include_usage": True}}, kind="text")
+    for chunk in chunks:
+        check_completion(chunk, chunk=True)
+    assert "".join(c["choices"][0]["text"] for c in chunks[:-1]) == reply["choices"][0]["text"]
+    assert chunks[-1]["usage"]["completion_tokens"] == 6
+
+
+def test_context_window_and_truncation(page):
+    window = page.evaluate("engine.manifest.context_window")
+    long = [
+        {"role": "system", "content": "Be brief."},
+        *[
+            {"role": ["user", "assistant"][i % 2], "content": f"Turn {i} " + "words " * 12}
+            for i in range(12)
+        ],
+        {"role": "user", "content": "And now?"},
+    ]
+    assert len(prompt_ids(page, long)) >= window
+    error = page.evaluate(
+        """async (m) => {
+            try { await engine.chat.completions.create({messages: m, max_tokens: 2}); }
+            catch (e) { return {name: e.name, code: e.code, message: e.message}; }
+        }""",
+        long,
+    )
+    assert error["name"] == "ContextWindowExceededError"
+    assert error["code"] == "context_length_exceeded"
+    reply = create(page, {"messages": long, "max_tokens": 2, "truncation": "auto"})
+    check_chat_completion(reply)
+    assert reply["usage"]["prompt_tokens"] < window
+    # What is kept: the system message and the most recent turns, whole.
+    kept = next(
+        long[:1] + long[i:]
+        for i in range(1, len(long))
+        if len(prompt_ids(page, long[:1] + long[i:])) < window
+    )
+    assert reply["usage"]["prompt_tokens"] == len(prompt_ids(page, kept))
+
+
+def test_follow_up_turn_prefills_only_new_tokens_and_reset(page):
+    first = [{"role": "user", "content": "Hello there, how are you?"}]
+    a = create(page, {"messages": first, "max_tokens": 5, "temperature": 0})
+    second = first + [
+        {"role": "assistant", "content": a["choices"][0]["message"]["content"]},
+        {"role": "user", "content": "Good."},
+    ]
+    b = create(page, {"messages": second, "max_tokens": 5, "temperature": 0})
+    # At least the whole first prompt came from the cache (the reply's tokens too, where
+    # re-encoding its text gives the same tokens).
+    reused = b["usage"]["prompt_tokens"] - b["usage"]["extra"]["prefill_tokens"]
+    assert reused >= a["usage"]["prompt_tokens"]
+    stats = page.evaluate("engine.runtimeStatsText()")
+    assert stats.startswith("prefill: ") and "tok/s, decode: " in stats
+    page.evaluate("engine.resetChat()")
+    c = create(page, {"messages": second, "max_tokens": 5, "temperature": 0})
+    assert c["usage"]["extra"]["prefill_tokens"] == c["usage"]["prompt_tokens"]
+    assert c["choices"][0]["message"] == b["choices"][0]["message"]
+
+
+def test_several_models_in_one_engine(browser, tiny_built):
+    q0 = tiny_built("q0f32")
+    tiny_built("q4f32")  # built next to it
+    request = {"messages": USER, "max_tokens": 6, "temperature": 0}
+    with serve_folder(q0.parent) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/q0f32/manifest.json")
+        result = page.evaluate(
+            """async ([base, r]) => {
+                const kiln = await import(base + "q0f32/kiln.js");
+                const appConfig = {model_list: [
+                    {model_id: "tiny-f32", model: base + "q0f32/"},
+                    {model_id: "tiny-q4", model: base + "q4f32/"},
+                ]};
+                const progress = [];
+                const both = await kiln.CreateEngine(["tiny-f32", "tiny-q4"],
+                    {appConfig, initProgressCallback: (p) => progress.push(p.progress)});
+                const ask = async (engine, model) => {
+                    const reply = await engine.chat.completions.create({...r, model});
+                    return [reply.model, reply.choices[0].message.content];
+                };
+                const one = async (model) => {
+                    const engine = await kiln.CreateEngine(model, {appConfig});
+                    const answer = await ask(engine, undefined);
+                    await engine.unload();
+                    return answer;
+                };
+                let unnamed = null;
+                try { await both.chat.completions.create(r); }
+                catch (e) { unnamed = {name: e.name, param: e.param}; }
+                return {
+                    loaded: both.loadedModels,
+                    fromBoth: [await ask(both, "tiny-q4"), await ask(both, "tiny-f32")],
+                    alone: [await one("tiny-q4"), await one("tiny-f32")],
+                    unnamed,
+                    progressEnd: progress[progress.length - 1],
+                };
+            }""",
+            [f"{url}/", request],
+        )
+        page.close()
+    assert result["loaded"] == ["tiny-f32", "tiny-q4"]
+    assert result["fromBoth"] == result["alone"]
+    assert [m for m, _ in result["fromBoth"]] == ["tiny-q4", "tiny-f32"]
+    assert result["unnamed"] == {"name": "InvalidRequestError", "param": "model"}
+    assert result["progressEnd"] == 1

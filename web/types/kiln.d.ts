@@ -1,0 +1,226 @@
+// Type declarations of kiln.js, the runtime build-web writes next to each model.
+
+export interface InitProgressReport {
+  /** 0 to 1 */
+  progress: number;
+  text: string;
+  timeElapsed?: number;
+  /** bytes of weights loaded so far, and in all */
+  loaded?: number;
+  total?: number;
+}
+
+export interface ModelRecord {
+  /** the name requests give in `model` */
+  model_id: string;
+  /** a folder written by build-web, or several builds of one model in order of preference */
+  model: string | string[];
+}
+
+export interface AppConfig {
+  model_list: ModelRecord[];
+}
+
+export interface EngineOptions {
+  initProgressCallback?: (report: InitProgressReport) => void;
+  appConfig?: AppConfig;
+  /** overrides the kernel set chosen from the adapter */
+  variant?: "software" | "gpu";
+}
+
+export type Role = "system" | "developer" | "user" | "assistant";
+
+export interface ChatMessage {
+  role: Role;
+  content: string | { type: "text"; text: string }[];
+}
+
+export type ResponseFormat =
+  | { type: "text" }
+  | { type: "json_object"; schema?: string | object }
+  | { type: "json_schema"; json_schema: { name: string; schema: object; strict?: boolean; description?: string } };
+
+interface SamplingFields {
+  model?: string;
+  stream?: boolean;
+  stream_options?: { include_usage?: boolean } | null;
+  max_tokens?: number | null;
+  /** 0 to 2; 0 is greedy */
+  temperature?: number | null;
+  /** 0 to 1 */
+  top_p?: number | null;
+  stop?: string | string[] | null;
+  seed?: number | null;
+  /** -2 to 2 */
+  frequency_penalty?: number | null;
+  /** -2 to 2 */
+  presence_penalty?: number | null;
+  /** greater than 0; 1 is none */
+  repetition_penalty?: number | null;
+  /** token id to a bias from -100 to 100 */
+  logit_bias?: Record<string, number> | null;
+  /** 1 to 128 */
+  n?: number | null;
+  signal?: AbortSignal;
+  response_format?: ResponseFormat;
+  /** "auto" drops the oldest turns when the prompt exceeds the context window */
+  truncation?: "auto" | "disabled";
+  ignore_eos?: boolean;
+  user?: string;
+}
+
+export interface ChatCompletionRequest extends SamplingFields {
+  messages: ChatMessage[];
+  max_completion_tokens?: number | null;
+  logprobs?: boolean | null;
+  /** 0 to 20 */
+  top_logprobs?: number | null;
+}
+
+export interface CompletionRequest extends SamplingFields {
+  prompt: string | number[] | [string] | [number[]];
+  echo?: boolean | null;
+  /** 0 to 5 */
+  logprobs?: number | null;
+  best_of?: number | null;
+}
+
+export type FinishReason = "stop" | "length" | "abort";
+
+export interface CompletionUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  extra: {
+    /** prompt tokens not already in the KV cache */
+    prefill_tokens: number;
+    prefill_tokens_per_s: number;
+    decode_tokens_per_s: number;
+    time_to_first_token_s: number;
+  };
+}
+
+export interface TopLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[] | null;
+}
+
+export interface TokenLogprob extends TopLogprob {
+  top_logprobs: TopLogprob[];
+}
+
+export interface ChoiceLogprobs {
+  content: TokenLogprob[] | null;
+  refusal: null;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: "chat.completion";
+  created: number;
+  model: string;
+  choices: {
+    index: number;
+    message: { role: "assistant"; content: string; refusal: null };
+    logprobs: ChoiceLogprobs | null;
+    finish_reason: FinishReason;
+  }[];
+  usage: CompletionUsage;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  created: number;
+  model: string;
+  choices: {
+    index: number;
+    delta: { role?: "assistant"; content?: string };
+    logprobs: ChoiceLogprobs | null;
+    finish_reason: FinishReason | null;
+  }[];
+  usage?: CompletionUsage | null;
+}
+
+export interface Completion {
+  id: string;
+  object: "text_completion";
+  created: number;
+  model: string;
+  choices: {
+    text: string;
+    index: number;
+    logprobs: {
+      tokens: string[];
+      token_logprobs: number[];
+      top_logprobs: Record<string, number>[];
+      text_offset: number[];
+    } | null;
+    finish_reason: FinishReason | null;
+  }[];
+  usage?: CompletionUsage | null;
+}
+
+export interface ChatCompletions {
+  create(request: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
+  create(request: ChatCompletionRequest & { stream?: false | null }): Promise<ChatCompletion>;
+  create(request: ChatCompletionRequest): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
+}
+
+export interface Completions {
+  create(request: CompletionRequest & { stream: true }): Promise<AsyncIterable<Completion>>;
+  create(request: CompletionRequest & { stream?: false | null }): Promise<Completion>;
+  create(request: CompletionRequest): Promise<Completion | AsyncIterable<Completion>>;
+}
+
+/** What every engine offers, in the page or behind a worker. */
+export interface EngineInterface {
+  chat: { completions: ChatCompletions };
+  completions: Completions;
+  reload(model: string | string[], options?: EngineOptions): Promise<void>;
+  unload(): Promise<void>;
+  resetChat(keepStats?: boolean, modelId?: string): Promise<void>;
+  interruptGenerate(): void;
+  runtimeStatsText(modelId?: string): Promise<string>;
+}
+
+export class Engine implements EngineInterface {
+  chat: { completions: ChatCompletions };
+  completions: Completions;
+  /** ids of the loaded models */
+  readonly loadedModels: string[];
+  reload(model: string | string[], options?: EngineOptions): Promise<void>;
+  unload(): Promise<void>;
+  resetChat(keepStats?: boolean, modelId?: string): Promise<void>;
+  interruptGenerate(): void;
+  runtimeStatsText(modelId?: string): Promise<string>;
+}
+
+export function CreateEngine(model: string | string[], options?: EngineOptions): Promise<Engine>;
+
+export class ChatTokenizer {
+  constructor(tokenizerJson: object, tokenizerConfig: object);
+  encode(text: string): number[];
+  decode(ids: number[]): string;
+  applyChatTemplate(messages: { role: string; content: string }[], addGenerationPrompt?: boolean): string;
+}
+
+export class KilnError extends Error {
+  code: string;
+}
+export class WebGPUUnavailableError extends KilnError {}
+export class FeatureUnsupportedError extends KilnError {}
+export class DeviceLostError extends KilnError {}
+export class ModelLoadError extends KilnError {}
+export class ShardIntegrityError extends KilnError {}
+export class InvalidRequestError extends KilnError {
+  /** the request field at fault */
+  param: string;
+}
+export class ModelNotFoundError extends KilnError {
+  param: "model";
+}
+export class ContextWindowExceededError extends KilnError {
+  code: "context_length_exceeded";
+}
