@@ -56,6 +56,10 @@ export class Engine {
   get loadSeconds() {
     return this.#first?.loadSeconds;
   }
+  /** Where each loaded model's weight shards came from: {modelId: {cache, network}}. */
+  get weightSources() {
+    return Object.fromEntries([...this.#models].map(([id, m]) => [id, m.shardsFrom]));
+  }
   /** The ids of the loaded models, the names requests give in `model`. */
   get loadedModels() {
     return [...this.#models.keys()];
@@ -84,10 +88,11 @@ export class Engine {
    * @param {string | string[]} model
    * @param {{initProgressCallback?: (p: {progress: number, text: string}) => void,
    *          appConfig?: {model_list: {model_id: string, model: string | string[]}[]},
-   *          variant?: "software" | "gpu"}} [options]  `variant` overrides the kernel set
-   *          chosen from the adapter
+   *          variant?: "software" | "gpu", useCache?: boolean}} [options]  `variant` overrides
+   *          the kernel set chosen from the adapter; `useCache: false` keeps weights out of the
+   *          browser's Cache API store (by default shards are cached after the first download)
    */
-  reload(model, { initProgressCallback, appConfig, variant } = {}) {
+  reload(model, { initProgressCallback, appConfig, variant, useCache = true } = {}) {
     const specs = Array.isArray(model) ? model : [model];
     if (specs.length === 0 || !specs.every((s) => typeof s === "string" && s.length > 0))
       throw new InvalidRequestError("model", "must be a model id or a URL, or a non-empty array of them");
@@ -103,6 +108,7 @@ export class Engine {
           const loaded = await LoadedModel.load(entry?.model_id, urls, {
             initProgressCallback,
             variant,
+            useCache,
             onDeviceLost: (m, err) => (m.lostError = err),
           });
           if (this.#models.has(loaded.id)) {

@@ -28,9 +28,10 @@ export class LoadedModel {
   /**
    * @param {string} id  the name requests use in `model`
    * @param {string[]} urls  builds of one model, in order of preference
-   * @param {{initProgressCallback?: Function, variant?: string, onDeviceLost: Function}} options
+   * @param {{initProgressCallback?: Function, variant?: string, useCache?: boolean,
+   *          onDeviceLost: Function}} options
    */
-  static async load(id, urls, { initProgressCallback, variant, onDeviceLost }) {
+  static async load(id, urls, { initProgressCallback, variant, useCache, onDeviceLost }) {
     const started = performance.now();
     const adapter = await requestAdapter();
     const candidates = await Promise.all(urls.map(fetchManifest));
@@ -54,7 +55,10 @@ export class LoadedModel {
       checkLimits(device, manifest, kernels);
       device.pushErrorScope("out-of-memory");
       device.pushErrorScope("validation");
-      const weights = await loadWeights(device, base, manifest, initProgressCallback);
+      const { weights, fromCache, fromNetwork } = await loadWeights(device, base, manifest, initProgressCallback, {
+        useCache,
+      });
+      model.shardsFrom = { cache: fromCache, network: fromNetwork };
       model.executor = new Executor(device, manifest, kernels, weights);
       for (const error of [await device.popErrorScope(), await device.popErrorScope()]) {
         if (error) throw new ModelLoadError(`The GPU rejected the model's buffers or kernels: ${error.message}`);
