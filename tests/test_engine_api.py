@@ -5,6 +5,7 @@ OpenAI's own object types)."""
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import numpy as np
@@ -437,3 +438,15 @@ def test_several_models_in_one_engine(browser, tiny_built):
     assert [m for m, _ in result["fromBoth"]] == ["tiny-q4", "tiny-f32"]
     assert result["unnamed"] == {"name": "InvalidRequestError", "param": "model"}
     assert result["progressEnd"] == 1
+
+
+def test_type_declarations_name_what_the_runtime_exports(page):
+    from pathlib import Path
+
+    declared = re.findall(
+        r"^export (?:class|function) (\w+)",
+        (Path(__file__).parent.parent / "web" / "types" / "kiln.d.ts").read_text(),
+        re.M,
+    )
+    exported = page.evaluate("Object.keys(kiln)")
+    assert declared and set(declared) <= set(exported), set(declared) - set(exported)

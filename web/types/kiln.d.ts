@@ -26,6 +26,8 @@ export interface EngineOptions {
   appConfig?: AppConfig;
   /** overrides the kernel set chosen from the adapter */
   variant?: "software" | "gpu";
+  /** false keeps weights out of the browser's Cache API store (default true) */
+  useCache?: boolean;
 }
 
 export type Role = "system" | "developer" | "user" | "assistant";
@@ -190,6 +192,8 @@ export class Engine implements EngineInterface {
   completions: Completions;
   /** ids of the loaded models */
   readonly loadedModels: string[];
+  /** how many weight shards of each loaded model came from the cache and from the network */
+  readonly weightSources: Record<string, { cache: number; network: number }>;
   reload(model: string | string[], options?: EngineOptions): Promise<void>;
   unload(): Promise<void>;
   resetChat(keepStats?: boolean, modelId?: string): Promise<void>;
@@ -198,6 +202,11 @@ export class Engine implements EngineInterface {
 }
 
 export function CreateEngine(model: string | string[], options?: EngineOptions): Promise<Engine>;
+
+/** The Cache API store that holds downloaded weight shards. */
+export const WEIGHT_CACHE: string;
+/** Deletes the cached shards of the model folder at `baseUrl`, or all cached shards. */
+export function deleteWeightCache(baseUrl?: string): Promise<void>;
 
 export class ChatTokenizer {
   constructor(tokenizerJson: object, tokenizerConfig: object);

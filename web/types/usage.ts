@@ -1,0 +1,47 @@
+// Compiled by `npm run typecheck` (never shipped): the declarations in kiln.d.ts must accept
+// what README.md shows and type what the engine returns.
+import {
+  ChatCompletion,
+  ChatCompletionChunk,
+  Completion,
+  ContextWindowExceededError,
+  CreateEngine,
+  InvalidRequestError,
+} from "./kiln.js";
+
+export async function example(): Promise<string> {
+  const engine = await CreateEngine("tiny", {
+    appConfig: { model_list: [{ model_id: "tiny", model: ["/q4f16/", "/q4f32/"] }] },
+    initProgressCallback: (p) => console.log(p.progress, p.text),
+  });
+  const reply: ChatCompletion = await engine.chat.completions.create({
+    messages: [
+      { role: "system", content: "Be brief." },
+      { role: "user", content: "Hello!" },
+    ],
+    max_tokens: 64,
+    temperature: 0.7,
+    stop: ["\n\n"],
+    logprobs: true,
+    top_logprobs: 2,
+    response_format: { type: "json_schema", json_schema: { name: "a", schema: { type: "object" } } },
+  });
+  const controller = new AbortController();
+  const stream: AsyncIterable<ChatCompletionChunk> = await engine.chat.completions.create({
+    messages: [{ role: "user", content: "Hi" }],
+    stream: true,
+    stream_options: { include_usage: true },
+    signal: controller.signal,
+  });
+  let text = reply.choices[0].message.content;
+  for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+  const completion: Completion = await engine.completions.create({ prompt: "Once", max_tokens: 8, echo: true });
+  try {
+    await engine.chat.completions.create({ messages: [], n: 2 });
+  } catch (err) {
+    if (err instanceof InvalidRequestError) text += err.param;
+    if (err instanceof ContextWindowExceededError) text += err.code;
+  }
+  await engine.resetChat();
+  return text + completion.choices[0].text + (await engine.runtimeStatsText());
+}
