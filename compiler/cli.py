@@ -1,19 +1,72 @@
-"""Command line: `build-web MODEL [options]`."""
+"""Command line: `build-web MODEL [options]` and `build-web serve DIR [options]`."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from .errors import BuildError
-from .quantization import SCHEMES
+
+USAGE = """
+  build-web MODEL [-q QUANT] [-o DIR] [--context-window N] [--prefill-chunk N]
+                  [--serve [--port N] [--host H]]
+  build-web serve DIR [--port N] [--host H]"""
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
+    )
+
+
+def _serve(folder: Path, port: int, host: str) -> int:
+    from .serve import serve
+
+    # One line per request from the server's logger, on stderr beside the build's progress.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("kiln.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        serve(folder, port, host)
+    except OSError as err:  # e.g. the port is taken, or the address is not this machine's
+        print(f"build-web: error: cannot serve on {host}:{port}: {err.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def serve_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="build-web serve",
+        description="Serve a folder written by build-web (a model folder, or the folder "
+        "holding several with the chat page) over HTTP.",
+    )
+    parser.add_argument("folder", type=Path, metavar="DIR", help="the folder to serve")
+    _add_server_options(parser)
+    args = parser.parse_args(argv)
+    if not args.folder.is_dir():
+        print(f"build-web: error: {args.folder} is not a folder", file=sys.stderr)
+        return 1
+    return _serve(args.folder, args.port, args.host)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # "serve" as the first word serves a built folder; a model folder named "serve" is
+    # still reachable as ./serve.
+    if argv[:1] == ["serve"]:
+        return serve_main(argv[1:])
+    from .quantization import SCHEMES  # imports TVM (seconds), which serving does not need
+
     parser = argparse.ArgumentParser(
         prog="build-web",
-        description="Compile a language model for WebGPU into a folder a static server can serve.",
+        usage=USAGE,
+        description="Compile a language model for WebGPU into a folder a static server can "
+        "serve; `build-web serve DIR` serves such a folder.",
     )
     parser.add_argument(
         "model", help="preset name (see models/), Hugging Face folder, or .gguf file"
@@ -25,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context-window", type=int, help="KV-cache capacity in tokens")
     parser.add_argument("--prefill-chunk", type=int, default=128, help="tokens per prefill step")
     parser.add_argument("--serve", action="store_true", help="serve the output folder afterwards")
-    parser.add_argument("--port", type=int, default=8000)
+    _add_server_options(parser)
     args = parser.parse_args(argv)
     try:
         from .build import build
@@ -38,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(out)
     if args.serve:
-        from .serve import serve
-
-        serve(out, args.port)
+        return _serve(out, args.port, args.host)
     return 0
 
 

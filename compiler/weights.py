@@ -24,11 +24,12 @@ def write_shards(
     def flush() -> None:
         if not buffer:
             return
-        name = f"params_shard_{len(shards)}.bin"
+        digest = hashlib.sha256(buffer).hexdigest()
+        # The name carries the content's hash, so servers may cache a shard as immutable
+        # (compiler/serve.py, HASHED_NAME) and a rebuild with new weights gets new URLs.
+        name = f"params_shard_{len(shards)}.{digest[:16]}.bin"
         (out_dir / name).write_bytes(buffer)
-        shards.append(
-            {"file": name, "bytes": len(buffer), "sha256": hashlib.sha256(buffer).hexdigest()}
-        )
+        shards.append({"file": name, "bytes": len(buffer), "sha256": digest})
         buffer.clear()
 
     for name, array in params:
