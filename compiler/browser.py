@@ -7,7 +7,7 @@ import contextlib
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from aiohttp import web
@@ -26,13 +26,26 @@ CHROMIUM_ARGS = [
 
 
 @contextlib.contextmanager
-def serve_folder(root: Path) -> Iterator[str]:
-    """Serves `root` with the project's own server on a free loopback port."""
+def serve_folder(root: Path, requests: list[str] | None = None) -> Iterator[str]:
+    """Serves `root` with the project's own server on a free loopback port. If `requests` is
+    given, the path of every request is appended to it: requests a service worker makes are
+    not all seen by Playwright's page events."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(make_app(root), access_log=None)
+    app = make_app(root)
+    if requests is not None:
+
+        @web.middleware
+        async def record(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            requests.append(request.path)
+            return await handler(request)
+
+        app.middlewares.append(record)
+    runner = web.AppRunner(app, access_log=None)
     started = threading.Event()
 
     def run() -> None:

@@ -1,23 +1,36 @@
-// Bundles the runtime (ES module) and copies the chat page into build/.
-import { copyFileSync, mkdirSync } from "node:fs";
+// Bundles the runtime (ES module) and its worker scripts, and copies the chat page into build/.
+import { copyFileSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { basename } from "node:path";
 import * as esbuild from "esbuild";
 
 mkdirSync("build", { recursive: true });
-await esbuild.build({
-  entryPoints: { kiln: "src/index.js" },
+const common = {
   bundle: true,
   format: "esm",
   target: "es2022",
-  outdir: "build",
-  entryNames: "[name]",
-  // The grammar engine (a 1 MB wasm) is imported on first use of response_format.
-  splitting: true,
-  chunkNames: "kiln-[name]-[hash]",
   // XGrammar's Emscripten loader names Node built-ins on a path browsers never take.
   external: ["url", "module"],
   minify: true,
   keepNames: true, // error classes are told apart by name
   sourcemap: false,
   logLevel: "warning",
+};
+// The runtime and the dedicated worker script (kiln-worker.js) share their chunks.
+const split = await esbuild.build({
+  ...common,
+  metafile: true,
+  entryPoints: { kiln: "src/index.js", "kiln-worker": "src/kiln-worker.js" },
+  outdir: "build",
+  entryNames: "[name]",
+  // The grammar engine (a 1 MB wasm) is imported on first use of response_format.
+  splitting: true,
+  chunkNames: "kiln-[name]-[hash]",
 });
+// Service workers may not import() modules: the service worker script is one file, the
+// grammar engine included.
+await esbuild.build({ ...common, entryPoints: ["src/kiln-sw.js"], outfile: "build/kiln-sw.js" });
+// Chunks of earlier builds (their names carry a hash) would otherwise be copied into every
+// model folder.
+const written = new Set([...Object.keys(split.metafile.outputs).map((f) => basename(f)), "kiln-sw.js"]);
+for (const file of readdirSync("build")) if (/^kiln-.*\.js$/.test(file) && !written.has(file)) rmSync(`build/${file}`);
 for (const file of ["index.html", "chat.js"]) copyFileSync(`site/${file}`, `build/${file}`);

@@ -1,0 +1,181 @@
+// The engine hosted in a dedicated worker or a service worker, driven by messages from
+// pages (the client side is worker_client.js). No DOM here: this runs in worker scopes.
+//
+// Protocol. Every message is a plain object whose `kiln` field says what it is; others are
+// ignored, so a worker may carry other traffic too. Ids are chosen by each client and are
+// only unique per client (a service worker keys them by client).
+//
+// client -> handler
+//   {kiln: "call", id, method, args, progress?, expect?}
+//       method: "reload" | "unload" | "resetChat" | "interruptGenerate" | "runtimeStatsText"
+//       | "chat.completions.create" | "completions.create"; args are the engine method's
+//       arguments as they are, less what cannot be cloned: the client strips functions and
+//       `signal`. `progress: true` asks for the reload's progress reports.
+//       `expect: {model, options}` (requests only): the reload the client last made; if this
+//       handler has something else loaded (another page reloaded, or the service worker was
+//       restarted), it loads that first, so a request is never answered by another model.
+//   {kiln: "abort", id}       the request's AbortSignal fired, or its stream was left early
+//   {kiln: "keepAlive"}       sent periodically to a service worker so that it is not stopped
+// handler -> client
+//   {kiln: "progress", id, report}   an initProgressCallback report ({progress, text, ...})
+//   {kiln: "stream", id}             the request was accepted; its chunks follow
+//   {kiln: "chunk", id, chunk}       one streamed chunk
+//   {kiln: "return", id, value, loadedModels}   the call's result (after a stream: none)
+//   {kiln: "error", id, error: {name, message, code, param}, loadedModels}
+//
+// A reload of what is already loaded (same model specs and options) does nothing but report
+// `{progress: 1, alreadyLoaded: true}`: with a service worker, a page that is reloaded finds
+// its model still in GPU memory.
+
+import { Engine } from "./engine.js";
+
+const CREATE = {
+  "chat.completions.create": (engine, request) => engine.chat.completions.create(request),
+  "completions.create": (engine, request) => engine.completions.create(request),
+};
+const FORWARDED = ["unload", "resetChat", "interruptGenerate", "runtimeStatsText"];
+
+/** An error as a message can carry it; the client rebuilds the class by `name`. */
+function serializeError(err) {
+  if (!(err instanceof Error) && !(err instanceof DOMException)) return { name: "Error", message: String(err) };
+  const out = { name: err.name, message: err.message };
+  if (typeof err.code === "string") out.code = err.code;
+  if (err.param !== undefined) out.param = err.param;
+  return out;
+}
+
+/** Answers the protocol's messages with one engine; the transport is the subclasses'. */
+class EngineHandler {
+  #loadedKey = null; // what the engine holds, as a reload key; null if unknown or nothing
+  #loading = null; // {key, promise, listeners} of the reload in progress
+  #aborts = new Map(); // client/id -> the AbortController of a request in progress
+
+  /** @param {Engine} [engine] */
+  constructor(engine = new Engine()) {
+    this.engine = engine;
+  }
+
+  /**
+   * Handles one message from a client.
+   * @param {any} message
+   * @param {(message: object) => void} reply  posts a message back to that client
+   * @param {string} [client]  tells clients apart, whose request ids may collide
+   */
+  handle(message, reply, client = "") {
+    if (message?.kiln === "call") return this.#call(message, reply, `${client}/${message.id}`);
+    if (message?.kiln === "abort") this.#aborts.get(`${client}/${message.id}`)?.abort();
+  }
+
+  async #call({ id, method, args = [], progress, expect }, reply, key) {
+    const onProgress = progress ? (report) => reply({ kiln: "progress", id, report }) : undefined;
+    // Registered before anything is awaited: the abort message may be the very next one.
+    const controller = method in CREATE ? new AbortController() : null;
+    if (controller) this.#aborts.set(key, controller);
+    try {
+      let value;
+      if (method === "reload") {
+        await this.#reload(args[0], args[1], onProgress);
+      } else if (controller) {
+        if (expect) await this.#reload(expect.model, expect.options);
+        const request = args[0];
+        const isObject = request !== null && typeof request === "object" && !Array.isArray(request);
+        const result = await CREATE[method](
+          this.engine,
+          isObject ? { ...request, signal: controller.signal } : request,
+        );
+        if (result && typeof result[Symbol.asyncIterator] === "function") {
+          reply({ kiln: "stream", id });
+          for await (const chunk of result) reply({ kiln: "chunk", id, chunk });
+        } else {
+          value = result;
+        }
+      } else if (FORWARDED.includes(method)) {
+        if (method === "unload") this.#forget();
+        value = await this.engine[method](...args);
+      } else {
+        throw new Error(`Unknown engine method: ${method}`);
+      }
+      reply({ kiln: "return", id, value, loadedModels: this.engine.loadedModels });
+    } catch (err) {
+      // A lost device leaves the models unusable: the next reload must really load.
+      if (err?.name === "DeviceLostError") this.#forget();
+      reply({ kiln: "error", id, error: serializeError(err), loadedModels: this.engine.loadedModels });
+    } finally {
+      if (controller) this.#aborts.delete(key);
+    }
+  }
+
+  #forget() {
+    this.#loadedKey = null;
+    this.#loading = null;
+  }
+
+  /** Loads unless the same reload is done or under way; concurrent callers share one load. */
+  #reload(model, options = {}, onProgress = undefined) {
+    const key = JSON.stringify([model, options]);
+    const loading = this.#loading;
+    if (loading?.key === key) {
+      if (onProgress) loading.listeners.add(onProgress);
+      return loading.promise.finally(() => loading.listeners.delete(onProgress));
+    }
+    if (!loading && this.#loadedKey === key) {
+      onProgress?.({
+        progress: 1,
+        text: `${this.engine.loadedModels.join(", ")} already loaded`,
+        alreadyLoaded: true,
+      });
+      return Promise.resolve();
+    }
+    const listeners = new Set(onProgress ? [onProgress] : []);
+    const initProgressCallback = (report) => listeners.forEach((listener) => listener(report));
+    this.#loadedKey = null;
+    // An async wrapper so that reload's synchronous argument checks reject like the rest.
+    const promise = (async () => this.engine.reload(model, { ...options, initProgressCallback }))();
+    const current = { key, promise, listeners };
+    this.#loading = current;
+    const settle = (loaded) => {
+      if (this.#loading !== current) return; // unloaded or superseded meanwhile
+      this.#loading = null;
+      this.#loadedKey = loaded ? key : null;
+    };
+    promise.then(
+      () => settle(true),
+      () => settle(false),
+    );
+    return promise;
+  }
+}
+
+/**
+ * Hosts an engine in a dedicated worker: `new WebWorkerEngineHandler()` in the worker's
+ * script (kiln-worker.js does this), then `CreateWebWorkerEngine(worker, model)` in the page.
+ */
+export class WebWorkerEngineHandler extends EngineHandler {
+  /**
+   * @param {Engine} [engine]
+   * @param {any} [scope]  the worker's global scope
+   */
+  constructor(engine = undefined, scope = globalThis) {
+    super(engine);
+    scope.addEventListener("message", (event) => this.handle(event.data, (m) => scope.postMessage(m)));
+  }
+}
+
+/**
+ * Hosts an engine in a service worker, shared by every page that talks to it; it outlives
+ * page reloads (kiln-sw.js starts one). Replies go to the client that asked.
+ */
+export class ServiceWorkerEngineHandler extends EngineHandler {
+  /**
+   * @param {Engine} [engine]
+   * @param {any} [scope]  the service worker's global scope
+   */
+  constructor(engine = undefined, scope = globalThis) {
+    super(engine);
+    scope.addEventListener("message", (event) => {
+      const client = event.source;
+      if (!client || typeof client.postMessage !== "function") return;
+      this.handle(event.data, (m) => client.postMessage(m), client.id);
+    });
+  }
+}
