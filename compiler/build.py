@@ -165,7 +165,36 @@ def build(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    write_site(output.parent)
     return output
+
+
+def write_site(folder: Path) -> None:
+    """Refreshes the chat site in `folder`, the parent of model folders: the runtime and page,
+    and models.json listing every model folder in it (the page's model picker)."""
+    models = []
+    for manifest_path in sorted(folder.glob("*/manifest.json")):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            continue  # not a build-web folder
+        if manifest.get("format") != 1 or manifest_path.parent.name.startswith("."):
+            continue
+        models.append(
+            {
+                "model_id": manifest["model_id"],
+                "path": f"{manifest_path.parent.name}/",
+                "quantization": manifest["quantization"],
+                "context_window": manifest["context_window"],
+                "bytes": sum(s["bytes"] for s in manifest["shards"]),
+            }
+        )
+    for item in RUNTIME_DIR.iterdir():
+        if item.is_file():
+            shutil.copy2(item, folder / item.name)
+    listing = folder / ".models.json.tmp"
+    listing.write_text(json.dumps({"models": models}, indent=1))
+    listing.replace(folder / "models.json")
 
 
 def _write_folder(

@@ -77,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--context-window", type=int, help="KV-cache capacity in tokens")
     parser.add_argument("--prefill-chunk", type=int, default=128, help="tokens per prefill step")
-    parser.add_argument("--serve", action="store_true", help="serve the output folder afterwards")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the chat site (the output folder's parent) afterwards",
+    )
     _add_server_options(parser)
     args = parser.parse_args(argv)
     try:
@@ -91,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(out)
     if args.serve:
-        return _serve(out, args.port, args.host)
+        # The chat site sits beside the model folders: its picker offers every one of them.
+        return _serve(out.parent, args.port, args.host)
     return 0
 
 

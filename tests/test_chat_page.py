@@ -1,20 +1,20 @@
-"""The chat page served by build-web answers in the browser, streaming its reply."""
+"""The chat page also works from inside one model folder (no models.json): it offers that
+model and answers with it."""
 
 from compiler.browser import serve_folder
 
 
-def test_chat_page_answers(tiny_built, page):
+def test_chat_page_in_a_model_folder_answers(tiny_built, page):
     with serve_folder(tiny_built("q4f32")) as url:
         page.goto(f"{url}/")
-        prompt = page.locator("#prompt")
-        prompt.wait_for(state="visible")
         page.wait_for_function("!document.getElementById('prompt').disabled", timeout=60_000)
-        assert "Loaded" in page.locator("#status").inner_text()
-        prompt.fill("Hello there")
+        options = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+        assert options == [page.evaluate("fetch('manifest.json').then(r => r.json())")["model_id"]]
+        page.fill("#prompt", "Hello there")
         page.click("#send")
         page.wait_for_function(
-            "document.getElementById('status').textContent.includes('decode')", timeout=60_000
+            "document.getElementById('stats').textContent.includes('decode')", timeout=60_000
         )
-        assert page.locator(".user").inner_text() == "You: Hello there"
-        assert page.locator(".assistant").inner_text().strip() != ""
-        assert page.locator(".error").count() == 0
+        assert page.locator(".message.user .content").inner_text() == "Hello there"
+        assert page.locator(".message.assistant .content").inner_text().strip() != ""
+        assert page.locator(".message.error").count() == 0

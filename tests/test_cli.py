@@ -34,7 +34,11 @@ def test_builds_hf_folder_and_reuses_kernels(tiny_hf, tmp_path):
     second = run(str(tiny_hf), "-q", "q4f32", "-o", str(out), "--prefill-chunk", "16", cwd=tmp_path)
     assert second.returncode == 0
     assert "reused cached kernels" in second.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folders left
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    # The chat site beside the model folder lists it.
+    site = json.loads((tmp_path / "models.json").read_text())
+    assert [m["path"] for m in site["models"]] == ["out/"]
+    assert (tmp_path / "index.html").is_file() and (tmp_path / "kiln-worker.js").is_file()
 
 
 def test_unknown_preset(tmp_path):

@@ -1,4 +1,4 @@
-// Bundles the runtime (ES module) and its worker scripts, and copies the chat page into build/.
+// Bundles the runtime (ES module), its worker scripts and the chat page into build/.
 import { copyFileSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { basename } from "node:path";
 import * as esbuild from "esbuild";
@@ -33,4 +33,11 @@ await esbuild.build({ ...common, entryPoints: ["src/kiln-sw.js"], outfile: "buil
 // model folder.
 const written = new Set([...Object.keys(split.metafile.outputs).map((f) => basename(f)), "kiln-sw.js"]);
 for (const file of readdirSync("build")) if (/^kiln-.*\.js$/.test(file) && !written.has(file)) rmSync(`build/${file}`);
-for (const file of ["index.html", "chat.js"]) copyFileSync(`site/${file}`, `build/${file}`);
+// The chat page: its Markdown renderer and sanitizer bundled in, the runtime imported beside it.
+await esbuild.build({
+  ...common,
+  entryPoints: ["site/chat.js"],
+  outfile: "build/chat.js",
+  external: ["./kiln.js"],
+});
+for (const file of ["index.html", "chat.css"]) copyFileSync(`site/${file}`, `build/${file}`);
