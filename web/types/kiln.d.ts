@@ -8,6 +8,10 @@ export interface InitProgressReport {
   /** bytes of weights loaded so far, and in all */
   loaded?: number;
   total?: number;
+  bytesPerSecond?: number;
+  secondsLeft?: number | null;
+  /** a worker engine found the model already loaded (no weights were loaded again) */
+  alreadyLoaded?: boolean;
 }
 
 export interface ModelRecord {
@@ -202,6 +206,51 @@ export class Engine implements EngineInterface {
 }
 
 export function CreateEngine(model: string | string[], options?: EngineOptions): Promise<Engine>;
+
+/** An engine in a dedicated worker running kiln-worker.js; the same API as Engine. */
+export class WebWorkerEngine implements EngineInterface {
+  constructor(worker: Worker);
+  chat: { completions: ChatCompletions };
+  completions: Completions;
+  readonly loadedModels: string[];
+  reload(model: string | string[], options?: EngineOptions): Promise<void>;
+  unload(): Promise<void>;
+  resetChat(keepStats?: boolean, modelId?: string): Promise<void>;
+  interruptGenerate(): void;
+  runtimeStatsText(modelId?: string): Promise<string>;
+}
+
+/** An engine in the service worker kiln-sw.js, shared by the pages it serves and kept across reloads. */
+export class ServiceWorkerEngine implements EngineInterface {
+  constructor(serviceWorker: ServiceWorker);
+  chat: { completions: ChatCompletions };
+  completions: Completions;
+  readonly loadedModels: string[];
+  reload(model: string | string[], options?: EngineOptions): Promise<void>;
+  unload(): Promise<void>;
+  resetChat(keepStats?: boolean, modelId?: string): Promise<void>;
+  interruptGenerate(): void;
+  runtimeStatsText(modelId?: string): Promise<string>;
+}
+
+export function CreateWebWorkerEngine(
+  worker: Worker,
+  model: string | string[],
+  options?: EngineOptions,
+): Promise<WebWorkerEngine>;
+export function CreateServiceWorkerEngine(
+  model: string | string[],
+  options?: EngineOptions,
+): Promise<ServiceWorkerEngine>;
+
+/** Answers a WebWorkerEngine from inside its worker (what kiln-worker.js starts). */
+export class WebWorkerEngineHandler {
+  constructor(engine?: Engine, scope?: object);
+}
+/** Answers ServiceWorkerEngines from inside a service worker (what kiln-sw.js starts). */
+export class ServiceWorkerEngineHandler {
+  constructor(engine?: Engine, scope?: object);
+}
 
 /** The Cache API store that holds downloaded weight shards. */
 export const WEIGHT_CACHE: string;

@@ -6,8 +6,20 @@ import {
   Completion,
   ContextWindowExceededError,
   CreateEngine,
+  CreateWebWorkerEngine,
+  EngineInterface,
   InvalidRequestError,
 } from "./kiln.js";
+
+export async function inAWorker(base: string): Promise<string> {
+  const engine: EngineInterface = await CreateWebWorkerEngine(
+    new Worker(base + "kiln-worker.js", { type: "module" }),
+    base,
+    { initProgressCallback: (p) => console.log(p.alreadyLoaded, p.secondsLeft) },
+  );
+  const reply = await engine.chat.completions.create({ messages: [{ role: "user", content: "Hi" }] });
+  return reply.choices[0].message.content;
+}
 
 export async function example(): Promise<string> {
   const engine = await CreateEngine("tiny", {
