@@ -184,6 +184,8 @@ export interface Completions {
 export interface EngineInterface {
   chat: { completions: ChatCompletions };
   completions: Completions;
+  /** ids of the loaded models */
+  readonly loadedModels: string[];
   reload(model: string | string[], options?: EngineOptions): Promise<void>;
   unload(): Promise<void>;
   resetChat(keepStats?: boolean, modelId?: string): Promise<void>;
@@ -191,46 +193,25 @@ export interface EngineInterface {
   runtimeStatsText(modelId?: string): Promise<string>;
 }
 
-export class Engine implements EngineInterface {
-  chat: { completions: ChatCompletions };
-  completions: Completions;
-  /** ids of the loaded models */
-  readonly loadedModels: string[];
+export interface Engine extends EngineInterface {}
+/** The engine in the page. */
+export class Engine {
   /** how many weight shards of each loaded model came from the cache and from the network */
   readonly weightSources: Record<string, { cache: number; network: number }>;
-  reload(model: string | string[], options?: EngineOptions): Promise<void>;
-  unload(): Promise<void>;
-  resetChat(keepStats?: boolean, modelId?: string): Promise<void>;
-  interruptGenerate(): void;
-  runtimeStatsText(modelId?: string): Promise<string>;
 }
 
 export function CreateEngine(model: string | string[], options?: EngineOptions): Promise<Engine>;
 
 /** An engine in a dedicated worker running kiln-worker.js; the same API as Engine. */
-export class WebWorkerEngine implements EngineInterface {
+export interface WebWorkerEngine extends EngineInterface {}
+export class WebWorkerEngine {
   constructor(worker: Worker);
-  chat: { completions: ChatCompletions };
-  completions: Completions;
-  readonly loadedModels: string[];
-  reload(model: string | string[], options?: EngineOptions): Promise<void>;
-  unload(): Promise<void>;
-  resetChat(keepStats?: boolean, modelId?: string): Promise<void>;
-  interruptGenerate(): void;
-  runtimeStatsText(modelId?: string): Promise<string>;
 }
 
 /** An engine in the service worker kiln-sw.js, shared by the pages it serves and kept across reloads. */
-export class ServiceWorkerEngine implements EngineInterface {
+export interface ServiceWorkerEngine extends EngineInterface {}
+export class ServiceWorkerEngine {
   constructor(serviceWorker: ServiceWorker);
-  chat: { completions: ChatCompletions };
-  completions: Completions;
-  readonly loadedModels: string[];
-  reload(model: string | string[], options?: EngineOptions): Promise<void>;
-  unload(): Promise<void>;
-  resetChat(keepStats?: boolean, modelId?: string): Promise<void>;
-  interruptGenerate(): void;
-  runtimeStatsText(modelId?: string): Promise<string>;
 }
 
 export function CreateWebWorkerEngine(
