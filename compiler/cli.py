@@ -11,7 +11,7 @@ from .errors import BuildError
 
 USAGE = """
   build-web MODEL [-q QUANT] [-o DIR] [--context-window N] [--prefill-chunk N]
-                  [--serve [--port N] [--host H]]
+                  [--extension] [--serve [--port N] [--host H]]
   build-web serve DIR [--port N] [--host H]"""
 
 
@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="serve the chat site (the output folder's parent) afterwards",
     )
+    parser.add_argument(
+        "--extension",
+        action="store_true",
+        help="also package a Chrome extension (folder and .zip beside the output folder)",
+    )
     _add_server_options(parser)
     args = parser.parse_args(argv)
     try:
@@ -90,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         out = build(
             args.model, args.quantization, args.output, args.context_window, args.prefill_chunk
         )
+        if args.extension:
+            from .extension import build_extension
+
+            print(*build_extension(out), sep="\n")
     except BuildError as err:
         print(f"build-web: error: {err}", file=sys.stderr)
         return 1

@@ -1,0 +1,278 @@
+"""The Chrome extension: built from the tiny model, loaded unpacked in real Chromium (new
+headless mode), its popup answering with the real model on WebGPU."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import zipfile
+
+import pytest
+
+from compiler.browser import CHROMIUM, CHROMIUM_ARGS, serve_folder
+from compiler.extension import CONTENT_SECURITY_POLICY, build_extension
+
+SENTENCE = "Quillfeather counts nine violet herons."
+QUESTION = "Who counts herons?"
+
+# Asks the offscreen document, over the popup's protocol, what it holds.
+STATUS = """() => new Promise((resolve) => {
+    const port = chrome.runtime.connect({name: "kiln-chat"});
+    port.onMessage.addListener((m) => {
+        if (m.type === "status") { port.disconnect(); resolve(m); }
+    });
+    port.postMessage({type: "status"});
+})"""
+
+# Records every state of the answer being written, to tell a streamed answer from one that
+# appears at once.
+WATCH = """() => {
+    window.answerStates = [];
+    new MutationObserver(() => {
+        const item = document.querySelector("#log li.assistant:last-child");
+        if (item && item.textContent !== window.answerStates.at(-1))
+            window.answerStates.push(item.textContent);
+    }).observe(document.getElementById("log"),
+               {childList: true, subtree: true, characterData: true});
+}"""
+
+
+@pytest.fixture(scope="module")
+def extension(tiny_built, tmp_path_factory):
+    return build_extension(tiny_built("q4f32"), tmp_path_factory.mktemp("ext") / "tiny-extension")
+
+
+@pytest.fixture(scope="module")
+def context(playwright, extension, tmp_path_factory):
+    folder, _ = extension
+    context = playwright.chromium.launch_persistent_context(
+        tmp_path_factory.mktemp("profile"),
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_ARGS
+        + [
+            f"--disable-extensions-except={folder}",
+            f"--load-extension={folder}",
+            # Lets the test click the toolbar button over CDP (Extensions.triggerAction).
+            "--enable-unsafe-extension-debugging",
+        ],
+    )
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def worker(context):
+    workers = [w for w in context.service_workers if w.url.endswith("/background.js")]
+    return workers[0] if workers else context.wait_for_event("serviceworker")
+
+
+def wait_until(page, predicate: str, arg=None, timeout: float = 120) -> None:
+    """Polls `predicate` (a JS function) with page.evaluate: the pages' CSP forbids the string
+    evaluation wait_for_function uses."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(predicate, arg):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {predicate}")
+        time.sleep(0.1)
+
+
+def extension_id(worker) -> str:
+    return worker.url.split("/")[2]
+
+
+def open_popup(context, worker, query: str = ""):
+    popup = context.new_page()
+    popup.goto(f"chrome-extension://{extension_id(worker)}/popup.html{query}")
+    wait_until(
+        popup,
+        "() => !document.getElementById('send').disabled"
+        " || !document.getElementById('problem').hidden",
+    )
+    assert popup.locator("#problem").is_hidden(), popup.locator("#problem").text_content()
+    popup.click("#settings summary")
+    popup.fill("#max-tokens", "12")
+    popup.fill("#temperature", "0")
+    popup.evaluate(WATCH)
+    return popup
+
+
+def ask(popup, question: str, button: str = "#send") -> str:
+    """Asks from the popup and waits for the whole answer."""
+    answers = popup.locator("#log li.assistant").count()
+    assert popup.locator("#problem").is_hidden()
+    popup.evaluate("window.answerStates = []")
+    popup.fill("#prompt", question)
+    popup.click(button)
+    wait_until(
+        popup,
+        """(n) => (document.querySelectorAll('#log li.assistant').length > n
+                   && document.getElementById('stop').hidden)
+                  || !document.getElementById('problem').hidden""",
+        answers,
+    )
+    assert popup.locator("#problem").is_hidden(), popup.locator("#problem").text_content()
+    return popup.locator("#log li.assistant").last.text_content()
+
+
+def prompt_tokens(popup) -> int:
+    return int(re.match(r"(\d+) prompt tokens", popup.text_content("#stats")).group(1))
+
+
+def test_package_holds_model_runtime_and_strict_manifest(extension, tiny_built):
+    folder, archive = extension
+    assert folder.name == "tiny-extension" and archive == folder.with_name("tiny-extension.zip")
+    with zipfile.ZipFile(archive) as z:
+        names = set(z.namelist())
+        manifest = json.loads(z.read("manifest.json"))
+    assert names == {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert manifest["manifest_version"] == 3
+    assert sorted(manifest["permissions"]) == ["activeTab", "offscreen", "scripting", "storage"]
+    assert "host_permissions" not in manifest and "content_scripts" not in manifest
+    assert manifest["content_security_policy"] == {"extension_pages": CONTENT_SECURITY_POLICY}
+    assert "'unsafe-eval'" not in CONTENT_SECURITY_POLICY
+    assert "unsafe-inline" not in CONTENT_SECURITY_POLICY
+    assert manifest["background"] == {"service_worker": "background.js", "type": "module"}
+    assert manifest["action"]["default_popup"] == "popup.html"
+    # The model folder under model/, its files those its manifest names.
+    model = json.loads((tiny_built("q4f32") / "manifest.json").read_text())
+    assert json.loads((folder / "model" / "manifest.json").read_text()) == model
+    for shard in model["shards"]:
+        assert f"model/{shard['file']}" in names
+    assert {"model/tokenizer.json", "model/kernels-software.json", "kiln.js"} <= names
+    # Every runtime chunk, none of the chat site's page.
+    assert any(re.fullmatch(r"kiln-chunk-.*\.js", n) for n in names)
+    assert not names & {"index.html", "chat.js", "chat.css", "model/kiln.js", "model/index.html"}
+    assert {"popup.html", "popup.js", "offscreen.html", "offscreen.js", "background.js"} <= names
+    # No inline script or style in the extension's pages.
+    for page in ("popup.html", "offscreen.html"):
+        html = (folder / page).read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>|<style|\sstyle=|\son\w+=", html)
+    assert not list(folder.parent.glob(".tiny-extension.*")), "staging folder left behind"
+
+
+def test_popup_streams_an_answer_and_the_model_stays_loaded(context, worker):
+    popup = open_popup(context, worker)
+    answer = ask(popup, "Tell me about WebGPU.")
+    assert answer
+    states = popup.evaluate("window.answerStates")
+    assert len(states) >= 3 and states[-1] == answer  # written piece by piece
+    assert all(answer.startswith(s) for s in states)
+    first = popup.evaluate(STATUS)
+    assert first["loads"] == 1 and first["loadedModels"]
+    (sources,) = first["weightSources"].values()
+    assert sources["network"] > 0 and sources["cache"] == 0  # from model/, no Cache API copy
+    popup.close()
+
+    # The popup closed, the engine did not: a new popup carries on without loading again.
+    popup = open_popup(context, worker)
+    assert popup.locator("#log li.assistant").count() == 1  # the conversation was kept
+    assert ask(popup, "And what else?")
+    second = popup.evaluate(STATUS)
+    assert second["loads"] == 1
+    assert second["weightSources"] == first["weightSources"]
+    offscreen = worker.evaluate(
+        "chrome.runtime.getContexts({contextTypes: ['OFFSCREEN_DOCUMENT']}).then((c) => c.length)"
+    )
+    assert offscreen == 1
+
+    # Stop aborts the request in progress; what was written stays, marked as stopped.
+    popup.fill("#max-tokens", "100")
+    popup.click("#new-chat")
+    popup.fill("#prompt", "Write a long story.")
+    popup.click("#send")
+    wait_until(popup, "() => window.answerStates.length >= 2")
+    popup.click("#stop")
+    popup.wait_for_selector("#log li.assistant.aborted", timeout=60_000)
+    assert popup.locator("#stop").is_hidden()
+    popup.close()
+
+
+def test_ask_about_this_page_reads_the_active_tab(context, worker, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text(f"<!doctype html><title>Herons</title><p>{SENTENCE}</p>")
+    tab_ids = "chrome.tabs.query({}).then((tabs) => tabs.map((t) => t.id))"
+    with serve_folder(site) as url:
+        before = set(worker.evaluate(tab_ids))
+        page = context.new_page()
+        page.goto(f"{url}/index.html")
+        (tab_id,) = set(worker.evaluate(tab_ids)) - before
+        popup = open_popup(context, worker, f"?tab={tab_id}")
+
+        # No host permissions: until the user clicks the toolbar button on the page, the
+        # extension cannot read it.
+        popup.click("#new-chat")
+        popup.fill("#prompt", QUESTION)
+        popup.click("#ask-page")
+        popup.wait_for_selector("#problem:not([hidden])")
+        assert "Cannot read this page" in popup.text_content("#problem")
+
+        # The toolbar button, clicked over CDP: Chrome opens the real popup and grants
+        # activeTab for the page's tab.
+        page.bring_to_front()  # the user looks at the page and clicks the button
+        cdp = context.browser.new_browser_cdp_session()
+        targets = cdp.send("Target.getTargets", {"filter": [{"type": "tab"}]})["targetInfos"]
+        (target,) = [t for t in targets if t["url"] == f"{url}/index.html"]
+        ext_id = extension_id(worker)
+        cdp.send("Extensions.triggerAction", {"id": ext_id, "targetId": target["targetId"]})
+        popup_url = f"chrome-extension://{ext_id}/popup.html"
+        deadline = time.monotonic() + 10
+        while not any(
+            t["url"] == popup_url
+            for t in cdp.send("Target.getTargets", {"filter": [{"type": "page"}]})["targetInfos"]
+        ):
+            assert time.monotonic() < deadline, "the toolbar button opened no popup"
+            time.sleep(0.1)
+
+        popup.click("#new-chat")
+        ask(popup, QUESTION)  # the same question, without the page, for its prompt's size
+        plain_tokens = prompt_tokens(popup)
+        popup.click("#new-chat")
+        answer = ask(popup, QUESTION, "#ask-page")
+        page.close()
+    assert answer
+    assert len(popup.evaluate("window.answerStates")) >= 2
+    assert SENTENCE in popup.text_content("#page-text")
+    status = popup.evaluate(STATUS)
+    sent = status["lastRequest"]["messages"][-1]["content"]
+    assert SENTENCE in sent and QUESTION in sent and "Herons" in sent
+    assert status["lastRequest"]["usage"]["prompt_tokens"] == prompt_tokens(popup)
+    assert prompt_tokens(popup) > plain_tokens + 10
+    assert status["loads"] == 1
+    popup.close()
+
+
+def test_structured_output_runs_under_the_csp(context, worker):
+    """The grammar engine compiles its wasm: the CSP's 'wasm-unsafe-eval' is enough for it."""
+    popup = open_popup(context, worker)
+    reply = popup.evaluate(
+        """() => new Promise((resolve) => {
+            const port = chrome.runtime.connect({name: "kiln-chat"});
+            port.onMessage.addListener((m) => {
+                if (m.id === "json" && (m.type === "done" || m.type === "error")) resolve(m);
+            });
+            port.postMessage({type: "chat", id: "json", max_tokens: 8, temperature: 0,
+                messages: [{role: "user", content: "A JSON object, please."}],
+                response_format: {type: "json_object"}});
+        })"""
+    )
+    popup.close()
+    assert reply["type"] == "done", reply
+
+
+def test_build_web_extension_flag(tiny_hf, tmp_path, capsys):
+    from compiler.cli import main
+
+    out = tmp_path / "tiny"
+    args = [str(tiny_hf), "-o", str(out), "--context-window", "64", "--prefill-chunk", "8"]
+    assert main([*args, "--extension"]) == 0
+    model_id = json.loads((out / "manifest.json").read_text())["model_id"]
+    folder = tmp_path / f"{model_id}-extension"
+    printed = capsys.readouterr().out.split()
+    assert str(folder) in printed and f"{folder}.zip" in printed
+    assert (folder / "model" / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
+    with zipfile.ZipFile(f"{folder}.zip") as z:
+        assert json.loads(z.read("manifest.json"))["permissions"]
+    assert not list(tmp_path.glob(".*")), "staging left behind"
