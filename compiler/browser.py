@@ -83,3 +83,14 @@ def open_engine_page(browser, base_url: str, model_path: str = "/", variant: str
         [f"{base_url}{model_path}", variant],
     )
     return page
+
+
+@contextlib.contextmanager
+def engine_page_for(browser, folder: Path, variant: str | None = None):
+    """Serves a built model folder and yields a page with its engine loaded as `window.engine`."""
+    with serve_folder(folder) as url:
+        page = open_engine_page(browser, url, variant=variant)
+        try:
+            yield page
+        finally:
+            page.close()

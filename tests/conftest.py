@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
 from tiny_model import make_llama
 
-from compiler.browser import CHROMIUM, CHROMIUM_ARGS, open_engine_page, serve_folder
+from compiler.browser import CHROMIUM, CHROMIUM_ARGS, engine_page_for
 from compiler.build import build
 
 
@@ -47,14 +46,4 @@ def smollm2_q4(tmp_path_factory) -> Path:
 @pytest.fixture
 def engine_page(browser):
     """Opens a page with `window.engine` loaded from a built folder."""
-
-    @contextlib.contextmanager
-    def open_folder(folder: Path, variant: str | None = None):
-        with serve_folder(folder) as url:
-            page = open_engine_page(browser, url, variant=variant)
-            try:
-                yield page
-            finally:
-                page.close()
-
-    return open_folder
+    return lambda folder, variant=None: engine_page_for(browser, folder, variant)

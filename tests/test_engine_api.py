@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 from transformers import RepetitionPenaltyLogitsProcessor
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from compiler.browser import open_engine_page, serve_folder
+from compiler.browser import engine_page_for, serve_folder
 
 USER = [{"role": "user", "content": "Tell me about the browser."}]
 
@@ -29,10 +29,8 @@ def tiny(tiny_built):
 
 @pytest.fixture(scope="module")
 def page(browser, tiny):
-    with serve_folder(tiny) as url:
-        page = open_engine_page(browser, url)
+    with engine_page_for(browser, tiny) as page:
         yield page
-        page.close()
 
 
 def create(page, request):

@@ -14,12 +14,10 @@ TOKENS = 20
 
 @pytest.fixture(scope="module")
 def smollm2_page(smollm2_q4, browser):
-    from compiler.browser import open_engine_page, serve_folder
+    from compiler.browser import engine_page_for
 
-    with serve_folder(smollm2_q4) as url:
-        page = open_engine_page(browser, url)
+    with engine_page_for(browser, smollm2_q4) as page:
         yield page
-        page.close()
 
 
 def test_tokenizer_matches_python_tokenizers(smollm2_q4, smollm2_page):
