@@ -6,7 +6,6 @@ import hashlib
 import json
 import pickle
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from .config import LlamaConfig
 from .errors import BuildError
 from .loader import ModelSource, Q4Codes, Tensor, load
 from .quantization import Scheme, get_scheme
+from .staging import staged_folder
 from .weights import write_shards
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,10 +142,7 @@ def build(
     if missing:
         raise BuildError(f"internal: no weights for {missing[:3]}")
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    staging.chmod(0o755)
-    try:
+    with staged_folder(output) as staging:
         total = sum(params[n].nbytes for n in compiled.param_names)
         with progress.bar("write weights", total) as advance:
             shards, tensors = write_shards(
@@ -154,17 +151,6 @@ def build(
         _write_folder(
             staging, model_id, source, scheme, variants, window, prefill_chunk, shards, tensors
         )
-        if output.exists():
-            old = output.with_name(f".{output.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            output.rename(old)
-            staging.rename(output)
-            shutil.rmtree(old)
-        else:
-            staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     write_site(output.parent)
     return output
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from .build import ROOT, RUNTIME_DIR
 from .errors import BuildError
+from .staging import staged_folder
 
 EXTENSION_SOURCES = ROOT / "web" / "extension"
 # The chat site's page: the extension has its own popup.
@@ -110,22 +110,7 @@ def build_extension(model_folder: Path, out_dir: Path | None = None) -> tuple[Pa
         raise BuildError("the web runtime is not built: run scripts/setup")
     out = Path(out_dir) if out_dir else model_folder.parent / f"{model_id}-extension"
     archive = out.with_name(f"{out.name}.zip")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and renamed into place: no half-written folder is left behind.
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)
-    try:
+    with staged_folder(out) as staging:
         _write(staging, model_folder, files, model_id)
         _zip(staging, archive)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old)
-        else:
-            staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out, archive
