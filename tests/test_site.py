@@ -98,6 +98,8 @@ def test_site_chats_with_streaming_stop_and_cached_reload(tiny_built, browser, r
         assert page.locator(".message.user .content").inner_text() == "Hello there"
         assert page.evaluate("window.__seen.replyUpdates") >= 2
         assert page.locator(".message.assistant .content").inner_text().strip() != ""
+        # The reply went through the Markdown renderer (paragraphs as elements).
+        assert page.locator(".message.assistant .content p").count() >= 1
         assert re.search(r"prefill [\d.]+ tok/s · decode [\d.]+ tok/s", page.inner_text("#stats"))
 
         # Stop ends a long reply early and marks it.
@@ -119,6 +121,17 @@ def test_site_chats_with_streaming_stop_and_cached_reload(tiny_built, browser, r
         wait_ready(page)
         assert not [p for p in request_log.paths if any(s in p for s in shards)]
         assert any("manifest.json" in p for p in request_log.paths)
+
+        # "Clear cache" empties the store; the next load fills it again. (The shards may still
+        # come from the browser's HTTP cache: their names carry their hash, so they are immutable.)
+        cached = "async () => (await (await caches.open('kiln-weights-v1')).keys()).length"
+        assert page.evaluate(cached) == len(shards)
+        page.click("#clear-cache")
+        page.wait_for_function("document.getElementById('status').textContent.includes('cleared')")
+        assert page.evaluate(cached) == 0
+        page.reload()
+        wait_ready(page)
+        assert page.evaluate(cached) == len(shards)
         context.close()
 
 
