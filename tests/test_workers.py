@@ -265,6 +265,25 @@ def test_service_worker_engine_survives_page_reload(server, new_page):
     assert [p.get("alreadyLoaded") for p in again["progress"]] == [True]
     assert page.evaluate(ASK, REQUEST)["choices"] == reply["choices"]
     assert weight_requests(log) == loads  # the model was not loaded again
+    # Streaming and aborts cross the service-worker boundary too.
+    chunks = page.evaluate(
+        """async (r) => {
+            const controller = new AbortController();
+            const chunks = [];
+            for await (const c of await engine.chat.completions.create(
+                {...r, max_tokens: 60, stream: true, signal: controller.signal})) {
+                chunks.push(c);
+                if (chunks.length === 4) controller.abort();
+            }
+            return chunks;
+        }""",
+        REQUEST,
+    )
+    assert chunks[-1]["choices"][0]["finish_reason"] == "abort"
+    assert 4 <= len(chunks) < 30
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    answer = reply["choices"][0]["message"]["content"]  # the same greedy text, 12 tokens long
+    assert streamed and (answer.startswith(streamed) or streamed.startswith(answer))
 
     # A second page shares the worker's engine; the replies of concurrent requests (the
     # pages' request ids collide) go to the page that asked.
