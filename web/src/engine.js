@@ -2,11 +2,11 @@ import { ContextWindowExceededError, InvalidRequestError, ModelLoadError, ModelN
 import { GrammarEngine } from "./grammar.js";
 import { LogitsProcessor, logSoftmax, topK } from "./logits.js";
 import { LoadedModel } from "./model.js";
+import { AsyncQueue } from "./queue.js";
 import { checkChatRequest, checkCompletionRequest } from "./request.js";
 import { makeRandom, sample } from "./sampler.js";
 import { StopStrings } from "./stop.js";
 import { StreamDecoder } from "./tokenizer.js";
-import { Vocabulary } from "./vocab.js";
 
 let idCounter = 0;
 const newId = (prefix) => `${prefix}-${Date.now().toString(36)}${(idCounter++).toString(36)}`;
@@ -291,7 +291,7 @@ export class Engine {
 
   #grammar(model) {
     model.grammar ??= new GrammarEngine(
-      (model.vocabulary ??= new Vocabulary(model.tokenizerJson)),
+      model.vocabulary,
       model.manifest.config.vocab_size,
       model.manifest.eos_token_ids,
     );
@@ -417,7 +417,6 @@ export class Engine {
   }
 
   #tokenInfo(model, id) {
-    model.vocabulary ??= new Vocabulary(model.tokenizerJson);
     const bytes = model.vocabulary.bytes(id);
     try {
       return { token: STRICT_UTF8.decode(Uint8Array.from(bytes)), bytes };
@@ -463,19 +462,11 @@ export class Engine {
    */
   async *#stream(job, includeUsage) {
     const { kind, model, params, control } = job;
-    const events = [];
-    let wake = null;
+    const events = new AsyncQueue();
     let results = null;
-    let failure = null;
-    const notify = () => wake?.();
-    const run = this.#exclusive(model, () =>
-      this.#runChoices(job, (event) => {
-        events.push(event);
-        notify();
-      }),
-    ).then(
-      (r) => ((results = r), notify()),
-      (err) => ((failure = err), notify()),
+    this.#exclusive(model, () => this.#runChoices(job, (event) => events.push(event))).then(
+      (r) => ((results = r), events.close()),
+      (err) => events.close(err),
     );
     const head = {
       id: job.id,
@@ -508,29 +499,21 @@ export class Engine {
     };
     let finished = false;
     try {
-      for (;;) {
-        while (events.length) {
-          const event = events.shift();
-          if (event.start) {
-            if (kind === "chat") yield chunk(event.index, { role: "assistant", content: "" }, null);
-            else if (echo) yield chunk(event.index, echo, null);
-          } else if (event.finish) {
-            if (text || pending.length) yield flush(event.index);
-            yield kind === "chat"
-              ? chunk(event.index, {}, null, event.finish)
-              : chunk(event.index, "", null, event.finish);
-          } else {
-            text += event.text;
-            if (event.logprob) pending.push(event.logprob);
-            if (text) yield flush(event.index);
-          }
+      for await (const event of events) {
+        if (event.start) {
+          if (kind === "chat") yield chunk(event.index, { role: "assistant", content: "" }, null);
+          else if (echo) yield chunk(event.index, echo, null);
+        } else if (event.finish) {
+          if (text || pending.length) yield flush(event.index);
+          yield kind === "chat"
+            ? chunk(event.index, {}, null, event.finish)
+            : chunk(event.index, "", null, event.finish);
+        } else {
+          text += event.text;
+          if (event.logprob) pending.push(event.logprob);
+          if (text) yield flush(event.index);
         }
-        if (failure) throw failure;
-        if (results) break;
-        await new Promise((resolve) => (wake = resolve));
-        wake = null;
       }
-      await run;
       if (includeUsage) yield { ...head, choices: [], usage: this.#usage(job, results) };
       finished = true;
     } finally {

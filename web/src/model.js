@@ -3,6 +3,7 @@ import { ModelLoadError } from "./errors.js";
 import { Executor, kvCacheBytes } from "./executor.js";
 import { fetchManifest, fetchTokenizerFiles, fetchVariant, loadWeights } from "./loader.js";
 import { ChatTokenizer } from "./tokenizer.js";
+import { Vocabulary } from "./vocab.js";
 
 /** Fails early, with the numbers, when a buffer the model needs exceeds the device's limits. */
 function checkLimits(device, manifest, variant) {
@@ -25,6 +26,8 @@ function checkLimits(device, manifest, variant) {
  * (the tokens whose keys and values the cache holds).
  */
 export class LoadedModel {
+  #vocabulary = null;
+
   /**
    * @param {string} id  the name requests use in `model`
    * @param {string[]} urls  builds of one model, in order of preference
@@ -78,6 +81,12 @@ export class LoadedModel {
     this.cachedTokens = [];
     this.lastStats = null;
     this.grammar = null; // built on the first structured-output request
+  }
+
+  /** The tokenizer's vocabulary by id (for structured output and logprobs), built on first use. */
+  get vocabulary() {
+    this.#vocabulary ??= new Vocabulary(this.tokenizerJson);
+    return this.#vocabulary;
   }
 
   get contextWindow() {

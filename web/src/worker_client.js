@@ -2,6 +2,7 @@
 // the same API as the in-page Engine, carried over worker.js's message protocol.
 
 import * as errors from "./errors.js";
+import { AsyncQueue } from "./queue.js";
 
 const BUILTIN_ERRORS = { TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError };
 // Chrome stops a service worker after about 30 s without events.
@@ -48,33 +49,6 @@ function resolveUrls(model, appConfig) {
       : e,
   );
   return { model: resolved, appConfig: { ...appConfig, model_list } };
-}
-
-/** Chunks as they arrive, read by one async generator. */
-class ChunkQueue {
-  #items = [];
-  #wake = null;
-  #end = null; // {error} once the stream is over
-
-  push(chunk) {
-    this.#items.push(chunk);
-    this.#wake?.();
-  }
-  close(error = null) {
-    this.#end = { error };
-    this.#wake?.();
-  }
-  async *[Symbol.asyncIterator]() {
-    for (;;) {
-      while (this.#items.length) yield this.#items.shift();
-      if (this.#end) {
-        if (this.#end.error) throw this.#end.error;
-        return;
-      }
-      await new Promise((resolve) => (this.#wake = resolve));
-      this.#wake = null;
-    }
-  }
 }
 
 /** The engine's API over a message channel to an EngineHandler (worker.js). */
@@ -196,7 +170,7 @@ class WorkerEngine {
     // engine to check (non-objects included).
     const { signal, ...fields } = isObject ? request : {};
     const body = isObject ? fields : request;
-    const queue = new ChunkQueue();
+    const queue = new AsyncQueue();
     let started;
     const accepted = new Promise((resolve) => (started = resolve));
     const { id, done } = this.#call(
