@@ -25,11 +25,20 @@ CHROMIUM_ARGS = [
 ]
 
 
+Middleware = Callable[
+    [web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]],
+    Awaitable[web.StreamResponse],
+]
+
+
 @contextlib.contextmanager
-def serve_folder(root: Path, requests: list[str] | None = None) -> Iterator[str]:
+def serve_folder(
+    root: Path, requests: list[str] | None = None, middlewares: tuple[Middleware, ...] = ()
+) -> Iterator[str]:
     """Serves `root` with the project's own server on a free loopback port. If `requests` is
     given, the path of every request is appended to it: requests a service worker makes are
-    not all seen by Playwright's page events."""
+    not all seen by Playwright's page events. `middlewares` run before the server's own
+    handler (tests use them to inject faults)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -45,6 +54,7 @@ def serve_folder(root: Path, requests: list[str] | None = None) -> Iterator[str]
             return await handler(request)
 
         app.middlewares.append(record)
+    app.middlewares.extend(web.middleware(m) for m in middlewares)
     runner = web.AppRunner(app, access_log=None)
     started = threading.Event()
 

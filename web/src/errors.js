@@ -41,10 +41,11 @@ export class ModelLoadError extends KilnError {
 }
 
 export class ShardIntegrityError extends KilnError {
-  constructor(file, expected, actual) {
+  /** @param {string} file  @param {string} detail  what was wrong with the bytes received */
+  constructor(file, detail) {
     super(
-      `Weight shard ${file} is corrupt (sha256 ${actual}, expected ${expected}). ` +
-        "Clear the cache or rebuild the model folder.",
+      `Weight shard ${file} is corrupt (${detail}), also when fetched again past the browser's ` +
+        "cache. Rebuild the model folder or restore the file on the server.",
       "shard_integrity",
     );
   }

@@ -2,27 +2,62 @@ import { ModelLoadError, ShardIntegrityError } from "./errors.js";
 
 const PARALLEL_FETCHES = 4;
 
-async function fetchOk(url) {
-  let response;
-  try {
-    response = await fetch(url);
-  } catch (err) {
-    throw new ModelLoadError(`Could not fetch ${url}: ${err.message}`);
+// A dropped connection or a busy server is retried this many times, waiting 250 ms, 500 ms,
+// 1 s... in between; other failures (404, a corrupt shard) are final at once.
+const RETRIES = 3;
+const BACKOFF_MS = 250;
+const RETRIED_STATUS = new Set([408, 429, 500, 502, 503, 504]);
+
+class Retry extends Error {}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * `attempt()` until it succeeds, retrying it after a `Retry` or a network failure
+ * (fetch's TypeError, also thrown by a body read cut short) with backoff.
+ * @template T
+ * @param {string} what  named in the error, e.g. "weight shard params_shard_0.bin"
+ * @param {() => Promise<T>} attempt
+ * @returns {Promise<T>}
+ */
+async function withRetries(what, attempt) {
+  for (let tryNumber = 0; ; tryNumber++) {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (!(err instanceof Retry || err instanceof TypeError)) throw err;
+      if (tryNumber >= RETRIES)
+        throw new ModelLoadError(`Could not download ${what} (${RETRIES + 1} tries): ${err.message}`);
+      await sleep(BACKOFF_MS * 2 ** tryNumber);
+    }
   }
-  if (!response.ok) throw new ModelLoadError(`Could not fetch ${url}: HTTP ${response.status}`);
-  return response;
+}
+
+/** A fetch that failed with a status, as an error: retried for a busy server, final otherwise. */
+function checkStatus(response, url) {
+  if (response.ok) return response;
+  const message = `${url}: HTTP ${response.status}`;
+  if (RETRIED_STATUS.has(response.status)) throw new Retry(message);
+  throw new ModelLoadError(`Could not fetch ${message}`);
+}
+
+/** The parsed JSON file at `url`. */
+function fetchJson(url) {
+  return withRetries(String(url), async () => {
+    const response = checkStatus(await fetch(url), url);
+    try {
+      return await response.json();
+    } catch (err) {
+      if (err instanceof SyntaxError) throw new ModelLoadError(`${url} is not valid JSON: ${err.message}`);
+      throw err; // the body was cut short: retried
+    }
+  });
 }
 
 /** Fetches manifest.json of the model folder at `baseUrl`. */
 export async function fetchManifest(baseUrl) {
   const base = new URL(baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`, globalThis.location?.href);
-  let manifest;
-  try {
-    manifest = await (await fetchOk(new URL("manifest.json", base))).json();
-  } catch (err) {
-    if (err instanceof ModelLoadError) throw err;
-    throw new ModelLoadError(`${base}manifest.json is not valid JSON: ${err.message}`);
-  }
+  const manifest = await fetchJson(new URL("manifest.json", base));
   if (manifest.format !== 1) throw new ModelLoadError(`Unsupported manifest format ${manifest.format}`);
   return { base, manifest };
 }
@@ -30,7 +65,7 @@ export async function fetchManifest(baseUrl) {
 /** Fetches tokenizer.json and tokenizer_config.json of a model folder. */
 export async function fetchTokenizerFiles(base, manifest) {
   const [tokenizer, tokenizerConfig] = await Promise.all(
-    [manifest.tokenizer, manifest.tokenizer_config].map(async (f) => (await fetchOk(new URL(f, base))).json()),
+    [manifest.tokenizer, manifest.tokenizer_config].map((f) => fetchJson(new URL(f, base))),
   );
   return { tokenizer, tokenizerConfig };
 }
@@ -46,24 +81,27 @@ export async function fetchVariant(base, manifest, adapterInfo, requested) {
     throw new ModelLoadError(
       `This model has no "${name}" kernels (it has: ${Object.keys(manifest.variants).join(", ")})`,
     );
-  const kernels = await (await fetchOk(new URL(variant.kernels, base))).json();
+  const kernels = await fetchJson(new URL(variant.kernels, base));
   return { name, functions: variant.functions, kernels };
 }
 
-async function readWithProgress(response, expected, onBytes) {
+/**
+ * Reads a response body into `data` from `offset` on; returns the new offset. A body longer
+ * than `data` is corrupt; one shorter is for the caller to judge.
+ */
+async function readBody(response, data, offset, onBytes, file) {
   const reader = response.body.getReader();
-  const data = new Uint8Array(expected);
-  let offset = 0;
   for (;;) {
     const { done, value } = await reader.read();
-    if (done) break;
-    if (offset + value.length > expected) throw new ModelLoadError(`shard is larger than the manifest says`);
+    if (done) return offset;
+    if (offset + value.length > data.length) {
+      await reader.cancel();
+      throw new ShardIntegrityError(file, `more than the ${data.length} bytes the manifest says`);
+    }
     data.set(value, offset);
     offset += value.length;
     onBytes(value.length);
   }
-  if (offset !== expected) throw new ModelLoadError(`shard has ${offset} bytes, expected ${expected}`);
-  return data;
 }
 
 async function sha256(data) {
@@ -98,26 +136,83 @@ export async function deleteWeightCache(baseUrl = undefined) {
 }
 
 /**
+ * A shard's bytes from the network, checked against its length and sha256. A connection
+ * dropped part-way is retried and resumed with a range request (If-Range keeps the resumed
+ * part to the same version of the file; a server that ignores Range sends it all again).
+ * Bytes that fail the checks are fetched once more past the browser's HTTP cache: shards are
+ * served as immutable, so a bad response once cached would otherwise fail every later load.
+ */
+async function downloadShard(url, shard, onBytes) {
+  let counted = 0;
+  const count = (n) => {
+    counted += n;
+    onBytes(n);
+  };
+  const download = async (cacheMode) => {
+    const data = new Uint8Array(shard.bytes);
+    let offset = 0;
+    let etag = null;
+    await withRetries(`weight shard ${shard.file}`, async () => {
+      const resume = offset > 0 && etag !== null;
+      const response = checkStatus(
+        await fetch(url, {
+          cache: resume ? "no-store" : cacheMode,
+          headers: resume ? { Range: `bytes=${offset}-`, "If-Range": etag } : {},
+        }),
+        url,
+      );
+      if (response.status !== 206) {
+        count(-offset); // the whole file again
+        offset = 0;
+      } else if (!response.headers.get("Content-Range")?.startsWith(`bytes ${offset}-`)) {
+        throw new ModelLoadError(`${url}: the server answered a range request with another range`);
+      }
+      etag = response.headers.get("ETag");
+      offset = await readBody(response, data, offset, count, shard.file);
+    });
+    if (offset !== shard.bytes)
+      throw new ShardIntegrityError(shard.file, `${offset} bytes, the manifest says ${shard.bytes}`);
+    const digest = await sha256(data);
+    if (digest !== shard.sha256)
+      throw new ShardIntegrityError(shard.file, `sha256 ${digest}, the manifest says ${shard.sha256}`);
+    return data;
+  };
+  try {
+    return await download("default");
+  } catch (err) {
+    if (!(err instanceof ShardIntegrityError)) throw err;
+    count(-counted);
+    return await download("reload");
+  }
+}
+
+/**
  * A shard's bytes, checked against its sha256: from the cache when it holds a good copy
- * (a corrupt or truncated one is dropped and fetched again), else from the network.
+ * (a corrupt or truncated one is dropped and fetched again), else from the network. Only
+ * checked bytes are ever put in the cache.
  */
 async function shardBytes(url, shard, cache, onBytes) {
   if (cache) {
     const hit = await cache.match(url);
     if (hit) {
       let counted = 0;
-      const data = await readWithProgress(hit, shard.bytes, (n) => {
-        counted += n;
-        onBytes(n);
-      }).catch(() => null);
-      if (data && (await sha256(data)) === shard.sha256) return { data, cached: true };
+      const data = new Uint8Array(shard.bytes);
+      const length = await readBody(
+        hit,
+        data,
+        0,
+        (n) => {
+          counted += n;
+          onBytes(n);
+        },
+        shard.file,
+      ).catch(() => -1);
+      if (length === shard.bytes && (await sha256(data)) === shard.sha256) return { data, cached: true };
       onBytes(-counted);
       await cache.delete(url);
     }
   }
-  const data = await readWithProgress(await fetchOk(url), shard.bytes, onBytes);
-  const digest = await sha256(data);
-  if (digest !== shard.sha256) throw new ShardIntegrityError(shard.file, shard.sha256, digest);
+  const data = await downloadShard(url, shard, onBytes);
   // Without room in the cache the model still loads; the next load downloads again.
   await cache
     ?.put(url, new Response(data, { headers: { "Content-Type": "application/octet-stream" } }))
