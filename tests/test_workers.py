@@ -334,3 +334,52 @@ def test_service_worker_that_does_not_control_the_page(server, new_page):
     assert not result["controlled"]
     assert result["reply"]["choices"][0]["finish_reason"] == "length"
     assert result["reply"]["usage"]["completion_tokens"] == REQUEST["max_tokens"]
+
+
+def test_values_of_the_wrong_type_are_named_in_both_engines(server, new_page):
+    """Values a JSON request cannot hold (a fake signal, a Symbol, a null-prototype object, a
+    10,000-deep array, a function) fail up front as InvalidRequestError with `param`, in the
+    page's engine and the worker's alike, and a normal request still works afterwards."""
+    url, _ = server
+    page = new_page(url)
+    result = page.evaluate(
+        f"""async (r) => {{
+            {IMPORT}
+            let deep = [];
+            for (let i = 0; i < 10000; i++) deep = [deep];
+            const bad = {{
+                signal: {{...r, signal: {{aborted: false}}}},
+                "model symbol": {{...r, model: Symbol("m")}},
+                "model null-prototype": {{...r, model: Object.create(null)}},
+                "model deep array": {{...r, model: deep}},
+                "stop function": {{...r, stop: () => "x"}},
+            }};
+            const engines = {{
+                page: await kiln.CreateEngine(location.origin + "/"),
+                worker: await kiln.CreateWebWorkerEngine({WORKER}, "./"),
+            }};
+            const out = {{}};
+            for (const [where, engine] of Object.entries(engines)) {{
+                for (const [name, request] of Object.entries(bad)) {{
+                    try {{
+                        await engine.chat.completions.create(request);
+                        out[`${{where}} ${{name}}`] = "answered";
+                    }} catch (err) {{
+                        out[`${{where}} ${{name}}`] = [err.name, err.param];
+                    }}
+                }}
+                const reply = await engine.chat.completions.create(r);
+                out[`${{where}} then`] = reply.choices[0].message.content;
+            }}
+            return out;
+        }}""",
+        REQUEST,
+    )
+    for where in ("page", "worker"):
+        assert result[f"{where} signal"] == ["InvalidRequestError", "signal"]
+        for name in ("symbol", "null-prototype", "deep array"):
+            assert result[f"{where} model {name}"] == ["InvalidRequestError", "model"]
+        assert result[f"{where} then"]
+    assert result["page stop function"] == ["InvalidRequestError", "stop"]
+    assert result["worker stop function"] == ["InvalidRequestError", "request"]
+    assert result["page then"] == result["worker then"]

@@ -3,7 +3,7 @@ import { GrammarEngine } from "./grammar.js";
 import { LogitsProcessor, logSoftmax, topK } from "./logits.js";
 import { LoadedModel } from "./model.js";
 import { AsyncQueue } from "./queue.js";
-import { checkChatRequest, checkCompletionRequest } from "./request.js";
+import { checkChatRequest, checkCompletionRequest, requestedModel } from "./request.js";
 import { makeRandom, sample } from "./sampler.js";
 import { StopStrings } from "./stop.js";
 import { StreamDecoder } from "./tokenizer.js";
@@ -322,7 +322,7 @@ export class Engine {
   }
 
   async #create(kind, request) {
-    const model = this.#resolve(request?.model);
+    const model = this.#resolve(requestedModel(request));
     const vocabSize = model.manifest.config.vocab_size;
     const params = kind === "chat" ? checkChatRequest(request, vocabSize) : checkCompletionRequest(request, vocabSize);
     this.#ready(model);

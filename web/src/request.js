@@ -64,8 +64,25 @@ function checkInteger(request, field, low, high = Number.MAX_SAFE_INTEGER) {
     );
 }
 
-function checkFields(request, known) {
+/**
+ * The `model` a request names, or undefined: checked before the engine looks the model up,
+ * so that a value of the wrong type fails with its name rather than somewhere inside.
+ */
+export function requestedModel(request) {
   if (request == null || typeof request !== "object" || Array.isArray(request)) fail("request", "must be an object");
+  const { model } = request;
+  if (model != null && typeof model !== "string") fail("model", "must be a string: the id of a loaded model");
+  return model ?? undefined;
+}
+
+/** Throws unless `signal` is absent or an AbortSignal (anything with `aborted` and `addEventListener`). */
+export function checkSignal(signal) {
+  if (signal != null && !(typeof signal.aborted === "boolean" && typeof signal.addEventListener === "function"))
+    fail("signal", "must be an AbortSignal");
+}
+
+function checkFields(request, known) {
+  requestedModel(request);
   for (const key of Object.keys(request)) {
     if (request[key] === undefined) continue;
     if (NOT_SUPPORTED.has(key)) fail(key, "is not supported by this engine");
@@ -116,7 +133,7 @@ function checkSampling(request, vocabSize) {
   }
   if (truncation != null && truncation !== "auto" && truncation !== "disabled")
     fail("truncation", 'must be "auto" or "disabled"');
-  if (request.signal != null && typeof request.signal.aborted !== "boolean") fail("signal", "must be an AbortSignal");
+  checkSignal(request.signal);
   return {
     temperature: request.temperature ?? 1,
     top_p: request.top_p ?? 1,

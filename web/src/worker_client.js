@@ -3,6 +3,7 @@
 
 import * as errors from "./errors.js";
 import { AsyncQueue } from "./queue.js";
+import { checkSignal, requestedModel } from "./request.js";
 
 const BUILTIN_ERRORS = { TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError };
 // Chrome stops a service worker after about 30 s without events.
@@ -114,7 +115,14 @@ class WorkerEngine {
     const id = this.#nextId++;
     const done = new Promise((resolve, reject) => {
       this.#calls.set(id, { resolve, reject, ...hooks });
-      this.#post({ kiln: "call", id, method, args, ...fields });
+      try {
+        this.#post({ kiln: "call", id, method, args, ...fields });
+      } catch (err) {
+        this.#calls.delete(id);
+        // A value structured cloning cannot copy (a function, a Symbol...) somewhere in it.
+        if (err?.name !== "DataCloneError") throw err;
+        throw new errors.InvalidRequestError("request", `cannot be sent to the engine's worker: ${err.message}`);
+      }
     });
     return { id, done };
   }
@@ -165,11 +173,11 @@ class WorkerEngine {
   }
 
   async #create(method, request) {
-    const isObject = request !== null && typeof request === "object" && !Array.isArray(request);
-    // The signal stays here, carried as an abort message; the rest goes as it is, for the
-    // engine to check (non-objects included).
-    const { signal, ...fields } = isObject ? request : {};
-    const body = isObject ? fields : request;
+    // What cannot cross postMessage is checked here; the rest goes as it is, for the engine
+    // to check. The signal stays here, carried as an abort message.
+    requestedModel(request);
+    const { signal, ...body } = request;
+    checkSignal(signal);
     const queue = new AsyncQueue();
     let started;
     const accepted = new Promise((resolve) => (started = resolve));
@@ -184,8 +192,8 @@ class WorkerEngine {
     );
     const abort = () => this.#post({ kiln: "abort", id });
     if (signal?.aborted) abort();
-    else signal?.addEventListener?.("abort", abort, { once: true });
-    const settled = () => signal?.removeEventListener?.("abort", abort);
+    else signal?.addEventListener("abort", abort, { once: true });
+    const settled = () => signal?.removeEventListener("abort", abort);
     done.then(
       () => (settled(), queue.close()),
       (err) => (settled(), queue.close(err)),
