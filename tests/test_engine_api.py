@@ -370,6 +370,50 @@ def test_context_window_and_truncation(page):
     assert reply["usage"]["prompt_tokens"] == len(prompt_ids(page, kept))
 
 
+def test_truncation_of_two_thousand_messages_bisects_and_aborts(page):
+    window = page.evaluate("engine.manifest.context_window")
+    messages = [{"role": "system", "content": "Be brief."}] + [
+        {"role": ["user", "assistant"][i % 2], "content": f"m{i}"} for i in range(2001)
+    ]
+    result = page.evaluate(
+        """async (messages) => {
+            const tokenizer = engine.tokenizer;
+            const render = tokenizer.applyChatTemplate;
+            let renders = 0;
+            tokenizer.applyChatTemplate = (...args) => (renders++, render.apply(tokenizer, args));
+            try {
+                const request = {messages, max_tokens: 1, truncation: "auto"};
+                const reply = await engine.chat.completions.create(request);
+                const counted = renders;
+                const controller = new AbortController();
+                setTimeout(() => controller.abort(), 0);
+                const aborted = await engine.chat.completions.create(
+                    {...request, signal: controller.signal});
+                return {reply, renders: counted, aborted};
+            } finally {
+                tokenizer.applyChatTemplate = render;
+            }
+        }""",
+        messages,
+    )
+    # One render of everything, one of the last turn alone, then a bisection over 2,001 turns.
+    assert result["renders"] <= 2 + 11
+    kept = result["reply"]["usage"]["prompt_tokens"]
+    assert kept < window
+    # The fewest turns were dropped: the system message and the last `last` turns fit, one
+    # more turn would not.
+    last = next(
+        j for j in range(1, 2002) if len(prompt_ids(page, messages[:1] + messages[-j:])) == kept
+    )
+    assert len(prompt_ids(page, messages[:1] + messages[-(last + 1) :])) >= window
+    # Aborted while it bisects: ends at once, nothing prefilled.
+    aborted = result["aborted"]
+    check_chat_completion(aborted)
+    assert aborted["choices"][0]["finish_reason"] == "abort"
+    assert aborted["usage"]["completion_tokens"] == 0
+    assert aborted["usage"]["extra"]["prefill_tokens"] == 0
+
+
 def test_follow_up_turn_prefills_only_new_tokens_and_reset(page):
     first = [{"role": "user", "content": "Hello there, how are you?"}]
     a = create(page, {"messages": first, "max_tokens": 5, "temperature": 0})

@@ -222,6 +222,10 @@ export class Engine {
   async #generate(model, prompt, params, random, control, onToken) {
     const window = model.contextWindow;
     if (prompt.length >= window) throw new ContextWindowExceededError(prompt.length, window);
+    if (control.aborted) {
+      const timing = { prefilled: 0, prefillMs: 0, decodeSteps: 0, decodeMs: 0 };
+      return { tokens: [], text: "", finish: "abort", logprobs: [], timing };
+    }
     const processor = new LogitsProcessor(params, prompt);
     const mask = params.response_format ? await this.#grammar(model).matcher(params.response_format) : null;
     const stops = new StopStrings(params.stop ?? []);
@@ -298,8 +302,14 @@ export class Engine {
     return model.grammar;
   }
 
-  /** The prompt's token ids, with the oldest turns dropped first if truncation is "auto". */
-  #promptTokens(model, kind, params) {
+  /**
+   * The prompt's token ids. With truncation "auto", the fewest oldest turns (system messages
+   * stay) are dropped that make the prompt fit the context window. Dropping more turns never
+   * makes a prompt longer, so that number is found by bisection: a few renders of the
+   * template, not one per message. Between renders the event loop runs, so an abort is seen;
+   * the shortest prompt found by then is kept, for a request that ends at once.
+   */
+  async #promptTokens(model, kind, params, control) {
     const window = model.contextWindow;
     const { tokenizer } = model;
     if (kind === "text") {
@@ -311,14 +321,28 @@ export class Engine {
       if (tokens.length >= window && params.truncate) tokens = tokens.slice(tokens.length - window + 1);
       return tokens;
     }
-    let messages = params.messages;
-    for (;;) {
-      const tokens = tokenizer.encode(tokenizer.applyChatTemplate(messages));
-      if (tokens.length < window || !params.truncate) return tokens;
-      const oldest = messages.findIndex((m) => m.role !== "system");
-      if (messages.filter((m) => m.role !== "system").length <= 1) return tokens; // nothing left to drop
-      messages = messages.filter((_, i) => i !== oldest);
+    const { messages } = params;
+    const render = (list) => tokenizer.encode(tokenizer.applyChatTemplate(list));
+    const all = render(messages);
+    const turns = messages.flatMap((m, i) => (m.role === "system" ? [] : [i]));
+    if (all.length < window || !params.truncate || turns.length <= 1) return all;
+    const dropping = (count) => {
+      const dropped = new Set(turns.slice(0, count));
+      return render(messages.filter((_, i) => !dropped.has(i)));
+    };
+    // Dropping `fits` turns makes the prompt fit, dropping `tooLong` does not.
+    let tooLong = 0;
+    let fits = turns.length - 1;
+    let best = dropping(fits);
+    if (best.length >= window) return best; // even the last turn alone is too long
+    while (fits - tooLong > 1 && !control.aborted) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      const middle = (tooLong + fits) >> 1;
+      const tokens = dropping(middle);
+      if (tokens.length < window) [fits, best] = [middle, tokens];
+      else tooLong = middle;
     }
+    return best;
   }
 
   async #create(kind, request) {
@@ -326,14 +350,14 @@ export class Engine {
     const vocabSize = model.manifest.config.vocab_size;
     const params = kind === "chat" ? checkChatRequest(request, vocabSize) : checkCompletionRequest(request, vocabSize);
     this.#ready(model);
-    const prompt = this.#promptTokens(model, kind, params);
-    if (prompt.length >= model.contextWindow) throw new ContextWindowExceededError(prompt.length, model.contextWindow);
     const control = { aborted: false };
     const signal = request.signal;
     if (signal) {
       if (signal.aborted) control.aborted = true;
       else signal.addEventListener("abort", () => (control.aborted = true), { once: true });
     }
+    const prompt = await this.#promptTokens(model, kind, params, control);
+    if (prompt.length >= model.contextWindow) throw new ContextWindowExceededError(prompt.length, model.contextWindow);
     const job = {
       kind,
       model,
@@ -529,7 +553,7 @@ function stats(timings) {
   const ms = timings.reduce((s, t) => s + t.decodeMs, 0);
   return {
     prefill_tokens: first.prefilled,
-    prefill_tokens_per_s: first.prefilled / (first.prefillMs / 1000),
+    prefill_tokens_per_s: first.prefillMs > 0 ? first.prefilled / (first.prefillMs / 1000) : 0,
     decode_tokens_per_s: steps > 0 ? steps / (ms / 1000) : 0,
     time_to_first_token_s: first.prefillMs / 1000,
   };
