@@ -244,6 +244,75 @@ def test_json_schema_output_validates(page, schema):
         jsonschema.validate(json.loads(text), schema)
 
 
+def test_hostile_schemas_are_refused_and_the_grammar_engine_recovers(page):
+    """Schemas past the documented depth (64 levels of JSON, or of groups in a pattern) or
+    holding what JSON cannot are refused up front; one within the limits that still crashes
+    XGrammar's wasm (a chain of 1,000 $refs) restarts it, and schemas never compiled before
+    work afterwards."""
+    result = page.evaluate(
+        """async (r) => {
+            const nest = (n, make, s) => {
+                for (let i = 0; i < n; i++) s = make(s);
+                return s;
+            };
+            const object = (s) => ({type: "object", properties: {a: s}, required: ["a"]});
+            let deepArray = [];
+            for (let i = 0; i < 10000; i++) deepArray = [deepArray];
+            const cyclic = {type: "object", properties: {}};
+            cyclic.properties.self = cyclic;
+            const groups = "(".repeat(1000) + "a" + ")".repeat(1000);
+            const chain = {};
+            for (let i = 0; i < 1000; i++) chain["d" + i] = {"$ref": "#/$defs/d" + (i + 1)};
+            chain.d1000 = {type: "string"};
+            const cases = {
+                deep: nest(40, object, {type: "string"}),
+                "deep text": JSON.stringify(nest(40, object, {type: "string"})),
+                "10,000-deep array": deepArray,
+                "10,000-deep array text": "[".repeat(10000) + "]".repeat(10000),
+                cyclic,
+                "not JSON": "{type: object}",
+                infinite: {type: "integer", maximum: Infinity},
+                "nested groups": object({type: "string", pattern: groups}),
+                "$ref chain": {...object({"$ref": "#/$defs/d0"}), $defs: chain},
+                "after: within the limit": nest(12, object, {type: "boolean"}),
+                "after: new": {type: "object", properties: {n: {type: "integer"}}, required: ["n"]},
+            };
+            const out = {};
+            for (const [name, schema] of Object.entries(cases)) {
+                const started = performance.now();
+                try {
+                    const reply = await engine.chat.completions.create({...r, response_format:
+                        {type: "json_schema", json_schema: {name: "x", schema}}});
+                    out[name] = {text: reply.choices[0].message.content};
+                } catch (e) {
+                    out[name] = {name: e.name, param: e.param, message: e.message};
+                }
+                out[name].ms = performance.now() - started;
+            }
+            return out;
+        }""",
+        {"messages": USER, "max_tokens": 200, "temperature": 0},
+    )
+    too_deep = ["deep", "deep text", "cyclic", "nested groups"]
+    refused = [*too_deep, "10,000-deep array", "10,000-deep array text", "not JSON", "infinite"]
+    for name in refused:
+        assert result[name]["name"] == "InvalidRequestError", (name, result[name])
+        assert result[name]["param"] == "response_format.json_schema.schema"
+        assert result[name]["ms"] < 1000  # refused before the grammar engine
+    for name in too_deep:
+        assert "deeper than 64 levels" in result[name]["message"]
+    assert result["$ref chain"]["param"] == "response_format"
+    assert "starts afresh" in result["$ref chain"]["message"]
+    value = json.loads(result["after: within the limit"]["text"])
+    for _ in range(12):
+        value = value["a"]
+    assert isinstance(value, bool)
+    jsonschema.validate(
+        json.loads(result["after: new"]["text"]),
+        {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+    )
+
+
 def test_abort_mid_stream_then_next_request_works(page):
     request = {"messages": USER, "max_tokens": 40, "temperature": 0, "logit_bias": no_eos(page)}
     result = page.evaluate(

@@ -1,9 +1,27 @@
 // Bundles the runtime (ES module), its worker scripts and the chat page into build/.
-import { copyFileSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { basename } from "node:path";
 import * as esbuild from "esbuild";
 
 mkdirSync("build", { recursive: true });
+
+// XGrammar keeps its wasm instance in a variable private to its module, and a trap inside it
+// (its stack overflowing, say) leaves that instance unusable for good. This adds an
+// `exports.resetBinding()` so that the engine can drop it and start a fresh instance
+// (web/src/grammar.js). The package version is pinned; the build fails if the line moved.
+const xgrammarReset = {
+  name: "xgrammar-reset",
+  setup(build) {
+    build.onLoad({ filter: /web-xgrammar[\\/]lib[\\/]index\.js$/ }, ({ path }) => {
+      const source = readFileSync(path, "utf8");
+      const anchor = "let binding = null;";
+      if (source.split(anchor).length !== 2) throw new Error(`${path}: "${anchor}" not found once`);
+      const reset = `${anchor}\n  exports.resetBinding = () => { binding = null; };`;
+      return { contents: source.replace(anchor, reset), loader: "js" };
+    });
+  },
+};
+
 const common = {
   bundle: true,
   format: "esm",
@@ -14,6 +32,7 @@ const common = {
   keepNames: true, // error classes are told apart by name
   sourcemap: false,
   logLevel: "warning",
+  plugins: [xgrammarReset],
 };
 // The runtime and the dedicated worker script (kiln-worker.js) share their chunks.
 const split = await esbuild.build({

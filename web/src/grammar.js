@@ -1,4 +1,11 @@
 import { InvalidRequestError } from "./errors.js";
+import { warn } from "./log.js";
+
+/**
+ * A trap of XGrammar's wasm, or its recursion overflowing the JS stack, rather than an error
+ * it reports: either leaves its instance unusable (the wasm stack pointer is not restored).
+ */
+const isTrap = (err) => err instanceof WebAssembly.RuntimeError || err instanceof RangeError;
 
 /**
  * Structured output: `response_format` turned into a grammar that XGrammar enforces token by
@@ -43,23 +50,39 @@ export class GrammarEngine {
   async matcher(responseFormat) {
     const schema = schemaOf(responseFormat);
     if (schema === undefined) return null;
-    const compiler = await this.#compiler();
-    const key = schema ?? "";
-    if (!this.compiled.has(key)) {
-      // Compact JSON on one line: whitespace the grammar leaves open is where small models
-      // wander off and never close the object.
-      const compiling = compiler.compileJSONSchema(schema ?? '{"type": "object"}', false, -1, [", ", ": "]);
-      this.compiled.set(key, compiling);
-      compiling.catch(() => this.compiled.delete(key));
-    }
-    let compiled;
     try {
-      compiled = await this.compiled.get(key);
+      const compiler = await this.#compiler();
+      const key = schema ?? "";
+      if (!this.compiled.has(key)) {
+        // Compact JSON on one line: whitespace the grammar leaves open is where small models
+        // wander off and never close the object.
+        const compiling = compiler.compileJSONSchema(schema ?? '{"type": "object"}', false, -1, [", ", ": "]);
+        const compiled = this.compiled;
+        compiled.set(key, compiling);
+        compiling.catch(() => compiled.delete(key));
+      }
+      const matcher = await this.xgr.GrammarMatcher.createGrammarMatcher(
+        await this.compiled.get(key),
+        this.stopTokenIds,
+      );
+      return new TokenMask(matcher, this.#controlTokens(), (err) => this.#restart(err));
     } catch (err) {
-      throw new InvalidRequestError("response_format", `the JSON schema cannot be compiled: ${err.message ?? err}`);
+      if (!isTrap(err))
+        throw new InvalidRequestError("response_format", `the JSON schema cannot be compiled: ${err.message ?? err}`);
+      this.#restart(err);
+      throw new InvalidRequestError(
+        "response_format",
+        `the grammar engine failed on this schema (${err.message}); it starts afresh for the next request`,
+      );
     }
-    const matcher = await this.xgr.GrammarMatcher.createGrammarMatcher(compiled, this.stopTokenIds);
-    return new TokenMask(matcher, this.#controlTokens());
+  }
+
+  /** Drops the wasm instance after a trap, and everything made with it: the next use starts a fresh one. */
+  #restart(err) {
+    warn("XGrammar's wasm trapped; it starts afresh on the next structured request", err);
+    this.xgr?.resetBinding();
+    this.compilerPromise = null;
+    this.compiled = new Map();
   }
 
   /**
@@ -78,7 +101,9 @@ export class GrammarEngine {
   }
 
   dispose() {
-    this.compilerPromise?.then((compiler) => compiler.dispose()).catch(() => {});
+    this.compilerPromise
+      ?.then((compiler) => compiler.dispose())
+      .catch((err) => warn("The grammar compiler could not be disposed", err));
   }
 }
 
@@ -96,14 +121,33 @@ export function schemaOf(responseFormat) {
 
 /** A matcher for one generation: masks logits, follows the accepted tokens. */
 class TokenMask {
-  constructor(matcher, banned) {
+  /**
+   * @param {any} matcher  XGrammar's GrammarMatcher
+   * @param {number[]} banned  token ids masked always
+   * @param {(err: unknown) => void} onTrap  told when the wasm traps
+   */
+  constructor(matcher, banned, onTrap) {
     this.matcher = matcher;
     this.banned = banned;
+    this.onTrap = onTrap;
+  }
+
+  #call(method, ...args) {
+    const trapped = (err) => {
+      if (isTrap(err)) this.onTrap(err);
+      throw err;
+    };
+    try {
+      const result = this.matcher[method](...args);
+      return result instanceof Promise ? result.catch(trapped) : result;
+    } catch (err) {
+      return trapped(err);
+    }
   }
 
   /** Sets the logit of every token the grammar forbids next to -Infinity. */
   async apply(logits) {
-    const bitmask = await this.matcher.getNextTokenBitmask();
+    const bitmask = await this.#call("getNextTokenBitmask");
     for (let id = 0; id < logits.length; id++) {
       if (((bitmask[id >> 5] >>> (id & 31)) & 1) === 0) logits[id] = -Infinity;
     }
@@ -111,14 +155,18 @@ class TokenMask {
   }
 
   accept(token) {
-    if (!this.matcher.acceptToken(token)) throw new Error(`the grammar rejected token ${token}`);
+    if (!this.#call("acceptToken", token)) throw new Error(`the grammar rejected token ${token}`);
   }
 
   get terminated() {
-    return this.matcher.isTerminated();
+    return this.#call("isTerminated");
   }
 
   dispose() {
-    this.matcher.dispose();
+    try {
+      this.matcher.dispose();
+    } catch (err) {
+      warn("A grammar matcher could not be disposed", err);
+    }
   }
 }
