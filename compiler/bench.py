@@ -1,6 +1,6 @@
 """Benchmark: build a model, run it in headless Chromium, print one JSON line of figures.
 
-    scripts/bench [MODEL ...] [--quantization q4f32 q0f32] [--runs 3] [--variant software|gpu]
+    scripts/bench [MODEL ...] [--quantization as-stored q4f32] [--runs 3] [--variant software|gpu]
     scripts/bench --profile ...   time each kernel of one decode step instead
 
 Per model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
@@ -74,6 +74,7 @@ def bench_folder(browser, folder: Path, runs: int, variant: str | None = None) -
         "js_bytes": (folder / "kiln.js").stat().st_size,
         "wgsl_bytes": sum(len(k["wgsl"].encode()) for k in kernels.values()),
         "weight_bytes": sum(s["bytes"] for s in manifest["shards"]),
+        "source_tensor_bytes": manifest["source_tensor_bytes"],
         "gpu_buffer_bytes": info["gpu"],
         "adapter": info["adapter"],
         "variant": info_variant,
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="*", default=["smollm2-135m-instruct"])
-    parser.add_argument("--quantization", nargs="+", default=["q4f32", "q0f32"])
+    parser.add_argument("--quantization", nargs="+", default=["as-stored", "q4f32"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
         "--variant", choices=["software", "gpu"], help="kernel set (default: the adapter's pick)"

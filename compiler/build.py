@@ -17,7 +17,9 @@ from . import progress
 from .compile import VARIANTS, Compiled, compile_model
 from .config import LlamaConfig
 from .errors import BuildError
-from .loader import ModelSource, Q4Codes, Tensor, load
+from .formats import SourceTensor, StoredBlocks
+from .formats.base import float_values
+from .loader import ModelSource, load
 from .quantization import Scheme, get_scheme
 from .staging import staged_folder
 from .weights import write_shards
@@ -27,55 +29,67 @@ RUNTIME_DIR = ROOT / "web" / "build"
 CACHE_DIR = ROOT / ".cache" / "kernels"
 
 
-def concat_rows(parts: list[Tensor]) -> Tensor:
-    if all(isinstance(p, Q4Codes) for p in parts):
-        return Q4Codes(
-            np.concatenate([p.codes for p in parts]),
-            np.concatenate([p.scale for p in parts]),
-            np.concatenate([p.minimum for p in parts]),
-        )
-    return np.concatenate([p.dequantize() if isinstance(p, Q4Codes) else p for p in parts])
+def concat_rows(parts: list[SourceTensor]) -> SourceTensor:
+    """Stacks the rows of weights that one fused projection holds; GGUF blocks of one type
+    stay blocks."""
+    first = parts[0]
+    if isinstance(first, StoredBlocks) and all(
+        isinstance(p, StoredBlocks) and p.type_name == first.type_name for p in parts
+    ):
+        rows = sum(p.shape[0] for p in parts)
+        data = np.concatenate([p.data for p in parts])
+        return StoredBlocks(first.type_name, (rows, first.shape[1]), data)
+    return np.concatenate([float_values(p).astype(np.float32) for p in parts])
 
 
-def network_weights(source: ModelSource) -> Iterator[tuple[str, Tensor]]:
-    """Source tensors (Hugging Face names) -> the network's weights, q/k/v and gate/up fused."""
+def network_weights(source: ModelSource, scheme: Scheme) -> Iterator[tuple[str, SourceTensor]]:
+    """Source tensors (Hugging Face names) -> the network's weights, by network name."""
     t, c = source.tensors, source.config
 
-    def get(name: str) -> Tensor:
+    def get(name: str) -> SourceTensor:
         if name not in t:
             raise BuildError(f"{source.model_id}: weight {name} is missing")
         return t[name]
 
+    def fused(prefix: str, names: list[str], into: str) -> Iterator[tuple[str, SourceTensor]]:
+        """Projections that read the same input, as one matmul when their weights share a
+        format (always, when the scheme quantizes them all alike)."""
+        tensors = [get(f"model.{prefix}{n}.weight") for n in names]
+        formats = {scheme.format_for(x, n).name for x, n in zip(tensors, names, strict=True)}
+        if len(formats) == 1:
+            yield prefix + into, concat_rows(tensors)
+        else:
+            yield from ((f"{prefix}{n}", x) for n, x in zip(names, tensors, strict=True))
+
     yield "embed_tokens", get("model.embed_tokens.weight")
     for i in range(c.num_hidden_layers):
-        p = f"model.layers.{i}."
-        yield f"layers.{i}.input_layernorm", get(p + "input_layernorm.weight")
-        yield (
-            f"layers.{i}.self_attn.qkv_proj",
-            concat_rows([get(p + f"self_attn.{x}_proj.weight") for x in "qkv"]),
-        )
-        yield f"layers.{i}.self_attn.o_proj", get(p + "self_attn.o_proj.weight")
-        yield f"layers.{i}.post_attention_layernorm", get(p + "post_attention_layernorm.weight")
-        yield (
-            f"layers.{i}.mlp.gate_up_proj",
-            concat_rows([get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")]),
-        )
-        yield f"layers.{i}.mlp.down_proj", get(p + "mlp.down_proj.weight")
+        p = f"layers.{i}."
+        yield p + "input_layernorm", get(f"model.{p}input_layernorm.weight")
+        attn = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
+        yield from fused(p, attn, "self_attn.qkv_proj")
+        yield p + "self_attn.o_proj", get(f"model.{p}self_attn.o_proj.weight")
+        yield p + "post_attention_layernorm", get(f"model.{p}post_attention_layernorm.weight")
+        yield from fused(p, ["mlp.gate_proj", "mlp.up_proj"], "mlp.gate_up_proj")
+        yield p + "mlp.down_proj", get(f"model.{p}mlp.down_proj.weight")
     yield "norm", get("model.norm.weight")
     if not c.tie_word_embeddings:
         yield "lm_head", get("lm_head.weight")
 
 
-def quantize(source: ModelSource, scheme: Scheme) -> dict[str, np.ndarray]:
-    """All stored parameters, keyed by the network's parameter names."""
-    out: dict[str, np.ndarray] = {}
-    for name, tensor in network_weights(source):
+def quantize(source: ModelSource, scheme: Scheme) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """All stored parameters keyed by the network's parameter names, and each weight's format."""
+    params: dict[str, np.ndarray] = {}
+    formats: dict[str, str] = {}
+    for name, tensor in network_weights(source, scheme):
         if isinstance(tensor, np.ndarray) and tensor.ndim == 1:  # norm weights stay floats
-            out[f"{name}.weight"] = tensor.astype(scheme.dtype)
+            params[f"{name}.weight"] = tensor.astype(scheme.dtype)
             continue
-        for part, value in scheme.quantize(tensor).items():
-            out[f"{name}.{part}"] = value
-    return out
+        fmt = scheme.format_for(tensor, name)
+        fmt.check_shape(*tensor.shape, name)
+        formats[name] = fmt.name
+        for part, value in fmt.encode(tensor).items():
+            params[f"{name}.{part}"] = value
+    return params, formats
 
 
 def _compiler_hash() -> str:
@@ -86,17 +100,31 @@ def _compiler_hash() -> str:
 
 
 def compile_cached(
-    config: LlamaConfig, scheme: Scheme, context_window: int, prefill_chunk: int, variant: str
+    config: LlamaConfig,
+    formats: dict[str, str],
+    dtype: str,
+    context_window: int,
+    prefill_chunk: int,
+    variant: str,
 ) -> tuple[Compiled, bool]:
     """Compiles, or reuses the kernels of an earlier build with the same key."""
     key_text = json.dumps(
-        [config.to_json(), scheme.name, context_window, prefill_chunk, variant, _compiler_hash()]
+        [
+            config.to_json(),
+            formats,
+            dtype,
+            context_window,
+            prefill_chunk,
+            variant,
+            _compiler_hash(),
+        ],
+        sort_keys=True,
     )
     key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
     path = CACHE_DIR / f"{key}.pkl"
     if path.is_file():
         return pickle.loads(path.read_bytes()), True
-    compiled = compile_model(config, scheme, context_window, prefill_chunk, variant)
+    compiled = compile_model(config, formats, dtype, context_window, prefill_chunk, variant)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(pickle.dumps(compiled))
@@ -106,16 +134,20 @@ def compile_cached(
 
 def build(
     model: str,
-    quantization: str,
+    quantization: str | None,
     output: Path | None,
     context_window: int | None = None,
     prefill_chunk: int = 128,
 ) -> Path:
-    scheme = get_scheme(quantization)
+    """Builds MODEL into `output`. `quantization` None keeps a GGUF file's tensors as they are
+    stored and quantizes a Hugging Face folder's to q4f32."""
+    if quantization is not None:
+        get_scheme(quantization)  # an unknown name fails before the model loads
     if not RUNTIME_DIR.joinpath("kiln.js").is_file():
         raise BuildError("the web runtime is not built: run scripts/setup")
     with progress.step("load model"):
         source = load(model)
+    scheme = get_scheme(quantization or ("as-stored" if source.from_gguf else "q4f32"))
     config = source.config
     window = context_window or min(config.max_position_embeddings, 4096)
     if window <= 0 or prefill_chunk <= 0:
@@ -128,13 +160,20 @@ def build(
     model_id = f"{source.model_id}-{scheme.name}"
     output = output or Path("dist") / model_id
 
-    with progress.step("quantize weights"):
-        params = quantize(source, scheme)
+    title = (
+        "keep weights as stored" if not scheme.requantizes else f"quantize weights to {scheme.name}"
+    )
+    with progress.step(title) as note:
+        params, formats = quantize(source, scheme)
+        kinds = sorted(set(formats.values()))
+        note(f"formats {', '.join(kinds)}")
+        stored = sum(p.nbytes for p in params.values())
+        note(f"{stored / 1e6:.1f} MB, the source's tensors {source.tensor_bytes / 1e6:.1f} MB")
     variants: dict[str, Compiled] = {}
     for variant in VARIANTS:
         with progress.step(f"compile {variant} kernels") as note:
             variants[variant], cached = compile_cached(
-                config, scheme, window, prefill_chunk, variant
+                config, formats, scheme.dtype, window, prefill_chunk, variant
             )
             note("reused cached kernels" if cached else f"{len(variants[variant].kernels)} kernels")
     compiled = variants["software"]
@@ -147,6 +186,11 @@ def build(
         with progress.bar("write weights", total) as advance:
             shards, tensors = write_shards(
                 ((n, params[n]) for n in compiled.param_names), staging, advance
+            )
+        for tensor in tensors:
+            owner = tensor["name"].rsplit(".", 1)[0]
+            tensor["format"] = formats.get(
+                owner, "f32" if scheme.dtype == "float32" else "f16-native"
             )
         _write_folder(
             staging, model_id, source, scheme, variants, window, prefill_chunk, shards, tensors
@@ -206,6 +250,7 @@ def _write_folder(
         "architecture": "llama",
         "quantization": scheme.name,
         "dtype": scheme.dtype,
+        "source_tensor_bytes": source.tensor_bytes,
         "required_features": ["shader-f16"] if scheme.needs_f16 else [],
         "config": source.config.to_json(),
         "context_window": window,

@@ -71,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "model", help="preset name (see models/), Hugging Face folder, or .gguf file"
     )
-    parser.add_argument("--quantization", "-q", default="q4f32", choices=sorted(SCHEMES))
+    parser.add_argument(
+        "--quantization",
+        "-q",
+        choices=sorted(SCHEMES),
+        help="as-stored keeps a GGUF file's tensor types (the default for .gguf and presets); "
+        "the others quantize every weight again (q4f32 is the default for Hugging Face folders)",
+    )
     parser.add_argument(
         "--output", "-o", type=Path, help="output folder (default dist/MODEL-QUANT)"
     )

@@ -14,7 +14,6 @@ from tvm.s_tir import dlight as dl
 from .config import LlamaConfig
 from .models.llama import LlamaForCausalLM
 from .plan import build_kernels, extract_plan
-from .quantization import Scheme
 from .schedules import TOKEN_TILE, gpu_rules, software_rules
 
 TARGET = tvm.target.Target("webgpu", host="llvm")
@@ -74,11 +73,17 @@ def _kernel_entry(name: str, wgsl: str) -> dict[str, Any]:
 
 
 def compile_model(
-    config: LlamaConfig, scheme: Scheme, context_window: int, prefill_chunk: int, variant: str
+    config: LlamaConfig,
+    formats: dict[str, str],
+    dtype: str,
+    context_window: int,
+    prefill_chunk: int,
+    variant: str,
 ) -> Compiled:
     """Compiles one variant: "software" schedules for CPU-backed (fallback) adapters, "gpu"
-    schedules (dlight's) for real GPUs."""
-    model = LlamaForCausalLM(config, scheme, context_window)
+    schedules (dlight's) for real GPUs. `formats` names each weight's storage format, `dtype`
+    the activations'."""
+    model = LlamaForCausalLM(config, formats, dtype, context_window)
     mod, params = model.export_tvm(spec=model.get_default_spec())
     # Activation buffers hold whole token tiles, so the tile rows past n that the software
     # kernels read (and never write back) stay inside their buffers.

@@ -24,6 +24,7 @@ _BYTE_LEVEL = {
 _PRE_TOKENIZERS: dict[str, dict[str, Any]] = {
     "default": _BYTE_LEVEL,
     "gpt2": _BYTE_LEVEL,
+    "gpt-2": _BYTE_LEVEL,  # what llama.cpp's converter writes for GPT-2's own split
     # llama.cpp splits every digit alone, then applies GPT-2's regex.
     "smollm": {
         "type": "Sequence",

@@ -1,8 +1,8 @@
 """Stage 1, load: a preset name, a Hugging Face folder or a GGUF file -> `ModelSource`.
 
 Tensors come out in Hugging Face naming and layout (`model.layers.0.self_attn.q_proj.weight`,
-rows = output features). GGUF 4-bit tensors stay 4-bit (`Q4Codes`) so that quantizing them
-again for the browser loses nothing.
+rows = output features). A GGUF file's 2-D tensors stay as it stores them (`StoredBlocks`,
+the bytes untouched) so that the build can carry them over losslessly.
 """
 
 from __future__ import annotations
@@ -17,41 +17,29 @@ import numpy as np
 
 from .config import LlamaConfig
 from .errors import BuildError
+from .formats import SourceTensor, StoredBlocks
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "models"
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
 
 
 @dataclasses.dataclass
-class Q4Codes:
-    """A 4-bit tensor with groups of 32 along each row: value = code * scale + minimum."""
-
-    codes: np.ndarray  # uint8 (rows, cols), each 0..15
-    scale: np.ndarray  # float32 (rows, cols // 32)
-    minimum: np.ndarray  # float32 (rows, cols // 32)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.codes.shape
-
-    def dequantize(self) -> np.ndarray:
-        rows, cols = self.codes.shape
-        grouped = self.codes.reshape(rows, cols // 32, 32).astype(np.float32)
-        values = grouped * self.scale[..., None] + self.minimum[..., None]
-        return values.reshape(rows, cols)
-
-
-Tensor = np.ndarray | Q4Codes
-
-
-@dataclasses.dataclass
 class ModelSource:
     model_id: str
     config: LlamaConfig
-    tensors: dict[str, Tensor]
+    tensors: dict[str, SourceTensor]
     tokenizer: dict[str, Any]  # tokenizer.json content
     tokenizer_config: dict[str, Any]  # bos/eos tokens, chat_template, ...
     eos_token_ids: list[int]
+    from_gguf: bool = False
+
+    @property
+    def tensor_bytes(self) -> int:
+        """Bytes of the weights as the source stores them."""
+        return sum(
+            t.data.nbytes if isinstance(t, StoredBlocks) else t.nbytes
+            for t in self.tensors.values()
+        )
 
 
 def load(model: str) -> ModelSource:
@@ -113,10 +101,11 @@ def load_hf_folder(folder: Path) -> ModelSource:
     shards = sorted(folder.glob("*.safetensors"))
     if not shards:
         raise BuildError(f"{folder}: no *.safetensors weight files")
-    tensors: dict[str, Tensor] = {}
+    tensors: dict[str, SourceTensor] = {}
     for shard in shards:
         for name, value in load_file(str(shard)).items():
-            tensors[name] = value.astype(np.float32)
+            # Half floats stay half (kept as they are by `--quantization as-stored`).
+            tensors[name] = value if value.dtype == np.float16 else value.astype(np.float32)
     if "lm_head.weight" not in tensors and not config.tie_word_embeddings:
         raise BuildError(f"{folder}: lm_head.weight is missing and embeddings are not tied")
     for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -157,39 +146,23 @@ def _hf_name(gguf_name: str) -> str:
     return f"model.layers.{layer}.{_GGUF_LAYER_NAMES[kind]}.{suffix}"
 
 
-def _unpermute_rope_rows(tensor: Tensor, heads: int) -> Tensor:
+def _unpermute_rope_rows(tensor: SourceTensor, heads: int) -> SourceTensor:
     """Undoes llama.cpp's reordering of Q/K rows (interleaved RoPE pairs -> HF halves)."""
-
-    def fix(a: np.ndarray) -> np.ndarray:
-        rows = a.shape[0]
-        return a.reshape(heads, rows // heads // 2, 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
-
-    if isinstance(tensor, Q4Codes):
-        return Q4Codes(fix(tensor.codes), fix(tensor.scale), fix(tensor.minimum))
-    return fix(tensor)
+    rows = tensor.shape[0]
+    order = np.arange(rows).reshape(heads, rows // heads // 2, 2).swapaxes(1, 2).reshape(rows)
+    return tensor.take_rows(order) if isinstance(tensor, StoredBlocks) else tensor[order]
 
 
-def _read_gguf_tensor(t: Any) -> Tensor:
+def _read_gguf_tensor(t: Any) -> SourceTensor:
+    """F32 and 1-D tensors as float32 arrays; other 2-D tensors as their stored blocks."""
     from gguf import GGMLQuantizationType, dequantize
 
-    rows = int(t.shape[1]) if len(t.shape) > 1 else 1
-    cols = int(t.shape[0])
-    kind = t.tensor_type
-    if kind in (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1):
-        # Block of 32: f16 scale, (Q4_1: f16 minimum), 16 bytes of nibbles; the low nibbles are
-        # elements 0..15 and the high nibbles elements 16..31 (ggml's block layout).
-        blocks = np.asarray(t.data).reshape(rows, cols // 32, -1)
-        scale = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
-        if kind == GGMLQuantizationType.Q4_1:
-            minimum = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
-            packed = blocks[..., 4:20]
-        else:  # Q4_0: value = (code - 8) * scale
-            minimum = -8.0 * scale
-            packed = blocks[..., 2:18]
-        codes = np.concatenate([packed & 0x0F, packed >> 4], axis=-1).reshape(rows, cols)
-        return Q4Codes(codes.astype(np.uint8), scale, minimum)
-    values = dequantize(np.asarray(t.data), kind).astype(np.float32)
-    return values.reshape(rows, cols) if len(t.shape) > 1 else values.reshape(cols)
+    data = np.asarray(t.data)
+    shape = tuple(int(d) for d in reversed(t.shape))  # GGUF lists the fastest axis first
+    if len(shape) == 2 and t.tensor_type != GGMLQuantizationType.F32:
+        rows = shape[0]
+        return StoredBlocks(t.tensor_type.name, shape, data.reshape(rows, -1).view(np.uint8))
+    return dequantize(data, t.tensor_type).astype(np.float32).reshape(shape)
 
 
 def load_gguf(path: Path, model_id: str) -> ModelSource:
@@ -212,7 +185,7 @@ def load_gguf(path: Path, model_id: str) -> ModelSource:
     heads = int(field("llama.attention.head_count"))
     kv_heads = int(field("llama.attention.head_count_kv", heads))
     hidden = int(field("llama.embedding_length"))
-    tensors: dict[str, Tensor] = {}
+    tensors: dict[str, SourceTensor] = {}
     for t in reader.tensors:
         name = _hf_name(t.name)
         value = _read_gguf_tensor(t)
@@ -237,4 +210,4 @@ def load_gguf(path: Path, model_id: str) -> ModelSource:
     )
     config.validate(str(path))
     tokenizer, tokenizer_config, eos_ids = tokenizer_from_gguf(field)
-    return ModelSource(model_id, config, tensors, tokenizer, tokenizer_config, eos_ids)
+    return ModelSource(model_id, config, tensors, tokenizer, tokenizer_config, eos_ids, True)

@@ -146,11 +146,26 @@ def software_rules() -> list[ScheduleRule]:
     return [SerialReduction(), dl.gpu.Fallback()]
 
 
+class FallThrough(ScheduleRule):
+    """A dlight rule that says "not mine" (None) instead of raising where its analysis meets a
+    pattern it does not handle: dlight's Reduction raises KeyError on some bit-level decoders
+    (GGUF blocks); the next rule then schedules the function."""
+
+    def __init__(self, rule: ScheduleRule):
+        self.rule = rule
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        try:
+            return self.rule.apply(func, target, tunable)
+        except (KeyError, IndexError, ValueError):
+            return None
+
+
 def gpu_rules() -> list[ScheduleRule]:
     return [
-        dl.gpu.Matmul(),
-        dl.gpu.GEMV(),
-        dl.gpu.Reduction(),
+        FallThrough(dl.gpu.Matmul()),
+        FallThrough(dl.gpu.GEMV()),
+        FallThrough(dl.gpu.Reduction()),
         dl.gpu.GeneralReduction(),
         dl.gpu.Fallback(),
     ]

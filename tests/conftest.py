@@ -43,6 +43,12 @@ def smollm2_q4(tmp_path_factory) -> Path:
     return build("smollm2-135m-instruct", "q4f32", tmp_path_factory.mktemp("smol") / "q4f32")
 
 
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory) -> Path:
+    """The default build of the default model: its GGUF tensors kept as stored."""
+    return build("smollm2-135m-instruct", None, tmp_path_factory.mktemp("smol") / "as-stored")
+
+
 @pytest.fixture
 def engine_page(browser):
     """Opens a page with `window.engine` loaded from a built folder."""

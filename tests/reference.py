@@ -15,6 +15,12 @@ import numpy as np
 def dequantize(parts: dict[str, np.ndarray]) -> np.ndarray:
     if "weight" in parts:
         return parts["weight"].astype(np.float64)
+    if "q8" in parts:  # four int8 codes a word, value = code * scale
+        packed = parts["q8"]
+        rows = packed.shape[0]
+        codes = np.stack([(packed >> np.uint32(8 * i)) & 255 for i in range(4)], axis=-1)
+        codes = codes.astype(np.uint8).view(np.int8).reshape(rows, -1, 32).astype(np.float64)
+        return (codes * parts["scale"].astype(np.float64)[..., None]).reshape(rows, -1)
     packed = parts["q4"]
     rows = packed.shape[0]
     codes = np.stack([(packed >> np.uint32(4 * i)) & 15 for i in range(8)], axis=-1)

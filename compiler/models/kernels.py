@@ -11,12 +11,19 @@ from tvm import te, tirx
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.script import tirx as T
 
-from ..quantization import Scheme
+from ..formats import Format
 
 ATTENTION_THREADS = 64
 
 
-def linear(x: Tensor, parts: dict[str, Tensor], scheme: Scheme, out_features: int, name: str):
+def _weight(fmt: Format, parts: dict[str, te.Tensor], row, col, dtype: str):
+    value = fmt.weight_te(parts, row, col)
+    if isinstance(value, te.TensorSlice):
+        value = value.asobject()
+    return value if str(value.ty) == dtype else tirx.Cast(dtype, value)
+
+
+def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, name: str):
     """y[b, i, j] = sum_k x[b, i, k] * W[j, k], W dequantized on the fly."""
     names = list(parts)
 
@@ -26,21 +33,23 @@ def linear(x: Tensor, parts: dict[str, Tensor], scheme: Scheme, out_features: in
         k = te.reduce_axis((0, cols), name="k")
         return te.compute(
             (batch, seq, out_features),
-            lambda b, i, j: te.sum(xt[b, i, k] * scheme.weight_te(p, j, k), axis=k),
+            lambda b, i, j: te.sum(xt[b, i, k] * _weight(fmt, p, j, k, xt.dtype), axis=k),
             name=name,
         )
 
     return op.tensor_expr_op(compute, name, [x, *parts.values()])
 
 
-def embedding(ids: Tensor, parts: dict[str, Tensor], scheme: Scheme, cols: int):
+def embedding(ids: Tensor, parts: dict[str, Tensor], fmt: Format, cols: int, dtype: str):
     names = list(parts)
 
     def compute(idt: te.Tensor, *tensors: te.Tensor) -> te.Tensor:
         p = dict(zip(names, tensors, strict=True))
         batch, seq = idt.shape
         return te.compute(
-            (batch, seq, cols), lambda b, i, c: scheme.weight_te(p, idt[b, i], c), name="embed"
+            (batch, seq, cols),
+            lambda b, i, c: _weight(fmt, p, idt[b, i], c, dtype),
+            name="embed",
         )
 
     return op.tensor_expr_op(compute, "embedding", [ids, *parts.values()])

@@ -15,38 +15,76 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op, spec
 
 from ..config import LlamaConfig
-from ..quantization import Scheme
+from ..formats import Format, get_format
 from . import kernels
 
 
 class QuantizedLinear(nn.Module):
-    def __init__(self, in_features: int, out_features: int, scheme: Scheme):
-        self.scheme = scheme
+    """A linear layer whose weight is stored in `fmt` and dequantized inside the matmul."""
+
+    def __init__(self, in_features: int, out_features: int, fmt: Format):
+        self.format = fmt
         self.out_features = out_features
-        self.part_names = list(scheme.param_shapes(out_features, in_features))
-        for part, (shape, dtype) in scheme.param_shapes(out_features, in_features).items():
+        shapes = fmt.parts(out_features, in_features)
+        self.part_names = list(shapes)
+        for part, (shape, dtype) in shapes.items():
             setattr(self, part, nn.Parameter(shape, dtype))
 
     def parts(self) -> dict[str, Tensor]:
         return {name: getattr(self, name) for name in self.part_names}
 
     def forward(self, x: Tensor, name: str = "linear") -> Tensor:
-        return kernels.linear(x, self.parts(), self.scheme, self.out_features, name)
+        return kernels.linear(x, self.parts(), self.format, self.out_features, name)
+
+
+class Formats:
+    """Each weight's format, by network name below `prefix` (None for a weight not built)."""
+
+    def __init__(self, names: dict[str, str], prefix: str = ""):
+        self.names = names
+        self.prefix = prefix
+
+    def __call__(self, name: str) -> Format | None:
+        found = self.names.get(self.prefix + name)
+        return get_format(found) if found else None
+
+    def below(self, prefix: str) -> Formats:
+        return Formats(self.names, self.prefix + prefix)
+
+
+def add_projections(
+    module: nn.Module, in_features: int, sizes: dict[str, int], fused: str, formats: Formats
+) -> list[str]:
+    """Linears reading one input, set on `module`: one fused matmul when the build fused their
+    weights (they share a format), else one each. Returns their attribute names."""
+    fmt = formats(fused)
+    if fmt is not None:
+        setattr(module, fused, QuantizedLinear(in_features, sum(sizes.values()), fmt))
+        return [fused]
+    for name, size in sizes.items():
+        setattr(module, name, QuantizedLinear(in_features, size, formats(name)))
+    return list(sizes)
+
+
+def project(module: nn.Module, names: list[str], x: Tensor) -> Tensor:
+    outputs = [getattr(module, name)(x, name) for name in names]
+    return outputs[0] if len(outputs) == 1 else op.concat(outputs, dim=-1)
 
 
 class Attention(nn.Module):
-    def __init__(self, config: LlamaConfig, scheme: Scheme, capacity: int):
+    def __init__(self, config: LlamaConfig, formats: Formats, capacity: int):
         self.config = config
         self.capacity = capacity
         h, kvh, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
-        self.qkv_proj = QuantizedLinear(config.hidden_size, (h + 2 * kvh) * d, scheme)
-        self.o_proj = QuantizedLinear(h * d, config.hidden_size, scheme)
+        sizes = {"q_proj": h * d, "k_proj": kvh * d, "v_proj": kvh * d}
+        self.qkv = add_projections(self, config.hidden_size, sizes, "qkv_proj", formats)
+        self.o_proj = QuantizedLinear(h * d, config.hidden_size, formats("o_proj"))
 
     def forward(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var):
         c = self.config
         h, kvh, d = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         seq = x.shape[1]
-        qkv = op.reshape(self.qkv_proj(x, "qkv_proj"), (1, seq, h + 2 * kvh, d))
+        qkv = op.reshape(project(self, self.qkv, x), (1, seq, h + 2 * kvh, d))
         qkv = kernels.rotary(qkv, total_len, h + kvh, c.rope_theta)
         dtype = x.dtype
         k_cache, v_cache = op.tensor_ir_inplace_op(
@@ -66,27 +104,26 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: LlamaConfig, scheme: Scheme):
+    def __init__(self, config: LlamaConfig, formats: Formats):
         self.inter = config.intermediate_size
-        self.gate_up_proj = QuantizedLinear(config.hidden_size, 2 * self.inter, scheme)
-        self.down_proj = QuantizedLinear(self.inter, config.hidden_size, scheme)
+        sizes = {"gate_proj": self.inter, "up_proj": self.inter}
+        self.gate_up = add_projections(self, config.hidden_size, sizes, "gate_up_proj", formats)
+        self.down_proj = QuantizedLinear(self.inter, config.hidden_size, formats("down_proj"))
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = op.split(self.gate_up_proj(x, "gate_up_proj"), 2, axis=-1)
+        gate, up = op.split(project(self, self.gate_up, x), 2, axis=-1)
         return self.down_proj(op.silu(gate) * up, "down_proj")
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: LlamaConfig, scheme: Scheme, capacity: int):
+    def __init__(self, config: LlamaConfig, formats: Formats, dtype: str, capacity: int):
         eps = config.rms_norm_eps
-        self.input_layernorm = nn.RMSNorm(
-            config.hidden_size, -1, eps, bias=False, dtype=scheme.dtype
-        )
-        self.self_attn = Attention(config, scheme, capacity)
+        self.input_layernorm = nn.RMSNorm(config.hidden_size, -1, eps, bias=False, dtype=dtype)
+        self.self_attn = Attention(config, formats.below("self_attn."), capacity)
         self.post_attention_layernorm = nn.RMSNorm(
-            config.hidden_size, -1, eps, bias=False, dtype=scheme.dtype
+            config.hidden_size, -1, eps, bias=False, dtype=dtype
         )
-        self.mlp = MLP(config, scheme)
+        self.mlp = MLP(config, formats.below("mlp."))
 
     def forward(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var):
         attn, k_cache, v_cache = self.self_attn(
@@ -98,23 +135,33 @@ class DecoderLayer(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    def __init__(self, config: LlamaConfig, scheme: Scheme, context_window: int):
+    """`formats` maps each weight's network name (`layers.0.self_attn.qkv_proj`, ...) to its
+    storage format; `dtype` is the activations' (float32, or float16 with shader-f16)."""
+
+    def __init__(
+        self, config: LlamaConfig, formats: dict[str, str], dtype: str, context_window: int
+    ):
         self.config = config
-        self.scheme = scheme
+        self.dtype = dtype
         self.context_window = context_window
-        self.embed_tokens = QuantizedLinear(config.hidden_size, config.vocab_size, scheme)
+        lookup = Formats(formats)
+        self.embed_tokens = QuantizedLinear(
+            config.hidden_size, config.vocab_size, lookup("embed_tokens")
+        )
         self.layers = nn.ModuleList(
-            [DecoderLayer(config, scheme, context_window) for _ in range(config.num_hidden_layers)]
+            [
+                DecoderLayer(config, lookup.below(f"layers.{i}."), dtype, context_window)
+                for i in range(config.num_hidden_layers)
+            ]
         )
-        self.norm = nn.RMSNorm(
-            config.hidden_size, -1, config.rms_norm_eps, bias=False, dtype=scheme.dtype
-        )
+        self.norm = nn.RMSNorm(config.hidden_size, -1, config.rms_norm_eps, bias=False, dtype=dtype)
         if not config.tie_word_embeddings:
-            self.lm_head = QuantizedLinear(config.hidden_size, config.vocab_size, scheme)
+            self.lm_head = QuantizedLinear(config.hidden_size, config.vocab_size, lookup("lm_head"))
 
     def _forward(self, input_ids: Tensor, kv_cache: list[Tensor], total_len: tirx.Var):
         c = self.config
-        x = kernels.embedding(input_ids, self.embed_tokens.parts(), self.scheme, c.hidden_size)
+        embed = self.embed_tokens
+        x = kernels.embedding(input_ids, embed.parts(), embed.format, c.hidden_size, self.dtype)
         new_cache = []
         for i, layer in enumerate(self.layers):
             x, k, v = layer(x, kv_cache[2 * i], kv_cache[2 * i + 1], total_len)
@@ -137,7 +184,7 @@ class LlamaForCausalLM(nn.Module):
     def cache_spec(self) -> list[spec.Tensor]:
         c = self.config
         shape = [self.context_window, c.num_key_value_heads, c.head_dim]
-        return [spec.Tensor(shape, self.scheme.dtype) for _ in range(2 * c.num_hidden_layers)]
+        return [spec.Tensor(shape, self.dtype) for _ in range(2 * c.num_hidden_layers)]
 
     def get_default_spec(self) -> spec.ModuleSpec:
         cache = self.cache_spec()

@@ -1,0 +1,127 @@
+"""The Format interface, the registry, and the few bit-level TE helpers formats share."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import numpy as np
+from tvm import te, tirx
+
+from ..errors import BuildError
+
+Parts = dict[str, te.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredBlocks:
+    """A 2-D tensor exactly as a GGUF file stores it: each row a run of ggml blocks."""
+
+    type_name: str  # ggml's name of the type: "Q4_0", "Q8_0", "F16", ...
+    shape: tuple[int, int]  # (rows, cols) in elements
+    data: np.ndarray  # uint8 (rows, bytes per row), untouched
+
+    def dequantize(self) -> np.ndarray:
+        """float32 values, by the `gguf` package's own decoder."""
+        from gguf import GGMLQuantizationType, dequantize
+
+        kind = GGMLQuantizationType[self.type_name]
+        return dequantize(self.data, kind).reshape(self.shape).astype(np.float32)
+
+    def take_rows(self, order: np.ndarray) -> StoredBlocks:
+        return StoredBlocks(self.type_name, self.shape, self.data[order])
+
+
+SourceTensor = np.ndarray | StoredBlocks
+
+
+def float_values(tensor: SourceTensor) -> np.ndarray:
+    return tensor.dequantize() if isinstance(tensor, StoredBlocks) else tensor
+
+
+class Format:
+    """How one weight is stored and read back. Subclasses set `name` (and `block`, the input
+    size a row must be a multiple of) and implement the three methods."""
+
+    name: ClassVar[str]
+    block: ClassVar[int] = 1
+
+    def parts(self, rows: int, cols: int) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Shape and dtype of each stored part of a (rows, cols) weight."""
+        raise NotImplementedError
+
+    def encode(self, tensor: SourceTensor) -> dict[str, np.ndarray]:
+        """The stored parts of a weight, in numpy."""
+        raise NotImplementedError
+
+    def weight_te(self, parts: Parts, row: tirx.PrimExpr, col: tirx.PrimExpr) -> tirx.PrimExpr:
+        """weight[row, col] as a float expression, read inside the consuming kernel."""
+        raise NotImplementedError
+
+    def check_shape(self, rows: int, cols: int, where: str) -> None:
+        if cols % self.block:
+            raise BuildError(
+                f"{where}: the {self.name} format needs input sizes divisible by {self.block}, "
+                f"got {cols}"
+            )
+
+
+FORMATS: dict[str, Format] = {}
+
+
+def register(cls: type[Format]) -> type[Format]:
+    FORMATS[cls.name] = cls()
+    return cls
+
+
+def get_format(name: str) -> Format:
+    if name not in FORMATS:
+        raise BuildError(f"unknown weight format {name!r}; known: {', '.join(sorted(FORMATS))}")
+    return FORMATS[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bit-level helpers. Parts are uint32 words because WGSL storage buffers hold 32-bit values
+# and f16 needs the shader-f16 feature many adapters lack: 16-bit floats and bytes are read
+# out of words with shifts, and f16 bits become f32 by integer arithmetic.
+
+
+def u32(value: int) -> tirx.PrimExpr:
+    return tirx.const(value, "uint32")
+
+
+def bits(word: tirx.PrimExpr, shift: tirx.PrimExpr, width: int) -> tirx.PrimExpr:
+    """`width` bits of a uint32 word starting at bit `shift` (an int expression)."""
+    return (word >> tirx.Cast("uint32", shift)) & u32((1 << width) - 1)
+
+
+def f16_to_f32(half: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The float32 value of IEEE half-precision bits (uint32 holding 16 bits), exactly,
+    subnormals included (infinities and NaN are not expected in scales)."""
+    sign = half >> u32(15)
+    exponent = (half >> u32(10)) & u32(31)
+    mantissa = half & u32(1023)
+    normal = tirx.reinterpret(
+        "float32", (sign << u32(31)) | ((exponent + u32(112)) << u32(23)) | (mantissa << u32(13))
+    )
+    tiny = tirx.Cast("float32", mantissa) * tirx.const(2.0**-24, "float32")
+    signed_tiny = tirx.Select(sign == u32(1), -tiny, tiny)
+    return tirx.Select(exponent == u32(0), signed_tiny, normal)
+
+
+def half_at(words: te.Tensor, row: tirx.PrimExpr, index: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The index-th 16-bit value of a row of words holding two each (low half first)."""
+    return bits(words[row, index // 2], (index % 2) * 16, 16)
+
+
+def pack_words(data: np.ndarray) -> np.ndarray:
+    """Bytes (rows, n) -> little-endian uint32 words (rows, n / 4)."""
+    return np.ascontiguousarray(data).view("<u4").astype(np.uint32)
+
+
+def pack_halves(halves: np.ndarray) -> np.ndarray:
+    """uint16 (rows, n) -> uint32 (rows, ceil(n / 2)), element 2i in the low half of word i."""
+    rows, n = halves.shape
+    padded = np.zeros((rows, n + n % 2), dtype=np.uint16)
+    padded[:, :n] = halves
+    return pack_words(padded.view(np.uint8).reshape(rows, -1))

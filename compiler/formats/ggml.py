@@ -1,0 +1,148 @@
+"""GGUF's 32-element block formats, carried losslessly (byte layouts as ggml defines them,
+checked against the `gguf` package's numpy decoder in tests/test_formats.py):
+
+    Q8_0: f16 d, 32 int8 q                      value = q * d
+    Q4_0: f16 d, 16 bytes of nibbles            value = (q - 8) * d
+    Q4_1: f16 d, f16 m, 16 bytes of nibbles     value = q * d + m
+    Q5_0: f16 d, u32 qh, 16 bytes of nibbles    value = ((q | bit << 4) - 16) * d
+    Q5_1: f16 d, f16 m, u32 qh, 16 bytes        value = (q | bit << 4) * d + m
+
+In a block of nibbles, byte i holds element i (low nibble) and element i + 16 (high nibble);
+bit j of qh is the fifth bit of element j. A block's fields are split into parts of uint32
+words (the same bytes, regrouped so that every field is word-aligned): `qs` the quantized
+values, `d` (two blocks' scales a word) or `dm` (scale and minimum of a block), `qh`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import tirx
+
+from .base import (
+    Format,
+    Parts,
+    SourceTensor,
+    StoredBlocks,
+    bits,
+    f16_to_f32,
+    float_values,
+    half_at,
+    pack_halves,
+    pack_words,
+    register,
+    u32,
+)
+
+BLOCK = 32
+
+
+class GGMLBlock(Format):
+    """A ggml block format; subclasses give the field offsets of their block."""
+
+    block = BLOCK
+    type_name: str  # ggml's name
+    block_bytes: int
+    qs_offset: int  # the quantized values: 16 bytes of nibbles, or 32 int8 (Q8_0)
+    minimum = False  # an f16 minimum right after the f16 scale
+    qh_offset: int | None = None  # Q5: the fifth bits
+
+    def parts(self, rows, cols):
+        blocks = cols // BLOCK
+        qs_bytes = self.block_bytes - self.qs_offset
+        out = {"qs": ((rows, blocks * qs_bytes // 4), "uint32")}
+        out["dm" if self.minimum else "d"] = (
+            (rows, blocks) if self.minimum else (rows, (blocks + 1) // 2),
+            "uint32",
+        )
+        if self.qh_offset is not None:
+            out["qh"] = ((rows, blocks), "uint32")
+        return out
+
+    def blocks(self, tensor: SourceTensor) -> np.ndarray:
+        """uint8 (rows, blocks, block_bytes): the stored blocks, or `gguf`'s quantization."""
+        if not (isinstance(tensor, StoredBlocks) and tensor.type_name == self.type_name):
+            from gguf import GGMLQuantizationType, quantize
+
+            values = float_values(tensor).astype(np.float32)
+            data = quantize(values, GGMLQuantizationType[self.type_name])
+            tensor = StoredBlocks(self.type_name, values.shape, data)
+        rows, cols = tensor.shape
+        return tensor.data.reshape(rows, cols // BLOCK, self.block_bytes)
+
+    def encode(self, tensor: SourceTensor):
+        blocks = self.blocks(tensor)
+        rows = blocks.shape[0]
+        out = {"qs": pack_words(blocks[..., self.qs_offset :].reshape(rows, -1))}
+        if self.minimum:
+            out["dm"] = pack_words(blocks[..., 0:4].reshape(rows, -1))
+        else:
+            out["d"] = pack_halves(blocks[..., 0:2].copy().view(np.uint16)[..., 0])
+        if self.qh_offset is not None:
+            qh = blocks[..., self.qh_offset : self.qh_offset + 4]
+            out["qh"] = pack_words(qh.reshape(rows, -1))
+        return out
+
+    def scale_te(self, parts: Parts, row, group):
+        if self.minimum:
+            word = parts["dm"][row, group]
+            return f16_to_f32(word & u32(0xFFFF)), f16_to_f32(word >> u32(16))
+        return f16_to_f32(half_at(parts["d"], row, group)), None
+
+    def nibble_te(self, parts: Parts, row, col):
+        """The 4-bit value of element col (16 bytes = 4 words per block)."""
+        j = col % BLOCK
+        byte = j % 16
+        word = parts["qs"][row, (col // BLOCK) * 4 + byte // 4]
+        return bits(word, (byte % 4) * 8 + (j // 16) * 4, 4)
+
+    def weight_te(self, parts: Parts, row, col):
+        group = col // BLOCK
+        q = self.nibble_te(parts, row, col)
+        if self.qh_offset is not None:
+            q = q | (bits(parts["qh"][row, group], col % BLOCK, 1) << u32(4))
+        scale, minimum = self.scale_te(parts, row, group)
+        value = tirx.Cast("float32", q)
+        if minimum is not None:
+            return value * scale + minimum
+        offset = 16.0 if self.qh_offset is not None else 8.0
+        return (value - tirx.const(offset, "float32")) * scale
+
+
+@register
+class Q4_0(GGMLBlock):
+    name, type_name, block_bytes, qs_offset = "q4_0", "Q4_0", 18, 2
+
+
+@register
+class Q4_1(GGMLBlock):
+    name, type_name, block_bytes, qs_offset, minimum = "q4_1", "Q4_1", 20, 4, True
+
+
+@register
+class Q5_0(GGMLBlock):
+    name, type_name, block_bytes, qs_offset, qh_offset = "q5_0", "Q5_0", 22, 6, 2
+
+
+@register
+class Q5_1(GGMLBlock):
+    name, type_name, block_bytes, qs_offset, minimum, qh_offset = "q5_1", "Q5_1", 24, 8, True, 4
+
+
+@register
+class Q8_0(GGMLBlock):
+    name, type_name, block_bytes, qs_offset = "q8_0", "Q8_0", 34, 2
+
+    def weight_te(self, parts: Parts, row, col):
+        byte = bits(parts["qs"][row, col // 4], (col % 4) * 8, 8)
+        code = tirx.Cast("int32", byte) - tirx.Select(byte >= u32(128), 256, 0)
+        scale, _ = self.scale_te(parts, row, col // BLOCK)
+        return tirx.Cast("float32", code) * scale
+
+
+# GGUF tensor types -> the format that keeps them as they are.
+STORED = {
+    "F32": "f32",
+    "F16": "f16",
+    "BF16": "bf16",
+    **{cls.type_name: cls.name for cls in (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)},
+}

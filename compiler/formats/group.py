@@ -1,0 +1,131 @@
+"""Our own group quantizations, groups of 32 along the input dimension:
+
+- q4 (asymmetric): value = code * scale + minimum, codes 0..15, eight to a uint32 word. GGUF
+  Q4_0 and Q4_1 blocks convert to it exactly (their f16 scales widen losslessly).
+- q8 (symmetric): value = code * scale, codes -127..127, four to a word.
+
+Each with float32 scales (runs everywhere) or float16 ones (needs shader-f16).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import tirx
+
+from .base import Format, Parts, SourceTensor, StoredBlocks, bits, float_values, register, u32
+
+GROUP = 32
+
+
+def q4_codes(tensor: SourceTensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes uint8 (rows, cols), scale, minimum (rows, cols / 32)): GGUF Q4_0/Q4_1 blocks
+    exactly, anything else by round-to-nearest."""
+    if isinstance(tensor, StoredBlocks) and tensor.type_name in ("Q4_0", "Q4_1"):
+        rows, cols = tensor.shape
+        blocks = tensor.data.reshape(rows, cols // GROUP, -1)
+        scale = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+        if tensor.type_name == "Q4_1":
+            minimum = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
+            packed = blocks[..., 4:20]
+        else:  # Q4_0: value = (code - 8) * scale
+            minimum = -8.0 * scale
+            packed = blocks[..., 2:18]
+        # ggml's block: the low nibbles are elements 0..15, the high nibbles 16..31.
+        codes = np.concatenate([packed & 0x0F, packed >> 4], axis=-1).reshape(rows, cols)
+        return codes.astype(np.uint8), scale, minimum
+    weight = float_values(tensor).astype(np.float32)
+    rows, cols = weight.shape
+    groups = weight.reshape(rows, cols // GROUP, GROUP)
+    low = groups.min(axis=-1)
+    scale = (groups.max(axis=-1) - low) / 15.0
+    safe = np.where(scale == 0, 1.0, scale)
+    codes = np.clip(np.rint((groups - low[..., None]) / safe[..., None]), 0, 15)
+    return codes.reshape(rows, cols).astype(np.uint8), scale.astype(np.float32), low
+
+
+def _pack(codes: np.ndarray, per_word: int) -> np.ndarray:
+    rows, cols = codes.shape
+    width = 32 // per_word
+    fields = codes.reshape(rows, cols // per_word, per_word).astype(np.uint32)
+    packed = np.zeros((rows, cols // per_word), dtype=np.uint32)
+    for i in range(per_word):
+        packed |= fields[..., i] << np.uint32(width * i)
+    return packed
+
+
+class Q4(Format):
+    scale_dtype = "float32"
+    block = GROUP
+
+    def parts(self, rows, cols):
+        groups = (rows, cols // GROUP)
+        return {
+            "q4": ((rows, cols // 8), "uint32"),
+            "scale": (groups, self.scale_dtype),
+            "minimum": (groups, self.scale_dtype),
+        }
+
+    def encode(self, tensor: SourceTensor):
+        codes, scale, minimum = q4_codes(tensor)
+        return {
+            "q4": _pack(codes, 8),
+            "scale": scale.astype(self.scale_dtype),
+            "minimum": minimum.astype(self.scale_dtype),
+        }
+
+    def weight_te(self, parts: Parts, row, col):
+        code = bits(parts["q4"][row, col // 8], (col % 8) * 4, 4)
+        group = col // GROUP
+        scale = parts["scale"][row, group]
+        return tirx.Cast(self.scale_dtype, code) * scale + parts["minimum"][row, group]
+
+
+@register
+class Q4F32(Q4):
+    name = "q4f32"
+
+
+@register
+class Q4F16(Q4):
+    name = "q4f16"
+    scale_dtype = "float16"
+
+
+class Q8(Format):
+    scale_dtype = "float32"
+    block = GROUP
+
+    def parts(self, rows, cols):
+        return {
+            "q8": ((rows, cols // 4), "uint32"),
+            "scale": ((rows, cols // GROUP), self.scale_dtype),
+        }
+
+    def encode(self, tensor: SourceTensor):
+        weight = float_values(tensor).astype(np.float32)
+        rows, cols = weight.shape
+        groups = weight.reshape(rows, cols // GROUP, GROUP)
+        scale = np.abs(groups).max(axis=-1) / 127.0
+        safe = np.where(scale == 0, 1.0, scale)
+        codes = np.clip(np.rint(groups / safe[..., None]), -127, 127).astype(np.int8)
+        return {
+            "q8": _pack(codes.view(np.uint8).reshape(rows, cols), 4),
+            "scale": scale.astype(self.scale_dtype),
+        }
+
+    def weight_te(self, parts: Parts, row, col):
+        byte = bits(parts["q8"][row, col // 4], (col % 4) * 8, 8)
+        code = tirx.Cast("int32", byte) - tirx.Select(byte >= u32(128), 256, 0)
+        scale = parts["scale"][row, col // GROUP]
+        return tirx.Cast(self.scale_dtype, code) * scale
+
+
+@register
+class Q8F32(Q8):
+    name = "q8f32"
+
+
+@register
+class Q8F16(Q8):
+    name = "q8f16"
+    scale_dtype = "float16"

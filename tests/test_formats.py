@@ -1,0 +1,87 @@
+"""Every weight format's kernel-side decoder (its TE expression, compiled for the CPU with
+TVM) against an independent decoder: the `gguf` package's numpy dequantization of the same
+GGUF blocks, bit for bit; and our own group quantizations against their definition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from gguf import GGMLQuantizationType, quantize
+from tvm import te, tirx
+
+from compiler.formats import FORMATS, StoredBlocks
+from compiler.formats.ggml import STORED
+
+ROWS, COLS = 6, 256
+
+
+def decode(fmt, parts: dict[str, np.ndarray], rows: int, cols: int) -> np.ndarray:
+    """Runs the format's weight_te over the whole weight on the CPU."""
+    inputs = {name: te.placeholder(a.shape, str(a.dtype), name) for name, a in parts.items()}
+    out = te.compute(
+        (rows, cols), lambda r, c: tirx.Cast("float32", fmt.weight_te(inputs, r, c)), name="w"
+    )
+    lib = tvm.compile(te.create_prim_func([*inputs.values(), out]), target="llvm")
+    args = [tvm.runtime.tensor(np.ascontiguousarray(parts[n])) for n in inputs]
+    result = tvm.runtime.tensor(np.zeros((rows, cols), np.float32))
+    lib(*args, result)
+    return result.numpy()
+
+
+def stored(type_name: str, weight: np.ndarray) -> StoredBlocks:
+    data = quantize(weight, GGMLQuantizationType[type_name])
+    return StoredBlocks(type_name, weight.shape, data.reshape(weight.shape[0], -1).view(np.uint8))
+
+
+@pytest.mark.parametrize("type_name", sorted(STORED))
+def test_gguf_types_decode_exactly(type_name):
+    rng = np.random.default_rng(1)
+    weight = (rng.standard_normal((ROWS, COLS)) * 0.05).astype(np.float32)
+    weight[0, :32] = 0.0  # an all-zero block
+    tensor = stored(type_name, weight)
+    if type_name not in ("F32", "F16", "BF16"):
+        # Scales that are f16 subnormals, positive and negative, must decode exactly too.
+        blocks = tensor.data.reshape(ROWS, COLS // 32, -1)
+        blocks[1, 0, 0:2] = np.frombuffer(np.uint16(0x0003).tobytes(), np.uint8)
+        blocks[1, 1, 0:2] = np.frombuffer(np.uint16(0x8201).tobytes(), np.uint8)
+    if type_name == "F32":
+        tensor = weight  # F32 tensors are loaded as arrays
+        expected = weight
+    else:
+        expected = tensor.dequantize()
+    fmt = FORMATS[STORED[type_name]]
+    parts = fmt.encode(tensor)
+    assert {k: (v.shape, str(v.dtype)) for k, v in parts.items()} == {
+        k: (tuple(shape), dtype) for k, (shape, dtype) in fmt.parts(ROWS, COLS).items()
+    }
+    np.testing.assert_array_equal(decode(fmt, parts, ROWS, COLS), expected)
+    # Lossless: the stored bytes are the GGUF's, regrouped (same total but padding).
+    if isinstance(tensor, StoredBlocks):
+        stored_bytes = sum(p.nbytes for p in parts.values())
+        assert tensor.data.nbytes <= stored_bytes <= tensor.data.nbytes + 4 * ROWS
+
+
+@pytest.mark.parametrize("name", ["q4f32", "q8f32"])
+def test_group_quantization_round_trip(name):
+    rng = np.random.default_rng(2)
+    weight = rng.standard_normal((ROWS, COLS)).astype(np.float32)
+    fmt = FORMATS[name]
+    values = decode(fmt, fmt.encode(weight), ROWS, COLS)
+    groups = weight.reshape(ROWS, -1, 32)
+    if name == "q4f32":  # half a step of (max - min) / 15 at most
+        step = (groups.max(-1) - groups.min(-1)) / 15
+    else:  # half a step of max |w| / 127
+        step = np.abs(groups).max(-1) / 127
+    error = np.abs(values - weight).reshape(ROWS, -1, 32).max(-1)
+    assert np.all(error <= step / 2 + 1e-6)
+
+
+def test_q4_carries_gguf_q4_blocks_exactly():
+    rng = np.random.default_rng(3)
+    weight = (rng.standard_normal((ROWS, COLS)) * 0.05).astype(np.float32)
+    for type_name in ("Q4_0", "Q4_1"):
+        tensor = stored(type_name, weight)
+        parts = FORMATS["q4f32"].encode(tensor)
+        values = decode(FORMATS["q4f32"], parts, ROWS, COLS)
+        np.testing.assert_allclose(values, tensor.dequantize(), rtol=0, atol=1e-7)

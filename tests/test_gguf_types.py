@@ -1,0 +1,88 @@
+"""Every GGUF tensor type the build keeps as stored, on tiny random llama models written as
+GGUF files: built with the default (as-stored) scheme and run in Chromium, against Hugging
+Face transformers loading the same file in float32 (its own reader, `gguf`'s dequantization).
+A type the build cannot keep is refused with one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from gguf import GGMLQuantizationType as Q
+from tiny_gguf import K_QUANT_SIZES, write_gguf
+from tiny_model import make_llama
+from transformers import AutoModelForCausalLM
+
+from compiler.build import build
+from compiler.cli import main
+
+STEPS = 16
+PROMPT = "The quick brown fox jumps."
+# Mixed like a Q4_K_M file: q/k/v of different types (so they are not fused), tied Q8_0
+# embeddings as the output head, and head_dim != hidden / heads.
+MIXED = {
+    "*": Q.Q4_1,
+    "v_proj.weight": Q.Q8_0,
+    "down_proj.weight": Q.Q5_0,
+    "embed_tokens.weight": Q.Q8_0,
+}
+CASES = {
+    **{t.name: (t, {}) for t in (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)},
+    "mixed": (MIXED, {"tie": True, "head_dim": 32}),
+}
+
+
+def greedy(model, prompt: list[int]) -> tuple[np.ndarray, list[int]]:
+    """transformers' last-position logits for the prompt and its STEPS greedy tokens."""
+    ids = torch.tensor([prompt])
+    tokens: list[int] = []
+    with torch.no_grad():
+        first = model(ids).logits[0, -1].numpy()
+        for _ in range(STEPS):
+            token = int(model(ids).logits[0, -1].argmax())
+            tokens.append(token)
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    return first, tokens
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_as_stored_build_matches_transformers(case, tmp_path, engine_page):
+    tensor_type, sizes = CASES[case]
+    hf = make_llama(tmp_path / "hf", seed=3, **sizes)
+    path = write_gguf(hf, tmp_path / f"tiny-{case.lower()}.gguf", tensor_type)
+    folder = build(str(path), None, tmp_path / "built", context_window=64, prefill_chunk=8)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["quantization"] == "as-stored"
+    # The stored weights are the file's tensors regrouped, not converted: about the same bytes.
+    stored = sum(p["bytes"] for p in manifest["params"])
+    assert manifest["source_tensor_bytes"] <= stored <= 1.02 * manifest["source_tensor_bytes"]
+
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    ).eval()
+    with engine_page(folder) as page:
+        prompt = page.evaluate("(t) => engine.tokenizer.encode(t)", PROMPT)
+        logits = np.array(page.evaluate("async (p) => [...await engine.forwardLogits(p)]", prompt))
+        tokens = page.evaluate(
+            """async ([p, n]) => (await engine.generate(
+                p, {temperature: 0, max_tokens: n, ignore_eos: true})).tokens""",
+            [prompt, STEPS],
+        )
+    expected_logits, expected_tokens = greedy(model, prompt)
+    error = np.linalg.norm(logits - expected_logits) / np.linalg.norm(expected_logits)
+    assert error < 1e-3, error
+    assert tokens == expected_tokens
+
+
+def test_k_quants_are_refused_with_one_line(tmp_path, capsys):
+    hf = make_llama(tmp_path / "hf", **K_QUANT_SIZES)
+    path = write_gguf(hf, tmp_path / "tiny-q4k.gguf", Q.Q4_K)
+    out = tmp_path / "out"
+    assert main([str(path), "--output", str(out)]) == 1
+    printed = capsys.readouterr().err
+    err = [line for line in printed.splitlines() if "error" in line]
+    assert len(err) == 1 and "Q4_K" in err[0] and "--quantization q4f32" in err[0], err
+    assert "Traceback" not in printed
+    assert not out.exists()
