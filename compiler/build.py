@@ -132,6 +132,25 @@ def compile_cached(
     return compiled, False
 
 
+def _context_window(config: LlamaConfig, asked: int | None, prefill_chunk: int) -> int:
+    """The KV-cache capacity to build: the one asked for, else the model's (at most 4096)."""
+    window = asked or min(config.max_position_embeddings, 4096)
+    if window <= 0 or prefill_chunk <= 0:
+        raise BuildError("--context-window and --prefill-chunk must be positive")
+    if window > config.max_position_embeddings:
+        raise BuildError(
+            f"--context-window {window} exceeds the model's {config.max_position_embeddings}"
+        )
+    if config.sliding_window is not None and config.sliding_window < window:
+        # Within the window, sliding-window attention is full attention: what is built.
+        raise BuildError(
+            f"config field sliding_window={config.sliding_window} is smaller than the context "
+            f"window {window}, and sliding-window attention is not implemented: build with "
+            f"--context-window {config.sliding_window}"
+        )
+    return window
+
+
 def build(
     model: str,
     quantization: str | None,
@@ -147,15 +166,9 @@ def build(
         raise BuildError("the web runtime is not built: run scripts/setup")
     with progress.step("load model"):
         source = load(model)
+        window = _context_window(source.config, context_window, prefill_chunk)
     scheme = get_scheme(quantization or ("as-stored" if source.from_gguf else "q4f32"))
     config = source.config
-    window = context_window or min(config.max_position_embeddings, 4096)
-    if window <= 0 or prefill_chunk <= 0:
-        raise BuildError("--context-window and --prefill-chunk must be positive")
-    if window > config.max_position_embeddings:
-        raise BuildError(
-            f"--context-window {window} exceeds the model's {config.max_position_embeddings}"
-        )
     prefill_chunk = min(prefill_chunk, window)
     model_id = f"{source.model_id}-{scheme.name}"
     output = output or Path("dist") / model_id

@@ -7,6 +7,33 @@ from typing import Any
 
 from .errors import BuildError
 
+# config.json fields that change what a model computes and that the llama network does not
+# implement, with the values it does: any other value is refused, naming the field, rather
+# than ignored (which would build a model that computes something else).
+IMPLEMENTED_VALUES: dict[str, tuple[Any, ...]] = {
+    "rope_scaling": (None,),
+    "attention_bias": (None, False),
+    "mlp_bias": (None, False),
+    "hidden_act": (None, "silu"),
+    "final_logit_softcapping": (None,),
+    "attn_logit_softcapping": (None,),
+    "partial_rotary_factor": (None, 1, 1.0),
+    "qk_norm": (None, False),
+}
+
+
+def refuse_unimplemented(raw: dict[str, Any], where: str) -> None:
+    """Stops the build at the first field whose value the network does not implement."""
+    for name, values in IMPLEMENTED_VALUES.items():
+        if raw.get(name) not in values:
+            raise BuildError(f"{where}: config field {name}={raw[name]!r} is not implemented")
+    rope = raw.get("rope_parameters") or {}
+    if rope.get("rope_type", "default") != "default":
+        raise BuildError(
+            f"{where}: config field rope_parameters.rope_type={rope['rope_type']!r} "
+            "is not implemented"
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
@@ -23,10 +50,12 @@ class LlamaConfig:
     rope_theta: float
     tie_word_embeddings: bool
     max_position_embeddings: int
+    sliding_window: int | None = None  # attention span; None: the whole context
 
     @classmethod
     def from_hf(cls, raw: dict[str, Any], where: str) -> LlamaConfig:
         """Reads a Hugging Face config.json dict, naming the missing or bad field on error."""
+        refuse_unimplemented(raw, where)
         try:
             heads = int(raw["num_attention_heads"])
             hidden = int(raw["hidden_size"])
@@ -46,6 +75,7 @@ class LlamaConfig:
                 ),
                 tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
                 max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
+                sliding_window=int(raw["sliding_window"]) if raw.get("sliding_window") else None,
             )
         except KeyError as err:
             raise BuildError(f"{where}: config.json lacks the field {err.args[0]!r}") from None
@@ -56,6 +86,8 @@ class LlamaConfig:
 
     def validate(self, where: str) -> None:
         positive = [f.name for f in dataclasses.fields(self) if f.type in ("int", "float")]
+        if self.sliding_window is not None:
+            positive.append("sliding_window")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise BuildError(f"{where}: config value {name}={getattr(self, name)} must be > 0")

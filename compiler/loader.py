@@ -139,11 +139,16 @@ _GGUF_LAYER_NAMES = {
 }
 
 
-def _hf_name(gguf_name: str) -> str:
+def _hf_name(gguf_name: str) -> str | None:
+    """The Hugging Face name of a llama GGUF tensor, or None for one the network has no use
+    for (a bias, rope_freqs, ...)."""
     if gguf_name in _GGUF_NAMES:
         return _GGUF_NAMES[gguf_name]
-    _, layer, kind, suffix = gguf_name.split(".")
-    return f"model.layers.{layer}.{_GGUF_LAYER_NAMES[kind]}.{suffix}"
+    parts = gguf_name.split(".")
+    if len(parts) != 4 or parts[0] != "blk" or not parts[1].isdigit() or parts[3] != "weight":
+        return None
+    kind = _GGUF_LAYER_NAMES.get(parts[2])
+    return f"model.layers.{parts[1]}.{kind}.weight" if kind else None
 
 
 def _unpermute_rope_rows(tensor: SourceTensor, heads: int) -> SourceTensor:
@@ -179,34 +184,61 @@ def load_gguf(path: Path, model_id: str) -> ModelSource:
         f = reader.fields.get(key)
         return default if f is None else f.contents()
 
+    required = object()
+
+    def number(key: str, kind: type = int, default: Any = required) -> Any:
+        value = field(key)
+        if value is None:
+            if default is required:
+                raise BuildError(f"{path}: the GGUF metadata lacks {key}")
+            return default
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise BuildError(f"{path}: GGUF metadata {key}={value!r} is malformed") from None
+
     arch = field("general.architecture")
     if arch != "llama":
         raise BuildError(f"{path}: GGUF architecture {arch!r} is not supported; supported: llama")
-    heads = int(field("llama.attention.head_count"))
-    kv_heads = int(field("llama.attention.head_count_kv", heads))
-    hidden = int(field("llama.embedding_length"))
+    scaling = field("llama.rope.scaling.type")
+    if scaling not in (None, "none"):
+        raise BuildError(
+            f"{path}: GGUF metadata llama.rope.scaling.type={scaling!r} is not implemented"
+        )
+    heads = number("llama.attention.head_count")
+    kv_heads = number("llama.attention.head_count_kv", int, heads)
+    hidden = number("llama.embedding_length")
+    head_dim = number("llama.attention.key_length", int, hidden // max(heads, 1))
+    rotated = number("llama.rope.dimension_count", int, head_dim)
+    if rotated != head_dim:
+        raise BuildError(
+            f"{path}: GGUF metadata llama.rope.dimension_count={rotated} (partial rotary, "
+            f"head_dim {head_dim}) is not implemented"
+        )
     tensors: dict[str, SourceTensor] = {}
     for t in reader.tensors:
         name = _hf_name(t.name)
+        if name is None:
+            raise BuildError(f"{path}: GGUF tensor {t.name} is not part of the llama network")
         value = _read_gguf_tensor(t)
         if name.endswith("q_proj.weight"):
             value = _unpermute_rope_rows(value, heads)
         elif name.endswith("k_proj.weight"):
             value = _unpermute_rope_rows(value, kv_heads)
         tensors[name] = value
-    vocab = len(field("tokenizer.ggml.tokens"))
+    vocab = len(field("tokenizer.ggml.tokens") or [])
     config = LlamaConfig(
-        vocab_size=int(field("llama.vocab_size", vocab)),
+        vocab_size=number("llama.vocab_size", int, vocab),
         hidden_size=hidden,
-        intermediate_size=int(field("llama.feed_forward_length")),
-        num_hidden_layers=int(field("llama.block_count")),
+        intermediate_size=number("llama.feed_forward_length"),
+        num_hidden_layers=number("llama.block_count"),
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
-        head_dim=int(field("llama.rope.dimension_count", hidden // heads)),
-        rms_norm_eps=float(field("llama.attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_theta=float(field("llama.rope.freq_base", 10000.0)),
+        head_dim=head_dim,
+        rms_norm_eps=number("llama.attention.layer_norm_rms_epsilon", float, 1e-5),
+        rope_theta=number("llama.rope.freq_base", float, 10000.0),
         tie_word_embeddings="lm_head.weight" not in tensors,
-        max_position_embeddings=int(field("llama.context_length", 2048)),
+        max_position_embeddings=number("llama.context_length", int, 2048),
     )
     config.validate(str(path))
     tokenizer, tokenizer_config, eos_ids = tokenizer_from_gguf(field)

@@ -19,8 +19,7 @@ import dataclasses
 import numpy as np
 
 from .errors import BuildError
-from .formats import Format, SourceTensor, StoredBlocks, get_format
-from .formats.ggml import STORED
+from .formats import STORED, Format, SourceTensor, StoredBlocks, get_format
 
 
 @dataclasses.dataclass(frozen=True)

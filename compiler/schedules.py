@@ -148,8 +148,8 @@ def software_rules() -> list[ScheduleRule]:
 
 class FallThrough(ScheduleRule):
     """A dlight rule that says "not mine" (None) instead of raising where its analysis meets a
-    pattern it does not handle: dlight's Reduction raises KeyError on some bit-level decoders
-    (GGUF blocks); the next rule then schedules the function."""
+    pattern it does not handle: on the bit-level decoders of GGUF blocks dlight's Reduction
+    raises KeyError and its GEMV an AssertionError; the next rule then schedules the function."""
 
     def __init__(self, rule: ScheduleRule):
         self.rule = rule
@@ -157,7 +157,7 @@ class FallThrough(ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
         try:
             return self.rule.apply(func, target, tunable)
-        except (KeyError, IndexError, ValueError):
+        except (KeyError, IndexError, ValueError, AssertionError):
             return None
 
 

@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from tiny_gguf import write_gguf
 
 BUILD_WEB = [sys.executable, "-m", "compiler.cli"]
 
@@ -67,6 +69,12 @@ def test_corrupt_gguf(tmp_path):
         (lambda c: c.pop("hidden_size"), "lacks the field 'hidden_size'"),
         (lambda c: c.update(num_key_value_heads=3), "multiple of num_key_value_heads"),
         (lambda c: c.update(num_hidden_layers="many"), "malformed value"),
+        (lambda c: c.update(rope_scaling={"rope_type": "yarn", "factor": 4.0}), "rope_scaling="),
+        (lambda c: c.update(attention_bias=True), "attention_bias=True is not implemented"),
+        (lambda c: c.update(mlp_bias=True), "mlp_bias=True"),
+        (lambda c: c.update(hidden_act="gelu"), "hidden_act='gelu' is not implemented"),
+        (lambda c: c.update(final_logit_softcapping=30.0), "final_logit_softcapping=30.0"),
+        (lambda c: c.update(sliding_window=64), "sliding_window=64 is smaller than the context"),
     ],
 )
 def test_bad_config(tiny_hf, tmp_path, edit, message):
@@ -93,3 +101,38 @@ def test_malformed_config_json(tmp_path):
 def test_unknown_quantization(tmp_path):
     result = run("smollm2-135m-instruct", "-q", "q3f7", cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def _drop(key: str):
+    return lambda writer: writer.kv_data[0].pop(key)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_drop("llama.attention.head_count"), "lacks llama.attention.head_count"),
+        (lambda w: w.add_string("llama.rope.scaling.type", "yarn"), "scaling.type='yarn'"),
+        (
+            lambda w: (_drop("llama.rope.dimension_count")(w), w.add_rope_dimension_count(8)),
+            "partial rotary",
+        ),
+        (
+            lambda w: w.add_tensor("blk.0.attn_q.bias", np.zeros(64, np.float32)),
+            "GGUF tensor blk.0.attn_q.bias is not part of the llama network",
+        ),
+        (lambda w: w.add_tensor("rope_freqs.weight", np.ones(8, np.float32)), "rope_freqs"),
+    ],
+)
+def test_gguf_the_network_does_not_implement(tiny_hf, tmp_path, edit, message):
+    path = write_gguf(tiny_hf, tmp_path / "model.gguf", edit=edit)
+    out = tmp_path / "out"
+    assert_fails(run(str(path), "-o", str(out), cwd=tmp_path), message)
+    assert not out.exists()
+
+
+def test_truncated_gguf(tiny_hf, tmp_path):
+    path = write_gguf(tiny_hf, tmp_path / "model.gguf")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    assert_fails(run(str(path), "-o", str(tmp_path / "out"), cwd=tmp_path), "model.gguf")
+    assert not (tmp_path / "out").exists()

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tvm
 from gguf import GGMLQuantizationType, quantize
+from tiny_gguf import random_k_quant_blocks
 from tvm import te, tirx
 
-from compiler.formats import FORMATS, StoredBlocks
-from compiler.formats.ggml import STORED
+from compiler.formats import FORMATS, STORED, StoredBlocks
 
 ROWS, COLS = 6, 256
 
@@ -30,27 +30,38 @@ def decode(fmt, parts: dict[str, np.ndarray], rows: int, cols: int) -> np.ndarra
 
 
 def stored(type_name: str, weight: np.ndarray) -> StoredBlocks:
-    data = quantize(weight, GGMLQuantizationType[type_name])
-    return StoredBlocks(type_name, weight.shape, data.reshape(weight.shape[0], -1).view(np.uint8))
+    """The weight in a GGUF type: quantized by `gguf`, or random valid blocks for the K-quants
+    (which `gguf` cannot quantize to)."""
+    kind = GGMLQuantizationType[type_name]
+    rows, cols = weight.shape
+    if type_name.endswith("_K"):
+        data = random_k_quant_blocks(kind, rows, cols, np.random.default_rng(4))
+    else:
+        data = quantize(weight, kind).reshape(rows, -1).view(np.uint8)
+    return StoredBlocks(type_name, weight.shape, data)
 
 
-@pytest.mark.parametrize("type_name", sorted(STORED))
+# The K-quants' decoders are checked too, though `as-stored` does not use them yet.
+@pytest.mark.parametrize("type_name", sorted({*STORED, "Q4_K", "Q5_K", "Q6_K"}))
 def test_gguf_types_decode_exactly(type_name):
     rng = np.random.default_rng(1)
     weight = (rng.standard_normal((ROWS, COLS)) * 0.05).astype(np.float32)
     weight[0, :32] = 0.0  # an all-zero block
     tensor = stored(type_name, weight)
     if type_name not in ("F32", "F16", "BF16"):
-        # Scales that are f16 subnormals, positive and negative, must decode exactly too.
-        blocks = tensor.data.reshape(ROWS, COLS // 32, -1)
-        blocks[1, 0, 0:2] = np.frombuffer(np.uint16(0x0003).tobytes(), np.uint8)
-        blocks[1, 1, 0:2] = np.frombuffer(np.uint16(0x8201).tobytes(), np.uint8)
+        # Scales that are f16 subnormals, positive and negative, must decode exactly too (the
+        # f16 scale sits at the start of a block, or at its end for Q6_K).
+        block = 256 if type_name.endswith("_K") else 32
+        blocks = tensor.data.reshape(ROWS, COLS // block, -1)
+        at = blocks.shape[-1] - 2 if type_name == "Q6_K" else 0
+        blocks[1, 0, at : at + 2] = np.frombuffer(np.uint16(0x0003).tobytes(), np.uint8)
+        blocks[2, 0, at : at + 2] = np.frombuffer(np.uint16(0x8201).tobytes(), np.uint8)
     if type_name == "F32":
         tensor = weight  # F32 tensors are loaded as arrays
         expected = weight
     else:
         expected = tensor.dequantize()
-    fmt = FORMATS[STORED[type_name]]
+    fmt = FORMATS[STORED.get(type_name, type_name.lower())]
     parts = fmt.encode(tensor)
     assert {k: (v.shape, str(v.dtype)) for k, v in parts.items()} == {
         k: (tuple(shape), dtype) for k, (shape, dtype) in fmt.parts(ROWS, COLS).items()

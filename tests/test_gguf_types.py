@@ -20,16 +20,17 @@ from compiler.cli import main
 
 STEPS = 16
 PROMPT = "The quick brown fox jumps."
-# Mixed like a Q4_K_M file: q/k/v of different types (so they are not fused), tied Q8_0
-# embeddings as the output head, and head_dim != hidden / heads.
+# Mixed: q/k/v of different types (so they are not fused), tied Q8_0 embeddings as the
+# output head, head_dim != hidden / heads.
 MIXED = {
     "*": Q.Q4_1,
     "v_proj.weight": Q.Q8_0,
     "down_proj.weight": Q.Q5_0,
     "embed_tokens.weight": Q.Q8_0,
 }
+BLOCKS_OF_32 = (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)
 CASES = {
-    **{t.name: (t, {}) for t in (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)},
+    **{t.name: (t, {}) for t in BLOCKS_OF_32},
     "mixed": (MIXED, {"tie": True, "head_dim": 32}),
 }
 
@@ -76,7 +77,7 @@ def test_as_stored_build_matches_transformers(case, tmp_path, engine_page):
     assert tokens == expected_tokens
 
 
-def test_k_quants_are_refused_with_one_line(tmp_path, capsys):
+def test_types_not_kept_are_refused_with_one_line(tmp_path, capsys):
     hf = make_llama(tmp_path / "hf", **K_QUANT_SIZES)
     path = write_gguf(hf, tmp_path / "tiny-q4k.gguf", Q.Q4_K)
     out = tmp_path / "out"

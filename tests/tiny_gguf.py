@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import gguf
@@ -222,6 +222,7 @@ def write_gguf(
     *,
     pre_tokenizer: str = "gpt2",
     seed: int = 0,
+    edit: Callable[[gguf.GGUFWriter], None] | None = None,
 ) -> Path:
     """Writes the `make_llama` model in `hf_folder` as a llama GGUF file at `path`; returns it.
 
@@ -233,6 +234,9 @@ def write_gguf(
     `pre_tokenizer` is written as tokenizer.ggml.pre. llama.cpp calls GPT-2's regex split, which
     the tiny tokenizer uses, "gpt-2"; the default is "gpt2", the spelling compiler/gguf_tokenizer.py
     accepts, which transformers' GGUF loader treats the same way (GPT-2's split).
+
+    `edit`, if given, is called with the writer after everything is added and before the file
+    is written: tests use it to add or drop metadata (`writer.kv_data[0]`) or add tensors.
     """
     from safetensors.numpy import load_file
 
@@ -281,6 +285,8 @@ def write_gguf(
     _add_tokenizer(writer, hf_folder, config["vocab_size"], pre_tokenizer)
     for name, data, raw in encoded:
         writer.add_tensor(name, data, raw_dtype=raw)
+    if edit is not None:
+        edit(writer)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

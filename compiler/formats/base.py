@@ -96,17 +96,28 @@ def bits(word: tirx.PrimExpr, shift: tirx.PrimExpr, width: int) -> tirx.PrimExpr
 
 
 def f16_to_f32(half: tirx.PrimExpr) -> tirx.PrimExpr:
-    """The float32 value of IEEE half-precision bits (uint32 holding 16 bits), exactly,
-    subnormals included (infinities and NaN are not expected in scales)."""
-    sign = half >> u32(15)
+    """The float32 value of IEEE half-precision bits (a uint32 holding 16 bits), exactly,
+    subnormals included (infinities and NaN are not expected in scales). Branch-free, and no
+    float32 subnormal on the way (adapters may flush those): value = significand * 2^(e - 25)
+    with the significand as an integer (1024 + mantissa, or the mantissa alone when e is 0)."""
     exponent = (half >> u32(10)) & u32(31)
-    mantissa = half & u32(1023)
-    normal = tirx.reinterpret(
-        "float32", (sign << u32(31)) | ((exponent + u32(112)) << u32(23)) | (mantissa << u32(13))
-    )
-    tiny = tirx.Cast("float32", mantissa) * tirx.const(2.0**-24, "float32")
-    signed_tiny = tirx.Select(sign == u32(1), -tiny, tiny)
-    return tirx.Select(exponent == u32(0), signed_tiny, normal)
+    significand = (half & u32(1023)) | (tirx.min(exponent, u32(1)) << u32(10))
+    power = (tirx.max(exponent, u32(1)) + u32(127 - 25)) << u32(23)
+    signed_power = tirx.reinterpret("float32", power | ((half >> u32(15)) << u32(31)))
+    return tirx.Cast("float32", significand) * signed_power
+
+
+def pick(condition: tirx.PrimExpr, if_true: tirx.PrimExpr, if_false: tirx.PrimExpr):
+    """`condition ? if_true : if_false` for uint32 values, without a branch: TVM writes a
+    Select whose operands load memory as an if/else, which repeated in an unrolled loop makes
+    shaders huge (and slow where lanes diverge)."""
+    mask = tirx.Cast("uint32", condition) * u32(0xFFFFFFFF)
+    return if_false ^ ((if_true ^ if_false) & mask)
+
+
+def signed_byte(byte: tirx.PrimExpr) -> tirx.PrimExpr:
+    """A byte (uint32 0..255) as the int8 it holds, by an arithmetic shift."""
+    return tirx.reinterpret("int32", byte << u32(24)) >> 24
 
 
 def half_at(words: te.Tensor, row: tirx.PrimExpr, index: tirx.PrimExpr) -> tirx.PrimExpr:

@@ -30,6 +30,7 @@ from .base import (
     pack_halves,
     pack_words,
     register,
+    signed_byte,
     u32,
 )
 
@@ -134,15 +135,9 @@ class Q8_0(GGMLBlock):
 
     def weight_te(self, parts: Parts, row, col):
         byte = bits(parts["qs"][row, col // 4], (col % 4) * 8, 8)
-        code = tirx.Cast("int32", byte) - tirx.Select(byte >= u32(128), 256, 0)
+        code = signed_byte(byte)
         scale, _ = self.scale_te(parts, row, col // BLOCK)
         return tirx.Cast("float32", code) * scale
 
 
-# GGUF tensor types -> the format that keeps them as they are.
-STORED = {
-    "F32": "f32",
-    "F16": "f16",
-    "BF16": "bf16",
-    **{cls.type_name: cls.name for cls in (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)},
-}
+BLOCK_FORMATS = {cls.type_name: cls.name for cls in (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)}

@@ -12,7 +12,16 @@ from __future__ import annotations
 import numpy as np
 from tvm import tirx
 
-from .base import Format, Parts, SourceTensor, StoredBlocks, bits, float_values, register, u32
+from .base import (
+    Format,
+    Parts,
+    SourceTensor,
+    StoredBlocks,
+    bits,
+    float_values,
+    register,
+    signed_byte,
+)
 
 GROUP = 32
 
@@ -115,7 +124,7 @@ class Q8(Format):
 
     def weight_te(self, parts: Parts, row, col):
         byte = bits(parts["q8"][row, col // 4], (col % 4) * 8, 8)
-        code = tirx.Cast("int32", byte) - tirx.Select(byte >= u32(128), 256, 0)
+        code = signed_byte(byte)
         scale = parts["scale"][row, col // GROUP]
         return tirx.Cast(self.scale_dtype, code) * scale
 
