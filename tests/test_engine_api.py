@@ -458,7 +458,14 @@ def test_truncation_of_two_thousand_messages_bisects_and_aborts(page):
                 setTimeout(() => controller.abort(), 0);
                 const aborted = await engine.chat.completions.create(
                     {...request, signal: controller.signal});
-                return {reply, renders: counted, aborted};
+                // A request made after one that truncates does not overtake it.
+                const order = [];
+                const short = {messages: messages.slice(-1), max_tokens: 1};
+                await Promise.all([
+                    engine.chat.completions.create(request).then(() => order.push("long")),
+                    engine.chat.completions.create(short).then(() => order.push("short")),
+                ]);
+                return {reply, renders: counted, aborted, order};
             } finally {
                 tokenizer.applyChatTemplate = render;
             }
@@ -481,6 +488,7 @@ def test_truncation_of_two_thousand_messages_bisects_and_aborts(page):
     assert aborted["choices"][0]["finish_reason"] == "abort"
     assert aborted["usage"]["completion_tokens"] == 0
     assert aborted["usage"]["extra"]["prefill_tokens"] == 0
+    assert result["order"] == ["long", "short"]
 
 
 def test_follow_up_turn_prefills_only_new_tokens_and_reset(page):

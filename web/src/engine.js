@@ -20,6 +20,7 @@ const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
 export class Engine {
   #models = new Map(); // model id -> LoadedModel
   #turn = Promise.resolve(); // models share the GPU queue and their KV caches: one request at a time
+  #intake = Promise.resolve(); // prompts are made in the order requests came, so they queue in it
   #running = null; // the abort control of the request in progress
 
   constructor() {
@@ -356,7 +357,10 @@ export class Engine {
       if (signal.aborted) control.aborted = true;
       else signal.addEventListener("abort", () => (control.aborted = true), { once: true });
     }
-    const prompt = await this.#promptTokens(model, kind, params, control);
+    // Truncation yields to the event loop: chained, a later request cannot overtake it.
+    const prompting = this.#intake.then(() => this.#promptTokens(model, kind, params, control));
+    this.#intake = prompting.catch(() => {});
+    const prompt = await prompting;
     if (prompt.length >= model.contextWindow) throw new ContextWindowExceededError(prompt.length, model.contextWindow);
     const job = {
       kind,
