@@ -35,6 +35,15 @@ class StoredBlocks:
 SourceTensor = np.ndarray | StoredBlocks
 
 
+def stored_blocks(tensor: SourceTensor, type_name: str, block: int, block_bytes: int):
+    """uint8 (rows, blocks, block_bytes): the blocks of a tensor a GGUF file stores in
+    `type_name`. The GGUF formats carry such blocks as they are and convert nothing else."""
+    if not (isinstance(tensor, StoredBlocks) and tensor.type_name == type_name):
+        raise BuildError(f"the {type_name} format takes only tensors stored as {type_name}")
+    rows, cols = tensor.shape
+    return tensor.data.reshape(rows, cols // block, block_bytes)
+
+
 def float_values(tensor: SourceTensor) -> np.ndarray:
     return tensor.dequantize() if isinstance(tensor, StoredBlocks) else tensor
 

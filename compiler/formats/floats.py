@@ -9,13 +9,13 @@ from .base import (
     Format,
     Parts,
     SourceTensor,
-    StoredBlocks,
     bits,
     f16_to_f32,
     float_values,
     half_at,
     pack_halves,
     register,
+    stored_blocks,
     u32,
 )
 
@@ -51,17 +51,11 @@ class F16Native(Format):
 
 
 def _halves(tensor: SourceTensor, type_name: str) -> np.ndarray:
-    """The 16-bit patterns of a weight: the stored ones when it is stored so, else converted."""
-    if isinstance(tensor, StoredBlocks) and tensor.type_name == type_name:
-        return np.ascontiguousarray(tensor.data).view(np.uint16).reshape(tensor.shape)
-    if type_name == "F16" and isinstance(tensor, np.ndarray) and tensor.dtype == np.float16:
+    """The 16-bit patterns of a weight stored as 16-bit floats (a GGUF F16/BF16 tensor, or a
+    float16 array from safetensors), kept as they are."""
+    if isinstance(tensor, np.ndarray) and type_name == "F16" and tensor.dtype == np.float16:
         return tensor.view(np.uint16)
-    values = float_values(tensor).astype(np.float32)
-    if type_name == "F16":
-        return values.astype(np.float16).view(np.uint16)
-    # bfloat16 by rounding the float32 bits to nearest even, as torch converts.
-    words = values.view(np.uint32).astype(np.uint64)
-    return ((words + 0x7FFF + ((words >> 16) & 1)) >> 16).astype(np.uint16)
+    return stored_blocks(tensor, type_name, 1, 2).view(np.uint16).reshape(tensor.shape)
 
 
 @register

@@ -22,15 +22,14 @@ from .base import (
     Format,
     Parts,
     SourceTensor,
-    StoredBlocks,
     bits,
     f16_to_f32,
-    float_values,
     half_at,
     pack_halves,
     pack_words,
     register,
     signed_byte,
+    stored_blocks,
     u32,
 )
 
@@ -59,19 +58,8 @@ class GGMLBlock(Format):
             out["qh"] = ((rows, blocks), "uint32")
         return out
 
-    def blocks(self, tensor: SourceTensor) -> np.ndarray:
-        """uint8 (rows, blocks, block_bytes): the stored blocks, or `gguf`'s quantization."""
-        if not (isinstance(tensor, StoredBlocks) and tensor.type_name == self.type_name):
-            from gguf import GGMLQuantizationType, quantize
-
-            values = float_values(tensor).astype(np.float32)
-            data = quantize(values, GGMLQuantizationType[self.type_name])
-            tensor = StoredBlocks(self.type_name, values.shape, data)
-        rows, cols = tensor.shape
-        return tensor.data.reshape(rows, cols // BLOCK, self.block_bytes)
-
     def encode(self, tensor: SourceTensor):
-        blocks = self.blocks(tensor)
+        blocks = stored_blocks(tensor, self.type_name, BLOCK, self.block_bytes)
         rows = blocks.shape[0]
         out = {"qs": pack_words(blocks[..., self.qs_offset :].reshape(rows, -1))}
         if self.minimum:

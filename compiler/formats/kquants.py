@@ -23,7 +23,6 @@ from .base import (
     Format,
     Parts,
     SourceTensor,
-    StoredBlocks,
     bits,
     f16_to_f32,
     half_at,
@@ -32,6 +31,7 @@ from .base import (
     pick,
     register,
     signed_byte,
+    stored_blocks,
     u32,
 )
 
@@ -58,10 +58,8 @@ class KQuant(Format):
         return out
 
     def encode(self, tensor: SourceTensor):
-        if not (isinstance(tensor, StoredBlocks) and tensor.type_name == self.type_name):
-            raise NotImplementedError(f"{self.name}: only GGUF {self.type_name} blocks are kept")
-        rows, cols = tensor.shape
-        blocks = tensor.data.reshape(rows, cols // SUPER, self.block_bytes)
+        blocks = stored_blocks(tensor, self.type_name, SUPER, self.block_bytes)
+        rows = blocks.shape[0]
         return {
             name: pack_words(blocks[..., offset : offset + size].reshape(rows, -1))
             for name, (offset, size) in self.fields.items()
@@ -141,8 +139,7 @@ class Q6_K(KQuant):
 
     def encode(self, tensor: SourceTensor):
         out = super().encode(tensor)
-        rows, cols = tensor.shape
-        blocks = tensor.data.reshape(rows, cols // SUPER, self.block_bytes)
+        blocks = stored_blocks(tensor, self.type_name, SUPER, self.block_bytes)
         out["d"] = pack_halves(blocks[..., 208:210].copy().view(np.uint16)[..., 0])
         return out
 
