@@ -3,7 +3,8 @@ its kernels compute in. A scheme picks each weight's storage format (compiler/fo
 network code never branches on it.
 
 - `as-stored` (the default for GGUF files): every tensor keeps its stored type (F32, F16,
-  BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), carried losslessly and decoded in the kernels.
+  BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), carried losslessly and decoded in
+  the kernels.
 - `q4f32` / `q4f16`: 4-bit groups of 32 with a scale and minimum (GGUF Q4_0/Q4_1 blocks are
   carried over exactly; anything else is quantized again).
 - `q8f32` / `q8f16`: 8-bit symmetric groups of 32.

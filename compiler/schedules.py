@@ -19,6 +19,8 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule, try_inline
 from tvm.target import Target
 
+from .models.kernels import SCALE_STAGES
+
 THREADS = 64
 TOKEN_TILE = 4
 FEATURE_TILE = 4  # with a token tile (prefill)
@@ -40,12 +42,18 @@ class SerialReduction(ScheduleRule):
         infos = normalize_prim_func(sch)
         if infos is None:
             return None
-        infos = try_inline(sch, infos)
+        scales = [i for i in infos if _is_scale_stage(sch, i.block_rv)]
+        infos = try_inline(sch, [i for i in infos if i not in scales])
         reductions = [i for i in infos if i.is_reduction()]
-        if len(reductions) > 1:
+        if len(reductions) > 1 or (scales and not reductions):
             return None  # e.g. softmax-like chains: leave them to the generic rules
         if reductions:
-            done = self._reduction(sch, reductions[0].block_rv, [i.block_rv for i in infos])
+            done = self._reduction(
+                sch,
+                reductions[0].block_rv,
+                [i.block_rv for i in infos],
+                [i.block_rv for i in scales],
+            )
             return sch if done else None
         for info in infos:
             self._spatial(sch, info.block_rv)
@@ -60,7 +68,7 @@ class SerialReduction(ScheduleRule):
         sch.bind(bx, "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
 
-    def _reduction(self, sch: s_tir.Schedule, block, all_blocks) -> bool:
+    def _reduction(self, sch: s_tir.Schedule, block, all_blocks, scales) -> bool:
         loops = sch.get_loops(block)
         kinds = self._kinds(sch, block)
         s_loops = [loop for loop, kind in zip(loops, kinds, strict=True) if kind == "S"]
@@ -82,8 +90,17 @@ class SerialReduction(ScheduleRule):
             )
             s_loops = [loop for loop in s_loops if loop != symbolic[0]]
         k_loops = list(r_loops)
-        if len(r_loops) == 1 and (_const(sch.get(r_loops[0]).extent) or 1) % K_UNROLL == 0:
-            k_loops = list(sch.split(r_loops[0], factors=[None, K_UNROLL]))
+        group = _scale_group(sch, scales[0], r_loops) if scales else K_UNROLL
+        if (
+            len(r_loops) == 1
+            and group % K_UNROLL == 0
+            and (_const(sch.get(r_loops[0]).extent) or 1) % group == 0
+        ):
+            # k -> (group, element of the group in runs of K_UNROLL, unrolled element)
+            factors = [None, group // K_UNROLL, K_UNROLL] if scales else [None, K_UNROLL]
+            k_loops = list(sch.split(r_loops[0], factors=factors))
+        elif scales:
+            return False
         head = [tile_outer] if tile_outer is not None else []
         tail = [tile_inner] if tile_inner is not None else []
         sch.reorder(*head, *s_loops, *k_loops, *tail)
@@ -128,9 +145,20 @@ class SerialReduction(ScheduleRule):
                 self._spatial(sch, consumer)
                 continue
             sch.set_scope(write_back, 0, "local")  # the intermediate never leaves the thread
+        # Each group's scales are decoded once, into registers, for the outputs of the tile.
+        group_loop = sch.get_sref(k_loops[0])
+        for stage in scales:
+            sch.compute_at(stage, k_loops[0])
+            sch.set_scope(stage, 0, "local")
+            loops = sch.get_loops(stage)
+            depth = next(
+                i for i, loop in enumerate(loops) if sch.get_sref(loop).same_as(group_loop)
+            )
+            for loop in loops[depth + 1 :]:
+                sch.unroll(loop)
         sch.decompose_reduction(block, k_loops[0])
-        if len(k_loops) == 2:
-            sch.unroll(k_loops[1])
+        if len(k_loops) >= 2:
+            sch.unroll(k_loops[-1])
         for loop in tail:
             sch.unroll(loop)
         return True
@@ -140,6 +168,18 @@ class SerialReduction(ScheduleRule):
         from tvm.s_tir.dlight.analysis import get_sblock_info
 
         return list(get_sblock_info(sch, block).dom_kind())
+
+
+def _is_scale_stage(sch: s_tir.Schedule, block) -> bool:
+    return sch.get(block).name_hint.startswith(SCALE_STAGES)
+
+
+def _scale_group(sch: s_tir.Schedule, stage, r_loops) -> int:
+    """Inputs per group of a scale stage (rows, groups): the reduction's extent over the
+    stage's; 1 where that is not known (the caller then leaves the function alone)."""
+    k = _const(sch.get(r_loops[0]).extent)
+    groups = _const(sch.get(sch.get_loops(stage)[-1]).extent)
+    return k // groups if len(r_loops) == 1 and k and groups else 1
 
 
 def software_rules() -> list[ScheduleRule]:

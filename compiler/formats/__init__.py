@@ -6,8 +6,7 @@ dequantization happens inside the consuming matmul or embedding lookup).
 - `floats.py`: f32, f16, bf16 (GGUF F32/F16/BF16 and safetensors kept as they are).
 - `group.py`: our own group quantizations (q4 asymmetric and q8 symmetric, groups of 32).
 - `ggml.py`: GGUF's 32-element block formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, carried losslessly.
-- `kquants.py`: GGUF's K-quants Q4_K, Q5_K, Q6_K (super-blocks of 256): decoders checked
-  bit for bit, not yet kept by `as-stored` (their kernels are too large for the CPU adapter).
+- `kquants.py`: GGUF's K-quants Q4_K, Q5_K, Q6_K (super-blocks of 256 with sub-block scales).
 
 Adding a format is one class in one of these files (or a new file imported below), decorated
 with `@register`, plus its case in tests/test_formats.py.
@@ -18,9 +17,13 @@ from __future__ import annotations
 from . import floats, ggml, group, kquants  # noqa: F401  (they register their formats)
 from .base import FORMATS, Format, SourceTensor, StoredBlocks, get_format, register
 
-# GGUF tensor types -> the format that keeps them as they are. The K-quants join once their
-# kernels fit the CPU adapter: unrolled, their inline decoders made shaders of 300-700 KB per
-# matmul on tiny models, which SwiftShader did not survive.
-STORED = {"F32": "f32", "F16": "f16", "BF16": "bf16", **ggml.BLOCK_FORMATS}
+# GGUF tensor types -> the format that keeps them as they are.
+STORED = {
+    "F32": "f32",
+    "F16": "f16",
+    "BF16": "bf16",
+    **ggml.BLOCK_FORMATS,
+    **kquants.KQUANT_FORMATS,
+}
 
 __all__ = ["FORMATS", "STORED", "Format", "SourceTensor", "StoredBlocks", "get_format", "register"]

@@ -50,10 +50,13 @@ def float_values(tensor: SourceTensor) -> np.ndarray:
 
 class Format:
     """How one weight is stored and read back. Subclasses set `name` (and `block`, the input
-    size a row must be a multiple of) and implement the three methods."""
+    size a row must be a multiple of) and implement `parts` and `encode`, plus either
+    `weight_te` or, for formats whose elements share scales, `group`, `code_te` and
+    `scale_te`: a matmul then decodes each scale once per group instead of once per element."""
 
     name: ClassVar[str]
     block: ClassVar[int] = 1
+    group: ClassVar[int] = 0  # elements of a row that share a scale; 0 for float formats
 
     def parts(self, rows: int, cols: int) -> dict[str, tuple[tuple[int, ...], str]]:
         """Shape and dtype of each stored part of a (rows, cols) weight."""
@@ -65,6 +68,15 @@ class Format:
 
     def weight_te(self, parts: Parts, row: tirx.PrimExpr, col: tirx.PrimExpr) -> tirx.PrimExpr:
         """weight[row, col] as a float expression, read inside the consuming kernel."""
+        scale, minimum = self.scale_te(parts, row, col // self.group)
+        return scaled(self.code_te(parts, row, col), scale, minimum)
+
+    def code_te(self, parts: Parts, row: tirx.PrimExpr, col: tirx.PrimExpr) -> tirx.PrimExpr:
+        """The quantized value of weight[row, col] (an integer expression)."""
+        raise NotImplementedError
+
+    def scale_te(self, parts: Parts, row: tirx.PrimExpr, group: tirx.PrimExpr):
+        """(scale, minimum or None) of a group: weight = code * scale + minimum."""
         raise NotImplementedError
 
     def check_shape(self, rows: int, cols: int, where: str) -> None:
@@ -73,6 +85,18 @@ class Format:
                 f"{where}: the {self.name} format needs input sizes divisible by {self.block}, "
                 f"got {cols}"
             )
+
+
+def scaled(code: tirx.PrimExpr, scale, minimum) -> tirx.PrimExpr:
+    """code * scale (+ minimum), in the scale's float type."""
+    scale = as_expr(scale)
+    value = tirx.Cast(str(scale.ty), code) * scale
+    return value if minimum is None else value + as_expr(minimum)
+
+
+def as_expr(value) -> tirx.PrimExpr:
+    """A tensor element (te.TensorSlice) as the load expression it stands for."""
+    return value.asobject() if isinstance(value, te.TensorSlice) else value
 
 
 FORMATS: dict[str, Format] = {}

@@ -39,7 +39,7 @@ BLOCK = 32
 class GGMLBlock(Format):
     """A ggml block format; subclasses give the field offsets of their block."""
 
-    block = BLOCK
+    block = group = BLOCK
     type_name: str  # ggml's name
     block_bytes: int
     qs_offset: int  # the quantized values: 16 bytes of nibbles, or 32 int8 (Q8_0)
@@ -77,24 +77,18 @@ class GGMLBlock(Format):
             return f16_to_f32(word & u32(0xFFFF)), f16_to_f32(word >> u32(16))
         return f16_to_f32(half_at(parts["d"], row, group)), None
 
-    def nibble_te(self, parts: Parts, row, col):
-        """The 4-bit value of element col (16 bytes = 4 words per block)."""
+    def code_te(self, parts: Parts, row, col):
+        """The nibble of element col (16 bytes = 4 words per block), its fifth bit, and the
+        offset that centres it where the block has no minimum."""
         j = col % BLOCK
         byte = j % 16
         word = parts["qs"][row, (col // BLOCK) * 4 + byte // 4]
-        return bits(word, (byte % 4) * 8 + (j // 16) * 4, 4)
-
-    def weight_te(self, parts: Parts, row, col):
-        group = col // BLOCK
-        q = self.nibble_te(parts, row, col)
+        q = bits(word, (byte % 4) * 8 + (j // 16) * 4, 4)
         if self.qh_offset is not None:
-            q = q | (bits(parts["qh"][row, group], col % BLOCK, 1) << u32(4))
-        scale, minimum = self.scale_te(parts, row, group)
-        value = tirx.Cast("float32", q)
-        if minimum is not None:
-            return value * scale + minimum
-        offset = 16.0 if self.qh_offset is not None else 8.0
-        return (value - tirx.const(offset, "float32")) * scale
+            q = q | (bits(parts["qh"][row, col // BLOCK], j, 1) << u32(4))
+        if self.minimum:
+            return q
+        return tirx.Cast("int32", q) - (16 if self.qh_offset is not None else 8)
 
 
 @register
@@ -121,11 +115,8 @@ class Q5_1(GGMLBlock):
 class Q8_0(GGMLBlock):
     name, type_name, block_bytes, qs_offset = "q8_0", "Q8_0", 34, 2
 
-    def weight_te(self, parts: Parts, row, col):
-        byte = bits(parts["qs"][row, col // 4], (col % 4) * 8, 8)
-        code = signed_byte(byte)
-        scale, _ = self.scale_te(parts, row, col // BLOCK)
-        return tirx.Cast("float32", code) * scale
+    def code_te(self, parts: Parts, row, col):
+        return signed_byte(bits(parts["qs"][row, col // 4], (col % 4) * 8, 8))
 
 
 BLOCK_FORMATS = {cls.type_name: cls.name for cls in (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)}

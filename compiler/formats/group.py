@@ -10,7 +10,6 @@ Each with float32 scales (runs everywhere) or float16 ones (needs shader-f16).
 from __future__ import annotations
 
 import numpy as np
-from tvm import tirx
 
 from .base import (
     Format,
@@ -64,7 +63,7 @@ def _pack(codes: np.ndarray, per_word: int) -> np.ndarray:
 
 class Q4(Format):
     scale_dtype = "float32"
-    block = GROUP
+    block = group = GROUP
 
     def parts(self, rows, cols):
         groups = (rows, cols // GROUP)
@@ -82,11 +81,11 @@ class Q4(Format):
             "minimum": minimum.astype(self.scale_dtype),
         }
 
-    def weight_te(self, parts: Parts, row, col):
-        code = bits(parts["q4"][row, col // 8], (col % 8) * 4, 4)
-        group = col // GROUP
-        scale = parts["scale"][row, group]
-        return tirx.Cast(self.scale_dtype, code) * scale + parts["minimum"][row, group]
+    def code_te(self, parts: Parts, row, col):
+        return bits(parts["q4"][row, col // 8], (col % 8) * 4, 4)
+
+    def scale_te(self, parts: Parts, row, group):
+        return parts["scale"][row, group], parts["minimum"][row, group]
 
 
 @register
@@ -102,7 +101,7 @@ class Q4F16(Q4):
 
 class Q8(Format):
     scale_dtype = "float32"
-    block = GROUP
+    block = group = GROUP
 
     def parts(self, rows, cols):
         return {
@@ -122,11 +121,11 @@ class Q8(Format):
             "scale": scale.astype(self.scale_dtype),
         }
 
-    def weight_te(self, parts: Parts, row, col):
-        byte = bits(parts["q8"][row, col // 4], (col % 4) * 8, 8)
-        code = signed_byte(byte)
-        scale = parts["scale"][row, col // GROUP]
-        return tirx.Cast(self.scale_dtype, code) * scale
+    def code_te(self, parts: Parts, row, col):
+        return signed_byte(bits(parts["q8"][row, col // 4], (col % 4) * 8, 8))
+
+    def scale_te(self, parts: Parts, row, group):
+        return parts["scale"][row, group], None
 
 
 @register

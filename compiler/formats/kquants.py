@@ -45,6 +45,7 @@ def byte_at(words: te.Tensor, row: tirx.PrimExpr, index: tirx.PrimExpr) -> tirx.
 
 class KQuant(Format):
     block = SUPER
+    group = 32
     type_name: str
     block_bytes: int
     # name -> (offset, size) of each field within a block, regrouped into one part each
@@ -91,7 +92,7 @@ class Q45K(KQuant):
         )
         return scale, minimum
 
-    def weight_te(self, parts: Parts, row, col):
+    def code_te(self, parts: Parts, row, col):
         block = col // SUPER
         e = col % SUPER
         chunk = e // 64
@@ -105,13 +106,17 @@ class Q45K(KQuant):
         if self.fifth_bit:
             qh = byte_at(parts["qh"], row, block * 32 + lane)
             q = q | (bits(qh, chunk * 2 + high, 1) << u32(4))
+        return q
+
+    def scale_te(self, parts: Parts, row, group):
+        """value = d * scale * q - dmin * min, as ggml computes it: d * scale and dmin * min
+        are exact in float32 (11 by 6 significant bits)."""
+        block = group // 8
         dm = parts["dm"][row, block]
         d = f16_to_f32(dm & u32(0xFFFF))
         dmin = f16_to_f32(dm >> u32(16))
-        scale, minimum = self.scale_min(parts, row, block, chunk * 2 + high)
-        return d * tirx.Cast("float32", scale) * tirx.Cast("float32", q) - dmin * tirx.Cast(
-            "float32", minimum
-        )
+        scale, minimum = self.scale_min(parts, row, block, group % 8)
+        return d * tirx.Cast("float32", scale), -(dmin * tirx.Cast("float32", minimum))
 
 
 @register
@@ -129,7 +134,7 @@ class Q5_K(Q45K):
 
 @register
 class Q6_K(KQuant):
-    name, type_name, block_bytes = "q6_k", "Q6_K", 210
+    name, type_name, block_bytes, group = "q6_k", "Q6_K", 210, 16
     fields = {"ql": (0, 128), "qh": (128, 64), "scales": (192, 16)}
 
     def parts(self, rows, cols):
@@ -143,7 +148,7 @@ class Q6_K(KQuant):
         out["d"] = pack_halves(blocks[..., 208:210].copy().view(np.uint16)[..., 0])
         return out
 
-    def weight_te(self, parts: Parts, row, col):
+    def code_te(self, parts: Parts, row, col):
         block = col // SUPER
         e = col % SUPER
         half = e // 128
@@ -152,12 +157,13 @@ class Q6_K(KQuant):
         low = byte_at(parts["ql"], row, block * 128 + half * 64 + (quarter % 2) * 32 + lane)
         low = bits(low, (quarter // 2) * 4, 4)
         high = bits(byte_at(parts["qh"], row, block * 64 + half * 32 + lane), quarter * 2, 2)
-        q = tirx.Cast("int32", low | (high << u32(4))) - 32
-        scale = signed_byte(
-            byte_at(parts["scales"], row, block * 16 + half * 8 + lane // 16 + quarter * 2)
-        )
-        d = f16_to_f32(half_at(parts["d"], row, block))
-        return d * tirx.Cast("float32", scale) * tirx.Cast("float32", q)
+        return tirx.Cast("int32", low | (high << u32(4))) - 32
+
+    def scale_te(self, parts: Parts, row, group):
+        """One int8 scale per 16 elements, in element order: group g's is byte g."""
+        scale = signed_byte(byte_at(parts["scales"], row, group))
+        d = f16_to_f32(half_at(parts["d"], row, group // 16))
+        return d * tirx.Cast("float32", scale), None
 
 
 KQUANT_FORMATS = {cls.type_name: cls.name for cls in (Q4_K, Q5_K, Q6_K)}

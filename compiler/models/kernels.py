@@ -12,15 +12,47 @@ from tvm.relax.frontend.nn import Tensor, op
 from tvm.script import tirx as T
 
 from ..formats import Format
+from ..formats.base import as_expr, scaled
 
 ATTENTION_THREADS = 64
 
 
-def _weight(fmt: Format, parts: dict[str, te.Tensor], row, col, dtype: str):
-    value = fmt.weight_te(parts, row, col)
-    if isinstance(value, te.TensorSlice):
-        value = value.asobject()
+# Names of the stages that decode a weight's scales: the software schedule computes them once
+# per group of inputs, in registers, instead of inlining them into every element.
+SCALE_STAGES = ("dequant_scale", "dequant_minimum")
+
+
+def _cast(value, dtype: str) -> tirx.PrimExpr:
+    value = as_expr(value)
     return value if str(value.ty) == dtype else tirx.Cast(dtype, value)
+
+
+def _weight(fmt: Format, parts: dict[str, te.Tensor], row, col, dtype: str):
+    return _cast(fmt.weight_te(parts, row, col), dtype)
+
+
+def _scaled_weight(fmt: Format, parts: dict[str, te.Tensor], rows: int, cols, dtype: str):
+    """weight(row, col) = code * scale + minimum, the scales (and minimums) as stages of their
+    own over (rows, groups)."""
+    groups = cols // fmt.group
+    _, minimum = fmt.scale_te(parts, 0, 0)  # whether the format has minimums
+
+    def stage(i: int) -> te.Tensor:
+        return te.compute(
+            (rows, groups),
+            lambda r, g: _cast(fmt.scale_te(parts, r, g)[i], dtype),
+            name=SCALE_STAGES[i],
+        )
+
+    stages = [stage(i) for i in range(1 if minimum is None else 2)]
+
+    def weight(row, col):
+        code = fmt.code_te(parts, row, col)
+        if minimum is None:
+            return scaled(code, stages[0][row, col // fmt.group], None)
+        return scaled(code, stages[0][row, col // fmt.group], stages[1][row, col // fmt.group])
+
+    return weight
 
 
 def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, name: str):
@@ -31,9 +63,13 @@ def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, 
         p = dict(zip(names, tensors, strict=True))
         batch, seq, cols = xt.shape
         k = te.reduce_axis((0, cols), name="k")
+        if fmt.group:
+            weight = _scaled_weight(fmt, p, out_features, cols, xt.dtype)
+        else:
+            weight = lambda j, c: _weight(fmt, p, j, c, xt.dtype)  # noqa: E731
         return te.compute(
             (batch, seq, out_features),
-            lambda b, i, j: te.sum(xt[b, i, k] * _weight(fmt, p, j, k, xt.dtype), axis=k),
+            lambda b, i, j: te.sum(xt[b, i, k] * weight(j, k), axis=k),
             name=name,
         )
 
