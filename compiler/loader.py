@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +28,12 @@ SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
 class ModelSource:
     model_id: str
     config: LlamaConfig
-    tensors: dict[str, SourceTensor]
+    tensors: Mapping[str, SourceTensor]  # may read each tensor only when asked for it
+    tensor_bytes: int  # the weights' bytes as the source stores them
     tokenizer: dict[str, Any]  # tokenizer.json content
     tokenizer_config: dict[str, Any]  # bos/eos tokens, chat_template, ...
     eos_token_ids: list[int]
     from_gguf: bool = False
-
-    @property
-    def tensor_bytes(self) -> int:
-        """Bytes of the weights as the source stores them."""
-        return sum(
-            t.data.nbytes if isinstance(t, StoredBlocks) else t.nbytes
-            for t in self.tensors.values()
-        )
 
 
 def load(model: str) -> ModelSource:
@@ -81,9 +75,99 @@ def load_preset(preset: Path) -> ModelSource:
 # Hugging Face folders
 
 
-def load_hf_folder(folder: Path) -> ModelSource:
-    from safetensors.numpy import load_file
+INDEX = "model.safetensors.index.json"
+# safetensors dtypes a weight may have, and their bytes per element.
+SAFETENSORS_DTYPES = {"F32": 4, "F16": 2, "BF16": 2}
 
+
+class SafetensorsTensors(Mapping[str, SourceTensor]):
+    """The tensors of a folder's safetensors files, each read from disk when asked for, so that
+    a build holds one source tensor at a time and never the whole model. F32 tensors come as
+    arrays; 2-D F16 and BF16 ones as their stored bytes (`as-stored` keeps them as they are;
+    numpy has no bfloat16), 1-D ones widened to float32."""
+
+    def __init__(self, shards: list[Path], index: dict[str, Path] | None, where: str):
+        """`index`: tensor name -> shard, from model.safetensors.index.json, if there is one."""
+        from safetensors import safe_open
+
+        self.where = where
+        self.files: dict[str, Path] = {}  # tensor name -> shard
+        self.headers: dict[str, tuple[str, tuple[int, ...]]] = {}  # name -> (dtype, shape)
+        self.handles = {}
+        for shard in shards:
+            try:
+                handle = safe_open(str(shard), framework="numpy")
+            except Exception as err:  # noqa: BLE001 - the library's errors vary by cause
+                raise BuildError(f"{shard}: not a readable safetensors file ({err})") from None
+            self.handles[shard] = handle
+            for name in handle.keys():  # noqa: SIM118 - a safe_open handle is not a dict
+                if index is not None and index.get(name) != shard:
+                    continue  # the index puts this name elsewhere, or leaves it out
+                if name in self.files:
+                    raise BuildError(f"{where}: tensor {name} is in {self.files[name]} and {shard}")
+                view = handle.get_slice(name)
+                dtype, shape = view.get_dtype(), tuple(view.get_shape())
+                if dtype not in SAFETENSORS_DTYPES:
+                    raise BuildError(
+                        f"{shard}: tensor {name} is {dtype}; weights must be F32, F16 or BF16"
+                    )
+                self.files[name] = shard
+                self.headers[name] = (dtype, shape)
+        missing = sorted(set(index or ()) - set(self.files))
+        if missing:
+            raise BuildError(f"{where}: {INDEX} lists {missing[0]}, which its shard lacks")
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(
+            SAFETENSORS_DTYPES[dtype] * int(np.prod(shape))
+            for dtype, shape in self.headers.values()
+        )
+
+    def __getitem__(self, name: str) -> SourceTensor:
+        import ml_dtypes  # noqa: F401  (registers numpy's bfloat16, which safetensors reads)
+
+        if name not in self.files:
+            raise KeyError(name)
+        value = self.handles[self.files[name]].get_tensor(name)
+        dtype, shape = self.headers[name]
+        if dtype == "F32":
+            return value
+        if len(shape) == 2:  # the 16-bit patterns, as a GGUF F16/BF16 tensor holds them
+            return StoredBlocks(
+                dtype, (shape[0], shape[1]), value.view(np.uint8).reshape(shape[0], -1)
+            )
+        return value.astype(np.float32)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def _shards(folder: Path) -> tuple[list[Path], dict[str, Path] | None]:
+    """The weight files, and tensor name -> file from model.safetensors.index.json when the
+    folder has one (then its files, each of which must exist; else every *.safetensors)."""
+    index = folder / INDEX
+    if not index.is_file():
+        found = sorted(folder.glob("*.safetensors"))
+        if not found:
+            raise BuildError(f"{folder}: no *.safetensors weight files")
+        return found, None
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = {str(name): folder / str(file) for name, file in weight_map.items()}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise BuildError(f"{index}: malformed ({type(err).__name__}: {err})") from None
+    shards = sorted(set(files.values()))
+    for path in shards:
+        if not path.is_file() or path.parent != folder:
+            raise BuildError(f"{index}: shard {path.name} is missing")
+    return shards, files
+
+
+def load_hf_folder(folder: Path) -> ModelSource:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise BuildError(f"{folder}: no config.json; a Hugging Face model folder needs one")
@@ -98,14 +182,7 @@ def load_hf_folder(folder: Path) -> ModelSource:
             f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
     config = LlamaConfig.from_hf(raw, str(folder))
-    shards = sorted(folder.glob("*.safetensors"))
-    if not shards:
-        raise BuildError(f"{folder}: no *.safetensors weight files")
-    tensors: dict[str, SourceTensor] = {}
-    for shard in shards:
-        for name, value in load_file(str(shard)).items():
-            # Half floats stay half (kept as they are by `--quantization as-stored`).
-            tensors[name] = value if value.dtype == np.float16 else value.astype(np.float32)
+    tensors = SafetensorsTensors(*_shards(folder), str(folder))
     if "lm_head.weight" not in tensors and not config.tie_word_embeddings:
         raise BuildError(f"{folder}: lm_head.weight is missing and embeddings are not tied")
     for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -115,7 +192,15 @@ def load_hf_folder(folder: Path) -> ModelSource:
     tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
     eos = raw.get("eos_token_id")
     eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-    return ModelSource(folder.name.lower(), config, tensors, tokenizer, tokenizer_config, eos_ids)
+    return ModelSource(
+        folder.name.lower(),
+        config,
+        tensors,
+        tensors.stored_bytes,
+        tokenizer,
+        tokenizer_config,
+        eos_ids,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,4 +327,9 @@ def load_gguf(path: Path, model_id: str) -> ModelSource:
     )
     config.validate(str(path))
     tokenizer, tokenizer_config, eos_ids = tokenizer_from_gguf(field)
-    return ModelSource(model_id, config, tensors, tokenizer, tokenizer_config, eos_ids, True)
+    stored_bytes = sum(
+        t.data.nbytes if isinstance(t, StoredBlocks) else t.nbytes for t in tensors.values()
+    )
+    return ModelSource(
+        model_id, config, tensors, stored_bytes, tokenizer, tokenizer_config, eos_ids, True
+    )

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
 from .errors import BuildError
 from .formats import STORED, Format, SourceTensor, StoredBlocks, get_format
 
@@ -48,7 +46,7 @@ class Scheme:
                     f"(supported: {supported}); build with --quantization q4f32 to convert it"
                 )
             return get_format(STORED[tensor.type_name])
-        return get_format("f16" if tensor.dtype == np.float16 else "f32")
+        return get_format("f32")
 
 
 SCHEMES = {

@@ -37,7 +37,7 @@ MIXED_K = {
     "embed_tokens.weight": Q.Q8_0,
 }
 BLOCKS_OF_32 = (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)
-K_QUANTS = (Q.Q4_K, Q.Q5_K, Q.Q6_K)
+K_QUANTS = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)
 CASES = {
     **{t.name: (t, {}) for t in BLOCKS_OF_32},
     **{t.name: (t, K_QUANT_SIZES) for t in K_QUANTS},
@@ -90,11 +90,11 @@ def test_as_stored_build_matches_transformers(case, tmp_path, engine_page):
 
 def test_types_not_kept_are_refused_with_one_line(tmp_path, capsys):
     hf = make_llama(tmp_path / "hf", **K_QUANT_SIZES)
-    path = write_gguf(hf, tmp_path / "tiny-q2k.gguf", Q.Q2_K)
+    path = write_gguf(hf, tmp_path / "tiny-tq2.gguf", Q.TQ2_0)
     out = tmp_path / "out"
     assert main([str(path), "--output", str(out)]) == 1
     printed = capsys.readouterr().err
     err = [line for line in printed.splitlines() if "error" in line]
-    assert len(err) == 1 and "Q2_K" in err[0] and "--quantization q4f32" in err[0], err
+    assert len(err) == 1 and "TQ2_0" in err[0] and "--quantization q4f32" in err[0], err
     assert "Traceback" not in printed
     assert not out.exists()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from gguf import GGMLQuantizationType as Q
-from tiny_gguf import K_QUANT_SIZES, K_QUANT_TYPES, SUPPORTED_TYPES, TensorTypes, write_gguf
+from tiny_gguf import BLOCKS_OF_256, K_QUANT_SIZES, SUPPORTED_TYPES, TensorTypes, write_gguf
 from tiny_model import CORPUS, make_llama
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -28,7 +28,7 @@ MIXED: dict[str, Q] = {
 }
 # case name -> (make_llama variant, tensor types)
 CASES: dict[str, tuple[str, TensorTypes]] = {
-    **{t.name: ("kquant" if t in K_QUANT_TYPES else "small", t) for t in SUPPORTED_TYPES},
+    **{t.name: ("kquant" if t in BLOCKS_OF_256 else "small", t) for t in SUPPORTED_TYPES},
     "mixed": ("kquant", MIXED),
     "tied-F16": ("tied", Q.F16),
 }

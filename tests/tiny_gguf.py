@@ -27,7 +27,18 @@ K_QUANT_SIZES: dict[str, int] = {"hidden_size": 256, "intermediate_size": 512, "
 
 QUANTIZED_TYPES: tuple[Q, ...] = (Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)
 K_QUANT_TYPES: tuple[Q, ...] = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)
-SUPPORTED_TYPES: tuple[Q, ...] = (Q.F32, Q.F16, Q.BF16, *QUANTIZED_TYPES, *K_QUANT_TYPES)
+# BitNet's ternary blocks of 256 (quantized by `gguf`), a type the build does not keep.
+TERNARY_TYPES: tuple[Q, ...] = (Q.TQ2_0,)
+# Types whose blocks hold 256 elements: rows must be multiples of 256 (K_QUANT_SIZES).
+BLOCKS_OF_256: tuple[Q, ...] = (*K_QUANT_TYPES, *TERNARY_TYPES)
+SUPPORTED_TYPES: tuple[Q, ...] = (
+    Q.F32,
+    Q.F16,
+    Q.BF16,
+    *QUANTIZED_TYPES,
+    *K_QUANT_TYPES,
+    *TERNARY_TYPES,
+)
 
 TensorTypes = Q | Mapping[str, Q]
 
@@ -57,6 +68,7 @@ _FILE_TYPES: dict[Q, gguf.LlamaFileType] = {
     Q.Q4_K: gguf.LlamaFileType.MOSTLY_Q4_K_M,
     Q.Q5_K: gguf.LlamaFileType.MOSTLY_Q5_K_M,
     Q.Q6_K: gguf.LlamaFileType.MOSTLY_Q6_K,
+    Q.TQ2_0: gguf.LlamaFileType.MOSTLY_TQ2_0,
 }
 
 _GLOBAL_NAMES = {

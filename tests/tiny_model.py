@@ -141,11 +141,19 @@ def make_sentencepiece_tokenizer(folder: Path, vocab_size: int, metaspace: bool 
 
 
 def make_llama(
-    folder: Path, seed: int = 0, tie: bool = False, tokenizer: str = "byte_level", **overrides
+    folder: Path,
+    seed: int = 0,
+    tie: bool = False,
+    tokenizer: str = "byte_level",
+    dtype: str = "float32",
+    max_shard_size: str | None = None,
+    **overrides,
 ) -> Path:
     """Writes config.json, model.safetensors and the tokenizer files; returns `folder`.
     `tokenizer`: "byte_level" (GPT-2-style BPE, ChatML template) or "sentencepiece" (Llama-2
-    style, see `make_sentencepiece_tokenizer`)."""
+    style, see `make_sentencepiece_tokenizer`). `dtype`: the weights' (float32, float16 or
+    bfloat16); `max_shard_size` (e.g. "100KB") splits them into shards with
+    model.safetensors.index.json, as transformers does."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -177,5 +185,7 @@ def make_llama(
     with torch.no_grad():
         for p in model.parameters():  # larger weights than the default init: peaked logits
             p.normal_(0, 0.3 if p.ndim > 1 else 0.1).add_(1.0 if p.ndim == 1 else 0.0)
-    model.save_pretrained(folder, safe_serialization=True)
+    model = model.to(getattr(torch, dtype))
+    sharding = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(folder, safe_serialization=True, **sharding)
     return folder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -15,16 +16,23 @@ Parts = dict[str, te.Tensor]
 
 @dataclasses.dataclass(frozen=True)
 class StoredBlocks:
-    """A 2-D tensor exactly as a GGUF file stores it: each row a run of ggml blocks."""
+    """A 2-D tensor exactly as a GGUF file (or safetensors, for F16 and BF16) stores it: each
+    row a run of ggml blocks."""
 
     type_name: str  # ggml's name of the type: "Q4_0", "Q8_0", "F16", ...
     shape: tuple[int, int]  # (rows, cols) in elements
     data: np.ndarray  # uint8 (rows, bytes per row), untouched
 
     def dequantize(self) -> np.ndarray:
-        """float32 values, by the `gguf` package's own decoder."""
+        """float32 values, by the `gguf` package's own decoder (16-bit floats directly: gguf's
+        path makes several temporaries, and the widening is exact either way)."""
         from gguf import GGMLQuantizationType, dequantize
 
+        if self.type_name == "F16":
+            return self.data.view(np.float16).astype(np.float32).reshape(self.shape)
+        if self.type_name == "BF16":
+            widened = self.data.view(np.uint16).astype(np.uint32) << np.uint32(16)
+            return widened.view(np.float32).reshape(self.shape)
         kind = GGMLQuantizationType[self.type_name]
         return dequantize(self.data, kind).reshape(self.shape).astype(np.float32)
 
@@ -46,6 +54,32 @@ def stored_blocks(tensor: SourceTensor, type_name: str, block: int, block_bytes:
 
 def float_values(tensor: SourceTensor) -> np.ndarray:
     return tensor.dequantize() if isinstance(tensor, StoredBlocks) else tensor
+
+
+# Elements a quantizer takes at a time (see `by_rows`): 4 MB in float32.
+CHUNK_ELEMENTS = 1 << 20
+
+
+def by_rows(tensor: SourceTensor, encode: Callable[[SourceTensor], dict[str, np.ndarray]]):
+    """`encode` applied to runs of whole rows (about CHUNK_ELEMENTS elements each) and its parts
+    joined: a quantizer then holds one run in float32 at a time, never a whole weight (a
+    0.5B model's embedding is 545 MB in float32, and quantizing makes several temporaries)."""
+    rows, cols = tensor.shape
+    step = max(1, CHUNK_ELEMENTS // cols)
+    if rows <= step:
+        return encode(tensor)
+    pieces = []
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        if isinstance(tensor, StoredBlocks):
+            pieces.append(
+                encode(
+                    StoredBlocks(tensor.type_name, (stop - start, cols), tensor.data[start:stop])
+                )
+            )
+        else:
+            pieces.append(encode(tensor[start:stop]))
+    return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
 
 
 class Format:
@@ -156,6 +190,35 @@ def signed_byte(byte: tirx.PrimExpr) -> tirx.PrimExpr:
 def half_at(words: te.Tensor, row: tirx.PrimExpr, index: tirx.PrimExpr) -> tirx.PrimExpr:
     """The index-th 16-bit value of a row of words holding two each (low half first)."""
     return bits(words[row, index // 2], (index % 2) * 16, 16)
+
+
+def pack_codes(codes: np.ndarray, width: int) -> np.ndarray:
+    """Codes of `width` bits (1, 2, 4 or 8), uint8 (rows, n) -> uint32 words (rows, n * width
+    / 32): element i of a row in bits (i % per) * width of word i // per, per = 32 / width.
+    GGUF's blocks interleave their codes (e.g. low and high nibbles of one byte are elements
+    16 apart); repacked in element order, a matmul's unrolled run of consecutive elements
+    reads them out of one word with constant shifts. The codes are the same."""
+    rows, n = codes.shape
+    per = 32 // width
+    fields = codes.reshape(rows, n // per, per).astype(np.uint32)
+    packed = np.zeros((rows, n // per), dtype=np.uint32)
+    for i in range(per):
+        packed |= fields[..., i] << np.uint32(width * i)
+    return packed
+
+
+def code_at(words: te.Tensor, row: tirx.PrimExpr, col: tirx.PrimExpr, width: int):
+    """Element col of a row of codes packed by `pack_codes`."""
+    per = 32 // width
+    return bits(words[row, col // per], (col % per) * width, width)
+
+
+def gather_codes(data: np.ndarray, byte: np.ndarray, shift: np.ndarray, width: int):
+    """Codes out of GGUF blocks: data uint8 (rows, blocks, bytes per block); element e of each
+    block is `width` bits of byte[e] from bit shift[e]. Returns uint8 (rows, blocks * len(byte))."""
+    rows = data.shape[0]
+    codes = (data[..., byte] >> shift.astype(np.uint8)) & np.uint8((1 << width) - 1)
+    return codes.reshape(rows, -1)
 
 
 def pack_words(data: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from .base import (
     Parts,
     SourceTensor,
     bits,
+    by_rows,
     f16_to_f32,
     float_values,
     half_at,
@@ -44,17 +45,14 @@ class F16Native(Format):
         return {"weight": ((rows, cols), "float16")}
 
     def encode(self, tensor: SourceTensor):
-        return {"weight": float_values(tensor).astype(np.float16)}
+        return by_rows(tensor, lambda rows: {"weight": float_values(rows).astype(np.float16)})
 
     def weight_te(self, parts: Parts, row, col):
         return parts["weight"][row, col]
 
 
 def _halves(tensor: SourceTensor, type_name: str) -> np.ndarray:
-    """The 16-bit patterns of a weight stored as 16-bit floats (a GGUF F16/BF16 tensor, or a
-    float16 array from safetensors), kept as they are."""
-    if isinstance(tensor, np.ndarray) and type_name == "F16" and tensor.dtype == np.float16:
-        return tensor.view(np.uint16)
+    """The 16-bit patterns of a weight stored as 16-bit floats (GGUF or safetensors)."""
     return stored_blocks(tensor, type_name, 1, 2).view(np.uint16).reshape(tensor.shape)
 
 

@@ -10,7 +10,8 @@ checked against the `gguf` package's numpy decoder in tests/test_formats.py):
 In a block of nibbles, byte i holds element i (low nibble) and element i + 16 (high nibble);
 bit j of qh is the fifth bit of element j. A block's fields are split into parts of uint32
 words (the same bytes, regrouped so that every field is word-aligned): `qs` the quantized
-values, `d` (two blocks' scales a word) or `dm` (scale and minimum of a block), `qh`.
+values (nibbles repacked in element order, eight a word), `d` (two blocks' scales a word) or
+`dm` (scale and minimum of a block), `qh`.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from .base import (
     Format,
     Parts,
     SourceTensor,
-    bits,
+    code_at,
     f16_to_f32,
+    gather_codes,
     half_at,
+    pack_codes,
     pack_halves,
     pack_words,
     register,
@@ -61,7 +64,12 @@ class GGMLBlock(Format):
     def encode(self, tensor: SourceTensor):
         blocks = stored_blocks(tensor, self.type_name, BLOCK, self.block_bytes)
         rows = blocks.shape[0]
-        out = {"qs": pack_words(blocks[..., self.qs_offset :].reshape(rows, -1))}
+        qs = blocks[..., self.qs_offset :]
+        if self.type_name == "Q8_0":
+            out = {"qs": pack_words(qs.reshape(rows, -1))}
+        else:
+            element = np.arange(BLOCK)
+            out = {"qs": pack_codes(gather_codes(qs, element % 16, element // 16 * 4, 4), 4)}
         if self.minimum:
             out["dm"] = pack_words(blocks[..., 0:4].reshape(rows, -1))
         else:
@@ -78,14 +86,11 @@ class GGMLBlock(Format):
         return f16_to_f32(half_at(parts["d"], row, group)), None
 
     def code_te(self, parts: Parts, row, col):
-        """The nibble of element col (16 bytes = 4 words per block), its fifth bit, and the
-        offset that centres it where the block has no minimum."""
-        j = col % BLOCK
-        byte = j % 16
-        word = parts["qs"][row, (col // BLOCK) * 4 + byte // 4]
-        q = bits(word, (byte % 4) * 8 + (j // 16) * 4, 4)
+        """The nibble of element col, its fifth bit, and the offset that centres it where the
+        block has no minimum."""
+        q = code_at(parts["qs"], row, col, 4)
         if self.qh_offset is not None:
-            q = q | (bits(parts["qh"][row, col // BLOCK], j, 1) << u32(4))
+            q = q | (code_at(parts["qh"], row, col, 1) << u32(4))
         if self.minimum:
             return q
         return tirx.Cast("int32", q) - (16 if self.qh_offset is not None else 8)
@@ -116,7 +121,7 @@ class Q8_0(GGMLBlock):
     name, type_name, block_bytes, qs_offset = "q8_0", "Q8_0", 34, 2
 
     def code_te(self, parts: Parts, row, col):
-        return signed_byte(bits(parts["qs"][row, col // 4], (col % 4) * 8, 8))
+        return signed_byte(code_at(parts["qs"], row, col, 8))
 
 
 BLOCK_FORMATS = {cls.type_name: cls.name for cls in (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)}

@@ -16,8 +16,10 @@ from .base import (
     Parts,
     SourceTensor,
     StoredBlocks,
-    bits,
+    by_rows,
+    code_at,
     float_values,
+    pack_codes,
     register,
     signed_byte,
 )
@@ -51,16 +53,6 @@ def q4_codes(tensor: SourceTensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return codes.reshape(rows, cols).astype(np.uint8), scale.astype(np.float32), low
 
 
-def _pack(codes: np.ndarray, per_word: int) -> np.ndarray:
-    rows, cols = codes.shape
-    width = 32 // per_word
-    fields = codes.reshape(rows, cols // per_word, per_word).astype(np.uint32)
-    packed = np.zeros((rows, cols // per_word), dtype=np.uint32)
-    for i in range(per_word):
-        packed |= fields[..., i] << np.uint32(width * i)
-    return packed
-
-
 class Q4(Format):
     scale_dtype = "float32"
     block = group = GROUP
@@ -74,15 +66,18 @@ class Q4(Format):
         }
 
     def encode(self, tensor: SourceTensor):
+        return by_rows(tensor, self._encode)
+
+    def _encode(self, tensor: SourceTensor):
         codes, scale, minimum = q4_codes(tensor)
         return {
-            "q4": _pack(codes, 8),
+            "q4": pack_codes(codes, 4),
             "scale": scale.astype(self.scale_dtype),
             "minimum": minimum.astype(self.scale_dtype),
         }
 
     def code_te(self, parts: Parts, row, col):
-        return bits(parts["q4"][row, col // 8], (col % 8) * 4, 4)
+        return code_at(parts["q4"], row, col, 4)
 
     def scale_te(self, parts: Parts, row, group):
         return parts["scale"][row, group], parts["minimum"][row, group]
@@ -110,6 +105,9 @@ class Q8(Format):
         }
 
     def encode(self, tensor: SourceTensor):
+        return by_rows(tensor, self._encode)
+
+    def _encode(self, tensor: SourceTensor):
         weight = float_values(tensor).astype(np.float32)
         rows, cols = weight.shape
         groups = weight.reshape(rows, cols // GROUP, GROUP)
@@ -117,12 +115,12 @@ class Q8(Format):
         safe = np.where(scale == 0, 1.0, scale)
         codes = np.clip(np.rint(groups / safe[..., None]), -127, 127).astype(np.int8)
         return {
-            "q8": _pack(codes.view(np.uint8).reshape(rows, cols), 4),
+            "q8": pack_codes(codes.view(np.uint8).reshape(rows, cols), 8),
             "scale": scale.astype(self.scale_dtype),
         }
 
     def code_te(self, parts: Parts, row, col):
-        return signed_byte(bits(parts["q8"][row, col // 4], (col % 4) * 8, 8))
+        return signed_byte(code_at(parts["q8"], row, col, 8))
 
     def scale_te(self, parts: Parts, row, group):
         return parts["scale"][row, group], None
