@@ -6,7 +6,6 @@ import hashlib
 import json
 import pickle
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,9 @@ import tvm
 
 from . import progress
 from .compile import VARIANTS, Compiled, compile_model
-from .config import LlamaConfig
 from .errors import BuildError
-from .formats import SourceTensor, StoredBlocks
-from .formats.base import float_values
 from .loader import ModelSource, load
+from .models.family import Family
 from .quantization import Scheme, get_scheme
 from .staging import staged_folder
 from .weights import write_shards
@@ -27,62 +24,21 @@ from .weights import write_shards
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DIR = ROOT / "web" / "build"
 CACHE_DIR = ROOT / ".cache" / "kernels"
-
-
-def concat_rows(parts: list[SourceTensor]) -> SourceTensor:
-    """Stacks the rows of weights that one fused projection holds; GGUF blocks of one type
-    stay blocks."""
-    first = parts[0]
-    if isinstance(first, StoredBlocks) and all(
-        isinstance(p, StoredBlocks) and p.type_name == first.type_name for p in parts
-    ):
-        rows = sum(p.shape[0] for p in parts)
-        data = np.concatenate([p.data for p in parts])
-        return StoredBlocks(first.type_name, (rows, first.shape[1]), data)
-    return np.concatenate([float_values(p).astype(np.float32) for p in parts])
-
-
-def network_weights(source: ModelSource, scheme: Scheme) -> Iterator[tuple[str, SourceTensor]]:
-    """Source tensors (Hugging Face names) -> the network's weights, by network name."""
-    t, c = source.tensors, source.config
-
-    def get(name: str) -> SourceTensor:
-        if name not in t:
-            raise BuildError(f"{source.model_id}: weight {name} is missing")
-        return t[name]
-
-    def fused(prefix: str, names: list[str], into: str) -> Iterator[tuple[str, SourceTensor]]:
-        """Projections that read the same input, as one matmul when their weights share a
-        format (always, when the scheme quantizes them all alike)."""
-        tensors = [get(f"model.{prefix}{n}.weight") for n in names]
-        formats = {scheme.format_for(x, n).name for x, n in zip(tensors, names, strict=True)}
-        if len(formats) == 1:
-            yield prefix + into, concat_rows(tensors)
-        else:
-            yield from ((f"{prefix}{n}", x) for n, x in zip(names, tensors, strict=True))
-
-    yield "embed_tokens", get("model.embed_tokens.weight")
-    for i in range(c.num_hidden_layers):
-        p = f"layers.{i}."
-        yield p + "input_layernorm", get(f"model.{p}input_layernorm.weight")
-        attn = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
-        yield from fused(p, attn, "self_attn.qkv_proj")
-        yield p + "self_attn.o_proj", get(f"model.{p}self_attn.o_proj.weight")
-        yield p + "post_attention_layernorm", get(f"model.{p}post_attention_layernorm.weight")
-        yield from fused(p, ["mlp.gate_proj", "mlp.up_proj"], "mlp.gate_up_proj")
-        yield p + "mlp.down_proj", get(f"model.{p}mlp.down_proj.weight")
-    yield "norm", get("model.norm.weight")
-    if not c.tie_word_embeddings:
-        yield "lm_head", get("lm_head.weight")
+# The manifest's version: the runtime loads only the one it was built with (2: the KV-cache
+# tensors are listed in the manifest).
+MANIFEST_FORMAT = 2
 
 
 def quantize(source: ModelSource, scheme: Scheme) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """All stored parameters keyed by the network's parameter names, and each weight's format."""
     params: dict[str, np.ndarray] = {}
     formats: dict[str, str] = {}
-    for name, tensor in network_weights(source, scheme):
-        if isinstance(tensor, np.ndarray) and tensor.ndim == 1:  # norm weights stay floats
-            params[f"{name}.weight"] = tensor.astype(scheme.dtype)
+    weights = source.family.network_weights(
+        source.tensors, source.config, lambda t, n: scheme.format_for(t, n).name, source.model_id
+    )
+    for name, tensor in weights:
+        if len(tensor.shape) == 1:  # norm weights and biases, named in full, stay floats
+            params[name] = np.asarray(tensor).astype(scheme.dtype)
             continue
         fmt = scheme.format_for(tensor, name)
         fmt.check_shape(*tensor.shape, name)
@@ -100,7 +56,8 @@ def _compiler_hash() -> str:
 
 
 def compile_cached(
-    config: LlamaConfig,
+    family: Family,
+    config: Any,
     formats: dict[str, str],
     dtype: str,
     context_window: int,
@@ -110,6 +67,7 @@ def compile_cached(
     """Compiles, or reuses the kernels of an earlier build with the same key."""
     key_text = json.dumps(
         [
+            family.name,
             config.to_json(),
             formats,
             dtype,
@@ -124,7 +82,7 @@ def compile_cached(
     path = CACHE_DIR / f"{key}.pkl"
     if path.is_file():
         return pickle.loads(path.read_bytes()), True
-    compiled = compile_model(config, formats, dtype, context_window, prefill_chunk, variant)
+    compiled = compile_model(family, config, formats, dtype, context_window, prefill_chunk, variant)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(pickle.dumps(compiled))
@@ -132,7 +90,7 @@ def compile_cached(
     return compiled, False
 
 
-def _context_window(config: LlamaConfig, asked: int | None, prefill_chunk: int) -> int:
+def _context_window(config: Any, asked: int | None, prefill_chunk: int) -> int:
     """The KV-cache capacity to build: the one asked for, else the model's (at most 4096)."""
     window = asked or min(config.max_position_embeddings, 4096)
     if window <= 0 or prefill_chunk <= 0:
@@ -141,12 +99,13 @@ def _context_window(config: LlamaConfig, asked: int | None, prefill_chunk: int) 
         raise BuildError(
             f"--context-window {window} exceeds the model's {config.max_position_embeddings}"
         )
-    if config.sliding_window is not None and config.sliding_window < window:
+    sliding_window = getattr(config, "sliding_window", None)
+    if sliding_window is not None and sliding_window < window:
         # Within the window, sliding-window attention is full attention: what is built.
         raise BuildError(
-            f"config field sliding_window={config.sliding_window} is smaller than the context "
+            f"config field sliding_window={sliding_window} is smaller than the context "
             f"window {window}, and sliding-window attention is not implemented: build with "
-            f"--context-window {config.sliding_window}"
+            f"--context-window {sliding_window}"
         )
     return window
 
@@ -186,7 +145,7 @@ def build(
     for variant in VARIANTS:
         with progress.step(f"compile {variant} kernels") as note:
             variants[variant], cached = compile_cached(
-                config, formats, scheme.dtype, window, prefill_chunk, variant
+                source.family, config, formats, scheme.dtype, window, prefill_chunk, variant
             )
             note("reused cached kernels" if cached else f"{len(variants[variant].kernels)} kernels")
     compiled = variants["software"]
@@ -221,7 +180,7 @@ def write_site(folder: Path) -> None:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError):
             continue  # not a build-web folder
-        if manifest.get("format") != 1 or manifest_path.parent.name.startswith("."):
+        if manifest.get("format") != MANIFEST_FORMAT or manifest_path.parent.name.startswith("."):
             continue
         models.append(
             {
@@ -258,9 +217,9 @@ def _write_folder(
         json.dumps(source.tokenizer_config, ensure_ascii=False, indent=1)
     )
     manifest = {
-        "format": 1,
+        "format": MANIFEST_FORMAT,
         "model_id": model_id,
-        "architecture": "llama",
+        "architecture": source.family.name,
         "quantization": scheme.name,
         "dtype": scheme.dtype,
         "source_tensor_bytes": source.tensor_bytes,
@@ -268,6 +227,8 @@ def _write_folder(
         "config": source.config.to_json(),
         "context_window": window,
         "prefill_chunk": prefill_chunk,
+        # The KV-cache tensors the plans' "cache" references index, allocated by the runtime.
+        "kv_cache": next(iter(variants.values())).kv_cache,
         "eos_token_ids": source.eos_token_ids,
         "tokenizer": "tokenizer.json",
         "tokenizer_config": "tokenizer_config.json",

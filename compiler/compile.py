@@ -11,8 +11,7 @@ from tvm import relax
 from tvm.relax.backend.gpu_generic import pipeline as gpu_pipeline
 from tvm.s_tir import dlight as dl
 
-from .config import LlamaConfig
-from .models.llama import LlamaForCausalLM
+from .models.family import Family
 from .plan import build_kernels, extract_plan
 from .schedules import TOKEN_TILE, gpu_rules, software_rules
 
@@ -25,6 +24,7 @@ class Compiled:
     kernels: dict[str, dict[str, Any]]  # name -> {wgsl, workgroup_size, pods}
     functions: dict[str, dict[str, Any]]  # entry function -> plan
     param_names: list[str]  # weight names in the order of the functions' params
+    kv_cache: list[dict[str, Any]]  # {shape, dtype} of each KV-cache tensor, in plan order
 
 
 def _lower(mod: tvm.IRModule, rules: list[Any]) -> tvm.IRModule:
@@ -73,7 +73,8 @@ def _kernel_entry(name: str, wgsl: str) -> dict[str, Any]:
 
 
 def compile_model(
-    config: LlamaConfig,
+    family: Family,
+    config: Any,
     formats: dict[str, str],
     dtype: str,
     context_window: int,
@@ -83,7 +84,7 @@ def compile_model(
     """Compiles one variant: "software" schedules for CPU-backed (fallback) adapters, "gpu"
     schedules (dlight's) for real GPUs. `formats` names each weight's storage format, `dtype`
     the activations'."""
-    model = LlamaForCausalLM(config, formats, dtype, context_window)
+    model = family.network(config, formats, dtype, context_window)
     mod, params = model.export_tvm(spec=model.get_default_spec())
     # Activation buffers hold whole token tiles, so the tile rows past n that the software
     # kernels read (and never write back) stay inside their buffers.
@@ -102,4 +103,5 @@ def compile_model(
     }
     used = {launch["kernel"] for plan in functions.values() for launch in plan["launches"]}
     kernels = {name: _kernel_entry(name, wgsl[name]) for name in sorted(used)}
-    return Compiled(kernels, functions, [name for name, _ in params])
+    cache = [{"shape": [int(d) for d in t.shape], "dtype": t.dtype} for t in model.cache_spec()]
+    return Compiled(kernels, functions, [name for name, _ in params], cache)

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .build import ROOT, RUNTIME_DIR
+from .build import MANIFEST_FORMAT, ROOT, RUNTIME_DIR
 from .errors import BuildError
 from .staging import staged_folder
 
@@ -47,8 +47,11 @@ def model_files(model_folder: Path) -> list[str]:
         manifest = json.loads((model_folder / "manifest.json").read_text())
     except (OSError, ValueError) as err:
         raise BuildError(f"{model_folder} is not a folder written by build-web: {err}") from err
-    if manifest.get("format") != 1:
-        raise BuildError(f"{model_folder}/manifest.json is not a build-web manifest")
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise BuildError(
+            f"{model_folder}/manifest.json is not a manifest of this build-web (format "
+            f"{MANIFEST_FORMAT}): rebuild the model"
+        )
     files = ["manifest.json", manifest["tokenizer"], manifest["tokenizer_config"]]
     files += [variant["kernels"] for variant in manifest["variants"].values()]
     files += [shard["file"] for shard in manifest["shards"]]

@@ -20,7 +20,23 @@ _BYTE_LEVEL = {
     "trim_offsets": True,
     "use_regex": True,
 }
-# llama.cpp's pre-tokenizer names -> the equivalent tokenizers pre_tokenizer.
+# Qwen2's split (its tokenizer.json's, as the upstream tokenizer ships it), then bytes.
+_QWEN2 = {
+    "type": "Sequence",
+    "pretokenizers": [
+        {
+            "type": "Split",
+            "pattern": {
+                "Regex": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+                r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+            },
+            "behavior": "Isolated",
+            "invert": False,
+        },
+        {**_BYTE_LEVEL, "trim_offsets": False, "use_regex": False},
+    ],
+}
+# llama.cpp's pre-tokenizer names -> the equivalent tokenizers pre_tokenizer and normalizer.
 _PRE_TOKENIZERS: dict[str, dict[str, Any]] = {
     "default": _BYTE_LEVEL,
     "gpt2": _BYTE_LEVEL,
@@ -30,7 +46,9 @@ _PRE_TOKENIZERS: dict[str, dict[str, Any]] = {
         "type": "Sequence",
         "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL],
     },
+    "qwen2": _QWEN2,
 }
+_NORMALIZERS: dict[str, dict[str, Any]] = {"qwen2": {"type": "NFC"}}
 
 
 def tokenizer_from_gguf(
@@ -66,7 +84,7 @@ def tokenizer_from_gguf(
         "truncation": None,
         "padding": None,
         "added_tokens": added,
-        "normalizer": None,
+        "normalizer": _NORMALIZERS.get(pre),
         "pre_tokenizer": _PRE_TOKENIZERS[pre],
         "post_processor": None,
         "decoder": {
@@ -97,7 +115,9 @@ def tokenizer_from_gguf(
         "eos_token": tokens[eos] if eos is not None else None,
         "chat_template": field("tokenizer.chat_template", None),
         "clean_up_tokenization_spaces": False,
-        "model_max_length": int(field("llama.context_length", 2048)),
+        "model_max_length": int(
+            field(f"{field('general.architecture', 'llama')}.context_length", 2048)
+        ),
         "tokenizer_class": "PreTrainedTokenizerFast",
     }
     return tokenizer, config, [int(eos)] if eos is not None else []

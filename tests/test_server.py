@@ -38,7 +38,7 @@ def site(tmp_path_factory) -> Path:
     root.mkdir()
     files = {
         "index.html": "<!doctype html><title>root index</title>",
-        "manifest.json": json.dumps({"format": 1, "shards": [{"file": SHARD_NAME}]}),
+        "manifest.json": json.dumps({"format": 2, "shards": [{"file": SHARD_NAME}]}),
         "kiln.js": "export const x = 1;",
         CHUNK_NAME: "export const y = 2;",
         "kernels.wgsl": "@compute @workgroup_size(1) fn main() {}",

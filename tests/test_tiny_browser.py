@@ -260,7 +260,7 @@ def test_buffer_over_device_limits_is_reported(tiny_built, tmp_path, engine_page
     folder = tmp_path / "huge"
     shutil.copytree(tiny_built("q0f32"), folder)
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["context_window"] = 1 << 26  # a KV cache of 8 GiB per layer
+    manifest["kv_cache"][0]["shape"][0] = 1 << 26  # a KV-cache tensor of 8 GiB
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(Exception, match="ModelLoadError.*needs a GPU buffer of .* bytes"):
         with engine_page(folder):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from as_distributed import assert_config_equal
 from gguf import GGMLQuantizationType as Q
 from tiny_gguf import BLOCKS_OF_256, K_QUANT_SIZES, SUPPORTED_TYPES, TensorTypes, write_gguf
 from tiny_model import CORPUS, make_llama
@@ -48,19 +49,6 @@ ROUNDING = {
 QUANTIZED_FROM_SAFETENSORS = [
     case for case, (_, types) in CASES.items() if isinstance(types, Q) and types in ROUNDING
 ]
-CONFIG_FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "head_dim",
-    "rms_norm_eps",
-    "rope_theta",
-    "max_position_embeddings",
-    "tie_word_embeddings",
-)
 
 
 @pytest.fixture(scope="module")
@@ -99,19 +87,11 @@ def float_array(tensor) -> np.ndarray:
     return np.asarray(tensor.dequantize() if hasattr(tensor, "dequantize") else tensor)
 
 
-def transformers_config_value(config, name: str):
-    if name == "rope_theta" and getattr(config, "rope_theta", None) is None:
-        return config.rope_parameters["rope_theta"]
-    return getattr(config, name)
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_config_matches_transformers(gguf_file, case):
     path = gguf_file(case)
-    theirs = transformers_model(path).config
     ours = load(str(path)).config
-    for name in CONFIG_FIELDS:
-        assert transformers_config_value(theirs, name) == getattr(ours, name), name
+    assert_config_equal(ours, transformers_model(path).config)
     assert ours.tie_word_embeddings == (case == "tied-F16")
 
 

@@ -140,6 +140,10 @@ def make_sentencepiece_tokenizer(folder: Path, vocab_size: int, metaspace: bool 
     return tok.get_vocab_size()
 
 
+# make_llama's architectures -> the transformers class prefix.
+ARCHITECTURES = {"llama": "Llama", "qwen2": "Qwen2"}
+
+
 def make_llama(
     folder: Path,
     seed: int = 0,
@@ -147,15 +151,21 @@ def make_llama(
     tokenizer: str = "byte_level",
     dtype: str = "float32",
     max_shard_size: str | None = None,
+    architecture: str = "llama",
     **overrides,
 ) -> Path:
     """Writes config.json, model.safetensors and the tokenizer files; returns `folder`.
     `tokenizer`: "byte_level" (GPT-2-style BPE, ChatML template) or "sentencepiece" (Llama-2
     style, see `make_sentencepiece_tokenizer`). `dtype`: the weights' (float32, float16 or
     bfloat16); `max_shard_size` (e.g. "100KB") splits them into shards with
-    model.safetensors.index.json, as transformers does."""
+    model.safetensors.index.json, as transformers does. `architecture`: the transformers
+    family ("llama", "qwen2"); `overrides` set any of its config fields."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
+
+    prefix = ARCHITECTURES[architecture]
+    config_class = getattr(transformers, f"{prefix}Config")
+    model_class = getattr(transformers, f"{prefix}ForCausalLM")
 
     folder.mkdir(parents=True, exist_ok=True)
     if tokenizer == "sentencepiece":
@@ -181,10 +191,11 @@ def make_llama(
     )
     settings.update(overrides)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**settings))
+    model = model_class(config_class(**settings))
     with torch.no_grad():
-        for p in model.parameters():  # larger weights than the default init: peaked logits
-            p.normal_(0, 0.3 if p.ndim > 1 else 0.1).add_(1.0 if p.ndim == 1 else 0.0)
+        for name, p in model.named_parameters():  # larger than the default init: peaked logits
+            norm = p.ndim == 1 and not name.endswith("bias")
+            p.normal_(0, 0.3 if p.ndim > 1 else 0.1).add_(1.0 if norm else 0.0)
     model = model.to(getattr(torch, dtype))
     sharding = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(folder, safe_serialization=True, **sharding)

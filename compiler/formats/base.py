@@ -213,6 +213,13 @@ def code_at(words: te.Tensor, row: tirx.PrimExpr, col: tirx.PrimExpr, width: int
     return bits(words[row, col // per], (col % per) * width, width)
 
 
+def signed_byte_at(words: te.Tensor, row: tirx.PrimExpr, col: tirx.PrimExpr):
+    """Element col of a row of int8 codes, four a word: the byte shifted to the top of the
+    word, then arithmetically back down (two operations, sign included)."""
+    top = words[row, col // 4] << tirx.Cast("uint32", 24 - (col % 4) * 8)
+    return tirx.reinterpret("int32", top) >> 24
+
+
 def gather_codes(data: np.ndarray, byte: np.ndarray, shift: np.ndarray, width: int):
     """Codes out of GGUF blocks: data uint8 (rows, blocks, bytes per block); element e of each
     block is `width` bits of byte[e] from bit shift[e]. Returns uint8 (rows, blocks * len(byte))."""

@@ -31,7 +31,7 @@ from .base import (
     pack_halves,
     pack_words,
     register,
-    signed_byte,
+    signed_byte_at,
     stored_blocks,
     u32,
 )
@@ -121,7 +121,7 @@ class Q8_0(GGMLBlock):
     name, type_name, block_bytes, qs_offset = "q8_0", "Q8_0", 34, 2
 
     def code_te(self, parts: Parts, row, col):
-        return signed_byte(code_at(parts["qs"], row, col, 8))
+        return signed_byte_at(parts["qs"], row, col)
 
 
 BLOCK_FORMATS = {cls.type_name: cls.name for cls in (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)}

@@ -21,7 +21,7 @@ from .base import (
     float_values,
     pack_codes,
     register,
-    signed_byte,
+    signed_byte_at,
 )
 
 GROUP = 32
@@ -120,7 +120,7 @@ class Q8(Format):
         }
 
     def code_te(self, parts: Parts, row, col):
-        return signed_byte(code_at(parts["q8"], row, col, 8))
+        return signed_byte_at(parts["q8"], row, col)
 
     def scale_te(self, parts: Parts, row, group):
         return parts["scale"][row, group], None

@@ -1,1 +1,27 @@
-"""Network definitions, one module per architecture family."""
+"""Architecture families, one folder each (see compiler/models/family.py for what a family
+provides), and the registry that maps architecture names to them. `kernels.py` and
+`common.py` hold what the families share."""
+
+from __future__ import annotations
+
+from ..errors import BuildError
+from . import llama, qwen2
+from .family import Family
+
+FAMILIES: tuple[Family, ...] = (llama.FAMILY, qwen2.FAMILY)
+
+
+def for_hf_architecture(arch: str, where: str) -> Family:
+    for family in FAMILIES:
+        if arch in family.hf_architectures:
+            return family
+    known = ", ".join(a for f in FAMILIES for a in f.hf_architectures)
+    raise BuildError(f"{where}: architecture {arch!r} is not supported; supported: {known}")
+
+
+def for_gguf_architecture(arch: str, where: str) -> Family:
+    for family in FAMILIES:
+        if arch in family.gguf_architectures:
+            return family
+    known = ", ".join(a for f in FAMILIES for a in f.gguf_architectures)
+    raise BuildError(f"{where}: GGUF architecture {arch!r} is not supported; supported: {known}")

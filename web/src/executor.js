@@ -3,10 +3,9 @@ import { evaluate } from "./expr.js";
 const UNIFORM_SLOT = 256; // minUniformBufferOffsetAlignment
 const MAX_GROUPS = 65535; // maxComputeWorkgroupsPerDimension (WebGPU's default limit)
 
-/** Bytes of one layer's key (or value) cache: [context_window, kv_heads, head_dim]. */
-export function kvCacheBytes(manifest) {
-  const c = manifest.config;
-  return manifest.context_window * c.num_key_value_heads * c.head_dim * (manifest.dtype === "float16" ? 2 : 4);
+/** Bytes of a tensor the manifest describes ({shape, dtype}). */
+export function tensorBytes({ shape, dtype }) {
+  return shape.reduce((n, d) => n * d, 1) * (dtype === "float16" ? 2 : 4);
 }
 
 /**
@@ -29,8 +28,7 @@ export class Executor {
     this.weights = weights;
     this.pipelines = new Map();
     this.buffers = [];
-    const layers = manifest.config.num_hidden_layers;
-    this.cache = Array.from({ length: 2 * layers }, () => this.#buffer(kvCacheBytes(manifest)));
+    this.cache = manifest.kv_cache.map((tensor) => this.#buffer(tensorBytes(tensor)));
     this.functions = {};
     for (const [name, plan] of Object.entries(variant.functions)) {
       this.functions[name] = this.#prepare(plan);

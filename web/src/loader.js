@@ -54,11 +54,19 @@ function fetchJson(url) {
   });
 }
 
+/** The manifest version this runtime reads (compiler/build.py's MANIFEST_FORMAT). */
+const MANIFEST_FORMAT = 2;
+
 /** Fetches manifest.json of the model folder at `baseUrl`. */
 export async function fetchManifest(baseUrl) {
   const base = new URL(baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`, globalThis.location?.href);
   const manifest = await fetchJson(new URL("manifest.json", base));
-  if (manifest.format !== 1) throw new ModelLoadError(`Unsupported manifest format ${manifest.format}`);
+  if (manifest.format !== MANIFEST_FORMAT) {
+    throw new ModelLoadError(
+      `${base}manifest.json has format ${manifest.format}; this runtime reads format ${MANIFEST_FORMAT}. ` +
+        "Rebuild the model with the build-web that ships this runtime.",
+    );
+  }
   return { base, manifest };
 }
 

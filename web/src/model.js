@@ -1,6 +1,6 @@
 import { openDevice, pickBuild, requestAdapter } from "./device.js";
 import { ModelLoadError } from "./errors.js";
-import { Executor, kvCacheBytes } from "./executor.js";
+import { Executor, tensorBytes } from "./executor.js";
 import { fetchManifest, fetchTokenizerFiles, fetchVariant, loadWeights } from "./loader.js";
 import { ChatTokenizer } from "./tokenizer.js";
 import { Vocabulary } from "./vocab.js";
@@ -8,7 +8,7 @@ import { Vocabulary } from "./vocab.js";
 /** Fails early, with the numbers, when a buffer the model needs exceeds the device's limits. */
 function checkLimits(device, manifest, variant) {
   const largest = Math.max(
-    kvCacheBytes(manifest),
+    ...manifest.kv_cache.map(tensorBytes),
     ...manifest.params.map((t) => t.bytes),
     ...Object.values(variant.functions).flatMap((f) => f.storages),
   );

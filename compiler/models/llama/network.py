@@ -14,71 +14,23 @@ from tvm import tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op, spec
 
-from ..config import LlamaConfig
-from ..formats import Format, get_format
-from . import kernels
-
-
-class QuantizedLinear(nn.Module):
-    """A linear layer whose weight is stored in `fmt` and dequantized inside the matmul."""
-
-    def __init__(self, in_features: int, out_features: int, fmt: Format):
-        self.format = fmt
-        self.out_features = out_features
-        shapes = fmt.parts(out_features, in_features)
-        self.part_names = list(shapes)
-        for part, (shape, dtype) in shapes.items():
-            setattr(self, part, nn.Parameter(shape, dtype))
-
-    def parts(self) -> dict[str, Tensor]:
-        return {name: getattr(self, name) for name in self.part_names}
-
-    def forward(self, x: Tensor, name: str = "linear") -> Tensor:
-        return kernels.linear(x, self.parts(), self.format, self.out_features, name)
-
-
-class Formats:
-    """Each weight's format, by network name below `prefix` (None for a weight not built)."""
-
-    def __init__(self, names: dict[str, str], prefix: str = ""):
-        self.names = names
-        self.prefix = prefix
-
-    def __call__(self, name: str) -> Format | None:
-        found = self.names.get(self.prefix + name)
-        return get_format(found) if found else None
-
-    def below(self, prefix: str) -> Formats:
-        return Formats(self.names, self.prefix + prefix)
-
-
-def add_projections(
-    module: nn.Module, in_features: int, sizes: dict[str, int], fused: str, formats: Formats
-) -> list[str]:
-    """Linears reading one input, set on `module`: one fused matmul when the build fused their
-    weights (they share a format), else one each. Returns their attribute names."""
-    fmt = formats(fused)
-    if fmt is not None:
-        setattr(module, fused, QuantizedLinear(in_features, sum(sizes.values()), fmt))
-        return [fused]
-    for name, size in sizes.items():
-        setattr(module, name, QuantizedLinear(in_features, size, formats(name)))
-    return list(sizes)
-
-
-def project(module: nn.Module, names: list[str], x: Tensor) -> Tensor:
-    outputs = [getattr(module, name)(x, name) for name in names]
-    return outputs[0] if len(outputs) == 1 else op.concat(outputs, dim=-1)
+from .. import kernels
+from ..common import Formats, QuantizedLinear, add_projections, last_token, project
+from .config import LlamaConfig
 
 
 class Attention(nn.Module):
-    def __init__(self, config: LlamaConfig, formats: Formats, capacity: int):
+    def __init__(self, config: LlamaConfig, formats: Formats, dtype: str, capacity: int):
         self.config = config
         self.capacity = capacity
         h, kvh, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
         sizes = {"q_proj": h * d, "k_proj": kvh * d, "v_proj": kvh * d}
-        self.qkv = add_projections(self, config.hidden_size, sizes, "qkv_proj", formats)
-        self.o_proj = QuantizedLinear(h * d, config.hidden_size, formats("o_proj"))
+        self.qkv = add_projections(
+            self, config.hidden_size, sizes, "qkv_proj", formats, config.qkv_bias, dtype
+        )
+        self.o_proj = QuantizedLinear(
+            h * d, config.hidden_size, formats("o_proj"), config.o_bias, dtype
+        )
 
     def forward(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var):
         c = self.config
@@ -119,7 +71,7 @@ class DecoderLayer(nn.Module):
     def __init__(self, config: LlamaConfig, formats: Formats, dtype: str, capacity: int):
         eps = config.rms_norm_eps
         self.input_layernorm = nn.RMSNorm(config.hidden_size, -1, eps, bias=False, dtype=dtype)
-        self.self_attn = Attention(config, formats.below("self_attn."), capacity)
+        self.self_attn = Attention(config, formats.below("self_attn."), dtype, capacity)
         self.post_attention_layernorm = nn.RMSNorm(
             config.hidden_size, -1, eps, bias=False, dtype=dtype
         )
@@ -167,7 +119,7 @@ class LlamaForCausalLM(nn.Module):
             x, k, v = layer(x, kv_cache[2 * i], kv_cache[2 * i + 1], total_len)
             new_cache += [k, v]
         if not (isinstance(x.shape[1], int) and x.shape[1] == 1):
-            x = _last_token(x)
+            x = last_token(x)
         x = self.norm(x)
         head = self.embed_tokens if c.tie_word_embeddings else self.lm_head
         logits = head(x, "lm_head")
@@ -203,13 +155,3 @@ class LlamaForCausalLM(nn.Module):
             },
         }
         return spec.ModuleSpec.from_raw(mod_spec, self)
-
-
-def _last_token(x: Tensor) -> Tensor:
-    from tvm import te
-
-    def compute(xt: te.Tensor) -> te.Tensor:
-        batch, seq, hidden = xt.shape
-        return te.compute((batch, 1, hidden), lambda b, _, c: xt[b, seq - 1, c], name="last_token")
-
-    return op.tensor_expr_op(compute, "last_token", [x])

@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .errors import BuildError
+from ...errors import BuildError
 
 # config.json fields that change what a model computes and that the llama network does not
 # implement, with the values it does: any other value is refused, naming the field, rather
 # than ignored (which would build a model that computes something else).
 IMPLEMENTED_VALUES: dict[str, tuple[Any, ...]] = {
     "rope_scaling": (None,),
-    "attention_bias": (None, False),
     "mlp_bias": (None, False),
     "hidden_act": (None, "silu"),
     "final_logit_softcapping": (None,),
@@ -51,6 +50,8 @@ class LlamaConfig:
     tie_word_embeddings: bool
     max_position_embeddings: int
     sliding_window: int | None = None  # attention span; None: the whole context
+    qkv_bias: bool = False  # biases on the q, k and v projections
+    o_bias: bool = False  # and on the output projection (Llama's attention_bias sets both)
 
     @classmethod
     def from_hf(cls, raw: dict[str, Any], where: str) -> LlamaConfig:
@@ -76,6 +77,8 @@ class LlamaConfig:
                 tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
                 max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
                 sliding_window=int(raw["sliding_window"]) if raw.get("sliding_window") else None,
+                qkv_bias=bool(raw.get("attention_bias", False)),
+                o_bias=bool(raw.get("attention_bias", False)),
             )
         except KeyError as err:
             raise BuildError(f"{where}: config.json lacks the field {err.args[0]!r}") from None

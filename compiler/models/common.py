@@ -1,0 +1,101 @@
+"""Building blocks every family's network shares: linears whose weights keep their storage
+format, the table of each weight's format, projections fused when their formats agree, and
+the weight-side helper that stacks the rows of fused projections."""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import te
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+
+from ..formats import Format, SourceTensor, StoredBlocks, get_format
+from ..formats.base import float_values
+from . import kernels
+
+
+class QuantizedLinear(nn.Module):
+    """A linear layer whose weight is stored in `fmt` and dequantized inside the matmul, with
+    a bias in the activations' dtype if `bias` is set."""
+
+    def __init__(
+        self, in_features: int, out_features: int, fmt: Format, bias: bool = False, dtype=""
+    ):
+        self.format = fmt
+        self.out_features = out_features
+        shapes = fmt.parts(out_features, in_features)
+        self.part_names = list(shapes)
+        for part, (shape, part_dtype) in shapes.items():
+            setattr(self, part, nn.Parameter(shape, part_dtype))
+        self.bias = nn.Parameter((out_features,), dtype) if bias else None
+
+    def parts(self) -> dict[str, Tensor]:
+        return {name: getattr(self, name) for name in self.part_names}
+
+    def forward(self, x: Tensor, name: str = "linear") -> Tensor:
+        y = kernels.linear(x, self.parts(), self.format, self.out_features, name)
+        return y if self.bias is None else y + self.bias
+
+
+class Formats:
+    """Each weight's format, by network name below `prefix` (None for a weight not built)."""
+
+    def __init__(self, names: dict[str, str], prefix: str = ""):
+        self.names = names
+        self.prefix = prefix
+
+    def __call__(self, name: str) -> Format | None:
+        found = self.names.get(self.prefix + name)
+        return get_format(found) if found else None
+
+    def below(self, prefix: str) -> Formats:
+        return Formats(self.names, self.prefix + prefix)
+
+
+def add_projections(
+    module: nn.Module,
+    in_features: int,
+    sizes: dict[str, int],
+    fused: str,
+    formats: Formats,
+    bias: bool = False,
+    dtype: str = "",
+) -> list[str]:
+    """Linears reading one input, set on `module`: one fused matmul when the build fused their
+    weights (they share a format), else one each. Returns their attribute names."""
+    fmt = formats(fused)
+    if fmt is not None:
+        total = sum(sizes.values())
+        setattr(module, fused, QuantizedLinear(in_features, total, fmt, bias, dtype))
+        return [fused]
+    for name, size in sizes.items():
+        setattr(module, name, QuantizedLinear(in_features, size, formats(name), bias, dtype))
+    return list(sizes)
+
+
+def project(module: nn.Module, names: list[str], x: Tensor) -> Tensor:
+    outputs = [getattr(module, name)(x, name) for name in names]
+    return outputs[0] if len(outputs) == 1 else op.concat(outputs, dim=-1)
+
+
+def last_token(x: Tensor) -> Tensor:
+    """The last position of x (1, n, hidden): prefill needs only its logits."""
+
+    def compute(xt: te.Tensor) -> te.Tensor:
+        batch, seq, hidden = xt.shape
+        return te.compute((batch, 1, hidden), lambda b, _, c: xt[b, seq - 1, c], name="last_token")
+
+    return op.tensor_expr_op(compute, "last_token", [x])
+
+
+def concat_rows(parts: list[SourceTensor]) -> SourceTensor:
+    """Stacks the rows of weights that one fused projection holds; GGUF blocks of one type
+    stay blocks."""
+    first = parts[0]
+    if isinstance(first, StoredBlocks) and all(
+        isinstance(p, StoredBlocks) and p.type_name == first.type_name for p in parts
+    ):
+        rows = sum(p.shape[0] for p in parts)
+        data = np.concatenate([p.data for p in parts])
+        return StoredBlocks(first.type_name, (rows, first.shape[1]), data)
+    return np.concatenate([float_values(p).astype(np.float32) for p in parts])

@@ -1,0 +1,48 @@
+"""Qwen2 and Qwen2.5: the llama network with biases on the q, k and v projections. Their
+GGUF files (`qwen2`) keep the Q/K rows in Hugging Face's rotate-half order, unlike llama's."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ...errors import BuildError
+from ...formats import SourceTensor
+from ...gguf_metadata import GGUFMetadata
+from ..family import Family
+from ..llama import LlamaConfig, LlamaForCausalLM, network_weights
+from ..llama.weights import gguf_config, hf_name
+
+
+def config_from_hf(raw: dict[str, Any], where: str) -> LlamaConfig:
+    raw = dict(raw)
+    if not raw.get("use_sliding_window", False):
+        # Qwen2 configs name a window that applies only when use_sliding_window is set.
+        raw.pop("sliding_window", None)
+    return dataclasses.replace(LlamaConfig.from_hf(raw, where), qkv_bias=True, o_bias=False)
+
+
+def config_from_gguf(meta: GGUFMetadata, tensor_names: set[str]) -> LlamaConfig:
+    config = gguf_config(meta, tensor_names, arch="qwen2")
+    return dataclasses.replace(config, qkv_bias=True, o_bias=False)
+
+
+def gguf_tensor(name: str, tensor: SourceTensor, c: LlamaConfig) -> tuple[str, SourceTensor]:
+    hf = hf_name(name)
+    if hf is None or (
+        hf.endswith(".bias") and not hf.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias"))
+    ):
+        raise BuildError(f"GGUF tensor {name} is not part of the qwen2 network")
+    return hf, tensor
+
+
+FAMILY = Family(
+    name="qwen2",
+    hf_architectures=("Qwen2ForCausalLM",),
+    gguf_architectures=("qwen2",),
+    config_from_hf=config_from_hf,
+    config_from_gguf=config_from_gguf,
+    gguf_tensor=gguf_tensor,
+    network_weights=network_weights,
+    network=LlamaForCausalLM,
+)

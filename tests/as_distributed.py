@@ -1,0 +1,74 @@
+"""Checks shared by the tests of real models as distributed: our build in Chromium against
+Hugging Face transformers running the same GGUF file in float32 (its own reader and `gguf`'s
+dequantization, sharing nothing with our build)."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+NEAR_TIE = 0.02  # transformers' top-2 logit margin under which an argmax may flip on rounding
+CONFIG_FIELDS = [
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+]
+
+
+def assert_config_equal(ours, theirs) -> None:
+    """Every number the network uses equals the config transformers reads from the file."""
+    head_dim = getattr(theirs, "head_dim", None) or theirs.hidden_size // theirs.num_attention_heads
+    rope_theta = getattr(theirs, "rope_theta", None) or theirs.rope_parameters["rope_theta"]
+    assert (ours.rope_theta, ours.rms_norm_eps) == (rope_theta, theirs.rms_norm_eps)
+    for field in CONFIG_FIELDS:
+        assert getattr(ours, field) == getattr(theirs, field), field
+    assert ours.head_dim == head_dim
+
+
+def transformers_greedy(model, prompt: list[int], eos: set[int], count: int):
+    """Greedy tokens (up to `count`, stopping at an end token) and each step's top-2 margin."""
+    ids = torch.tensor([prompt])
+    tokens: list[int] = []
+    margins: list[float] = []
+    with torch.no_grad():
+        past = None
+        for _ in range(count):
+            out = model(ids if past is None else ids[:, -1:], past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            top = torch.topk(out.logits[0, -1], 2)
+            margins.append(float(top.values[0] - top.values[1]))
+            token = int(top.indices[0])
+            if token in eos:
+                break
+            tokens.append(token)
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    return tokens, margins
+
+
+def assert_greedy_equal(page, model, prompts: list[str], count: int, chat: bool = True) -> None:
+    """Greedy replies in the page equal transformers' for `count` tokens, except after a step
+    where transformers' own top two were nearly tied (those steps are printed)."""
+    eos = set(page.evaluate("engine.manifest.eos_token_ids"))
+    near_ties = []
+    for text in prompts:
+        template = "engine.tokenizer.applyChatTemplate([{role: 'user', content: t}])"
+        prompt = page.evaluate(f"(t) => engine.tokenizer.encode({template if chat else 't'})", text)
+        ours = page.evaluate(
+            "async ([p, n]) => (await engine.generate(p, {temperature: 0, max_tokens: n})).tokens",
+            [prompt, count],
+        )
+        theirs, margins = transformers_greedy(model, prompt, eos, count)
+        same = 0
+        while same < min(len(ours), len(theirs)) and ours[same] == theirs[same]:
+            same += 1
+        if same < max(len(ours), len(theirs)):
+            # Parted ways: allowed only where transformers itself nearly tied.
+            assert margins[same] < NEAR_TIE, (text, same, ours, theirs, margins[same])
+            near_ties.append((text, same, round(margins[same], 4)))
+    print("near ties:", near_ties, file=sys.stderr)
