@@ -99,14 +99,6 @@ def _context_window(config: Any, asked: int | None, prefill_chunk: int) -> int:
         raise BuildError(
             f"--context-window {window} exceeds the model's {config.max_position_embeddings}"
         )
-    sliding_window = getattr(config, "sliding_window", None)
-    if sliding_window is not None and sliding_window < window:
-        # Within the window, sliding-window attention is full attention: what is built.
-        raise BuildError(
-            f"config field sliding_window={sliding_window} is smaller than the context "
-            f"window {window}, and sliding-window attention is not implemented: build with "
-            f"--context-window {sliding_window}"
-        )
     return window
 
 

@@ -101,7 +101,10 @@ class ReferenceModel:
             keys = np.repeat(keys, group, axis=1)
             values = np.repeat(values, group, axis=1)
             scores = np.einsum("qhd,khd->hqk", q, keys) / np.sqrt(d)
-            mask = np.arange(total)[None, :] > (total - n + np.arange(n))[:, None]
+            query_positions = (total - n + np.arange(n))[:, None]
+            mask = np.arange(total)[None, :] > query_positions
+            if c.get("sliding_window"):  # only the last `sliding_window` positions
+                mask |= np.arange(total)[None, :] <= query_positions - c["sliding_window"]
             scores = np.where(mask[None], -np.inf, scores)
             probs = np.exp(scores - scores.max(-1, keepdims=True))
             probs /= probs.sum(-1, keepdims=True)

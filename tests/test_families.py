@@ -15,13 +15,17 @@ from tiny_model import make_llama
 from transformers import AutoModelForCausalLM
 
 from compiler.build import build
+from compiler.cli import main
 
 PROMPT = [5, 17, 42, 100, 7, 8, 9, 10, 11, 12, 13, 60, 61, 62]
 STEPS = 16
+FAMILY = {"mistral": "llama"}  # transformers architectures our families cover
 CASES = {
     "llama-attention-bias": ("llama", {"attention_bias": True}),
     "qwen2": ("qwen2", {}),
-    "qwen2-tied": ("qwen2", {"tie": True, "use_sliding_window": False, "sliding_window": 32}),
+    "qwen2-tied": ("qwen2", {"tie": True, "use_sliding_window": False, "sliding_window": 4}),
+    # A window shorter than the prompt: positions before it must not be attended to.
+    "mistral-sliding-window": ("mistral", {"sliding_window": 6}),
 }
 
 
@@ -41,7 +45,7 @@ def test_family_matches_transformers(case, tmp_path, engine_page):
     hf = make_llama(tmp_path / "hf", seed=7, architecture=architecture, **settings)
     folder = build(str(hf), "q0f32", tmp_path / "q0f32", context_window=64, prefill_chunk=8)
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["architecture"] == architecture
+    assert manifest["architecture"] == FAMILY.get(architecture, architecture)
 
     model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
     with torch.no_grad():
@@ -62,3 +66,12 @@ def test_family_matches_transformers(case, tmp_path, engine_page):
     expected = reference.forward(PROMPT)
     assert np.linalg.norm(logits - expected) / np.linalg.norm(expected) < 1e-3
     assert ours == reference.greedy(PROMPT, STEPS)
+
+
+def test_qwen2_sliding_window_layers_are_refused(tmp_path, capsys):
+    hf = make_llama(tmp_path / "hf", architecture="qwen2", use_sliding_window=True)
+    out = tmp_path / "out"
+    assert main([str(hf), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "use_sliding_window=True is not implemented" in err and "Traceback" not in err
+    assert not out.exists()

@@ -137,8 +137,12 @@ def kv_append_func(heads: int, kv_heads: int, head_dim: int, capacity: int, dtyp
     return kv_append
 
 
-def attention_func(heads: int, kv_heads: int, head_dim: int, capacity: int, dtype: str):
-    """Causal attention of the n new queries over cache rows 0 .. total_len - 1.
+def attention_func(
+    heads: int, kv_heads: int, head_dim: int, capacity: int, dtype: str, window: int = 0
+):
+    """Causal attention of the n new queries over cache rows 0 .. total_len - 1; with a sliding
+    `window`, the query at position p sees only the `window` positions up to p (the cache
+    keeps every position, so the window is a bound on the loop, not a ring).
 
     One invocation per (query, head) with an online softmax and no shared memory or
     barriers: the software adapter (SwiftShader) runs invocations as CPU threads, where
@@ -147,6 +151,9 @@ def attention_func(heads: int, kv_heads: int, head_dim: int, capacity: int, dtyp
     all_heads = heads + 2 * kv_heads
     scale = 1.0 / math.sqrt(head_dim)
     threads = ATTENTION_THREADS
+
+    def first_key(position):
+        return T.max(position - (window - 1), T.int64(0)) if window else T.int64(0)
 
     @T.prim_func(private=True)
     def attention(
@@ -173,7 +180,7 @@ def attention_func(heads: int, kv_heads: int, head_dim: int, capacity: int, dtyp
                     denom[0] = T.float32(0)
                     for d in range(head_dim):
                         acc[d] = T.float32(0)
-                    for j in range(total_len - n + i + 1):
+                    for j in range(first_key(total_len - n + i), total_len - n + i + 1):
                         score[0] = T.float32(0)
                         for d in range(head_dim):
                             score[0] = score[0] + T.Cast("float32", qkv[0, i, h, d]) * T.Cast(

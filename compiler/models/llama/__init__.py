@@ -1,5 +1,4 @@
-"""The llama family: Llama, SmolLM, Mistral (without a sliding window shorter than the
-context window)."""
+"""The llama family: Llama, SmolLM, Mistral (its sliding window included)."""
 
 from ..family import Family
 from .config import LlamaConfig

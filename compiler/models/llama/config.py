@@ -36,7 +36,7 @@ def refuse_unimplemented(raw: dict[str, Any], where: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
-    """Hyper-parameters of a llama-family decoder (Llama, SmolLM, Mistral sans sliding window)."""
+    """Hyper-parameters of a llama-family decoder (Llama, SmolLM, Mistral)."""
 
     vocab_size: int
     hidden_size: int

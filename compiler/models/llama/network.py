@@ -23,6 +23,9 @@ class Attention(nn.Module):
     def __init__(self, config: LlamaConfig, formats: Formats, dtype: str, capacity: int):
         self.config = config
         self.capacity = capacity
+        # A sliding window at least as long as the cache changes nothing.
+        window = config.sliding_window or 0
+        self.window = window if window < capacity else 0
         h, kvh, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
         sizes = {"q_proj": h * d, "k_proj": kvh * d, "v_proj": kvh * d}
         self.qkv = add_projections(
@@ -47,7 +50,7 @@ class Attention(nn.Module):
             [Tensor.placeholder(k_cache.shape, dtype), Tensor.placeholder(v_cache.shape, dtype)],
         )
         out = op.tensor_ir_op(
-            kernels.attention_func(h, kvh, d, self.capacity, dtype),
+            kernels.attention_func(h, kvh, d, self.capacity, dtype, self.window),
             "attention",
             [qkv, k_cache, v_cache, total_len],
             Tensor.placeholder([1, seq, h * d], dtype),

@@ -15,10 +15,11 @@ from ..llama.weights import gguf_config, hf_name
 
 
 def config_from_hf(raw: dict[str, Any], where: str) -> LlamaConfig:
-    raw = dict(raw)
-    if not raw.get("use_sliding_window", False):
-        # Qwen2 configs name a window that applies only when use_sliding_window is set.
-        raw.pop("sliding_window", None)
+    if raw.get("use_sliding_window", False):
+        # Then only the layers from max_window_layers on slide, which the network does not do.
+        raise BuildError(f"{where}: config field use_sliding_window=True is not implemented")
+    # Qwen2 configs name a window that applies only when use_sliding_window is set.
+    raw = {k: v for k, v in raw.items() if k != "sliding_window"}
     return dataclasses.replace(LlamaConfig.from_hf(raw, where), qkv_bias=True, o_bias=False)
 
 
