@@ -67,6 +67,11 @@ class ReferenceModel:
     def _rope(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
         dim = x.shape[-1]
         inv_freq = self.c["rope_theta"] ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
+        if self.c.get("rope_llama3"):  # Llama 3.1's scaling, as Meta's reference code has it
+            factor, low, high, old = self.c["rope_llama3"]
+            wavelength = 2 * np.pi / inv_freq
+            smooth = np.clip((old / wavelength - low) / (high - low), 0.0, 1.0)
+            inv_freq = (1 - smooth) * inv_freq / factor + smooth * inv_freq
         angles = positions[:, None] * inv_freq[None, :]
         cos = np.concatenate([np.cos(angles)] * 2, -1)[:, None, :]
         sin = np.concatenate([np.sin(angles)] * 2, -1)[:, None, :]

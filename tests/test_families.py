@@ -22,6 +22,20 @@ STEPS = 16
 FAMILY = {"mistral": "llama"}  # transformers architectures our families cover
 CASES = {
     "llama-attention-bias": ("llama", {"attention_bias": True}),
+    # Llama 3.1's rope scaling, with an original context so short that the tiny model's
+    # frequencies fall in all three bands (kept, interpolated, divided by the factor).
+    "llama3-rope-scaling": (
+        "llama",
+        {
+            "rope_scaling": {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 32,
+            }
+        },
+    ),
     "qwen2": ("qwen2", {}),
     "qwen2-tied": ("qwen2", {"tie": True, "use_sliding_window": False, "sliding_window": 4}),
     # A window shorter than the prompt: positions before it must not be attended to.

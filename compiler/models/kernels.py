@@ -91,9 +91,32 @@ def embedding(ids: Tensor, parts: dict[str, Tensor], fmt: Format, cols: int, dty
     return op.tensor_expr_op(compute, "embedding", [ids, *parts.values()])
 
 
-def rotary(qkv: Tensor, total_len: tirx.Var, rotated_heads: int, theta: float) -> Tensor:
+def _llama3_inverse_frequency(inverse: tirx.PrimExpr, llama3: tuple[float, ...]):
+    """Llama 3.1's rope scaling of one inverse frequency, as transformers computes it: long
+    wavelengths divided by `factor`, short ones kept, those between interpolated."""
+    factor, low_factor, high_factor, old_context = (tirx.const(v, "float32") for v in llama3)
+    wavelength = tirx.const(2 * math.pi, "float32") / inverse
+    low_wavelength = old_context / low_factor
+    high_wavelength = old_context / high_factor
+    scaled = tirx.Select(wavelength > low_wavelength, inverse / factor, inverse)
+    smooth = (old_context / wavelength - low_factor) / (high_factor - low_factor)
+    one = tirx.const(1.0, "float32")
+    smoothed = (one - smooth) * scaled / factor + smooth * scaled
+    medium = tirx.all(wavelength >= high_wavelength, wavelength <= low_wavelength)
+    return tirx.Select(medium, smoothed, scaled)
+
+
+def rotary(
+    qkv: Tensor,
+    total_len: tirx.Var,
+    rotated_heads: int,
+    theta: float,
+    llama3: tuple[float, ...] | None = None,
+) -> Tensor:
     """Rotary position embedding (Hugging Face's rotate-half layout) on the first
-    `rotated_heads` heads of qkv (1, n, heads, head_dim); token i sits at total_len - n + i."""
+    `rotated_heads` heads of qkv (1, n, heads, head_dim); token i sits at total_len - n + i.
+    `llama3`: (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)
+    of Llama 3.1's frequency scaling, if the model has it."""
 
     def compute(x: te.Tensor, total: tirx.Var) -> te.Tensor:
         batch, seq, heads, dim = x.shape
@@ -102,7 +125,12 @@ def rotary(qkv: Tensor, total_len: tirx.Var, rotated_heads: int, theta: float) -
         def value(b, i, h, d):
             pos = tirx.Cast("float32", total - seq + i)
             exponent = tirx.Cast("float32", (d % half) * 2) / tirx.const(int(dim), "float32")
-            freq = pos / te.power(tirx.const(theta, "float32"), exponent)
+            if llama3 is None:
+                freq = pos / te.power(tirx.const(theta, "float32"), exponent)
+            else:
+                one = tirx.const(1.0, "float32")
+                inverse = one / te.power(tirx.const(theta, "float32"), exponent)
+                freq = pos * _llama3_inverse_frequency(inverse, llama3)
             cos = tirx.Cast(x.dtype, te.cos(freq))
             sin = tirx.Cast(x.dtype, te.sin(freq))
             other = tirx.Select(d < half, -x[b, i, h, d + half], x[b, i, h, d - half])

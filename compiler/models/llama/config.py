@@ -11,7 +11,6 @@ from ...errors import BuildError
 # implement, with the values it does: any other value is refused, naming the field, rather
 # than ignored (which would build a model that computes something else).
 IMPLEMENTED_VALUES: dict[str, tuple[Any, ...]] = {
-    "rope_scaling": (None,),
     "mlp_bias": (None, False),
     "hidden_act": (None, "silu"),
     "final_logit_softcapping": (None,),
@@ -26,12 +25,35 @@ def refuse_unimplemented(raw: dict[str, Any], where: str) -> None:
     for name, values in IMPLEMENTED_VALUES.items():
         if raw.get(name) not in values:
             raise BuildError(f"{where}: config field {name}={raw[name]!r} is not implemented")
-    rope = raw.get("rope_parameters") or {}
-    if rope.get("rope_type", "default") != "default":
-        raise BuildError(
-            f"{where}: config field rope_parameters.rope_type={rope['rope_type']!r} "
-            "is not implemented"
+    rope_llama3(raw, where)
+
+
+LLAMA3_FIELDS = (
+    "factor",
+    "low_freq_factor",
+    "high_freq_factor",
+    "original_max_position_embeddings",
+)
+
+
+def rope_llama3(raw: dict[str, Any], where: str) -> tuple[float, ...] | None:
+    """Llama 3.1's rope scaling (config.json `rope_scaling`, or `rope_parameters` as newer
+    transformers write it), or None for plain rope; any other rope type is refused."""
+    for field in ("rope_scaling", "rope_parameters"):
+        rope = raw.get(field)
+        if not rope:
+            continue
+        kind = (
+            rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else rope
         )
+        if kind == "llama3":
+            try:
+                return tuple(float(rope[name]) for name in LLAMA3_FIELDS)
+            except (KeyError, TypeError, ValueError):
+                raise BuildError(f"{where}: config field {field}={rope!r} is malformed") from None
+        if kind != "default":
+            raise BuildError(f"{where}: config field {field}={rope!r} is not implemented")
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +72,8 @@ class LlamaConfig:
     tie_word_embeddings: bool
     max_position_embeddings: int
     sliding_window: int | None = None  # attention span; None: the whole context
+    # Llama 3.1's rope scaling: factor, low and high frequency factors, original context
+    rope_llama3: tuple[float, ...] | None = None
     qkv_bias: bool = False  # biases on the q, k and v projections
     o_bias: bool = False  # and on the output projection (Llama's attention_bias sets both)
 
@@ -77,6 +101,7 @@ class LlamaConfig:
                 tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
                 max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
                 sliding_window=int(raw["sliding_window"]) if raw.get("sliding_window") else None,
+                rope_llama3=rope_llama3(raw, where),
                 qkv_bias=bool(raw.get("attention_bias", False)),
                 o_bias=bool(raw.get("attention_bias", False)),
             )

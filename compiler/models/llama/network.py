@@ -40,7 +40,7 @@ class Attention(nn.Module):
         h, kvh, d = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         seq = x.shape[1]
         qkv = op.reshape(project(self, self.qkv, x), (1, seq, h + 2 * kvh, d))
-        qkv = kernels.rotary(qkv, total_len, h + kvh, c.rope_theta)
+        qkv = kernels.rotary(qkv, total_len, h + kvh, c.rope_theta, c.rope_llama3)
         dtype = x.dtype
         k_cache, v_cache = op.tensor_ir_inplace_op(
             kernels.kv_append_func(h, kvh, d, self.capacity, dtype),
