@@ -94,8 +94,12 @@ class ReferenceModel:
             p = f"layers.{i}."
             normed = self._norm(x, w[p + "input_layernorm"])
             qkv = self._linear(normed, p + "self_attn.qkv_proj").reshape(n, h + 2 * kvh, d)
-            q = self._rope(qkv[:, :h], positions)
-            k = self._rope(qkv[:, h : h + kvh], positions)
+            q, k = qkv[:, :h], qkv[:, h : h + kvh]
+            if p + "self_attn.q_norm" in w:  # Qwen3: each head normalized
+                q = self._norm(q, w[p + "self_attn.q_norm"])
+                k = self._norm(k, w[p + "self_attn.k_norm"])
+            q = self._rope(q, positions)
+            k = self._rope(k, positions)
             v = qkv[:, h + kvh :]
             self.keys[i].append(k)
             self.values[i].append(v)

@@ -38,6 +38,7 @@ CASES = {
     ),
     "qwen2": ("qwen2", {}),
     "qwen2-tied": ("qwen2", {"tie": True, "use_sliding_window": False, "sliding_window": 4}),
+    "qwen3": ("qwen3", {}),
     # A window shorter than the prompt: positions before it must not be attended to.
     "mistral-sliding-window": ("mistral", {"sliding_window": 6}),
 }

@@ -141,7 +141,7 @@ def make_sentencepiece_tokenizer(folder: Path, vocab_size: int, metaspace: bool 
 
 
 # make_llama's architectures -> the transformers class prefix.
-ARCHITECTURES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}
+ARCHITECTURES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
 
 
 def make_llama(
@@ -159,7 +159,7 @@ def make_llama(
     style, see `make_sentencepiece_tokenizer`). `dtype`: the weights' (float32, float16 or
     bfloat16); `max_shard_size` (e.g. "100KB") splits them into shards with
     model.safetensors.index.json, as transformers does. `architecture`: the transformers
-    family ("llama", "mistral", "qwen2"); `overrides` set any of its config fields."""
+    family (a key of ARCHITECTURES); `overrides` set any of its config fields."""
     import torch
     import transformers
 

@@ -74,6 +74,7 @@ class LlamaConfig:
     sliding_window: int | None = None  # attention span; None: the whole context
     # Llama 3.1's rope scaling: factor, low and high frequency factors, original context
     rope_llama3: tuple[float, ...] | None = None
+    qk_norm: bool = False  # RMSNorm over each query and key head before rope (Qwen3)
     qkv_bias: bool = False  # biases on the q, k and v projections
     o_bias: bool = False  # and on the output projection (Llama's attention_bias sets both)
 

@@ -34,12 +34,19 @@ class Attention(nn.Module):
         self.o_proj = QuantizedLinear(
             h * d, config.hidden_size, formats("o_proj"), config.o_bias, dtype
         )
+        if config.qk_norm:  # Qwen3: RMSNorm over each query and key head
+            eps = config.rms_norm_eps
+            self.q_norm = nn.RMSNorm(d, -1, eps, bias=False, dtype=dtype)
+            self.k_norm = nn.RMSNorm(d, -1, eps, bias=False, dtype=dtype)
 
     def forward(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var):
         c = self.config
         h, kvh, d = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         seq = x.shape[1]
         qkv = op.reshape(project(self, self.qkv, x), (1, seq, h + 2 * kvh, d))
+        if c.qk_norm:
+            q, k, v = op.split(qkv, [h, h + kvh], axis=2)
+            qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
         qkv = kernels.rotary(qkv, total_len, h + kvh, c.rope_theta, c.rope_llama3)
         dtype = x.dtype
         k_cache, v_cache = op.tensor_ir_inplace_op(

@@ -48,6 +48,9 @@ def network_weights(
             yield p + norm, get(f"model.{p}{norm}")
         attn = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
         yield from fused(p, attn, "self_attn.qkv_proj", c.qkv_bias)
+        if c.qk_norm:
+            for norm in ("self_attn.q_norm.weight", "self_attn.k_norm.weight"):
+                yield p + norm, get(f"model.{p}{norm}")
         yield p + "self_attn.o_proj", get(f"model.{p}self_attn.o_proj.weight")
         if c.o_bias:
             yield p + "self_attn.o_proj.bias", get(f"model.{p}self_attn.o_proj.bias")
@@ -80,6 +83,8 @@ GGUF_LAYER_NAMES = {
     "ffn_down": "mlp.down_proj",
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
+    "attn_q_norm": "self_attn.q_norm",  # Qwen3
+    "attn_k_norm": "self_attn.k_norm",
 }
 
 
@@ -104,7 +109,8 @@ def unpermute_rope_rows(tensor: SourceTensor, heads: int) -> SourceTensor:
 
 def gguf_tensor(name: str, tensor: SourceTensor, c: LlamaConfig) -> tuple[str, SourceTensor]:
     hf = hf_name(name)
-    if hf is None or not hf.endswith(".weight"):
+    head_norm = hf is not None and hf.endswith(("q_norm.weight", "k_norm.weight"))
+    if hf is None or not hf.endswith(".weight") or (head_norm and not c.qk_norm):
         raise BuildError(f"GGUF tensor {name} is not part of the llama network")
     if hf.endswith("q_proj.weight"):
         tensor = unpermute_rope_rows(tensor, c.num_attention_heads)

@@ -29,11 +29,18 @@ def config_from_gguf(meta: GGUFMetadata, tensor_names: set[str]) -> LlamaConfig:
 
 
 def gguf_tensor(name: str, tensor: SourceTensor, c: LlamaConfig) -> tuple[str, SourceTensor]:
-    hf = hf_name(name)
-    if hf is None or (
-        hf.endswith(".bias") and not hf.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias"))
-    ):
-        raise BuildError(f"GGUF tensor {name} is not part of the qwen2 network")
+    """Names as llama's, Q/K rows as they are; q/k/v biases and head norms where the config
+    has them (Qwen3 shares this)."""
+    hf = hf_name(name) or ""
+    head_norm = hf.endswith(("q_norm.weight", "k_norm.weight"))
+    qkv_bias = hf.endswith((".q_proj.bias", ".k_proj.bias", ".v_proj.bias"))
+    used = (
+        (hf.endswith(".weight") and not head_norm)
+        or (head_norm and c.qk_norm)
+        or (qkv_bias and c.qkv_bias)
+    )
+    if not used:
+        raise BuildError(f"GGUF tensor {name} is not part of the Qwen network")
     return hf, tensor
 
 
