@@ -13,42 +13,61 @@ SHARD_BYTES = 32 * 1024 * 1024
 ALIGN = 256  # every tensor starts at a multiple of 256 bytes within its shard
 
 
+class _Shard:
+    """One shard file being written, hashed as it goes; renamed to carry its hash when done."""
+
+    def __init__(self, out_dir: Path, index: int):
+        self.out_dir, self.index = out_dir, index
+        self.partial = out_dir / f"params_shard_{index}.partial"
+        self.file = self.partial.open("wb")
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: memoryview | bytes) -> None:
+        self.file.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+
+    def close(self) -> dict[str, Any]:
+        self.file.close()
+        digest = self.digest.hexdigest()
+        # The name carries the content's hash, so servers may cache a shard as immutable
+        # (compiler/serve.py, HASHED_NAME) and a rebuild with new weights gets new URLs.
+        name = f"params_shard_{self.index}.{digest[:16]}.bin"
+        self.partial.replace(self.out_dir / name)
+        return {"file": name, "bytes": self.size, "sha256": digest}
+
+
 def write_shards(
     params: Iterable[tuple[str, np.ndarray]], out_dir: Path, progress: Any = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Packs tensors into shards of about SHARD_BYTES; returns (shards, tensors) records."""
+    """Packs tensors into shards of about SHARD_BYTES; returns (shards, tensors) records. Each
+    tensor's memory goes straight to its shard file, uncopied (a 0.5B model's embedding is
+    hundreds of MB)."""
     shards: list[dict[str, Any]] = []
     tensors: list[dict[str, Any]] = []
-    buffer = bytearray()
-
-    def flush() -> None:
-        if not buffer:
-            return
-        digest = hashlib.sha256(buffer).hexdigest()
-        # The name carries the content's hash, so servers may cache a shard as immutable
-        # (compiler/serve.py, HASHED_NAME) and a rebuild with new weights gets new URLs.
-        name = f"params_shard_{len(shards)}.{digest[:16]}.bin"
-        (out_dir / name).write_bytes(buffer)
-        shards.append({"file": name, "bytes": len(buffer), "sha256": digest})
-        buffer.clear()
-
+    shard: _Shard | None = None
     for name, array in params:
-        data = np.ascontiguousarray(array).tobytes()
-        if buffer and len(buffer) + len(data) > SHARD_BYTES:
-            flush()
-        buffer.extend(b"\0" * (-len(buffer) % ALIGN))
+        data = memoryview(np.ascontiguousarray(array)).cast("B")
+        if shard is not None and shard.size + len(data) > SHARD_BYTES:
+            shards.append(shard.close())
+            shard = None
+        if shard is None:
+            shard = _Shard(out_dir, len(shards))
+        shard.write(b"\0" * (-shard.size % ALIGN))
         tensors.append(
             {
                 "name": name,
                 "dtype": str(array.dtype),
                 "shape": list(array.shape),
                 "shard": len(shards),
-                "offset": len(buffer),
+                "offset": shard.size,
                 "bytes": len(data),
             }
         )
-        buffer.extend(data)
+        shard.write(data)
         if progress:
             progress(len(data))
-    flush()
+    if shard is not None:
+        shards.append(shard.close())
     return shards, tensors

@@ -229,13 +229,16 @@ def gather_codes(data: np.ndarray, byte: np.ndarray, shift: np.ndarray, width: i
 
 
 def pack_words(data: np.ndarray) -> np.ndarray:
-    """Bytes (rows, n) -> little-endian uint32 words (rows, n / 4)."""
-    return np.ascontiguousarray(data).view("<u4").astype(np.uint32)
+    """Bytes (rows, n) -> little-endian uint32 words (rows, n / 4): a view of the same memory
+    where the bytes are contiguous (a weight kept as stored is then never copied)."""
+    return np.ascontiguousarray(data).view("<u4").astype(np.uint32, copy=False)
 
 
 def pack_halves(halves: np.ndarray) -> np.ndarray:
     """uint16 (rows, n) -> uint32 (rows, ceil(n / 2)), element 2i in the low half of word i."""
     rows, n = halves.shape
-    padded = np.zeros((rows, n + n % 2), dtype=np.uint16)
-    padded[:, :n] = halves
-    return pack_words(padded.view(np.uint8).reshape(rows, -1))
+    if n % 2:
+        padded = np.zeros((rows, n + 1), dtype=np.uint16)
+        padded[:, :n] = halves
+        halves = padded
+    return pack_words(np.ascontiguousarray(halves).view(np.uint8).reshape(rows, -1))
