@@ -64,9 +64,9 @@ class ReferenceModel:
         scale = 1.0 / np.sqrt((x * x).mean(-1, keepdims=True) + self.c["rms_norm_eps"])
         return x * scale * weight
 
-    def _rope(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    def _rope(self, x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
         dim = x.shape[-1]
-        inv_freq = self.c["rope_theta"] ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
+        inv_freq = theta ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
         if self.c.get("rope_llama3"):  # Llama 3.1's scaling, as Meta's reference code has it
             factor, low, high, old = self.c["rope_llama3"]
             wavelength = 2 * np.pi / inv_freq
@@ -89,17 +89,25 @@ class ReferenceModel:
         h, kvh, d = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
         n = len(ids)
         positions = np.arange(self.length, self.length + n, dtype=np.float64)
+        gemma = self.manifest["architecture"] == "gemma3"
         x = w["embed_tokens"][ids]
+        if gemma:  # embeddings scaled by sqrt(hidden), rounded to float32 as transformers does
+            x = x * np.float64(np.float32(np.sqrt(c["hidden_size"])))
         for i in range(c["num_hidden_layers"]):
             p = f"layers.{i}."
+            # Gemma's local layers: a sliding window and their own rope base.
+            local = gemma and c["sliding_layers"][i]
+            theta = c["rope_local_theta"] if local else c["rope_theta"]
+            window = c.get("sliding_window") if local or not gemma else None
+            scale = c["query_pre_attn_scalar"] ** -0.5 if gemma else d**-0.5
             normed = self._norm(x, w[p + "input_layernorm"])
             qkv = self._linear(normed, p + "self_attn.qkv_proj").reshape(n, h + 2 * kvh, d)
             q, k = qkv[:, :h], qkv[:, h : h + kvh]
             if p + "self_attn.q_norm" in w:  # Qwen3: each head normalized
                 q = self._norm(q, w[p + "self_attn.q_norm"])
                 k = self._norm(k, w[p + "self_attn.k_norm"])
-            q = self._rope(q, positions)
-            k = self._rope(k, positions)
+            q = self._rope(q, positions, theta)
+            k = self._rope(k, positions, theta)
             v = qkv[:, h + kvh :]
             self.keys[i].append(k)
             self.values[i].append(v)
@@ -109,16 +117,27 @@ class ReferenceModel:
             group = h // kvh
             keys = np.repeat(keys, group, axis=1)
             values = np.repeat(values, group, axis=1)
-            scores = np.einsum("qhd,khd->hqk", q, keys) / np.sqrt(d)
+            scores = np.einsum("qhd,khd->hqk", q, keys) * scale
             query_positions = (total - n + np.arange(n))[:, None]
             mask = np.arange(total)[None, :] > query_positions
-            if c.get("sliding_window"):  # only the last `sliding_window` positions
-                mask |= np.arange(total)[None, :] <= query_positions - c["sliding_window"]
+            if window:  # only the last `window` positions
+                mask |= np.arange(total)[None, :] <= query_positions - window
             scores = np.where(mask[None], -np.inf, scores)
             probs = np.exp(scores - scores.max(-1, keepdims=True))
             probs /= probs.sum(-1, keepdims=True)
             attn = np.einsum("hqk,khd->qhd", probs, values).reshape(n, h * d)
-            x = x + self._linear(attn, p + "self_attn.o_proj")
+            attn = self._linear(attn, p + "self_attn.o_proj")
+            if gemma:  # norms after attention and around the MLP, a tanh-GELU
+                x = x + self._norm(attn, w[p + "post_attention_layernorm"])
+                gate_up = (
+                    self._norm(x, w[p + "pre_feedforward_layernorm"]) @ w[p + "mlp.gate_up_proj"].T
+                )
+                gate, up = np.split(gate_up, 2, axis=-1)
+                act = 0.5 * gate * (1 + np.tanh(np.sqrt(2 / np.pi) * (gate + 0.044715 * gate**3)))
+                mlp = (act * up) @ w[p + "mlp.down_proj"].T
+                x = x + self._norm(mlp, w[p + "post_feedforward_layernorm"])
+                continue
+            x = x + attn
             gate_up = self._norm(x, w[p + "post_attention_layernorm"]) @ w[p + "mlp.gate_up_proj"].T
             gate, up = np.split(gate_up, 2, axis=-1)
             x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj"].T

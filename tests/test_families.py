@@ -39,6 +39,21 @@ CASES = {
     "qwen2": ("qwen2", {}),
     "qwen2-tied": ("qwen2", {"tie": True, "use_sliding_window": False, "sliding_window": 4}),
     "qwen3": ("qwen3", {}),
+    # A local layer (window shorter than the prompt, its own rope base) then a global one;
+    # scores scaled by query_pre_attn_scalar (not head_dim).
+    "gemma3": (
+        "gemma3",
+        {
+            "tie": True,
+            "sliding_window": 6,
+            "layer_types": ["sliding_attention", "full_attention"],
+            "query_pre_attn_scalar": 24,
+            "rope_parameters": {
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+            },
+        },
+    ),
     # A window shorter than the prompt: positions before it must not be attended to.
     "mistral-sliding-window": ("mistral", {"sliding_window": 6}),
 }

@@ -140,8 +140,14 @@ def make_sentencepiece_tokenizer(folder: Path, vocab_size: int, metaspace: bool 
     return tok.get_vocab_size()
 
 
-# make_llama's architectures -> the transformers class prefix.
-ARCHITECTURES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
+# make_llama's architectures -> the transformers config and model classes.
+ARCHITECTURES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "mistral": ("MistralConfig", "MistralForCausalLM"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM"),
+}
 
 
 def make_llama(
@@ -163,9 +169,7 @@ def make_llama(
     import torch
     import transformers
 
-    prefix = ARCHITECTURES[architecture]
-    config_class = getattr(transformers, f"{prefix}Config")
-    model_class = getattr(transformers, f"{prefix}ForCausalLM")
+    config_class, model_class = (getattr(transformers, n) for n in ARCHITECTURES[architecture])
 
     folder.mkdir(parents=True, exist_ok=True)
     if tokenizer == "sentencepiece":

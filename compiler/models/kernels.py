@@ -166,18 +166,25 @@ def kv_append_func(heads: int, kv_heads: int, head_dim: int, capacity: int, dtyp
 
 
 def attention_func(
-    heads: int, kv_heads: int, head_dim: int, capacity: int, dtype: str, window: int = 0
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    capacity: int,
+    dtype: str,
+    window: int = 0,
+    scale: float | None = None,
 ):
     """Causal attention of the n new queries over cache rows 0 .. total_len - 1; with a sliding
     `window`, the query at position p sees only the `window` positions up to p (the cache
-    keeps every position, so the window is a bound on the loop, not a ring).
+    keeps every position, so the window is a bound on the loop, not a ring). Scores are scaled
+    by `scale`, 1 / sqrt(head_dim) unless given.
 
     One invocation per (query, head) with an online softmax and no shared memory or
     barriers: the software adapter (SwiftShader) runs invocations as CPU threads, where
     barriers are expensive and this form is the fastest we measured."""
     group = heads // kv_heads
     all_heads = heads + 2 * kv_heads
-    scale = 1.0 / math.sqrt(head_dim)
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     threads = ATTENTION_THREADS
 
     def first_key(position):

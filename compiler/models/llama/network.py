@@ -20,11 +20,26 @@ from .config import LlamaConfig
 
 
 class Attention(nn.Module):
-    def __init__(self, config: LlamaConfig, formats: Formats, dtype: str, capacity: int):
+    """Self-attention with rope over a KV cache. `theta`, `window` and `scale` (of the scores)
+    default to the config's and 1 / sqrt(head_dim); families whose layers differ (Gemma's
+    local and global layers) give them per layer."""
+
+    def __init__(
+        self,
+        config: LlamaConfig,
+        formats: Formats,
+        dtype: str,
+        capacity: int,
+        theta: float | None = None,
+        window: int | None = None,
+        scale: float | None = None,
+    ):
         self.config = config
         self.capacity = capacity
+        self.theta = config.rope_theta if theta is None else theta
+        self.scale = scale
         # A sliding window at least as long as the cache changes nothing.
-        window = config.sliding_window or 0
+        window = (config.sliding_window if window is None else window) or 0
         self.window = window if window < capacity else 0
         h, kvh, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
         sizes = {"q_proj": h * d, "k_proj": kvh * d, "v_proj": kvh * d}
@@ -47,7 +62,7 @@ class Attention(nn.Module):
         if c.qk_norm:
             q, k, v = op.split(qkv, [h, h + kvh], axis=2)
             qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
-        qkv = kernels.rotary(qkv, total_len, h + kvh, c.rope_theta, c.rope_llama3)
+        qkv = kernels.rotary(qkv, total_len, h + kvh, self.theta, c.rope_llama3)
         dtype = x.dtype
         k_cache, v_cache = op.tensor_ir_inplace_op(
             kernels.kv_append_func(h, kvh, d, self.capacity, dtype),
@@ -57,7 +72,7 @@ class Attention(nn.Module):
             [Tensor.placeholder(k_cache.shape, dtype), Tensor.placeholder(v_cache.shape, dtype)],
         )
         out = op.tensor_ir_op(
-            kernels.attention_func(h, kvh, d, self.capacity, dtype, self.window),
+            kernels.attention_func(h, kvh, d, self.capacity, dtype, self.window, self.scale),
             "attention",
             [qkv, k_cache, v_cache, total_len],
             Tensor.placeholder([1, seq, h * d], dtype),
@@ -66,7 +81,10 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: LlamaConfig, formats: Formats):
+    """down(act(gate(x)) * up(x)), `act` SiLU or Gemma's tanh-approximated GELU."""
+
+    def __init__(self, config: LlamaConfig, formats: Formats, activation: str = "silu"):
+        self.activation = activation
         self.inter = config.intermediate_size
         sizes = {"gate_proj": self.inter, "up_proj": self.inter}
         self.gate_up = add_projections(self, config.hidden_size, sizes, "gate_up_proj", formats)
@@ -74,7 +92,8 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = op.split(project(self, self.gate_up, x), 2, axis=-1)
-        return self.down_proj(op.silu(gate) * up, "down_proj")
+        act = op.silu(gate) if self.activation == "silu" else op.gelu(gate, approximate="tanh")
+        return self.down_proj(act * up, "down_proj")
 
 
 class DecoderLayer(nn.Module):
@@ -112,7 +131,7 @@ class LlamaForCausalLM(nn.Module):
         )
         self.layers = nn.ModuleList(
             [
-                DecoderLayer(config, lookup.below(f"layers.{i}."), dtype, context_window)
+                self.layer(config, lookup.below(f"layers.{i}."), dtype, context_window, i)
                 for i in range(config.num_hidden_layers)
             ]
         )
@@ -120,10 +139,20 @@ class LlamaForCausalLM(nn.Module):
         if not config.tie_word_embeddings:
             self.lm_head = QuantizedLinear(config.hidden_size, config.vocab_size, lookup("lm_head"))
 
+    @staticmethod
+    def layer(config: LlamaConfig, formats: Formats, dtype: str, capacity: int, index: int):
+        """Decoder layer `index`; a family whose layers differ overrides this."""
+        return DecoderLayer(config, formats, dtype, capacity)
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        embed = self.embed_tokens
+        return kernels.embedding(
+            input_ids, embed.parts(), embed.format, self.config.hidden_size, self.dtype
+        )
+
     def _forward(self, input_ids: Tensor, kv_cache: list[Tensor], total_len: tirx.Var):
         c = self.config
-        embed = self.embed_tokens
-        x = kernels.embedding(input_ids, embed.parts(), embed.format, c.hidden_size, self.dtype)
+        x = self.embed(input_ids)
         new_cache = []
         for i, layer in enumerate(self.layers):
             x, k, v = layer(x, kv_cache[2 * i], kv_cache[2 * i + 1], total_len)

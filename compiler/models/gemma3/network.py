@@ -1,0 +1,65 @@
+"""Gemma 3 (text): llama's attention with RMSNorm over each query and key head, scores scaled
+by query_pre_attn_scalar^-0.5, local layers (a sliding window, their own rope base) between
+global ones; norms before and after both attention and MLP; a tanh-GELU MLP; embeddings
+scaled by sqrt(hidden). Norm weights arrive as (1 + w), see weights.py."""
+
+from __future__ import annotations
+
+import math
+
+from tvm import tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor
+
+from ..common import Formats
+from ..llama.network import MLP, Attention, LlamaForCausalLM
+from .config import Gemma3Config
+
+
+class Gemma3DecoderLayer(nn.Module):
+    def __init__(
+        self, config: Gemma3Config, formats: Formats, dtype: str, capacity: int, index: int
+    ):
+        local = config.sliding_layers[index]
+        for norm in NORMS:
+            setattr(
+                self,
+                norm,
+                nn.RMSNorm(config.hidden_size, -1, config.rms_norm_eps, bias=False, dtype=dtype),
+            )
+        self.self_attn = Attention(
+            config,
+            formats.below("self_attn."),
+            dtype,
+            capacity,
+            theta=config.rope_local_theta if local else config.rope_theta,
+            window=config.sliding_window if local else 0,
+            scale=config.query_pre_attn_scalar**-0.5,
+        )
+        self.mlp = MLP(config, formats.below("mlp."), activation="gelu_tanh")
+
+    def forward(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var):
+        attn, k_cache, v_cache = self.self_attn(
+            self.input_layernorm(x), k_cache, v_cache, total_len
+        )
+        x = x + self.post_attention_layernorm(attn)
+        x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+        return x, k_cache, v_cache
+
+
+NORMS = (
+    "input_layernorm",
+    "post_attention_layernorm",
+    "pre_feedforward_layernorm",
+    "post_feedforward_layernorm",
+)
+
+
+class Gemma3ForCausalLM(LlamaForCausalLM):
+    @staticmethod
+    def layer(config, formats, dtype, capacity, index):
+        return Gemma3DecoderLayer(config, formats, dtype, capacity, index)
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        # transformers multiplies by sqrt(hidden) rounded to the weights' dtype.
+        return super().embed(input_ids) * math.sqrt(self.config.hidden_size)
