@@ -72,9 +72,13 @@ class ReferenceModel:
             wavelength = 2 * np.pi / inv_freq
             smooth = np.clip((old / wavelength - low) / (high - low), 0.0, 1.0)
             inv_freq = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        attention = 1.0
+        if self.c.get("rope_longrope"):  # Phi-3's: per-dimension factors, scaled cos and sin
+            factors, attention, _ = self.c["rope_longrope"]
+            inv_freq = inv_freq / np.asarray(factors, dtype=np.float64)
         angles = positions[:, None] * inv_freq[None, :]
-        cos = np.concatenate([np.cos(angles)] * 2, -1)[:, None, :]
-        sin = np.concatenate([np.sin(angles)] * 2, -1)[:, None, :]
+        cos = np.concatenate([np.cos(angles)] * 2, -1)[:, None, :] * attention
+        sin = np.concatenate([np.sin(angles)] * 2, -1)[:, None, :] * attention
         half = dim // 2
         rotated = np.concatenate([-x[..., half:], x[..., :half]], -1)
         return x * cos + rotated * sin

@@ -54,6 +54,22 @@ CASES = {
             },
         },
     ),
+    # Fused q/k/v and gate/up checkpoints, LongRoPE (per-dimension factors, scaled cos and
+    # sin) and a sliding window shorter than the prompt.
+    "phi3-longrope": (
+        "phi3",
+        {
+            "sliding_window": 7,
+            "pad_token_id": 0,
+            "max_position_embeddings": 256,
+            "original_max_position_embeddings": 64,
+            "rope_scaling": {
+                "rope_type": "longrope",
+                "short_factor": [1.0, 1.3, 1.9, 2.5, 3.2, 4.0, 5.1, 6.0],
+                "long_factor": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
+            },
+        },
+    ),
     # A window shorter than the prompt: positions before it must not be attended to.
     "mistral-sliding-window": ("mistral", {"sliding_window": 6}),
 }
@@ -104,4 +120,14 @@ def test_qwen2_sliding_window_layers_are_refused(tmp_path, capsys):
     assert main([str(hf), "--output", str(out)]) == 1
     err = capsys.readouterr().err
     assert "use_sliding_window=True is not implemented" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_longrope_past_its_original_context_is_refused(tmp_path, capsys):
+    _, settings = CASES["phi3-longrope"]
+    hf = make_llama(tmp_path / "hf", architecture="phi3", **settings)
+    out = tmp_path / "out"
+    assert main([str(hf), "--output", str(out), "--context-window", "128"]) == 1
+    err = capsys.readouterr().err
+    assert "--context-window 64 or less" in err and "Traceback" not in err
     assert not out.exists()

@@ -106,17 +106,28 @@ def _llama3_inverse_frequency(inverse: tirx.PrimExpr, llama3: tuple[float, ...])
     return tirx.Select(medium, smoothed, scaled)
 
 
+def _per_dimension(values: tuple[float, ...], index: tirx.PrimExpr) -> tirx.PrimExpr:
+    """values[index] for a constant table (a chain of selects: TE has no constant arrays)."""
+    out = tirx.const(values[-1], "float32")
+    for i in range(len(values) - 2, -1, -1):
+        out = tirx.Select(index == i, tirx.const(values[i], "float32"), out)
+    return out
+
+
 def rotary(
     qkv: Tensor,
     total_len: tirx.Var,
     rotated_heads: int,
     theta: float,
     llama3: tuple[float, ...] | None = None,
+    longrope: tuple | None = None,
 ) -> Tensor:
     """Rotary position embedding (Hugging Face's rotate-half layout) on the first
     `rotated_heads` heads of qkv (1, n, heads, head_dim); token i sits at total_len - n + i.
     `llama3`: (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)
-    of Llama 3.1's frequency scaling, if the model has it."""
+    of Llama 3.1's frequency scaling, if the model has it; `longrope`: (short factors,
+    attention factor, original context) of Phi-3's: each inverse frequency divided by its
+    dimension's factor, cos and sin scaled by the attention factor."""
 
     def compute(x: te.Tensor, total: tirx.Var) -> te.Tensor:
         batch, seq, heads, dim = x.shape
@@ -125,14 +136,20 @@ def rotary(
         def value(b, i, h, d):
             pos = tirx.Cast("float32", total - seq + i)
             exponent = tirx.Cast("float32", (d % half) * 2) / tirx.const(int(dim), "float32")
-            if llama3 is None:
-                freq = pos / te.power(tirx.const(theta, "float32"), exponent)
-            else:
-                one = tirx.const(1.0, "float32")
+            one = tirx.const(1.0, "float32")
+            attention = one
+            if llama3 is not None:
                 inverse = one / te.power(tirx.const(theta, "float32"), exponent)
                 freq = pos * _llama3_inverse_frequency(inverse, llama3)
-            cos = tirx.Cast(x.dtype, te.cos(freq))
-            sin = tirx.Cast(x.dtype, te.sin(freq))
+            elif longrope is not None:
+                factors, attention_factor, _ = longrope
+                power = te.power(tirx.const(theta, "float32"), exponent)
+                freq = pos * (one / (_per_dimension(factors, d % half) * power))
+                attention = tirx.const(attention_factor, "float32")
+            else:
+                freq = pos / te.power(tirx.const(theta, "float32"), exponent)
+            cos = tirx.Cast(x.dtype, te.cos(freq) * attention)
+            sin = tirx.Cast(x.dtype, te.sin(freq) * attention)
             other = tirx.Select(d < half, -x[b, i, h, d + half], x[b, i, h, d - half])
             rotated = x[b, i, h, d] * cos + other * sin
             return tirx.Select(h < rotated_heads, rotated, x[b, i, h, d])

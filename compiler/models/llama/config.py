@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from ...errors import BuildError
@@ -25,7 +26,7 @@ def refuse_unimplemented(raw: dict[str, Any], where: str) -> None:
     for name, values in IMPLEMENTED_VALUES.items():
         if raw.get(name) not in values:
             raise BuildError(f"{where}: config field {name}={raw[name]!r} is not implemented")
-    rope_llama3(raw, where)
+    rope_scaling(raw, where)
 
 
 LLAMA3_FIELDS = (
@@ -36,24 +37,55 @@ LLAMA3_FIELDS = (
 )
 
 
-def rope_llama3(raw: dict[str, Any], where: str) -> tuple[float, ...] | None:
-    """Llama 3.1's rope scaling (config.json `rope_scaling`, or `rope_parameters` as newer
-    transformers write it), or None for plain rope; any other rope type is refused."""
+def rope_scaling(raw: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    """The rope type ("default", "llama3" or "longrope") and its parameters, from config.json
+    `rope_scaling` or `rope_parameters` (as newer transformers write it); any other type is
+    refused with one line."""
     for field in ("rope_scaling", "rope_parameters"):
         rope = raw.get(field)
         if not rope:
             continue
-        kind = (
-            rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else rope
-        )
-        if kind == "llama3":
-            try:
-                return tuple(float(rope[name]) for name in LLAMA3_FIELDS)
-            except (KeyError, TypeError, ValueError):
-                raise BuildError(f"{where}: config field {field}={rope!r} is malformed") from None
-        if kind != "default":
+        if not isinstance(rope, dict):
+            raise BuildError(f"{where}: config field {field}={rope!r} is malformed")
+        kind = rope.get("rope_type", rope.get("type", "default"))
+        kind = "longrope" if kind == "su" else kind  # Phi-3's first name for it
+        if kind not in ("default", "llama3", "longrope"):
             raise BuildError(f"{where}: config field {field}={rope!r} is not implemented")
-    return None
+        if kind != "default":
+            return kind, {**rope, "field": field}
+    return "default", {}
+
+
+def rope_llama3(raw: dict[str, Any], where: str) -> tuple[float, ...] | None:
+    """Llama 3.1's (factor, low_freq_factor, high_freq_factor, original context), if set."""
+    kind, rope = rope_scaling(raw, where)
+    if kind != "llama3":
+        return None
+    try:
+        return tuple(float(rope[name]) for name in LLAMA3_FIELDS)
+    except (KeyError, TypeError, ValueError):
+        raise BuildError(f"{where}: config field {rope['field']} is malformed") from None
+
+
+def rope_longrope(raw: dict[str, Any], where: str) -> tuple[Any, ...] | None:
+    """Phi-3's LongRoPE as (short factors, attention factor, original context), if set: each
+    inverse frequency divided by its factor, cos and sin scaled (as transformers computes
+    them). The long factors apply past the original context, which a build refuses."""
+    kind, rope = rope_scaling(raw, where)
+    if kind != "longrope":
+        return None
+    try:
+        original = int(
+            rope.get("original_max_position_embeddings") or raw["original_max_position_embeddings"]
+        )
+        short = tuple(float(f) for f in rope["short_factor"])
+        factor = rope.get("factor") or float(raw["max_position_embeddings"]) / original
+        attention = rope.get("attention_factor")
+        if attention is None:
+            attention = 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(original))
+    except (KeyError, TypeError, ValueError):
+        raise BuildError(f"{where}: config field {rope['field']} is malformed") from None
+    return short, float(attention), original
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +106,7 @@ class LlamaConfig:
     sliding_window: int | None = None  # attention span; None: the whole context
     # Llama 3.1's rope scaling: factor, low and high frequency factors, original context
     rope_llama3: tuple[float, ...] | None = None
+    rope_longrope: tuple[Any, ...] | None = None  # Phi-3's, see rope_longrope()
     qk_norm: bool = False  # RMSNorm over each query and key head before rope (Qwen3)
     qkv_bias: bool = False  # biases on the q, k and v projections
     o_bias: bool = False  # and on the output projection (Llama's attention_bias sets both)
@@ -103,6 +136,7 @@ class LlamaConfig:
                 max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
                 sliding_window=int(raw["sliding_window"]) if raw.get("sliding_window") else None,
                 rope_llama3=rope_llama3(raw, where),
+                rope_longrope=rope_longrope(raw, where),
                 qkv_bias=bool(raw.get("attention_bias", False)),
                 o_bias=bool(raw.get("attention_bias", False)),
             )

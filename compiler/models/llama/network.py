@@ -14,6 +14,7 @@ from tvm import tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op, spec
 
+from ...errors import BuildError
 from .. import kernels
 from ..common import Formats, QuantizedLinear, add_projections, last_token, project
 from .config import LlamaConfig
@@ -37,6 +38,13 @@ class Attention(nn.Module):
         self.config = config
         self.capacity = capacity
         self.theta = config.rope_theta if theta is None else theta
+        if config.rope_longrope and capacity > config.rope_longrope[2]:
+            # Past its original context LongRoPE switches to its long factors mid-sequence.
+            raise BuildError(
+                f"LongRoPE with a context window above the original "
+                f"{config.rope_longrope[2]} is not implemented: build with --context-window "
+                f"{config.rope_longrope[2]} or less"
+            )
         self.scale = scale
         # A sliding window at least as long as the cache changes nothing.
         window = (config.sliding_window if window is None else window) or 0
@@ -62,7 +70,7 @@ class Attention(nn.Module):
         if c.qk_norm:
             q, k, v = op.split(qkv, [h, h + kvh], axis=2)
             qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
-        qkv = kernels.rotary(qkv, total_len, h + kvh, self.theta, c.rope_llama3)
+        qkv = kernels.rotary(qkv, total_len, h + kvh, self.theta, c.rope_llama3, c.rope_longrope)
         dtype = x.dtype
         k_cache, v_cache = op.tensor_ir_inplace_op(
             kernels.kv_append_func(h, kvh, d, self.capacity, dtype),
