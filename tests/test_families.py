@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
+from compare import assert_close, page_logits_and_greedy, transformers_logits_and_greedy
 from reference import ReferenceModel
 from tiny_model import make_llama
 from transformers import AutoModelForCausalLM
@@ -75,16 +75,6 @@ CASES = {
 }
 
 
-def _logits_and_tokens(page, prompt):
-    logits = page.evaluate("async (p) => [...await engine.forwardLogits(p)]", prompt)
-    tokens = page.evaluate(
-        """async ([p, n]) => (await engine.generate(
-            p, {temperature: 0, max_tokens: n, ignore_eos: true})).tokens""",
-        [prompt, STEPS],
-    )
-    return np.array(logits), tokens
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_family_matches_transformers(case, tmp_path, engine_page):
     architecture, settings = CASES[case]
@@ -94,24 +84,15 @@ def test_family_matches_transformers(case, tmp_path, engine_page):
     assert manifest["architecture"] == FAMILY.get(architecture, architecture)
 
     model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
-    with torch.no_grad():
-        expected = model(torch.tensor([PROMPT])).logits[0, -1].numpy()
-        tokens = model.generate(
-            torch.tensor([PROMPT]), max_new_tokens=STEPS, do_sample=False, eos_token_id=None
-        )[0, len(PROMPT) :].tolist()
+    expected = transformers_logits_and_greedy(model, PROMPT, STEPS)
     with engine_page(folder) as page:
-        logits, ours = _logits_and_tokens(page, PROMPT)
-    error = np.linalg.norm(logits - expected) / np.linalg.norm(expected)
-    assert error < 1e-3, error
-    assert ours == tokens
+        assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected)
 
     quantized = build(str(hf), "q4f32", tmp_path / "q4f32", context_window=64, prefill_chunk=8)
     reference = ReferenceModel(quantized)
+    expected = reference.forward(PROMPT), reference.greedy(PROMPT, STEPS)
     with engine_page(quantized) as page:
-        logits, ours = _logits_and_tokens(page, PROMPT)
-    expected = reference.forward(PROMPT)
-    assert np.linalg.norm(logits - expected) / np.linalg.norm(expected) < 1e-3
-    assert ours == reference.greedy(PROMPT, STEPS)
+        assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected)
 
 
 def test_qwen2_sliding_window_layers_are_refused(tmp_path, capsys):

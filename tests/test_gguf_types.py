@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
+from compare import assert_close, page_logits_and_greedy, transformers_logits_and_greedy
 from gguf import GGMLQuantizationType as Q
 from tiny_gguf import K_QUANT_SIZES, write_gguf
 from tiny_model import make_llama
@@ -46,19 +46,6 @@ CASES = {
 }
 
 
-def greedy(model, prompt: list[int]) -> tuple[np.ndarray, list[int]]:
-    """transformers' last-position logits for the prompt and its STEPS greedy tokens."""
-    ids = torch.tensor([prompt])
-    tokens: list[int] = []
-    with torch.no_grad():
-        first = model(ids).logits[0, -1].numpy()
-        for _ in range(STEPS):
-            token = int(model(ids).logits[0, -1].argmax())
-            tokens.append(token)
-            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
-    return first, tokens
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_as_stored_build_matches_transformers(case, tmp_path, engine_page):
     tensor_type, sizes = CASES[case]
@@ -76,16 +63,8 @@ def test_as_stored_build_matches_transformers(case, tmp_path, engine_page):
     ).eval()
     with engine_page(folder) as page:
         prompt = page.evaluate("(t) => engine.tokenizer.encode(t)", PROMPT)
-        logits = np.array(page.evaluate("async (p) => [...await engine.forwardLogits(p)]", prompt))
-        tokens = page.evaluate(
-            """async ([p, n]) => (await engine.generate(
-                p, {temperature: 0, max_tokens: n, ignore_eos: true})).tokens""",
-            [prompt, STEPS],
-        )
-    expected_logits, expected_tokens = greedy(model, prompt)
-    error = np.linalg.norm(logits - expected_logits) / np.linalg.norm(expected_logits)
-    assert error < 1e-3, error
-    assert tokens == expected_tokens
+        ours = page_logits_and_greedy(page, prompt, STEPS)
+    assert_close(ours, transformers_logits_and_greedy(model, prompt, STEPS))
 
 
 def test_types_not_kept_are_refused_with_one_line(tmp_path, capsys):

@@ -11,6 +11,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
+from compare import assert_close, page_logits_and_greedy, transformers_logits_and_greedy
 from tiny_model import make_llama
 from transformers import LlamaForCausalLM
 
@@ -38,21 +39,9 @@ def test_16_bit_folder_as_stored_matches_transformers(dtype, shard, tmp_path, en
     assert manifest["source_tensor_bytes"] <= stored <= 1.02 * manifest["source_tensor_bytes"]
 
     model = LlamaForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
-    with torch.no_grad():
-        expected = model(torch.tensor([PROMPT])).logits[0, -1].numpy()
-        tokens = model.generate(
-            torch.tensor([PROMPT]), max_new_tokens=STEPS, do_sample=False, eos_token_id=None
-        )[0, len(PROMPT) :].tolist()
+    expected = transformers_logits_and_greedy(model, PROMPT, STEPS)
     with engine_page(folder) as page:
-        logits = np.array(page.evaluate("async (p) => [...await engine.forwardLogits(p)]", PROMPT))
-        ours = page.evaluate(
-            """async ([p, n]) => (await engine.generate(
-                p, {temperature: 0, max_tokens: n, ignore_eos: true})).tokens""",
-            [PROMPT, STEPS],
-        )
-    error = np.linalg.norm(logits - expected) / np.linalg.norm(expected)
-    assert error < 1e-3, error
-    assert ours == tokens
+        assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected)
 
 
 def test_tensors_are_read_one_at_a_time(tmp_path, monkeypatch):

@@ -18,16 +18,16 @@ FAMILIES: tuple[Family, ...] = (
 
 
 def for_hf_architecture(arch: str, where: str) -> Family:
-    for family in FAMILIES:
-        if arch in family.hf_architectures:
-            return family
-    known = ", ".join(a for f in FAMILIES for a in f.hf_architectures)
-    raise BuildError(f"{where}: architecture {arch!r} is not supported; supported: {known}")
+    return _find(arch, "hf_architectures", "architecture", where)
 
 
 def for_gguf_architecture(arch: str, where: str) -> Family:
+    return _find(arch, "gguf_architectures", "GGUF architecture", where)
+
+
+def _find(arch: str, field: str, what: str, where: str) -> Family:
     for family in FAMILIES:
-        if arch in family.gguf_architectures:
+        if arch in getattr(family, field):
             return family
-    known = ", ".join(a for f in FAMILIES for a in f.gguf_architectures)
-    raise BuildError(f"{where}: GGUF architecture {arch!r} is not supported; supported: {known}")
+    known = ", ".join(a for f in FAMILIES for a in getattr(f, field))
+    raise BuildError(f"{where}: {what} {arch!r} is not supported; supported: {known}")

@@ -4,11 +4,14 @@ the weight-side helper that stacks the rows of fused projections."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import numpy as np
 from tvm import te
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
+from ..errors import BuildError
 from ..formats import Format, SourceTensor, StoredBlocks, get_format
 from ..formats.base import float_values
 from . import kernels
@@ -86,6 +89,17 @@ def last_token(x: Tensor) -> Tensor:
         return te.compute((batch, 1, hidden), lambda b, _, c: xt[b, seq - 1, c], name="last_token")
 
     return op.tensor_expr_op(compute, "last_token", [x])
+
+
+def required(tensors: Mapping[str, SourceTensor], model_id: str) -> Callable[[str], SourceTensor]:
+    """tensors[name], or a one-line error naming the weight the model lacks."""
+
+    def get(name: str) -> SourceTensor:
+        if name not in tensors:
+            raise BuildError(f"{model_id}: weight {name} is missing")
+        return tensors[name]
+
+    return get
 
 
 def concat_rows(parts: list[SourceTensor]) -> SourceTensor:

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from ...errors import BuildError
-from ..family import Family
+from ..family import Family, no_gguf
 from .config import Gemma3Config
 from .network import Gemma3ForCausalLM
 from .weights import network_weights
-
-
-def _no_gguf(*_):
-    raise BuildError("GGUF gemma3 files are not supported yet; build the Hugging Face folder")
-
 
 FAMILY = Family(
     name="gemma3",
     hf_architectures=("Gemma3ForCausalLM",),
     gguf_architectures=(),
     config_from_hf=Gemma3Config.from_hf,
-    config_from_gguf=_no_gguf,
-    gguf_tensor=_no_gguf,
+    config_from_gguf=no_gguf("gemma3"),
+    gguf_tensor=no_gguf("gemma3"),
     network_weights=network_weights,
     network=Gemma3ForCausalLM,
 )

@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ...errors import BuildError
 from ...formats import SourceTensor
+from ..common import required
 from ..family import NetworkWeights
 from ..llama.weights import network_weights as llama_weights
 from .config import Gemma3Config
@@ -28,9 +28,7 @@ def network_weights(
 
     for name, tensor in llama_weights(tensors, c, format_name, model_id):
         yield plus_one(name, tensor)
+    get = required(tensors, model_id)
     for i in range(c.num_hidden_layers):
         for norm in ("pre_feedforward_layernorm", "post_feedforward_layernorm"):
-            source = f"model.layers.{i}.{norm}.weight"
-            if source not in tensors:
-                raise BuildError(f"{model_id}: weight {source} is missing")
-            yield plus_one(f"layers.{i}.{norm}.weight", tensors[source])
+            yield plus_one(f"layers.{i}.{norm}.weight", get(f"model.layers.{i}.{norm}.weight"))

@@ -10,7 +10,7 @@ import numpy as np
 from ...errors import BuildError
 from ...formats import SourceTensor, StoredBlocks
 from ...gguf_metadata import GGUFMetadata
-from ..common import concat_rows
+from ..common import concat_rows, required
 from ..family import NetworkWeights
 from .config import LlamaConfig
 
@@ -21,10 +21,7 @@ def network_weights(
     format_name: Callable[[SourceTensor, str], str],
     model_id: str,
 ) -> NetworkWeights:
-    def get(name: str) -> SourceTensor:
-        if name not in tensors:
-            raise BuildError(f"{model_id}: weight {name} is missing")
-        return tensors[name]
+    get = required(tensors, model_id)
 
     def fused(prefix: str, names: list[str], into: str, bias: bool = False) -> NetworkWeights:
         """Projections that read the same input, as one matmul when their weights share a

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ...errors import BuildError
 from ...formats import SourceTensor
-from ..family import Family, NetworkWeights
+from ..common import required
+from ..family import Family, NetworkWeights, no_gguf
 from ..llama import LlamaConfig, LlamaForCausalLM
 
 # Each layer's matrices, named as the network names them (q/k/v and gate/up come fused).
@@ -25,11 +25,7 @@ def network_weights(
     format_name: Callable[[SourceTensor, str], str],
     model_id: str,
 ) -> NetworkWeights:
-    def get(name: str) -> SourceTensor:
-        if name not in tensors:
-            raise BuildError(f"{model_id}: weight {name} is missing")
-        return tensors[name]
-
+    get = required(tensors, model_id)
     yield "embed_tokens", get("model.embed_tokens.weight")
     for i in range(c.num_hidden_layers):
         p = f"layers.{i}."
@@ -47,17 +43,13 @@ def network_weights(
         yield "lm_head", get("lm_head.weight")
 
 
-def _no_gguf(*_):
-    raise BuildError("GGUF phi3 files are not supported yet; build the Hugging Face folder")
-
-
 FAMILY = Family(
     name="phi3",
     hf_architectures=("Phi3ForCausalLM",),
     gguf_architectures=(),
     config_from_hf=config_from_hf,
-    config_from_gguf=_no_gguf,
-    gguf_tensor=_no_gguf,
+    config_from_gguf=no_gguf("phi3"),
+    gguf_tensor=no_gguf("phi3"),
     network_weights=network_weights,
     network=LlamaForCausalLM,
 )
