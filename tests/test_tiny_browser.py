@@ -97,21 +97,28 @@ def test_chat_completion_objects_and_streaming(tiny_built, engine_page):
 
 
 def test_temperature_sampling_is_seeded(tiny_built, engine_page):
+    """A seed fixes the sampled reply; the temperature shapes it: near zero it is the greedy
+    reply, at 2 the seeds give different replies, not all greedy."""
     request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
     with engine_page(tiny_built("q0f32")) as page:
         texts = page.evaluate(
             """async (r) => {
-                const out = [];
-                for (const seed of [7, 7, 8]) {
-                    const reply = await engine.chat.completions.create(
-                        {...r, temperature: 1.0, top_p: 0.9, seed});
-                    out.push(reply.choices[0].message.content);
+                const reply = async (extra) => (await engine.chat.completions.create(
+                    {...r, ...extra})).choices[0].message.content;
+                const greedy = await reply({temperature: 0});
+                const cold = await reply({temperature: 0.001, seed: 7});
+                const hot = [];
+                for (const seed of [7, 7, 8, 9, 10, 11]) {
+                    hot.push(await reply({temperature: 2.0, top_p: 1.0, seed}));
                 }
-                return out;
+                return {greedy, cold, hot};
             }""",
             request,
         )
-    assert texts[0] == texts[1]
+    hot = texts["hot"]
+    assert hot[0] == hot[1]  # the same seed, the same reply
+    assert texts["cold"] == texts["greedy"]
+    assert len(set(hot)) > 1 and any(t != texts["greedy"] for t in hot), texts
 
 
 def test_corrupt_shard_is_rejected(tiny_built, tmp_path, engine_page, browser):
