@@ -1,0 +1,111 @@
+// Unit tests of the runtime's pure modules under Node's own test runner (no browser, no GPU):
+// sampling, stop strings, logits processing, the plan's expression evaluator, request checks.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { InvalidRequestError } from "../src/errors.js";
+import { evaluate } from "../src/expr.js";
+import { LogitsProcessor, logSoftmax, topK } from "../src/logits.js";
+import { checkChatRequest, checkSignal } from "../src/request.js";
+import { argmax, makeRandom, sample } from "../src/sampler.js";
+import { StopStrings } from "../src/stop.js";
+
+test("a seed fixes the random sequence, in [0, 1)", () => {
+  const a = makeRandom(42);
+  const b = makeRandom(42);
+  const c = makeRandom(43);
+  const first = Array.from({ length: 1000 }, a);
+  assert.deepEqual(first, Array.from({ length: 1000 }, b));
+  assert.notDeepEqual(first.slice(0, 10), Array.from({ length: 10 }, c));
+  assert.ok(first.every((x) => x >= 0 && x < 1));
+});
+
+test("sampling draws tokens with softmax(logits / temperature) frequencies", () => {
+  const logits = [2.0, 1.0, 0.5, -1.0];
+  const temperature = 0.8;
+  const weights = logits.map((x) => Math.exp(x / temperature));
+  const total = weights.reduce((s, w) => s + w, 0);
+  const random = makeRandom(7);
+  const counts = [0, 0, 0, 0];
+  const draws = 40000;
+  for (let i = 0; i < draws; i++) counts[sample(logits, { temperature, top_p: 1 }, random)]++;
+  counts.forEach((count, i) => assert.ok(Math.abs(count / draws - weights[i] / total) < 0.01, `token ${i}`));
+});
+
+test("temperature 0 is argmax; top_p keeps the smallest set reaching its mass", () => {
+  const logits = [0.1, 3.0, 2.9, -5];
+  assert.equal(sample(logits, { temperature: 0 }, makeRandom(1)), 1);
+  assert.equal(argmax(logits), 1);
+  const random = makeRandom(3);
+  const seen = new Set(Array.from({ length: 2000 }, () => sample(logits, { temperature: 1, top_p: 0.5 }, random)));
+  assert.deepEqual([...seen], [1]); // token 1 alone holds more than half the mass
+  const both = new Set(Array.from({ length: 2000 }, () => sample(logits, { temperature: 1, top_p: 0.9 }, random)));
+  assert.deepEqual([...both].sort(), [1, 2]);
+});
+
+test("a stop string split across deltas is never shown, and held text is released", () => {
+  const stops = new StopStrings(["</end>", "STOP"]);
+  assert.equal(stops.push("Hello </e"), "Hello ");
+  assert.equal(stops.push("nd"), "");
+  assert.equal(stops.push("> more"), "");
+  assert.ok(stops.stopped);
+  const open = new StopStrings(["STOP"]);
+  assert.equal(open.push("a ST"), "a ");
+  assert.equal(open.push("ILL"), "STILL");
+  assert.equal(open.push(" ST"), " ");
+  assert.equal(open.flush(), "ST");
+  const first = new StopStrings(["bb", "a"]);
+  assert.equal(first.push("xxabb"), "xx"); // the earliest stop wins
+});
+
+test("the plan's integer expressions follow Python's floor division and modulo", () => {
+  const vars = { n: -7, total_len: 10 };
+  assert.equal(evaluate(["//", "n", 2], vars), -4);
+  assert.equal(evaluate(["%", "n", 2], vars), 1);
+  assert.equal(evaluate(["+", ["*", "total_len", 3], ["max", "n", 0]], vars), 30);
+  assert.equal(evaluate(["min", 5, ["-", "total_len", 1]], vars), 5);
+  assert.throws(() => evaluate("missing", vars), /plan variable missing is not set/);
+});
+
+test("penalties and biases change the logits as transformers and OpenAI define them", () => {
+  const processor = new LogitsProcessor(
+    { repetition_penalty: 2, frequency_penalty: 0.5, presence_penalty: 0.25, logit_bias: { 3: 10 } },
+    [0],
+  );
+  processor.accept(1);
+  processor.accept(1);
+  const logits = processor.apply([4, -2, 1, 0]);
+  // token 0: in the prompt, positive: / 2; token 1: generated twice, negative: * 2, then
+  // minus 2 * 0.5 + 0.25; token 2: untouched; token 3: + 10.
+  assert.deepEqual(logits, [2, -5.25, 1, 10]);
+});
+
+test("log-softmax sums to one in probability; topK is ordered", () => {
+  const logs = logSoftmax([1, 2, 3, -Infinity]);
+  const mass = logs.reduce((s, x) => s + Math.exp(x), 0);
+  assert.ok(Math.abs(mass - 1) < 1e-12);
+  assert.equal(logs[3], -Infinity);
+  assert.deepEqual(topK([0.1, 0.9, 0.5, 0.7], 3), [1, 3, 2]);
+  assert.deepEqual(topK([1, 2], 0), []);
+});
+
+test("bad chat requests get InvalidRequestError naming the field", () => {
+  const cases = [
+    [{ messages: [] }, "messages"],
+    [{ messages: [{ role: "robot", content: "hi" }] }, "messages[0].role"],
+    [{ messages: [{ role: "user", content: "hi" }], max_tokens: 0 }, "max_tokens"],
+    [{ messages: [{ role: "user", content: "hi" }], temperature: "hot" }, "temperature"],
+    [{ messages: [{ role: "user", content: "hi" }], unknown: 1 }, "unknown"],
+    [{ messages: [{ role: "user", content: "hi" }], model: 7 }, "model"],
+  ];
+  for (const [request, param] of cases) {
+    assert.throws(
+      () => checkChatRequest(request, 100),
+      (err) => err instanceof InvalidRequestError && err.param === param,
+      JSON.stringify(request),
+    );
+  }
+  assert.throws(() => checkSignal({ aborted: false }), InvalidRequestError);
+  const ok = checkChatRequest({ messages: [{ role: "developer", content: "be brief" }] }, 100);
+  assert.equal(ok.messages[0].role, "system");
+});
