@@ -6,7 +6,9 @@ in SIMD lanes, so workgroup barriers and shared memory cost more than they save.
 invocation computes whole outputs: the reduction runs serially into a register
 accumulator, element-wise epilogues (residual add) are folded into the same kernel, and
 for prefill each invocation computes TOKEN_TILE tokens of one output feature so that each
-dequantized weight is used several times.
+dequantized weight is used several times. A weight format with scales per group of inputs
+gives them as stages of their own (`kernels.SCALE_STAGES`): they are computed once per group,
+into registers, for the invocation's outputs, and only the codes are decoded per element.
 
 `gpu_rules()` are dlight's GPU rules (shared memory, cross-thread reductions), for real GPUs.
 """
