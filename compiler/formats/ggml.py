@@ -64,12 +64,7 @@ class GGMLBlock(Format):
     def encode(self, tensor: SourceTensor):
         blocks = stored_blocks(tensor, self.type_name, BLOCK, self.block_bytes)
         rows = blocks.shape[0]
-        qs = blocks[..., self.qs_offset :]
-        if self.type_name == "Q8_0":
-            out = {"qs": pack_words(qs.reshape(rows, -1))}
-        else:
-            element = np.arange(BLOCK)
-            out = {"qs": pack_codes(gather_codes(qs, element % 16, element // 16 * 4, 4), 4)}
+        out = {"qs": self.pack_qs(blocks[..., self.qs_offset :])}
         if self.minimum:
             out["dm"] = pack_words(blocks[..., 0:4].reshape(rows, -1))
         else:
@@ -78,6 +73,11 @@ class GGMLBlock(Format):
             qh = blocks[..., self.qh_offset : self.qh_offset + 4]
             out["qh"] = pack_words(qh.reshape(rows, -1))
         return out
+
+    def pack_qs(self, qs):
+        """The nibbles of (rows, blocks, 16) bytes, repacked in element order."""
+        element = np.arange(BLOCK)
+        return pack_codes(gather_codes(qs, element % 16, element // 16 * 4, 4), 4)
 
     def scale_te(self, parts: Parts, row, group):
         if self.minimum:
@@ -119,6 +119,9 @@ class Q5_1(GGMLBlock):
 @register
 class Q8_0(GGMLBlock):
     name, type_name, block_bytes, qs_offset = "q8_0", "Q8_0", 34, 2
+
+    def pack_qs(self, qs):
+        return pack_words(qs.reshape(qs.shape[0], -1))  # int8 codes, already in order
 
     def code_te(self, parts: Parts, row, col):
         return signed_byte_at(parts["qs"], row, col)

@@ -47,10 +47,8 @@ def _scaled_weight(fmt: Format, parts: dict[str, te.Tensor], rows: int, cols, dt
     stages = [stage(i) for i in range(1 if minimum is None else 2)]
 
     def weight(row, col):
-        code = fmt.code_te(parts, row, col)
-        if minimum is None:
-            return scaled(code, stages[0][row, col // fmt.group], None)
-        return scaled(code, stages[0][row, col // fmt.group], stages[1][row, col // fmt.group])
+        scale, *minimum = (stage[row, col // fmt.group] for stage in stages)
+        return scaled(fmt.code_te(parts, row, col), scale, minimum[0] if minimum else None)
 
     return weight
 
