@@ -34,8 +34,10 @@ def bench_folder(browser, folder: Path, runs: int, variant: str | None = None) -
     with serve_folder(folder) as url:
         page = open_engine_page(browser, url, variant=variant)
         prompt = page.evaluate(
-            "(t) => engine.tokenizer.encode(engine.tokenizer.applyChatTemplate("
-            "[{role: 'user', content: t}]))",
+            """(t) => engine.tokenizer.template  // a base model without one reads plain text
+                ? engine.tokenizer.encode(engine.tokenizer.applyChatTemplate(
+                      [{role: 'user', content: t}]))
+                : engine.tokenizer.encodePrompt(t)""",
             PROMPT,
         )
         results = []

@@ -24,7 +24,9 @@ CONFIG_FIELDS = [
 def assert_config_equal(ours, theirs) -> None:
     """Every number the network uses equals the config transformers reads from the file."""
     head_dim = getattr(theirs, "head_dim", None) or theirs.hidden_size // theirs.num_attention_heads
-    rope_theta = getattr(theirs, "rope_theta", None) or theirs.rope_parameters["rope_theta"]
+    rope = theirs.rope_parameters or {}
+    rope = rope.get("full_attention", rope)  # per attention kind, where layers differ (Gemma 3)
+    rope_theta = getattr(theirs, "rope_theta", None) or rope["rope_theta"]
     assert (ours.rope_theta, ours.rms_norm_eps) == (rope_theta, theirs.rms_norm_eps)
     for field in CONFIG_FIELDS:
         assert getattr(ours, field) == getattr(theirs, field), field
@@ -53,12 +55,14 @@ def transformers_greedy(model, prompt: list[int], eos: set[int], count: int):
 
 def assert_greedy_equal(page, model, prompts: list[str], count: int, chat: bool = True) -> None:
     """Greedy replies in the page equal transformers' for `count` tokens, except after a step
-    where transformers' own top two were nearly tied (those steps are printed)."""
+    where transformers' own top two were nearly tied (those steps are printed). Prompts are
+    user turns in the chat template, or with `chat=False` plain text as a raw prompt."""
     eos = set(page.evaluate("engine.manifest.eos_token_ids"))
     near_ties = []
     for text in prompts:
         template = "engine.tokenizer.applyChatTemplate([{role: 'user', content: t}])"
-        prompt = page.evaluate(f"(t) => engine.tokenizer.encode({template if chat else 't'})", text)
+        encode = f"encode({template})" if chat else "encodePrompt(t)"
+        prompt = page.evaluate(f"(t) => engine.tokenizer.{encode}", text)
         ours = page.evaluate(
             "async ([p, n]) => (await engine.generate(p, {temperature: 0, max_tokens: n})).tokens",
             [prompt, count],

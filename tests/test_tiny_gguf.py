@@ -156,7 +156,8 @@ def test_tokenizer_matches_source(gguf_file, hf_models):
         assert ours.encode(text).ids == expected, text
     assert theirs.bos_token == loaded.tokenizer_config["bos_token"] == "<|im_start|>"
     assert theirs.eos_token == loaded.tokenizer_config["eos_token"] == "<|im_end|>"
-    assert loaded.eos_token_ids == [2]
+    # <|im_end|>, then <|endoftext|>: a control token that ends a turn, as llama.cpp reads it
+    assert loaded.eos_token_ids == [2, 0]
     assert theirs.chat_template == loaded.tokenizer_config["chat_template"]
     assert loaded.tokenizer_config["add_bos_token"] is False
 

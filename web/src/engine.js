@@ -314,10 +314,7 @@ export class Engine {
     const window = model.contextWindow;
     const { tokenizer } = model;
     if (kind === "text") {
-      let tokens =
-        typeof params.prompt === "string"
-          ? tokenizer.tokenizer.encode(params.prompt, { add_special_tokens: true }).ids
-          : params.prompt.slice();
+      let tokens = typeof params.prompt === "string" ? tokenizer.encodePrompt(params.prompt) : params.prompt.slice();
       if (tokens.length === 0) throw new InvalidRequestError("prompt", "encodes to no tokens");
       if (tokens.length >= window && params.truncate) tokens = tokens.slice(tokens.length - window + 1);
       return tokens;

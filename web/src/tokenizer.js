@@ -97,6 +97,16 @@ export class ChatTokenizer {
     return this.tokenizer.encode(text, { add_special_tokens: false }).ids;
   }
 
+  /**
+   * A raw prompt's ids: the text with the special tokens the model puts around it (its
+   * beginning-of-sequence token, for models that add one).
+   * @param {string} text
+   * @returns {number[]}
+   */
+  encodePrompt(text) {
+    return this.tokenizer.encode(text, { add_special_tokens: true }).ids;
+  }
+
   /** @param {number[]} ids @returns {string} the text, special tokens left out */
   decode(ids) {
     if (ids.length === 0) return "";

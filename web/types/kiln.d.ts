@@ -241,6 +241,8 @@ export function deleteWeightCache(baseUrl?: string): Promise<void>;
 export class ChatTokenizer {
   constructor(tokenizerJson: object, tokenizerConfig: object);
   encode(text: string): number[];
+  /** A raw prompt's ids, with the special tokens the model puts around text (its BOS). */
+  encodePrompt(text: string): number[];
   decode(ids: number[]): string;
   applyChatTemplate(messages: { role: string; content: string }[], addGenerationPrompt?: boolean): string;
 }

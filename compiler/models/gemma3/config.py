@@ -7,7 +7,15 @@ import dataclasses
 from typing import Any
 
 from ...errors import BuildError
+from ...gguf_metadata import GGUFMetadata
 from ..llama.config import LlamaConfig
+from ..llama.weights import gguf_config
+
+# What llama.cpp assumes of every gemma3 GGUF (the file does not say): one global layer after
+# five local ones, and the local layers' rope base.
+GGUF_GLOBAL_EVERY = 6
+GGUF_LOCAL_THETA = 10000.0
+GGUF_27B_LAYERS = 62
 
 # config.json fields (Gemma3TextConfig) that change what the model computes, with the values
 # the network implements; anything else is refused with one line.
@@ -74,3 +82,22 @@ class Gemma3Config(LlamaConfig):
                 f"{where}: config field layer_types has {len(types)} entries for {layers} layers"
             )
         return config
+
+    @classmethod
+    def from_gguf(cls, meta: GGUFMetadata, tensor_names: set[str]) -> Gemma3Config:
+        """The config from gemma3.* metadata. The file does not carry query_pre_attn_scalar:
+        like llama.cpp, it is head_dim, except for the 27B model (62 layers), hidden/heads."""
+        base = gguf_config(meta, tensor_names, arch="gemma3")
+        window = meta.number("gemma3.attention.sliding_window", int, 0)
+        scalar = base.head_dim
+        if base.num_hidden_layers == GGUF_27B_LAYERS:
+            scalar = base.hidden_size // base.num_attention_heads
+        config = cls(
+            **dataclasses.asdict(base),
+            rope_local_theta=GGUF_LOCAL_THETA,
+            sliding_layers=tuple(
+                (i + 1) % GGUF_GLOBAL_EVERY != 0 for i in range(base.num_hidden_layers)
+            ),
+            query_pre_attn_scalar=float(scalar),
+        )
+        return dataclasses.replace(config, sliding_window=window or None, qk_norm=True)

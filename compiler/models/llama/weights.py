@@ -51,10 +51,6 @@ def network_weights(
         yield p + "self_attn.o_proj", get(f"model.{p}self_attn.o_proj.weight")
         if c.o_bias:
             yield p + "self_attn.o_proj.bias", get(f"model.{p}self_attn.o_proj.bias")
-        yield (
-            p + "post_attention_layernorm.weight",
-            get(f"model.{p}post_attention_layernorm.weight"),
-        )
         yield from fused(p, ["mlp.gate_proj", "mlp.up_proj"], "mlp.gate_up_proj")
         yield p + "mlp.down_proj", get(f"model.{p}mlp.down_proj.weight")
     yield "norm.weight", get("model.norm.weight")
