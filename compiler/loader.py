@@ -239,10 +239,11 @@ def load_gguf(path: Path, model_id: str) -> ModelSource:
     tensors: dict[str, SourceTensor] = {}
     for t in reader.tensors:
         try:
-            name, value = family.gguf_tensor(t.name, _read_gguf_tensor(t), config)
+            named = family.gguf_tensor(t.name, _read_gguf_tensor(t), config)
         except BuildError as err:
             raise BuildError(f"{path}: {err}") from None
-        tensors[name] = value
+        if named is not None:
+            tensors[named[0]] = named[1]
     tokenizer, tokenizer_config, eos_ids = tokenizer_from_gguf(meta.field)
     stored_bytes = sum(
         t.data.nbytes if isinstance(t, StoredBlocks) else t.nbytes for t in tensors.values()

@@ -93,7 +93,7 @@ class ReferenceModel:
         h, kvh, d = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
         n = len(ids)
         positions = np.arange(self.length, self.length + n, dtype=np.float64)
-        gemma = self.manifest["architecture"] == "gemma3"
+        gemma = self.manifest["architecture"] in ("gemma2", "gemma3")
         x = w["embed_tokens"][ids]
         if gemma:  # embeddings scaled by sqrt(hidden), rounded to float32 as transformers does
             x = x * np.float64(np.float32(np.sqrt(c["hidden_size"])))
@@ -122,6 +122,8 @@ class ReferenceModel:
             keys = np.repeat(keys, group, axis=1)
             values = np.repeat(values, group, axis=1)
             scores = np.einsum("qhd,khd->hqk", q, keys) * scale
+            if cap := c.get("attn_logit_softcapping"):  # Gemma 2's soft cap
+                scores = cap * np.tanh(scores / cap)
             query_positions = (total - n + np.arange(n))[:, None]
             mask = np.arange(total)[None, :] > query_positions
             if window:  # only the last `window` positions
@@ -148,7 +150,10 @@ class ReferenceModel:
         self.length += n
         last = self._norm(x[-1], w["norm"])
         head = w["lm_head"] if "lm_head" in w else w["embed_tokens"]
-        return head @ last
+        logits = head @ last
+        if cap := c.get("final_logit_softcapping"):
+            logits = cap * np.tanh(logits / cap)
+        return logits
 
     def greedy(self, prompt: list[int], count: int) -> list[int]:
         self.reset()

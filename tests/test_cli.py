@@ -118,7 +118,10 @@ def _drop(key: str):
             lambda w: w.add_tensor("blk.0.attn_q.bias", np.zeros(64, np.float32)),
             "GGUF tensor blk.0.attn_q.bias is not part of the llama network",
         ),
-        (lambda w: w.add_tensor("rope_freqs.weight", np.ones(8, np.float32)), "rope_freqs"),
+        (
+            lambda w: w.add_tensor("rope_freqs.weight", np.ones(5, np.float32)),
+            "rope_freqs.weight has 5 values, not head_dim/2 = 8",
+        ),
     ],
 )
 def test_gguf_the_network_does_not_implement(tiny_hf, tmp_path, edit, message):

@@ -1,21 +1,27 @@
 """Each architecture family on a tiny random model made with its transformers classes, every
 distinctive feature switched on, built q0f32 and run in Chromium: last-position logits within
 1e-3 of transformers, greedy tokens equal; a q4f32 build equal to the numpy reference of its
-quantized weights."""
+quantized weights. Then GGUF files of the families whose GGUF reading has something of its
+own."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from as_distributed import assert_config_equal
 from compare import assert_close, page_logits_and_greedy, transformers_logits_and_greedy
+from gguf import GGMLQuantizationType as Q
 from reference import ReferenceModel
+from tiny_gguf import write_gguf
 from tiny_model import make_llama
 from transformers import AutoModelForCausalLM
 
 from compiler.build import build
 from compiler.cli import main
+from compiler.loader import load
 
 PROMPT = [5, 17, 42, 100, 7, 8, 9, 10, 11, 12, 13, 60, 61, 62]
 STEPS = 16
@@ -52,6 +58,19 @@ CASES = {
                 "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                 "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
             },
+        },
+    ),
+    # Local and global layers alternating (the local window shorter than the prompt), soft
+    # caps low enough to bend the tiny model's scores and logits.
+    "gemma2-softcapping": (
+        "gemma2",
+        {
+            "tie": True,
+            "num_hidden_layers": 3,
+            "sliding_window": 5,
+            "query_pre_attn_scalar": 24,
+            "attn_logit_softcapping": 2.0,
+            "final_logit_softcapping": 10.0,
         },
     ),
     # Fused q/k/v and gate/up checkpoints, LongRoPE (per-dimension factors, scaled cos and
@@ -112,3 +131,61 @@ def test_longrope_past_its_original_context_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--context-window 64 or less" in err and "Traceback" not in err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# GGUF files of the families, written as llama.cpp's converter writes them
+
+
+def test_llama3_rope_freqs_gguf_matches_transformers(tmp_path, engine_page):
+    """Llama 3.1's scaling in a GGUF file is a rope_freqs tensor (one divisor per rotated pair),
+    which transformers' GGUF reader ignores: the file is checked against transformers on the
+    Hugging Face folder it was written from, whose config has the scaling."""
+    _, settings = CASES["llama3-rope-scaling"]
+    hf = make_llama(tmp_path / "hf", seed=7, **settings)
+    path = write_gguf(hf, tmp_path / "tiny-llama3.gguf", Q.F32)
+    assert load(str(path)).config.rope_freq_factors is not None
+    folder = build(str(path), None, tmp_path / "out", context_window=64, prefill_chunk=8)
+    model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
+    expected = transformers_logits_and_greedy(model, PROMPT, STEPS)
+    # The scaling matters here: without it the logits are others.
+    plain = make_llama(tmp_path / "plain", seed=7)
+    unscaled = AutoModelForCausalLM.from_pretrained(plain, dtype=torch.float32).eval()
+    assert not np.allclose(transformers_logits_and_greedy(unscaled, PROMPT, 1)[0], expected[0])
+    with engine_page(folder) as page:
+        assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected)
+
+
+def test_gemma2_gguf_matches_transformers(tmp_path, engine_page):
+    """A gemma2 file (norms stored as 1 + w, window and soft caps in the metadata, which layers
+    slide left to the reader) built as stored, against transformers reading the same file.
+    head_dim is 256 as in every Gemma 2: the file does not carry query_pre_attn_scalar, which
+    both readers then take to be 256."""
+    hf = make_llama(
+        tmp_path / "hf",
+        seed=7,
+        architecture="gemma2",
+        tie=True,
+        num_hidden_layers=3,
+        head_dim=256,
+        sliding_window=5,
+        query_pre_attn_scalar=256,
+        attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+    )
+    path = write_gguf(hf, tmp_path / "tiny-gemma2.gguf", Q.Q8_0)
+    folder = build(str(path), None, tmp_path / "out", context_window=64, prefill_chunk=8)
+    assert json.loads((folder / "manifest.json").read_text())["architecture"] == "gemma2"
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    ).eval()
+    ours = load(str(path)).config
+    assert_config_equal(ours, model.config)
+    assert ours.sliding_layers == tuple(t == "sliding_attention" for t in model.config.layer_types)
+    assert (ours.attn_logit_softcapping, ours.final_logit_softcapping) == (
+        model.config.attn_logit_softcapping,
+        model.config.final_logit_softcapping,
+    )
+    expected = transformers_logits_and_greedy(model, PROMPT, STEPS)
+    with engine_page(folder) as page:
+        assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected)

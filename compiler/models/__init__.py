@@ -5,13 +5,14 @@ provides), and the registry that maps architecture names to them. `kernels.py` a
 from __future__ import annotations
 
 from ..errors import BuildError
-from . import gemma3, llama, phi3, qwen2, qwen3
+from . import gemma2, gemma3, llama, phi3, qwen2, qwen3
 from .family import Family
 
 FAMILIES: tuple[Family, ...] = (
     llama.FAMILY,
     qwen2.FAMILY,
     qwen3.FAMILY,
+    gemma2.FAMILY,
     gemma3.FAMILY,
     phi3.FAMILY,
 )

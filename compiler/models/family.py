@@ -29,9 +29,10 @@ class Family:
     config_from_hf: Callable[[dict[str, Any], str], Any]
     # GGUF metadata, the file's tensor names -> the config
     config_from_gguf: Callable[[GGUFMetadata, set[str]], Any]
-    # GGUF tensor name, its tensor, the config -> (Hugging Face name, tensor in HF layout);
-    # raises BuildError for a tensor the network has no use for
-    gguf_tensor: Callable[[str, SourceTensor, Any], tuple[str, SourceTensor]]
+    # GGUF tensor name, its tensor, the config -> (Hugging Face name, tensor in HF layout), or
+    # None for one the config carries (rope_freqs); raises BuildError for a tensor the network
+    # has no use for
+    gguf_tensor: Callable[[str, SourceTensor, Any], tuple[str, SourceTensor] | None]
     # HF-named tensors, config, picks a weight's format name, model id -> the network's
     # weights (fusing projections whose formats agree)
     network_weights: Callable[

@@ -118,14 +118,15 @@ def rotary(
     rotated_heads: int,
     theta: float,
     llama3: tuple[float, ...] | None = None,
-    longrope: tuple | None = None,
+    factors: tuple[float, ...] | None = None,
+    attention: float = 1.0,
 ) -> Tensor:
     """Rotary position embedding (Hugging Face's rotate-half layout) on the first
     `rotated_heads` heads of qkv (1, n, heads, head_dim); token i sits at total_len - n + i.
     `llama3`: (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)
-    of Llama 3.1's frequency scaling, if the model has it; `longrope`: (short factors,
-    attention factor, original context) of Phi-3's: each inverse frequency divided by its
-    dimension's factor, cos and sin scaled by the attention factor."""
+    of Llama 3.1's frequency scaling, if the model has it; `factors`: one divisor of the
+    inverse frequency per dimension pair (Phi-3's LongRoPE, llama.cpp's rope_freqs);
+    `attention`: a scale of cos and sin (LongRoPE's attention factor)."""
 
     def compute(x: te.Tensor, total: tirx.Var) -> te.Tensor:
         batch, seq, heads, dim = x.shape
@@ -135,19 +136,17 @@ def rotary(
             pos = tirx.Cast("float32", total - seq + i)
             exponent = tirx.Cast("float32", (d % half) * 2) / tirx.const(int(dim), "float32")
             one = tirx.const(1.0, "float32")
-            attention = one
             if llama3 is not None:
                 inverse = one / te.power(tirx.const(theta, "float32"), exponent)
                 freq = pos * _llama3_inverse_frequency(inverse, llama3)
-            elif longrope is not None:
-                factors, attention_factor, _ = longrope
+            elif factors is not None:
                 power = te.power(tirx.const(theta, "float32"), exponent)
                 freq = pos * (one / (_per_dimension(factors, d % half) * power))
-                attention = tirx.const(attention_factor, "float32")
             else:
                 freq = pos / te.power(tirx.const(theta, "float32"), exponent)
-            cos = tirx.Cast(x.dtype, te.cos(freq) * attention)
-            sin = tirx.Cast(x.dtype, te.sin(freq) * attention)
+            scale = tirx.const(attention, "float32")
+            cos = tirx.Cast(x.dtype, te.cos(freq) * scale)
+            sin = tirx.Cast(x.dtype, te.sin(freq) * scale)
             other = tirx.Select(d < half, -x[b, i, h, d + half], x[b, i, h, d - half])
             rotated = x[b, i, h, d] * cos + other * sin
             return tirx.Select(h < rotated_heads, rotated, x[b, i, h, d])
@@ -188,11 +187,13 @@ def attention_func(
     dtype: str,
     window: int = 0,
     scale: float | None = None,
+    softcap: float = 0.0,
 ):
     """Causal attention of the n new queries over cache rows 0 .. total_len - 1; with a sliding
     `window`, the query at position p sees only the `window` positions up to p (the cache
     keeps every position, so the window is a bound on the loop, not a ring). Scores are scaled
-    by `scale`, 1 / sqrt(head_dim) unless given.
+    by `scale`, 1 / sqrt(head_dim) unless given, then with a `softcap` become
+    softcap * tanh(score / softcap).
 
     One invocation per (query, head) with an online softmax and no shared memory or
     barriers: the software adapter (SwiftShader) runs invocations as CPU threads, where
@@ -201,6 +202,9 @@ def attention_func(
     all_heads = heads + 2 * kv_heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     threads = ATTENTION_THREADS
+
+    def capped(score):
+        return T.float32(softcap) * T.tanh(score / T.float32(softcap)) if softcap else score
 
     def first_key(position):
         return T.max(position - (window - 1), T.int64(0)) if window else T.int64(0)
@@ -236,7 +240,7 @@ def attention_func(
                             score[0] = score[0] + T.Cast("float32", qkv[0, i, h, d]) * T.Cast(
                                 "float32", k_cache[j, kvh, d]
                             )
-                        score[0] = score[0] * T.float32(scale)
+                        score[0] = capped(score[0] * T.float32(scale))
                         prev[0] = best[0]
                         best[0] = T.max(prev[0], score[0])
                         # Two exponentials per key, kept in registers for the head_dim loop.

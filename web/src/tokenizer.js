@@ -138,8 +138,40 @@ export class ChatTokenizer {
       add_generation_prompt: addGenerationPrompt,
     };
     for (const [name, value] of Object.entries(variables)) env.set(name, value);
-    return new Interpreter(env).run(this.template.parsed).value;
+    return new PythonInterpreter(env).run(this.template.parsed).value;
   }
+}
+
+/**
+ * @huggingface/jinja's interpreter with Python's `str.strip/lstrip/rstrip(chars)`: the
+ * library's ignore their argument and strip whitespace, where templates strip only what they
+ * name (Qwen3's strips "\n" from a reply, keeping a leading "\r").
+ */
+class PythonInterpreter extends Interpreter {
+  evaluateCallExpression(expr, environment) {
+    const { callee } = expr;
+    const name = callee.type === "MemberExpression" && !callee.computed ? callee.property.value : "";
+    const sides = STRIP_SIDES[name];
+    if (!sides || expr.args.length !== 1) return super.evaluateCallExpression(expr, environment);
+    const [[chars]] = this.evaluateArguments(expr.args, environment);
+    const object = this.evaluate(callee.object, environment);
+    if (object.type !== "StringValue" || chars.type !== "StringValue") {
+      return super.evaluateCallExpression(expr, environment); // what the library does with it
+    }
+    return new object.constructor(stripChars(object.value, chars.value, ...sides));
+  }
+}
+
+const STRIP_SIDES = { strip: [true, true], lstrip: [true, false], rstrip: [false, true] };
+
+/** `text` without the characters of `chars` at its start and/or end, by code point. */
+function stripChars(text, chars, start, end) {
+  const points = Array.from(text);
+  const strip = new Set(chars);
+  let [i, j] = [0, points.length];
+  while (start && i < j && strip.has(points[i])) i++;
+  while (end && j > i && strip.has(points[j - 1])) j--;
+  return points.slice(i, j).join("");
 }
 
 const JINJA_LITERALS = { true: true, false: false, none: null, True: true, False: false, None: null };

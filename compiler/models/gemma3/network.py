@@ -1,7 +1,8 @@
 """Gemma 3 (text): llama's attention with RMSNorm over each query and key head, scores scaled
 by query_pre_attn_scalar^-0.5, local layers (a sliding window, their own rope base) between
 global ones; norms before and after both attention and MLP; a tanh-GELU MLP; embeddings
-scaled by sqrt(hidden). Norm weights arrive as (1 + w), see weights.py."""
+scaled by sqrt(hidden); Gemma 2's soft caps on scores and logits where the config has them.
+Norm weights arrive as (1 + w), see weights.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 
 from tvm import tirx
 from tvm.relax.frontend import nn
-from tvm.relax.frontend.nn import Tensor
+from tvm.relax.frontend.nn import Tensor, op
 
 from ..common import Formats
 from ..llama.network import MLP, Attention, LlamaForCausalLM
@@ -35,6 +36,7 @@ class Gemma3DecoderLayer(nn.Module):
             theta=config.rope_local_theta if local else config.rope_theta,
             window=config.sliding_window if local else 0,
             scale=config.query_pre_attn_scalar**-0.5,
+            softcap=config.attn_logit_softcapping,
         )
         self.mlp = MLP(config, formats.below("mlp."), activation="gelu_tanh")
 
@@ -63,3 +65,7 @@ class Gemma3ForCausalLM(LlamaForCausalLM):
     def embed(self, input_ids: Tensor) -> Tensor:
         # transformers multiplies by sqrt(hidden) rounded to the weights' dtype.
         return super().embed(input_ids) * math.sqrt(self.config.hidden_size)
+
+    def finish_logits(self, logits: Tensor) -> Tensor:
+        cap = self.config.final_logit_softcapping  # Gemma 2's
+        return op.tanh(logits / cap) * cap if cap else logits

@@ -55,7 +55,7 @@ def gguf_tensor(name: str, tensor: SourceTensor, c: Gemma3Config) -> tuple[str, 
     else:
         hf = hf_name(name)
     if hf is None or not hf.endswith(".weight"):
-        raise BuildError(f"GGUF tensor {name} is not part of the Gemma 3 network")
+        raise BuildError(f"GGUF tensor {name} is not part of the Gemma network")
     if hf.endswith("norm.weight"):
         return hf, np.asarray(tensor, dtype=np.float32) - np.float32(1.0)
     return hf, tensor

@@ -107,6 +107,9 @@ class LlamaConfig:
     # Llama 3.1's rope scaling: factor, low and high frequency factors, original context
     rope_llama3: tuple[float, ...] | None = None
     rope_longrope: tuple[Any, ...] | None = None  # Phi-3's, see rope_longrope()
+    # per-dimension divisors of the inverse frequencies: llama.cpp's rope_freqs tensor, which
+    # is how a GGUF file carries Llama 3.1's scaling
+    rope_freq_factors: tuple[float, ...] | None = None
     qk_norm: bool = False  # RMSNorm over each query and key head before rope (Qwen3)
     qkv_bias: bool = False  # biases on the q, k and v projections
     o_bias: bool = False  # and on the output projection (Llama's attention_bias sets both)

@@ -23,7 +23,8 @@ from .config import LlamaConfig
 class Attention(nn.Module):
     """Self-attention with rope over a KV cache. `theta`, `window` and `scale` (of the scores)
     default to the config's and 1 / sqrt(head_dim); families whose layers differ (Gemma's
-    local and global layers) give them per layer."""
+    local and global layers) give them per layer. `softcap`: scores become
+    softcap * tanh(score / softcap) (Gemma 2); 0: as they are."""
 
     def __init__(
         self,
@@ -34,8 +35,10 @@ class Attention(nn.Module):
         theta: float | None = None,
         window: int | None = None,
         scale: float | None = None,
+        softcap: float = 0.0,
     ):
         self.config = config
+        self.softcap = softcap
         self.capacity = capacity
         self.theta = config.rope_theta if theta is None else theta
         if config.rope_longrope and capacity > config.rope_longrope[2]:
@@ -70,7 +73,10 @@ class Attention(nn.Module):
         if c.qk_norm:
             q, k, v = op.split(qkv, [h, h + kvh], axis=2)
             qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
-        qkv = kernels.rotary(qkv, total_len, h + kvh, self.theta, c.rope_llama3, c.rope_longrope)
+        factors, attention = c.rope_freq_factors, 1.0
+        if c.rope_longrope:
+            factors, attention, _ = c.rope_longrope
+        qkv = kernels.rotary(qkv, total_len, h + kvh, self.theta, c.rope_llama3, factors, attention)
         dtype = x.dtype
         k_cache, v_cache = op.tensor_ir_inplace_op(
             kernels.kv_append_func(h, kvh, d, self.capacity, dtype),
@@ -80,7 +86,9 @@ class Attention(nn.Module):
             [Tensor.placeholder(k_cache.shape, dtype), Tensor.placeholder(v_cache.shape, dtype)],
         )
         out = op.tensor_ir_op(
-            kernels.attention_func(h, kvh, d, self.capacity, dtype, self.window, self.scale),
+            kernels.attention_func(
+                h, kvh, d, self.capacity, dtype, self.window, self.scale, self.softcap
+            ),
             "attention",
             [qkv, k_cache, v_cache, total_len],
             Tensor.placeholder([1, seq, h * d], dtype),
@@ -172,7 +180,12 @@ class LlamaForCausalLM(nn.Module):
         logits = head(x, "lm_head")
         if logits.dtype != "float32":
             logits = logits.astype("float32")
-        return logits, new_cache
+        return self.finish_logits(logits), new_cache
+
+    def finish_logits(self, logits: Tensor) -> Tensor:
+        """The output head's float32 logits as the model gives them; a family that caps or
+        scales them overrides this."""
+        return logits
 
     def prefill(self, input_ids: Tensor, kv_cache: list[Tensor], total_len: tirx.Var):
         return self._forward(input_ids, kv_cache, total_len)

@@ -61,6 +61,8 @@ def network_weights(
 # ---------------------------------------------------------------------------------------------
 # GGUF files (llama.cpp's names and layout)
 
+ROPE_FREQS = "rope_freqs.weight"  # per-dimension rope divisors (Llama 3.1 scaling)
+
 GGUF_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
@@ -100,7 +102,9 @@ def unpermute_rope_rows(tensor: SourceTensor, heads: int) -> SourceTensor:
     return tensor.take_rows(order) if isinstance(tensor, StoredBlocks) else tensor[order]
 
 
-def gguf_tensor(name: str, tensor: SourceTensor, c: LlamaConfig) -> tuple[str, SourceTensor]:
+def gguf_tensor(name: str, tensor: SourceTensor, c: LlamaConfig) -> tuple[str, SourceTensor] | None:
+    if name == ROPE_FREQS and c.rope_freq_factors:
+        return None  # in the config
     hf = hf_name(name)
     head_norm = hf is not None and hf.endswith(("q_norm.weight", "k_norm.weight"))
     if hf is None or not hf.endswith(".weight") or (head_norm and not c.qk_norm):
@@ -131,6 +135,14 @@ def gguf_config(meta: GGUFMetadata, tensor_names: set[str], arch: str = "llama")
             f"head_dim {head_dim}) is not implemented"
         )
     vocab = len(meta.field("tokenizer.ggml.tokens") or [])
+    factors = None
+    if ROPE_FREQS in tensor_names:
+        (freqs,) = (t for t in meta.reader.tensors if t.name == ROPE_FREQS)
+        factors = tuple(float(f) for f in np.asarray(freqs.data, dtype=np.float32).ravel())
+        if len(factors) != head_dim // 2:
+            raise BuildError(
+                f"{where}: {ROPE_FREQS} has {len(factors)} values, not head_dim/2 = {head_dim // 2}"
+            )
     config = LlamaConfig(
         vocab_size=meta.number(f"{arch}.vocab_size", int, vocab),
         hidden_size=hidden,
@@ -143,6 +155,7 @@ def gguf_config(meta: GGUFMetadata, tensor_names: set[str], arch: str = "llama")
         rope_theta=meta.number(f"{arch}.rope.freq_base", float, 10000.0),
         tie_word_embeddings="output.weight" not in tensor_names,
         max_position_embeddings=meta.number(f"{arch}.context_length", int, 2048),
+        rope_freq_factors=factors,
     )
     config.validate(where)
     return config
