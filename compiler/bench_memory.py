@@ -78,7 +78,7 @@ def write_folder(folder: Path) -> dict[str, tuple[int, ...]]:
             size = 0
         shards[-1][name] = value.astype(ml_dtypes.bfloat16)
         size += value.size * 2
-    weight_map = {}
+    weight_map: dict[str, str] = {}
     for i, tensors in enumerate(shards):
         file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
         save_file(tensors, str(folder / file))

@@ -41,7 +41,8 @@ def quantize(source: ModelSource, scheme: Scheme) -> tuple[dict[str, np.ndarray]
             params[name] = np.asarray(tensor).astype(scheme.dtype)
             continue
         fmt = scheme.format_for(tensor, name)
-        fmt.check_shape(*tensor.shape, name)
+        rows, cols = tensor.shape
+        fmt.check_shape(rows, cols, name)
         formats[name] = fmt.name
         for part, value in fmt.encode(tensor).items():
             params[f"{name}.{part}"] = value

@@ -13,6 +13,7 @@ SplitHostDevice pass, where every device kernel call carries its launch extents.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import tvm
@@ -29,7 +30,7 @@ _BINOPS = {
     tirx.Min: "min",
     tirx.Max: "max",
 }
-_FOLD = {
+_FOLD: dict[str, Callable[[int, int], int]] = {
     "+": lambda a, b: a + b,
     "-": lambda a, b: a - b,
     "*": lambda a, b: a * b,

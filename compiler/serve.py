@@ -218,7 +218,7 @@ async def _send_file(request: web.Request, path: Path, name: str) -> web.StreamR
         range_header = request.headers.get("Range")
         if range_header is not None and _range_still_valid(request, etag, last_modified):
             byte_range = parse_range(range_header, size)
-            if byte_range == "unsatisfiable":
+            if isinstance(byte_range, str):  # "unsatisfiable"
                 response = _error_page(416, "The requested range is outside the file.")
                 response.headers["Content-Range"] = f"bytes */{size}"
                 return response
@@ -227,9 +227,9 @@ async def _send_file(request: web.Request, path: Path, name: str) -> web.StreamR
                 length, status = end - start + 1, 206
                 headers["Content-Range"] = f"bytes {start}-{end}/{size}"
 
-        response = _FileResponse(status=status, headers=headers)
-        response.content_length = length
-        await response.prepare(request)
+        streamed = _FileResponse(status=status, headers=headers)
+        streamed.content_length = length
+        await streamed.prepare(request)
         if request.method == "GET":
             await asyncio.to_thread(file.seek, start)
             left = length
@@ -238,15 +238,15 @@ async def _send_file(request: web.Request, path: Path, name: str) -> web.StreamR
                 if not data:  # truncated after the stat: the connection ends short
                     raise ConnectionError(f"{path} shrank while it was sent")
                 try:
-                    await response.write(data)
+                    await streamed.write(data)
                 except ConnectionResetError:
                     # The client went away (a cancelled fetch, a closed tab): not an error
                     # of ours; the log line shows how much it got.
-                    return response
+                    return streamed
                 left -= len(data)
-                response.body_bytes += len(data)
-        await response.write_eof()
-        return response
+                streamed.body_bytes += len(data)
+        await streamed.write_eof()
+        return streamed
     finally:
         file.close()
 
@@ -293,7 +293,8 @@ def make_app(root: Path) -> web.Application:
             if isinstance(response, _FileResponse):
                 sent = response.body_bytes
             elif request.method != "HEAD" and isinstance(response, web.Response):
-                sent = len(response.body or b"")
+                body = response.body
+                sent = len(body) if isinstance(body, bytes | bytearray) else 0
             return response
         finally:
             log.info(

@@ -48,7 +48,7 @@ def write_shards(
     tensors: list[dict[str, Any]] = []
     shard: _Shard | None = None
     for name, array in params:
-        data = memoryview(np.ascontiguousarray(array)).cast("B")
+        data = np.ascontiguousarray(array).data.cast("B")
         if shard is not None and shard.size + len(data) > SHARD_BYTES:
             shards.append(shard.close())
             shard = None

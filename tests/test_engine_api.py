@@ -184,6 +184,13 @@ def test_n_choices_and_seed(page):
     assert texts == [c["message"]["content"] for c in second["choices"]]
     assert len(set(texts)) > 1
     assert first["usage"]["completion_tokens"] <= 24
+    # The seed, not chance, fixes them: another seed draws others. The temperature shapes
+    # them: near 0, the same seed gives the greedy reply three times over.
+    other = create(page, {**request, "seed": 12})
+    assert [c["message"]["content"] for c in other["choices"]] != texts
+    greedy = create(page, {**request, "n": 1, "temperature": 0})["choices"][0]["message"]
+    cold = create(page, {**request, "temperature": 0.01})["choices"]
+    assert [c["message"]["content"] for c in cold] == [greedy["content"]] * 3
     chunks = stream(page, request)
     for chunk in chunks:
         check_chunk(chunk)

@@ -8,6 +8,7 @@ import re
 import time
 import zipfile
 
+import jsonschema
 import pytest
 
 from compiler.browser import CHROMIUM, CHROMIUM_ARGS, serve_folder
@@ -245,21 +246,35 @@ def test_ask_about_this_page_reads_the_active_tab(context, worker, tmp_path):
 
 
 def test_structured_output_runs_under_the_csp(context, worker):
-    """The grammar engine compiles its wasm: the CSP's 'wasm-unsafe-eval' is enough for it."""
+    """The grammar engine compiles its wasm (the CSP's 'wasm-unsafe-eval' is enough for it)
+    and the streamed reply is JSON that its schema accepts."""
     popup = open_popup(context, worker)
     reply = popup.evaluate(
-        """() => new Promise((resolve) => {
+        """(schema) => new Promise((resolve) => {
             const port = chrome.runtime.connect({name: "kiln-chat"});
+            let text = "";
             port.onMessage.addListener((m) => {
-                if (m.id === "json" && (m.type === "done" || m.type === "error")) resolve(m);
+                if (m.id !== "json") return;
+                if (m.type === "chunk") text += m.content;
+                if (m.type === "done" || m.type === "error") resolve({...m, text});
             });
-            port.postMessage({type: "chat", id: "json", max_tokens: 8, temperature: 0,
+            port.postMessage({type: "chat", id: "json", max_tokens: 60, temperature: 0,
                 messages: [{role: "user", content: "A JSON object, please."}],
-                response_format: {type: "json_object"}});
-        })"""
+                response_format: {type: "json_schema",
+                                  json_schema: {name: "answer", schema, strict: true}}});
+        })""",
+        SCHEMA,
     )
     popup.close()
-    assert reply["type"] == "done", reply
+    assert reply["type"] == "done" and reply["finishReason"] == "stop", reply
+    jsonschema.validate(json.loads(reply["text"]), SCHEMA)
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}},
+    "required": ["n"],
+}
 
 
 def test_build_web_extension_flag(tiny_hf, tmp_path, capsys):

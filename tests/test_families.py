@@ -137,6 +137,16 @@ def test_longrope_past_its_original_context_is_refused(tmp_path, capsys):
 # GGUF files of the families, written as llama.cpp's converter writes them
 
 
+def assert_gguf_matches_folder(hf, path, tmp_path, engine_page) -> None:
+    """The as-stored build of GGUF file `path`, written from the Hugging Face folder `hf` with
+    float32 tensors, against transformers on that folder."""
+    folder = build(str(path), None, tmp_path / "out", context_window=64, prefill_chunk=8)
+    model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
+    expected = transformers_logits_and_greedy(model, PROMPT, STEPS)
+    with engine_page(folder) as page:
+        assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected)
+
+
 def test_llama3_rope_freqs_gguf_matches_transformers(tmp_path, engine_page):
     """Llama 3.1's scaling in a GGUF file is a rope_freqs tensor (one divisor per rotated pair),
     which transformers' GGUF reader ignores: the file is checked against transformers on the
@@ -145,15 +155,27 @@ def test_llama3_rope_freqs_gguf_matches_transformers(tmp_path, engine_page):
     hf = make_llama(tmp_path / "hf", seed=7, **settings)
     path = write_gguf(hf, tmp_path / "tiny-llama3.gguf", Q.F32)
     assert load(str(path)).config.rope_freq_factors is not None
-    folder = build(str(path), None, tmp_path / "out", context_window=64, prefill_chunk=8)
-    model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
-    expected = transformers_logits_and_greedy(model, PROMPT, STEPS)
     # The scaling matters here: without it the logits are others.
     plain = make_llama(tmp_path / "plain", seed=7)
     unscaled = AutoModelForCausalLM.from_pretrained(plain, dtype=torch.float32).eval()
-    assert not np.allclose(transformers_logits_and_greedy(unscaled, PROMPT, 1)[0], expected[0])
-    with engine_page(folder) as page:
-        assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected)
+    scaled = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
+    assert not np.allclose(
+        transformers_logits_and_greedy(unscaled, PROMPT, 1)[0],
+        transformers_logits_and_greedy(scaled, PROMPT, 1)[0],
+    )
+    assert_gguf_matches_folder(hf, path, tmp_path, engine_page)
+
+
+def test_phi3_gguf_matches_transformers(tmp_path, engine_page):
+    """Phi-3's file keeps q/k/v and gate/up fused and carries LongRoPE's factors as tensors and
+    the window in its metadata, none of which transformers' GGUF reader reads: checked against
+    transformers on the Hugging Face folder it was written from."""
+    _, settings = CASES["phi3-longrope"]
+    hf = make_llama(tmp_path / "hf", seed=7, architecture="phi3", **settings)
+    path = write_gguf(hf, tmp_path / "tiny-phi3.gguf", Q.F32)
+    config = load(str(path)).config
+    assert config.rope_longrope and config.sliding_window == 7
+    assert_gguf_matches_folder(hf, path, tmp_path, engine_page)
 
 
 def test_gemma2_gguf_matches_transformers(tmp_path, engine_page):

@@ -71,4 +71,15 @@ def test_greedy_continuations_equal_transformers(built, transformers_model, engi
             """async () => (await engine.completions.create(
                 {prompt: "The capital of France is", max_tokens: 8, temperature: 0}))"""
         )
+        # A chat request to a model without a chat template says what to do instead.
+        error = page.evaluate(
+            """async () => {
+                try {
+                    const messages = [{role: "user", content: "Hi"}];
+                    await engine.chat.completions.create({messages});
+                } catch (e) { return {name: e.name, param: e.param, message: e.message}; }
+            }"""
+        )
     assert reply["choices"][0]["text"].strip(), reply
+    assert (error["name"], error["param"]) == ("InvalidRequestError", "messages")
+    assert "completions.create" in error["message"]

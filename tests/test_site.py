@@ -40,6 +40,11 @@ class RequestLog(logging.Handler):
         self.paths.append(record.getMessage())
 
 
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
+
+
 @pytest.fixture
 def request_log():
     handler = RequestLog()
@@ -84,17 +89,22 @@ def test_site_chats_with_streaming_stop_and_cached_reload(tiny_built, browser, r
         assert any(re.search(r"\d+% · [\d.]+ / [\d.]+ MB", p) for p in progress), progress
         assert page.locator("#problem").is_hidden()
 
-        # A streamed reply, with the speeds shown after it; the page keeps painting meanwhile.
+        # A streamed reply, with the speeds shown after it; the page keeps painting meanwhile:
+        # a 20 ms timer fires about as often while it generates as while it is idle (a ratio,
+        # which a busy machine slows alike).
         setting(page, "max-tokens", "24")
-        page.evaluate(
-            """() => { window.__gaps = []; let last = performance.now();
-                window.__timer = setInterval(() => { const t = performance.now();
-                    window.__gaps.push(t - last); last = t; }, 20); }"""
-        )
+        start_timer = """() => { window.__gaps = []; let last = performance.now();
+            window.__timer = setInterval(() => { const t = performance.now();
+                window.__gaps.push(t - last); last = t; }, 20); }"""
+        stop_timer = "() => { clearInterval(window.__timer); return window.__gaps; }"
+        page.evaluate(start_timer)
+        page.wait_for_timeout(1500)
+        idle = page.evaluate(stop_timer)
+        page.evaluate(start_timer)
         ask(page, "Hello there")
         page.wait_for_function("document.getElementById('stats').textContent.includes('decode')")
-        page.evaluate("clearInterval(window.__timer)")
-        assert max(page.evaluate("window.__gaps")) < 500
+        busy = page.evaluate(stop_timer)
+        assert percentile(busy, 90) <= 5 * percentile(idle, 90), (idle, busy)
         assert page.locator(".message.user .content").inner_text() == "Hello there"
         assert page.evaluate("window.__seen.replyUpdates") >= 2
         assert page.locator(".message.assistant .content").inner_text().strip() != ""

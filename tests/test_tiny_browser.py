@@ -215,8 +215,9 @@ def test_prompt_longer_than_context_window(tiny_built, engine_page):
 
 
 def test_picks_the_build_the_adapter_can_run(tiny_built, browser):
-    """SwiftShader has no shader-f16: of a q4f16 and a q4f32 build, the f32 one is loaded, and
-    the f16 build alone fails with a message that names the missing feature."""
+    """Of a q4f16 and a q4f32 build, the first one the adapter can run is loaded: on an
+    adapter without shader-f16 (SwiftShader) the f32 one, and the f16 build alone fails with a
+    message that names the missing feature; on one with it, the f16 one."""
     from compiler.browser import serve_folder
 
     f16, f32 = tiny_built("q4f16"), tiny_built("q4f32")
@@ -239,7 +240,9 @@ def test_picks_the_build_the_adapter_can_run(tiny_built, browser):
             f"{url}/",
         )
         page.close()
-    assert not result["hasF16"]
+    if result["hasF16"]:
+        assert (result["picked"], result["error"]) == ("q4f16", None)
+        return
     assert result["picked"] == "q4f32"
     assert result["error"]["name"] == "FeatureUnsupportedError"
     assert "shader-f16" in result["error"]["message"]

@@ -1,6 +1,6 @@
 """Turns a tiny model from `tiny_model.make_llama` into a GGUF file laid out as llama.cpp's
-convert_hf_to_gguf.py lays out a llama (or Gemma 2) model, so that tests can exercise GGUF files
-of every weight type without downloading any.
+convert_hf_to_gguf.py lays out a llama (or Gemma 2, or Phi-3) model, so that tests can exercise
+GGUF files of every weight type without downloading any.
 
 The sizes `make_llama` picks by default suit the 32-element block types (F32, F16, BF16, Q8_0,
 Q4_0, Q4_1, Q5_0, Q5_1). The K-quants (Q2_K .. Q6_K) pack 256 elements per block, so every row
@@ -14,6 +14,7 @@ file is then the model of reference.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -94,8 +95,18 @@ _GEMMA_LAYER_NAMES = {
     "pre_feedforward_layernorm": "ffn_norm",
     "post_feedforward_layernorm": "post_ffw_norm",
 }
+# Phi-3's fused matrices.
+_PHI3_LAYER_NAMES = {
+    **_LAYER_NAMES,
+    "self_attn.qkv_proj": "attn_qkv",
+    "mlp.gate_up_proj": "ffn_up",
+}
 # config.json architectures -> GGUF architectures written here
-_ARCHITECTURES = {"LlamaForCausalLM": "llama", "Gemma2ForCausalLM": "gemma2"}
+_ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "Gemma2ForCausalLM": "gemma2",
+    "Phi3ForCausalLM": "phi3",
+}
 
 _NORMAL, _CONTROL, _USER_DEFINED = (
     gguf.TokenType.NORMAL,
@@ -105,10 +116,10 @@ _NORMAL, _CONTROL, _USER_DEFINED = (
 
 
 def gguf_name(hf_name: str, arch: str = "llama") -> str:
-    """llama.cpp's name for a Hugging Face tensor name of a llama or gemma2 model."""
+    """llama.cpp's name for a Hugging Face tensor name of a llama, gemma2 or phi3 model."""
     if hf_name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[hf_name]
-    names = _GEMMA_LAYER_NAMES if arch == "gemma2" else _LAYER_NAMES
+    names = {"gemma2": _GEMMA_LAYER_NAMES, "phi3": _PHI3_LAYER_NAMES}.get(arch, _LAYER_NAMES)
     parts = hf_name.split(".")
     module = ".".join(parts[3:-1])
     if parts[:2] != ["model", "layers"] or module not in names:
@@ -248,7 +259,8 @@ def write_gguf(
 ) -> Path:
     """Writes the `make_llama` model in `hf_folder` as a GGUF file at `path`; returns it. A
     llama model is written as `llama` (Q/K rows permuted), a Gemma 2 one as `gemma2` (its norms
-    stored as 1 + w, its window and soft caps in the metadata), as llama.cpp's converter does.
+    stored as 1 + w, its window and soft caps in the metadata), a Phi-3 one as `phi3` (matrices
+    fused as they are, LongRoPE's factors as tensors), as llama.cpp's converter does.
 
     `tensor_type`: the GGML type of every 2-D weight (one of SUPPORTED_TYPES), or a mapping from
     Hugging Face tensor names (or name suffixes, or "*") to types for a mixed file; the norms
@@ -291,6 +303,11 @@ def write_gguf(
     factors = llama3_rope_factors(config)
     if factors is not None:  # after the embedding, as llama.cpp's converter writes it
         encoded.insert(1, ("rope_freqs.weight", factors, Q.F32))
+    longrope = _rope(config) if _rope(config).get("rope_type") == "longrope" else None
+    if longrope:
+        for kind in ("long", "short"):
+            values = np.asarray(longrope[f"{kind}_factor"], dtype=np.float32)
+            encoded.insert(1, (f"rope_factors_{kind}.weight", values, Q.F32))
     # general.file_type names the type that holds most of the weights.
     main_type = elements.most_common(1)[0][0]
 
@@ -310,6 +327,13 @@ def write_gguf(
     writer.add_value_length(config["head_dim"])
     writer.add_rope_freq_base(float(config["rope_theta"]))
     writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
+    if arch == "phi3" and config.get("sliding_window"):
+        writer.add_sliding_window(config["sliding_window"])
+    if longrope:
+        original = config["original_max_position_embeddings"]
+        writer.add_rope_scaling_orig_ctx_len(original)
+        scale = config["max_position_embeddings"] / original
+        writer.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(original)))
     if arch == "gemma2":
         writer.add_sliding_window(config["sliding_window"])
         writer.add_attn_logit_softcapping(float(config["attn_logit_softcapping"]))
@@ -332,8 +356,8 @@ def llama3_rope_factors(config: dict) -> np.ndarray | None:
     """Llama 3.1's rope scaling as llama.cpp's converter stores it: no metadata, a rope_freqs
     tensor of one divisor per rotated pair (1 for short wavelengths, `factor` for long ones,
     a smooth blend between)."""
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type")) != "llama3":
+    rope = _rope(config)
+    if rope.get("rope_type") != "llama3":
         return None
     dim, base = config["head_dim"], float(config["rope_theta"])
     factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
@@ -345,6 +369,12 @@ def llama3_rope_factors(config: dict) -> np.ndarray | None:
         wavelengths < old / high, 1.0, np.where(wavelengths > old / low, factor, blended)
     )
     return factors.astype(np.float32)
+
+
+def _rope(config: dict) -> dict:
+    rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
+    rope.setdefault("rope_type", rope.get("type"))
+    return rope
 
 
 def _llama_cpp_order(hf_name: str) -> tuple[int, int, str]:

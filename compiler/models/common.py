@@ -41,13 +41,20 @@ class QuantizedLinear(nn.Module):
 
 
 class Formats:
-    """Each weight's format, by network name below `prefix` (None for a weight not built)."""
+    """Each weight's format, by network name below `prefix`; `find` gives None for a weight
+    not built (a projection built fused with others)."""
 
     def __init__(self, names: dict[str, str], prefix: str = ""):
         self.names = names
         self.prefix = prefix
 
-    def __call__(self, name: str) -> Format | None:
+    def __call__(self, name: str) -> Format:
+        found = self.find(name)
+        if found is None:
+            raise KeyError(f"no weight {self.prefix + name} was built")
+        return found
+
+    def find(self, name: str) -> Format | None:
         found = self.names.get(self.prefix + name)
         return get_format(found) if found else None
 
@@ -66,7 +73,7 @@ def add_projections(
 ) -> list[str]:
     """Linears reading one input, set on `module`: one fused matmul when the build fused their
     weights (they share a format), else one each. Returns their attribute names."""
-    fmt = formats(fused)
+    fmt = formats.find(fused)
     if fmt is not None:
         total = sum(sizes.values())
         setattr(module, fused, QuantizedLinear(in_features, total, fmt, bias, dtype))

@@ -10,7 +10,6 @@ from typing import Any
 
 from tvm.relax.frontend import nn
 
-from ..errors import BuildError
 from ..formats import SourceTensor
 from ..gguf_metadata import GGUFMetadata
 
@@ -42,14 +41,3 @@ class Family:
     # config, each weight's format, activation dtype, context window -> the network, whose
     # `get_default_spec()` gives prefill and decode and `cache_spec()` the KV-cache tensors
     network: Callable[[Any, dict[str, str], str, int], nn.Module]
-
-
-def no_gguf(family: str) -> Callable[..., Any]:
-    """The GGUF readers of a family that has none yet: a one-line refusal."""
-
-    def refuse(*_: Any) -> Any:
-        raise BuildError(
-            f"GGUF {family} files are not supported yet; build the Hugging Face folder"
-        )
-
-    return refuse

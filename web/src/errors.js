@@ -78,3 +78,17 @@ export class ModelNotFoundError extends KilnError {
     this.param = "model";
   }
 }
+
+export class GrammarError extends KilnError {
+  /** The grammar engine failed while constraining a reply (not a schema refused up front). */
+  constructor(detail) {
+    super(`Structured output failed: ${detail}. The next request starts a fresh grammar.`, "grammar_failed");
+  }
+}
+
+export class WorkerError extends KilnError {
+  /** The engine's Web Worker or Service Worker could not be reached or failed. */
+  constructor(message) {
+    super(message, "worker_failed");
+  }
+}

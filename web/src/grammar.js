@@ -1,4 +1,4 @@
-import { InvalidRequestError } from "./errors.js";
+import { GrammarError, InvalidRequestError } from "./errors.js";
 import { warn } from "./log.js";
 
 /**
@@ -155,7 +155,7 @@ class TokenMask {
   }
 
   accept(token) {
-    if (!this.#call("acceptToken", token)) throw new Error(`the grammar rejected token ${token}`);
+    if (!this.#call("acceptToken", token)) throw new GrammarError(`the grammar rejected token ${token}`);
   }
 
   get terminated() {

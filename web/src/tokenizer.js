@@ -1,6 +1,6 @@
 import { Environment, Interpreter, Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { InvalidRequestError } from "./errors.js";
+import { InvalidRequestError, KilnError } from "./errors.js";
 
 // The special tokens transformers hands to every chat template, by their config keys.
 const SPECIAL_TOKEN_KEYS = ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"];
@@ -56,16 +56,37 @@ function* components(node) {
 
 /**
  * Brings @huggingface/tokenizers' pipeline in line with the Rust library where they differ,
- * so that ids and text match what Python gives.
+ * so that ids and text match what Python gives. These patches reach into the library's
+ * components (its version is pinned): each is checked on a probe string, so that a version
+ * that changed those internals fails here, loudly, rather than tokenizing differently.
  */
 function alignWithRust(tokenizer) {
   for (const pre of components(tokenizer.pre_tokenizer)) {
-    if (pre.config?.type === "ByteLevel" && pre.pattern instanceof RegExp) pre.pattern = BYTE_LEVEL_SPLIT;
-    if (pre.config?.type === "Digits") pre.pattern = pre.config.individual_digits ? DIGITS_SPLIT : DIGIT_RUNS_SPLIT;
+    if (pre.config?.type === "ByteLevel" && pre.pattern instanceof RegExp) {
+      pre.pattern = BYTE_LEVEL_SPLIT;
+      // U+FEFF is not whitespace in Rust: it joins the space before it.
+      const pieces = pre.pre_tokenize_text("a \uFEFFb", {}).length;
+      probe(pieces === (pre.use_regex === false ? 1 : 3), "ByteLevel split");
+    }
+    if (pre.config?.type === "Digits") {
+      pre.pattern = pre.config.individual_digits ? DIGITS_SPLIT : DIGIT_RUNS_SPLIT;
+      // "½" is numeric in Rust, not a \d.
+      const pieces = pre.config.individual_digits ? 3 : 2;
+      probe(pre.pre_tokenize_text("a½½", {}).length === pieces, "Digits split");
+    }
   }
   for (const decoder of components(tokenizer.decoder)) {
-    if (decoder.config?.type === "ByteFallback") decoder.decode_chain = byteFallbackDecodeChain;
+    if (decoder.config?.type === "ByteFallback") {
+      decoder.decode_chain = byteFallbackDecodeChain;
+      // A broken UTF-8 run gives one U+FFFD per byte.
+      probe(decoder.decode(["<0xE2>", "<0x82>"]) === "\uFFFD\uFFFD", "ByteFallback decoder");
+    }
   }
+}
+
+/** Throws when a patch of a library's internals no longer takes effect. */
+function probe(ok, patch) {
+  if (!ok) throw new KilnError(`the ${patch} patch of a pinned library no longer takes effect`, "library_changed");
 }
 
 /** A special token as tokenizer_config.json gives it: a string or an AddedToken object. */
@@ -84,6 +105,7 @@ export class ChatTokenizer {
     this.tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
     alignWithRust(this.tokenizer);
     this.template = tokenizerConfig.chat_template ? new Template(tokenizerConfig.chat_template) : null;
+    if (this.template) checkInterpreter();
     /** @type {Record<string, string>} */
     this.specialTokens = {};
     for (const key of SPECIAL_TOKEN_KEYS) {
@@ -121,7 +143,12 @@ export class ChatTokenizer {
    * @returns {string}
    */
   applyChatTemplate(messages, addGenerationPrompt = true) {
-    if (!this.template) throw new Error("this model has no chat template; use a raw prompt");
+    if (!this.template) {
+      throw new InvalidRequestError(
+        "messages",
+        "this model has no chat template (a base model): send a prompt to completions.create",
+      );
+    }
     // The globals are set here rather than by Template.render, which declares its own
     // raise_exception (losing the message) and strftime_now (in the browser's language), and
     // refuses to redeclare them.
@@ -160,6 +187,16 @@ class PythonInterpreter extends Interpreter {
     }
     return new object.constructor(stripChars(object.value, chars.value, ...sides));
   }
+}
+
+let interpreterChecked = false;
+
+/** The PythonInterpreter patch takes effect (see `probe`). */
+function checkInterpreter() {
+  if (interpreterChecked) return;
+  const rendered = new PythonInterpreter(new Environment()).run(new Template("{{ 'xxa'.lstrip('x') }}").parsed);
+  probe(rendered.value === "a", "jinja str.lstrip(chars)");
+  interpreterChecked = true;
 }
 
 const STRIP_SIDES = { strip: [true, true], lstrip: [true, false], rstrip: [false, true] };
@@ -237,21 +274,28 @@ export function strftime(date, format) {
 
 /**
  * Turns a growing list of token ids into text deltas, holding back an incomplete UTF-8
- * sequence (decoded as U+FFFD) until the next token completes it.
+ * sequence (decoded as U+FFFD) until the next token completes it. Each step decodes only the
+ * tokens since the last emitted text and the one before them (which gives decoders that strip
+ * a leading space their context), so the cost per token stays flat however long the reply.
  */
 export class StreamDecoder {
   constructor(tokenizer) {
     this.tokenizer = tokenizer;
     this.ids = [];
     this.emitted = "";
+    this.prefixStart = 0; // the tokens decoded before the new ones, for context
+    this.newStart = 0; // the first token whose text is not emitted yet
   }
 
   push(id) {
     this.ids.push(id);
-    const text = this.tokenizer.decode(this.ids);
-    if (text.endsWith("\uFFFD")) return "";
-    const delta = text.slice(this.emitted.length);
-    this.emitted = text;
+    const prefix = this.tokenizer.decode(this.ids.slice(this.prefixStart, this.newStart));
+    const text = this.tokenizer.decode(this.ids.slice(this.prefixStart));
+    if (text.endsWith("\uFFFD") || text.length <= prefix.length) return "";
+    const delta = text.slice(prefix.length);
+    this.prefixStart = this.newStart;
+    this.newStart = this.ids.length;
+    this.emitted += delta;
     return delta;
   }
 }

@@ -226,7 +226,7 @@ export class WebWorkerEngine extends WorkerEngine {
         worker.addEventListener("message", (event) => receive(event.data));
         // A script that failed to load, or a crashed worker, would leave calls waiting forever.
         worker.addEventListener("error", (event) =>
-          fail(new Error(`The engine's worker failed: ${event.message ?? "it could not be started"}`)),
+          fail(new errors.WorkerError(`The engine's worker failed: ${event.message ?? "it could not be started"}`)),
         );
       },
     );
@@ -257,7 +257,7 @@ export class ServiceWorkerEngine extends WorkerEngine {
           const next = container.controller;
           if (!next || next === this.#worker || this.#worker.state !== "redundant") return;
           this.#worker = next;
-          fail(new Error("The engine's service worker was replaced during this call; make it again."));
+          fail(new errors.WorkerError("The engine's service worker was replaced during this call; make it again."));
         });
       },
     );
@@ -288,7 +288,8 @@ export async function CreateWebWorkerEngine(worker, model, options = {}) {
  */
 export async function CreateServiceWorkerEngine(model, options = {}) {
   const container = navigator.serviceWorker;
-  if (!container) throw new Error("Service workers are not available here (they need https or localhost).");
+  if (!container)
+    throw new errors.WorkerError("Service workers are not available here (they need https or localhost).");
   const worker = container.controller ?? (await container.ready).active;
   const engine = new ServiceWorkerEngine(worker);
   await engine.reload(model, options);

@@ -255,6 +255,8 @@ export class FeatureUnsupportedError extends KilnError {}
 export class DeviceLostError extends KilnError {}
 export class ModelLoadError extends KilnError {}
 export class ShardIntegrityError extends KilnError {}
+export class GrammarError extends KilnError {}
+export class WorkerError extends KilnError {}
 export class InvalidRequestError extends KilnError {
   /** the request field at fault */
   param: string;

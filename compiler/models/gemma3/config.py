@@ -71,7 +71,8 @@ class Gemma3Config(LlamaConfig):
                 ),
                 sliding_layers=tuple(t == "sliding_attention" for t in types),
                 query_pre_attn_scalar=float(raw.get("query_pre_attn_scalar", base.head_dim)),
-                **{cap: float(raw.get(cap) or 0.0) for cap in SOFT_CAPS},
+                attn_logit_softcapping=float(raw.get("attn_logit_softcapping") or 0.0),
+                final_logit_softcapping=float(raw.get("final_logit_softcapping") or 0.0),
             )
         except (TypeError, ValueError) as err:
             raise BuildError(f"{where}: config.json has a malformed value ({err})") from None

@@ -58,6 +58,8 @@ NORMS = (
 
 
 class Gemma3ForCausalLM(LlamaForCausalLM):
+    config: Gemma3Config
+
     @staticmethod
     def layer(config, formats, dtype, capacity, index):
         return Gemma3DecoderLayer(config, formats, dtype, capacity, index)

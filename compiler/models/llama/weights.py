@@ -31,7 +31,7 @@ def network_weights(
         if len({format_name(x, n) for x, n in zip(parts, names, strict=True)}) == 1:
             yield prefix + into, concat_rows(parts)
             if bias:
-                yield f"{prefix}{into}.bias", np.concatenate(biases)
+                yield f"{prefix}{into}.bias", np.concatenate([np.asarray(b) for b in biases])
             return
         for i, name in enumerate(names):
             yield prefix + name, parts[i]

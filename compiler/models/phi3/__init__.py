@@ -1,15 +1,24 @@
-"""Phi-3 and Phi-3.5 (`Phi3ForCausalLM`): the llama network, its checkpoints already fusing
-q/k/v and gate/up, with LongRoPE where the config has it and a sliding window."""
+"""Phi-3 and Phi-3.5 (`Phi3ForCausalLM`, GGUF `phi3`): the llama network, its checkpoints
+already fusing q/k/v and gate/up, with LongRoPE where the config has it and a sliding window.
+Its GGUF files keep the fused matrices and Q/K rows in Hugging Face's order, and carry
+LongRoPE's factors as tensors."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
+from ...errors import BuildError
 from ...formats import SourceTensor
+from ...gguf_metadata import GGUFMetadata
 from ..common import required
-from ..family import Family, NetworkWeights, no_gguf
+from ..family import Family, NetworkWeights
 from ..llama import LlamaConfig, LlamaForCausalLM
+from ..llama.weights import GGUF_NAMES, gguf_config
 
 # Each layer's matrices, named as the network names them (q/k/v and gate/up come fused).
 MATRICES = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")
@@ -31,25 +40,62 @@ def network_weights(
         p = f"layers.{i}."
         for norm in ("input_layernorm.weight", "post_attention_layernorm.weight"):
             yield p + norm, get(f"model.{p}{norm}")
-        for matrix in (
-            "self_attn.qkv_proj",
-            "self_attn.o_proj",
-            "mlp.gate_up_proj",
-            "mlp.down_proj",
-        ):
+        for matrix in MATRICES:
             yield p + matrix, get(f"model.{p}{matrix}.weight")
     yield "norm.weight", get("model.norm.weight")
     if not c.tie_word_embeddings:
         yield "lm_head", get("lm_head.weight")
 
 
+# GGUF layer tensors -> Hugging Face modules
+GGUF_LAYER_NAMES = {
+    "attn_norm": "input_layernorm",
+    "attn_qkv": "self_attn.qkv_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_up": "mlp.gate_up_proj",  # gate and up, fused
+    "ffn_down": "mlp.down_proj",
+}
+# LongRoPE's per-dimension factors (Phi-3 128k, Phi-3.5), which the config carries.
+LONGROPE_FACTORS = ("rope_factors_short.weight", "rope_factors_long.weight")
+
+
+def config_from_gguf(meta: GGUFMetadata, tensor_names: set[str]) -> LlamaConfig:
+    config = gguf_config(meta, tensor_names, arch="phi3")
+    window = meta.number("phi3.attention.sliding_window", int, 0)
+    longrope = None
+    if LONGROPE_FACTORS[0] in tensor_names:
+        (short,) = (t for t in meta.reader.tensors if t.name == LONGROPE_FACTORS[0])
+        factors = tuple(float(f) for f in np.asarray(short.data, dtype=np.float32).ravel())
+        if len(factors) != config.head_dim // 2:
+            raise BuildError(f"{meta.path}: {LONGROPE_FACTORS[0]} has {len(factors)} values")
+        original = meta.number("phi3.rope.scaling.original_context_length")
+        scale = config.max_position_embeddings / original
+        default = 1.0 if scale <= 1 else math.sqrt(1 + math.log(scale) / math.log(original))
+        attention = meta.number("phi3.rope.scaling.attn_factor", float, default)
+        longrope = (factors, attention, original)
+    return dataclasses.replace(config, sliding_window=window or None, rope_longrope=longrope)
+
+
+def gguf_tensor(name: str, tensor: SourceTensor, c: LlamaConfig) -> tuple[str, SourceTensor] | None:
+    if name in LONGROPE_FACTORS and c.rope_longrope:
+        return None  # in the config
+    parts = name.split(".")
+    hf = GGUF_NAMES.get(name)
+    if len(parts) == 4 and parts[0] == "blk" and parts[2] in GGUF_LAYER_NAMES:
+        hf = f"model.layers.{parts[1]}.{GGUF_LAYER_NAMES[parts[2]]}.{parts[3]}"
+    if hf is None or not hf.endswith(".weight"):
+        raise BuildError(f"GGUF tensor {name} is not part of the Phi-3 network")
+    return hf, tensor
+
+
 FAMILY = Family(
     name="phi3",
     hf_architectures=("Phi3ForCausalLM",),
-    gguf_architectures=(),
+    gguf_architectures=("phi3",),
     config_from_hf=config_from_hf,
-    config_from_gguf=no_gguf("phi3"),
-    gguf_tensor=no_gguf("phi3"),
+    config_from_gguf=config_from_gguf,
+    gguf_tensor=gguf_tensor,
     network_weights=network_weights,
     network=LlamaForCausalLM,
 )
