@@ -4,6 +4,7 @@ dequantization, sharing nothing with our build)."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import torch
@@ -19,6 +20,20 @@ CONFIG_FIELDS = [
     "max_position_embeddings",
     "tie_word_embeddings",
 ]
+
+
+def transformers_from_preset(preset: str):
+    """transformers' float32 model of the GGUF file a preset fetches (its own reader)."""
+    from transformers import AutoModelForCausalLM
+
+    from compiler.fetch import fetch_parts
+    from compiler.loader import PRESETS_DIR
+
+    path = fetch_parts(preset, json.loads((PRESETS_DIR / f"{preset}.json").read_text()))
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    )
+    return model.eval()
 
 
 def assert_config_equal(ours, theirs) -> None:
@@ -39,10 +54,10 @@ def transformers_greedy(model, prompt: list[int], eos: set[int], count: int):
     tokens: list[int] = []
     margins: list[float] = []
     with torch.no_grad():
-        past = None
+        cache = None
         for _ in range(count):
-            out = model(ids if past is None else ids[:, -1:], past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = model(ids if cache is None else ids[:, -1:], cache=cache, use_cache=True)
+            cache = out.cache
             top = torch.topk(out.logits[0, -1], 2)
             margins.append(float(top.values[0] - top.values[1]))
             token = int(top.indices[0])

@@ -8,9 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from as_distributed import assert_config_equal, assert_greedy_equal
-from transformers import AutoModelForCausalLM
+from as_distributed import assert_config_equal, assert_greedy_equal, transformers_from_preset
 
 from compiler.build import build
 from compiler.loader import load
@@ -37,13 +35,7 @@ def built(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def transformers_model():
-    from compiler.fetch import CACHE_DIR
-
-    path = CACHE_DIR / "gemma-3-270m-q4_k_m.gguf"
-    model = AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=torch.float32
-    )
-    return model.eval()
+    return transformers_from_preset(PRESET)
 
 
 def test_config_fields_equal_transformers(source, transformers_model):

@@ -36,7 +36,7 @@ def gguf_file() -> Path:
 @pytest.fixture(scope="module")
 def transformers_model(gguf_file):
     model = AutoModelForCausalLM.from_pretrained(
-        gguf_file.parent, gguf_file=gguf_file.name, torch_dtype=torch.float32
+        gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32
     )
     return model.eval()
 

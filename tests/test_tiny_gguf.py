@@ -78,7 +78,7 @@ def gguf_file(tmp_path_factory, hf_models) -> Callable[[str], Path]:
 
 def transformers_model(path: Path) -> torch.nn.Module:
     return AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, torch_dtype=torch.float32
+        path.parent, gguf_file=path.name, dtype=torch.float32
     ).eval()
 
 
