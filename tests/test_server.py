@@ -1,6 +1,7 @@
 """The local server (compiler/serve.py) over real HTTP: no way out of the served folder,
 content types, byte ranges, ETags and caching, index pages and 404s, the request log, the
-`build-web serve DIR` command, and a built model loading from it in Chromium."""
+`build-web serve DIR` command, a built model loading from it in Chromium, and many clients at
+once beside a slow one."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -417,3 +420,43 @@ def test_built_model_loads_and_answers_in_chromium(tiny_built, page):
     assert reply["object"] == "chat.completion"
     assert isinstance(reply["choices"][0]["message"]["content"], str)
     assert reply["usage"]["completion_tokens"] >= 1
+
+
+def test_concurrent_ranges_beside_a_slow_client(tmp_path):
+    """200 concurrent range requests each get their bytes while a client that reads one byte
+    a second holds a large download open (its handler waits on that socket alone)."""
+    big = bytes(range(256)) * 32768  # 8 MiB, every offset distinguishable
+    name = f"params_shard_0.{hashlib.sha256(big).hexdigest()[:16]}.bin"
+    (tmp_path / name).write_bytes(big)
+    with serve_folder(tmp_path) as url:
+        port = urlsplit(url).port
+        slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.sendall(f"GET /{name} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        received = slow.recv(1)
+        stop = threading.Event()
+
+        def trickle() -> None:  # one byte a second until the others are done
+            nonlocal received
+            while not stop.wait(1.0):
+                received += slow.recv(1)
+
+        reader = threading.Thread(target=trickle)
+        reader.start()
+
+        def fetch(i: int) -> bool:
+            start = i * 40961 % (len(big) - 4096)
+            status, headers, body = get(port, f"/{name}", Range=f"bytes={start}-{start + 4095}")
+            return status == 206 and body == big[start : start + 4096]
+
+        try:
+            with ThreadPoolExecutor(max_workers=200) as pool:
+                answered = list(pool.map(fetch, range(200)))
+        finally:
+            stop.set()
+            reader.join()
+        assert all(answered), answered.count(False)
+        while len(received) < 12:  # the slow download goes on where it was
+            received += slow.recv(1)
+        assert received.startswith(b"HTTP/1.1 200")
+        slow.close()
