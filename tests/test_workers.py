@@ -37,7 +37,18 @@ def site(tiny_built, tmp_path_factory) -> Path:
     # cover the page.
     (folder / "sub").mkdir()
     shutil.copy(folder / "kiln-sw.js", folder / "sub" / "kiln-sw.js")
+    # A worker like kiln-worker.js that also destroys its GPU device when told to (what a
+    # GPU reset looks like to it), for the device-loss test; the runtime has no such hook.
+    (folder / "lossy-worker.js").write_text(LOSSY_WORKER)
     return folder
+
+
+LOSSY_WORKER = """import { WebWorkerEngineHandler } from "./kiln.js";
+const handler = new WebWorkerEngineHandler();
+self.addEventListener("message", (event) => {
+  if (event.data?.test === "lose-device") handler.engine.device.destroy();
+});
+"""
 
 
 @pytest.fixture(scope="module")
@@ -383,3 +394,30 @@ def test_values_of_the_wrong_type_are_named_in_both_engines(server, new_page):
     assert result["page stop function"] == ["InvalidRequestError", "stop"]
     assert result["worker stop function"] == ["InvalidRequestError", "request"]
     assert result["page then"] == result["worker then"]
+
+
+def test_device_loss_in_a_worker_is_reported_and_reload_recovers(server, new_page):
+    url, _ = server
+    page = new_page(url)
+    result = page.evaluate(
+        f"""async (r) => {{
+            {IMPORT}
+            const worker = new Worker(location.origin + "/lossy-worker.js", {{type: "module"}});
+            const engine = await kiln.CreateWebWorkerEngine(worker, "./");
+            const before = await engine.chat.completions.create(r);
+            worker.postMessage({{test: "lose-device"}});
+            await new Promise((resolve) => setTimeout(resolve, 100));
+            let error = null;
+            try {{ await engine.chat.completions.create(r); }}
+            catch (e) {{ error = {{name: e.name, code: e.code, message: e.message,
+                                   isClass: e instanceof kiln.DeviceLostError}}; }}
+            await engine.reload("./");
+            const after = await engine.chat.completions.create(r);
+            return {{before: before.choices, error, after: after.choices}};
+        }}""",
+        REQUEST,
+    )
+    assert result["error"]["name"] == "DeviceLostError" and result["error"]["isClass"]
+    assert result["error"]["code"] == "device_lost"
+    assert "Reload the model" in result["error"]["message"]
+    assert result["after"] == result["before"]
