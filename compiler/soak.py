@@ -1,0 +1,131 @@
+"""Soak: many sequential requests on one engine in headless Chromium, then one JSON line of
+figures: the live GPU buffers and the JS heap (after a forced garbage collection) after the
+10th request, half-way and after the last one, and whether every reply equals a fresh
+engine's reply.
+
+    scripts/soak MODEL [--requests 1000] [--quantization q4f32]
+
+Requests cycle through chat (streamed and not), text completions and streams aborted after
+their first chunk, with several prompts and lengths, all greedy: a reply that differs from the
+same request's first reply, or from a fresh engine's, is a leak of state between requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .browser import CHROMIUM, CHROMIUM_ARGS, open_engine_page, serve_folder
+from .build import build
+
+# Counts the GPU buffers created and not yet destroyed, page-wide.
+COUNT_BUFFERS = """(() => {
+    const live = new Set();
+    const create = GPUDevice.prototype.createBuffer;
+    GPUDevice.prototype.createBuffer = function (...args) {
+        const buffer = create.apply(this, args);
+        live.add(buffer);
+        const destroy = buffer.destroy.bind(buffer);
+        buffer.destroy = () => { live.delete(buffer); destroy(); };
+        return buffer;
+    };
+    Object.defineProperty(window, "__liveBuffers", {get: () => live.size});
+})();"""
+
+PROMPTS = ["Hello!", "Name three colors.", "Write a long story about a heron by a lake."]
+LENGTHS = [1, 6, 16]
+KINDS = ["chat", "chat-stream", "text", "chat-aborted"]
+
+# One request in the page; returns what must be equal across repeats.
+RUN = """async ([kind, prompt, maxTokens]) => {
+    const messages = [{role: "user", content: prompt}];
+    const common = {max_tokens: maxTokens, temperature: 0};
+    if (kind === "chat") {
+        const r = await engine.chat.completions.create({...common, messages});
+        return r.choices[0].message.content;
+    }
+    if (kind === "text") {
+        const r = await engine.completions.create({...common, prompt});
+        return r.choices[0].text;
+    }
+    const controller = new AbortController();
+    const stream = await engine.chat.completions.create(
+        {...common, messages, stream: true, signal: controller.signal});
+    let text = "";
+    try {
+        for await (const chunk of stream) {
+            text += chunk.choices[0]?.delta?.content ?? "";
+            if (kind === "chat-aborted") controller.abort();
+        }
+    } catch (e) {
+        if (e.name !== "AbortError") throw e;
+    }
+    return kind === "chat-aborted" ? null : text;
+}"""
+
+
+def request(i: int) -> tuple[str, str, int]:
+    return KINDS[i % len(KINDS)], PROMPTS[i // 4 % len(PROMPTS)], LENGTHS[i // 12 % len(LENGTHS)]
+
+
+def memory(page, cdp) -> dict:
+    cdp.send("HeapProfiler.collectGarbage")
+    heap = cdp.send("Runtime.getHeapUsage")["usedSize"]
+    return {"gpu_buffers": page.evaluate("window.__liveBuffers"), "heap_bytes": heap}
+
+
+def soak_folder(browser, folder: Path, requests: int) -> dict:
+    with serve_folder(folder) as url:
+        context = browser.new_context()
+        context.add_init_script(COUNT_BUFFERS)
+        page = open_engine_page(context, url)
+        cdp = context.new_cdp_session(page)
+        first: dict[tuple, str | None] = {}
+        differing = 0
+        marks = {9: "after_10", requests // 2 - 1: "after_half"}
+        figures = {}
+        for i in range(requests):
+            key = request(i)
+            reply = page.evaluate(RUN, list(key))
+            differing += first.setdefault(key, reply) != reply
+            if i in marks:
+                figures[marks[i]] = memory(page, cdp)
+        after_last = memory(page, cdp)
+        context.close()
+        # A fresh engine, each distinct request once.
+        fresh_page = open_engine_page(browser, url)
+        fresh = sum(fresh_page.evaluate(RUN, list(key)) != reply for key, reply in first.items())
+        fresh_page.close()
+    return {
+        "model": folder.name,
+        "requests": requests,
+        **figures,
+        "after_last": after_last,
+        "replies_differing_from_the_first": int(differing),
+        "replies_differing_from_a_fresh_engine": int(fresh),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from playwright.sync_api import sync_playwright
+
+    parser = argparse.ArgumentParser(prog="soak", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a preset, a model folder or file, or a built folder")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--quantization", default=None)
+    parser.add_argument("--out-dir", type=Path, default=Path("dist/soak"))
+    args = parser.parse_args(argv)
+    folder = Path(args.model)
+    if not (folder / "manifest.json").is_file():
+        folder = build(args.model, args.quantization, args.out_dir / Path(args.model).name)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        print(json.dumps(soak_folder(browser, folder, args.requests)), flush=True)
+        browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
