@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import BuildError
 
 _REQUIRED = object()
@@ -30,3 +32,14 @@ class GGUFMetadata:
             return kind(value)
         except (TypeError, ValueError):
             raise BuildError(f"{self.path}: GGUF metadata {key}={value!r} is malformed") from None
+
+    def vector(self, tensor_name: str, length: int) -> tuple[float, ...]:
+        """The values of a 1-D tensor that holds settings rather than weights (rope factors),
+        which must number `length`."""
+        (tensor,) = (t for t in self.reader.tensors if t.name == tensor_name)
+        values = tuple(float(v) for v in np.asarray(tensor.data, dtype=np.float32).ravel())
+        if len(values) != length:
+            raise BuildError(
+                f"{self.path}: {tensor_name} has {len(values)} values, not head_dim/2 = {length}"
+            )
+        return values

@@ -67,6 +67,11 @@ def rope_llama3(raw: dict[str, Any], where: str) -> tuple[float, ...] | None:
         raise BuildError(f"{where}: config field {rope['field']} is malformed") from None
 
 
+def longrope_attention(factor: float, original: int) -> float:
+    """LongRoPE's default scale of cos and sin for a context `factor` times the original."""
+    return 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(original))
+
+
 def rope_longrope(raw: dict[str, Any], where: str) -> tuple[Any, ...] | None:
     """Phi-3's LongRoPE as (short factors, attention factor, original context), if set: each
     inverse frequency divided by its factor, cos and sin scaled (as transformers computes
@@ -82,7 +87,7 @@ def rope_longrope(raw: dict[str, Any], where: str) -> tuple[Any, ...] | None:
         factor = rope.get("factor") or float(raw["max_position_embeddings"]) / original
         attention = rope.get("attention_factor")
         if attention is None:
-            attention = 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(original))
+            attention = longrope_attention(factor, original)
     except (KeyError, TypeError, ValueError):
         raise BuildError(f"{where}: config field {rope['field']} is malformed") from None
     return short, float(attention), original

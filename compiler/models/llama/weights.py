@@ -135,14 +135,7 @@ def gguf_config(meta: GGUFMetadata, tensor_names: set[str], arch: str = "llama")
             f"head_dim {head_dim}) is not implemented"
         )
     vocab = len(meta.field("tokenizer.ggml.tokens") or [])
-    factors = None
-    if ROPE_FREQS in tensor_names:
-        (freqs,) = (t for t in meta.reader.tensors if t.name == ROPE_FREQS)
-        factors = tuple(float(f) for f in np.asarray(freqs.data, dtype=np.float32).ravel())
-        if len(factors) != head_dim // 2:
-            raise BuildError(
-                f"{where}: {ROPE_FREQS} has {len(factors)} values, not head_dim/2 = {head_dim // 2}"
-            )
+    factors = meta.vector(ROPE_FREQS, head_dim // 2) if ROPE_FREQS in tensor_names else None
     config = LlamaConfig(
         vocab_size=meta.number(f"{arch}.vocab_size", int, vocab),
         hidden_size=hidden,

@@ -6,11 +6,8 @@ LongRoPE's factors as tensors."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
-
-import numpy as np
 
 from ...errors import BuildError
 from ...formats import SourceTensor
@@ -18,6 +15,7 @@ from ...gguf_metadata import GGUFMetadata
 from ..common import required
 from ..family import Family, NetworkWeights
 from ..llama import LlamaConfig, LlamaForCausalLM
+from ..llama.config import longrope_attention
 from ..llama.weights import GGUF_NAMES, gguf_config
 
 # Each layer's matrices, named as the network names them (q/k/v and gate/up come fused).
@@ -65,13 +63,9 @@ def config_from_gguf(meta: GGUFMetadata, tensor_names: set[str]) -> LlamaConfig:
     window = meta.number("phi3.attention.sliding_window", int, 0)
     longrope = None
     if LONGROPE_FACTORS[0] in tensor_names:
-        (short,) = (t for t in meta.reader.tensors if t.name == LONGROPE_FACTORS[0])
-        factors = tuple(float(f) for f in np.asarray(short.data, dtype=np.float32).ravel())
-        if len(factors) != config.head_dim // 2:
-            raise BuildError(f"{meta.path}: {LONGROPE_FACTORS[0]} has {len(factors)} values")
+        factors = meta.vector(LONGROPE_FACTORS[0], config.head_dim // 2)
         original = meta.number("phi3.rope.scaling.original_context_length")
-        scale = config.max_position_embeddings / original
-        default = 1.0 if scale <= 1 else math.sqrt(1 + math.log(scale) / math.log(original))
+        default = longrope_attention(config.max_position_embeddings / original, original)
         attention = meta.number("phi3.rope.scaling.attn_factor", float, default)
         longrope = (factors, attention, original)
     return dataclasses.replace(config, sliding_window=window or None, rope_longrope=longrope)
