@@ -71,8 +71,15 @@ def serve_folder(
         thread.join(10)
 
 
-def open_engine_page(browser, base_url: str, model_path: str = "/", variant: str | None = None):
-    """A page at the model folder with the engine loaded as `window.engine`."""
+def open_engine_page(
+    browser,
+    base_url: str,
+    model_path: str = "/",
+    variant: str | None = None,
+    backend: str | None = None,
+):
+    """A page at the model folder with the engine loaded as `window.engine` (on `backend`,
+    with `variant`'s kernels, where given)."""
     page = browser.new_page()
     page.on(
         "console",
@@ -80,21 +87,24 @@ def open_engine_page(browser, base_url: str, model_path: str = "/", variant: str
     )
     page.goto(f"{base_url}{model_path}manifest.json")
     page.evaluate(
-        """async ([url, variant]) => {
+        """async ([url, options]) => {
             const kiln = await import(url + "kiln.js");
             window.kiln = kiln;
-            window.engine = await kiln.CreateEngine(url, variant ? {variant} : {});
+            window.engine = await kiln.CreateEngine(url, options);
         }""",
-        [f"{base_url}{model_path}", variant],
+        [
+            f"{base_url}{model_path}",
+            {k: v for k, v in (("variant", variant), ("backend", backend)) if v is not None},
+        ],
     )
     return page
 
 
 @contextlib.contextmanager
-def engine_page_for(browser, folder: Path, variant: str | None = None):
+def engine_page_for(browser, folder: Path, variant: str | None = None, backend: str | None = None):
     """Serves a built model folder and yields a page with its engine loaded as `window.engine`."""
     with serve_folder(folder) as url:
-        page = open_engine_page(browser, url, variant=variant)
+        page = open_engine_page(browser, url, variant=variant, backend=backend)
         try:
             yield page
         finally:

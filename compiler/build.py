@@ -203,8 +203,17 @@ def _write_folder(
     shards: list[dict[str, Any]],
     tensors: list[dict[str, Any]],
 ) -> None:
+    entries: dict[str, dict[str, Any]] = {}
     for name, compiled in variants.items():
         (out / f"kernels-{name}.json").write_text(json.dumps(compiled.kernels))
+        entries[name] = {"kernels": f"kernels-{name}.json", "functions": compiled.functions}
+        if compiled.wasm is not None:
+            (out / "kernels.wasm").write_bytes(compiled.wasm)
+            entries[name]["wasm"] = {
+                "file": "kernels.wasm",
+                "bytes": len(compiled.wasm),
+                "sha256": hashlib.sha256(compiled.wasm).hexdigest(),
+            }
     (out / "tokenizer.json").write_text(json.dumps(source.tokenizer, ensure_ascii=False))
     (out / "tokenizer_config.json").write_text(
         json.dumps(source.tokenizer_config, ensure_ascii=False, indent=1)
@@ -228,11 +237,8 @@ def _write_folder(
         "shards": shards,
         "params": tensors,
         # "software" suits adapters that run shaders on the CPU (isFallbackAdapter),
-        # "gpu" suits real GPUs; the runtime picks one.
-        "variants": {
-            name: {"kernels": f"kernels-{name}.json", "functions": compiled.functions}
-            for name, compiled in variants.items()
-        },
+        # "gpu" suits real GPUs, "wasm" runs on the CPU without WebGPU; the runtime picks one.
+        "variants": entries,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     for item in RUNTIME_DIR.iterdir():

@@ -1,9 +1,16 @@
-"""Stage 3, compile: the network -> WGSL kernels + execution plans, through Apache TVM."""
+"""Stage 3, compile: the network -> kernels + execution plans, through Apache TVM.
+
+Three variants of one network: WGSL kernels with "software" schedules (for adapters that run
+shaders on the CPU) or dlight's "gpu" schedules, and "wasm": the same network compiled by
+TVM's LLVM code generator for wasm32 with SIMD and linked into one WebAssembly module, for
+browsers with no WebGPU or only an emulated adapter. All three share one plan format."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import tvm
@@ -11,20 +18,28 @@ from tvm import relax
 from tvm.relax.backend.gpu_generic import pipeline as gpu_pipeline
 from tvm.s_tir import dlight as dl
 
+from . import wasm
+from .models import kernels as model_kernels
 from .models.family import Family
-from .plan import build_kernels, extract_plan
+from .plan import build_kernels, cpu_launches, extract_plan
 from .schedules import TOKEN_TILE, gpu_rules, software_rules
 
 TARGET = tvm.target.Target("webgpu", host="llvm")
-VARIANTS = {"software": software_rules, "gpu": gpu_rules}
+WASM_TARGET = tvm.target.Target(
+    {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm", "mattr": ["+simd128"]}
+)
+GPU_VARIANTS = {"software": software_rules, "gpu": gpu_rules}
+VARIANTS = [*GPU_VARIANTS, "wasm"]
 
 
 @dataclasses.dataclass
 class Compiled:
-    kernels: dict[str, dict[str, Any]]  # name -> {wgsl, workgroup_size, pods}
+    # name -> {wgsl, workgroup_size, pods} (WebGPU) or {symbol, args} (wasm)
+    kernels: dict[str, dict[str, Any]]
     functions: dict[str, dict[str, Any]]  # entry function -> plan
     param_names: list[str]  # weight names in the order of the functions' params
     kv_cache: list[dict[str, Any]]  # {shape, dtype} of each KV-cache tensor, in plan order
+    wasm: bytes | None = None  # the linked module of the "wasm" variant
 
 
 def _lower(mod: tvm.IRModule, rules: list[Any]) -> tvm.IRModule:
@@ -50,6 +65,39 @@ def _lower(mod: tvm.IRModule, rules: list[Any]) -> tvm.IRModule:
     )
     with TARGET:
         return tvm.transform.Sequential(passes)(mod)
+
+
+def _lower_cpu(mod: tvm.IRModule) -> tvm.IRModule:
+    """The same passes for a CPU target, with TVM's default CPU code for every kernel."""
+    passes = [
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.RewriteDataflowReshape(),
+        relax.transform.ToNonDataflow(),
+        relax.transform.RemovePurityChecking(),
+        relax.transform.CallTIRRewrite(),
+        relax.transform.StaticPlanBlockMemory(),
+        relax.transform.LowerAllocTensor(),
+        relax.transform.KillAfterLastUse(),
+        relax.transform.AttachGlobalSymbol(),
+    ]
+    with WASM_TARGET:
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def _wasm_entry(func: tvm.tirx.PrimFunc) -> dict[str, Any]:
+    """How the runtime calls a kernel: TVM's packed calling convention, one argument per
+    parameter (a DLTensor of `dtype` and `ndim`, or a scalar)."""
+    args: list[dict[str, Any]] = []
+    for param in func.params:
+        if tvm.tirx.buffer.is_buffer_var(param):
+            args.append({"dtype": str(param.dtype), "ndim": len(param.shape)})
+        else:
+            args.append({"scalar": str(param.ty.dtype)})
+    return {"symbol": f"__tvm_ffi_{func.attrs['global_symbol']}", "args": args}
 
 
 _POD_STRUCT = re.compile(r"struct PODArgs \{(.*?)\}", re.S)
@@ -82,26 +130,44 @@ def compile_model(
     variant: str,
 ) -> Compiled:
     """Compiles one variant: "software" schedules for CPU-backed (fallback) adapters, "gpu"
-    schedules (dlight's) for real GPUs. `formats` names each weight's storage format, `dtype`
-    the activations'."""
-    model = family.network(config, formats, dtype, context_window)
-    mod, params = model.export_tvm(spec=model.get_default_spec())
+    schedules (dlight's) for real GPUs, "wasm" for the CPU. `formats` names each weight's
+    storage format, `dtype` the activations'."""
+    if variant == "wasm":
+        with model_kernels.for_cpu():
+            model = family.network(config, formats, dtype, context_window)
+            mod, params = model.export_tvm(spec=model.get_default_spec())
+    else:
+        model = family.network(config, formats, dtype, context_window)
+        mod, params = model.export_tvm(spec=model.get_default_spec())
     # Activation buffers hold whole token tiles, so the tile rows past n that the software
     # kernels read (and never write back) stay inside their buffers.
     tiled_chunk = -(-prefill_chunk // TOKEN_TILE) * TOKEN_TILE
     bounds = {"n": tiled_chunk, "total_len": context_window}
     for name in ("prefill", "decode"):
         mod[name] = mod[name].with_attr("tir_var_upper_bound", bounds)
-    lowered = _lower(mod, VARIANTS[variant]())
-    wgsl, launches, _ = build_kernels(lowered, TARGET)
+    lowered = _lower_cpu(mod) if variant == "wasm" else _lower(mod, GPU_VARIANTS[variant]())
     prim_funcs = {
         gv.name_hint: f for gv, f in lowered.functions.items() if isinstance(f, tvm.tirx.PrimFunc)
     }
+    if variant == "wasm":
+        launches = cpu_launches(prim_funcs)
+    else:
+        wgsl, launches, _ = build_kernels(lowered, TARGET)
     functions = {
         name: extract_plan(lowered[name], launches, prim_funcs, bounds)
         for name in ("prefill", "decode")
     }
-    used = {launch["kernel"] for plan in functions.values() for launch in plan["launches"]}
-    kernels = {name: _kernel_entry(name, wgsl[name]) for name in sorted(used)}
+    used = sorted({launch["kernel"] for plan in functions.values() for launch in plan["launches"]})
     cache = [{"shape": [int(d) for d in t.shape], "dtype": t.dtype} for t in model.cache_spec()]
-    return Compiled(kernels, functions, [name for name, _ in params], cache)
+    names = [name for name, _ in params]
+    if variant != "wasm":
+        kernels = {name: _kernel_entry(name, wgsl[name]) for name in used}
+        return Compiled(kernels, functions, names, cache)
+    entries = {name: _wasm_entry(prim_funcs[name]) for name in used}
+    with tvm.transform.PassContext(opt_level=3):
+        lib = tvm.tirx.build(tvm.IRModule({n: prim_funcs[n] for n in used}), target=WASM_TARGET)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernels.o"
+        lib.write_to_file(str(path))
+        module = wasm.link(path.read_bytes(), [entry["symbol"] for entry in entries.values()])
+    return Compiled(entries, functions, names, cache, module)

@@ -53,7 +53,8 @@ def model_files(model_folder: Path) -> list[str]:
             f"{MANIFEST_FORMAT}): rebuild the model"
         )
     files = ["manifest.json", manifest["tokenizer"], manifest["tokenizer_config"]]
-    files += [variant["kernels"] for variant in manifest["variants"].values()]
+    for variant in manifest["variants"].values():
+        files += [variant["kernels"]] + ([variant["wasm"]["file"]] if "wasm" in variant else [])
     files += [shard["file"] for shard in manifest["shards"]]
     missing = [f for f in files if not (model_folder / f).is_file()]
     if missing:

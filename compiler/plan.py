@@ -201,6 +201,19 @@ def build_kernels(mod: tvm.IRModule, target: tvm.target.Target):
     return wgsl, launches, kernels
 
 
+def cpu_launches(prim_funcs: dict[str, tirx.PrimFunc]) -> dict[str, list[dict[str, Any]]]:
+    """On a CPU target a PrimFunc is one kernel, called with all its parameters: tensors
+    (with their shapes, for the DLTensors the runtime passes) and scalars."""
+    launches = {}
+    for name, func in prim_funcs.items():
+        args = [
+            ("param", i) if tirx.buffer.is_buffer_var(param) else ("expr", param)
+            for i, param in enumerate(func.params)
+        ]
+        launches[name] = [{"kernel": name, "args": args, "launch": {}, "scratch": [], "cpu": True}]
+    return launches
+
+
 # ---------------------------------------------------------------------------------------------
 # Relax functions -> execution plans
 
@@ -286,23 +299,24 @@ def extract_plan(
                     size *= evaluate(serialize(dim, tir_env), upper_bounds)
                 scratch.append({"storage": len(storages)})
                 storages.append(size * tvm.runtime.DataType(dtype).bits // 8)
-            bound, pods = [], []
+            bound, pods, shapes = [], [], []
             for kind, value in launch["args"]:
                 if kind == "param":
                     bound.append(buffers[value])
+                    if launch.get("cpu"):
+                        shape = prim.params[value].shape
+                        shapes.append([serialize(d, tir_env) for d in shape])
                 elif kind == "scratch":
                     bound.append(scratch[value])
                 else:
                     pods.append(serialize(value, tir_env))
-            geometry = {tag: serialize(v, tir_env) for tag, v in launch["launch"].items()}
-            plan_launches.append(
-                {
-                    "kernel": launch["kernel"],
-                    "buffers": bound,
-                    "pods": pods,
-                    "grid": [geometry.get(f"blockIdx.{a}", 1) for a in "xyz"],
-                }
-            )
+            entry = {"kernel": launch["kernel"], "buffers": bound, "pods": pods}
+            if launch.get("cpu"):
+                entry["shapes"] = shapes  # the DLTensors' shapes
+            else:
+                geometry = {tag: serialize(v, tir_env) for tag, v in launch["launch"].items()}
+                entry["grid"] = [geometry.get(f"blockIdx.{a}", 1) for a in "xyz"]
+            plan_launches.append(entry)
 
     def resolve(expr: Any) -> Any:
         if isinstance(expr, relax.Tuple):

@@ -1,5 +1,5 @@
 """A build in Chromium against transformers on the same prompt: last-position logits within
-relative error 1e-3 and greedy tokens equal."""
+relative error 1e-3 and greedy tokens equal, on each backend."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import numpy as np
 import torch
 
 TOLERANCE = 1e-3
+# Where the numerical tests run a build: WebGPU (the kernels the adapter picks) and the CPU
+# backend (the build's WebAssembly kernels).
+BACKENDS = ("webgpu", "wasm")
 
 
 def transformers_logits_and_greedy(model, prompt: list[int], steps: int):
@@ -30,8 +33,16 @@ def page_logits_and_greedy(page, prompt: list[int], steps: int):
     return np.array(logits), tokens
 
 
-def assert_close(ours: tuple, expected: tuple) -> None:
+def assert_close(ours: tuple, expected: tuple, where: str = "") -> None:
     """(logits, tokens) pairs: logits within TOLERANCE (relative), tokens equal."""
     error = np.linalg.norm(ours[0] - expected[0]) / np.linalg.norm(expected[0])
-    assert error < TOLERANCE, error
-    assert ours[1] == expected[1]
+    assert error < TOLERANCE, f"{where} relative error {error}"
+    assert ours[1] == expected[1], where
+
+
+def assert_backends_close(engine_page, folder, prompt: list[int], expected: tuple, steps: int):
+    """The build at `folder` gives `expected` (logits, greedy tokens) on every backend."""
+    for backend in BACKENDS:
+        with engine_page(folder, backend=backend) as page:
+            assert page.evaluate("engine.backend") == backend
+            assert_close(page_logits_and_greedy(page, prompt, steps), expected, backend)

@@ -52,4 +52,6 @@ def smollm2(tmp_path_factory) -> Path:
 @pytest.fixture
 def engine_page(browser):
     """Opens a page with `window.engine` loaded from a built folder."""
-    return lambda folder, variant=None: engine_page_for(browser, folder, variant)
+    return lambda folder, variant=None, backend=None: engine_page_for(
+        browser, folder, variant, backend
+    )

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from as_distributed import assert_config_equal
-from compare import assert_close, page_logits_and_greedy, transformers_logits_and_greedy
+from compare import assert_backends_close, transformers_logits_and_greedy
 from gguf import GGMLQuantizationType as Q
 from reference import ReferenceModel
 from tiny_gguf import write_gguf
@@ -104,14 +104,12 @@ def test_family_matches_transformers(case, tmp_path, engine_page):
 
     model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
     expected = transformers_logits_and_greedy(model, PROMPT, STEPS)
-    with engine_page(folder) as page:
-        assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected)
+    assert_backends_close(engine_page, folder, PROMPT, expected, STEPS)
 
     quantized = build(str(hf), "q4f32", tmp_path / "q4f32", context_window=64, prefill_chunk=8)
     reference = ReferenceModel(quantized)
     expected = reference.forward(PROMPT), reference.greedy(PROMPT, STEPS)
-    with engine_page(quantized) as page:
-        assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected)
+    assert_backends_close(engine_page, quantized, PROMPT, expected, STEPS)
 
 
 def test_qwen2_sliding_window_layers_are_refused(tmp_path, capsys):
@@ -143,8 +141,7 @@ def assert_gguf_matches_folder(hf, path, tmp_path, engine_page) -> None:
     folder = build(str(path), None, tmp_path / "out", context_window=64, prefill_chunk=8)
     model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
     expected = transformers_logits_and_greedy(model, PROMPT, STEPS)
-    with engine_page(folder) as page:
-        assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected)
+    assert_backends_close(engine_page, folder, PROMPT, expected, STEPS)
 
 
 def test_llama3_rope_freqs_gguf_matches_transformers(tmp_path, engine_page):
@@ -209,5 +206,4 @@ def test_gemma2_gguf_matches_transformers(tmp_path, engine_page):
         model.config.final_logit_softcapping,
     )
     expected = transformers_logits_and_greedy(model, PROMPT, STEPS)
-    with engine_page(folder) as page:
-        assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected)
+    assert_backends_close(engine_page, folder, PROMPT, expected, STEPS)

@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from compare import assert_close, page_logits_and_greedy, transformers_logits_and_greedy
+from compare import assert_backends_close, transformers_logits_and_greedy
 from gguf import GGMLQuantizationType as Q
 from tiny_gguf import K_QUANT_SIZES, write_gguf
 from tiny_model import make_llama
@@ -63,8 +63,8 @@ def test_as_stored_build_matches_transformers(case, tmp_path, engine_page):
     ).eval()
     with engine_page(folder) as page:
         prompt = page.evaluate("(t) => engine.tokenizer.encode(t)", PROMPT)
-        ours = page_logits_and_greedy(page, prompt, STEPS)
-    assert_close(ours, transformers_logits_and_greedy(model, prompt, STEPS))
+    expected = transformers_logits_and_greedy(model, prompt, STEPS)
+    assert_backends_close(engine_page, folder, prompt, expected, STEPS)
 
 
 def test_types_not_kept_are_refused_with_one_line(tmp_path, capsys):

@@ -30,9 +30,16 @@ def browser_greedy(page, ids, count):
     )
 
 
-# Both kernel sets run on this machine's adapter: "software" is the one it picks, "gpu"
-# (dlight's schedules) is forced here so that its plans are checked too.
-VARIANTS = pytest.mark.parametrize("variant", ["software", "gpu"])
+# Every kernel set runs on this machine: on its WebGPU adapter "software" (the one it picks)
+# and "gpu" (dlight's schedules, forced here so that their plans are checked too), and the CPU
+# backend's "wasm".
+VARIANTS = pytest.mark.parametrize("variant", ["software", "gpu", "wasm"])
+
+
+def open_variant(engine_page, folder, variant):
+    if variant == "wasm":
+        return engine_page(folder, backend="wasm")
+    return engine_page(folder, variant)
 
 
 @VARIANTS
@@ -43,7 +50,7 @@ def test_q0f32_matches_transformers(tiny_hf, tiny_built, engine_page, variant):
         hf_tokens = hf.generate(
             torch.tensor([PROMPT]), max_new_tokens=16, do_sample=False, eos_token_id=None
         )[0, len(PROMPT) :].tolist()
-    with engine_page(tiny_built("q0f32"), variant) as page:
+    with open_variant(engine_page, tiny_built("q0f32"), variant) as page:
         assert page.evaluate("engine.variant") == variant
         assert rel_err(browser_logits(page, PROMPT), expected) < 1e-3
         assert browser_greedy(page, PROMPT, 16) == hf_tokens
@@ -53,7 +60,7 @@ def test_q0f32_matches_transformers(tiny_hf, tiny_built, engine_page, variant):
 def test_q4f32_matches_numpy_reference(tiny_built, engine_page, variant):
     folder = tiny_built("q4f32")
     ref = ReferenceModel(folder)
-    with engine_page(folder, variant) as page:
+    with open_variant(engine_page, folder, variant) as page:
         assert rel_err(browser_logits(page, PROMPT), ref.forward(PROMPT)) < 1e-3
         assert browser_greedy(page, PROMPT, 16) == ref.greedy(PROMPT, 16)
 

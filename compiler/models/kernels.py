@@ -5,7 +5,10 @@ causal attention over a cache of static capacity (hand-written TIR; dlight has n
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 
 from tvm import te, tirx
 from tvm.relax.frontend.nn import Tensor, op
@@ -15,6 +18,20 @@ from ..formats import Format
 from ..formats.base import as_expr, scaled
 
 ATTENTION_THREADS = 64
+
+# The hand-written kernels below serve two kinds of targets: GPUs (a thread per query and head)
+# and CPUs (the same loops, the outer one run in parallel over cores). `compile` builds the
+# network inside `for_cpu()` when it compiles for a CPU.
+_CPU = contextvars.ContextVar("cpu_kernels", default=False)
+
+
+@contextlib.contextmanager
+def for_cpu() -> Iterator[None]:
+    token = _CPU.set(True)
+    try:
+        yield
+    finally:
+        _CPU.reset(token)
 
 
 # Names of the stages that decode a weight's scales: the software schedule computes them once
@@ -206,6 +223,21 @@ def attention_func(
     def capped(score):
         return T.float32(softcap) * T.tanh(score / T.float32(softcap)) if softcap else score
 
+    if _CPU.get():
+
+        def blocks(extent):
+            return T.parallel(0, extent)
+
+        def lanes(extent):
+            return T.serial(0, extent)
+    else:
+
+        def blocks(extent):
+            return T.thread_binding(extent, thread="blockIdx.x")
+
+        def lanes(extent):
+            return T.thread_binding(extent, thread="threadIdx.x")
+
     def first_key(position):
         return T.max(position - (window - 1), T.int64(0)) if window else T.int64(0)
 
@@ -219,8 +251,8 @@ def attention_func(
         k_cache = T.match_buffer(var_k, (capacity, kv_heads, head_dim), dtype)
         v_cache = T.match_buffer(var_v, (capacity, kv_heads, head_dim), dtype)
         out = T.match_buffer(var_out, (1, n, heads * head_dim), dtype)
-        for bx in T.thread_binding((n * heads + threads - 1) // threads, thread="blockIdx.x"):
-            for tx in T.thread_binding(threads, thread="threadIdx.x"):
+        for bx in blocks((n * heads + threads - 1) // threads):
+            for tx in lanes(threads):
                 acc = T.alloc_buffer((head_dim,), "float32", scope="local")
                 best = T.alloc_buffer((1,), "float32", scope="local")
                 denom = T.alloc_buffer((1,), "float32", scope="local")

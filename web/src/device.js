@@ -1,4 +1,4 @@
-import { DeviceLostError, FeatureUnsupportedError, WebGPUUnavailableError } from "./errors.js";
+import { DeviceLostError, FeatureUnsupportedError, ModelLoadError, WebGPUUnavailableError } from "./errors.js";
 
 /** The WebGPU adapter, or a WebGPUUnavailableError that says why there is none. */
 export async function requestAdapter() {
@@ -9,12 +9,23 @@ export async function requestAdapter() {
   return adapter;
 }
 
-/** The first of a model's builds (in order of preference) whose features the adapter has. */
+/**
+ * The first of a model's builds (in order of preference) that runs here: on WebGPU, one whose
+ * features the adapter has; on the CPU backend (no adapter), one with "wasm" kernels (GPU
+ * features mean nothing there).
+ * @param {GPUAdapter | null} adapter  null for the CPU backend
+ */
 export function pickBuild(adapter, manifests) {
-  for (const manifest of manifests) {
-    if (manifest.required_features.every((f) => adapter.features.has(f))) return manifest;
-  }
   const last = manifests[manifests.length - 1];
+  if (!adapter) {
+    const chosen = manifests.find((m) => "wasm" in m.variants);
+    if (chosen) return chosen;
+    throw new ModelLoadError(
+      `${last.model_id} has no WebAssembly kernels for the CPU backend: rebuild it with this build-web`,
+    );
+  }
+  const chosen = manifests.find((m) => m.required_features.every((f) => adapter.features.has(f)));
+  if (chosen) return chosen;
   throw new FeatureUnsupportedError(
     last.required_features.find((f) => !adapter.features.has(f)),
     last.model_id,

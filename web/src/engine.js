@@ -45,6 +45,10 @@ export class Engine {
   get variant() {
     return this.#first?.variant;
   }
+  /** "webgpu", or "wasm" (the CPU backend) */
+  get backend() {
+    return this.#first?.backend;
+  }
   get executor() {
     return this.#first?.executor;
   }
@@ -89,11 +93,13 @@ export class Engine {
    * @param {string | string[]} model
    * @param {{initProgressCallback?: (p: {progress: number, text: string}) => void,
    *          appConfig?: {model_list: {model_id: string, model: string | string[]}[]},
-   *          variant?: "software" | "gpu", useCache?: boolean}} [options]  `variant` overrides
-   *          the kernel set chosen from the adapter; `useCache: false` keeps weights out of the
-   *          browser's Cache API store (by default shards are cached after the first download)
+   *          variant?: "software" | "gpu", backend?: "auto" | "webgpu" | "wasm", useCache?: boolean}} [options]
+   *          `variant` overrides the kernel set chosen from the adapter; `backend` "wasm" runs on
+   *          the CPU (WebAssembly), "webgpu" on the GPU, "auto" (the default) on WebGPU where the
+   *          browser has it; `useCache: false` keeps weights out of the browser's Cache API store
+   *          (by default shards are cached after the first download)
    */
-  reload(model, { initProgressCallback, appConfig, variant, useCache = true } = {}) {
+  reload(model, { initProgressCallback, appConfig, variant, backend, useCache = true } = {}) {
     const specs = Array.isArray(model) ? model : [model];
     if (specs.length === 0 || !specs.every((s) => typeof s === "string" && s.length > 0))
       throw new InvalidRequestError("model", "must be a model id or a URL, or a non-empty array of them");
@@ -109,6 +115,7 @@ export class Engine {
           const loaded = await LoadedModel.load(entry?.model_id, urls, {
             initProgressCallback,
             variant,
+            backend,
             useCache,
             onDeviceLost: (m, err) => (m.lostError = err),
           });
@@ -157,13 +164,18 @@ export class Engine {
     if (this.#running) this.#running.aborted = true;
   }
 
-  /** Speeds of the last request, e.g. "prefill: 11.5 tok/s, decode: 4.2 tok/s". */
+  /**
+   * Speeds of the last request and where it ran, e.g. "prefill: 11.5 tok/s, decode: 4.2 tok/s,
+   * backend: webgpu (software kernels)".
+   */
   async runtimeStatsText(modelId = undefined) {
-    const stats = this.#resolve(modelId).lastStats;
+    const model = this.#resolve(modelId);
+    const stats = model.lastStats;
     if (!stats) return "prefill: no request yet, decode: no request yet";
     return (
       `prefill: ${stats.prefill_tokens_per_s.toFixed(1)} tok/s, ` +
-      `decode: ${stats.decode_tokens_per_s.toFixed(1)} tok/s`
+      `decode: ${stats.decode_tokens_per_s.toFixed(1)} tok/s, ` +
+      (model.backend === "wasm" ? "backend: wasm (CPU, 1 thread)" : `backend: webgpu (${model.variant} kernels)`)
     );
   }
 

@@ -8,6 +8,20 @@ export function tensorBytes({ shape, dtype }) {
   return shape.reduce((n, d) => n * d, 1) * (dtype === "float16" ? 2 : 4);
 }
 
+/** Copies one weight tensor into a GPU buffer of its own. */
+export function uploadWeight(device, tensor, bytes) {
+  const size = Math.ceil(tensor.bytes / 4) * 4;
+  const buffer = device.createBuffer({
+    size: Math.max(size, 16),
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+    label: tensor.name,
+  });
+  const padded = new Uint8Array(size);
+  padded.set(bytes);
+  device.queue.writeBuffer(buffer, 0, padded);
+  return buffer;
+}
+
 /**
  * Runs the compiled execution plans: every buffer, pipeline and bind group is created once;
  * a call writes the POD values of its launches into one uniform buffer and submits one

@@ -79,18 +79,26 @@ export async function fetchTokenizerFiles(base, manifest) {
 }
 
 /**
- * The compiled variant for this adapter: "software" schedules where shaders run on the CPU
- * (the fallback adapter), "gpu" schedules elsewhere; `requested` overrides the choice.
+ * The kernel set `name` of a model folder: "software" or "gpu" (WGSL for WebGPU), or "wasm"
+ * (kernels.json plus the WebAssembly module, compiled once its sha256 checks).
  */
-export async function fetchVariant(base, manifest, adapterInfo, requested) {
-  const name = requested ?? (adapterInfo.isFallbackAdapter ? "software" : "gpu");
+export async function fetchVariant(base, manifest, name) {
   const variant = manifest.variants[name];
   if (!variant)
     throw new ModelLoadError(
-      `This model has no "${name}" kernels (it has: ${Object.keys(manifest.variants).join(", ")})`,
+      `This model has no "${name}" kernels (it has: ${Object.keys(manifest.variants).join(", ")}); ` +
+        "rebuild it with this build-web",
     );
   const kernels = await fetchJson(new URL(variant.kernels, base));
-  return { name, functions: variant.functions, kernels };
+  if (!variant.wasm) return { name, functions: variant.functions, kernels };
+  const { data } = await shardBytes(new URL(variant.wasm.file, base).href, variant.wasm, null, () => {});
+  let module;
+  try {
+    module = await WebAssembly.compile(data);
+  } catch (err) {
+    throw new ModelLoadError(`${variant.wasm.file} is not a WebAssembly module this browser runs: ${err.message}`);
+  }
+  return { name, functions: variant.functions, kernels, module };
 }
 
 /**
@@ -229,12 +237,14 @@ async function shardBytes(url, shard, cache, onBytes) {
 }
 
 /**
- * Loads every shard (a few at a time), checks its sha256 and uploads its tensors. Progress
- * reports carry bytes, speed and the estimated time left.
+ * Loads every shard (a few at a time), checks its sha256 and hands each tensor's bytes to
+ * `upload(tensor, bytes)` (the backend's copy into GPU buffers or WebAssembly memory).
+ * Progress reports carry bytes, speed and the estimated time left.
+ * @param {(tensor: {name: string, bytes: number}, bytes: Uint8Array) => void} upload
  * @param {{useCache?: boolean}} [options]  `useCache: false` neither reads nor fills the weight cache
- * @returns {Promise<{weights: Map<string, GPUBuffer>, fromCache: number, fromNetwork: number}>}
+ * @returns {Promise<{fromCache: number, fromNetwork: number}>}
  */
-export async function loadWeights(device, base, manifest, onProgress, { useCache = true } = {}) {
+export async function loadWeights(upload, base, manifest, onProgress, { useCache = true } = {}) {
   const total = manifest.shards.reduce((a, s) => a + s.bytes, 0);
   const cache = useCache ? await openWeightCache() : null;
   let loaded = 0;
@@ -253,7 +263,6 @@ export async function loadWeights(device, base, manifest, onProgress, { useCache
       text: `Loading weights: ${(loaded / 1e6).toFixed(1)} / ${(total / 1e6).toFixed(1)} MB`,
     });
   };
-  const weights = new Map();
   const counts = { fromCache: 0, fromNetwork: 0 };
   const byShard = manifest.shards.map(() => []);
   for (const tensor of manifest.params) byShard[tensor.shard].push(tensor);
@@ -264,20 +273,9 @@ export async function loadWeights(device, base, manifest, onProgress, { useCache
       const shard = manifest.shards[index];
       const { data, cached } = await shardBytes(new URL(shard.file, base).href, shard, cache, report);
       counts[cached ? "fromCache" : "fromNetwork"]++;
-      for (const tensor of byShard[index]) {
-        const size = Math.ceil(tensor.bytes / 4) * 4;
-        const buffer = device.createBuffer({
-          size: Math.max(size, 16),
-          usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
-          label: tensor.name,
-        });
-        const bytes = new Uint8Array(size);
-        bytes.set(data.subarray(tensor.offset, tensor.offset + tensor.bytes));
-        device.queue.writeBuffer(buffer, 0, bytes);
-        weights.set(tensor.name, buffer);
-      }
+      for (const tensor of byShard[index]) upload(tensor, data.subarray(tensor.offset, tensor.offset + tensor.bytes));
     }
   };
   await Promise.all(Array.from({ length: Math.min(PARALLEL_FETCHES, manifest.shards.length) }, worker));
-  return { weights, ...counts };
+  return counts;
 }

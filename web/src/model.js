@@ -1,9 +1,27 @@
 import { openDevice, pickBuild, requestAdapter } from "./device.js";
-import { ModelLoadError } from "./errors.js";
-import { Executor, tensorBytes } from "./executor.js";
+import { InvalidRequestError, ModelLoadError, WebGPUUnavailableError } from "./errors.js";
+import { Executor, tensorBytes, uploadWeight } from "./executor.js";
 import { fetchManifest, fetchTokenizerFiles, fetchVariant, loadWeights } from "./loader.js";
 import { ChatTokenizer } from "./tokenizer.js";
 import { Vocabulary } from "./vocab.js";
+import { WasmExecutor } from "./wasm_executor.js";
+
+const BACKENDS = ["auto", "webgpu", "wasm"];
+
+/**
+ * The WebGPU adapter to run on, or null for the CPU backend (WebAssembly). "auto" takes
+ * WebGPU where there is an adapter and the CPU backend where there is none.
+ */
+async function chooseAdapter(backend) {
+  if (!BACKENDS.includes(backend)) throw new InvalidRequestError("backend", `must be one of ${BACKENDS.join(", ")}`);
+  if (backend === "wasm") return null;
+  try {
+    return await requestAdapter();
+  } catch (err) {
+    if (backend === "auto" && err instanceof WebGPUUnavailableError && globalThis.WebAssembly) return null;
+    throw err;
+  }
+}
 
 /** Fails early, with the numbers, when a buffer the model needs exceeds the device's limits. */
 function checkLimits(device, manifest, variant) {
@@ -31,12 +49,12 @@ export class LoadedModel {
   /**
    * @param {string} id  the name requests use in `model`
    * @param {string[]} urls  builds of one model, in order of preference
-   * @param {{initProgressCallback?: Function, variant?: string, useCache?: boolean,
-   *          onDeviceLost: Function}} options
+   * @param {{initProgressCallback?: Function, variant?: string, backend?: "auto" | "webgpu" | "wasm",
+   *          useCache?: boolean, onDeviceLost: Function}} options
    */
-  static async load(id, urls, { initProgressCallback, variant, useCache, onDeviceLost }) {
+  static async load(id, urls, { initProgressCallback, variant, backend = "auto", useCache, onDeviceLost }) {
     const started = performance.now();
-    const adapter = await requestAdapter();
+    const adapter = await chooseAdapter(backend);
     const candidates = await Promise.all(urls.map(fetchManifest));
     const chosen = pickBuild(
       adapter,
@@ -47,31 +65,53 @@ export class LoadedModel {
     const model = new LoadedModel(id ?? manifest.model_id, urls, manifest);
     model.tokenizerJson = tokenizer;
     model.tokenizer = new ChatTokenizer(tokenizer, tokenizerConfig);
-    const { device, adapterInfo } = await openDevice(adapter, manifest, (err) => {
-      if (model.device === device) onDeviceLost(model, err); // not an unload() of ours
-    });
-    model.device = device;
-    model.adapterInfo = adapterInfo;
+    model.backend = adapter ? "webgpu" : "wasm";
     try {
-      const kernels = await fetchVariant(base, manifest, adapterInfo, variant);
-      model.variant = kernels.name;
-      checkLimits(device, manifest, kernels);
-      device.pushErrorScope("out-of-memory");
-      device.pushErrorScope("validation");
-      const { weights, fromCache, fromNetwork } = await loadWeights(device, base, manifest, initProgressCallback, {
-        useCache,
-      });
-      model.shardsFrom = { cache: fromCache, network: fromNetwork };
-      model.executor = new Executor(device, manifest, kernels, weights);
-      for (const error of [await device.popErrorScope(), await device.popErrorScope()]) {
-        if (error) throw new ModelLoadError(`The GPU rejected the model's buffers or kernels: ${error.message}`);
-      }
+      if (adapter) await model.#loadWebGPU(adapter, base, variant, { initProgressCallback, useCache, onDeviceLost });
+      else await model.#loadWasm(base, { initProgressCallback, useCache });
     } catch (err) {
       model.destroy();
       throw err;
     }
     model.loadSeconds = (performance.now() - started) / 1000;
     return model;
+  }
+
+  async #loadWebGPU(adapter, base, variant, { initProgressCallback, useCache, onDeviceLost }) {
+    const manifest = this.manifest;
+    const { device, adapterInfo } = await openDevice(adapter, manifest, (err) => {
+      if (this.device === device) onDeviceLost(this, err); // not an unload() of ours
+    });
+    this.device = device;
+    this.adapterInfo = adapterInfo;
+    const name = variant ?? (adapterInfo.isFallbackAdapter ? "software" : "gpu");
+    if (name === "wasm") throw new ModelLoadError('The "wasm" kernels run on the CPU backend: pass backend: "wasm"');
+    const kernels = await fetchVariant(base, manifest, name);
+    this.variant = kernels.name;
+    checkLimits(device, manifest, kernels);
+    device.pushErrorScope("out-of-memory");
+    device.pushErrorScope("validation");
+    const weights = new Map();
+    const upload = (tensor, bytes) => weights.set(tensor.name, uploadWeight(device, tensor, bytes));
+    const { fromCache, fromNetwork } = await loadWeights(upload, base, manifest, initProgressCallback, { useCache });
+    this.shardsFrom = { cache: fromCache, network: fromNetwork };
+    this.executor = new Executor(device, manifest, kernels, weights);
+    for (const error of [await device.popErrorScope(), await device.popErrorScope()]) {
+      if (error) throw new ModelLoadError(`The GPU rejected the model's buffers or kernels: ${error.message}`);
+    }
+  }
+
+  async #loadWasm(base, { initProgressCallback, useCache }) {
+    const kernels = await fetchVariant(base, this.manifest, "wasm");
+    this.variant = kernels.name;
+    const executor = await WasmExecutor.create(kernels.module, this.manifest, kernels);
+    this.executor = executor;
+    const upload = (tensor, bytes) => executor.upload(tensor, bytes);
+    const { fromCache, fromNetwork } = await loadWeights(upload, base, this.manifest, initProgressCallback, {
+      useCache,
+    });
+    this.shardsFrom = { cache: fromCache, network: fromNetwork };
+    executor.prepare();
   }
 
   constructor(id, urls, manifest) {

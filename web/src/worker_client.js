@@ -132,7 +132,8 @@ class WorkerEngine {
    * has if it is the same.
    * @param {string | string[]} model
    * @param {{initProgressCallback?: (p: {progress: number, text: string}) => void,
-   *          appConfig?: object, variant?: "software" | "gpu", useCache?: boolean}} [options]
+   *          appConfig?: object, variant?: "software" | "gpu",
+   *          backend?: "auto" | "webgpu" | "wasm", useCache?: boolean}} [options]
    */
   async reload(model, options = {}) {
     const { initProgressCallback, ...rest } = options ?? {};

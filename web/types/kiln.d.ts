@@ -30,6 +30,11 @@ export interface EngineOptions {
   appConfig?: AppConfig;
   /** overrides the kernel set chosen from the adapter */
   variant?: "software" | "gpu";
+  /**
+   * "wasm" runs on the CPU (WebAssembly), "webgpu" on the GPU; "auto" (the default) takes
+   * WebGPU where the browser has it
+   */
+  backend?: "auto" | "webgpu" | "wasm";
   /** false keeps weights out of the browser's Cache API store (default true) */
   useCache?: boolean;
 }

@@ -1,0 +1,77 @@
+"""Links TVM's CPU kernels for wasm32 into one standalone WebAssembly module.
+
+The kernels' object file (TVM's LLVM code generator) is linked by Debian's `wasm-ld` with
+`runtime.c` (the runtime symbols the kernels call), and wasi-libc's libm and malloc, into a
+module with no imports: the browser instantiates it with nothing but its own memory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ..errors import BuildError
+
+LLVM = "19"
+CLANG = f"clang-{LLVM}"
+WASM_LD = f"wasm-ld-{LLVM}"
+WASI_SYSROOT = Path("/usr/lib/wasm32-wasi")
+WASI_INCLUDE = Path("/usr/include/wasm32-wasi")
+BUILTINS = Path(f"/usr/lib/llvm-{LLVM}/lib/clang/{LLVM}/lib/wasi/libclang_rt.builtins-wasm32.a")
+RUNTIME_C = Path(__file__).with_name("runtime.c")
+# wasm32 addresses 4 GiB at most; memory grows on demand from the linker's initial size.
+MAX_MEMORY = 4 * 1024**3
+
+
+def _tools() -> tuple[str, str]:
+    clang, ld = shutil.which(CLANG), shutil.which(WASM_LD)
+    missing = [name for name, path in ((CLANG, clang), (WASM_LD, ld)) if path is None]
+    if not WASI_SYSROOT.joinpath("libc.a").is_file():
+        missing.append("wasi-libc")
+    if missing or clang is None or ld is None:
+        raise BuildError(
+            f"the WebAssembly kernels need {', '.join(missing)}: run scripts/setup "
+            f"(Debian packages clang-{LLVM}, lld-{LLVM}, wasi-libc)"
+        )
+    return clang, ld
+
+
+def link(kernels_object: bytes, exports: list[str]) -> bytes:
+    """The linked module: `exports` (the kernels' symbols) plus the runtime's kiln_* functions
+    and its memory."""
+    clang, ld = _tools()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "kernels.o").write_bytes(kernels_object)
+        compile_runtime = [
+            clang,
+            "--target=wasm32-wasi",
+            f"-isystem{WASI_INCLUDE}",
+            "-O2",
+            "-msimd128",
+            "-c",
+            str(RUNTIME_C),
+            "-o",
+            str(folder / "runtime.o"),
+        ]
+        link_module = [
+            ld,
+            "--no-entry",
+            "--strip-debug",
+            "--gc-sections",
+            f"--max-memory={MAX_MEMORY}",
+            *(f"--export={name}" for name in exports),
+            str(folder / "kernels.o"),
+            str(folder / "runtime.o"),
+            str(WASI_SYSROOT / "libc.a"),
+            str(BUILTINS),
+            "-o",
+            str(folder / "kernels.wasm"),
+        ]
+        for command in (compile_runtime, link_module):
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise BuildError(f"{Path(command[0]).name} failed: {result.stderr.strip()}")
+        return (folder / "kernels.wasm").read_bytes()

@@ -1,0 +1,200 @@
+import { ModelLoadError } from "./errors.js";
+import { evaluate } from "./expr.js";
+import { tensorBytes } from "./executor.js";
+
+// TVM's packed calling convention, as its CPU kernels read it (tvm/ffi/c_api.h, dlpack.h):
+// a kernel is `int32 f(void* self, TVMFFIAny* args, int32 count, TVMFFIAny* result)`; an
+// argument is 16 bytes (type index, padding, 8-byte value), a tensor argument points to a
+// DLTensor (40 bytes on wasm32) whose shape is an array of int64.
+const ANY_BYTES = 16;
+const FFI_INT = 1;
+const FFI_FLOAT = 3;
+const FFI_DLTENSOR_PTR = 7;
+const DLTENSOR_BYTES = 40;
+const DL_CPU = 1;
+const DL_TYPE_CODES = { int: 0, uint: 1, float: 2, bfloat: 4 };
+
+/** DLDataType {code, bits} of a dtype name such as "float32" or "uint8". */
+function dlDataType(dtype) {
+  const match = /^(u?int|float|bfloat)(\d+)$/.exec(dtype);
+  if (!match) throw new ModelLoadError(`the CPU kernels use an unknown dtype ${dtype}`);
+  return { code: DL_TYPE_CODES[match[1]], bits: Number(match[2]) };
+}
+
+/**
+ * Runs the compiled execution plans on the CPU: the kernels of one WebAssembly module (TVM's
+ * LLVM output for wasm32 with SIMD), every tensor an address in its memory. Weights, the KV
+ * cache, activations and each launch's argument block are allocated once; a call writes the
+ * symbolic sizes (n, total_len) into the argument blocks and calls the kernels in order.
+ */
+export class WasmExecutor {
+  /**
+   * @param {WebAssembly.Module} module  the model's kernels.wasm
+   * @param {object} manifest  manifest.json
+   * @param {{functions: object, kernels: Record<string, {symbol: string, args: object[]}>}} variant
+   */
+  static async create(module, manifest, variant) {
+    const instance = await WebAssembly.instantiate(module, {});
+    return new WasmExecutor(instance, manifest, variant);
+  }
+
+  constructor(instance, manifest, variant) {
+    this.exports = instance.exports;
+    this.memory = instance.exports.memory;
+    this.manifest = manifest;
+    this.variant = variant;
+    this.weights = new Map(); // parameter name -> address
+    this.allocated = [];
+    this.bytes = 0;
+    this.functions = null;
+  }
+
+  #alloc(bytes) {
+    const address = this.exports.kiln_alloc(Math.max(bytes, 16));
+    if (address === 0) throw new ModelLoadError(`WebAssembly memory is full (asked for ${bytes} more bytes)`);
+    this.allocated.push(address);
+    this.bytes += bytes;
+    return address;
+  }
+
+  /** Copies one weight tensor into the module's memory. */
+  upload(tensor, bytes) {
+    const address = this.#alloc(bytes.length);
+    new Uint8Array(this.memory.buffer, address, bytes.length).set(bytes);
+    this.weights.set(tensor.name, address);
+  }
+
+  /** Allocates the KV cache and each function's buffers and argument blocks (after upload). */
+  prepare() {
+    this.cache = this.manifest.kv_cache.map((tensor) => this.#alloc(tensorBytes(tensor)));
+    this.result = this.#alloc(ANY_BYTES);
+    this.functions = {};
+    for (const [name, plan] of Object.entries(this.variant.functions)) {
+      this.functions[name] = this.#prepare(plan);
+    }
+  }
+
+  /** Bytes of memory the model holds: weights, KV cache, activations. */
+  get gpuBytes() {
+    return this.bytes;
+  }
+
+  #prepare(plan) {
+    const storages = plan.storages.map((bytes) => this.#alloc(bytes));
+    const inputs = {};
+    for (const input of plan.inputs) {
+      if (input.kind !== "tensor") continue;
+      const count = input.shape.reduce((a, d) => a * evaluate(d, { n: this.manifest.prefill_chunk }), 1);
+      inputs[input.name] = this.#alloc(count * 4);
+    }
+    const resolve = (ref) => {
+      if ("storage" in ref) return storages[ref.storage];
+      if ("cache" in ref) return this.cache[ref.cache];
+      if ("param" in ref) return this.weights.get(ref.param);
+      if ("input" in ref) return inputs[ref.input];
+      throw new ModelLoadError(`unknown buffer reference ${JSON.stringify(ref)}`);
+    };
+    const dynamic = []; // [address of an int64, expression] written before every call
+    const launches = plan.launches.map((launch) => {
+      const kernel = this.variant.kernels[launch.kernel];
+      const call = this.exports[kernel.symbol];
+      if (typeof call !== "function") throw new ModelLoadError(`kernels.wasm lacks ${kernel.symbol}`);
+      const tensors = kernel.args.filter((a) => !("scalar" in a));
+      const shapeWords = tensors.reduce((a, t) => a + t.ndim, 0);
+      const block = this.#alloc(kernel.args.length * ANY_BYTES + tensors.length * DLTENSOR_BYTES + shapeWords * 8);
+      const view = new DataView(this.memory.buffer);
+      let tensorAt = block + kernel.args.length * ANY_BYTES;
+      let shapeAt = tensorAt + tensors.length * DLTENSOR_BYTES;
+      let bufferIndex = 0;
+      let podIndex = 0;
+      kernel.args.forEach((arg, i) => {
+        const at = block + i * ANY_BYTES;
+        view.setBigInt64(at + 8, 0n, true);
+        if ("scalar" in arg) {
+          const expr = launch.pods[podIndex++];
+          if (arg.scalar.startsWith("float")) {
+            view.setInt32(at, FFI_FLOAT, true);
+            view.setFloat64(at + 8, evaluate(expr, {}), true);
+          } else {
+            view.setInt32(at, FFI_INT, true);
+            dynamic.push([at + 8, expr]);
+          }
+          return;
+        }
+        const shape = launch.shapes[bufferIndex];
+        const { code, bits } = dlDataType(arg.dtype);
+        view.setInt32(at, FFI_DLTENSOR_PTR, true);
+        view.setUint32(at + 8, tensorAt, true);
+        view.setUint32(tensorAt, resolve(launch.buffers[bufferIndex++]), true); // data
+        view.setInt32(tensorAt + 4, DL_CPU, true); // device type
+        view.setInt32(tensorAt + 8, 0, true); // device id
+        view.setInt32(tensorAt + 12, arg.ndim, true);
+        view.setUint8(tensorAt + 16, code);
+        view.setUint8(tensorAt + 17, bits);
+        view.setUint16(tensorAt + 18, 1, true); // lanes
+        view.setUint32(tensorAt + 20, shapeAt, true);
+        view.setUint32(tensorAt + 24, 0, true); // strides: compact
+        view.setBigUint64(tensorAt + 32, 0n, true); // byte offset
+        shape.forEach((dim, d) => dynamic.push([shapeAt + 8 * d, dim]));
+        tensorAt += DLTENSOR_BYTES;
+        shapeAt += 8 * arg.ndim;
+      });
+      return { kernel: launch.kernel, call, block, count: kernel.args.length };
+    });
+    return { plan, inputs, launches, dynamic, logits: resolve(plan.outputs[0]) };
+  }
+
+  #fail(launch) {
+    const at = this.exports.kiln_last_error();
+    const bytes = new Uint8Array(this.memory.buffer, at, 1024);
+    const message = new TextDecoder().decode(bytes.subarray(0, bytes.indexOf(0)));
+    return new Error(`kernel ${launch.kernel} failed: ${message}`);
+  }
+
+  #setup(fn, ids, totalLen) {
+    const vars = { n: ids.length, total_len: totalLen };
+    new Int32Array(this.memory.buffer, fn.inputs.input_ids, ids.length).set(ids);
+    const view = new DataView(this.memory.buffer);
+    for (const [at, expr] of fn.dynamic) view.setBigInt64(at, BigInt(evaluate(expr, vars)), true);
+  }
+
+  #launch(launch) {
+    if (launch.call(0, launch.block, launch.count, this.result) !== 0) throw this.#fail(launch);
+  }
+
+  /**
+   * Runs `prefill` or `decode` on `ids` (the new tokens), with `totalLen` tokens in the
+   * cache afterwards; resolves to the logits of the last token.
+   * @returns {Promise<Float32Array>}
+   */
+  async run(name, ids, totalLen) {
+    const fn = this.functions[name];
+    this.#setup(fn, ids, totalLen);
+    for (const launch of fn.launches) this.#launch(launch);
+    // Kernels may grow the memory (workspace), which replaces its buffer: view it afresh.
+    const vocab = this.manifest.config.vocab_size;
+    return new Float32Array(this.memory.buffer.slice(fn.logits, fn.logits + vocab * 4));
+  }
+
+  /**
+   * Times every launch of one call separately: for `scripts/bench --profile`.
+   * @returns {Promise<{kernel: string, ms: number}[]>}
+   */
+  async profile(name, ids, totalLen) {
+    const fn = this.functions[name];
+    this.#setup(fn, ids, totalLen);
+    const times = [];
+    for (const launch of fn.launches) {
+      const start = performance.now();
+      this.#launch(launch);
+      times.push({ kernel: launch.kernel, ms: performance.now() - start });
+    }
+    return times;
+  }
+
+  destroy() {
+    for (const address of this.allocated) this.exports.kiln_free(address);
+    this.allocated = [];
+    this.bytes = 0;
+  }
+}
