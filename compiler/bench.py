@@ -1,12 +1,14 @@
 """Benchmark: build a model, run it in headless Chromium, print one JSON line of figures.
 
     scripts/bench [MODEL ...] [--quantization as-stored q4f32] [--runs 3] [--variant software|gpu]
+                  [--backend webgpu wasm]
     scripts/bench --profile ...   time each kernel of one decode step instead
 
 Per model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
-tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and WGSL, and the
-GPU buffer bytes the model holds (allocated once, so also the peak); the median of `runs`
-runs after one warm-up run.
+tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and of the kernels
+(WGSL, or the WebAssembly module), and the GPU buffer (or WebAssembly memory) bytes the model
+holds (allocated once, so also the peak); the median of `runs` runs after one warm-up run, on
+each backend asked for.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ PROMPT = (
 DECODE_TOKENS = 64
 
 
-def bench_folder(browser, folder: Path, runs: int, variant: str | None = None) -> dict:
+def bench_folder(
+    browser, folder: Path, runs: int, variant: str | None = None, backend: str = "webgpu"
+) -> dict:
     with serve_folder(folder) as url:
-        page = open_engine_page(browser, url, variant=variant)
+        page = open_engine_page(browser, url, variant=variant, backend=backend)
         prompt = page.evaluate(
             """(t) => engine.tokenizer.template  // a base model without one reads plain text
                 ? engine.tokenizer.encode(engine.tokenizer.applyChatTemplate(
@@ -74,21 +78,29 @@ def bench_folder(browser, folder: Path, runs: int, variant: str | None = None) -
         ),
         "load_s": round(info["load"], 2),
         "js_bytes": (folder / "kiln.js").stat().st_size,
-        "wgsl_bytes": sum(len(k["wgsl"].encode()) for k in kernels.values()),
+        "kernel_bytes": (
+            manifest["variants"]["wasm"]["wasm"]["bytes"]
+            if backend == "wasm"
+            else sum(len(k["wgsl"].encode()) for k in kernels.values())
+        ),
         "weight_bytes": sum(s["bytes"] for s in manifest["shards"]),
         "source_tensor_bytes": manifest["source_tensor_bytes"],
         "gpu_buffer_bytes": info["gpu"],
         "adapter": info["adapter"],
+        "backend": backend,
         "variant": info_variant,
         "runs": runs,
     }
 
 
-def profile_folder(browser, folder: Path, variant: str | None = None) -> dict:
-    """One decode step after a short prompt, each launch submitted and awaited alone: the
-    per-kernel times include a submit round trip each, so their sum overstates a real step."""
+def profile_folder(
+    browser, folder: Path, variant: str | None = None, backend: str = "webgpu"
+) -> dict:
+    """One decode step after a short prompt, each launch run alone (on WebGPU submitted and
+    awaited alone: the per-kernel times include a submit round trip each, so their sum
+    overstates a real step)."""
     with serve_folder(folder) as url:
-        page = open_engine_page(browser, url, variant=variant)
+        page = open_engine_page(browser, url, variant=variant, backend=backend)
         times = page.evaluate(
             """async () => {
                 const prompt = engine.tokenizer.encode("Hello, how are you?");
@@ -105,6 +117,7 @@ def profile_folder(browser, folder: Path, variant: str | None = None) -> dict:
         entry[1] += t["ms"]
     return {
         "model": folder.name,
+        "backend": backend,
         "variant": chosen,
         "decode_step_ms": round(sum(t["ms"] for t in times), 1),
         "kernels": {k: {"launches": c, "ms": round(ms, 1)} for k, (c, ms) in kernels.items()},
@@ -121,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variant", choices=["software", "gpu"], help="kernel set (default: the adapter's pick)"
     )
+    parser.add_argument(
+        "--backend", nargs="+", choices=["webgpu", "wasm"], default=["webgpu"], help="where to run"
+    )
     parser.add_argument("--profile", action="store_true", help="per-kernel times of one step")
     parser.add_argument("--out-dir", type=Path, default=Path("dist/bench"))
     args = parser.parse_args(argv)
@@ -131,11 +147,13 @@ def main(argv: list[str] | None = None) -> int:
                 folder = build(
                     model, quantization, args.out_dir / f"{Path(model).name}-{quantization}"
                 )
-                if args.profile:
-                    result = profile_folder(browser, folder, args.variant)
-                else:
-                    result = bench_folder(browser, folder, args.runs, args.variant)
-                print(json.dumps(result), flush=True)
+                for backend in args.backend:
+                    variant = args.variant if backend == "webgpu" else None
+                    if args.profile:
+                        result = profile_folder(browser, folder, variant, backend)
+                    else:
+                        result = bench_folder(browser, folder, args.runs, variant, backend)
+                    print(json.dumps(result), flush=True)
         browser.close()
     return 0
 

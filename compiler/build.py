@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import tvm
 
-from . import progress
+from . import progress, wasm
 from .compile import VARIANTS, Compiled, compile_model
 from .errors import BuildError
 from .loader import ModelSource, load
@@ -213,6 +213,8 @@ def _write_folder(
                 "file": "kernels.wasm",
                 "bytes": len(compiled.wasm),
                 "sha256": hashlib.sha256(compiled.wasm).hexdigest(),
+                # The shared memory the module imports, in 64 KiB pages.
+                "memory": {"initial": wasm.INITIAL_PAGES, "maximum": wasm.MAXIMUM_PAGES},
             }
     (out / "tokenizer.json").write_text(json.dumps(source.tokenizer, ensure_ascii=False))
     (out / "tokenizer_config.json").write_text(

@@ -22,11 +22,11 @@ from . import wasm
 from .models import kernels as model_kernels
 from .models.family import Family
 from .plan import build_kernels, cpu_launches, extract_plan
-from .schedules import TOKEN_TILE, gpu_rules, software_rules
+from .schedules import TOKEN_TILE, cpu_rules, gpu_rules, software_rules
 
 TARGET = tvm.target.Target("webgpu", host="llvm")
 WASM_TARGET = tvm.target.Target(
-    {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm", "mattr": ["+simd128"]}
+    {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm", "mattr": wasm.FEATURES}
 )
 GPU_VARIANTS = {"software": software_rules, "gpu": gpu_rules}
 VARIANTS = [*GPU_VARIANTS, "wasm"]
@@ -68,13 +68,15 @@ def _lower(mod: tvm.IRModule, rules: list[Any]) -> tvm.IRModule:
 
 
 def _lower_cpu(mod: tvm.IRModule) -> tvm.IRModule:
-    """The same passes for a CPU target, with TVM's default CPU code for every kernel."""
+    """The same passes for a CPU target: our CPU schedules for matmul-like kernels, TVM's
+    default loops for the rest."""
     passes = [
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
+        dl.ApplyDefaultSchedule(*cpu_rules()),
         relax.transform.RewriteDataflowReshape(),
         relax.transform.ToNonDataflow(),
         relax.transform.RemovePurityChecking(),

@@ -74,6 +74,9 @@ def extension_manifest(model_id: str) -> dict[str, Any]:
         "background": {"service_worker": "background.js", "type": "module"},
         "action": {"default_popup": "popup.html", "default_title": f"Chat with {model_id}"},
         "content_security_policy": {"extension_pages": CONTENT_SECURITY_POLICY},
+        # Cross-origin isolation: the CPU backend's threads share WebAssembly memory.
+        "cross_origin_embedder_policy": {"value": "require-corp"},
+        "cross_origin_opener_policy": {"value": "same-origin"},
     }
 
 

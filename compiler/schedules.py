@@ -211,3 +211,83 @@ def gpu_rules() -> list[ScheduleRule]:
         dl.gpu.GeneralReduction(),
         dl.gpu.Fallback(),
     ]
+
+
+# CPU (the wasm variant): tiles of outputs whose accumulators stay in registers.
+LANES = 4  # float32 lanes of a 128-bit wasm SIMD vector
+CPU_FEATURE_TILE = 4
+
+
+class CpuReduction(ScheduleRule):
+    """CPU kernels for single reductions over outputs of constant count (matmul-like
+    products): the outputs split over cores (a parallel loop) in tiles of CPU_FEATURE_TILE,
+    the reduction in LANES-wide SIMD accumulators (one lane per input position modulo LANES,
+    rfactor'd, summed at the end of the tile), so each vector of inputs is loaded once for
+    the tile's outputs. Anything else keeps TVM's default loops."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or "cpu" not in target.keys:
+            return None
+        sch = s_tir.Schedule(func)
+        try:
+            return sch if self._schedule(sch) else None
+        except s_tir.ScheduleError:
+            return None  # a pattern these primitives refuse: TVM's default loops
+
+    def _schedule(self, sch: s_tir.Schedule) -> bool:
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return False
+        scales = [i for i in infos if _is_scale_stage(sch, i.block_rv)]
+        for stage in scales:
+            sch.compute_inline(stage.block_rv)
+        infos = try_inline(sch, [i for i in infos if i not in scales])
+        reductions = [i for i in infos if i.is_reduction()]
+        if len(reductions) != 1:
+            return False
+        block = reductions[0].block_rv
+        loops = sch.get_loops(block)
+        kinds = SerialReduction._kinds(sch, block)
+        s_loops = [loop for loop, kind in zip(loops, kinds, strict=True) if kind == "S"]
+        r_loops = [loop for loop, kind in zip(loops, kinds, strict=True) if kind == "R"]
+        if len(r_loops) != 1 or not s_loops or len(loops) != len(s_loops) + len(r_loops):
+            return False
+        k = _const(sch.get(r_loops[0]).extent)
+        if k is None or k % LANES:
+            return False
+        _, lane = sch.split(r_loops[0], factors=[None, LANES])
+        partial = sch.rfactor(lane, 0)  # per-lane sums; `block` now adds the lanes up
+        partial_loops = sch.get_loops(partial)
+        spatial = partial_loops[: len(s_loops)]
+        k_outer, lane = partial_loops[len(s_loops) :]
+        symbolic = [loop for loop in spatial if _const(sch.get(loop).extent) is None]
+        fixed = [loop for loop in spatial if loop not in symbolic]
+        if not fixed or len(symbolic) > 1:
+            return False
+        features = sch.fuse(*fixed) if len(fixed) > 1 else fixed[0]
+        extent = _const(sch.get(features).extent) or 1
+        tile = CPU_FEATURE_TILE if extent % CPU_FEATURE_TILE == 0 else 1
+        outer, feature_inner = sch.split(features, factors=[None, tile])
+        # One token at a time within a tile of features: the tile's weights stay in cache
+        # across tokens. (Tiles of tokens would reuse each decoded weight vector, but their
+        # accumulators would be sized by n, which the last tile does not fill.)
+        sch.reorder(outer, *symbolic, k_outer, feature_inner, lane)
+        anchor = symbolic[0] if symbolic else outer
+        sch.parallel(outer)
+        sch.set_scope(partial, 0, "local")
+        sch.reverse_compute_at(block, anchor)
+        # Element-wise epilogues (the residual add) run on the tile's sums, in the same task.
+        for info in infos:
+            if info.block_rv == block:
+                continue
+            if not info.is_injective():
+                return False
+            sch.reverse_compute_at(info.block_rv, anchor)
+        sch.vectorize(lane)
+        sch.decompose_reduction(partial, k_outer)
+        sch.unroll(feature_inner)
+        return True
+
+
+def cpu_rules() -> list[ScheduleRule]:
+    return [CpuReduction()]

@@ -306,13 +306,16 @@ def make_app(root: Path) -> web.Application:
                 (time.perf_counter() - started) * 1000,
             )
 
-    async def no_sniffing(_: web.Request, response: web.StreamResponse) -> None:
+    async def security_headers(_: web.Request, response: web.StreamResponse) -> None:
         # On every response, just before its headers go out (file responses are sent from
-        # inside the handler, before a middleware could add a header).
+        # inside the handler, before a middleware could add a header). The pages are
+        # cross-origin isolated, which the CPU backend's threads need (shared memory).
         response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        response.headers["Cross-Origin-Embedder-Policy"] = "require-corp"
 
     app = web.Application(middlewares=[log_requests])
-    app.on_response_prepare.append(no_sniffing)
+    app.on_response_prepare.append(security_headers)
     app.router.add_route("*", "/{path:.*}", handle)
     return app
 

@@ -1,9 +1,9 @@
 """Soak: many sequential requests on one engine in headless Chromium, then one JSON line of
-figures: the live GPU buffers and the JS heap (after a forced garbage collection) after the
-10th request, half-way and after the last one, and whether every reply equals a fresh
-engine's reply.
+figures: the live GPU buffers (or, on the CPU backend, the WebAssembly memory) and the JS heap
+(after a forced garbage collection) after the 10th request, half-way and after the last one,
+and whether every reply equals a fresh engine's reply.
 
-    scripts/soak MODEL [--requests 1000] [--quantization q4f32]
+    scripts/soak MODEL [--requests 1000] [--quantization q4f32] [--backend webgpu|wasm]
 
 Requests cycle through chat (streamed and not), text completions and streams aborted after
 their first chunk, with several prompts and lengths, all greedy: a reply that differs from the
@@ -73,14 +73,18 @@ def request(i: int) -> tuple[str, str, int]:
 def memory(page, cdp) -> dict:
     cdp.send("HeapProfiler.collectGarbage")
     heap = cdp.send("Runtime.getHeapUsage")["usedSize"]
-    return {"gpu_buffers": page.evaluate("window.__liveBuffers"), "heap_bytes": heap}
+    return {
+        "gpu_buffers": page.evaluate("window.__liveBuffers"),
+        "wasm_memory_bytes": page.evaluate("engine.executor.memory?.buffer.byteLength ?? 0"),
+        "heap_bytes": heap,
+    }
 
 
-def soak_folder(browser, folder: Path, requests: int) -> dict:
+def soak_folder(browser, folder: Path, requests: int, backend: str = "webgpu") -> dict:
     with serve_folder(folder) as url:
         context = browser.new_context()
         context.add_init_script(COUNT_BUFFERS)
-        page = open_engine_page(context, url)
+        page = open_engine_page(context, url, backend=backend)
         cdp = context.new_cdp_session(page)
         first: dict[tuple, str | None] = {}
         differing = 0
@@ -95,11 +99,12 @@ def soak_folder(browser, folder: Path, requests: int) -> dict:
         after_last = memory(page, cdp)
         context.close()
         # A fresh engine, each distinct request once.
-        fresh_page = open_engine_page(browser, url)
+        fresh_page = open_engine_page(browser, url, backend=backend)
         fresh = sum(fresh_page.evaluate(RUN, list(key)) != reply for key, reply in first.items())
         fresh_page.close()
     return {
         "model": folder.name,
+        "backend": backend,
         "requests": requests,
         **figures,
         "after_last": after_last,
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="a preset, a model folder or file, or a built folder")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--quantization", default=None)
+    parser.add_argument("--backend", choices=["webgpu", "wasm"], default="webgpu")
     parser.add_argument("--out-dir", type=Path, default=Path("dist/soak"))
     args = parser.parse_args(argv)
     folder = Path(args.model)
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = build(args.model, args.quantization, args.out_dir / Path(args.model).name)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        print(json.dumps(soak_folder(browser, folder, args.requests)), flush=True)
+        print(json.dumps(soak_folder(browser, folder, args.requests, args.backend)), flush=True)
         browser.close()
     return 0
 

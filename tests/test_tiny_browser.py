@@ -224,7 +224,8 @@ def test_prompt_longer_than_context_window(tiny_built, engine_page):
 def test_picks_the_build_the_adapter_can_run(tiny_built, browser):
     """Of a q4f16 and a q4f32 build, the first one the adapter can run is loaded: on an
     adapter without shader-f16 (SwiftShader) the f32 one, and the f16 build alone fails with a
-    message that names the missing feature; on one with it, the f16 one."""
+    message that names the missing feature; on one with it, the f16 one. The CPU backend
+    takes the f32 one."""
     from compiler.browser import serve_folder
 
     f16, f32 = tiny_built("q4f16"), tiny_built("q4f32")
@@ -237,16 +238,20 @@ def test_picks_the_build_the_adapter_can_run(tiny_built, browser):
                 const kiln = await import(base + "q4f32/kiln.js");
                 const builds = [base + "q4f16/", base + "q4f32/"];
                 const appConfig = {model_list: [{model_id: "tiny", model: builds}]};
-                const engine = await kiln.CreateEngine("tiny", {appConfig});
+                const webgpu = {appConfig, backend: "webgpu"};
+                const engine = await kiln.CreateEngine("tiny", webgpu);
                 let error = null;
-                try { await kiln.CreateEngine(base + "q4f16/"); }
+                try { await kiln.CreateEngine(base + "q4f16/", {backend: "webgpu"}); }
                 catch (e) { error = {name: e.name, message: e.message}; }
                 const hasF16 = (await navigator.gpu.requestAdapter()).features.has("shader-f16");
-                return {picked: engine.manifest.quantization, error, hasF16};
+                const cpu = await kiln.CreateEngine("tiny", {appConfig, backend: "wasm"});
+                return {picked: engine.manifest.quantization, error, hasF16,
+                        cpu: cpu.manifest.quantization};
             }""",
             f"{url}/",
         )
         page.close()
+    assert result["cpu"] == "q4f32"
     if result["hasF16"]:
         assert (result["picked"], result["error"]) == ("q4f16", None)
         return
@@ -280,13 +285,13 @@ def test_buffer_over_device_limits_is_reported(tiny_built, tmp_path, engine_page
     manifest["kv_cache"][0]["shape"][0] = 1 << 26  # a KV-cache tensor of 8 GiB
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(Exception, match="ModelLoadError.*needs a GPU buffer of .* bytes"):
-        with engine_page(folder):
+        with engine_page(folder, backend="webgpu"):
             pass
 
 
 def test_device_loss_is_reported_and_reload_recovers(tiny_built, engine_page):
     request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0}
-    with engine_page(tiny_built("q0f32")) as page:
+    with engine_page(tiny_built("q0f32"), backend="webgpu") as page:
         before = page.evaluate("async (r) => await engine.chat.completions.create(r)", request)
         result = page.evaluate(
             """async (r) => {
@@ -295,7 +300,8 @@ def test_device_loss_is_reported_and_reload_recovers(tiny_built, engine_page):
                 let error = null;
                 try { await engine.chat.completions.create(r); }
                 catch (e) { error = {name: e.name, message: e.message}; }
-                await engine.reload(location.href.replace("manifest.json", ""));
+                const folder = location.href.replace("manifest.json", "");
+                await engine.reload(folder, {backend: "webgpu"});
                 const after = await engine.chat.completions.create(r);
                 return {error, after};
             }""",

@@ -403,7 +403,7 @@ def test_device_loss_in_a_worker_is_reported_and_reload_recovers(server, new_pag
         f"""async (r) => {{
             {IMPORT}
             const worker = new Worker(location.origin + "/lossy-worker.js", {{type: "module"}});
-            const engine = await kiln.CreateWebWorkerEngine(worker, "./");
+            const engine = await kiln.CreateWebWorkerEngine(worker, "./", {{backend: "webgpu"}});
             const before = await engine.chat.completions.create(r);
             worker.postMessage({{test: "lose-device"}});
             await new Promise((resolve) => setTimeout(resolve, 100));
@@ -411,7 +411,7 @@ def test_device_loss_in_a_worker_is_reported_and_reload_recovers(server, new_pag
             try {{ await engine.chat.completions.create(r); }}
             catch (e) {{ error = {{name: e.name, code: e.code, message: e.message,
                                    isClass: e instanceof kiln.DeviceLostError}}; }}
-            await engine.reload("./");
+            await engine.reload("./", {{backend: "webgpu"}});
             const after = await engine.chat.completions.create(r);
             return {{before: before.choices, error, after: after.choices}};
         }}""",

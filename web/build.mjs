@@ -34,11 +34,12 @@ const common = {
   logLevel: "warning",
   plugins: [xgrammarReset],
 };
-// The runtime and the dedicated worker script (kiln-worker.js) share their chunks.
+// The runtime and the dedicated worker script (kiln-worker.js) share their chunks; the CPU
+// backend's thread script (kiln-thread.js) imports nothing.
 const split = await esbuild.build({
   ...common,
   metafile: true,
-  entryPoints: { kiln: "src/index.js", "kiln-worker": "src/kiln-worker.js" },
+  entryPoints: { kiln: "src/index.js", "kiln-worker": "src/kiln-worker.js", "kiln-thread": "src/wasm_thread.js" },
   outdir: "build",
   entryNames: "[name]",
   // The grammar engine (a 1 MB wasm) is imported on first use of response_format.

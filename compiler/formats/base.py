@@ -215,8 +215,10 @@ def code_at(words: te.Tensor, row: tirx.PrimExpr, col: tirx.PrimExpr, width: int
 
 def signed_byte_at(words: te.Tensor, row: tirx.PrimExpr, col: tirx.PrimExpr):
     """Element col of a row of int8 codes, four a word: the byte shifted to the top of the
-    word, then arithmetically back down (two operations, sign included)."""
-    top = words[row, col // 4] << tirx.Cast("uint32", 24 - (col % 4) * 8)
+    word, then arithmetically back down (two operations, sign included). The shift is
+    24 - 8 * (col % 4), written with a xor: vectorized over col, TVM cannot cast a ramp of
+    negative stride to uint32."""
+    top = words[row, col // 4] << tirx.Cast("uint32", ((col % 4) ^ 3) * 8)
     return tirx.reinterpret("int32", top) >> 24
 
 

@@ -1,8 +1,10 @@
 """Links TVM's CPU kernels for wasm32 into one standalone WebAssembly module.
 
 The kernels' object file (TVM's LLVM code generator) is linked by Debian's `wasm-ld` with
-`runtime.c` (the runtime symbols the kernels call), and wasi-libc's libm and malloc, into a
-module with no imports: the browser instantiates it with nothing but its own memory.
+`runtime.c` (the runtime symbols the kernels call, and the thread pool), and wasi-libc's libm
+and malloc, into a module whose one import is its memory: shared, so that worker threads can
+run parallel loops with instances of their own. Each instance gets its own stack by setting
+the exported `__stack_pointer`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,14 @@ WASI_SYSROOT = Path("/usr/lib/wasm32-wasi")
 WASI_INCLUDE = Path("/usr/include/wasm32-wasi")
 BUILTINS = Path(f"/usr/lib/llvm-{LLVM}/lib/clang/{LLVM}/lib/wasi/libclang_rt.builtins-wasm32.a")
 RUNTIME_C = Path(__file__).with_name("runtime.c")
-# wasm32 addresses 4 GiB at most; memory grows on demand from the linker's initial size.
-MAX_MEMORY = 4 * 1024**3
+# The memory the runtime creates and imports, in 64 KiB pages: 16 MiB to start (data and the
+# main stack), growing on demand up to the 4 GiB wasm32 addresses. Written in the manifest.
+PAGE = 65536
+INITIAL_PAGES = 256
+MAXIMUM_PAGES = 65536
+STACK_BYTES = 1024 * 1024
+# Atomics for the thread pool; the kernels' object is built with the same features.
+FEATURES = ["+simd128", "+atomics", "+bulk-memory"]
 
 
 def _tools() -> tuple[str, str]:
@@ -50,7 +58,7 @@ def link(kernels_object: bytes, exports: list[str]) -> bytes:
             "--target=wasm32-wasi",
             f"-isystem{WASI_INCLUDE}",
             "-O2",
-            "-msimd128",
+            *(f"-m{feature[1:]}" for feature in FEATURES),
             "-c",
             str(RUNTIME_C),
             "-o",
@@ -61,7 +69,15 @@ def link(kernels_object: bytes, exports: list[str]) -> bytes:
             "--no-entry",
             "--strip-debug",
             "--gc-sections",
-            f"--max-memory={MAX_MEMORY}",
+            "--shared-memory",
+            "--import-memory",
+            # wasi-libc is built without atomics: its math and malloc (behind runtime.c's lock)
+            # are safe to share, so the linker's feature check is skipped for it.
+            "--no-check-features",
+            f"--initial-memory={INITIAL_PAGES * PAGE}",
+            f"--max-memory={MAXIMUM_PAGES * PAGE}",
+            f"-zstack-size={STACK_BYTES}",
+            "--export=__stack_pointer",
             *(f"--export={name}" for name in exports),
             str(folder / "kernels.o"),
             str(folder / "runtime.o"),

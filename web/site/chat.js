@@ -70,7 +70,9 @@ async function load(model) {
   const url = new URL(model.path, location.href).href;
   try {
     state.engine ??= new WebWorkerEngine(new Worker(new URL("kiln-worker.js", import.meta.url), { type: "module" }));
-    await state.engine.reload(url, { initProgressCallback: showProgress });
+    // ?backend=webgpu or ?backend=wasm picks where the model runs (by default: the runtime's choice).
+    const backend = new URLSearchParams(location.search).get("backend") ?? undefined;
+    await state.engine.reload(url, { initProgressCallback: showProgress, backend });
     state.ready = true;
     $("status").textContent = `${model.model_id} is ready.`;
     newChat();
@@ -142,7 +144,8 @@ async function send(text) {
         const { extra, completion_tokens } = chunk.usage;
         $("stats").textContent =
           `prefill ${extra.prefill_tokens_per_s.toFixed(1)} tok/s · ` +
-          `decode ${extra.decode_tokens_per_s.toFixed(1)} tok/s · ${completion_tokens} tokens`;
+          `decode ${extra.decode_tokens_per_s.toFixed(1)} tok/s · ${completion_tokens} tokens · ` +
+          (extra.backend === "wasm" ? "on the CPU (WebAssembly)" : "on the GPU (WebGPU)");
       }
     }
     state.messages.push({ role: "assistant", content: answer });

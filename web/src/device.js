@@ -11,14 +11,15 @@ export async function requestAdapter() {
 
 /**
  * The first of a model's builds (in order of preference) that runs here: on WebGPU, one whose
- * features the adapter has; on the CPU backend (no adapter), one with "wasm" kernels (GPU
- * features mean nothing there).
+ * features the adapter has; on the CPU backend (no adapter), one with "wasm" kernels, those
+ * that need no GPU feature first (f16 activations are converted on every use on a CPU).
  * @param {GPUAdapter | null} adapter  null for the CPU backend
  */
 export function pickBuild(adapter, manifests) {
   const last = manifests[manifests.length - 1];
   if (!adapter) {
-    const chosen = manifests.find((m) => "wasm" in m.variants);
+    const cpu = manifests.filter((m) => "wasm" in m.variants);
+    const chosen = cpu.find((m) => m.required_features.length === 0) ?? cpu[0];
     if (chosen) return chosen;
     throw new ModelLoadError(
       `${last.model_id} has no WebAssembly kernels for the CPU backend: rebuild it with this build-web`,

@@ -175,7 +175,9 @@ export class Engine {
     return (
       `prefill: ${stats.prefill_tokens_per_s.toFixed(1)} tok/s, ` +
       `decode: ${stats.decode_tokens_per_s.toFixed(1)} tok/s, ` +
-      (model.backend === "wasm" ? "backend: wasm (CPU, 1 thread)" : `backend: webgpu (${model.variant} kernels)`)
+      (model.backend === "wasm"
+        ? `backend: wasm (CPU, ${cpuText(model.executor)})`
+        : `backend: webgpu (${model.variant} kernels)`)
     );
   }
 
@@ -299,7 +301,7 @@ export class Engine {
       }
       const t2 = now();
       const timing = { prefilled, prefillMs: t1 - t0, decodeSteps: Math.max(tokens.length - 1, 0), decodeMs: t2 - t1 };
-      model.lastStats = stats([timing]);
+      model.lastStats = stats([timing], model.backend);
       return { tokens, text, finish, logprobs, timing };
     } finally {
       mask?.dispose();
@@ -404,7 +406,10 @@ export class Engine {
     } finally {
       this.#running = null;
     }
-    model.lastStats = stats(results.map((r) => r.timing));
+    model.lastStats = stats(
+      results.map((r) => r.timing),
+      model.backend,
+    );
     return results;
   }
 
@@ -559,8 +564,14 @@ export class Engine {
   }
 }
 
-/** Speeds over the choices of one request. */
-function stats(timings) {
+function cpuText(executor) {
+  const threads = executor?.threadCount ?? 1;
+  if (threads > 1) return `${threads} threads`;
+  return globalThis.crossOriginIsolated ? "1 thread" : "1 thread: the page is not cross-origin isolated";
+}
+
+/** Speeds over the choices of one request, and where it ran ("webgpu" or "wasm"). */
+function stats(timings, backend) {
   const first = timings[0];
   const steps = timings.reduce((s, t) => s + t.decodeSteps, 0);
   const ms = timings.reduce((s, t) => s + t.decodeMs, 0);
@@ -569,6 +580,7 @@ function stats(timings) {
     prefill_tokens_per_s: first.prefillMs > 0 ? first.prefilled / (first.prefillMs / 1000) : 0,
     decode_tokens_per_s: steps > 0 ? steps / (ms / 1000) : 0,
     time_to_first_token_s: first.prefillMs / 1000,
+    backend,
   };
 }
 

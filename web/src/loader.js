@@ -98,7 +98,7 @@ export async function fetchVariant(base, manifest, name) {
   } catch (err) {
     throw new ModelLoadError(`${variant.wasm.file} is not a WebAssembly module this browser runs: ${err.message}`);
   }
-  return { name, functions: variant.functions, kernels, module };
+  return { name, functions: variant.functions, kernels, module, memory: variant.wasm.memory };
 }
 
 /**

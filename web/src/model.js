@@ -9,18 +9,37 @@ import { WasmExecutor } from "./wasm_executor.js";
 const BACKENDS = ["auto", "webgpu", "wasm"];
 
 /**
- * The WebGPU adapter to run on, or null for the CPU backend (WebAssembly). "auto" takes
- * WebGPU where there is an adapter and the CPU backend where there is none.
+ * Where a model runs: a WebGPU adapter, or null for the CPU backend (WebAssembly). "auto"
+ * takes WebGPU on a real GPU, and the CPU backend where the browser has no adapter or only a
+ * fallback one (a CPU emulating a GPU, such as SwiftShader, on which the WebAssembly kernels
+ * are faster) if a build has WebAssembly kernels; asking for a WebGPU `variant` means WebGPU.
  */
-async function chooseAdapter(backend) {
+async function chooseAdapter(backend, variant, manifests) {
   if (!BACKENDS.includes(backend)) throw new InvalidRequestError("backend", `must be one of ${BACKENDS.join(", ")}`);
   if (backend === "wasm") return null;
+  const auto =
+    backend === "auto" &&
+    variant === undefined &&
+    globalThis.WebAssembly &&
+    manifests.some((m) => "wasm" in m.variants);
+  let adapter;
   try {
-    return await requestAdapter();
+    adapter = await requestAdapter();
   } catch (err) {
-    if (backend === "auto" && err instanceof WebGPUUnavailableError && globalThis.WebAssembly) return null;
+    if (auto && err instanceof WebGPUUnavailableError) return null;
     throw err;
   }
+  if (auto && (adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter)) return null;
+  return adapter;
+}
+
+/**
+ * Threads for the CPU backend: one per core where worker threads may share memory (a
+ * cross-origin isolated page or worker that can start workers), else one.
+ */
+function cpuThreads() {
+  if (!globalThis.crossOriginIsolated || typeof Worker === "undefined") return 1;
+  return Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 16));
 }
 
 /** Fails early, with the numbers, when a buffer the model needs exceeds the device's limits. */
@@ -54,8 +73,12 @@ export class LoadedModel {
    */
   static async load(id, urls, { initProgressCallback, variant, backend = "auto", useCache, onDeviceLost }) {
     const started = performance.now();
-    const adapter = await chooseAdapter(backend);
     const candidates = await Promise.all(urls.map(fetchManifest));
+    const adapter = await chooseAdapter(
+      backend,
+      variant,
+      candidates.map((c) => c.manifest),
+    );
     const chosen = pickBuild(
       adapter,
       candidates.map((c) => c.manifest),
@@ -104,7 +127,7 @@ export class LoadedModel {
   async #loadWasm(base, { initProgressCallback, useCache }) {
     const kernels = await fetchVariant(base, this.manifest, "wasm");
     this.variant = kernels.name;
-    const executor = await WasmExecutor.create(kernels.module, this.manifest, kernels);
+    const executor = await WasmExecutor.create(kernels, this.manifest, { threads: cpuThreads() });
     this.executor = executor;
     const upload = (tensor, bytes) => executor.upload(tensor, bytes);
     const { fromCache, fromNetwork } = await loadWeights(upload, base, this.manifest, initProgressCallback, {

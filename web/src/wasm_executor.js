@@ -21,32 +21,87 @@ function dlDataType(dtype) {
   return { code: DL_TYPE_CODES[match[1]], bits: Number(match[2]) };
 }
 
+const THREAD_STACK_BYTES = 1 << 20;
+const THREADS_JOIN_MS = 10000;
+
+/**
+ * Lets the event loop run (messages, timers, aborts, painting) before a step of the model: the
+ * kernels run synchronously, and a generation of awaited steps would otherwise hold the
+ * thread from its first token to its last. A message, then a timer: the timer lets the timers
+ * already due run first, and set from a message task it is not clamped to 4 ms as timers set
+ * from timers are.
+ */
+function yieldToEventLoop() {
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => {
+      channel.port1.close();
+      setTimeout(resolve, 0);
+    };
+    channel.port2.postMessage(null);
+  });
+}
+
 /**
  * Runs the compiled execution plans on the CPU: the kernels of one WebAssembly module (TVM's
  * LLVM output for wasm32 with SIMD), every tensor an address in its memory. Weights, the KV
  * cache, activations and each launch's argument block are allocated once; a call writes the
  * symbolic sizes (n, total_len) into the argument blocks and calls the kernels in order.
+ * The memory is shared: with `threads` > 1, worker threads (each an instance of the module
+ * with a stack of its own) run their part of every parallel loop.
  */
 export class WasmExecutor {
   /**
-   * @param {WebAssembly.Module} module  the model's kernels.wasm
+   * @param {{functions: object, kernels: Record<string, {symbol: string, args: object[]}>,
+   *          module: WebAssembly.Module, memory: {initial: number, maximum: number}}} variant
+   *   the "wasm" kernels and plans
    * @param {object} manifest  manifest.json
-   * @param {{functions: object, kernels: Record<string, {symbol: string, args: object[]}>}} variant
+   * @param {{threads?: number}} [options]  threads in all, the calling one included
    */
-  static async create(module, manifest, variant) {
-    const instance = await WebAssembly.instantiate(module, {});
-    return new WasmExecutor(instance, manifest, variant);
+  static async create(variant, manifest, { threads = 1 } = {}) {
+    const memory = new WebAssembly.Memory({ ...variant.memory, shared: true });
+    const instance = await WebAssembly.instantiate(variant.module, { env: { memory } });
+    const executor = new WasmExecutor(instance, memory, manifest, variant);
+    try {
+      if (threads > 1) await executor.#startThreads(variant.module, threads - 1);
+    } catch (err) {
+      executor.destroy();
+      throw err;
+    }
+    return executor;
   }
 
-  constructor(instance, manifest, variant) {
+  constructor(instance, memory, manifest, variant) {
     this.exports = instance.exports;
-    this.memory = instance.exports.memory;
+    this.memory = memory;
     this.manifest = manifest;
     this.variant = variant;
     this.weights = new Map(); // parameter name -> address
     this.allocated = [];
     this.bytes = 0;
     this.functions = null;
+    this.threads = [];
+  }
+
+  /** Starts `count` worker threads and waits until each has joined the module's pool. */
+  async #startThreads(module, count) {
+    for (let index = 1; index <= count; index++) {
+      const stackTop = this.#alloc(THREAD_STACK_BYTES) + THREAD_STACK_BYTES;
+      const thread = new Worker(new URL("./kiln-thread.js", import.meta.url), { type: "module" });
+      thread.postMessage({ module, memory: this.memory, index, stackTop });
+      this.threads.push(thread);
+    }
+    const started = performance.now();
+    while (this.exports.kiln_threads_ready() < count) {
+      if (performance.now() - started > THREADS_JOIN_MS)
+        throw new ModelLoadError(`The CPU backend's ${count} worker threads did not start`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
+  /** Threads that run the kernels, the calling one included. */
+  get threadCount() {
+    return this.threads.length + 1;
   }
 
   #alloc(bytes) {
@@ -168,6 +223,7 @@ export class WasmExecutor {
    * @returns {Promise<Float32Array>}
    */
   async run(name, ids, totalLen) {
+    await yieldToEventLoop();
     const fn = this.functions[name];
     this.#setup(fn, ids, totalLen);
     for (const launch of fn.launches) this.#launch(launch);
@@ -193,6 +249,8 @@ export class WasmExecutor {
   }
 
   destroy() {
+    for (const thread of this.threads) thread.terminate();
+    this.threads = [];
     for (const address of this.allocated) this.exports.kiln_free(address);
     this.allocated = [];
     this.bytes = 0;

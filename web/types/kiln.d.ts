@@ -108,6 +108,8 @@ export interface CompletionUsage {
     prefill_tokens_per_s: number;
     decode_tokens_per_s: number;
     time_to_first_token_s: number;
+    /** where the request ran: on the GPU, or on the CPU (WebAssembly) */
+    backend: "webgpu" | "wasm";
   };
 }
 

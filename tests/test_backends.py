@@ -1,0 +1,122 @@
+"""Which backend runs a model: WebGPU on a real GPU, the CPU backend (WebAssembly) where the
+browser has no WebGPU or only a fallback adapter; a clear error when WebGPU is asked for and
+missing, or when the WebAssembly kernels are not the ones the manifest names."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from reference import ReferenceModel
+
+from compiler.browser import CHROMIUM, CHROMIUM_ARGS, serve_folder
+
+PROMPT = [5, 17, 42, 100, 7, 8, 9, 10, 11]
+
+
+@pytest.fixture
+def no_webgpu_page(playwright):
+    args = [a for a in CHROMIUM_ARGS if a != "--enable-unsafe-webgpu"] + ["--disable-webgpu"]
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+    try:
+        yield browser.new_page()
+    finally:
+        browser.close()
+
+
+def test_engine_runs_on_the_cpu_without_webgpu(no_webgpu_page, tiny_built):
+    folder = tiny_built("q4f32")
+    reference = ReferenceModel(folder)
+    page = no_webgpu_page
+    with serve_folder(folder) as url:
+        page.goto(f"{url}/manifest.json")
+        result = page.evaluate(
+            """async ([url, ids]) => {
+                const kiln = await import(url + "/kiln.js");
+                const engine = await kiln.CreateEngine(url);
+                const greedy = {temperature: 0, max_tokens: 8, ignore_eos: true};
+                const run = await engine.generate(ids, greedy);
+                return {backend: engine.backend, tokens: run.tokens,
+                        logits: Array.from(await engine.forwardLogits(ids)),
+                        stats: await engine.runtimeStatsText()};
+            }""",
+            [url, PROMPT],
+        )
+    assert result["backend"] == "wasm"
+    assert "backend: wasm (CPU, " in result["stats"]
+    expected = reference.forward(PROMPT)
+    error = np.linalg.norm(np.array(result["logits"]) - expected) / np.linalg.norm(expected)
+    assert error < 1e-3
+    assert result["tokens"] == reference.greedy(PROMPT, 8)
+
+
+def test_webgpu_asked_for_is_reported_missing(no_webgpu_page, tiny_built):
+    page = no_webgpu_page
+    with serve_folder(tiny_built("q0f32")) as url:
+        page.goto(f"{url}/manifest.json")
+        error = page.evaluate(
+            """async (url) => {
+                const kiln = await import(url + "/kiln.js");
+                try { await kiln.CreateEngine(url, {backend: "webgpu"}); return null; }
+                catch (e) { return {name: e.name, message: e.message}; }
+            }""",
+            url,
+        )
+    assert error["name"] == "WebGPUUnavailableError"
+    assert "WebGPU is not available" in error["message"]
+
+
+def test_auto_takes_the_cpu_on_a_fallback_adapter(tiny_built, engine_page):
+    folder = tiny_built("q4f32")
+    with engine_page(folder) as page:
+        fallback = page.evaluate(
+            "async () => (await navigator.gpu.requestAdapter()).info.isFallbackAdapter"
+        )
+        assert page.evaluate("engine.backend") == ("wasm" if fallback else "webgpu")
+    with engine_page(folder, variant="software") as page:  # WebGPU kernels asked for
+        assert page.evaluate("engine.backend") == "webgpu"
+
+
+def test_a_corrupt_wasm_file_is_a_shard_integrity_error(tiny_built, browser, tmp_path):
+    folder = shutil.copytree(tiny_built("q4f32"), tmp_path / "model")
+    wasm = json.loads((folder / "manifest.json").read_text())["variants"]["wasm"]["wasm"]
+    data = bytearray((folder / wasm["file"]).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / wasm["file"]).write_bytes(bytes(data))
+    page = browser.new_page()
+    with serve_folder(folder) as url:
+        page.goto(f"{url}/manifest.json")
+        error = page.evaluate(
+            """async (url) => {
+                const kiln = await import(url + "/kiln.js");
+                try { await kiln.CreateEngine(url, {backend: "wasm"}); return null; }
+                catch (e) { return {name: e.name, message: e.message}; }
+            }""",
+            url,
+        )
+    page.close()
+    assert error["name"] == "ShardIntegrityError", error
+    assert wasm["file"] in error["message"]
+
+
+def test_the_cpu_backend_runs_a_thread_per_core(tiny_built, engine_page):
+    """The server isolates its pages, so the CPU backend starts worker threads that share
+    its memory; the replies are the single-threaded ones (the numerical tests' reference)."""
+    folder = tiny_built("q4f32")
+    reference = ReferenceModel(folder)
+    with engine_page(folder, backend="wasm") as page:
+        cores, isolated, threads = page.evaluate(
+            "[navigator.hardwareConcurrency, crossOriginIsolated, engine.executor.threadCount]"
+        )
+        assert isolated and threads == min(cores, 16)
+        tokens = page.evaluate(
+            """async (ids) => (await engine.generate(
+                ids, {temperature: 0, max_tokens: 12, ignore_eos: true})).tokens""",
+            PROMPT,
+        )
+        assert tokens == reference.greedy(PROMPT, 12)
+        page.evaluate("engine.chat.completions.create({messages: [{role: 'user', content: 'Hi'}]})")
+        stats = page.evaluate("engine.runtimeStatsText()")
+        assert stats.endswith(
+            f"backend: wasm (CPU, {threads} threads)" if threads > 1 else "1 thread)"
+        )

@@ -1,0 +1,8 @@
+// A thread of the CPU backend: its own instance of the model's kernels on the shared memory,
+// with its own stack, running its share of every parallel loop until the worker is
+// terminated (kiln_thread_loop in compiler/wasm/runtime.c).
+self.onmessage = async ({ data: { module, memory, index, stackTop } }) => {
+  const instance = await WebAssembly.instantiate(module, { env: { memory } });
+  instance.exports.__stack_pointer.value = stackTop;
+  instance.exports.kiln_thread_loop(index);
+};
