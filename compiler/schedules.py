@@ -21,7 +21,7 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule, try_inline
 from tvm.target import Target
 
-from .models.kernels import SCALE_STAGES
+from .models.kernels import DEQUANT_WEIGHT, SCALE_STAGES
 
 THREADS = 64
 TOKEN_TILE = 4
@@ -223,7 +223,12 @@ class CpuReduction(ScheduleRule):
     products): the outputs split over cores (a parallel loop) in tiles of CPU_FEATURE_TILE,
     the reduction in LANES-wide SIMD accumulators (one lane per input position modulo LANES,
     rfactor'd, summed at the end of the tile), so each vector of inputs is loaded once for
-    the tile's outputs. Anything else keeps TVM's default loops."""
+    the tile's outputs. A weight format's scales are decoded once per group of inputs for the
+    tile. In decode (one token) the weights are decoded where they are used and the
+    accumulators stay in registers; with a token axis (prefill) each group's weights for the
+    tile are decoded once into a small buffer (`kernels.DEQUANT_WEIGHT`) and used by every
+    token, whose sums wait in a buffer between groups. Anything else keeps TVM's default
+    loops."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
         if not isinstance(func, tirx.PrimFunc) or "cpu" not in target.keys:
@@ -238,10 +243,10 @@ class CpuReduction(ScheduleRule):
         infos = normalize_prim_func(sch)
         if infos is None:
             return False
-        scales = [i for i in infos if _is_scale_stage(sch, i.block_rv)]
-        for stage in scales:
-            sch.compute_inline(stage.block_rv)
-        infos = try_inline(sch, [i for i in infos if i not in scales])
+        scales = [i.block_rv for i in infos if _is_scale_stage(sch, i.block_rv)]
+        decoded = [i.block_rv for i in infos if sch.get(i.block_rv).name_hint == DEQUANT_WEIGHT]
+        staged = scales + decoded
+        infos = try_inline(sch, [i for i in infos if i.block_rv not in staged])
         reductions = [i for i in infos if i.is_reduction()]
         if len(reductions) != 1:
             return False
@@ -255,11 +260,15 @@ class CpuReduction(ScheduleRule):
         k = _const(sch.get(r_loops[0]).extent)
         if k is None or k % LANES:
             return False
-        _, lane = sch.split(r_loops[0], factors=[None, LANES])
+        group = _scale_group(sch, scales[0], r_loops) if scales else LANES
+        if group % LANES or k % group:
+            return False
+        # k -> (group of inputs sharing a scale, run of LANES within it, lane)
+        _, _, lane = sch.split(r_loops[0], factors=[None, group // LANES, LANES])
         partial = sch.rfactor(lane, 0)  # per-lane sums; `block` now adds the lanes up
         partial_loops = sch.get_loops(partial)
         spatial = partial_loops[: len(s_loops)]
-        k_outer, lane = partial_loops[len(s_loops) :]
+        k_group, k_run, lane = partial_loops[len(s_loops) :]
         symbolic = [loop for loop in spatial if _const(sch.get(loop).extent) is None]
         fixed = [loop for loop in spatial if loop not in symbolic]
         if not fixed or len(symbolic) > 1:
@@ -271,8 +280,16 @@ class CpuReduction(ScheduleRule):
         # One token at a time within a tile of features: the tile's weights stay in cache
         # across tokens. (Tiles of tokens would reuse each decoded weight vector, but their
         # accumulators would be sized by n, which the last tile does not fill.)
-        sch.reorder(outer, *symbolic, k_outer, feature_inner, lane)
-        anchor = symbolic[0] if symbolic else outer
+        if symbolic and decoded:
+            # Prefill: each group's weights for the tile decoded once, then used by every
+            # token; the tokens' partial sums wait in a buffer between groups.
+            sch.reorder(outer, k_group, *symbolic, k_run, feature_inner, lane)
+        else:
+            for stage in decoded:
+                sch.compute_inline(stage)
+            decoded = []
+            sch.reorder(outer, *symbolic, k_group, k_run, feature_inner, lane)
+        anchor = symbolic[0] if symbolic and not decoded else outer
         sch.parallel(outer)
         sch.set_scope(partial, 0, "local")
         sch.reverse_compute_at(block, anchor)
@@ -284,8 +301,14 @@ class CpuReduction(ScheduleRule):
                 return False
             sch.reverse_compute_at(info.block_rv, anchor)
         sch.vectorize(lane)
-        sch.decompose_reduction(partial, k_outer)
+        sch.decompose_reduction(partial, k_group)
         sch.unroll(feature_inner)
+        if decoded:
+            sch.unroll(k_run)
+        # Each group's scales (and, in prefill, weights) are decoded once for the tile.
+        for stage in decoded + scales:
+            sch.compute_at(stage, k_group)
+            sch.set_scope(stage, 0, "local")
         return True
 
 

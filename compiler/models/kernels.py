@@ -37,6 +37,8 @@ def for_cpu() -> Iterator[None]:
 # Names of the stages that decode a weight's scales: the software schedule computes them once
 # per group of inputs, in registers, instead of inlining them into every element.
 SCALE_STAGES = ("dequant_scale", "dequant_minimum")
+# The dequantized weights as a stage (CPU kernels only), see `linear`.
+DEQUANT_WEIGHT = "dequant_weight"
 
 
 def _cast(value, dtype: str) -> tirx.PrimExpr:
@@ -82,6 +84,9 @@ def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, 
             weight = _scaled_weight(fmt, p, out_features, cols, xt.dtype)
         else:
             weight = lambda j, c: _weight(fmt, p, j, c, xt.dtype)  # noqa: E731
+        if _CPU.get():  # a stage of its own: CPU prefill decodes a tile once for all tokens
+            decoded = te.compute((out_features, cols), weight, name=DEQUANT_WEIGHT)
+            weight = lambda j, c: decoded[j, c]  # noqa: E731
         return te.compute(
             (batch, seq, out_features),
             lambda b, i, j: te.sum(xt[b, i, k] * weight(j, k), axis=k),

@@ -1,3 +1,4 @@
+import { ModelLoadError } from "./errors.js";
 import { evaluate } from "./expr.js";
 
 const UNIFORM_SLOT = 256; // minUniformBufferOffsetAlignment
@@ -6,6 +7,29 @@ const MAX_GROUPS = 65535; // maxComputeWorkgroupsPerDimension (WebGPU's default 
 /** Bytes of a tensor the manifest describes ({shape, dtype}). */
 export function tensorBytes({ shape, dtype }) {
   return shape.reduce((n, d) => n * d, 1) * (dtype === "float16" ? 2 : 4);
+}
+
+/**
+ * A plan's own buffers, its storages and tensor inputs (sized for a full prefill chunk), made
+ * by `allocate(bytes)`, and `resolve` from the plan's buffer references ({storage}, {input},
+ * {cache}, {param}) to them, the KV cache and the weights: for either backend's executor.
+ */
+export function planBuffers(plan, manifest, allocate, cache, weights) {
+  const storages = plan.storages.map((bytes) => allocate(bytes));
+  const inputs = {};
+  for (const input of plan.inputs) {
+    if (input.kind !== "tensor") continue;
+    const count = input.shape.reduce((a, d) => a * evaluate(d, { n: manifest.prefill_chunk }), 1);
+    inputs[input.name] = allocate(count * 4);
+  }
+  const resolve = (ref) => {
+    if ("storage" in ref) return storages[ref.storage];
+    if ("cache" in ref) return cache[ref.cache];
+    if ("param" in ref) return weights.get(ref.param);
+    if ("input" in ref) return inputs[ref.input];
+    throw new ModelLoadError(`unknown buffer reference ${JSON.stringify(ref)}`);
+  };
+  return { inputs, resolve };
 }
 
 /** Copies one weight tensor into a GPU buffer of its own. */
@@ -76,20 +100,7 @@ export class Executor {
   }
 
   #prepare(plan) {
-    const storages = plan.storages.map((bytes) => this.#buffer(bytes));
-    const inputs = {};
-    for (const input of plan.inputs) {
-      if (input.kind !== "tensor") continue;
-      const count = input.shape.reduce((a, d) => a * evaluate(d, { n: this.manifest.prefill_chunk }), 1);
-      inputs[input.name] = this.#buffer(count * 4);
-    }
-    const resolve = (ref) => {
-      if ("storage" in ref) return storages[ref.storage];
-      if ("cache" in ref) return this.cache[ref.cache];
-      if ("param" in ref) return this.weights.get(ref.param);
-      if ("input" in ref) return inputs[ref.input];
-      throw new Error(`unknown buffer reference ${JSON.stringify(ref)}`);
-    };
+    const { inputs, resolve } = planBuffers(plan, this.manifest, (b) => this.#buffer(b), this.cache, this.weights);
     const uniforms = this.#buffer(
       plan.launches.length * UNIFORM_SLOT,
       GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,

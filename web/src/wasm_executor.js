@@ -1,6 +1,6 @@
 import { ModelLoadError } from "./errors.js";
 import { evaluate } from "./expr.js";
-import { tensorBytes } from "./executor.js";
+import { planBuffers, tensorBytes } from "./executor.js";
 
 // TVM's packed calling convention, as its CPU kernels read it (tvm/ffi/c_api.h, dlpack.h):
 // a kernel is `int32 f(void* self, TVMFFIAny* args, int32 count, TVMFFIAny* result)`; an
@@ -135,20 +135,7 @@ export class WasmExecutor {
   }
 
   #prepare(plan) {
-    const storages = plan.storages.map((bytes) => this.#alloc(bytes));
-    const inputs = {};
-    for (const input of plan.inputs) {
-      if (input.kind !== "tensor") continue;
-      const count = input.shape.reduce((a, d) => a * evaluate(d, { n: this.manifest.prefill_chunk }), 1);
-      inputs[input.name] = this.#alloc(count * 4);
-    }
-    const resolve = (ref) => {
-      if ("storage" in ref) return storages[ref.storage];
-      if ("cache" in ref) return this.cache[ref.cache];
-      if ("param" in ref) return this.weights.get(ref.param);
-      if ("input" in ref) return inputs[ref.input];
-      throw new ModelLoadError(`unknown buffer reference ${JSON.stringify(ref)}`);
-    };
+    const { inputs, resolve } = planBuffers(plan, this.manifest, (b) => this.#alloc(b), this.cache, this.weights);
     const dynamic = []; // [address of an int64, expression] written before every call
     const launches = plan.launches.map((launch) => {
       const kernel = this.variant.kernels[launch.kernel];
