@@ -2,8 +2,11 @@
 browser has no WebGPU or only a fallback adapter; a clear error when WebGPU is asked for and
 missing, or when the WebAssembly kernels are not the ones the manifest names."""
 
+import functools
+import http.server
 import json
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -120,3 +123,38 @@ def test_the_cpu_backend_runs_a_thread_per_core(tiny_built, engine_page):
         assert stats.endswith(
             f"backend: wasm (CPU, {threads} threads)" if threads > 1 else "1 thread)"
         )
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class names it so
+        pass
+
+
+def test_a_page_that_is_not_isolated_runs_one_thread(tiny_built, browser):
+    """Served without cross-origin isolation (a plain static server), worker threads cannot
+    share the memory: the CPU backend runs on one thread and says why."""
+    folder = tiny_built("q4f32")
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    page = browser.new_page()
+    try:
+        page.goto(f"{url}/manifest.json")
+        result = page.evaluate(
+            """async ([url, ids]) => {
+                const kiln = await import(url + "/kiln.js");
+                const engine = await kiln.CreateEngine(url + "/", {backend: "wasm"});
+                const run = await engine.generate(
+                    ids, {temperature: 0, max_tokens: 8, ignore_eos: true});
+                return {isolated: crossOriginIsolated, threads: engine.executor.threadCount,
+                        tokens: run.tokens, stats: await engine.runtimeStatsText()};
+            }""",
+            [url, PROMPT],
+        )
+    finally:
+        page.close()
+        server.shutdown()
+    assert not result["isolated"] and result["threads"] == 1
+    assert result["stats"].endswith("1 thread: the page is not cross-origin isolated)")
+    assert result["tokens"] == ReferenceModel(folder).greedy(PROMPT, 8)

@@ -45,8 +45,9 @@ def test_config_fields_equal_transformers(gguf_file, transformers_model):
     assert_config_equal(load(str(gguf_file)).config, transformers_model.config)
 
 
-def test_greedy_replies_equal_transformers(smollm2, transformers_model, engine_page):
-    with engine_page(smollm2) as page:
+@pytest.mark.parametrize("backend", ["webgpu", "wasm"])
+def test_greedy_replies_equal_transformers(smollm2, transformers_model, engine_page, backend):
+    with engine_page(smollm2, backend=backend) as page:
         manifest = page.evaluate("engine.manifest")
         assert manifest["quantization"] == "as-stored"
         assert {p["format"] for p in manifest["params"]} == {"q4_1", "q8_0", "f32"}
