@@ -51,7 +51,7 @@ def quantize(source: ModelSource, scheme: Scheme) -> tuple[dict[str, np.ndarray]
 
 def _compiler_hash() -> str:
     digest = hashlib.sha256(tvm.__version__.encode())
-    for path in sorted((ROOT / "compiler").rglob("*.py")):
+    for path in sorted(p for p in (ROOT / "compiler").rglob("*") if p.suffix in (".py", ".c")):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

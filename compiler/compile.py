@@ -7,10 +7,9 @@ browsers with no WebGPU or only an emulated adapter. All three share one plan fo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import tvm
@@ -134,11 +133,7 @@ def compile_model(
     """Compiles one variant: "software" schedules for CPU-backed (fallback) adapters, "gpu"
     schedules (dlight's) for real GPUs, "wasm" for the CPU. `formats` names each weight's
     storage format, `dtype` the activations'."""
-    if variant == "wasm":
-        with model_kernels.for_cpu():
-            model = family.network(config, formats, dtype, context_window)
-            mod, params = model.export_tvm(spec=model.get_default_spec())
-    else:
+    with model_kernels.for_cpu() if variant == "wasm" else contextlib.nullcontext():
         model = family.network(config, formats, dtype, context_window)
         mod, params = model.export_tvm(spec=model.get_default_spec())
     # Activation buffers hold whole token tiles, so the tile rows past n that the software
@@ -168,8 +163,5 @@ def compile_model(
     entries = {name: _wasm_entry(prim_funcs[name]) for name in used}
     with tvm.transform.PassContext(opt_level=3):
         lib = tvm.tirx.build(tvm.IRModule({n: prim_funcs[n] for n in used}), target=WASM_TARGET)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "kernels.o"
-        lib.write_to_file(str(path))
-        module = wasm.link(path.read_bytes(), [entry["symbol"] for entry in entries.values()])
+    module = wasm.link(lib, [entry["symbol"] for entry in entries.values()])
     return Compiled(entries, functions, names, cache, module)

@@ -277,9 +277,8 @@ class CpuReduction(ScheduleRule):
         extent = _const(sch.get(features).extent) or 1
         tile = CPU_FEATURE_TILE if extent % CPU_FEATURE_TILE == 0 else 1
         outer, feature_inner = sch.split(features, factors=[None, tile])
-        # One token at a time within a tile of features: the tile's weights stay in cache
-        # across tokens. (Tiles of tokens would reuse each decoded weight vector, but their
-        # accumulators would be sized by n, which the last tile does not fill.)
+        # Tokens one at a time (tiles of tokens in registers would have accumulators sized by
+        # n, which the last tile does not fill).
         if symbolic and decoded:
             # Prefill: each group's weights for the tile decoded once, then used by every
             # token; the tokens' partial sums wait in a buffer between groups.

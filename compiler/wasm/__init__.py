@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ..errors import BuildError
 
@@ -46,13 +47,13 @@ def _tools() -> tuple[str, str]:
     return clang, ld
 
 
-def link(kernels_object: bytes, exports: list[str]) -> bytes:
-    """The linked module: `exports` (the kernels' symbols) plus the runtime's kiln_* functions
-    and its memory."""
+def link(kernels: Any, exports: list[str]) -> bytes:
+    """The linked module of `kernels` (TVM's built module for the wasm32 target): `exports`
+    (the kernels' symbols) plus the runtime's kiln_* functions and the stack pointer."""
     clang, ld = _tools()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "kernels.o").write_bytes(kernels_object)
+        kernels.write_to_file(str(folder / "kernels.o"))
         compile_runtime = [
             clang,
             "--target=wasm32-wasi",

@@ -14,8 +14,8 @@
  * - A kernel's failed check (wrong shape, dtype or alignment of an argument) reports its
  *   message through TVMFFIErrorSetRaisedFromCStrParts and returns non-zero; the message is
  *   kept for the caller to read with kiln_last_error().
- * - kiln_alloc / kiln_free give the JS runtime 64-byte aligned memory for weights, the KV
- *   cache, activations, argument blocks and worker stacks. wasi-libc's malloc is not
+ * - kiln_alloc gives the JS runtime 64-byte aligned memory for weights, the KV cache,
+ *   activations, argument blocks and worker stacks (freed with the module's memory). wasi-libc's malloc is not
  *   thread-safe, so a lock guards it (kernels may allocate workspace inside a parallel loop).
  */
 #include <stdint.h>
@@ -146,5 +146,3 @@ __attribute__((export_name("kiln_last_error"))) const char* kiln_last_error(void
 __attribute__((export_name("kiln_alloc"))) void* kiln_alloc(uint32_t nbytes) {
   return alloc_workspace(0, 0, nbytes, 0, 0);
 }
-
-__attribute__((export_name("kiln_free"))) void kiln_free(void* ptr) { free_workspace(0, 0, ptr); }

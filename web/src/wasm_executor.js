@@ -31,14 +31,17 @@ const THREADS_JOIN_MS = 10000;
  * already due run first, and set from a message task it is not clamped to 4 ms as timers set
  * from timers are.
  */
+let yieldChannel = null;
+const yielded = []; // resolvers waiting for their message
+
 function yieldToEventLoop() {
+  if (!yieldChannel) {
+    yieldChannel = new MessageChannel();
+    yieldChannel.port1.onmessage = () => setTimeout(yielded.shift(), 0);
+  }
   return new Promise((resolve) => {
-    const channel = new MessageChannel();
-    channel.port1.onmessage = () => {
-      channel.port1.close();
-      setTimeout(resolve, 0);
-    };
-    channel.port2.postMessage(null);
+    yielded.push(resolve);
+    yieldChannel.port2.postMessage(null);
   });
 }
 
@@ -77,24 +80,28 @@ export class WasmExecutor {
     this.manifest = manifest;
     this.variant = variant;
     this.weights = new Map(); // parameter name -> address
-    this.allocated = [];
     this.bytes = 0;
     this.functions = null;
     this.threads = [];
   }
 
-  /** Starts `count` worker threads and waits until each has joined the module's pool. */
+  /**
+   * Starts `count` worker threads and waits until each has joined the module's pool (all of
+   * them: a launch hands task i to thread i).
+   */
   async #startThreads(module, count) {
+    let failure = null;
     for (let index = 1; index <= count; index++) {
       const stackTop = this.#alloc(THREAD_STACK_BYTES) + THREAD_STACK_BYTES;
       const thread = new Worker(new URL("./kiln-thread.js", import.meta.url), { type: "module" });
+      thread.onerror = (event) => (failure ??= event.message || "the thread script failed");
       thread.postMessage({ module, memory: this.memory, index, stackTop });
       this.threads.push(thread);
     }
     const started = performance.now();
     while (this.exports.kiln_threads_ready() < count) {
-      if (performance.now() - started > THREADS_JOIN_MS)
-        throw new ModelLoadError(`The CPU backend's ${count} worker threads did not start`);
+      if (failure !== null || performance.now() - started > THREADS_JOIN_MS)
+        throw new ModelLoadError(`The CPU backend's ${count} worker threads did not start: ${failure ?? "timeout"}`);
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
   }
@@ -107,7 +114,6 @@ export class WasmExecutor {
   #alloc(bytes) {
     const address = this.exports.kiln_alloc(Math.max(bytes, 16));
     if (address === 0) throw new ModelLoadError(`WebAssembly memory is full (asked for ${bytes} more bytes)`);
-    this.allocated.push(address);
     this.bytes += bytes;
     return address;
   }
@@ -136,7 +142,11 @@ export class WasmExecutor {
 
   #prepare(plan) {
     const { inputs, resolve } = planBuffers(plan, this.manifest, (b) => this.#alloc(b), this.cache, this.weights);
-    const dynamic = []; // [address of an int64, expression] written before every call
+    const dynamic = []; // [address of an int64, expression over n and total_len]: set per call
+    const int64 = (view, at, expr) => {
+      if (typeof expr === "number") view.setBigInt64(at, BigInt(expr), true);
+      else dynamic.push([at, expr]);
+    };
     const launches = plan.launches.map((launch) => {
       const kernel = this.variant.kernels[launch.kernel];
       const call = this.exports[kernel.symbol];
@@ -159,7 +169,7 @@ export class WasmExecutor {
             view.setFloat64(at + 8, evaluate(expr, {}), true);
           } else {
             view.setInt32(at, FFI_INT, true);
-            dynamic.push([at + 8, expr]);
+            int64(view, at + 8, expr);
           }
           return;
         }
@@ -177,7 +187,7 @@ export class WasmExecutor {
         view.setUint32(tensorAt + 20, shapeAt, true);
         view.setUint32(tensorAt + 24, 0, true); // strides: compact
         view.setBigUint64(tensorAt + 32, 0n, true); // byte offset
-        shape.forEach((dim, d) => dynamic.push([shapeAt + 8 * d, dim]));
+        shape.forEach((dim, d) => int64(view, shapeAt + 8 * d, dim));
         tensorAt += DLTENSOR_BYTES;
         shapeAt += 8 * arg.ndim;
       });
@@ -235,11 +245,11 @@ export class WasmExecutor {
     return times;
   }
 
+  /** Stops the threads; the memory goes with the last reference to this executor. */
   destroy() {
     for (const thread of this.threads) thread.terminate();
     this.threads = [];
-    for (const address of this.allocated) this.exports.kiln_free(address);
-    this.allocated = [];
+    this.functions = null;
     this.bytes = 0;
   }
 }
