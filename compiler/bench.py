@@ -3,12 +3,15 @@
     scripts/bench [MODEL ...] [--quantization as-stored q4f32] [--runs 3] [--variant software|gpu]
                   [--backend webgpu wasm]
     scripts/bench --profile ...   time each kernel of one decode step instead
+    scripts/bench ... --peer transformers.js   also run a peer on the same model and prompt
 
 Per model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
 tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and of the kernels
 (WGSL, or the WebAssembly module), and the GPU buffer (or WebAssembly memory) bytes the model
 holds (allocated once, so also the peak); the median of `runs` runs after one warm-up run, on
-each backend asked for.
+each backend asked for. With `--peer`, after a model's rows: the peer's row on the same prompt
+token ids and token counts (see compiler/peer.py), then one line of ratios, ours / peer, for
+each of our rows of that model.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from . import peer
 from .browser import CHROMIUM, CHROMIUM_ARGS, open_engine_page, serve_folder
 from .build import build
 
@@ -34,7 +38,8 @@ DECODE_TOKENS = 64
 
 def bench_folder(
     browser, folder: Path, runs: int, variant: str | None = None, backend: str = "webgpu"
-) -> dict:
+) -> tuple[dict, list[int]]:
+    """The row of figures, and the prompt's token ids as the engine fed them."""
     with serve_folder(folder) as url:
         page = open_engine_page(browser, url, variant=variant, backend=backend)
         prompt = page.evaluate(
@@ -66,7 +71,7 @@ def bench_folder(
     info_variant = info["variant"]
     kernels = json.loads((folder / f"kernels-{info_variant}.json").read_text())
     manifest = json.loads((folder / "manifest.json").read_text())
-    return {
+    row = {
         "model": manifest["model_id"],
         "quantization": manifest["quantization"],
         "prompt_tokens": len(prompt),
@@ -90,6 +95,26 @@ def bench_folder(
         "backend": backend,
         "variant": info_variant,
         "runs": runs,
+    }
+    return row, prompt
+
+
+def ratios(rows: list[dict], peer_row: dict) -> dict:
+    """Ours / peer, for prefill and decode, for each of our rows of the peer's model."""
+    return {
+        "model": peer_row["model"],
+        "peer": peer_row["peer"],
+        "ours_over_peer": [
+            {
+                "model": row["model"],
+                "quantization": row["quantization"],
+                "backend": row["backend"],
+                "variant": row["variant"],
+                "prefill": round(row["prefill_tok_s"] / peer_row["prefill_tok_s"], 2),
+                "decode": round(row["decode_tok_s"] / peer_row["decode_tok_s"], 2),
+            }
+            for row in rows
+        ],
     }
 
 
@@ -125,8 +150,6 @@ def profile_folder(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from playwright.sync_api import sync_playwright
-
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="*", default=["smollm2-135m-instruct"])
     parser.add_argument("--quantization", nargs="+", default=["as-stored", "q4f32"])
@@ -138,11 +161,29 @@ def main(argv: list[str] | None = None) -> int:
         "--backend", nargs="+", choices=["webgpu", "wasm"], default=["webgpu"], help="where to run"
     )
     parser.add_argument("--profile", action="store_true", help="per-kernel times of one step")
+    parser.add_argument(
+        "--peer", choices=peer.PEERS, help="also run this peer on the same model and prompt"
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("dist/bench"))
     args = parser.parse_args(argv)
+    if args.peer and args.profile:
+        parser.error("--peer measures whole runs; it does not go with --profile")
+    try:
+        return _run(args)
+    except peer.PeerError as err:
+        raise SystemExit(f"bench: {err}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from playwright.sync_api import sync_playwright
+
+    if args.peer:
+        peer.install()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         for model in args.models:
+            rows: list[dict] = []
+            prompts: list[list[int]] = []
             for quantization in args.quantization:
                 folder = build(
                     model, quantization, args.out_dir / f"{Path(model).name}-{quantization}"
@@ -152,8 +193,20 @@ def main(argv: list[str] | None = None) -> int:
                     if args.profile:
                         result = profile_folder(browser, folder, variant, backend)
                     else:
-                        result = bench_folder(browser, folder, args.runs, variant, backend)
+                        result, prompt = bench_folder(browser, folder, args.runs, variant, backend)
+                        rows.append(result)
+                        prompts.append(prompt)
                     print(json.dumps(result), flush=True)
+            if args.peer:
+                if any(ids != prompts[0] for ids in prompts):
+                    raise SystemExit(f"{model}: the builds tokenize the prompt differently")
+                peer_row = peer.bench(
+                    args.peer, browser, model, prompts[0], PROMPT, args.runs, DECODE_TOKENS
+                )
+                if peer_row["prompt_tokens"] != rows[0]["prompt_tokens"]:
+                    raise SystemExit(f"{model}: the peer's prompt is not ours")
+                print(json.dumps(peer_row), flush=True)
+                print(json.dumps(ratios(rows, peer_row)), flush=True)
         browser.close()
     return 0
 

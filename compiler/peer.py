@@ -1,0 +1,352 @@
+"""The benchmark's peer: transformers.js on ONNX Runtime Web's WebAssembly backend (fp32,
+one thread per core) in the same headless Chromium, on the same model, prompt token ids and
+token counts as `compiler.bench`.
+
+Everything it needs is made on first use and kept under .cache/peer/ (git-ignored):
+- venv/: a Python venv from scripts/peer/requirements.txt. Optimum's ONNX exporter, which
+  transformers.js users run to make their models, needs transformers<4.58; the project's
+  venv has 5.x, so the peer has its own.
+- models/NAME-GGUFHASH-EXPORTHASH/: the preset's GGUF as transformers.js loads it from a
+  local folder (scripts/peer/export.py), checked against transformers 5.x's logits.
+and scripts/peer/node_modules/ from scripts/peer/package-lock.json (@huggingface/transformers,
+pinned). The page never reaches a CDN or a hub: the model and onnxruntime-web's files are
+served from a temporary folder by the project's own server (cross-origin isolated, which
+ONNX Runtime's threads need).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .browser import serve_folder
+from .loader import PRESETS_DIR, load
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts" / "peer"
+CACHE = ROOT / ".cache" / "peer"
+VENV = CACHE / "venv"
+NODE_MODULES = SCRIPTS / "node_modules"
+STAMP = ".kiln-stamp"
+PEERS = ["transformers.js"]
+# Largest difference between the export's logits and transformers 5.x's, relative to the
+# largest logit.
+LOGIT_TOLERANCE = 1e-4
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>transformers.js peer</title></head>
+<body></body></html>
+"""
+
+LOAD = """async ({base, name, ortVersion, prompt}) => {
+    const T = await import(base + "/transformers.js");
+    window.T = T;
+    const {env} = T;
+    env.allowRemoteModels = false;
+    env.allowLocalModels = true;
+    env.localModelPath = "/models/";  // a path: transformers.js reads a full URL as remote
+    env.useBrowserCache = false;
+    const onnx = env.backends.onnx;
+    if (onnx.versions.web !== ortVersion)
+        throw new Error(`bundled onnxruntime-web ${onnx.versions.web}, served ${ortVersion}`);
+    // At import, transformers.js points wasmPaths at its CDN: the same files, served here.
+    const cdn = onnx.wasm.wasmPaths;
+    const local = (url) => base + "/ort/" + String(url).split("/").pop();
+    onnx.wasm.wasmPaths = {mjs: local(cdn.mjs), wasm: local(cdn.wasm)};
+    onnx.wasm.numThreads = navigator.hardwareConcurrency;
+    const files = {mjs: onnx.wasm.wasmPaths.mjs, wasm: onnx.wasm.wasmPaths.wasm};
+    const start = performance.now();
+    window.tokenizer = await T.AutoTokenizer.from_pretrained(name);
+    window.model = await T.AutoModelForCausalLM.from_pretrained(
+        name, {device: "wasm", dtype: "fp32"});
+    const load = (performance.now() - start) / 1000;
+    return {
+        load, files,
+        version: env.version,
+        ortVersion: onnx.versions.web,
+        numThreads: onnx.wasm.numThreads,
+        hardwareConcurrency: navigator.hardwareConcurrency,
+        crossOriginIsolated: self.crossOriginIsolated,
+        ids: tokenizer.apply_chat_template([{role: "user", content: prompt}], {
+            add_generation_prompt: true, tokenize: true, return_tensor: false, return_dict: false,
+        }),
+    };
+}"""
+
+GENERATE = """async ([ids, n]) => {
+    const times = [];
+    const tokens = [];
+    // generate() puts the prompt first, then each new token as soon as it is chosen.
+    class Clock extends T.BaseStreamer {
+        put(value) { times.push(performance.now()); tokens.push(Number(value[0].at(-1))); }
+        end() {}
+    }
+    const tensor = (data) => new T.Tensor("int64", BigInt64Array.from(data, BigInt),
+        [1, data.length]);
+    const start = performance.now();
+    await model.generate({
+        input_ids: tensor(ids), attention_mask: tensor(ids.map(() => 1)),
+        max_new_tokens: n, min_new_tokens: n, do_sample: false, streamer: new Clock(),
+    });
+    return {
+        time_to_first_token_s: (times[1] - start) / 1000,
+        after_first_s: (times.at(-1) - times[1]) / 1000,
+        tokens: tokens.slice(1),
+    };
+}"""
+
+
+class PeerError(Exception):
+    """The peer could not be installed, exported, checked or run as asked."""
+
+
+def _digest(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stamp(folder: Path) -> str | None:
+    try:
+        return (folder / STAMP).read_text()
+    except OSError:
+        return None
+
+
+def _run(command: Sequence[str | Path], cwd: Path | None = None) -> None:
+    """Runs a command with its output on stderr (stdout carries the benchmark's JSON)."""
+    try:
+        subprocess.run([str(c) for c in command], cwd=cwd, check=True, stdout=sys.stderr)
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise PeerError(f"{' '.join(map(str, command))}: {err}") from None
+
+
+def _python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def install() -> None:
+    """Makes the peer venv and scripts/peer/node_modules where their stamps (the hash of
+    requirements.txt, of package-lock.json) are not current; else only checks."""
+    requirements = SCRIPTS / "requirements.txt"
+    stamp = _digest(requirements)
+    if _stamp(VENV) != stamp:
+        print("peer: installing the peer venv (.cache/peer/venv)", file=sys.stderr)
+        if not _python().exists():
+            _run([sys.executable, "-m", "venv", VENV])
+        pip = ["-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        _run([_python(), *pip, "-r", requirements])
+        (VENV / STAMP).write_text(stamp)
+    stamp = _digest(SCRIPTS / "package-lock.json")
+    if _stamp(NODE_MODULES) != stamp:
+        print("peer: installing scripts/peer/node_modules", file=sys.stderr)
+        # --ignore-scripts: the install steps of onnxruntime-node and sharp fetch native
+        # binaries that only Node uses; the page needs the web bundle and onnxruntime-web.
+        npm = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
+        _run(npm, cwd=SCRIPTS)
+        (NODE_MODULES / STAMP).write_text(stamp)
+
+
+def gguf_file(model: str) -> Path:
+    """The GGUF file of a preset, or MODEL itself where it is a .gguf path."""
+    if model.endswith(".gguf"):
+        return Path(model)
+    preset = PRESETS_DIR / f"{model}.json"
+    if not preset.is_file():
+        raise PeerError(f"the peer runs GGUF presets and .gguf files, not {model!r}")
+    spec = json.loads(preset.read_text())
+    if "parts" in spec:
+        from .fetch import fetch_parts
+
+        return fetch_parts(model, spec)
+    for file in importlib.metadata.files(spec["package"]) or []:
+        if str(file) == spec["file"]:
+            return Path(file.locate())
+    raise PeerError(f"package {spec['package']!r} has no file {spec['file']!r}: run scripts/setup")
+
+
+def reference_logits(gguf: Path, ids: list[int]) -> np.ndarray:
+    """transformers' (the project venv's, 5.x) float32 logits of the GGUF for one prompt."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()
+
+
+def check_export(gguf: Path, folder: Path, ids: list[int], scratch: Path) -> dict[str, Any]:
+    """Compares ONNX Runtime's logits of the export with transformers 5.x's on the GGUF."""
+    import transformers
+
+    (scratch / "ids.json").write_text(json.dumps(ids))
+    export_py = SCRIPTS / "export.py"
+    _run([_python(), export_py, "logits", folder, scratch / "ids.json", scratch / "onnx.npy"])
+    exported = np.load(scratch / "onnx.npy")
+    reference = reference_logits(gguf, ids)
+    diff = float(np.abs(exported - reference).max())
+    scale = float(np.abs(reference).max())
+    check = {
+        "reference": f"transformers {transformers.__version__}",
+        "tokens": len(ids),
+        "max_abs_diff": diff,
+        "max_abs_logit": scale,
+        "relative": diff / scale,
+        "argmax_agreement": float((exported.argmax(-1) == reference.argmax(-1)).mean()),
+    }
+    print(f"peer: ONNX export vs {check['reference']}: {json.dumps(check)}", file=sys.stderr)
+    if not diff <= LOGIT_TOLERANCE * scale:
+        raise PeerError(f"the ONNX export's logits differ from transformers': {check}")
+    return check
+
+
+def export(model: str, ids: list[int]) -> Path:
+    """The model folder transformers.js loads, made and checked (on `ids`) the first time;
+    keyed by the GGUF's sha256 and the hash of the peer venv's requirements and export script,
+    older exports of the same model are removed."""
+    gguf = gguf_file(model)
+    key = (
+        _digest(gguf)[:16] + "-" + _digest(SCRIPTS / "requirements.txt", SCRIPTS / "export.py")[:16]
+    )
+    stem = Path(model).stem
+    folder = CACHE / "models" / f"{stem}-{key}"
+    if (folder / "check.json").is_file():
+        return folder
+    print(f"peer: exporting {gguf.name} to ONNX", file=sys.stderr)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for old in folder.parent.iterdir():
+        if re.fullmatch(re.escape(stem) + r"-[0-9a-f]{16}-[0-9a-f]{16}", old.name):
+            shutil.rmtree(old)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".export-") as tmp:
+        stage = Path(tmp) / folder.name
+        _run([_python(), SCRIPTS / "export.py", "export", gguf, stage])
+        # Kiln's tokenizer, built from the GGUF's metadata: transformers' GGUF tokenizer has the
+        # wrong end token, adds a BOS and loses SmolLM2's digit split.
+        source = load(model)
+        (stage / "tokenizer.json").write_text(json.dumps(source.tokenizer, ensure_ascii=False))
+        (stage / "tokenizer_config.json").write_text(json.dumps(source.tokenizer_config, indent=1))
+        check = check_export(gguf, stage, ids, Path(tmp))
+        (stage / "check.json").write_text(json.dumps(check, indent=1))
+        stage.rename(folder)
+    return folder
+
+
+def _place(source: Path, target: Path) -> None:
+    """A hard link where the file system allows one (the server refuses symlinks that lead
+    out of the served folder), else a copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _lay_out(root: Path, model_folder: Path) -> None:
+    (root / "index.html").write_text(PAGE)
+    _place(
+        NODE_MODULES / "@huggingface/transformers/dist/transformers.js", root / "transformers.js"
+    )
+    for file in (NODE_MODULES / "onnxruntime-web/dist").glob("ort-wasm-*"):
+        _place(file, root / "ort" / file.name)
+    for file in model_folder.rglob("*"):
+        if file.is_file() and file.name != "check.json":
+            _place(file, root / "models" / model_folder.name / file.relative_to(model_folder))
+
+
+def bench_transformers_js(
+    browser, model: str, ids: list[int], prompt: str, runs: int, decode_tokens: int
+) -> dict[str, Any]:
+    """One benchmark row for transformers.js: `prompt` through the model's chat template must
+    give `ids` (what Kiln fed), then `decode_tokens` greedy tokens with EOS held off; the
+    median of `runs` runs after one warm-up run."""
+    folder = export(model, ids)
+    ort_version = json.loads((NODE_MODULES / "onnxruntime-web/package.json").read_text())["version"]
+    with tempfile.TemporaryDirectory(dir=CACHE, prefix="serve-") as tmp:
+        _lay_out(Path(tmp), folder)
+        with serve_folder(Path(tmp)) as url:
+            page = browser.new_page()
+            page.on(
+                "console",
+                lambda m: (
+                    print("[browser]", m.text, file=sys.stderr)
+                    if m.type in ("error", "warning")
+                    else None
+                ),
+            )
+            page.goto(url + "/")
+            info = page.evaluate(
+                LOAD,
+                {"base": url, "name": folder.name, "ortVersion": ort_version, "prompt": prompt},
+            )
+            if info["ids"] != ids:
+                raise PeerError(
+                    f"transformers.js tokenizes the prompt to {info['ids']}, not to the "
+                    f"{len(ids)} tokens Kiln fed: {ids}"
+                )
+            if not info["crossOriginIsolated"] or info["numThreads"] != info["hardwareConcurrency"]:
+                raise PeerError(f"ONNX Runtime Web would not run one thread per core: {info}")
+            results = [page.evaluate(GENERATE, [ids, decode_tokens]) for _ in range(runs + 1)]
+            reply = page.evaluate("(t) => tokenizer.decode(t)", results[-1]["tokens"][:20])
+            workers = len(page.workers)
+            page.close()
+    print(
+        f"peer: transformers.js {info['version']}, onnxruntime-web {info['ortVersion']} "
+        f"({info['files']['wasm'].rsplit('/', 1)[-1]}), crossOriginIsolated "
+        f"{info['crossOriginIsolated']}, numThreads {info['numThreads']} of "
+        f"hardwareConcurrency {info['hardwareConcurrency']}, {workers} web workers",
+        file=sys.stderr,
+    )
+    print(f"peer: transformers.js reply, first 20 tokens: {reply!r}", file=sys.stderr)
+    measured = results[1:]
+    if any(len(r["tokens"]) != decode_tokens for r in results):
+        raise PeerError(
+            f"transformers.js made {len(results[-1]['tokens'])} tokens, not {decode_tokens}"
+        )
+    ttft = statistics.median(r["time_to_first_token_s"] for r in measured)
+    return {
+        "model": model,
+        "peer": "transformers.js",
+        "peer_version": info["version"],
+        "onnxruntime_web_version": info["ortVersion"],
+        "backend": "wasm",
+        "dtype": "fp32",
+        "threads": info["numThreads"],
+        "prompt_tokens": len(ids),
+        "decode_tokens": decode_tokens,
+        "prefill_tok_s": round(
+            statistics.median(len(ids) / r["time_to_first_token_s"] for r in measured), 2
+        ),
+        "decode_tok_s": round(
+            statistics.median((decode_tokens - 1) / r["after_first_s"] for r in measured), 2
+        ),
+        "time_to_first_token_s": round(ttft, 2),
+        "load_s": round(info["load"], 2),
+        "model_bytes": sum(f.stat().st_size for f in (folder / "onnx").iterdir()),
+        "runs": runs,
+    }
+
+
+def bench(
+    name: str, browser, model: str, ids: list[int], prompt: str, runs: int, decode_tokens: int
+) -> dict[str, Any]:
+    """One benchmark row for the peer `name` (one of PEERS)."""
+    if name != "transformers.js":
+        raise PeerError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
+    return bench_transformers_js(browser, model, ids, prompt, runs, decode_tokens)
