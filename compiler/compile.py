@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 import tvm
-from tvm import relax
+from tvm import relax, s_tir
 from tvm.relax.backend.gpu_generic import pipeline as gpu_pipeline
 from tvm.s_tir import dlight as dl
 
@@ -24,8 +24,15 @@ from .plan import build_kernels, cpu_launches, extract_plan
 from .schedules import TOKEN_TILE, cpu_rules, gpu_rules, software_rules
 
 TARGET = tvm.target.Target("webgpu", host="llvm")
+# fast-math-contract lets LLVM fuse a multiply and an add into relaxed SIMD's fused
+# multiply-add (one instruction where the CPU has FMA, else the two); nothing else of fast math.
 WASM_TARGET = tvm.target.Target(
-    {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm", "mattr": wasm.FEATURES}
+    {
+        "kind": "llvm",
+        "mtriple": "wasm32-unknown-unknown-wasm",
+        "mattr": wasm.FEATURES,
+        "fast-math-contract": True,
+    }
 )
 GPU_VARIANTS = {"software": software_rules, "gpu": gpu_rules}
 VARIANTS = [*GPU_VARIANTS, "wasm"]
@@ -87,6 +94,20 @@ def _lower_cpu(mod: tvm.IRModule) -> tvm.IRModule:
     ]
     with WASM_TARGET:
         return tvm.transform.Sequential(passes)(mod)
+
+
+def _compact_tiles(mod: tvm.IRModule) -> tvm.IRModule:
+    """Sizes each local buffer for the whole region its loops touch. TVM's default lowering
+    caps a buffer at its declared shape, so a prefill register tile over the symbolic token
+    axis would become min(n, tile) wide, a dynamic size the registers cannot hold (and
+    overrun by the tile's rows past n); these passes, run first, size it for the tile."""
+    passes = [
+        s_tir.transform.LowerInitBlock(),
+        s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+        s_tir.transform.ConvertBlocksToOpaque(),
+        s_tir.transform.CompactBufferAllocation(is_strict=False),
+    ]
+    return tvm.transform.Sequential(passes)(mod)
 
 
 def _wasm_entry(func: tvm.tirx.PrimFunc) -> dict[str, Any]:
@@ -161,7 +182,8 @@ def compile_model(
         kernels = {name: _kernel_entry(name, wgsl[name]) for name in used}
         return Compiled(kernels, functions, names, cache)
     entries = {name: _wasm_entry(prim_funcs[name]) for name in used}
+    kernels_mod = _compact_tiles(tvm.IRModule({n: prim_funcs[n] for n in used}))
     with tvm.transform.PassContext(opt_level=3):
-        lib = tvm.tirx.build(tvm.IRModule({n: prim_funcs[n] for n in used}), target=WASM_TARGET)
+        lib = tvm.tirx.build(kernels_mod, target=WASM_TARGET)
     module = wasm.link(lib, [entry["symbol"] for entry in entries.values()])
     return Compiled(entries, functions, names, cache, module)

@@ -21,7 +21,7 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule, try_inline
 from tvm.target import Target
 
-from .models.kernels import DEQUANT_WEIGHT, SCALE_STAGES
+from .models.kernels import CPU_LANE_RUN, CPU_LANES, DEQUANT_WEIGHT, LANE_MAJOR_INPUT, SCALE_STAGES
 
 THREADS = 64
 TOKEN_TILE = 4
@@ -214,21 +214,35 @@ def gpu_rules() -> list[ScheduleRule]:
 
 
 # CPU (the wasm variant): tiles of outputs whose accumulators stay in registers.
-LANES = 4  # float32 lanes of a 128-bit wasm SIMD vector
-CPU_FEATURE_TILE = 4
+LANES = CPU_LANES  # float32 lanes of a 128-bit wasm SIMD vector
+CPU_FEATURE_TILE = 4  # decode
+# Prefill: CPU_TOKEN_TILE x CPU_PREFILL_FEATURES accumulators in registers (8 of the 16 vector
+# registers x86 has), the reduction unrolled by CPU_K_UNROLL. The token tile is the software
+# kernels' (compile pads the activation buffers for it).
+CPU_TOKEN_TILE = TOKEN_TILE
+CPU_PREFILL_FEATURES = 8
+CPU_K_UNROLL = 4
 
 
 class CpuReduction(ScheduleRule):
     """CPU kernels for single reductions over outputs of constant count (matmul-like
-    products): the outputs split over cores (a parallel loop) in tiles of CPU_FEATURE_TILE,
-    the reduction in LANES-wide SIMD accumulators (one lane per input position modulo LANES,
-    rfactor'd, summed at the end of the tile), so each vector of inputs is loaded once for
-    the tile's outputs. A weight format's scales are decoded once per group of inputs for the
-    tile. In decode (one token) the weights are decoded where they are used and the
-    accumulators stay in registers; with a token axis (prefill) each group's weights for the
-    tile are decoded once into a small buffer (`kernels.DEQUANT_WEIGHT`) and used by every
-    token, whose sums wait in a buffer between groups. Anything else keeps TVM's default
-    loops."""
+    products), the outputs split over cores (a parallel loop) in tiles.
+
+    Decode (no token axis): tiles of CPU_FEATURE_TILE outputs, the reduction in LANES-wide
+    SIMD accumulators (one lane per input position modulo LANES, rfactor'd, summed at the end
+    of the tile), so each vector of inputs is loaded once for the tile's outputs; a weight
+    format's scales are decoded once per group of inputs, the weights where they are used.
+
+    Prefill (a token axis): a tile's weights are decoded once, for all inputs, into a panel
+    (`kernels.DEQUANT_WEIGHT`, stored input-major), then tokens run CPU_TOKEN_TILE at a time
+    against it with CPU_TOKEN_TILE x CPU_PREFILL_FEATURES accumulators in registers: each
+    input value is broadcast to a vector and multiplied with the panel's vectors of
+    adjacent outputs. Like the software GPU kernels, the last token tile runs past n on the
+    padded activation buffers (`compile` sizes them for whole tiles) and writes back only
+    rows below n.
+
+    Element-wise epilogues (the residual add) run on the tile's sums, in the same task.
+    Anything else keeps TVM's default loops."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
         if not isinstance(func, tirx.PrimFunc) or "cpu" not in target.keys:
@@ -245,12 +259,16 @@ class CpuReduction(ScheduleRule):
             return False
         scales = [i.block_rv for i in infos if _is_scale_stage(sch, i.block_rv)]
         decoded = [i.block_rv for i in infos if sch.get(i.block_rv).name_hint == DEQUANT_WEIGHT]
-        staged = scales + decoded
+        inputs = [i.block_rv for i in infos if sch.get(i.block_rv).name_hint == LANE_MAJOR_INPUT]
+        staged = scales + decoded + inputs
         infos = try_inline(sch, [i for i in infos if i.block_rv not in staged])
         reductions = [i for i in infos if i.is_reduction()]
         if len(reductions) != 1:
             return False
         block = reductions[0].block_rv
+        epilogues = [i.block_rv for i in infos if i.block_rv != block]
+        if not all(i.is_injective() for i in infos if i.block_rv != block):
+            return False
         loops = sch.get_loops(block)
         kinds = SerialReduction._kinds(sch, block)
         s_loops = [loop for loop, kind in zip(loops, kinds, strict=True) if kind == "S"]
@@ -260,54 +278,92 @@ class CpuReduction(ScheduleRule):
         k = _const(sch.get(r_loops[0]).extent)
         if k is None or k % LANES:
             return False
-        group = _scale_group(sch, scales[0], r_loops) if scales else LANES
-        if group % LANES or k % group:
-            return False
-        # k -> (group of inputs sharing a scale, run of LANES within it, lane)
-        _, _, lane = sch.split(r_loops[0], factors=[None, group // LANES, LANES])
-        partial = sch.rfactor(lane, 0)  # per-lane sums; `block` now adds the lanes up
-        partial_loops = sch.get_loops(partial)
-        spatial = partial_loops[: len(s_loops)]
-        k_group, k_run, lane = partial_loops[len(s_loops) :]
-        symbolic = [loop for loop in spatial if _const(sch.get(loop).extent) is None]
-        fixed = [loop for loop in spatial if loop not in symbolic]
+        symbolic = [loop for loop in s_loops if _const(sch.get(loop).extent) is None]
+        fixed = [loop for loop in s_loops if loop not in symbolic]
         if not fixed or len(symbolic) > 1:
             return False
+        if symbolic and len(decoded) == 1 and not inputs:
+            return self._prefill(sch, block, epilogues, symbolic[0], fixed, r_loops[0], staged)
+        for stage in decoded:
+            sch.compute_inline(stage)
+        # Lane-major inputs (kernels.linear makes them where this layout fits): permuted once
+        # per call, before the parallel loop.
+        return self._decode(
+            sch, block, epilogues, symbolic, fixed, r_loops[0], scales, bool(inputs)
+        )
+
+    @staticmethod
+    def _decode(sch, block, epilogues, symbolic, fixed, k_loop, scales, runs) -> bool:
+        k = _const(sch.get(k_loop).extent) or 0
+        group = _scale_group(sch, scales[0], [k_loop]) if scales else LANES
+        if group % LANES or k % group:
+            return False
+        n_spatial = len(symbolic) + len(fixed)
+        # With lane-major inputs, k -> (chunk, lane, run): lane j takes the inputs
+        # j * CPU_LANE_RUN + run of each chunk. The lanes of one step then read the same
+        # position of different words of codes (one load, one shift by a constant for all
+        # lanes), not different positions of one word (a shift per lane, which SIMD lacks).
+        # Otherwise k -> (group of inputs sharing a scale, run of LANES within it, lane).
+        chunk = LANES * CPU_LANE_RUN
+        if runs and (k % chunk or (group % chunk and chunk % group)):
+            return False
+        factors = [None, LANES, CPU_LANE_RUN] if runs else [None, group // LANES, LANES]
+        split = sch.split(k_loop, factors=factors)
+        partial = sch.rfactor(split[1 if runs else 2], 0)  # per-lane sums; `block` adds them
+        partial_loops = sch.get_loops(partial)
+        spatial = partial_loops[:n_spatial]
+        k_group, *rest = partial_loops[n_spatial:]
+        lane, k_run = rest if runs else rest[::-1]
+        symbolic = [loop for loop in spatial if _const(sch.get(loop).extent) is None]
+        fixed = [loop for loop in spatial if loop not in symbolic]
         features = sch.fuse(*fixed) if len(fixed) > 1 else fixed[0]
         extent = _const(sch.get(features).extent) or 1
         tile = CPU_FEATURE_TILE if extent % CPU_FEATURE_TILE == 0 else 1
         outer, feature_inner = sch.split(features, factors=[None, tile])
-        # Tokens one at a time (tiles of tokens in registers would have accumulators sized by
-        # n, which the last tile does not fill).
-        if symbolic and decoded:
-            # Prefill: each group's weights for the tile decoded once, then used by every
-            # token; the tokens' partial sums wait in a buffer between groups.
-            sch.reorder(outer, k_group, *symbolic, k_run, feature_inner, lane)
-        else:
-            for stage in decoded:
-                sch.compute_inline(stage)
-            decoded = []
-            sch.reorder(outer, *symbolic, k_group, k_run, feature_inner, lane)
-        anchor = symbolic[0] if symbolic and not decoded else outer
+        sch.reorder(outer, *symbolic, k_group, k_run, feature_inner, lane)
+        anchor = symbolic[0] if symbolic else outer
         sch.parallel(outer)
         sch.set_scope(partial, 0, "local")
         sch.reverse_compute_at(block, anchor)
-        # Element-wise epilogues (the residual add) run on the tile's sums, in the same task.
-        for info in infos:
-            if info.block_rv == block:
-                continue
-            if not info.is_injective():
-                return False
-            sch.reverse_compute_at(info.block_rv, anchor)
+        for epilogue in epilogues:
+            sch.reverse_compute_at(epilogue, anchor)
         sch.vectorize(lane)
         sch.decompose_reduction(partial, k_group)
         sch.unroll(feature_inner)
-        if decoded:
-            sch.unroll(k_run)
-        # Each group's scales (and, in prefill, weights) are decoded once for the tile.
-        for stage in decoded + scales:
+        for stage in scales:  # once per group for the tile
             sch.compute_at(stage, k_group)
             sch.set_scope(stage, 0, "local")
+        return True
+
+    @staticmethod
+    def _prefill(sch, block, epilogues, tokens, fixed, k_loop, staged) -> bool:
+        features = sch.fuse(*fixed) if len(fixed) > 1 else fixed[0]
+        if (_const(sch.get(features).extent) or 1) % CPU_PREFILL_FEATURES:
+            return False
+        sums = sch.cache_write(block, 0, "local")
+        outer, feature_inner = sch.split(features, factors=[None, CPU_PREFILL_FEATURES])
+        tile, token_inner = sch.split(
+            tokens, factors=[None, CPU_TOKEN_TILE], disable_predication=True
+        )
+        k_outer, k_inner = sch.split(k_loop, factors=[None, CPU_K_UNROLL])
+        sch.reorder(outer, tile, k_outer, k_inner, token_inner, feature_inner)
+        sch.parallel(outer)
+        sch.reverse_compute_at(sums, tile)
+        for epilogue in epilogues:
+            sch.reverse_compute_at(epilogue, tile)
+        # The tile's panel (then its scales, which the panel reads), decoded once.
+        decoded = [b for b in staged if sch.get(b).name_hint == DEQUANT_WEIGHT][0]
+        for stage in [decoded] + [b for b in staged if b != decoded]:
+            sch.compute_at(stage, outer)
+            sch.set_scope(stage, 0, "local")
+        sch.vectorize(feature_inner)
+        sch.unroll(token_inner)
+        sch.unroll(k_inner)
+        sch.decompose_reduction(block, k_outer)
+        # Input-major, so one vector load gives a run of adjacent outputs' weights.
+        sch.transform_layout(decoded, ("write", 0), lambda row, col: (col, row))
+        if epilogues:  # the sums feed the epilogue directly, not through a buffer
+            sch.compute_inline(sums)
         return True
 
 

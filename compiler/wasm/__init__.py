@@ -31,7 +31,7 @@ INITIAL_PAGES = 256
 MAXIMUM_PAGES = 65536
 STACK_BYTES = 1024 * 1024
 # Atomics for the thread pool; the kernels' object is built with the same features.
-FEATURES = ["+simd128", "+atomics", "+bulk-memory"]
+FEATURES = ["+simd128", "+relaxed-simd", "+atomics", "+bulk-memory"]
 
 
 def _tools() -> tuple[str, str]:

@@ -50,6 +50,9 @@ static struct {
 static int32_t generation; /* bumped once per job; workers wait on it */
 static int32_t pending;    /* workers still running the current job */
 static int32_t workers;    /* worker threads waiting in kiln_thread_loop */
+#ifndef SPIN_LOADS
+#define SPIN_LOADS 200000
+#endif
 
 static int parallel_launch(FTVMParallelLambda lambda, void* cdata, int num_task) {
   (void)num_task; /* TVM's hint; the tasks are the threads there are */
@@ -74,6 +77,11 @@ __attribute__((export_name("kiln_thread_loop"))) void kiln_thread_loop(int32_t i
   int32_t seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
   __atomic_fetch_add(&workers, 1, __ATOMIC_ACQ_REL);
   for (;;) {
+    /* A model step launches hundreds of short jobs back to back: spin a while for the next
+       one before sleeping, since waking a sleeping thread costs more than most jobs take. */
+    for (int32_t spin = 0; spin < SPIN_LOADS; ++spin) {
+      if (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) != seen) break;
+    }
     while (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) {
       __builtin_wasm_memory_atomic_wait32(&generation, seen, -1);
     }
