@@ -215,6 +215,8 @@ def _write_folder(
                 "sha256": hashlib.sha256(compiled.wasm).hexdigest(),
                 # The shared memory the module imports, in 64 KiB pages.
                 "memory": {"initial": wasm.INITIAL_PAGES, "maximum": wasm.MAXIMUM_PAGES},
+                # WebAssembly features the kernels use, which the runtime checks for.
+                "features": [feature[1:] for feature in wasm.FEATURES],
             }
     (out / "tokenizer.json").write_text(json.dumps(source.tokenizer, ensure_ascii=False))
     (out / "tokenizer_config.json").write_text(

@@ -69,6 +69,37 @@ def test_webgpu_asked_for_is_reported_missing(no_webgpu_page, tiny_built):
     assert "WebGPU is not available" in error["message"]
 
 
+def test_a_browser_without_the_kernels_wasm_features(no_webgpu_page, tiny_built):
+    """The manifest lists the WebAssembly features the CPU kernels use; a browser without them
+    (simulated: WebAssembly.validate refuses the small probe modules of wasm-feature-detect)
+    gets an error naming them when it asks for the CPU backend, and auto does not pick it."""
+    folder = tiny_built("q0f32")
+    features = json.loads((folder / "manifest.json").read_text())["variants"]["wasm"]["wasm"]
+    assert "relaxed-simd" in features["features"]
+    page = no_webgpu_page
+    page.add_init_script(
+        """const validate = WebAssembly.validate;
+           WebAssembly.validate = (bytes) => bytes.byteLength > 256 && validate(bytes);"""
+    )
+    with serve_folder(folder) as url:
+        page.goto(f"{url}/manifest.json")
+        errors = page.evaluate(
+            """async (url) => {
+                const kiln = await import(url + "/kiln.js");
+                const errors = [];
+                for (const backend of ["wasm", "auto"]) {
+                    try { await kiln.CreateEngine(url, {backend}); errors.push(null); }
+                    catch (e) { errors.push({name: e.name, message: e.message}); }
+                }
+                return errors;
+            }""",
+            url,
+        )
+    assert errors[0]["name"] == "ModelLoadError"
+    assert "relaxed-simd" in errors[0]["message"] and "lacks" in errors[0]["message"]
+    assert errors[1]["name"] == "WebGPUUnavailableError"  # auto: neither backend here
+
+
 def test_auto_takes_the_cpu_on_a_fallback_adapter(tiny_built, engine_page):
     folder = tiny_built("q4f32")
     with engine_page(folder) as page:

@@ -1,3 +1,4 @@
+import { bulkMemory, relaxedSimd, simd } from "wasm-feature-detect";
 import { openDevice, pickBuild, requestAdapter } from "./device.js";
 import { InvalidRequestError, ModelLoadError, WebGPUUnavailableError } from "./errors.js";
 import { Executor, tensorBytes, uploadWeight } from "./executor.js";
@@ -16,12 +17,19 @@ const BACKENDS = ["auto", "webgpu", "wasm"];
  */
 async function chooseAdapter(backend, variant, manifests) {
   if (!BACKENDS.includes(backend)) throw new InvalidRequestError("backend", `must be one of ${BACKENDS.join(", ")}`);
-  if (backend === "wasm") return null;
+  if (backend === "wasm") {
+    const missing = await missingWasmFeatures(manifests.find((m) => "wasm" in m.variants));
+    if (missing?.length) {
+      throw new ModelLoadError(
+        `The CPU backend's kernels use WebAssembly ${missing.join(", ")}, which this browser lacks`,
+      );
+    }
+    return null;
+  }
   const auto =
     backend === "auto" &&
     variant === undefined &&
-    globalThis.WebAssembly &&
-    manifests.some((m) => "wasm" in m.variants);
+    (await Promise.all(manifests.map(missingWasmFeatures))).some((missing) => missing?.length === 0);
   let adapter;
   try {
     adapter = await requestAdapter();
@@ -31,6 +39,22 @@ async function chooseAdapter(backend, variant, manifests) {
   }
   if (auto && (adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter)) return null;
   return adapter;
+}
+
+const WASM_FEATURES = { simd128: simd, "relaxed-simd": relaxedSimd, "bulk-memory": bulkMemory };
+
+/**
+ * The WebAssembly features a build's CPU kernels use (its manifest lists them) that this
+ * browser lacks, or null where the build has none (or the browser has no WebAssembly: the
+ * loader then says so). Shared memory and atomics are not probed: the module's memory is
+ * created before it is compiled, and that fails with its own error.
+ */
+async function missingWasmFeatures(manifest) {
+  const kernels = manifest?.variants.wasm?.wasm;
+  if (!kernels || !globalThis.WebAssembly) return null;
+  const features = kernels.features ?? [];
+  const present = await Promise.all(features.map((f) => WASM_FEATURES[f]?.() ?? true));
+  return features.filter((_, i) => !present[i]);
 }
 
 /**
