@@ -21,7 +21,7 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule, try_inline
 from tvm.target import Target
 
-from .models.kernels import CPU_LANE_RUN, CPU_LANES, DEQUANT_WEIGHT, LANE_MAJOR_INPUT, SCALE_STAGES
+from .models.kernels import DEQUANT_WEIGHT, SCALE_STAGES
 
 THREADS = 64
 TOKEN_TILE = 4
@@ -214,7 +214,7 @@ def gpu_rules() -> list[ScheduleRule]:
 
 
 # CPU (the wasm variant): tiles of outputs whose accumulators stay in registers.
-LANES = CPU_LANES  # float32 lanes of a 128-bit wasm SIMD vector
+LANES = 4  # float32 lanes of a 128-bit wasm SIMD vector
 CPU_FEATURE_TILE = 4  # decode
 # Prefill: CPU_TOKEN_TILE x CPU_PREFILL_FEATURES accumulators in registers (8 of the 16 vector
 # registers x86 has), the reduction unrolled by CPU_K_UNROLL. The token tile is the software
@@ -222,6 +222,8 @@ CPU_FEATURE_TILE = 4  # decode
 CPU_TOKEN_TILE = TOKEN_TILE
 CPU_PREFILL_FEATURES = 8
 CPU_K_UNROLL = 4
+# Decode: consecutive inputs a lane takes (8: one 32-bit word of 4-bit codes).
+CPU_LANE_RUN = 8
 
 
 class CpuReduction(ScheduleRule):
@@ -259,8 +261,7 @@ class CpuReduction(ScheduleRule):
             return False
         scales = [i.block_rv for i in infos if _is_scale_stage(sch, i.block_rv)]
         decoded = [i.block_rv for i in infos if sch.get(i.block_rv).name_hint == DEQUANT_WEIGHT]
-        inputs = [i.block_rv for i in infos if sch.get(i.block_rv).name_hint == LANE_MAJOR_INPUT]
-        staged = scales + decoded + inputs
+        staged = scales + decoded
         infos = try_inline(sch, [i for i in infos if i.block_rv not in staged])
         reductions = [i for i in infos if i.is_reduction()]
         if len(reductions) != 1:
@@ -282,31 +283,26 @@ class CpuReduction(ScheduleRule):
         fixed = [loop for loop in s_loops if loop not in symbolic]
         if not fixed or len(symbolic) > 1:
             return False
-        if symbolic and len(decoded) == 1 and not inputs:
+        if symbolic and len(decoded) == 1:
             return self._prefill(sch, block, epilogues, symbolic[0], fixed, r_loops[0], staged)
         for stage in decoded:
             sch.compute_inline(stage)
-        # Lane-major inputs (kernels.linear makes them where this layout fits): permuted once
-        # per call, before the parallel loop.
-        return self._decode(
-            sch, block, epilogues, symbolic, fixed, r_loops[0], scales, bool(inputs)
-        )
+        return self._decode(sch, block, epilogues, symbolic, fixed, r_loops[0], scales)
 
     @staticmethod
-    def _decode(sch, block, epilogues, symbolic, fixed, k_loop, scales, runs) -> bool:
+    def _decode(sch, block, epilogues, symbolic, fixed, k_loop, scales) -> bool:
         k = _const(sch.get(k_loop).extent) or 0
         group = _scale_group(sch, scales[0], [k_loop]) if scales else LANES
         if group % LANES or k % group:
             return False
         n_spatial = len(symbolic) + len(fixed)
-        # With lane-major inputs, k -> (chunk, lane, run): lane j takes the inputs
-        # j * CPU_LANE_RUN + run of each chunk. The lanes of one step then read the same
-        # position of different words of codes (one load, one shift by a constant for all
-        # lanes), not different positions of one word (a shift per lane, which SIMD lacks).
-        # Otherwise k -> (group of inputs sharing a scale, run of LANES within it, lane).
         chunk = LANES * CPU_LANE_RUN
-        if runs and (k % chunk or (group % chunk and chunk % group)):
-            return False
+        # Codes packed in words: k -> (chunk, lane, run), lane j taking inputs
+        # j * CPU_LANE_RUN + run of the chunk. The lanes of one step then read the same
+        # position of different words (one load, one shift by a constant for all lanes), not
+        # different positions of one word (a shift per lane, which SIMD lacks). Otherwise
+        # k -> (group of inputs sharing a scale, run of LANES within it, lane).
+        runs = bool(scales) and k % chunk == 0 and (group % chunk == 0 or chunk % group == 0)
         factors = [None, LANES, CPU_LANE_RUN] if runs else [None, group // LANES, LANES]
         split = sch.split(k_loop, factors=factors)
         partial = sch.rfactor(split[1 if runs else 2], 0)  # per-lane sums; `block` adds them

@@ -39,12 +39,6 @@ def for_cpu() -> Iterator[None]:
 SCALE_STAGES = ("dequant_scale", "dequant_minimum")
 # The dequantized weights as a stage (CPU kernels only), see `linear`.
 DEQUANT_WEIGHT = "dequant_weight"
-# CPU decode (schedules.CpuReduction): each of CPU_LANES SIMD lanes sums CPU_LANE_RUN
-# consecutive inputs of every CPU_LANES * CPU_LANE_RUN; LANE_MAJOR_INPUT is a stage holding the
-# inputs in the order the lanes read them, so one vector load serves all lanes.
-CPU_LANES = 4
-CPU_LANE_RUN = 8
-LANE_MAJOR_INPUT = "lane_major_input"
 
 
 def _cast(value, dtype: str) -> tirx.PrimExpr:
@@ -78,28 +72,6 @@ def _scaled_weight(fmt: Format, parts: dict[str, te.Tensor], rows: int, cols, dt
     return weight
 
 
-_CHUNK = CPU_LANES * CPU_LANE_RUN
-
-
-def _lane_major(fmt: Format, seq, cols) -> bool:
-    """Whether CPU decode reads inputs lane-major: one token, and codes in groups that fill
-    whole chunks of the lanes' runs (or whole groups in a chunk)."""
-    group = fmt.group or 0
-    one_token = isinstance(seq, int | tirx.IntImm) and int(seq) == 1
-    fits = group % _CHUNK == 0 or _CHUNK % group == 0 if group else False
-    return one_token and cols % _CHUNK == 0 and fits
-
-
-def _lane_major_position(c):
-    """Where input c sits lane-major: (its chunk, its place in the lane's run, its lane)."""
-    return c // _CHUNK * _CHUNK + c % CPU_LANE_RUN * CPU_LANES + c % _CHUNK // CPU_LANE_RUN
-
-
-def _lane_major_input(p):
-    """The input at lane-major position p (the inverse of `_lane_major_position`)."""
-    return p // _CHUNK * _CHUNK + p % CPU_LANES * CPU_LANE_RUN + p % _CHUNK // CPU_LANES
-
-
 def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, name: str):
     """y[b, i, j] = sum_k x[b, i, k] * W[j, k], W dequantized on the fly."""
     names = list(parts)
@@ -112,20 +84,12 @@ def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, 
             weight = _scaled_weight(fmt, p, out_features, cols, xt.dtype)
         else:
             weight = lambda j, c: _weight(fmt, p, j, c, xt.dtype)  # noqa: E731
-        value = lambda b, i, c: xt[b, i, c]  # noqa: E731
         if _CPU.get():  # a stage of its own: CPU prefill decodes a tile once for all tokens
             decoded = te.compute((out_features, cols), weight, name=DEQUANT_WEIGHT)
             weight = lambda j, c: decoded[j, c]  # noqa: E731
-            if _lane_major(fmt, seq, cols):
-                permuted = te.compute(
-                    xt.shape,
-                    lambda b, i, q: xt[b, i, _lane_major_input(q)],
-                    name=LANE_MAJOR_INPUT,
-                )
-                value = lambda b, i, c: permuted[b, i, _lane_major_position(c)]  # noqa: E731
         return te.compute(
             (batch, seq, out_features),
-            lambda b, i, j: te.sum(value(b, i, k) * weight(j, k), axis=k),
+            lambda b, i, j: te.sum(xt[b, i, k] * weight(j, k), axis=k),
             name=name,
         )
 
