@@ -21,7 +21,7 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule, try_inline
 from tvm.target import Target
 
-from .models.kernels import DEQUANT_WEIGHT, SCALE_STAGES
+from .models.kernels import CODES_PER_WORD, DEQUANT_WEIGHT, SCALE_STAGES
 
 THREADS = 64
 TOKEN_TILE = 4
@@ -222,8 +222,6 @@ CPU_FEATURE_TILE = 4  # decode
 CPU_TOKEN_TILE = TOKEN_TILE
 CPU_PREFILL_FEATURES = 8
 CPU_K_UNROLL = 4
-# Decode: consecutive inputs a lane takes (8: one 32-bit word of 4-bit codes).
-CPU_LANE_RUN = 8
 
 
 class CpuReduction(ScheduleRule):
@@ -285,25 +283,28 @@ class CpuReduction(ScheduleRule):
             return False
         if symbolic and len(decoded) == 1:
             return self._prefill(sch, block, epilogues, symbolic[0], fixed, r_loops[0], staged)
+        run = int(sch.get(decoded[0]).annotations.get(CODES_PER_WORD, 0)) if decoded else 0
         for stage in decoded:
             sch.compute_inline(stage)
-        return self._decode(sch, block, epilogues, symbolic, fixed, r_loops[0], scales)
+        return self._decode(sch, block, epilogues, symbolic, fixed, r_loops[0], scales, run)
 
     @staticmethod
-    def _decode(sch, block, epilogues, symbolic, fixed, k_loop, scales) -> bool:
+    def _decode(sch, block, epilogues, symbolic, fixed, k_loop, scales, run) -> bool:
         k = _const(sch.get(k_loop).extent) or 0
         group = _scale_group(sch, scales[0], [k_loop]) if scales else LANES
         if group % LANES or k % group:
             return False
         n_spatial = len(symbolic) + len(fixed)
-        chunk = LANES * CPU_LANE_RUN
-        # Codes packed in words: k -> (chunk, lane, run), lane j taking inputs
-        # j * CPU_LANE_RUN + run of the chunk. The lanes of one step then read the same
+        # Codes packed `run` to a word: k -> (chunk, lane, run), lane j summing the inputs
+        # j * run + (0 .. run - 1) of each chunk. The lanes of one step then read the same
         # position of different words (one load, one shift by a constant for all lanes), not
         # different positions of one word (a shift per lane, which SIMD lacks). Otherwise
         # k -> (group of inputs sharing a scale, run of LANES within it, lane).
-        runs = bool(scales) and k % chunk == 0 and (group % chunk == 0 or chunk % group == 0)
-        factors = [None, LANES, CPU_LANE_RUN] if runs else [None, group // LANES, LANES]
+        chunk = LANES * run
+        runs = (
+            bool(scales and run) and k % chunk == 0 and (group % chunk == 0 or chunk % group == 0)
+        )
+        factors = [None, LANES, run] if runs else [None, group // LANES, LANES]
         split = sch.split(k_loop, factors=factors)
         partial = sch.rfactor(split[1 if runs else 2], 0)  # per-lane sums; `block` adds them
         partial_loops = sch.get_loops(partial)

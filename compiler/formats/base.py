@@ -91,6 +91,9 @@ class Format:
     name: ClassVar[str]
     block: ClassVar[int] = 1
     group: ClassVar[int] = 0  # elements of a row that share a scale; 0 for float formats
+    # Consecutive elements of a row whose codes share one 32-bit word (CPU decode gives each
+    # SIMD lane such a run, see schedules.CpuReduction).
+    codes_per_word: ClassVar[int] = 8
 
     def parts(self, rows: int, cols: int) -> dict[str, tuple[tuple[int, ...], str]]:
         """Shape and dtype of each stored part of a (rows, cols) weight."""

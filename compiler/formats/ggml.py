@@ -119,6 +119,7 @@ class Q5_1(GGMLBlock):
 @register
 class Q8_0(GGMLBlock):
     name, type_name, block_bytes, qs_offset = "q8_0", "Q8_0", 34, 2
+    codes_per_word = 4
 
     def pack_qs(self, qs):
         return pack_words(qs.reshape(qs.shape[0], -1))  # int8 codes, already in order

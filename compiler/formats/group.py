@@ -97,6 +97,7 @@ class Q4F16(Q4):
 class Q8(Format):
     scale_dtype = "float32"
     block = group = GROUP
+    codes_per_word = 4
 
     def parts(self, rows, cols):
         return {

@@ -39,6 +39,8 @@ def for_cpu() -> Iterator[None]:
 SCALE_STAGES = ("dequant_scale", "dequant_minimum")
 # The dequantized weights as a stage (CPU kernels only), see `linear`.
 DEQUANT_WEIGHT = "dequant_weight"
+# Its annotation: the format's codes_per_word, for the CPU decode schedule.
+CODES_PER_WORD = "codes_per_word"
 
 
 def _cast(value, dtype: str) -> tirx.PrimExpr:
@@ -85,7 +87,12 @@ def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, 
         else:
             weight = lambda j, c: _weight(fmt, p, j, c, xt.dtype)  # noqa: E731
         if _CPU.get():  # a stage of its own: CPU prefill decodes a tile once for all tokens
-            decoded = te.compute((out_features, cols), weight, name=DEQUANT_WEIGHT)
+            decoded = te.compute(
+                (out_features, cols),
+                weight,
+                name=DEQUANT_WEIGHT,
+                attrs={CODES_PER_WORD: fmt.codes_per_word},
+            )
             weight = lambda j, c: decoded[j, c]  # noqa: E731
         return te.compute(
             (batch, seq, out_features),
