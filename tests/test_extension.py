@@ -4,6 +4,7 @@ headless mode), its popup answering with the real model on WebGPU."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import zipfile
@@ -168,6 +169,12 @@ def test_popup_streams_an_answer_and_the_model_stays_loaded(context, worker):
     popup = open_popup(context, worker)
     answer = ask(popup, "Tell me about WebGPU.")
     assert answer
+    # The offscreen document is cross-origin isolated (the manifest's COOP/COEP), so the CPU
+    # backend that SwiftShader leads to runs a thread per core.
+    stats = popup.locator("#stats").text_content()
+    threads = min(os.cpu_count() or 1, 16)
+    expected = f"backend: wasm (CPU, {threads} threads)" if threads > 1 else "backend: wasm"
+    assert expected in stats
     states = popup.evaluate("window.answerStates")
     assert len(states) >= 3 and states[-1] == answer  # written piece by piece
     assert all(answer.startswith(s) for s in states)
