@@ -1,7 +1,7 @@
 """Benchmark: build a model, run it in headless Chromium, print one JSON line of figures.
 
     scripts/bench [MODEL ...] [--quantization as-stored q4f32] [--runs 3] [--variant software|gpu]
-                  [--backend webgpu wasm]
+                  [--backend webgpu wasm] [--threads N]
     scripts/bench --profile ...   time each kernel of one decode step instead
     scripts/bench ... --peer transformers.js   also run a peer on the same model and prompt
 
@@ -37,11 +37,16 @@ DECODE_TOKENS = 64
 
 
 def bench_folder(
-    browser, folder: Path, runs: int, variant: str | None = None, backend: str = "webgpu"
+    browser,
+    folder: Path,
+    runs: int,
+    variant: str | None = None,
+    backend: str = "webgpu",
+    threads: int | None = None,
 ) -> tuple[dict, list[int]]:
     """The row of figures, and the prompt's token ids as the engine fed them."""
     with serve_folder(folder) as url:
-        page = open_engine_page(browser, url, variant=variant, backend=backend)
+        page = open_engine_page(browser, url, variant=variant, backend=backend, threads=threads)
         prompt = page.evaluate(
             """(t) => engine.tokenizer.template  // a base model without one reads plain text
                 ? engine.tokenizer.encode(engine.tokenizer.applyChatTemplate(
@@ -64,7 +69,8 @@ def bench_folder(
             )
         info = page.evaluate(
             "() => ({load: engine.loadSeconds, gpu: engine.executor.gpuBytes, "
-            "adapter: engine.adapterInfo, variant: engine.variant})"
+            "adapter: engine.adapterInfo, variant: engine.variant, "
+            "threads: engine.executor.threadCount ?? null})"
         )
         page.close()
     measured = results[1:]
@@ -94,6 +100,7 @@ def bench_folder(
         "adapter": info["adapter"],
         "backend": backend,
         "variant": info_variant,
+        "threads": info["threads"],
         "runs": runs,
     }
     return row, prompt
@@ -119,13 +126,17 @@ def ratios(rows: list[dict], peer_row: dict) -> dict:
 
 
 def profile_folder(
-    browser, folder: Path, variant: str | None = None, backend: str = "webgpu"
+    browser,
+    folder: Path,
+    variant: str | None = None,
+    backend: str = "webgpu",
+    threads: int | None = None,
 ) -> dict:
     """One decode step after a short prompt, each launch run alone (on WebGPU submitted and
     awaited alone: the per-kernel times include a submit round trip each, so their sum
     overstates a real step)."""
     with serve_folder(folder) as url:
-        page = open_engine_page(browser, url, variant=variant, backend=backend)
+        page = open_engine_page(browser, url, variant=variant, backend=backend, threads=threads)
         times = page.evaluate(
             """async () => {
                 const prompt = engine.tokenizer.encode("Hello, how are you?");
@@ -134,6 +145,7 @@ def profile_folder(
             }"""
         )
         chosen = page.evaluate("engine.variant")
+        thread_count = page.evaluate("engine.executor.threadCount ?? null")
         page.close()
     kernels: dict[str, list] = {}
     for t in times:
@@ -144,6 +156,7 @@ def profile_folder(
         "model": folder.name,
         "backend": backend,
         "variant": chosen,
+        "threads": thread_count,
         "decode_step_ms": round(sum(t["ms"] for t in times), 1),
         "kernels": {k: {"launches": c, "ms": round(ms, 1)} for k, (c, ms) in kernels.items()},
     }
@@ -159,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--backend", nargs="+", choices=["webgpu", "wasm"], default=["webgpu"], help="where to run"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="the CPU backend's threads at most (default: one per core)"
     )
     parser.add_argument("--profile", action="store_true", help="per-kernel times of one step")
     parser.add_argument(
@@ -191,9 +207,11 @@ def _run(args: argparse.Namespace) -> int:
                 for backend in args.backend:
                     variant = args.variant if backend == "webgpu" else None
                     if args.profile:
-                        result = profile_folder(browser, folder, variant, backend)
+                        result = profile_folder(browser, folder, variant, backend, args.threads)
                     else:
-                        result, prompt = bench_folder(browser, folder, args.runs, variant, backend)
+                        result, prompt = bench_folder(
+                            browser, folder, args.runs, variant, backend, args.threads
+                        )
                         rows.append(result)
                         prompts.append(prompt)
                     print(json.dumps(result), flush=True)

@@ -77,9 +77,10 @@ def open_engine_page(
     model_path: str = "/",
     variant: str | None = None,
     backend: str | None = None,
+    threads: int | None = None,
 ):
     """A page at the model folder with the engine loaded as `window.engine` (on `backend`,
-    with `variant`'s kernels, where given)."""
+    with `variant`'s kernels, the CPU backend on at most `threads` threads, where given)."""
     page = browser.new_page()
     page.on(
         "console",
@@ -94,7 +95,11 @@ def open_engine_page(
         }""",
         [
             f"{base_url}{model_path}",
-            {k: v for k, v in (("variant", variant), ("backend", backend)) if v is not None},
+            {
+                k: v
+                for k, v in (("variant", variant), ("backend", backend), ("threads", threads))
+                if v is not None
+            },
         ],
     )
     return page

@@ -154,6 +154,25 @@ def test_the_cpu_backend_runs_a_thread_per_core(tiny_built, engine_page):
         assert stats.endswith(
             f"backend: wasm (CPU, {threads} threads)" if threads > 1 else "1 thread)"
         )
+        # `threads` caps them; a count that is not a whole number of threads is refused.
+        result = page.evaluate(
+            """async (ids) => {
+                const url = location.href.replace(/manifest\\.json$/, "");
+                await engine.reload(url, {backend: "wasm", threads: 1});
+                const greedy = {temperature: 0, max_tokens: 12, ignore_eos: true};
+                const run = await engine.generate(ids, greedy);
+                const refused = [];
+                for (const threads of [0, 1.5, "2"]) {
+                    try { await engine.reload(url, {threads}); }
+                    catch (e) { refused.push([e.name, e.param]); }
+                }
+                return {threads: engine.executor.threadCount, tokens: run.tokens, refused};
+            }""",
+            PROMPT,
+        )
+    assert result["threads"] == 1
+    assert result["tokens"] == reference.greedy(PROMPT, 12)
+    assert result["refused"] == [["InvalidRequestError", "threads"]] * 3
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

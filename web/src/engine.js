@@ -93,16 +93,20 @@ export class Engine {
    * @param {string | string[]} model
    * @param {{initProgressCallback?: (p: {progress: number, text: string}) => void,
    *          appConfig?: {model_list: {model_id: string, model: string | string[]}[]},
-   *          variant?: "software" | "gpu", backend?: "auto" | "webgpu" | "wasm", useCache?: boolean}} [options]
+   *          variant?: "software" | "gpu", backend?: "auto" | "webgpu" | "wasm", threads?: number,
+   *          useCache?: boolean}} [options]
    *          `variant` overrides the kernel set chosen from the adapter; `backend` "wasm" runs on
    *          the CPU (WebAssembly), "webgpu" on the GPU, "auto" (the default) on WebGPU where the
-   *          browser has it; `useCache: false` keeps weights out of the browser's Cache API store
-   *          (by default shards are cached after the first download)
+   *          browser has it; `threads` caps the CPU backend's threads (default: one per core);
+   *          `useCache: false` keeps weights out of the browser's Cache API store (by default
+   *          shards are cached after the first download)
    */
-  reload(model, { initProgressCallback, appConfig, variant, backend, useCache = true } = {}) {
+  reload(model, { initProgressCallback, appConfig, variant, backend, threads, useCache = true } = {}) {
     const specs = Array.isArray(model) ? model : [model];
     if (specs.length === 0 || !specs.every((s) => typeof s === "string" && s.length > 0))
       throw new InvalidRequestError("model", "must be a model id or a URL, or a non-empty array of them");
+    if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1))
+      throw new InvalidRequestError("threads", "must be a whole number of threads, 1 or more");
     this.interruptGenerate();
     return this.#exclusive(null, async () => {
       this.#unloadAll();
@@ -116,6 +120,7 @@ export class Engine {
             initProgressCallback,
             variant,
             backend,
+            threads,
             useCache,
             onDeviceLost: (m, err) => (m.lostError = err),
           });

@@ -58,12 +58,12 @@ async function missingWasmFeatures(manifest) {
 }
 
 /**
- * Threads for the CPU backend: one per core where worker threads may share memory (a
- * cross-origin isolated page or worker that can start workers), else one.
+ * Threads for the CPU backend: one per core (at most `cap`) where worker threads may share
+ * memory (a cross-origin isolated page or worker that can start workers), else one.
  */
-function cpuThreads() {
+function cpuThreads(cap = 16) {
   if (!globalThis.crossOriginIsolated || typeof Worker === "undefined") return 1;
-  return Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 16));
+  return Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 16, cap));
 }
 
 /** Fails early, with the numbers, when a buffer the model needs exceeds the device's limits. */
@@ -93,9 +93,9 @@ export class LoadedModel {
    * @param {string} id  the name requests use in `model`
    * @param {string[]} urls  builds of one model, in order of preference
    * @param {{initProgressCallback?: Function, variant?: string, backend?: "auto" | "webgpu" | "wasm",
-   *          useCache?: boolean, onDeviceLost: Function}} options
+   *          threads?: number, useCache?: boolean, onDeviceLost: Function}} options
    */
-  static async load(id, urls, { initProgressCallback, variant, backend = "auto", useCache, onDeviceLost }) {
+  static async load(id, urls, { initProgressCallback, variant, backend = "auto", threads, useCache, onDeviceLost }) {
     const started = performance.now();
     const candidates = await Promise.all(urls.map(fetchManifest));
     const adapter = await chooseAdapter(
@@ -115,7 +115,7 @@ export class LoadedModel {
     model.backend = adapter ? "webgpu" : "wasm";
     try {
       if (adapter) await model.#loadWebGPU(adapter, base, variant, { initProgressCallback, useCache, onDeviceLost });
-      else await model.#loadWasm(base, { initProgressCallback, useCache });
+      else await model.#loadWasm(base, { initProgressCallback, threads, useCache });
     } catch (err) {
       model.destroy();
       throw err;
@@ -148,10 +148,10 @@ export class LoadedModel {
     }
   }
 
-  async #loadWasm(base, { initProgressCallback, useCache }) {
+  async #loadWasm(base, { initProgressCallback, threads, useCache }) {
     const kernels = await fetchVariant(base, this.manifest, "wasm");
     this.variant = kernels.name;
-    const executor = await WasmExecutor.create(kernels, this.manifest, { threads: cpuThreads() });
+    const executor = await WasmExecutor.create(kernels, this.manifest, { threads: cpuThreads(threads) });
     this.executor = executor;
     const upload = (tensor, bytes) => executor.upload(tensor, bytes);
     const { fromCache, fromNetwork } = await loadWeights(upload, base, this.manifest, initProgressCallback, {

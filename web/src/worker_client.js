@@ -133,7 +133,7 @@ class WorkerEngine {
    * @param {string | string[]} model
    * @param {{initProgressCallback?: (p: {progress: number, text: string}) => void,
    *          appConfig?: object, variant?: "software" | "gpu",
-   *          backend?: "auto" | "webgpu" | "wasm", useCache?: boolean}} [options]
+   *          backend?: "auto" | "webgpu" | "wasm", threads?: number, useCache?: boolean}} [options]
    */
   async reload(model, options = {}) {
     const { initProgressCallback, ...rest } = options ?? {};

@@ -35,6 +35,8 @@ export interface EngineOptions {
    * WebGPU where the browser has it
    */
   backend?: "auto" | "webgpu" | "wasm";
+  /** the CPU backend's threads at most (default: one per core, where the page may start them) */
+  threads?: number;
   /** false keeps weights out of the browser's Cache API store (default true) */
   useCache?: boolean;
 }

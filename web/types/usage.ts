@@ -25,6 +25,8 @@ export async function example(): Promise<string> {
   const engine = await CreateEngine("tiny", {
     appConfig: { model_list: [{ model_id: "tiny", model: ["/q4f16/", "/q4f32/"] }] },
     initProgressCallback: (p) => console.log(p.progress, p.text),
+    backend: "auto",
+    threads: 2,
   });
   const reply: ChatCompletion = await engine.chat.completions.create({
     messages: [
