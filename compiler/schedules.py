@@ -216,6 +216,10 @@ def gpu_rules() -> list[ScheduleRule]:
 # CPU (the wasm variant): tiles of outputs whose accumulators stay in registers.
 LANES = 4  # float32 lanes of a 128-bit wasm SIMD vector
 CPU_FEATURE_TILE = 4  # decode
+# Scope of a task's own small buffers (sums, decoded scales): TVM puts "global" ones under
+# 1 KiB on the stack, where LLVM keeps them in registers, but allocates "local" ones from the
+# heap (TVMBackendAllocWorkspace, a locked malloc here) every time a task enters the loop.
+CPU_SCOPE = "global"
 # Prefill: CPU_TOKEN_TILE x CPU_PREFILL_FEATURES accumulators in registers (8 of the 16 vector
 # registers x86 has), the reduction unrolled by CPU_K_UNROLL. The token tile is the software
 # kernels' (compile pads the activation buffers for it).
@@ -320,7 +324,7 @@ class CpuReduction(ScheduleRule):
         sch.reorder(outer, *symbolic, k_group, k_run, feature_inner, lane)
         anchor = symbolic[0] if symbolic else outer
         sch.parallel(outer)
-        sch.set_scope(partial, 0, "local")
+        sch.set_scope(partial, 0, CPU_SCOPE)
         sch.reverse_compute_at(block, anchor)
         for epilogue in epilogues:
             sch.reverse_compute_at(epilogue, anchor)
@@ -329,7 +333,7 @@ class CpuReduction(ScheduleRule):
         sch.unroll(feature_inner)
         for stage in scales:  # once per group for the tile
             sch.compute_at(stage, k_group)
-            sch.set_scope(stage, 0, "local")
+            sch.set_scope(stage, 0, CPU_SCOPE)
         return True
 
     @staticmethod
@@ -337,7 +341,7 @@ class CpuReduction(ScheduleRule):
         features = sch.fuse(*fixed) if len(fixed) > 1 else fixed[0]
         if (_const(sch.get(features).extent) or 1) % CPU_PREFILL_FEATURES:
             return False
-        sums = sch.cache_write(block, 0, "local")
+        sums = sch.cache_write(block, 0, CPU_SCOPE)
         outer, feature_inner = sch.split(features, factors=[None, CPU_PREFILL_FEATURES])
         tile, token_inner = sch.split(
             tokens, factors=[None, CPU_TOKEN_TILE], disable_predication=True
@@ -352,7 +356,7 @@ class CpuReduction(ScheduleRule):
         decoded = [b for b in staged if sch.get(b).name_hint == DEQUANT_WEIGHT][0]
         for stage in [decoded] + [b for b in staged if b != decoded]:
             sch.compute_at(stage, outer)
-            sch.set_scope(stage, 0, "local")
+            sch.set_scope(stage, 0, CPU_SCOPE)
         sch.vectorize(feature_inner)
         sch.unroll(token_inner)
         sch.unroll(k_inner)

@@ -235,6 +235,9 @@ def attention_func(
     def capped(score):
         return T.float32(softcap) * T.tanh(score / T.float32(softcap)) if softcap else score
 
+    # A CPU task's own small buffers are "global": TVM keeps those on the stack, and
+    # allocates "local" ones from the heap on every use.
+    scope = "global" if _CPU.get() else "local"
     if _CPU.get():
 
         def blocks(extent):
@@ -265,11 +268,11 @@ def attention_func(
         out = T.match_buffer(var_out, (1, n, heads * head_dim), dtype)
         for bx in blocks((n * heads + threads - 1) // threads):
             for tx in lanes(threads):
-                acc = T.alloc_buffer((head_dim,), "float32", scope="local")
-                best = T.alloc_buffer((1,), "float32", scope="local")
-                denom = T.alloc_buffer((1,), "float32", scope="local")
-                score = T.alloc_buffer((1,), "float32", scope="local")
-                prev = T.alloc_buffer((1,), "float32", scope="local")
+                acc = T.alloc_buffer((head_dim,), "float32", scope=scope)
+                best = T.alloc_buffer((1,), "float32", scope=scope)
+                denom = T.alloc_buffer((1,), "float32", scope=scope)
+                score = T.alloc_buffer((1,), "float32", scope=scope)
+                prev = T.alloc_buffer((1,), "float32", scope=scope)
                 if bx * threads + tx < n * heads:
                     i = T.meta_var((bx * threads + tx) // heads)
                     h = T.meta_var((bx * threads + tx) % heads)
