@@ -269,9 +269,10 @@ class CpuReduction(ScheduleRule):
         if len(reductions) != 1:
             return False
         block = reductions[0].block_rv
-        epilogues = [i.block_rv for i in infos if i.block_rv != block]
-        if not all(i.is_injective() for i in infos if i.block_rv != block):
+        others = [i for i in infos if i.block_rv != block]
+        if not all(i.is_injective() for i in others):
             return False
+        epilogues = [i.block_rv for i in others]
         loops = sch.get_loops(block)
         kinds = SerialReduction._kinds(sch, block)
         s_loops = [loop for loop, kind in zip(loops, kinds, strict=True) if kind == "S"]

@@ -15,8 +15,9 @@
  *   message through TVMFFIErrorSetRaisedFromCStrParts and returns non-zero; the message is
  *   kept for the caller to read with kiln_last_error().
  * - kiln_alloc gives the JS runtime 64-byte aligned memory for weights, the KV cache,
- *   activations, argument blocks and worker stacks (freed with the module's memory). wasi-libc's malloc is not
- *   thread-safe, so a lock guards it (kernels may allocate workspace inside a parallel loop).
+ *   activations, argument blocks and worker stacks (freed with the module's memory).
+ *   wasi-libc's malloc is not thread-safe, so a lock guards it (kernels may allocate
+ *   workspace inside a parallel loop).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,9 +51,6 @@ static struct {
 static int32_t generation; /* bumped once per job; workers wait on it */
 static int32_t pending;    /* workers still running the current job */
 static int32_t workers;    /* worker threads waiting in kiln_thread_loop */
-#ifndef SPIN_LOADS
-#define SPIN_LOADS 200000
-#endif
 
 static int parallel_launch(FTVMParallelLambda lambda, void* cdata, int num_task) {
   (void)num_task; /* TVM's hint; the tasks are the threads there are */
@@ -77,9 +75,9 @@ __attribute__((export_name("kiln_thread_loop"))) void kiln_thread_loop(int32_t i
   int32_t seen = __atomic_load_n(&generation, __ATOMIC_ACQUIRE);
   __atomic_fetch_add(&workers, 1, __ATOMIC_ACQ_REL);
   for (;;) {
-    /* A model step launches hundreds of short jobs back to back: spin a while for the next
-       one before sleeping, since waking a sleeping thread costs more than most jobs take. */
-    for (int32_t spin = 0; spin < SPIN_LOADS; ++spin) {
+    /* A model step launches hundreds of short jobs back to back: poll a while for the next
+       one before sleeping (decode was faster with it than waking each time). */
+    for (int32_t spin = 0; spin < 200000; ++spin) {
       if (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) != seen) break;
     }
     while (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) {
