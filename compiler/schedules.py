@@ -21,7 +21,13 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule, try_inline
 from tvm.target import Target
 
-from .models.kernels import CODES_PER_WORD, DEQUANT_WEIGHT, SCALE_STAGES
+from .models.kernels import (
+    CODES_PER_WORD,
+    DEQUANT_WEIGHT,
+    LANE_PARTIAL,
+    LANE_SUMS,
+    SCALE_STAGES,
+)
 
 THREADS = 64
 TOKEN_TILE = 4
@@ -220,12 +226,43 @@ CPU_FEATURE_TILE = 4  # decode
 # 1 KiB on the stack, where LLVM keeps them in registers, but allocates "local" ones from the
 # heap (TVMBackendAllocWorkspace, a locked malloc here) every time a task enters the loop.
 CPU_SCOPE = "global"
+CPU_STACK_BYTES = 1024  # TVM's limit for such a buffer to go on the stack
 # Prefill: CPU_TOKEN_TILE x CPU_PREFILL_FEATURES accumulators in registers (8 of the 16 vector
 # registers x86 has), the reduction unrolled by CPU_K_UNROLL. The token tile is the software
 # kernels' (compile pads the activation buffers for it).
 CPU_TOKEN_TILE = TOKEN_TILE
 CPU_PREFILL_FEATURES = 8
 CPU_K_UNROLL = 4
+
+
+def _scale_batch(steps: int, span: int, group: int, tile: int) -> int:
+    """Steps of a decode kernel's reduction loop (`span` inputs each, `steps` in all) whose
+    scales a tile of `tile` outputs decodes at once: whole groups, as many as fit a buffer
+    on the stack, at least one group."""
+    whole = [c for c in range(1, steps + 1) if steps % c == 0 and c * span % group == 0]
+    fits = [c for c in whole if tile * (c * span // group) * 4 < CPU_STACK_BYTES]
+    return max(fits) if fits else min(whole)
+
+
+def _loops_below(sch: s_tir.Schedule, block, loop) -> list:
+    """The loops of `block` inside `loop`."""
+    loops = sch.get_loops(block)
+    at = [i for i, each in enumerate(loops) if sch.get(each).same_as(sch.get(loop))][0]
+    return loops[at + 1 :]
+
+
+def _decode_scales(sch: s_tir.Schedule, scales: list, batch) -> None:
+    """A decode tile's scale stages, computed at loop `batch` for the batch's groups, each
+    group's vectorised over the tile's outputs (a uniform shift for every lane, also where
+    two groups share a word)."""
+    for stage in scales:
+        sch.compute_at(stage, batch)
+        sch.set_scope(stage, 0, CPU_SCOPE)
+        loops = _loops_below(sch, stage, batch)
+        if len(loops) == 2 and _const(sch.get(loops[0]).extent) == LANES:
+            sch.reorder(loops[1], loops[0])
+            sch.vectorize(loops[0])
+            sch.transform_layout(stage, ("write", 0), lambda row, group: (group, row))
 
 
 class CpuReduction(ScheduleRule):
@@ -235,7 +272,10 @@ class CpuReduction(ScheduleRule):
     Decode (no token axis): tiles of CPU_FEATURE_TILE outputs, the reduction in LANES-wide
     SIMD accumulators (one lane per input position modulo LANES, rfactor'd, summed at the end
     of the tile), so each vector of inputs is loaded once for the tile's outputs; a weight
-    format's scales are decoded once per group of inputs, the weights where they are used.
+    format's scales are decoded for the tile a batch of groups at a time (vectorised), the
+    weights where they are used. Grouped formats whose groups hold whole runs of lanes (all
+    but Q2_K, Q3_K and Q6_K) come as `kernels._lane_linear` writes them, the scales factored
+    out of each group's sums, and `_lanes` gives them the same tiles.
 
     Prefill (a token axis): a tile's weights are decoded once, for all inputs, into a panel
     (`kernels.DEQUANT_WEIGHT`, stored input-major), then tokens run CPU_TOKEN_TILE at a time
@@ -258,6 +298,10 @@ class CpuReduction(ScheduleRule):
             return None  # a pattern these primitives refuse: TVM's default loops
 
     def _schedule(self, sch: s_tir.Schedule) -> bool:
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        named = {sch.get(b).name_hint: b for b in blocks}
+        if LANE_SUMS in named:
+            return self._lanes(sch, named)
         infos = normalize_prim_func(sch)
         if infos is None:
             return False
@@ -322,7 +366,12 @@ class CpuReduction(ScheduleRule):
         extent = _const(sch.get(features).extent) or 1
         tile = CPU_FEATURE_TILE if extent % CPU_FEATURE_TILE == 0 else 1
         outer, feature_inner = sch.split(features, factors=[None, tile])
-        sch.reorder(outer, *symbolic, k_group, k_run, feature_inner, lane)
+        # The tile's scales are decoded a batch of groups at a time (vectorised over the
+        # batch: the bit-level half-float decode costs as much as the products it scales).
+        steps = _const(sch.get(k_group).extent) or 1
+        batch = _scale_batch(steps, chunk if runs else group, group, tile) if scales else steps
+        k_batch, k_group = sch.split(k_group, factors=[None, batch])
+        sch.reorder(outer, *symbolic, k_batch, k_group, k_run, feature_inner, lane)
         anchor = symbolic[0] if symbolic else outer
         sch.parallel(outer)
         sch.set_scope(partial, 0, CPU_SCOPE)
@@ -330,11 +379,48 @@ class CpuReduction(ScheduleRule):
         for epilogue in epilogues:
             sch.reverse_compute_at(epilogue, anchor)
         sch.vectorize(lane)
-        sch.decompose_reduction(partial, k_group)
+        sch.decompose_reduction(partial, k_batch)
         sch.unroll(feature_inner)
-        for stage in scales:  # once per group for the tile
-            sch.compute_at(stage, k_group)
-            sch.set_scope(stage, 0, CPU_SCOPE)
+        _decode_scales(sch, scales, k_batch)
+        return True
+
+    @staticmethod
+    def _lanes(sch: s_tir.Schedule, named: dict) -> bool:
+        """Decode of a grouped format as `kernels._lane_linear` writes it: per tile of outputs,
+        a batch of groups' scales, then per group the lanes' sums of codes times inputs
+        (`LANE_PARTIAL`) scaled into the lanes' totals (`LANE_SUMS`), added up at the end."""
+        lane_sums, partial = named[LANE_SUMS], named[LANE_PARTIAL]
+        scales = [named[n] for n in SCALE_STAGES if n in named]
+        (out,) = sch.get_consumers(lane_sums)
+        epilogues, frontier = [], [out]
+        while frontier:
+            frontier = [c for b in frontier for c in sch.get_consumers(b)]
+            epilogues += frontier
+        *_, features, _ = sch.get_loops(out)
+        if (_const(sch.get(features).extent) or 1) % CPU_FEATURE_TILE:
+            return False  # no model of ours has such a layer; TVM's default loops
+        tile = CPU_FEATURE_TILE
+        outer, _ = sch.split(features, factors=[None, tile])
+        sch.parallel(outer)
+        sch.compute_at(lane_sums, outer)
+        rows, lanes, groups = sch.get_loops(lane_sums)[-3:]
+        steps = _const(sch.get(groups).extent) or 1
+        batch, group = sch.split(groups, factors=[None, _scale_batch(steps, 1, 1, tile)])
+        sch.reorder(batch, group, rows, lanes)
+        sch.compute_at(partial, group)
+        p_rows, p_lanes, *k_loops = _loops_below(sch, partial, group)
+        sch.reorder(*k_loops, p_rows, p_lanes)
+        for block, row, lane, k in (
+            (lane_sums, rows, lanes, batch),
+            (partial, p_rows, p_lanes, k_loops[0]),
+        ):
+            sch.set_scope(block, 0, CPU_SCOPE)
+            sch.vectorize(lane)
+            sch.unroll(row)
+            sch.decompose_reduction(block, k)
+        _decode_scales(sch, scales, batch)
+        for epilogue in epilogues:
+            sch.reverse_compute_at(epilogue, outer)
         return True
 
     @staticmethod

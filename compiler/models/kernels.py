@@ -41,6 +41,14 @@ SCALE_STAGES = ("dequant_scale", "dequant_minimum")
 DEQUANT_WEIGHT = "dequant_weight"
 # Its annotation: the format's codes_per_word, for the CPU decode schedule.
 CODES_PER_WORD = "codes_per_word"
+# CPU decode of a grouped format (see `_lane_linear`): its stages, and the SIMD width.
+LANE_INPUTS, LANE_INPUT_SUMS, LANE_PARTIAL, LANE_SUMS = (
+    "lane_inputs",
+    "lane_input_sums",
+    "lane_partial",
+    "lane_sums",
+)
+CPU_LANES = 4
 
 
 def _cast(value, dtype: str) -> tirx.PrimExpr:
@@ -81,6 +89,8 @@ def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, 
     def compute(xt: te.Tensor, *tensors: te.Tensor) -> te.Tensor:
         p = dict(zip(names, tensors, strict=True))
         batch, seq, cols = xt.shape
+        if _CPU.get() and _lanes_apply(fmt, xt.shape):
+            return _lane_linear(xt, p, fmt, out_features, name)
         k = te.reduce_axis((0, cols), name="k")
         if fmt.group:
             weight = _scaled_weight(fmt, p, out_features, cols, xt.dtype)
@@ -101,6 +111,79 @@ def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, 
         )
 
     return op.tensor_expr_op(compute, name, [x, *parts.values()])
+
+
+def _lanes_apply(fmt: Format, shape) -> bool:
+    """Whether CPU decode takes `_lane_linear`: one token, and a grouped format whose groups
+    hold whole runs of CPU_LANES x codes_per_word inputs."""
+    dims = [int(d) if isinstance(d, (int, tirx.IntImm)) else None for d in shape]
+    chunk = CPU_LANES * fmt.codes_per_word
+    return dims[:2] == [1, 1] and fmt.group > 0 and fmt.group % chunk == 0 and dims[2] is not None
+
+
+def _lane_linear(xt: te.Tensor, p: dict[str, te.Tensor], fmt: Format, out_features: int, name):
+    """y[j] = sum_k x[k] * (code[j, k] * scale[j, g] + minimum[j, g]) for one token on a CPU,
+    with the scales factored out of each group's sum:
+        y[j] = sum_g scale[j, g] * sum_(k in g) x[k] code[j, k] + minimum[j, g] * sum_(k in g) x[k]
+    and each group's sum kept per SIMD lane: lane l sums the runs of codes_per_word inputs
+    that start at l * codes_per_word in every CPU_LANES x codes_per_word inputs, so the lanes
+    of one step read the same position of consecutive words (one vector load, one constant
+    shift). The inputs are reordered to that lane order once (`LANE_INPUTS`), so a step's
+    inputs are one vector too; the lanes are added at the end of each output."""
+    cols = int(xt.shape[2])
+    lanes, run, group = CPU_LANES, fmt.codes_per_word, fmt.group
+    chunk, groups = lanes * run, cols // group
+    per = group // chunk
+
+    def col(g, c, r, lane):
+        return g * group + c * chunk + lane * run + r
+
+    inputs = te.compute(
+        (groups, per, run, lanes),
+        lambda g, c, r, lane: xt[0, 0, col(g, c, r, lane)],
+        name=LANE_INPUTS,
+    )
+    c = te.reduce_axis((0, per), name="c")
+    r = te.reduce_axis((0, run), name="r")
+    partial = te.compute(
+        (out_features, groups, lanes),
+        lambda j, g, lane: te.sum(
+            inputs[g, c, r, lane] * _cast(fmt.code_te(p, j, col(g, c, r, lane)), xt.dtype),
+            axis=[c, r],
+        ),
+        name=LANE_PARTIAL,
+    )
+    scale = te.compute(
+        (out_features, groups),
+        lambda j, g: _cast(fmt.scale_te(p, j, g)[0], xt.dtype),
+        name=SCALE_STAGES[0],
+    )
+    g = te.reduce_axis((0, groups), name="g")
+    if fmt.scale_te(p, 0, 0)[1] is None:
+        term = lambda j, lane: partial[j, g, lane] * scale[j, g]  # noqa: E731
+    else:
+        minimum = te.compute(
+            (out_features, groups),
+            lambda j, g: _cast(fmt.scale_te(p, j, g)[1], xt.dtype),
+            name=SCALE_STAGES[1],
+        )
+        c2 = te.reduce_axis((0, per), name="c")
+        r2 = te.reduce_axis((0, run), name="r")
+        sums = te.compute(
+            (groups, lanes),
+            lambda g, lane: te.sum(inputs[g, c2, r2, lane], axis=[c2, r2]),
+            name=LANE_INPUT_SUMS,
+        )
+        term = lambda j, lane: (  # noqa: E731
+            partial[j, g, lane] * scale[j, g] + minimum[j, g] * sums[g, lane]
+        )
+    lane_sums = te.compute(
+        (out_features, lanes), lambda j, lane: te.sum(term(j, lane), axis=g), name=LANE_SUMS
+    )
+    lane = te.reduce_axis((0, lanes), name="lane")
+    return te.compute(
+        (1, 1, out_features), lambda b, i, j: te.sum(lane_sums[j, lane], axis=lane), name=name
+    )
 
 
 def embedding(ids: Tensor, parts: dict[str, Tensor], fmt: Format, cols: int, dtype: str):
