@@ -91,8 +91,18 @@ def compile_cached(
     return compiled, False
 
 
-def _context_window(config: Any, asked: int | None, prefill_chunk: int) -> int:
-    """The KV-cache capacity to build: the one asked for, else the model's (at most 4096)."""
+def _context_window(source: ModelSource, asked: int | None, prefill_chunk: int) -> int:
+    """The KV-cache capacity to build: the one asked for, else the model's (at most 4096). An
+    encoder's is the longest input it takes (its sentence-transformers limit by default)."""
+    config = source.config
+    if source.family.task == "embedding":
+        window = asked or config.max_length
+        if window <= 0 or window > config.max_position_embeddings:
+            raise BuildError(
+                f"--context-window {window} must be between 1 and the model's "
+                f"{config.max_position_embeddings} positions"
+            )
+        return window
     window = asked or min(config.max_position_embeddings, 4096)
     if window <= 0 or prefill_chunk <= 0:
         raise BuildError("--context-window and --prefill-chunk must be positive")
@@ -110,16 +120,18 @@ def build(
     context_window: int | None = None,
     prefill_chunk: int = 128,
 ) -> Path:
-    """Builds MODEL into `output`. `quantization` None keeps a GGUF file's tensors as they are
-    stored and quantizes a Hugging Face folder's to q4f32."""
+    """Builds MODEL into `output`. `quantization` None keeps a GGUF file's tensors (and an
+    encoder's) as they are stored and quantizes a Hugging Face folder's to q4f32."""
     if quantization is not None:
         get_scheme(quantization)  # an unknown name fails before the model loads
     if not RUNTIME_DIR.joinpath("kiln.js").is_file():
         raise BuildError("the web runtime is not built: run scripts/setup")
     with progress.step("load model"):
         source = load(model)
-        window = _context_window(source.config, context_window, prefill_chunk)
-    scheme = get_scheme(quantization or ("as-stored" if source.from_gguf else "q4f32"))
+        window = _context_window(source, context_window, prefill_chunk)
+    # An encoder's floats are kept: its embeddings are compared by cosine, where 4 bits show.
+    kept = source.from_gguf or source.family.task == "embedding"
+    scheme = get_scheme(quantization or ("as-stored" if kept else "q4f32"))
     config = source.config
     prefill_chunk = min(prefill_chunk, window)
     model_id = f"{source.model_id}-{scheme.name}"
@@ -218,7 +230,13 @@ def _write_folder(
                 # WebAssembly features the kernels use, which the runtime checks for.
                 "features": [feature[1:] for feature in wasm.FEATURES],
             }
-    (out / "tokenizer.json").write_text(json.dumps(source.tokenizer, ensure_ascii=False))
+    tokenizer = source.tokenizer
+    if source.family.task == "embedding":
+        # The runtime pads a batch itself (and masks the padding) and refuses inputs past the
+        # longest; a tokenizer.json that pads or truncates (all-MiniLM-L6-v2's pads every
+        # input to 128 tokens and cuts longer ones) would do either behind its back.
+        tokenizer = {**tokenizer, "padding": None, "truncation": None}
+    (out / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False))
     (out / "tokenizer_config.json").write_text(
         json.dumps(source.tokenizer_config, ensure_ascii=False, indent=1)
     )
@@ -231,8 +249,14 @@ def _write_folder(
         "source_tensor_bytes": source.tensor_bytes,
         "required_features": ["shader-f16"] if scheme.needs_f16 else [],
         "config": source.config.to_json(),
+        # "chat" (prefill and decode over a KV cache) or "embedding" (embed over a batch)
+        "task": source.family.task,
+        # the KV cache's capacity; for an encoder, the longest input in tokens
         "context_window": window,
         "prefill_chunk": prefill_chunk,
+        # the largest value of each symbolic size of the plans (for an encoder, "b" is the
+        # most inputs one call takes)
+        "bounds": next(iter(variants.values())).bounds,
         # The KV-cache tensors the plans' "cache" references index, allocated by the runtime.
         "kv_cache": next(iter(variants.values())).kv_cache,
         "eos_token_ids": source.eos_token_ids,

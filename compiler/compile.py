@@ -45,6 +45,7 @@ class Compiled:
     functions: dict[str, dict[str, Any]]  # entry function -> plan
     param_names: list[str]  # weight names in the order of the functions' params
     kv_cache: list[dict[str, Any]]  # {shape, dtype} of each KV-cache tensor, in plan order
+    bounds: dict[str, int]  # the largest value of each symbolic size the plans use
     wasm: bytes | None = None  # the linked module of the "wasm" variant
 
 
@@ -160,8 +161,9 @@ def compile_model(
     # Activation buffers hold whole token tiles, so the tile rows past n that the software
     # kernels read (and never write back) stay inside their buffers.
     tiled_chunk = -(-prefill_chunk // TOKEN_TILE) * TOKEN_TILE
-    bounds = {"n": tiled_chunk, "total_len": context_window}
-    for name in ("prefill", "decode"):
+    bounds = model.upper_bounds(tiled_chunk)
+    entry_points = list(model.get_default_spec().method_names)
+    for name in entry_points:
         mod[name] = mod[name].with_attr("tir_var_upper_bound", bounds)
     lowered = _lower_cpu(mod) if variant == "wasm" else _lower(mod, GPU_VARIANTS[variant]())
     prim_funcs = {
@@ -172,18 +174,17 @@ def compile_model(
     else:
         wgsl, launches, _ = build_kernels(lowered, TARGET)
     functions = {
-        name: extract_plan(lowered[name], launches, prim_funcs, bounds)
-        for name in ("prefill", "decode")
+        name: extract_plan(lowered[name], launches, prim_funcs, bounds) for name in entry_points
     }
     used = sorted({launch["kernel"] for plan in functions.values() for launch in plan["launches"]})
     cache = [{"shape": [int(d) for d in t.shape], "dtype": t.dtype} for t in model.cache_spec()]
     names = [name for name, _ in params]
     if variant != "wasm":
         kernels = {name: _kernel_entry(name, wgsl[name]) for name in used}
-        return Compiled(kernels, functions, names, cache)
+        return Compiled(kernels, functions, names, cache, bounds)
     entries = {name: _wasm_entry(prim_funcs[name]) for name in used}
     kernels_mod = _compact_tiles(tvm.IRModule({n: prim_funcs[n] for n in used}))
     with tvm.transform.PassContext(opt_level=3):
         lib = tvm.tirx.build(kernels_mod, target=WASM_TARGET)
     module = wasm.link(lib, [entry["symbol"] for entry in entries.values()])
-    return Compiled(entries, functions, names, cache, module)
+    return Compiled(entries, functions, names, cache, bounds, module)

@@ -186,7 +186,8 @@ def load_hf_folder(folder: Path) -> ModelSource:
     family = for_hf_architecture((raw.get("architectures") or ["?"])[0], str(folder))
     config = family.config_from_hf(raw, str(folder))
     tensors = SafetensorsTensors(*_shards(folder), str(folder))
-    if "lm_head.weight" not in tensors and not config.tie_word_embeddings:
+    head = family.task == "chat" and not config.tie_word_embeddings
+    if head and "lm_head.weight" not in tensors:
         raise BuildError(f"{folder}: lm_head.weight is missing and embeddings are not tied")
     for name in ("tokenizer.json", "tokenizer_config.json"):
         if not (folder / name).is_file():

@@ -355,6 +355,8 @@ def extract_plan(
             else:
                 raise PlanError(f"unsupported binding {type(value).__name__}")
     outputs = resolve(func.body.body)
+    if isinstance(outputs, dict):  # one output, not a tuple: a list of one all the same
+        outputs = [outputs]
     return {
         "inputs": inputs,
         "storages": storages,

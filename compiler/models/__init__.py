@@ -5,7 +5,7 @@ provides), and the registry that maps architecture names to them. `kernels.py` a
 from __future__ import annotations
 
 from ..errors import BuildError
-from . import gemma2, gemma3, llama, phi3, qwen2, qwen3
+from . import bert, gemma2, gemma3, llama, phi3, qwen2, qwen3
 from .family import Family
 
 FAMILIES: tuple[Family, ...] = (
@@ -15,6 +15,7 @@ FAMILIES: tuple[Family, ...] = (
     gemma2.FAMILY,
     gemma3.FAMILY,
     phi3.FAMILY,
+    bert.FAMILY,
 )
 
 

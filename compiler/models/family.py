@@ -41,3 +41,6 @@ class Family:
     # config, each weight's format, activation dtype, context window -> the network, whose
     # `get_default_spec()` gives prefill and decode and `cache_spec()` the KV-cache tensors
     network: Callable[[Any, dict[str, str], str, int], nn.Module]
+    # "chat": a decoder with prefill and decode over a KV cache (its context window the
+    # largest cache); "embedding": an encoder with `embed` (its window the longest input)
+    task: str = "chat"

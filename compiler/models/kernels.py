@@ -56,7 +56,8 @@ def _cast(value, dtype: str) -> tirx.PrimExpr:
     return value if str(value.ty) == dtype else tirx.Cast(dtype, value)
 
 
-def _weight(fmt: Format, parts: dict[str, te.Tensor], row, col, dtype: str):
+def weight_value(fmt: Format, parts: dict[str, te.Tensor], row, col, dtype: str):
+    """Element (row, col) of a stored weight as a `dtype` expression (for lookups)."""
     return _cast(fmt.weight_te(parts, row, col), dtype)
 
 
@@ -95,7 +96,7 @@ def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, 
         if fmt.group:
             weight = _scaled_weight(fmt, p, out_features, cols, xt.dtype)
         else:
-            weight = lambda j, c: _weight(fmt, p, j, c, xt.dtype)  # noqa: E731
+            weight = lambda j, c: weight_value(fmt, p, j, c, xt.dtype)  # noqa: E731
         if _CPU.get():  # a stage of its own: CPU prefill decodes a tile once for all tokens
             decoded = te.compute(
                 (out_features, cols),
@@ -194,7 +195,7 @@ def embedding(ids: Tensor, parts: dict[str, Tensor], fmt: Format, cols: int, dty
         batch, seq = idt.shape
         return te.compute(
             (batch, seq, cols),
-            lambda b, i, c: _weight(fmt, p, idt[b, i], c, dtype),
+            lambda b, i, c: weight_value(fmt, p, idt[b, i], c, dtype),
             name="embed",
         )
 
@@ -385,3 +386,71 @@ def attention_func(
                         out[0, i, h * head_dim + d] = T.Cast(dtype, acc[d] / denom[0])
 
     return attention
+
+
+def encoder_attention_func(heads: int, head_dim: int, dtype: str):
+    """Bidirectional attention of a batch of padded inputs, qkv (b, n, 3 heads, head_dim):
+    each query of input s sees the keys of positions 0 .. lengths[s] - 1 (the padding past
+    them is never read); out (b, n, heads * head_dim). Like `attention_func`, one invocation
+    per (query, head) with an online softmax; rows past an input's length get the same
+    treatment and are never read afterwards."""
+    scale = 1.0 / math.sqrt(head_dim)
+    threads = ATTENTION_THREADS
+    scope = "global" if _CPU.get() else "local"
+    if _CPU.get():
+
+        def blocks(extent):
+            return T.parallel(0, extent)
+
+        def lanes(extent):
+            return T.serial(0, extent)
+    else:
+
+        def blocks(extent):
+            return T.thread_binding(extent, thread="blockIdx.x")
+
+        def lanes(extent):
+            return T.thread_binding(extent, thread="threadIdx.x")
+
+    @T.prim_func(private=True)
+    def encoder_attention(var_qkv: T.handle, var_lengths: T.handle, var_out: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        b, n = T.int64(), T.int64()
+        qkv = T.match_buffer(var_qkv, (b, n, 3 * heads, head_dim), dtype)
+        lengths = T.match_buffer(var_lengths, (b,), "int32")
+        out = T.match_buffer(var_out, (b, n, heads * head_dim), dtype)
+        for bx in blocks((b * n * heads + threads - 1) // threads):
+            for tx in lanes(threads):
+                acc = T.alloc_buffer((head_dim,), "float32", scope=scope)
+                best = T.alloc_buffer((1,), "float32", scope=scope)
+                denom = T.alloc_buffer((1,), "float32", scope=scope)
+                score = T.alloc_buffer((1,), "float32", scope=scope)
+                prev = T.alloc_buffer((1,), "float32", scope=scope)
+                if bx * threads + tx < b * n * heads:
+                    s = T.meta_var((bx * threads + tx) // (n * heads))
+                    i = T.meta_var((bx * threads + tx) // heads % n)
+                    h = T.meta_var((bx * threads + tx) % heads)
+                    best[0] = T.float32(-3.0e38)
+                    denom[0] = T.float32(0)
+                    for d in range(head_dim):
+                        acc[d] = T.float32(0)
+                    for j in range(T.Cast("int64", lengths[s])):
+                        score[0] = T.float32(0)
+                        for d in range(head_dim):
+                            score[0] = score[0] + T.Cast("float32", qkv[s, i, h, d]) * T.Cast(
+                                "float32", qkv[s, j, heads + h, d]
+                            )
+                        score[0] = score[0] * T.float32(scale)
+                        prev[0] = best[0]
+                        best[0] = T.max(prev[0], score[0])
+                        prev[0] = T.exp(prev[0] - best[0])
+                        score[0] = T.exp(score[0] - best[0])
+                        denom[0] = denom[0] * prev[0] + score[0]
+                        for d in range(head_dim):
+                            acc[d] = acc[d] * prev[0] + score[0] * T.Cast(
+                                "float32", qkv[s, j, 2 * heads + h, d]
+                            )
+                    for d in range(head_dim):
+                        out[s, i, h * head_dim + d] = T.Cast(dtype, acc[d] / denom[0])
+
+    return encoder_attention

@@ -3,6 +3,7 @@ import { GrammarEngine } from "./grammar.js";
 import { LogitsProcessor, logSoftmax, topK } from "./logits.js";
 import { LoadedModel } from "./model.js";
 import { AsyncQueue } from "./queue.js";
+import { checkEmbeddingRequest, embeddingResponse } from "./embeddings.js";
 import { checkChatRequest, checkCompletionRequest, requestedModel } from "./request.js";
 import { makeRandom, sample } from "./sampler.js";
 import { StopStrings } from "./stop.js";
@@ -26,6 +27,7 @@ export class Engine {
   constructor() {
     this.chat = { completions: { create: (request) => this.#create("chat", request) } };
     this.completions = { create: (request) => this.#create("text", request) };
+    this.embeddings = { create: (request) => this.#embeddings(request) };
     this.appConfig = null;
   }
 
@@ -186,15 +188,29 @@ export class Engine {
     );
   }
 
-  #resolve(name) {
+  /**
+   * The loaded model a request names; with no name, the only one loaded (or, given `encoder`,
+   * the only one of that kind: an engine may hold a chat model and an embedding model). A
+   * model of the other kind than `encoder` asks for is an InvalidRequestError.
+   */
+  #resolve(name, encoder = undefined) {
     const ids = this.loadedModels;
     if (ids.length === 0) throw new ModelLoadError("No model is loaded: call reload(model) first");
     if (name == null) {
+      const fitting = [...this.#models.values()].filter((m) => encoder === undefined || m.isEncoder === encoder);
+      if (fitting.length === 1) return fitting[0];
       if (ids.length === 1) return this.#first;
       throw new InvalidRequestError("model", `several models are loaded (${ids.join(", ")}): name one`);
     }
     const model = this.#models.get(name);
     if (!model) throw new ModelNotFoundError(name, ids);
+    if (encoder !== undefined && model.isEncoder !== encoder)
+      throw new InvalidRequestError(
+        "model",
+        model.isEncoder
+          ? `${name} is an embedding model: use engine.embeddings.create`
+          : `${name} is a chat model: embeddings need an embedding model`,
+      );
     return model;
   }
 
@@ -363,7 +379,7 @@ export class Engine {
   }
 
   async #create(kind, request) {
-    const model = this.#resolve(requestedModel(request));
+    const model = this.#resolve(requestedModel(request), false);
     const vocabSize = model.manifest.config.vocab_size;
     const params = kind === "chat" ? checkChatRequest(request, vocabSize) : checkCompletionRequest(request, vocabSize);
     this.#ready(model);
@@ -390,6 +406,27 @@ export class Engine {
     if (request.stream) return this.#stream(job, Boolean(request.stream_options?.include_usage));
     const results = await this.#exclusive(model, () => this.#runChoices(job));
     return this.#response(job, results);
+  }
+
+  /** engine.embeddings.create: OpenAI's embeddings endpoint (see embeddings.js). */
+  async #embeddings(request) {
+    const model = this.#resolve(requestedModel(request), true);
+    const dimensions = model.manifest.config.hidden_size;
+    const vocabSize = model.manifest.config.vocab_size;
+    const { inputs, format, fields } = checkEmbeddingRequest(request, { vocabSize, dimensions });
+    this.#ready(model);
+    // Strings get the tokens the model puts around an input ([CLS] ... [SEP] for BERT).
+    const tokens = inputs.map((input) => (typeof input === "string" ? model.tokenizer.encodePrompt(input) : input));
+    tokens.forEach((ids, i) => {
+      if (ids.length > model.contextWindow)
+        throw new InvalidRequestError(
+          fields[i],
+          `is ${ids.length} tokens long; this model takes at most ${model.contextWindow}`,
+        );
+    });
+    const vectors = await this.#exclusive(model, () => this.#ready(model).embed(tokens));
+    const total = tokens.reduce((sum, ids) => sum + ids.length, 0);
+    return embeddingResponse(model.id, vectors, format, total);
   }
 
   /** Runs the request's n choices one after another (the prompt stays in the KV cache). */

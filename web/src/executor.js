@@ -10,7 +10,7 @@ export function tensorBytes({ shape, dtype }) {
 }
 
 /**
- * A plan's own buffers, its storages and tensor inputs (sized for a full prefill chunk), made
+ * A plan's own buffers, its storages and tensor inputs (sized for the plan's bounds), made
  * by `allocate(bytes)`, and `resolve` from the plan's buffer references ({storage}, {input},
  * {cache}, {param}) to them, the KV cache and the weights: for either backend's executor.
  */
@@ -19,7 +19,8 @@ export function planBuffers(plan, manifest, allocate, cache, weights) {
   const inputs = {};
   for (const input of plan.inputs) {
     if (input.kind !== "tensor") continue;
-    const count = input.shape.reduce((a, d) => a * evaluate(d, { n: manifest.prefill_chunk }), 1);
+    const bounds = manifest.bounds ?? { n: manifest.prefill_chunk };
+    const count = input.shape.reduce((a, d) => a * evaluate(d, bounds), 1);
     inputs[input.name] = allocate(count * 4);
   }
   const resolve = (ref) => {
@@ -115,9 +116,9 @@ export class Executor {
       const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
       return { ...launch, pipeline, bindGroup, podTypes: this.kernels[launch.kernel].pods.map((p) => p.type) };
     });
-    const logits = resolve(plan.outputs[0]);
+    const output = resolve(plan.outputs[0]);
     const readback = this.device.createBuffer({
-      size: this.manifest.config.vocab_size * 4,
+      size: output.size,
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     });
     return {
@@ -126,7 +127,7 @@ export class Executor {
       launches,
       uniforms,
       podData: new ArrayBuffer(plan.launches.length * UNIFORM_SLOT),
-      logits,
+      output,
       readback,
     };
   }
@@ -136,10 +137,19 @@ export class Executor {
    * cache afterwards; resolves to the logits of the last token.
    * @returns {Promise<Float32Array>}
    */
-  async run(name, ids, totalLen) {
-    const fn = this.functions[name];
+  run(name, ids, totalLen) {
     const vars = { n: ids.length, total_len: totalLen };
-    this.device.queue.writeBuffer(fn.inputs.input_ids, 0, Int32Array.from(ids));
+    return this.call(name, { input_ids: Int32Array.from(ids) }, vars, this.manifest.config.vocab_size);
+  }
+
+  /**
+   * Runs function `name` of the plan with its tensor inputs (name -> Int32Array) and the
+   * values of its symbolic sizes; resolves to the first `count` floats of its output.
+   * @returns {Promise<Float32Array>}
+   */
+  async call(name, tensors, vars, count) {
+    const fn = this.functions[name];
+    for (const [input, values] of Object.entries(tensors)) this.device.queue.writeBuffer(fn.inputs[input], 0, values);
     const encoder = this.device.createCommandEncoder();
     const pass = encoder.beginComputePass();
     const i32 = new Int32Array(fn.podData);
@@ -170,12 +180,12 @@ export class Executor {
       pass.dispatchWorkgroups(...launch.dispatch);
     }
     pass.end();
-    encoder.copyBufferToBuffer(fn.logits, 0, fn.readback, 0, fn.readback.size);
+    encoder.copyBufferToBuffer(fn.output, 0, fn.readback, 0, count * 4);
     this.device.queue.submit([encoder.finish()]);
-    await fn.readback.mapAsync(GPUMapMode.READ);
-    const logits = new Float32Array(fn.readback.getMappedRange().slice(0));
+    await fn.readback.mapAsync(GPUMapMode.READ, 0, count * 4);
+    const output = new Float32Array(fn.readback.getMappedRange(0, count * 4).slice(0));
     fn.readback.unmap();
-    return logits;
+    return output;
   }
 
   /**

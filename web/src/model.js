@@ -202,6 +202,49 @@ export class LoadedModel {
     return this.executor.run("decode", [token], this.cachedTokens.length);
   }
 
+  /** Whether the model is an encoder (embeddings) rather than a chat model. */
+  get isEncoder() {
+    return this.manifest.task === "embedding";
+  }
+
+  /**
+   * The embeddings of inputs given as token ids (special tokens included), each at most
+   * `contextWindow` long. Inputs of similar length run together: sorted by length, up to the
+   * build's batch size a call, each call padded to its longest input (the padding is masked
+   * out of attention and pooling).
+   * @param {number[][]} inputs
+   * @returns {Promise<Float32Array[]>} one vector per input, in order
+   */
+  async embed(inputs) {
+    const { config, bounds } = this.manifest;
+    const width = config.hidden_size;
+    const order = inputs.map((_, i) => i).sort((a, b) => inputs[a].length - inputs[b].length);
+    const vectors = new Array(inputs.length);
+    for (let start = 0; start < order.length; start += bounds.b) {
+      const batch = order.slice(start, start + bounds.b);
+      const n = Math.max(...batch.map((i) => inputs[i].length));
+      const ids = new Int32Array(batch.length * n); // padded with token 0, never attended to
+      batch.forEach((i, row) => ids.set(inputs[i], row * n));
+      const lengths = Int32Array.from(batch, (i) => inputs[i].length);
+      const out = await this.executor.call(
+        "embed",
+        { input_ids: ids, lengths },
+        { b: batch.length, n },
+        batch.length * width,
+      );
+      batch.forEach((i, row) => {
+        const vector = out.slice(row * width, (row + 1) * width);
+        if (config.normalize) {
+          // As sentence-transformers' Normalize: divided by the length, at least 1e-12.
+          const norm = Math.max(Math.hypot(...vector), 1e-12);
+          for (let d = 0; d < width; d++) vector[d] /= norm;
+        }
+        vectors[i] = vector;
+      });
+    }
+    return vectors;
+  }
+
   destroy() {
     const device = this.device;
     this.device = null;

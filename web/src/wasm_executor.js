@@ -142,7 +142,7 @@ export class WasmExecutor {
 
   #prepare(plan) {
     const { inputs, resolve } = planBuffers(plan, this.manifest, (b) => this.#alloc(b), this.cache, this.weights);
-    const dynamic = []; // [address of an int64, expression over n and total_len]: set per call
+    const dynamic = []; // [address of an int64, expression over the symbolic sizes]: set per call
     const int64 = (view, at, expr) => {
       if (typeof expr === "number") view.setBigInt64(at, BigInt(expr), true);
       else dynamic.push([at, expr]);
@@ -193,7 +193,7 @@ export class WasmExecutor {
       });
       return { kernel: launch.kernel, call, block, count: kernel.args.length };
     });
-    return { plan, inputs, launches, dynamic, logits: resolve(plan.outputs[0]) };
+    return { plan, inputs, launches, dynamic, output: resolve(plan.outputs[0]) };
   }
 
   #fail(launch) {
@@ -203,9 +203,9 @@ export class WasmExecutor {
     return new Error(`kernel ${launch.kernel} failed: ${message}`);
   }
 
-  #setup(fn, ids, totalLen) {
-    const vars = { n: ids.length, total_len: totalLen };
-    new Int32Array(this.memory.buffer, fn.inputs.input_ids, ids.length).set(ids);
+  #setup(fn, tensors, vars) {
+    for (const [input, values] of Object.entries(tensors))
+      new Int32Array(this.memory.buffer, fn.inputs[input], values.length).set(values);
     const view = new DataView(this.memory.buffer);
     for (const [at, expr] of fn.dynamic) view.setBigInt64(at, BigInt(evaluate(expr, vars)), true);
   }
@@ -219,14 +219,23 @@ export class WasmExecutor {
    * cache afterwards; resolves to the logits of the last token.
    * @returns {Promise<Float32Array>}
    */
-  async run(name, ids, totalLen) {
+  run(name, ids, totalLen) {
+    const vars = { n: ids.length, total_len: totalLen };
+    return this.call(name, { input_ids: ids }, vars, this.manifest.config.vocab_size);
+  }
+
+  /**
+   * Runs function `name` of the plan with its tensor inputs (name -> Int32Array) and the
+   * values of its symbolic sizes; resolves to the first `count` floats of its output.
+   * @returns {Promise<Float32Array>}
+   */
+  async call(name, tensors, vars, count) {
     await yieldToEventLoop();
     const fn = this.functions[name];
-    this.#setup(fn, ids, totalLen);
+    this.#setup(fn, tensors, vars);
     for (const launch of fn.launches) this.#launch(launch);
     // Kernels may grow the memory (workspace), which replaces its buffer: view it afresh.
-    const vocab = this.manifest.config.vocab_size;
-    return new Float32Array(this.memory.buffer.slice(fn.logits, fn.logits + vocab * 4));
+    return new Float32Array(this.memory.buffer.slice(fn.output, fn.output + count * 4));
   }
 
   /**
@@ -235,7 +244,7 @@ export class WasmExecutor {
    */
   async profile(name, ids, totalLen) {
     const fn = this.functions[name];
-    this.#setup(fn, ids, totalLen);
+    this.#setup(fn, { input_ids: ids }, { n: ids.length, total_len: totalLen });
     const times = [];
     for (const launch of fn.launches) {
       const start = performance.now();

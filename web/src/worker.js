@@ -8,7 +8,7 @@
 // client -> handler
 //   {kiln: "call", id, method, args, progress?, expect?}
 //       method: "reload" | "unload" | "resetChat" | "interruptGenerate" | "runtimeStatsText"
-//       | "chat.completions.create" | "completions.create"; args are the engine method's
+//       | "chat.completions.create" | "completions.create" | "embeddings.create"; args are the engine method's
 //       arguments as they are, less what cannot be cloned: the client strips functions and
 //       `signal`. `progress: true` asks for the reload's progress reports.
 //       `expect: {model, options}` (requests only): the reload the client last made; if this
@@ -32,6 +32,7 @@ import { Engine } from "./engine.js";
 const CREATE = {
   "chat.completions.create": (engine, request) => engine.chat.completions.create(request),
   "completions.create": (engine, request) => engine.completions.create(request),
+  "embeddings.create": (engine, request) => engine.embeddings.create(request),
 };
 const FORWARDED = ["unload", "resetChat", "interruptGenerate", "runtimeStatsText"];
 

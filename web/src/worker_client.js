@@ -74,6 +74,7 @@ class WorkerEngine {
     );
     this.chat = { completions: { create: (request) => this.#create("chat.completions.create", request) } };
     this.completions = { create: (request) => this.#create("completions.create", request) };
+    this.embeddings = { create: (request) => this.#create("embeddings.create", request) };
   }
 
   /** The ids of the loaded models, as of the handler's last reply. */

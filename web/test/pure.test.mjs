@@ -1,8 +1,10 @@
 // Unit tests of the runtime's pure modules under Node's own test runner (no browser, no GPU):
-// sampling, stop strings, logits processing, the plan's expression evaluator, request checks.
+// sampling, stop strings, logits processing, the plan's expression evaluator, request checks,
+// embedding requests and responses.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
+import { MAX_INPUTS, checkEmbeddingRequest, embeddingResponse } from "../src/embeddings.js";
 import { InvalidRequestError } from "../src/errors.js";
 import { evaluate } from "../src/expr.js";
 import { LogitsProcessor, logSoftmax, topK } from "../src/logits.js";
@@ -108,4 +110,47 @@ test("bad chat requests get InvalidRequestError naming the field", () => {
   assert.throws(() => checkSignal({ aborted: false }), InvalidRequestError);
   const ok = checkChatRequest({ messages: [{ role: "developer", content: "be brief" }] }, 100);
   assert.equal(ok.messages[0].role, "system");
+});
+
+test("embedding requests: inputs normalized, each bad field named", () => {
+  const model = { vocabSize: 100, dimensions: 8 };
+  assert.deepEqual(checkEmbeddingRequest({ input: "hi" }, model), {
+    inputs: ["hi"],
+    format: "float",
+    fields: ["input"],
+  });
+  const ids = checkEmbeddingRequest({ input: [1, 2, 3], encoding_format: "base64", dimensions: 8 }, model);
+  assert.deepEqual(ids, { inputs: [[1, 2, 3]], format: "base64", fields: ["input"] });
+  const many = checkEmbeddingRequest({ input: ["a", [4, 5]], model: "m", user: "u" }, model);
+  assert.deepEqual(many.fields, ["input[0]", "input[1]"]);
+  const cases = [
+    [{}, "input"],
+    [{ input: [] }, "input"],
+    [{ input: "" }, "input"],
+    [{ input: ["a", ""] }, "input[1]"],
+    [{ input: ["a", [1, 100]] }, "input[1]"],
+    [{ input: [[-1]] }, "input[0]"],
+    [{ input: [1.5] }, "input[0]"],
+    [{ input: ["a", null] }, "input[1]"],
+    [{ input: Array(MAX_INPUTS + 1).fill("a") }, "input"],
+    [{ input: "a", encoding_format: "binary" }, "encoding_format"],
+    [{ input: "a", dimensions: 4 }, "dimensions"],
+    [{ input: "a", temperature: 1 }, "temperature"],
+  ];
+  for (const [request, param] of cases) {
+    assert.throws(
+      () => checkEmbeddingRequest(request, model),
+      (err) => err instanceof InvalidRequestError && err.param === param,
+      JSON.stringify(request).slice(0, 80),
+    );
+  }
+});
+
+test("an embedding response in base64 holds the float32 bytes, little-endian", () => {
+  const vector = Float32Array.from([1, -0.5, 3.25]);
+  const out = embeddingResponse("m", [vector], "base64", 3);
+  const bytes = Buffer.from(out.data[0].embedding, "base64");
+  assert.deepEqual(Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, 3)), [1, -0.5, 3.25]);
+  assert.deepEqual(embeddingResponse("m", [vector], "float", 3).data[0].embedding, [1, -0.5, 3.25]);
+  assert.deepEqual(out.usage, { prompt_tokens: 3, total_tokens: 3 });
 });

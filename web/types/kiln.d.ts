@@ -189,10 +189,33 @@ export interface Completions {
   create(request: CompletionRequest): Promise<Completion | AsyncIterable<Completion>>;
 }
 
+export interface EmbeddingRequest {
+  /** a string, strings, token ids (special tokens included) or arrays of them */
+  input: string | string[] | number[] | number[][];
+  model?: string | null;
+  encoding_format?: "float" | "base64" | null;
+  /** only the model's own number of dimensions */
+  dimensions?: number | null;
+  user?: string | null;
+}
+
+export interface CreateEmbeddingResponse {
+  object: "list";
+  data: { object: "embedding"; index: number; embedding: number[] | string }[];
+  model: string;
+  usage: { prompt_tokens: number; total_tokens: number };
+}
+
+export interface Embeddings {
+  create(request: EmbeddingRequest): Promise<CreateEmbeddingResponse>;
+}
+
 /** What every engine offers, in the page or behind a worker. */
 export interface EngineInterface {
   chat: { completions: ChatCompletions };
   completions: Completions;
+  /** with an embedding model loaded (a build of an encoder such as all-MiniLM-L6-v2) */
+  embeddings: Embeddings;
   /** ids of the loaded models */
   readonly loadedModels: string[];
   reload(model: string | string[], options?: EngineOptions): Promise<void>;

@@ -59,3 +59,12 @@ export async function example(): Promise<string> {
   await engine.resetChat();
   return text + completion.choices[0].text + (await engine.runtimeStatsText());
 }
+
+export async function embeddings(chat: string, encoder: string): Promise<number> {
+  const engine = await CreateEngine([chat, encoder]);
+  const notes = ["Buy milk", "The train leaves at nine"];
+  const { data, usage } = await engine.embeddings.create({ model: encoder, input: notes });
+  const packed = await engine.embeddings.create({ input: "When is the train?", encoding_format: "base64" });
+  const first = data[0].embedding as number[];
+  return first.length + usage.total_tokens + (packed.data[0].embedding as string).length;
+}

@@ -193,6 +193,10 @@ class LlamaForCausalLM(nn.Module):
     def decode(self, input_ids: Tensor, kv_cache: list[Tensor], total_len: tirx.Var):
         return self._forward(input_ids, kv_cache, total_len)
 
+    def upper_bounds(self, prefill_chunk: int) -> dict[str, int]:
+        """The largest value of each symbolic size, which sizes the activation buffers."""
+        return {"n": prefill_chunk, "total_len": self.context_window}
+
     def cache_spec(self) -> list[spec.Tensor]:
         c = self.config
         shape = [self.context_window, c.num_key_value_heads, c.head_dim]

@@ -1,0 +1,88 @@
+"""engine.embeddings.create on BERT encoders, in Chromium on both backends: a tiny random BERT
+against transformers (BertModel, then sentence-transformers' mean pooling over the attention
+mask and normalization, computed here in torch), batches against one input at a time,
+base64 against floats, and the request's errors."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+import torch
+from compare import BACKENDS
+from openai.types import CreateEmbeddingResponse
+from tiny_bert import make_bert
+from tokenizers import Tokenizer
+from transformers import BertModel
+
+from compiler.build import build
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "fox",
+    "Über Café naïve façade",
+    "数据 模型 浏览器",
+    "Привет мир",
+    "def main(): print('hello world') and numbers 0123456789 appear too",
+    "emoji 🙂 and tabs\tend",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    folder = make_bert(tmp_path_factory.mktemp("bert") / "hf", seed=5)
+    built = build(str(folder), None, tmp_path_factory.mktemp("built") / "tiny-bert")
+    return folder, built
+
+
+def reference(folder, texts: list[str]) -> tuple[np.ndarray, list[list[int]]]:
+    """sentence-transformers' computation: token states, their mean over the attention mask,
+    divided by its length; the tokenizer without the file's padding and truncation."""
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    ids = [tokenizer.encode(t).ids for t in texts]
+    model = BertModel.from_pretrained(folder, dtype=torch.float32).eval()
+    out = []
+    with torch.no_grad():
+        for row in ids:
+            states = model(torch.tensor([row])).last_hidden_state[0]
+            mean = states.mean(0)
+            out.append((mean / mean.norm().clamp_min(1e-12)).numpy())
+    return np.stack(out), ids
+
+
+def embed(page, request: dict) -> dict:
+    return page.evaluate("(r) => engine.embeddings.create(r)", request)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tiny_bert_matches_transformers(tiny_bert, engine_page, backend):
+    folder, built = tiny_bert
+    expected, ids = reference(folder, TEXTS)
+    assert max(len(row) for row in ids) > 16  # past the tokenizer file's padding length
+    with engine_page(built, backend=backend) as page:
+        assert page.evaluate("engine.backend") == backend
+        model = page.evaluate("engine.modelId")
+        response = embed(page, {"model": model, "input": TEXTS})
+        one_by_one = [embed(page, {"input": text})["data"][0]["embedding"] for text in TEXTS]
+        coded = embed(page, {"input": TEXTS[:2], "encoding_format": "base64"})
+        by_ids = embed(page, {"input": ids[0]})
+    CreateEmbeddingResponse.model_validate(response, strict=True)
+    assert response["usage"] == {
+        "prompt_tokens": sum(map(len, ids)),
+        "total_tokens": sum(map(len, ids)),
+    }
+    got = np.array([d["embedding"] for d in response["data"]], dtype=np.float32)
+    assert [d["index"] for d in response["data"]] == list(range(len(TEXTS)))
+    error = np.abs(got - expected).max() / np.abs(expected).max()
+    assert error < 1e-3, f"relative error {error}"
+    # Batched inputs (padded to the longest, masked) give what each alone gives.
+    np.testing.assert_allclose(np.array(one_by_one), got, rtol=0, atol=1e-5)
+    for item, row in zip(coded["data"], got[:2], strict=True):
+        decoded = np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
+        np.testing.assert_array_equal(decoded, row)
+    np.testing.assert_array_equal(
+        np.array(by_ids["data"][0]["embedding"], dtype=np.float32), got[0]
+    )
