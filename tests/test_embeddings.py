@@ -17,6 +17,7 @@ from tiny_bert import make_bert
 from tokenizers import Tokenizer
 from transformers import BertModel
 
+from compiler.browser import serve_folder
 from compiler.build import build
 from compiler.fetch import CACHE_DIR
 
@@ -171,3 +172,50 @@ def test_minilm_on_webgpu(minilm, engine_page):
         (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
     )
     assert cosine.min() >= 0.9999, f"lowest cosine {cosine.min()}"
+
+
+def test_a_chat_model_and_an_embedding_model_in_one_engine(browser, tiny_built, tiny_bert):
+    chat = tiny_built("q0f32")
+    bert = build(str(tiny_bert[0]), None, chat.parent / "bert")
+    chat_id = json.loads((chat / "manifest.json").read_text())["model_id"]
+    bert_id = json.loads((bert / "manifest.json").read_text())["model_id"]
+    with serve_folder(chat.parent) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/q0f32/manifest.json")
+        result = page.evaluate(
+            """async ([base, chatId, bertId]) => {
+                const kiln = await import(base + "q0f32/kiln.js");
+                const urls = [base + "q0f32/", base + "bert/"];
+                const outcome = (promise) => promise.then(
+                    (r) => r.model, (e) => ({name: e.name, param: e.param}));
+                const ask = (engine) => ({
+                    chat: outcome(engine.chat.completions.create(
+                        {messages: [{role: "user", content: "Hi"}], max_tokens: 2})),
+                    embed: outcome(engine.embeddings.create({input: "fox"})),
+                    wrongChat: outcome(engine.chat.completions.create(
+                        {model: bertId, messages: [{role: "user", content: "Hi"}]})),
+                    wrongEmbed: outcome(engine.embeddings.create({model: chatId, input: "fox"})),
+                });
+                const settle = async (o) => Object.fromEntries(await Promise.all(
+                    Object.entries(o).map(async ([k, v]) => [k, await v])));
+                const page = await kiln.CreateEngine(urls);
+                const inPage = await settle(ask(page));
+                const vector = (await page.embeddings.create({input: "fox"})).data[0].embedding;
+                await page.unload();
+                const worker = await kiln.CreateWebWorkerEngine(
+                    new Worker(base + "q0f32/kiln-worker.js", {type: "module"}), urls);
+                const inWorker = await settle(ask(worker));
+                const again = await worker.embeddings.create({input: "fox"});
+                const fromWorker = again.data[0].embedding;
+                return {loaded: worker.loadedModels, inPage, inWorker, same: vector.every(
+                    (x, i) => x === fromWorker[i])};
+            }""",
+            [f"{url}/", chat_id, bert_id],
+        )
+        page.close()
+    assert result["loaded"] == [chat_id, bert_id]
+    wrong = {"name": "InvalidRequestError", "param": "model"}
+    for where in ("inPage", "inWorker"):
+        assert result[where]["chat"] == chat_id and result[where]["embed"] == bert_id
+        assert result[where]["wrongChat"] == wrong and result[where]["wrongEmbed"] == wrong
+    assert result["same"]

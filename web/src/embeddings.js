@@ -1,9 +1,11 @@
 import { InvalidRequestError } from "./errors.js";
+import { checkSignal } from "./request.js";
 
 // engine.embeddings.create: the request's checks and the response's shape, as OpenAI's
 // embeddings endpoint defines them. The forward passes are the engine's (LoadedModel.embed).
 
-const FIELDS = new Set(["input", "model", "encoding_format", "dimensions", "user"]);
+// `signal`: an AbortSignal, as other requests take (a worker engine always passes one).
+const FIELDS = new Set(["input", "model", "encoding_format", "dimensions", "user", "signal"]);
 // OpenAI's limit on the inputs of one request.
 export const MAX_INPUTS = 2048;
 
@@ -41,6 +43,7 @@ export function checkEmbeddingRequest(request, { vocabSize, dimensions }) {
       fail(field, "must be a non-empty string or a non-empty array of token ids");
     }
   });
+  checkSignal(request.signal);
   const format = request.encoding_format ?? "float";
   if (format !== "float" && format !== "base64") fail("encoding_format", 'must be "float" or "base64"');
   const asked = request.dimensions;

@@ -424,7 +424,10 @@ export class Engine {
           `is ${ids.length} tokens long; this model takes at most ${model.contextWindow}`,
         );
     });
-    const vectors = await this.#exclusive(model, () => this.#ready(model).embed(tokens));
+    const vectors = await this.#exclusive(model, () => {
+      if (request.signal?.aborted) throw new DOMException("The request was aborted", "AbortError");
+      return this.#ready(model).embed(tokens);
+    });
     const total = tokens.reduce((sum, ids) => sum + ids.length, 0);
     return embeddingResponse(model.id, vectors, format, total);
   }
