@@ -5,13 +5,14 @@
     scripts/bench --profile ...   time each kernel of one decode step instead
     scripts/bench ... --peer transformers.js   also run a peer on the same model and prompt
 
-Per model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
+Per chat model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
 tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and of the kernels
 (WGSL, or the WebAssembly module), and the GPU buffer (or WebAssembly memory) bytes the model
 holds (allocated once, so also the peak); the median of `runs` runs after one warm-up run, on
 each backend asked for. With `--peer`, after a model's rows: the peer's row on the same prompt
 token ids and token counts (see compiler/peer.py), then one line of ratios, ours / peer, for
-each of our rows of that model.
+each of our rows of that model. An embedding model's row gives embeddings per second for
+requests of 1, 8 and 32 sentences instead.
 """
 
 from __future__ import annotations
@@ -104,6 +105,78 @@ def bench_folder(
         "runs": runs,
     }
     return row, prompt
+
+
+# Sentences of everyday length for the encoder benchmark (10 to 25 words each).
+SENTENCES = [
+    f"{subject} {verb} {thing} {place}."
+    for subject, verb in (
+        ("The meeting with the design team", "moved"),
+        ("My sister's train from Lyon", "arrives"),
+        ("The quarterly report on browser usage", "was sent"),
+        ("A short note about the new laptop", "lists"),
+    )
+    for thing, place in (
+        ("to Thursday afternoon", "because the room was booked"),
+        ("with the slides and the budget", "in the shared folder"),
+        ("before the end of the month", "at the office near the station"),
+        ("and everything we decided last week", "on the wiki page for the project"),
+        ("after lunch", "so please bring the printed copies"),
+        ("three new ideas for the garden", "next to the old oak tree"),
+        ("the recipe for lemon cake", "that grandmother wrote down"),
+        ("to the client", "by email and by post"),
+    )
+]
+EMBED_BATCHES = (1, 8, 32)
+
+
+def embed_bench_folder(
+    browser, folder: Path, runs: int, backend: str = "webgpu", threads: int | None = None
+) -> dict:
+    """An encoder's row: embeddings per second for requests of 1, 8 and 32 sentences (the
+    median of `runs` requests of each size after a warm-up one)."""
+    with serve_folder(folder) as url:
+        page = open_engine_page(browser, url, backend=backend, threads=threads)
+        timings = page.evaluate(
+            """async ([sentences, sizes, runs]) => {
+                const out = {};
+                for (const size of sizes) {
+                    const input = sentences.slice(0, size);
+                    const times = [];
+                    for (let i = 0; i <= runs; i++) {
+                        const start = performance.now();
+                        await engine.embeddings.create({input});
+                        times.push(performance.now() - start);
+                    }
+                    out[size] = times.slice(1);
+                }
+                const tokens = (await engine.embeddings.create({input: sentences})).usage;
+                return {out, tokens: tokens.total_tokens};
+            }""",
+            [SENTENCES, list(EMBED_BATCHES), runs],
+        )
+        info = page.evaluate(
+            "() => ({load: engine.loadSeconds, gpu: engine.executor.gpuBytes, "
+            "variant: engine.variant, threads: engine.executor.threadCount ?? null})"
+        )
+        page.close()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return {
+        "model": manifest["model_id"],
+        "quantization": manifest["quantization"],
+        "backend": backend,
+        "variant": info["variant"],
+        "threads": info["threads"],
+        "embeddings_per_s": {
+            str(size): round(size / (statistics.median(ms) / 1000), 1)
+            for size, ms in ((int(k), v) for k, v in timings["out"].items())
+        },
+        "tokens_per_input": round(timings["tokens"] / len(SENTENCES), 1),
+        "load_s": round(info["load"], 2),
+        "weight_bytes": sum(s["bytes"] for s in manifest["shards"]),
+        "gpu_buffer_bytes": info["gpu"],
+        "runs": runs,
+    }
 
 
 def ratios(rows: list[dict], peer_row: dict) -> dict:
@@ -204,8 +277,21 @@ def _run(args: argparse.Namespace) -> int:
                 folder = build(
                     model, quantization, args.out_dir / f"{Path(model).name}-{quantization}"
                 )
+                encoder = json.loads((folder / "manifest.json").read_text())["task"] == "embedding"
+                if encoder and (args.peer or args.profile):
+                    raise SystemExit(f"{model}: --peer and --profile measure chat models only")
                 for backend in args.backend:
                     variant = args.variant if backend == "webgpu" else None
+                    if encoder:
+                        print(
+                            json.dumps(
+                                embed_bench_folder(
+                                    browser, folder, args.runs, backend, args.threads
+                                )
+                            ),
+                            flush=True,
+                        )
+                        continue
                     if args.profile:
                         result = profile_folder(browser, folder, variant, backend, args.threads)
                     else:
