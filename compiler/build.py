@@ -192,6 +192,7 @@ def write_site(folder: Path) -> None:
                 "model_id": manifest["model_id"],
                 "path": f"{manifest_path.parent.name}/",
                 "quantization": manifest["quantization"],
+                "task": manifest.get("task", "chat"),
                 "context_window": manifest["context_window"],
                 "bytes": sum(s["bytes"] for s in manifest["shards"]),
             }

@@ -219,3 +219,31 @@ def test_a_chat_model_and_an_embedding_model_in_one_engine(browser, tiny_built, 
         assert result[where]["chat"] == chat_id and result[where]["embed"] == bert_id
         assert result[where]["wrongChat"] == wrong and result[where]["wrongEmbed"] == wrong
     assert result["same"]
+
+
+def test_search_page_finds_the_note_a_question_is_about(minilm, browser):
+    _, built = minilm
+    notes = [
+        "Buy milk, eggs and bread on the way home",
+        "Dentist appointment on Tuesday at 3pm",
+        "The train to Paris leaves at 9:40 from platform 4",
+        "Call the plumber about the leaking kitchen sink",
+        "Birthday gift ideas for Anna: a scarf or a book",
+    ]
+    with serve_folder(built.parent) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/search.html?backend=wasm")
+        page.wait_for_function("!document.getElementById('query').disabled", timeout=120_000)
+        page.fill("#notes", "\n".join(notes))
+        answers = {}
+        for question in ("When does my trip leave?", "What should I get at the grocery store?"):
+            page.fill("#query", question)
+            page.click("#search")
+            page.wait_for_function(
+                "(q) => document.getElementById('results').dataset.query === q", arg=question
+            )
+            answers[question] = page.locator("#results li").all_inner_texts()
+        page.close()
+    assert answers["When does my trip leave?"][0].startswith(notes[2])
+    assert answers["What should I get at the grocery store?"][0].startswith(notes[0])
+    assert all(len(found) == 3 for found in answers.values())

@@ -60,4 +60,11 @@ await esbuild.build({
   outfile: "build/chat.js",
   external: ["./kiln.js"],
 });
-for (const file of ["index.html", "chat.css"]) copyFileSync(`site/${file}`, `build/${file}`);
+// The search page (notes ranked by an embedding model), likewise.
+await esbuild.build({
+  ...common,
+  entryPoints: ["site/search.js"],
+  outfile: "build/search.js",
+  external: ["./kiln.js"],
+});
+for (const file of ["index.html", "search.html", "chat.css"]) copyFileSync(`site/${file}`, `build/${file}`);

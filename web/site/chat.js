@@ -7,14 +7,14 @@ import { WebWorkerEngine, deleteWeightCache } from "./kiln.js";
 const $ = (id) => document.getElementById(id);
 const state = { engine: null, model: null, ready: false, messages: [], controller: null, loading: false };
 
-/** The models built into this folder: models.json, or this folder itself when it is one model. */
+/** The chat models built into this folder: models.json, or this folder itself when it is one. */
 async function listModels() {
   const listing = await fetch("models.json");
-  if (listing.ok) return (await listing.json()).models;
+  if (listing.ok) return (await listing.json()).models.filter((m) => m.task !== "embedding");
   const manifest = await fetch("manifest.json");
   if (!manifest.ok) return [];
-  const { model_id, quantization } = await manifest.json();
-  return [{ model_id, path: "./", quantization }];
+  const { model_id, quantization, task } = await manifest.json();
+  return task === "embedding" ? [] : [{ model_id, path: "./", quantization }];
 }
 
 function showProblem(title, text, action = null) {
