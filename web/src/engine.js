@@ -8,6 +8,7 @@ import { checkChatRequest, checkCompletionRequest, requestedModel } from "./requ
 import { makeRandom, sample } from "./sampler.js";
 import { StopStrings } from "./stop.js";
 import { StreamDecoder } from "./tokenizer.js";
+import { ToolCallParser, parseReply } from "./tools.js";
 
 let idCounter = 0;
 const newId = (prefix) => `${prefix}-${Date.now().toString(36)}${(idCounter++).toString(36)}`;
@@ -263,7 +264,12 @@ export class Engine {
       return { tokens: [], text: "", finish: "abort", logprobs: [], timing };
     }
     const processor = new LogitsProcessor(params, prompt);
-    const mask = params.response_format ? await this.#grammar(model).matcher(params.response_format) : null;
+    const grammar = () => this.#grammar(model);
+    const mask = params.response_format
+      ? await grammar().matcher(params.response_format)
+      : usesTools(params)
+        ? await grammar().toolMatcher(params.tools, params.toolChoice, params.parallel)
+        : null;
     const stops = new StopStrings(params.stop ?? []);
     const eos = new Set(model.manifest.eos_token_ids);
     const decoder = new StreamDecoder(model.tokenizer);
@@ -355,7 +361,10 @@ export class Engine {
       return tokens;
     }
     const { messages } = params;
-    const render = (list) => tokenizer.encode(tokenizer.applyChatTemplate(list));
+    const tools = usesTools(params) ? params.tools : null;
+    if (tools && !tokenizer.supportsTools)
+      throw new InvalidRequestError("tools", "this model's chat template has no place for tools: it cannot call them");
+    const render = (list) => tokenizer.encode(tokenizer.applyChatTemplate(list, true, tools));
     const all = render(messages);
     const turns = messages.flatMap((m, i) => (m.role === "system" ? [] : [i]));
     if (all.length < window || !params.truncate || turns.length <= 1) return all;
@@ -475,12 +484,15 @@ export class Engine {
       return {
         ...head,
         model: model.id,
-        choices: results.map((r, index) => ({
-          index,
-          message: { role: "assistant", content: r.text, refusal: null },
-          logprobs: params.logprobs ? this.#chatLogprobs(model, r.logprobs) : null,
-          finish_reason: r.finish,
-        })),
+        choices: results.map((r, index) => {
+          const message = usesTools(params) ? parseReply(r.text) : { content: r.text };
+          return {
+            index,
+            message: { role: "assistant", ...message, refusal: null },
+            logprobs: params.logprobs ? this.#chatLogprobs(model, r.logprobs) : null,
+            finish_reason: message.tool_calls && r.finish === "stop" ? "tool_calls" : r.finish,
+          };
+        }),
         usage: this.#usage(job, results),
       };
     }
@@ -584,9 +596,27 @@ export class Engine {
       text = "";
       return out;
     };
+    const parsers = kind === "chat" && usesTools(params) ? [] : null; // per choice
     let finished = false;
     try {
       for await (const event of events) {
+        if (parsers) {
+          // With tools, text and calls arrive as their deltas (tools.js); no logprobs.
+          const { index } = event;
+          if (event.start) {
+            parsers[index] = new ToolCallParser();
+            yield chunk(index, { role: "assistant", content: "" }, null);
+          } else {
+            const parser = parsers[index];
+            for (const delta of event.finish ? parser.flush() : parser.push(event.text))
+              yield chunk(index, delta, null);
+            if (event.finish) {
+              const finish = parser.calls.length && event.finish === "stop" ? "tool_calls" : event.finish;
+              yield chunk(index, {}, null, finish);
+            }
+          }
+          continue;
+        }
         if (event.start) {
           if (kind === "chat") yield chunk(event.index, { role: "assistant", content: "" }, null);
           else if (echo) yield chunk(event.index, echo, null);
@@ -607,6 +637,11 @@ export class Engine {
       if (!finished) control.aborted = true; // the caller stopped reading
     }
   }
+}
+
+/** Whether a checked chat request lets the model call its tools. */
+function usesTools(params) {
+  return Boolean(params.tools) && params.toolChoice !== "none";
 }
 
 function cpuText(executor) {

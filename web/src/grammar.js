@@ -50,13 +50,46 @@ export class GrammarEngine {
   async matcher(responseFormat) {
     const schema = schemaOf(responseFormat);
     if (schema === undefined) return null;
+    // Compact JSON on one line: whitespace the grammar leaves open is where small models
+    // wander off and never close the object.
+    return this.#matcher(
+      `schema:${schema ?? ""}`,
+      "response_format",
+      "the JSON schema",
+      (compiler) => compiler.compileJSONSchema(schema ?? '{"type": "object"}', false, -1, [", ", ": "]),
+      this.#controlTokens(),
+    );
+  }
+
+  /**
+   * A fresh matcher for a reply with `tools` (see toolCallTag): with `choice` "auto", free
+   * text in which a tool call, once begun, follows its tool's parameters; "required" or a
+   * function's name ({name}), one call or more (one if not `parallel`) and nothing else.
+   */
+  async toolMatcher(tools, choice, parallel) {
+    const chosen = typeof choice === "object" ? tools.filter((t) => t.function.name === choice.name) : tools;
+    const key = `tools:${JSON.stringify([chosen, choice, parallel])}`;
+    // Each call's arguments as compact JSON on one line (as for response_format): the grammar
+    // of its parameters in XGrammar's EBNF, inside the call's tag.
+    const compile = async (compiler) => {
+      const grammars = [];
+      for (const { function: fn } of chosen) {
+        const schema = JSON.stringify(exactNumberBounds(fn.parameters));
+        const grammar = await this.xgr.Grammar.fromJSONSchema(schema, false, -1, [", ", ": "]);
+        grammars.push(grammar.toString());
+        grammar.dispose();
+      }
+      return compiler.compileStructuralTag(toolCallTag(chosen, grammars, choice === "auto", parallel));
+    };
+    // No token is banned: the call's format has newlines (its strings cannot hold raw ones).
+    return this.#matcher(key, "tools", "the tools' parameters", compile, []);
+  }
+
+  async #matcher(key, field, what, compile, banned) {
     try {
       const compiler = await this.#compiler();
-      const key = schema ?? "";
       if (!this.compiled.has(key)) {
-        // Compact JSON on one line: whitespace the grammar leaves open is where small models
-        // wander off and never close the object.
-        const compiling = compiler.compileJSONSchema(schema ?? '{"type": "object"}', false, -1, [", ", ": "]);
+        const compiling = compile(compiler);
         const compiled = this.compiled;
         compiled.set(key, compiling);
         compiling.catch(() => compiled.delete(key));
@@ -65,14 +98,13 @@ export class GrammarEngine {
         await this.compiled.get(key),
         this.stopTokenIds,
       );
-      return new TokenMask(matcher, this.#controlTokens(), (err) => this.#restart(err));
+      return new TokenMask(matcher, banned, (err) => this.#restart(err));
     } catch (err) {
-      if (!isTrap(err))
-        throw new InvalidRequestError("response_format", `the JSON schema cannot be compiled: ${err.message ?? err}`);
+      if (!isTrap(err)) throw new InvalidRequestError(field, `${what} cannot be compiled: ${err.message ?? err}`);
       this.#restart(err);
       throw new InvalidRequestError(
-        "response_format",
-        `the grammar engine failed on this schema (${err.message}); it starts afresh for the next request`,
+        field,
+        `the grammar engine failed on ${what} (${err.message}); it starts afresh for the next request`,
       );
     }
   }
@@ -117,6 +149,59 @@ export function schemaOf(responseFormat) {
   const schema = responseFormat.type === "json_schema" ? responseFormat.json_schema?.schema : responseFormat.schema;
   if (schema == null) return null;
   return typeof schema === "string" ? schema : JSON.stringify(schema);
+}
+
+// How Hermes-style chat templates (Qwen2.5's among them) ask a model to call a function.
+export const TOOL_CALL_OPEN = "<tool_call>";
+export const TOOL_CALL_BEGIN = '<tool_call>\n{"name": "';
+export const TOOL_CALL_END = "}\n</tool_call>";
+
+/**
+ * `schema` with each number bounded by whole numbers rewritten for XGrammar 0.1.27, which
+ * bounds only a number's integer part (for a maximum of 1 it lets 1.6 through): a whole
+ * number within the bounds, or a number whose integer part keeps it within them.
+ */
+export function exactNumberBounds(schema) {
+  if (Array.isArray(schema)) return schema.map(exactNumberBounds);
+  if (schema === null || typeof schema !== "object") return schema;
+  const out = Object.fromEntries(Object.entries(schema).map(([k, v]) => [k, exactNumberBounds(v)]));
+  const { type, minimum, maximum } = out;
+  const whole = (x) => x === undefined || Number.isInteger(x);
+  if (type !== "number" || (minimum === undefined && maximum === undefined) || !whole(minimum) || !whole(maximum))
+    return out;
+  const fraction = { ...out };
+  if (maximum !== undefined) fraction.maximum = maximum - 1;
+  if (minimum !== undefined && minimum < 0) fraction.minimum = minimum + 1;
+  const { type: _, minimum: __, maximum: ___, ...rest } = out;
+  const integer = {
+    type: "integer",
+    ...(minimum !== undefined && { minimum }),
+    ...(maximum !== undefined && { maximum }),
+  };
+  const branches =
+    fraction.maximum === undefined || fraction.minimum === undefined || fraction.maximum >= fraction.minimum
+      ? [integer, fraction]
+      : [integer];
+  return Object.keys(rest).length ? { ...rest, anyOf: branches } : { anyOf: branches };
+}
+
+/**
+ * XGrammar's structural tag for a reply that may (`auto`) or must call one of `tools`: each
+ * call is `<tool_call>\n{"name": "NAME", "arguments": ARGS}\n</tool_call>`, ARGS following
+ * the tool's grammar (`grammars`, in order); with `auto` free text around calls, else calls
+ * only; one call unless `parallel`.
+ */
+export function toolCallTag(tools, grammars, auto, parallel) {
+  const tags = tools.map(({ function: fn }, i) => ({
+    type: "tag",
+    begin: `${TOOL_CALL_BEGIN}${fn.name}", "arguments": `,
+    content: { type: "grammar", grammar: grammars[i] },
+    end: TOOL_CALL_END,
+  }));
+  const format = auto
+    ? { type: "triggered_tags", triggers: [TOOL_CALL_OPEN], tags, at_least_one: false, stop_after_first: !parallel }
+    : { type: "tags_with_separator", tags, separator: "\n", at_least_one: true, stop_after_first: !parallel };
+  return { type: "structural_tag", format };
 }
 
 /** A matcher for one generation: masks logits, follows the accepted tokens. */

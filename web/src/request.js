@@ -4,11 +4,8 @@ import { InvalidRequestError } from "./errors.js";
 // with its name before any GPU work starts.
 
 const NOT_SUPPORTED = new Set([
-  "tools",
-  "tool_choice",
   "functions",
   "function_call",
-  "parallel_tool_calls",
   "audio",
   "modalities",
   "prediction",
@@ -38,9 +35,20 @@ const SAMPLING = [
   "truncation",
   ...IGNORED,
 ];
-const CHAT_FIELDS = new Set(["messages", "max_completion_tokens", "logprobs", "top_logprobs", ...SAMPLING]);
+const CHAT_FIELDS = new Set([
+  "messages",
+  "max_completion_tokens",
+  "logprobs",
+  "top_logprobs",
+  "tools",
+  "tool_choice",
+  "parallel_tool_calls",
+  ...SAMPLING,
+]);
+// OpenAI's rule for function names.
+const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 const COMPLETION_FIELDS = new Set(["prompt", "logprobs", "echo", "best_of", ...SAMPLING]);
-const ROLES = new Set(["system", "developer", "user", "assistant"]);
+const ROLES = new Set(["system", "developer", "user", "assistant", "tool"]);
 
 // XGrammar compiles a schema by recursion on a small wasm stack: nested past about 100 levels
 // of JSON, or a `pattern` past about 200 nested groups, it traps or hangs (tried on 0.1.27).
@@ -222,16 +230,96 @@ function messageText(message, i) {
   return fail(`messages[${i}].content`, "must be a string or an array of text parts");
 }
 
-/** A checked chat request: messages normalized to {role, content: string}. */
+/**
+ * The request's tools as chat templates take them ({type: "function", function: {name,
+ * description, parameters}}), or null; `tool_choice` as "none", "auto", "required" or the
+ * name of the function that must be called.
+ */
+function checkTools(request) {
+  const { tools, tool_choice, parallel_tool_calls } = request;
+  if (parallel_tool_calls != null && typeof parallel_tool_calls !== "boolean")
+    fail("parallel_tool_calls", "must be a boolean");
+  if (tools == null) {
+    if (tool_choice != null && tool_choice !== "none") fail("tool_choice", "needs tools");
+    return { tools: null, toolChoice: "none", parallel: false };
+  }
+  if (!Array.isArray(tools) || tools.length === 0) fail("tools", "must be a non-empty array of functions");
+  const names = new Set();
+  const checked = tools.map((tool, i) => {
+    const field = `tools[${i}]`;
+    if (tool == null || typeof tool !== "object" || tool.type !== "function")
+      fail(`${field}.type`, 'must be "function"');
+    const fn = tool.function;
+    if (fn == null || typeof fn !== "object") fail(`${field}.function`, "must be an object");
+    if (typeof fn.name !== "string" || !FUNCTION_NAME.test(fn.name))
+      fail(`${field}.function.name`, "must be 1 to 64 letters, digits, underscores or dashes");
+    if (names.has(fn.name)) fail(`${field}.function.name`, `${fn.name} is named twice`);
+    names.add(fn.name);
+    if (fn.description != null && typeof fn.description !== "string")
+      fail(`${field}.function.description`, "must be a string");
+    if (fn.parameters != null) checkSchema(fn.parameters, `${field}.function.parameters`);
+    if (fn.strict != null && typeof fn.strict !== "boolean") fail(`${field}.function.strict`, "must be a boolean");
+    const parameters = typeof fn.parameters === "string" ? JSON.parse(fn.parameters) : fn.parameters;
+    return {
+      type: "function",
+      function: {
+        name: fn.name,
+        ...(fn.description != null && { description: fn.description }),
+        parameters: parameters ?? { type: "object", properties: {} },
+      },
+    };
+  });
+  let toolChoice = tool_choice ?? "auto";
+  if (typeof toolChoice === "object" && toolChoice !== null) {
+    const name = toolChoice.type === "function" ? toolChoice.function?.name : undefined;
+    if (!names.has(name)) fail("tool_choice", `names no function of the tools (${[...names].join(", ")})`);
+    toolChoice = { name };
+  } else if (!["none", "auto", "required"].includes(toolChoice)) {
+    fail("tool_choice", 'must be "none", "auto", "required" or {type: "function", function: {name}}');
+  }
+  return { tools: checked, toolChoice, parallel: parallel_tool_calls ?? true };
+}
+
+/** An assistant message's tool calls as chat templates take them (arguments parsed). */
+function messageToolCalls(message, i) {
+  const calls = message.tool_calls;
+  if (!Array.isArray(calls) || calls.length === 0) fail(`messages[${i}].tool_calls`, "must be a non-empty array");
+  return calls.map((call, j) => {
+    const field = `messages[${i}].tool_calls[${j}]`;
+    if (call?.type !== "function" || typeof call.function?.name !== "string")
+      fail(field, 'must be {id, type: "function", function: {name, arguments}}');
+    let args = call.function.arguments;
+    if (typeof args === "string") {
+      try {
+        args = JSON.parse(args);
+      } catch {
+        fail(`${field}.function.arguments`, "must be a JSON object (its text)");
+      }
+    }
+    if (args == null || typeof args !== "object" || Array.isArray(args))
+      fail(`${field}.function.arguments`, "must be a JSON object (its text)");
+    return { id: call.id, type: "function", function: { name: call.function.name, arguments: args } };
+  });
+}
+
+/** A checked chat request: messages normalized to {role, content: string} (tool calls and results kept). */
 export function checkChatRequest(request, vocabSize) {
   checkFields(request, CHAT_FIELDS);
   const { messages, max_tokens, max_completion_tokens, logprobs, top_logprobs } = request;
   if (!Array.isArray(messages) || messages.length === 0) fail("messages", "must be a non-empty array");
   const normalized = messages.map((m, i) => {
     if (!m || typeof m !== "object") fail(`messages[${i}]`, "must be an object");
-    if (m.role === "tool" || m.tool_calls) fail(`messages[${i}].role`, "tool messages are not supported");
-    if (!ROLES.has(m.role)) fail(`messages[${i}].role`, "must be system, developer, user or assistant");
-    return { role: m.role === "developer" ? "system" : m.role, content: messageText(m, i) };
+    if (!ROLES.has(m.role)) fail(`messages[${i}].role`, "must be system, developer, user, assistant or tool");
+    const role = m.role === "developer" ? "system" : m.role;
+    if (role === "assistant" && m.tool_calls != null) {
+      const content = m.content == null ? "" : messageText(m, i);
+      return { role, content, tool_calls: messageToolCalls(m, i) };
+    }
+    if (role === "tool") {
+      if (typeof m.tool_call_id !== "string") fail(`messages[${i}].tool_call_id`, "must be a string");
+      return { role, content: messageText(m, i), tool_call_id: m.tool_call_id };
+    }
+    return { role, content: messageText(m, i) };
   });
   checkInteger(request, "max_completion_tokens", 1);
   if (max_tokens != null && max_completion_tokens != null && max_tokens !== max_completion_tokens)
@@ -239,8 +327,12 @@ export function checkChatRequest(request, vocabSize) {
   if (logprobs != null && typeof logprobs !== "boolean") fail("logprobs", "must be a boolean");
   checkInteger(request, "top_logprobs", 0, 20);
   if (top_logprobs != null && !logprobs) fail("top_logprobs", "requires logprobs: true");
+  const tools = checkTools(request);
+  if (tools.toolChoice !== "none" && request.response_format != null && request.response_format.type !== "text")
+    fail("response_format", "cannot be combined with tools (a tool call has its own format)");
   return {
     ...checkSampling(request, vocabSize),
+    ...tools,
     messages: normalized,
     max_tokens: max_completion_tokens ?? max_tokens,
     logprobs: Boolean(logprobs),

@@ -114,6 +114,11 @@ export class ChatTokenizer {
     }
   }
 
+  /** Whether the chat template renders `tools` (Qwen2.5's does; many templates do not). */
+  get supportsTools() {
+    return typeof this.config.chat_template === "string" && /\btools\b/.test(this.config.chat_template);
+  }
+
   /** @param {string} text @returns {number[]} token ids, no special tokens added */
   encode(text) {
     return this.tokenizer.encode(text, { add_special_tokens: false }).ids;
@@ -140,9 +145,10 @@ export class ChatTokenizer {
    * the special tokens, `raise_exception` and `strftime_now`.
    * @param {{role: string, content: string}[]} messages
    * @param {boolean} [addGenerationPrompt]
+   * @param {object[] | null} [tools]  functions the model may call, as `tools` in a request
    * @returns {string}
    */
-  applyChatTemplate(messages, addGenerationPrompt = true) {
+  applyChatTemplate(messages, addGenerationPrompt = true, tools = null) {
     if (!this.template) {
       throw new InvalidRequestError(
         "messages",
@@ -163,6 +169,7 @@ export class ChatTokenizer {
       ...this.specialTokens,
       messages,
       add_generation_prompt: addGenerationPrompt,
+      ...(tools && { tools }),
     };
     for (const [name, value] of Object.entries(variables)) env.set(name, value);
     return new PythonInterpreter(env).run(this.template.parsed).value;

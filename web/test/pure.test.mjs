@@ -6,11 +6,13 @@ import { test } from "node:test";
 
 import { MAX_INPUTS, checkEmbeddingRequest, embeddingResponse } from "../src/embeddings.js";
 import { InvalidRequestError } from "../src/errors.js";
+import { exactNumberBounds } from "../src/grammar.js";
 import { evaluate } from "../src/expr.js";
 import { LogitsProcessor, logSoftmax, topK } from "../src/logits.js";
 import { checkChatRequest, checkSignal } from "../src/request.js";
 import { argmax, makeRandom, sample } from "../src/sampler.js";
 import { StopStrings } from "../src/stop.js";
+import { ToolCallParser, parseReply } from "../src/tools.js";
 
 test("a seed fixes the random sequence, in [0, 1)", () => {
   const a = makeRandom(42);
@@ -153,4 +155,57 @@ test("an embedding response in base64 holds the float32 bytes, little-endian", (
   assert.deepEqual(Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, 3)), [1, -0.5, 3.25]);
   assert.deepEqual(embeddingResponse("m", [vector], "float", 3).data[0].embedding, [1, -0.5, 3.25]);
   assert.deepEqual(out.usage, { prompt_tokens: 3, total_tokens: 3 });
+});
+
+test("tool calls are read from a reply as it streams, the same as all at once", () => {
+  const reply =
+    'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris \\"}\\" x", "days": [1, {"a": 2}]}}\n</tool_call>\n' +
+    '<tool_call>\n{"name": "add", "arguments": {}}\n</tool_call>';
+  const whole = parseReply(reply);
+  assert.equal(whole.content, "Let me check.");
+  assert.deepEqual(
+    whole.tool_calls.map((c) => [c.function.name, JSON.parse(c.function.arguments)]),
+    [
+      ["get_weather", { city: 'Paris "}" x', days: [1, { a: 2 }] }],
+      ["add", {}],
+    ],
+  );
+  for (const size of [1, 2, 3, 7, 1000]) {
+    const parser = new ToolCallParser();
+    const deltas = [];
+    for (let i = 0; i < reply.length; i += size) deltas.push(...parser.push(reply.slice(i, i + size)));
+    deltas.push(...parser.flush());
+    const content = deltas.map((d) => d.content ?? "").join("");
+    assert.equal(content, whole.content);
+    const calls = [];
+    for (const d of deltas.flatMap((x) => x.tool_calls ?? [])) {
+      if (d.id) calls[d.index] = { name: d.function.name, arguments: "" };
+      calls[d.index].arguments += d.function.arguments;
+    }
+    assert.deepEqual(
+      calls,
+      whole.tool_calls.map((c) => ({ name: c.function.name, arguments: c.function.arguments })),
+    );
+  }
+  // Text alone stays text (a "<" that begins no call included); a call cut short is dropped.
+  assert.deepEqual(parseReply("a < b and <tool"), { content: "a < b and <tool" });
+  const cut = parseReply('<tool_call>\n{"name": "add", "arguments": {"x": 1');
+  assert.deepEqual(cut, { content: "" });
+  // A raw control character inside a string (the grammar lets one through) comes escaped.
+  const raw = parseReply('<tool_call>\n{"name": "note", "arguments": {"text": "a\nb\tc"}}\n</tool_call>');
+  assert.deepEqual(JSON.parse(raw.tool_calls[0].function.arguments), { text: "a\nb\tc" });
+});
+
+test("number bounds are rewritten so that XGrammar's integer-part bounds are exact", () => {
+  const level = exactNumberBounds({ type: "number", minimum: 0, maximum: 1, description: "d" });
+  assert.deepEqual(level, {
+    description: "d",
+    anyOf: [
+      { type: "integer", minimum: 0, maximum: 1 },
+      { type: "number", minimum: 0, maximum: 0, description: "d" },
+    ],
+  });
+  const nested = exactNumberBounds({ type: "object", properties: { t: { type: "number", minimum: -5 } } });
+  assert.deepEqual(nested.properties.t.anyOf[1], { type: "number", minimum: -4 });
+  assert.deepEqual(exactNumberBounds({ type: "number", maximum: 0.5 }), { type: "number", maximum: 0.5 });
 });

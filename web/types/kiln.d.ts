@@ -41,12 +41,30 @@ export interface EngineOptions {
   useCache?: boolean;
 }
 
-export type Role = "system" | "developer" | "user" | "assistant";
+export type Role = "system" | "developer" | "user" | "assistant" | "tool";
+
+export interface ToolCall {
+  id: string;
+  type: "function";
+  /** `arguments`: the JSON text of an object */
+  function: { name: string; arguments: string };
+}
 
 export interface ChatMessage {
   role: Role;
-  content: string | { type: "text"; text: string }[];
+  content: string | { type: "text"; text: string }[] | null;
+  /** an assistant message's calls */
+  tool_calls?: ToolCall[];
+  /** a tool message's answer to this call */
+  tool_call_id?: string;
 }
+
+export interface Tool {
+  type: "function";
+  function: { name: string; description?: string; parameters?: object; strict?: boolean };
+}
+
+export type ToolChoice = "none" | "auto" | "required" | { type: "function"; function: { name: string } };
 
 export type ResponseFormat =
   | { type: "text" }
@@ -84,6 +102,10 @@ interface SamplingFields {
 
 export interface ChatCompletionRequest extends SamplingFields {
   messages: ChatMessage[];
+  tools?: Tool[] | null;
+  tool_choice?: ToolChoice | null;
+  /** false: at most one call a reply */
+  parallel_tool_calls?: boolean | null;
   max_completion_tokens?: number | null;
   logprobs?: boolean | null;
   /** 0 to 20 */
@@ -98,7 +120,7 @@ export interface CompletionRequest extends SamplingFields {
   best_of?: number | null;
 }
 
-export type FinishReason = "stop" | "length" | "abort";
+export type FinishReason = "stop" | "length" | "tool_calls" | "abort";
 
 export interface CompletionUsage {
   prompt_tokens: number;
@@ -137,7 +159,7 @@ export interface ChatCompletion {
   model: string;
   choices: {
     index: number;
-    message: { role: "assistant"; content: string; refusal: null };
+    message: { role: "assistant"; content: string | null; tool_calls?: ToolCall[]; refusal: null };
     logprobs: ChoiceLogprobs | null;
     finish_reason: FinishReason;
   }[];
@@ -151,7 +173,17 @@ export interface ChatCompletionChunk {
   model: string;
   choices: {
     index: number;
-    delta: { role?: "assistant"; content?: string };
+    delta: {
+      role?: "assistant";
+      content?: string;
+      /** a call's first delta has its id, type and name; the next ones, pieces of its arguments */
+      tool_calls?: {
+        index: number;
+        id?: string;
+        type?: "function";
+        function: { name?: string; arguments: string };
+      }[];
+    };
     logprobs: ChoiceLogprobs | null;
     finish_reason: FinishReason | null;
   }[];

@@ -9,6 +9,7 @@ import {
   CreateWebWorkerEngine,
   EngineInterface,
   InvalidRequestError,
+  Tool,
 } from "./kiln.js";
 
 export async function inAWorker(base: string): Promise<string> {
@@ -18,7 +19,7 @@ export async function inAWorker(base: string): Promise<string> {
     { initProgressCallback: (p) => console.log(p.alreadyLoaded, p.secondsLeft) },
   );
   const reply = await engine.chat.completions.create({ messages: [{ role: "user", content: "Hi" }] });
-  return reply.choices[0].message.content;
+  return reply.choices[0].message.content ?? "";
 }
 
 export async function example(): Promise<string> {
@@ -67,4 +68,27 @@ export async function embeddings(chat: string, encoder: string): Promise<number>
   const packed = await engine.embeddings.create({ input: "When is the train?", encoding_format: "base64" });
   const first = data[0].embedding as number[];
   return first.length + usage.total_tokens + (packed.data[0].embedding as string).length;
+}
+
+export async function tools(engine: EngineInterface): Promise<string> {
+  const weather: Tool = {
+    type: "function",
+    function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } },
+  };
+  const reply = await engine.chat.completions.create({
+    messages: [{ role: "user", content: "Weather in Paris?" }],
+    tools: [weather],
+    tool_choice: "required",
+  });
+  const call = reply.choices[0].message.tool_calls?.[0];
+  if (!call) return reply.choices[0].message.content ?? "";
+  const answer = await engine.chat.completions.create({
+    messages: [
+      { role: "user", content: "Weather in Paris?" },
+      { role: "assistant", content: null, tool_calls: [call] },
+      { role: "tool", tool_call_id: call.id, content: "18 degrees" },
+    ],
+    tools: [weather],
+  });
+  return answer.choices[0].finish_reason === "tool_calls" ? call.function.arguments : "";
 }

@@ -1,0 +1,274 @@
+"""Tool calling in chat.completions.create, on the tiny model with a Hermes-style chat
+template of the tests' own (the format Qwen2.5's template asks for): calls forced by the
+grammar parse and validate against their tool's parameters, streamed deltas rebuild the same
+calls, a template without tools is refused, and tool results go back into the prompt."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from compiler.browser import engine_page_for
+from compiler.build import build
+
+# Tools of the kinds apps give: enums, nested objects, arrays, bounded numbers, required fields
+# (strings are enums: a random model's free strings are bytes that are not text).
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string", "enum": ["Paris", "Lima", "Oslo"]},
+                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                },
+                "required": ["city", "unit"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "add_event",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "title": {"type": "string", "enum": ["lunch", "call", "gym"]},
+                    "when": {
+                        "type": "object",
+                        "properties": {
+                            "day": {"type": "integer", "minimum": 1, "maximum": 31},
+                            "hour": {"type": "integer", "minimum": 0, "maximum": 23},
+                        },
+                        "required": ["day", "hour"],
+                        "additionalProperties": False,
+                    },
+                    "guests": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": ["Ana", "Bo"]},
+                        "maxItems": 2,
+                    },
+                },
+                "required": ["title", "when"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "set_volume",
+            "parameters": {
+                "type": "object",
+                "properties": {"level": {"type": "number", "minimum": 0, "maximum": 1}},
+                "required": ["level"],
+                "additionalProperties": False,
+            },
+        },
+    },
+]
+# A Hermes-style template: tools named in a system turn (only named: the tiny model's context
+# is short), calls and results as tags.
+TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\nTools:{%- for tool in tools %} {{ tool.function.name }}"
+    "{%- endfor %}<|im_end|>\n{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ message.content }}"
+    "\n</tool_response><|im_end|>\n"
+    "{%- else %}<|im_start|>{{ message.role }}\n{{ message.content }}"
+    "{%- for call in message.tool_calls or [] %}\n<tool_call>\n"
+    '{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}'
+    "\n</tool_call>{%- endfor %}<|im_end|>\n{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
+)
+USER = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.fixture(scope="module")
+def tool_model(tiny_hf, tmp_path_factory):
+    """The tiny model built with its whole context (256) and the template above."""
+    folder = build(str(tiny_hf), "q0f32", tmp_path_factory.mktemp("tools") / "tiny-tools")
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "chat_template": TEMPLATE}))
+    return folder
+
+
+def create(page, request: dict) -> dict:
+    return page.evaluate(
+        """async (r) => {
+            try {
+                if (!r.stream) return {reply: await engine.chat.completions.create(r)};
+                const chunks = [];
+                for await (const c of await engine.chat.completions.create(r)) chunks.push(c);
+                return {chunks};
+            } catch (e) { return {error: {name: e.name, param: e.param, message: e.message}}; }
+        }""",
+        request,
+    )
+
+
+def schema_of(name: str) -> dict:
+    return next(t["function"]["parameters"] for t in TOOLS if t["function"]["name"] == name)
+
+
+def rebuilt(chunks: list[dict]) -> tuple[str, list[dict], str]:
+    """Content, calls and finish reason from a stream's deltas, as OpenAI's clients join them."""
+    content, calls, finish = "", [], None
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk, strict=True)
+        for choice in chunk["choices"]:
+            delta = choice["delta"]
+            content += delta.get("content") or ""
+            for call in delta.get("tool_calls") or []:
+                if "id" in call:
+                    calls.append(
+                        {"id": call["id"], "name": call["function"]["name"], "arguments": ""}
+                    )
+                calls[call["index"]]["arguments"] += call["function"]["arguments"]
+            finish = choice["finish_reason"] or finish
+    return content, calls, finish
+
+
+def test_required_and_named_calls_follow_their_parameters(tool_model, engine_page):
+    base = {"messages": USER, "tools": TOOLS, "max_tokens": 180, "temperature": 0}
+    with engine_page(tool_model) as page:
+        required = create(page, {**base, "tool_choice": "required", "parallel_tool_calls": False})
+        named = [
+            create(page, {**base, "tool_choice": {"type": "function", "function": {"name": n}}})
+            for n in ("add_event", "set_volume")
+        ]
+        streamed = create(
+            page, {**base, "tool_choice": "required", "parallel_tool_calls": False, "stream": True}
+        )
+        sampled = [
+            create(page, {**base, "tool_choice": "required", "temperature": 1, "seed": s})
+            for s in range(4)
+        ]
+    for out in [required, *named, *sampled]:
+        assert "reply" in out, out
+        reply = out["reply"]
+        ChatCompletion.model_validate(reply, strict=True)
+        choice = reply["choices"][0]
+        assert choice["finish_reason"] == "tool_calls", choice
+        assert choice["message"]["content"] is None
+        for call in choice["message"]["tool_calls"]:
+            assert call["type"] == "function" and call["id"].startswith("call_")
+            jsonschema.validate(
+                json.loads(call["function"]["arguments"]), schema_of(call["function"]["name"])
+            )
+    assert len(required["reply"]["choices"][0]["message"]["tool_calls"]) == 1
+    for out, name in zip(named, ("add_event", "set_volume"), strict=True):
+        assert [
+            c["function"]["name"] for c in out["reply"]["choices"][0]["message"]["tool_calls"]
+        ] == [name]
+    content, calls, finish = rebuilt(streamed["chunks"])
+    expected = required["reply"]["choices"][0]["message"]["tool_calls"]
+    assert content == "" and finish == "tool_calls"
+    assert [(c["name"], c["arguments"]) for c in calls] == [
+        (c["function"]["name"], c["function"]["arguments"]) for c in expected
+    ]
+    assert (
+        sum(
+            len(c.get("choices", [{}])[0].get("delta", {}).get("tool_calls") or [])
+            for c in streamed["chunks"]
+        )
+        > 2
+    )
+
+
+def test_none_gives_text_and_results_go_back_into_the_prompt(tool_model, engine_page):
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'},
+    }
+    history = [
+        *USER,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 degrees, sunny"},
+    ]
+    base = {"tools": TOOLS, "max_tokens": 8, "temperature": 0}
+    with engine_page(tool_model) as page:
+        none = create(page, {**base, "messages": USER, "tool_choice": "none"})
+        after = create(page, {**base, "messages": history, "tool_choice": "none"})
+        prompt = page.evaluate(
+            "(m) => engine.tokenizer.applyChatTemplate(m, true, null)",
+            [
+                {
+                    **m,
+                    "tool_calls": [
+                        {**call, "function": {**call["function"], "arguments": {"city": "Paris"}}}
+                    ],
+                }
+                if m.get("tool_calls")
+                else m
+                for m in history
+            ],
+        )
+        bad = [
+            create(
+                page,
+                {
+                    **base,
+                    "messages": USER,
+                    "tool_choice": {"type": "function", "function": {"name": "nope"}},
+                },
+            ),
+            create(
+                page,
+                {
+                    **base,
+                    "messages": USER,
+                    "tools": [{"type": "function", "function": {"name": "a b"}}],
+                },
+            ),
+            create(page, {**base, "messages": [*USER, {"role": "tool", "content": "x"}]}),
+            create(
+                page,
+                {
+                    **base,
+                    "messages": [
+                        {
+                            "role": "assistant",
+                            "content": "",
+                            "tool_calls": [
+                                {
+                                    "id": "1",
+                                    "type": "function",
+                                    "function": {"name": "f", "arguments": "{oops"},
+                                }
+                            ],
+                        }
+                    ],
+                },
+            ),
+        ]
+    for out in (none, after):
+        choice = out["reply"]["choices"][0]
+        assert "tool_calls" not in choice["message"] and choice["finish_reason"] in (
+            "stop",
+            "length",
+        )
+        ChatCompletion.model_validate(out["reply"], strict=True)
+    assert "<tool_response>\n18 degrees, sunny\n</tool_response>" in prompt
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}' in prompt
+    assert [b["error"]["param"] for b in bad] == [
+        "tool_choice",
+        "tools[0].function.name",
+        "messages[1].tool_call_id",
+        "messages[0].tool_calls[0].function.arguments",
+    ]
+
+
+def test_a_template_without_tools_is_refused(tiny_built, browser):
+    with engine_page_for(browser, tiny_built("q0f32")) as page:
+        out = create(page, {"messages": USER, "tools": TOOLS})
+    assert out["error"]["name"] == "InvalidRequestError" and out["error"]["param"] == "tools"
