@@ -49,6 +49,17 @@ def smollm2(tmp_path_factory) -> Path:
     return build("smollm2-135m-instruct", None, tmp_path_factory.mktemp("smol") / "as-stored")
 
 
+@pytest.fixture(scope="session")
+def qwen(tmp_path_factory) -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct as stored, with room for a prompt listing ten tools."""
+    return build(
+        "qwen2.5-coder-0.5b-instruct",
+        None,
+        tmp_path_factory.mktemp("qwen") / "as-stored",
+        context_window=2048,
+    )
+
+
 @pytest.fixture
 def engine_page(browser):
     """Opens a page with `window.engine` loaded from a built folder."""

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from as_distributed import assert_config_equal, assert_greedy_equal, transformers_from_preset
 
-from compiler.build import build
 from compiler.loader import load
 
 PRESET = "qwen2.5-coder-0.5b-instruct"
@@ -28,8 +27,8 @@ def source():
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    return build(PRESET, None, tmp_path_factory.mktemp("qwen") / "as-stored", context_window=512)
+def built(qwen) -> Path:
+    return qwen
 
 
 @pytest.fixture(scope="module")

@@ -272,3 +272,219 @@ def test_a_template_without_tools_is_refused(tiny_built, browser):
     with engine_page_for(browser, tiny_built("q0f32")) as page:
         out = create(page, {"messages": USER, "tools": TOOLS})
     assert out["error"]["name"] == "InvalidRequestError" and out["error"]["param"] == "tools"
+
+
+# ---------------------------------------------------------------------------------------------
+# Qwen2.5-Coder-0.5B-Instruct as distributed, whose chat template lists tools
+
+
+def function(name: str, description: str, properties: dict, required: list[str]) -> dict:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {
+                "type": "object",
+                "properties": properties,
+                "required": required,
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
+QWEN_TOOLS = [
+    function(
+        "get_weather",
+        "Current weather in a city",
+        {
+            "city": {"type": "string", "description": "City name"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
+        ["city", "unit"],
+    ),
+    function(
+        "send_email",
+        "Send an email",
+        {
+            "to": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3},
+            "subject": {"type": "string", "maxLength": 60},
+            "body": {"type": "string", "maxLength": 200},
+        },
+        ["to", "subject", "body"],
+    ),
+    function(
+        "create_event",
+        "Add an event to the calendar",
+        {
+            "title": {"type": "string"},
+            "start": {
+                "type": "object",
+                "properties": {
+                    "day": {"type": "integer", "minimum": 1, "maximum": 31},
+                    "month": {"type": "integer", "minimum": 1, "maximum": 12},
+                    "hour": {"type": "integer", "minimum": 0, "maximum": 23},
+                },
+                "required": ["day", "month", "hour"],
+                "additionalProperties": False,
+            },
+            "duration_minutes": {"type": "integer", "minimum": 5, "maximum": 480},
+        },
+        ["title", "start"],
+    ),
+    function(
+        "set_thermostat",
+        "Set the heating temperature",
+        {"temperature": {"type": "number", "minimum": 5, "maximum": 30}},
+        ["temperature"],
+    ),
+    function(
+        "search_files",
+        "Search the user's files",
+        {
+            "query": {"type": "string"},
+            "kinds": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["pdf", "image", "text", "code"]},
+            },
+            "limit": {"type": "integer", "minimum": 1, "maximum": 50},
+        },
+        ["query"],
+    ),
+    function(
+        "convert_currency",
+        "Convert an amount of money",
+        {
+            "amount": {"type": "number", "minimum": 0},
+            "from": {"type": "string", "enum": ["EUR", "USD", "GBP", "JPY"]},
+            "to": {"type": "string", "enum": ["EUR", "USD", "GBP", "JPY"]},
+        },
+        ["amount", "from", "to"],
+    ),
+    function(
+        "add_todo",
+        "Add a task to the to-do list",
+        {
+            "task": {"type": "string"},
+            "priority": {"type": "string", "enum": ["low", "normal", "high"]},
+            "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+        },
+        ["task"],
+    ),
+    function(
+        "play_music",
+        "Play music",
+        {
+            "artist": {"type": "string"},
+            "shuffle": {"type": "boolean"},
+            "volume": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+        ["artist"],
+    ),
+    function(
+        "translate",
+        "Translate a text",
+        {
+            "text": {"type": "string"},
+            "target": {"type": "string", "enum": ["en", "fr", "de", "es", "ja"]},
+        },
+        ["text", "target"],
+    ),
+    function(
+        "book_table",
+        "Book a restaurant table",
+        {
+            "restaurant": {"type": "string"},
+            "party": {
+                "type": "object",
+                "properties": {
+                    "adults": {"type": "integer", "minimum": 1, "maximum": 12},
+                    "children": {"type": "integer", "minimum": 0, "maximum": 8},
+                },
+                "required": ["adults"],
+                "additionalProperties": False,
+            },
+            "time": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"},
+        },
+        ["restaurant", "party", "time"],
+    ),
+]
+QUESTIONS = {
+    "get_weather": "What is the weather in Lisbon, in celsius?",
+    "send_email": "Email bob@example.com that the meeting moved to Friday.",
+    "create_event": "Put a dentist appointment on my calendar for March 3rd at 2pm.",
+    "set_thermostat": "Set the heating to 21 degrees.",
+    "convert_currency": "How much is 50 euros in dollars?",
+    "book_table": "Book a table for 2 adults at Chez Anna at 19:30.",
+}
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def test_qwen_calls_tools_with_valid_arguments(qwen, engine_page):
+    base = {"tools": QWEN_TOOLS, "max_tokens": 80, "temperature": 0}
+    with engine_page(qwen) as page:
+        required = {
+            name: create(page, {**base, "messages": user(q), "tool_choice": "required"})
+            for name, q in QUESTIONS.items()
+        }
+        named = create(
+            page,
+            {
+                **base,
+                "messages": user("Remind me to water the plants."),
+                "tool_choice": {"type": "function", "function": {"name": "add_todo"}},
+            },
+        )
+        none = create(page, {**base, "messages": user("Say hello."), "tool_choice": "none"})
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in QWEN_TOOLS}
+    chosen = {}
+    for name, out in [*required.items(), ("add_todo", named)]:
+        assert "reply" in out, out
+        ChatCompletion.model_validate(out["reply"], strict=True)
+        choice = out["reply"]["choices"][0]
+        assert choice["finish_reason"] == "tool_calls", choice
+        for call in choice["message"]["tool_calls"]:
+            assert call["function"]["name"] in schemas
+            arguments = json.loads(call["function"]["arguments"])
+            jsonschema.validate(arguments, schemas[call["function"]["name"]])
+        chosen[name] = choice["message"]["tool_calls"][0]["function"]["name"]
+    assert chosen["add_todo"] == "add_todo"
+    # The model picks the tool each question is about (it is free to choose among the ten).
+    assert sum(chosen[name] == name for name in QUESTIONS) >= len(QUESTIONS) - 1, chosen
+    reply = none["reply"]["choices"][0]
+    assert "tool_calls" not in reply["message"] and reply["message"]["content"].strip()
+
+
+def test_qwen_round_trip_streamed(qwen, engine_page):
+    question = user("What is the weather in Oslo, in celsius?")
+    # Three of the tools: a shorter prompt (the test above has all ten).
+    base = {"tools": QWEN_TOOLS[:3], "max_tokens": 60, "temperature": 0, "stream": True}
+    with engine_page(qwen) as page:
+        first = create(page, {**base, "messages": question, "tool_choice": "required"})
+        content, calls, finish = rebuilt(first["chunks"])
+        assert finish == "tool_calls" and content == "" and len(calls) >= 1
+        call = calls[0]
+        assert call["name"] == "get_weather"
+        assert json.loads(call["arguments"])["city"].lower() == "oslo"
+        history = [
+            *question,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": call["name"], "arguments": call["arguments"]},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": call["id"], "content": '{"temperature": -3}'},
+        ]
+        final = create(page, {**base, "messages": history})
+    content, calls, finish = rebuilt(final["chunks"])
+    assert finish == "stop" and not calls and "-3" in content, content
