@@ -292,6 +292,24 @@ def kv_append_func(heads: int, kv_heads: int, head_dim: int, capacity: int, dtyp
     return kv_append
 
 
+def _invocation_loops():
+    """The loops of a hand-written kernel with one invocation per item, and the scope of an
+    invocation's own buffers: on a GPU, blocks and threads; on a CPU, a parallel loop over
+    blocks and a plain one within, with "global" buffers (TVM keeps a CPU task's small
+    "global" buffers on the stack and allocates "local" ones from the heap on every use)."""
+    if _CPU.get():
+        return (
+            (lambda extent: T.parallel(0, extent)),
+            (lambda extent: T.serial(0, extent)),
+            "global",
+        )
+    return (
+        lambda extent: T.thread_binding(extent, thread="blockIdx.x"),
+        lambda extent: T.thread_binding(extent, thread="threadIdx.x"),
+        "local",
+    )
+
+
 def attention_func(
     heads: int,
     kv_heads: int,
@@ -319,23 +337,7 @@ def attention_func(
     def capped(score):
         return T.float32(softcap) * T.tanh(score / T.float32(softcap)) if softcap else score
 
-    # A CPU task's own small buffers are "global": TVM keeps those on the stack, and
-    # allocates "local" ones from the heap on every use.
-    scope = "global" if _CPU.get() else "local"
-    if _CPU.get():
-
-        def blocks(extent):
-            return T.parallel(0, extent)
-
-        def lanes(extent):
-            return T.serial(0, extent)
-    else:
-
-        def blocks(extent):
-            return T.thread_binding(extent, thread="blockIdx.x")
-
-        def lanes(extent):
-            return T.thread_binding(extent, thread="threadIdx.x")
+    blocks, lanes, scope = _invocation_loops()
 
     def first_key(position):
         return T.max(position - (window - 1), T.int64(0)) if window else T.int64(0)
@@ -396,21 +398,7 @@ def encoder_attention_func(heads: int, head_dim: int, dtype: str):
     treatment and are never read afterwards."""
     scale = 1.0 / math.sqrt(head_dim)
     threads = ATTENTION_THREADS
-    scope = "global" if _CPU.get() else "local"
-    if _CPU.get():
-
-        def blocks(extent):
-            return T.parallel(0, extent)
-
-        def lanes(extent):
-            return T.serial(0, extent)
-    else:
-
-        def blocks(extent):
-            return T.thread_binding(extent, thread="blockIdx.x")
-
-        def lanes(extent):
-            return T.thread_binding(extent, thread="threadIdx.x")
+    blocks, lanes, scope = _invocation_loops()
 
     @T.prim_func(private=True)
     def encoder_attention(var_qkv: T.handle, var_lengths: T.handle, var_out: T.handle):
