@@ -440,7 +440,21 @@ def test_qwen_calls_tools_with_valid_arguments(qwen, engine_page):
             },
         )
         none = create(page, {**base, "messages": user("Say hello."), "tool_choice": "none"})
+        auto = [
+            create(page, {**base, "messages": user(q)})
+            for q in ("What is the weather in Rome, in fahrenheit?", "Write a haiku about rain.")
+        ]
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in QWEN_TOOLS}
+    # "auto": text, or calls that validate (this small model answers the weather question in
+    # text, a JSON block of its own, rather than with a call).
+    for out in auto:
+        ChatCompletion.model_validate(out["reply"], strict=True)
+        message = out["reply"]["choices"][0]["message"]
+        for call in message.get("tool_calls") or []:
+            jsonschema.validate(
+                json.loads(call["function"]["arguments"]), schemas[call["function"]["name"]]
+            )
+        assert message.get("tool_calls") or message["content"].strip()
     chosen = {}
     for name, out in [*required.items(), ("add_todo", named)]:
         assert "reply" in out, out
