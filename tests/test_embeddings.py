@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,9 +176,12 @@ def test_minilm_on_webgpu(minilm, engine_page):
     assert cosine.min() >= 0.9999, f"lowest cosine {cosine.min()}"
 
 
-def test_a_chat_model_and_an_embedding_model_in_one_engine(browser, tiny_built, tiny_bert):
-    chat = tiny_built("q0f32")
-    bert = build(str(tiny_bert[0]), None, chat.parent / "bert")
+def test_a_chat_model_and_an_embedding_model_in_one_engine(
+    browser, tiny_built, tiny_bert, tmp_path
+):
+    # A folder of their own (the tiny builds' folder is other tests' chat site).
+    chat = Path(shutil.copytree(tiny_built("q0f32"), tmp_path / "q0f32"))
+    bert = build(str(tiny_bert[0]), None, tmp_path / "bert")
     chat_id = json.loads((chat / "manifest.json").read_text())["model_id"]
     bert_id = json.loads((bert / "manifest.json").read_text())["model_id"]
     with serve_folder(chat.parent) as url:
