@@ -268,10 +268,33 @@ def test_none_gives_text_and_results_go_back_into_the_prompt(tool_model, engine_
     ]
 
 
-def test_a_template_without_tools_is_refused(tiny_built, browser):
-    with engine_page_for(browser, tiny_built("q0f32")) as page:
-        out = create(page, {"messages": USER, "tools": TOOLS})
+def test_a_template_without_tools_is_refused_unless_one_is_given(tiny_hf, browser, tmp_path):
+    plain = build(str(tiny_hf), "q0f32", tmp_path / "plain")  # ChatML, no tools
+    request = {
+        "messages": USER,
+        "tools": TOOLS,
+        "tool_choice": {"type": "function", "function": {"name": "set_volume"}},
+        "parallel_tool_calls": False,
+        "max_tokens": 80,
+    }
+    with engine_page_for(browser, plain) as page:
+        out = create(page, request)
+        # The same model with a template that renders tools (appConfig's chat_template).
+        given = page.evaluate(
+            """async ([template, request]) => {
+                const url = location.href.replace(/manifest[.]json$/, "");
+                const appConfig = {model_list: [
+                    {model_id: "tiny", model: url, chat_template: template}]};
+                const engine = await kiln.CreateEngine("tiny", {appConfig});
+                return (await engine.chat.completions.create(request)).choices[0];
+            }""",
+            [TEMPLATE, request],
+        )
     assert out["error"]["name"] == "InvalidRequestError" and out["error"]["param"] == "tools"
+    assert given["finish_reason"] == "tool_calls", given
+    (call,) = given["message"]["tool_calls"]
+    assert call["function"]["name"] == "set_volume"
+    jsonschema.validate(json.loads(call["function"]["arguments"]), schema_of("set_volume"))
 
 
 # ---------------------------------------------------------------------------------------------

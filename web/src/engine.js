@@ -90,12 +90,13 @@ export class Engine {
 
   /**
    * Loads models, replacing those loaded before. Each entry of `model` is the `model_id` of an
-   * entry of `appConfig.model_list` (`{model_id, model: url | [url, ...]}`, several URLs being
-   * builds of one model in order of preference, say q4f16 then q4f32), or the URL of a folder
-   * written by build-web.
+   * entry of `appConfig.model_list` (`{model_id, model: url | [url, ...], chat_template?}`,
+   * several URLs being builds of one model in order of preference, say q4f16 then q4f32, and
+   * `chat_template` a Jinja template to use instead of the model's own, say one that renders
+   * tools), or the URL of a folder written by build-web.
    * @param {string | string[]} model
    * @param {{initProgressCallback?: (p: {progress: number, text: string}) => void,
-   *          appConfig?: {model_list: {model_id: string, model: string | string[]}[]},
+   *          appConfig?: {model_list: {model_id: string, model: string | string[], chat_template?: string}[]},
    *          variant?: "software" | "gpu", backend?: "auto" | "webgpu" | "wasm", threads?: number,
    *          useCache?: boolean}} [options]
    *          `variant` overrides the kernel set chosen from the adapter; `backend` "wasm" runs on
@@ -119,7 +120,10 @@ export class Engine {
         for (const spec of specs) {
           const entry = this.appConfig?.model_list?.find((e) => e.model_id === spec);
           const urls = entry ? [entry.model].flat() : [spec];
+          if (entry?.chat_template !== undefined && typeof entry.chat_template !== "string")
+            throw new InvalidRequestError("appConfig.model_list.chat_template", "must be a string (a Jinja template)");
           const loaded = await LoadedModel.load(entry?.model_id, urls, {
+            chatTemplate: entry?.chat_template,
             initProgressCallback,
             variant,
             backend,

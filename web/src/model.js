@@ -93,9 +93,14 @@ export class LoadedModel {
    * @param {string} id  the name requests use in `model`
    * @param {string[]} urls  builds of one model, in order of preference
    * @param {{initProgressCallback?: Function, variant?: string, backend?: "auto" | "webgpu" | "wasm",
-   *          threads?: number, useCache?: boolean, onDeviceLost: Function}} options
+   *          threads?: number, useCache?: boolean, onDeviceLost: Function, chatTemplate?: string}} options
+   *   `chatTemplate`: a Jinja chat template used instead of the model's own
    */
-  static async load(id, urls, { initProgressCallback, variant, backend = "auto", threads, useCache, onDeviceLost }) {
+  static async load(
+    id,
+    urls,
+    { initProgressCallback, variant, backend = "auto", threads, useCache, onDeviceLost, chatTemplate },
+  ) {
     const started = performance.now();
     const candidates = await Promise.all(urls.map(fetchManifest));
     const adapter = await chooseAdapter(
@@ -111,7 +116,8 @@ export class LoadedModel {
     const { tokenizer, tokenizerConfig } = await fetchTokenizerFiles(base, manifest);
     const model = new LoadedModel(id ?? manifest.model_id, urls, manifest);
     model.tokenizerJson = tokenizer;
-    model.tokenizer = new ChatTokenizer(tokenizer, tokenizerConfig);
+    const config = chatTemplate === undefined ? tokenizerConfig : { ...tokenizerConfig, chat_template: chatTemplate };
+    model.tokenizer = new ChatTokenizer(tokenizer, config);
     model.backend = adapter ? "webgpu" : "wasm";
     try {
       if (adapter) await model.#loadWebGPU(adapter, base, variant, { initProgressCallback, useCache, onDeviceLost });

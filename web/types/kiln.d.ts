@@ -19,6 +19,8 @@ export interface ModelRecord {
   model_id: string;
   /** a folder written by build-web, or several builds of one model in order of preference */
   model: string | string[];
+  /** a Jinja chat template to use instead of the model's own (say, one that renders tools) */
+  chat_template?: string;
 }
 
 export interface AppConfig {
