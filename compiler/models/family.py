@@ -39,7 +39,9 @@ class Family:
         NetworkWeights,
     ]
     # config, each weight's format, activation dtype, context window -> the network, whose
-    # `get_default_spec()` gives prefill and decode and `cache_spec()` the KV-cache tensors
+    # `get_default_spec()` gives its entry points (prefill and decode, or embed),
+    # `upper_bounds()` the largest value of each symbolic size and `cache_spec()` the
+    # KV-cache tensors
     network: Callable[[Any, dict[str, str], str, int], nn.Module]
     # "chat": a decoder with prefill and decode over a KV cache (its context window the
     # largest cache); "embedding": an encoder with `embed` (its window the longest input)

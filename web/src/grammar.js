@@ -167,8 +167,9 @@ export function exactNumberBounds(schema) {
   const out = Object.fromEntries(Object.entries(schema).map(([k, v]) => [k, exactNumberBounds(v)]));
   const { type, minimum, maximum } = out;
   const whole = (x) => x === undefined || Number.isInteger(x);
-  if (type !== "number" || (minimum === undefined && maximum === undefined) || !whole(minimum) || !whole(maximum))
-    return out;
+  // Only a maximum, or a negative minimum, can be overstepped by a fraction.
+  const loose = maximum !== undefined || (minimum !== undefined && minimum < 0);
+  if (type !== "number" || !loose || !whole(minimum) || !whole(maximum)) return out;
   const fraction = { ...out };
   if (maximum !== undefined) fraction.maximum = maximum - 1;
   if (minimum !== undefined && minimum < 0) fraction.minimum = minimum + 1;

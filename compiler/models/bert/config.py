@@ -45,8 +45,8 @@ class BertConfig:
     @classmethod
     def from_hf(cls, raw: dict[str, Any], where: str) -> BertConfig:
         """config.json's dict; `where` is the folder, whose sentence-transformers files (if
-        any) give the pooling (else mean pooling, normalized, as sentence-transformers does
-        for a plain checkpoint it wraps)."""
+        any) give the pooling (else mean pooling, not normalized, as sentence-transformers
+        wraps a plain checkpoint)."""
         for name, values in IMPLEMENTED_VALUES.items():
             if raw.get(name) not in values:
                 raise BuildError(f"{where}: config field {name}={raw[name]!r} is not implemented")
@@ -95,9 +95,9 @@ def _read(path: Path) -> Any:
 
 def _sentence_transformers(folder: Path) -> tuple[str, bool, int | None]:
     """(pooling, normalize, max_seq_length) from a sentence-transformers folder; mean pooling,
-    normalized, the model's own limit where the folder has no such files."""
+    not normalized, the model's own limit where the folder has no such files."""
     if not (folder / "modules.json").is_file():
-        return "mean", True, None
+        return "mean", False, None
     modules = _read(folder / "modules.json")
     kinds = [m.get("type") for m in modules if isinstance(m, dict)]
     pooling = "mean"
