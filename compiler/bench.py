@@ -68,11 +68,7 @@ def bench_folder(
                     [prompt, DECODE_TOKENS],
                 )
             )
-        info = page.evaluate(
-            "() => ({load: engine.loadSeconds, gpu: engine.executor.gpuBytes, "
-            "adapter: engine.adapterInfo, variant: engine.variant, "
-            "threads: engine.executor.threadCount ?? null})"
-        )
+        info = page.evaluate("async () => await engine.runtimeStats()")
         page.close()
     measured = results[1:]
     info_variant = info["variant"]
@@ -88,7 +84,7 @@ def bench_folder(
         "time_to_first_token_s": round(
             statistics.median(r["time_to_first_token_s"] for r in measured), 2
         ),
-        "load_s": round(info["load"], 2),
+        "load_s": round(info["load_seconds"], 2),
         "js_bytes": (folder / "kiln.js").stat().st_size,
         "kernel_bytes": (
             manifest["variants"]["wasm"]["wasm"]["bytes"]
@@ -97,7 +93,7 @@ def bench_folder(
         ),
         "weight_bytes": sum(s["bytes"] for s in manifest["shards"]),
         "source_tensor_bytes": manifest["source_tensor_bytes"],
-        "gpu_buffer_bytes": info["gpu"],
+        "model_bytes": info["model_bytes"],
         "adapter": info["adapter"],
         "backend": backend,
         "variant": info_variant,
@@ -155,10 +151,7 @@ def embed_bench_folder(
             }""",
             [SENTENCES, list(EMBED_BATCHES), runs],
         )
-        info = page.evaluate(
-            "() => ({load: engine.loadSeconds, gpu: engine.executor.gpuBytes, "
-            "variant: engine.variant, threads: engine.executor.threadCount ?? null})"
-        )
+        info = page.evaluate("async () => await engine.runtimeStats()")
         page.close()
     manifest = json.loads((folder / "manifest.json").read_text())
     return {
@@ -172,9 +165,9 @@ def embed_bench_folder(
             for size, ms in ((int(k), v) for k, v in timings["out"].items())
         },
         "tokens_per_input": round(timings["tokens"] / len(SENTENCES), 1),
-        "load_s": round(info["load"], 2),
+        "load_s": round(info["load_seconds"], 2),
         "weight_bytes": sum(s["bytes"] for s in manifest["shards"]),
-        "gpu_buffer_bytes": info["gpu"],
+        "model_bytes": info["model_bytes"],
         "runs": runs,
     }
 
@@ -213,12 +206,10 @@ def profile_folder(
         times = page.evaluate(
             """async () => {
                 const prompt = engine.tokenizer.encode("Hello, how are you?");
-                await engine.forwardLogits(prompt);
-                return await engine.executor.profile("decode", [prompt.at(-1)], prompt.length + 1);
+                return await engine.profileDecode(prompt);
             }"""
         )
-        chosen = page.evaluate("engine.variant")
-        thread_count = page.evaluate("engine.executor.threadCount ?? null")
+        info = page.evaluate("async () => await engine.runtimeStats()")
         page.close()
     kernels: dict[str, list] = {}
     for t in times:
@@ -228,8 +219,8 @@ def profile_folder(
     return {
         "model": folder.name,
         "backend": backend,
-        "variant": chosen,
-        "threads": thread_count,
+        "variant": info["variant"],
+        "threads": info["threads"],
         "decode_step_ms": round(sum(t["ms"] for t in times), 1),
         "kernels": {k: {"launches": c, "ms": round(ms, 1)} for k, (c, ms) in kernels.items()},
     }

@@ -24,6 +24,18 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# Run in a page or worker before an engine loads: every WebGPU device it opens is kept in
+# `globalThis.__devices`, so that a test can destroy one (what a GPU reset looks like to the
+# page) without a hook in the runtime.
+RECORD_DEVICES = """(() => {
+  const original = GPUAdapter.prototype.requestDevice;
+  globalThis.__devices = [];
+  GPUAdapter.prototype.requestDevice = async function (...args) {
+    const device = await original.apply(this, args);
+    globalThis.__devices.push(device);
+    return device;
+  };
+})();"""
 
 
 @contextlib.contextmanager

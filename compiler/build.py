@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import tvm
 
+from . import manifest as contract
 from . import progress, wasm
 from .compile import VARIANTS, Compiled, compile_model
 from .errors import BuildError
@@ -24,9 +25,6 @@ from .weights import write_shards
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DIR = ROOT / "web" / "build"
 CACHE_DIR = ROOT / ".cache" / "kernels"
-# The manifest's version: the runtime loads only the one it was built with (2: the KV-cache
-# tensors are listed in the manifest).
-MANIFEST_FORMAT = 2
 
 
 def quantize(source: ModelSource, scheme: Scheme) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -181,18 +179,18 @@ def write_site(folder: Path) -> None:
     and models.json listing every model folder in it (the page's model picker)."""
     models = []
     for manifest_path in sorted(folder.glob("*/manifest.json")):
+        if manifest_path.parent.name.startswith("."):
+            continue  # a build being written
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            continue  # not a build-web folder
-        if manifest.get("format") != MANIFEST_FORMAT or manifest_path.parent.name.startswith("."):
-            continue
+            manifest = contract.read(manifest_path.parent)
+        except BuildError:
+            continue  # not a folder of this build-web
         models.append(
             {
                 "model_id": manifest["model_id"],
                 "path": f"{manifest_path.parent.name}/",
                 "quantization": manifest["quantization"],
-                "task": manifest.get("task", "chat"),
+                "task": manifest["task"],
                 "context_window": manifest["context_window"],
                 "bytes": sum(s["bytes"] for s in manifest["shards"]),
             }
@@ -218,6 +216,8 @@ def _write_folder(
 ) -> None:
     entries: dict[str, dict[str, Any]] = {}
     for name, compiled in variants.items():
+        kind = "webgpuKernels" if compiled.wasm is None else "wasmKernels"
+        _check(compiled.kernels, kind, f"the {name} kernels")
         (out / f"kernels-{name}.json").write_text(json.dumps(compiled.kernels))
         entries[name] = {"kernels": f"kernels-{name}.json", "functions": compiled.functions}
         if compiled.wasm is not None:
@@ -242,7 +242,7 @@ def _write_folder(
         json.dumps(source.tokenizer_config, ensure_ascii=False, indent=1)
     )
     manifest = {
-        "format": MANIFEST_FORMAT,
+        "format": contract.MANIFEST_FORMAT,
         "model_id": model_id,
         "architecture": source.family.name,
         "quantization": scheme.name,
@@ -269,7 +269,16 @@ def _write_folder(
         # "gpu" suits real GPUs, "wasm" runs on the CPU without WebGPU; the runtime picks one.
         "variants": entries,
     }
+    _check(manifest, "manifest", "the manifest")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     for item in RUNTIME_DIR.iterdir():
         if item.is_file():
             shutil.copy2(item, out / item.name)
+
+
+def _check(document: Any, part: str, what: str) -> None:
+    """What the build writes keeps to the contract the runtime checks (a network or pass that
+    emits anything else is a defect of the compiler, reported before a file is written)."""
+    where = contract.problem(document, part)
+    if where:
+        raise BuildError(f"internal: {what} ({part}) breaks {contract.SCHEMA_PATH.name} {where}")

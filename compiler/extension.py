@@ -13,7 +13,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .build import MANIFEST_FORMAT, ROOT, RUNTIME_DIR
+from . import manifest as contract
+from .build import ROOT, RUNTIME_DIR
 from .errors import BuildError
 from .staging import staged_folder
 
@@ -43,15 +44,7 @@ CONTENT_SECURITY_POLICY = (
 
 def model_files(model_folder: Path) -> list[str]:
     """The files of a build-web folder the runtime loads, as its manifest names them."""
-    try:
-        manifest = json.loads((model_folder / "manifest.json").read_text())
-    except (OSError, ValueError) as err:
-        raise BuildError(f"{model_folder} is not a folder written by build-web: {err}") from err
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise BuildError(
-            f"{model_folder}/manifest.json is not a manifest of this build-web (format "
-            f"{MANIFEST_FORMAT}): rebuild the model"
-        )
+    manifest = contract.read(model_folder)
     files = ["manifest.json", manifest["tokenizer"], manifest["tokenizer_config"]]
     for variant in manifest["variants"].values():
         files += [variant["kernels"]] + ([variant["wasm"]["file"]] if "wasm" in variant else [])

@@ -75,7 +75,9 @@ def memory(page, cdp) -> dict:
     heap = cdp.send("Runtime.getHeapUsage")["usedSize"]
     return {
         "gpu_buffers": page.evaluate("window.__liveBuffers"),
-        "wasm_memory_bytes": page.evaluate("engine.executor.memory?.buffer.byteLength ?? 0"),
+        "wasm_memory_bytes": page.evaluate(
+            "async () => (await engine.runtimeStats()).wasm_memory_bytes"
+        ),
         "heap_bytes": heap,
     }
 

@@ -44,5 +44,5 @@ def assert_backends_close(engine_page, folder, prompt: list[int], expected: tupl
     """The build at `folder` gives `expected` (logits, greedy tokens) on every backend."""
     for backend in BACKENDS:
         with engine_page(folder, backend=backend) as page:
-            assert page.evaluate("engine.backend") == backend
+            assert page.evaluate("async () => (await engine.runtimeStats()).backend") == backend
             assert_close(page_logits_and_greedy(page, prompt, steps), expected, backend)

@@ -15,6 +15,7 @@ from reference import ReferenceModel
 from compiler.browser import CHROMIUM, CHROMIUM_ARGS, serve_folder
 
 PROMPT = [5, 17, 42, 100, 7, 8, 9, 10, 11]
+BACKEND = "async () => (await engine.runtimeStats()).backend"
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def test_engine_runs_on_the_cpu_without_webgpu(no_webgpu_page, tiny_built):
                 const engine = await kiln.CreateEngine(url);
                 const greedy = {temperature: 0, max_tokens: 8, ignore_eos: true};
                 const run = await engine.generate(ids, greedy);
-                return {backend: engine.backend, tokens: run.tokens,
+                return {backend: (await engine.runtimeStats()).backend, tokens: run.tokens,
                         logits: Array.from(await engine.forwardLogits(ids)),
                         stats: await engine.runtimeStatsText()};
             }""",
@@ -106,9 +107,9 @@ def test_auto_takes_the_cpu_on_a_fallback_adapter(tiny_built, engine_page):
         fallback = page.evaluate(
             "async () => (await navigator.gpu.requestAdapter()).info.isFallbackAdapter"
         )
-        assert page.evaluate("engine.backend") == ("wasm" if fallback else "webgpu")
+        assert page.evaluate(BACKEND) == ("wasm" if fallback else "webgpu")
     with engine_page(folder, variant="software") as page:  # WebGPU kernels asked for
-        assert page.evaluate("engine.backend") == "webgpu"
+        assert page.evaluate(BACKEND) == "webgpu"
 
 
 def test_a_corrupt_wasm_file_is_a_shard_integrity_error(tiny_built, browser, tmp_path):
@@ -140,7 +141,8 @@ def test_the_cpu_backend_runs_a_thread_per_core(tiny_built, engine_page):
     reference = ReferenceModel(folder)
     with engine_page(folder, backend="wasm") as page:
         cores, isolated, threads = page.evaluate(
-            "[navigator.hardwareConcurrency, crossOriginIsolated, engine.executor.threadCount]"
+            "async () => [navigator.hardwareConcurrency, crossOriginIsolated, "
+            "(await engine.runtimeStats()).threads]"
         )
         assert isolated and threads == min(cores, 16)
         tokens = page.evaluate(
@@ -166,7 +168,8 @@ def test_the_cpu_backend_runs_a_thread_per_core(tiny_built, engine_page):
                     try { await engine.reload(url, {threads}); }
                     catch (e) { refused.push([e.name, e.param]); }
                 }
-                return {threads: engine.executor.threadCount, tokens: run.tokens, refused};
+                const {threads} = await engine.runtimeStats();
+                return {threads, tokens: run.tokens, refused};
             }""",
             PROMPT,
         )
@@ -197,7 +200,8 @@ def test_a_page_that_is_not_isolated_runs_one_thread(tiny_built, browser):
                 const engine = await kiln.CreateEngine(url + "/", {backend: "wasm"});
                 const run = await engine.generate(
                     ids, {temperature: 0, max_tokens: 8, ignore_eos: true});
-                return {isolated: crossOriginIsolated, threads: engine.executor.threadCount,
+                const {threads} = await engine.runtimeStats();
+                return {isolated: crossOriginIsolated, threads,
                         tokens: run.tokens, stats: await engine.runtimeStatsText()};
             }""",
             [url, PROMPT],

@@ -72,8 +72,9 @@ def test_tiny_bert_matches_transformers(tiny_bert, engine_page, backend):
     expected, ids = reference(folder, TEXTS)
     assert max(len(row) for row in ids) > 16  # past the tokenizer file's padding length
     with engine_page(built, backend=backend) as page:
-        assert page.evaluate("engine.backend") == backend
-        model = page.evaluate("engine.modelId")
+        stats = page.evaluate("async () => await engine.runtimeStats()")
+        assert stats["backend"] == backend and stats["task"] == "embedding"
+        model = stats["model_id"]
         response = embed(page, {"model": model, "input": TEXTS})
         one_by_one = [embed(page, {"input": text})["data"][0]["embedding"] for text in TEXTS]
         coded = embed(page, {"input": TEXTS[:2], "encoding_format": "base64"})

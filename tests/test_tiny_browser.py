@@ -9,6 +9,8 @@ import torch
 from reference import ReferenceModel
 from transformers import LlamaForCausalLM
 
+from compiler.browser import RECORD_DEVICES
+
 PROMPT = [5, 17, 42, 100, 7, 8, 9, 10, 11, 12, 13, 60, 61, 62, 63, 64, 65, 66, 67]
 
 
@@ -51,7 +53,7 @@ def test_q0f32_matches_transformers(tiny_hf, tiny_built, engine_page, variant):
             torch.tensor([PROMPT]), max_new_tokens=16, do_sample=False, eos_token_id=None
         )[0, len(PROMPT) :].tolist()
     with open_variant(engine_page, tiny_built("q0f32"), variant) as page:
-        assert page.evaluate("engine.variant") == variant
+        assert page.evaluate("async () => (await engine.runtimeStats()).variant") == variant
         assert rel_err(browser_logits(page, PROMPT), expected) < 1e-3
         assert browser_greedy(page, PROMPT, 16) == hf_tokens
 
@@ -292,20 +294,22 @@ def test_buffer_over_device_limits_is_reported(tiny_built, tmp_path, engine_page
 def test_device_loss_is_reported_and_reload_recovers(tiny_built, engine_page):
     request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "temperature": 0}
     with engine_page(tiny_built("q0f32"), backend="webgpu") as page:
+        page.evaluate(RECORD_DEVICES)
+        folder = page.evaluate('location.href.replace("manifest.json", "")')
+        page.evaluate("async (f) => await engine.reload(f, {backend: 'webgpu'})", folder)
         before = page.evaluate("async (r) => await engine.chat.completions.create(r)", request)
         result = page.evaluate(
-            """async (r) => {
-                engine.device.destroy();  // what a GPU reset looks like to the page
+            """async ([r, folder]) => {
+                __devices.at(-1).destroy();  // what a GPU reset looks like to the page
                 await new Promise((resolve) => setTimeout(resolve, 50));
                 let error = null;
                 try { await engine.chat.completions.create(r); }
                 catch (e) { error = {name: e.name, message: e.message}; }
-                const folder = location.href.replace("manifest.json", "");
                 await engine.reload(folder, {backend: "webgpu"});
                 const after = await engine.chat.completions.create(r);
                 return {error, after};
             }""",
-            request,
+            [request, folder],
         )
     assert result["error"]["name"] == "DeviceLostError"
     assert "Reload the model" in result["error"]["message"]

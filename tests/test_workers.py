@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.browser import serve_folder
+from compiler.browser import RECORD_DEVICES, serve_folder
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -39,14 +39,15 @@ def site(tiny_built, tmp_path_factory) -> Path:
     shutil.copy(folder / "kiln-sw.js", folder / "sub" / "kiln-sw.js")
     # A worker like kiln-worker.js that also destroys its GPU device when told to (what a
     # GPU reset looks like to it), for the device-loss test; the runtime has no such hook.
-    (folder / "lossy-worker.js").write_text(LOSSY_WORKER)
+    (folder / "lossy-worker.js").write_text(LOSSY_WORKER.replace("RECORD_DEVICES", RECORD_DEVICES))
     return folder
 
 
 LOSSY_WORKER = """import { WebWorkerEngineHandler } from "./kiln.js";
-const handler = new WebWorkerEngineHandler();
+RECORD_DEVICES
+new WebWorkerEngineHandler();
 self.addEventListener("message", (event) => {
-  if (event.data?.test === "lose-device") handler.engine.device.destroy();
+  if (event.data?.test === "lose-device") globalThis.__devices.at(-1).destroy();
 });
 """
 
@@ -392,7 +393,7 @@ def test_values_of_the_wrong_type_are_named_in_both_engines(server, new_page):
             assert result[f"{where} model {name}"] == ["InvalidRequestError", "model"]
         assert result[f"{where} then"]
     assert result["page stop function"] == ["InvalidRequestError", "stop"]
-    assert result["worker stop function"] == ["InvalidRequestError", "request"]
+    assert result["worker stop function"] == ["InvalidRequestError", "stop"]
     assert result["page then"] == result["worker then"]
 
 

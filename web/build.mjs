@@ -1,6 +1,8 @@
 // Bundles the runtime (ES module), its worker scripts and the chat page into build/.
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { basename } from "node:path";
+import Ajv2020 from "ajv/dist/2020.js";
+import standaloneCode from "ajv/dist/standalone/index.js";
 import * as esbuild from "esbuild";
 
 mkdirSync("build", { recursive: true });
@@ -22,6 +24,41 @@ const xgrammarReset = {
   },
 };
 
+// The manifest's contract (src/manifest.schema.json, which the compiler checks too) as
+// validating functions generated here: Ajv compiles a schema with `new Function`, which the
+// extension's pages may not call, so its standalone code is bundled instead. The module also
+// exports the manifest format and the name of TVM's hidden grid argument the schema declares.
+const contract = {
+  name: "kiln-contract",
+  setup(build) {
+    build.onResolve({ filter: /^kiln:contract$/ }, () => ({ path: "contract", namespace: "kiln" }));
+    build.onLoad({ filter: /.*/, namespace: "kiln" }, () => {
+      const schema = JSON.parse(readFileSync("src/manifest.schema.json", "utf8"));
+      // strictRequired off: the schema's if/then branches require properties defined beside
+      // them; union types: an expression is a number, a name or an array.
+      const ajv = new Ajv2020({
+        code: { source: true, esm: true },
+        strict: true,
+        strictRequired: false,
+        allowUnionTypes: true,
+      });
+      ajv.addSchema(schema);
+      const id = schema.$id;
+      const code = standaloneCode(ajv, {
+        validateManifest: id,
+        validateWebGPUKernels: `${id}#/$defs/webgpuKernels`,
+        validateWasmKernels: `${id}#/$defs/wasmKernels`,
+      });
+      const { pods } = schema.$defs.webgpuKernels.additionalProperties.properties;
+      const constants = [
+        `export const MANIFEST_FORMAT = ${JSON.stringify(schema.properties.format.const)};`,
+        `export const GRID_POD = ${JSON.stringify(pods.contains.properties.name.const)};`,
+      ];
+      return { contents: [code, ...constants].join("\n"), loader: "js", resolveDir: "." };
+    });
+  },
+};
+
 const common = {
   bundle: true,
   format: "esm",
@@ -32,7 +69,7 @@ const common = {
   keepNames: true, // error classes are told apart by name
   sourcemap: false,
   logLevel: "warning",
-  plugins: [xgrammarReset],
+  plugins: [xgrammarReset, contract],
 };
 // The runtime and the dedicated worker script (kiln-worker.js) share their chunks; the CPU
 // backend's thread script (kiln-thread.js) imports nothing.

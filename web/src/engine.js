@@ -4,16 +4,15 @@ import { LogitsProcessor, logSoftmax, topK } from "./logits.js";
 import { LoadedModel } from "./model.js";
 import { AsyncQueue } from "./queue.js";
 import { checkEmbeddingRequest, embeddingResponse } from "./embeddings.js";
-import { checkChatRequest, checkCompletionRequest, requestedModel } from "./request.js";
+import { checkChatRequest, checkCompletionRequest, requestedModel, usesTools } from "./request.js";
+import { completionChunks, completionResponse, usage } from "./responses.js";
 import { makeRandom, sample } from "./sampler.js";
 import { StopStrings } from "./stop.js";
 import { StreamDecoder } from "./tokenizer.js";
-import { ToolCallParser, parseReply } from "./tools.js";
 
 let idCounter = 0;
 const newId = (prefix) => `${prefix}-${Date.now().toString(36)}${(idCounter++).toString(36)}`;
 const now = () => performance.now();
-const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * An OpenAI-style engine over one or several model folders written by build-web.
@@ -32,37 +31,15 @@ export class Engine {
     this.appConfig = null;
   }
 
-  // The first loaded model's parts, for tools and tests working with one model.
+  // The first loaded model's manifest and tokenizer, for tools and tests working with one model.
   get #first() {
     return this.#models.values().next().value;
-  }
-  get modelId() {
-    return this.#first?.id;
   }
   get manifest() {
     return this.#first?.manifest;
   }
   get tokenizer() {
     return this.#first?.tokenizer;
-  }
-  get variant() {
-    return this.#first?.variant;
-  }
-  /** "webgpu", or "wasm" (the CPU backend) */
-  get backend() {
-    return this.#first?.backend;
-  }
-  get executor() {
-    return this.#first?.executor;
-  }
-  get device() {
-    return this.#first?.device;
-  }
-  get adapterInfo() {
-    return this.#first?.adapterInfo;
-  }
-  get loadSeconds() {
-    return this.#first?.loadSeconds;
   }
   /** Where each loaded model's weight shards came from: {modelId: {cache, network}}. */
   get weightSources() {
@@ -177,20 +154,43 @@ export class Engine {
   }
 
   /**
-   * Speeds of the last request and where it ran, e.g. "prefill: 11.5 tok/s, decode: 4.2 tok/s,
-   * backend: webgpu (software kernels)".
+   * Where a loaded model runs, what it holds and how fast its last request went: {model_id,
+   * task, backend, variant, threads, cross_origin_isolated, adapter, model_bytes,
+   * wasm_memory_bytes, load_seconds, weights_from: {cache, network}, last_request}.
+   */
+  async runtimeStats(modelId = undefined) {
+    return this.#resolve(modelId).runtimeStats();
+  }
+
+  /**
+   * The last request's speeds and where the model runs, as a line, e.g. "prefill: 11.5 tok/s,
+   * decode: 4.2 tok/s, backend: webgpu (software kernels)".
    */
   async runtimeStatsText(modelId = undefined) {
-    const model = this.#resolve(modelId);
-    const stats = model.lastStats;
-    if (!stats) return "prefill: no request yet, decode: no request yet";
+    const stats = await this.runtimeStats(modelId);
+    const last = stats.last_request;
+    const where =
+      stats.backend === "wasm"
+        ? `backend: wasm (CPU, ${cpuText(stats)})`
+        : `backend: webgpu (${stats.variant} kernels)`;
+    if (!last) return `prefill: no request yet, decode: no request yet, ${where}`;
     return (
-      `prefill: ${stats.prefill_tokens_per_s.toFixed(1)} tok/s, ` +
-      `decode: ${stats.decode_tokens_per_s.toFixed(1)} tok/s, ` +
-      (model.backend === "wasm"
-        ? `backend: wasm (CPU, ${cpuText(model.executor)})`
-        : `backend: webgpu (${model.variant} kernels)`)
+      `prefill: ${last.prefill_tokens_per_s.toFixed(1)} tok/s, ` +
+      `decode: ${last.decode_tokens_per_s.toFixed(1)} tok/s, ${where}`
     );
+  }
+
+  /**
+   * Times each kernel launch of one decode step after `tokens` (run alone: on WebGPU each is
+   * submitted and awaited by itself). For benchmarks: [{kernel, ms}].
+   */
+  profileDecode(tokens, modelId = undefined) {
+    const model = this.#resolve(modelId);
+    return this.#exclusive(model, async () => {
+      this.#ready(model).cachedTokens = [];
+      await model.prefill(tokens);
+      return model.executor.profile("decode", [tokens.at(-1)], tokens.length + 1);
+    });
   }
 
   /**
@@ -418,7 +418,7 @@ export class Engine {
     };
     if (request.stream) return this.#stream(job, Boolean(request.stream_options?.include_usage));
     const results = await this.#exclusive(model, () => this.#runChoices(job));
-    return this.#response(job, results);
+    return completionResponse(job, results);
   }
 
   /** engine.embeddings.create: OpenAI's embeddings endpoint (see embeddings.js). */
@@ -471,187 +471,30 @@ export class Engine {
     return results;
   }
 
-  #usage(job, results) {
-    const completion = results.reduce((sum, r) => sum + r.tokens.length, 0);
-    return {
-      prompt_tokens: job.prompt.length,
-      completion_tokens: completion,
-      total_tokens: job.prompt.length + completion,
-      extra: job.model.lastStats,
-    };
-  }
-
-  #response(job, results) {
-    const { kind, model, params } = job;
-    const head = { id: job.id, object: kind === "chat" ? "chat.completion" : "text_completion", created: job.created };
-    if (kind === "chat") {
-      return {
-        ...head,
-        model: model.id,
-        choices: results.map((r, index) => {
-          const message = usesTools(params) ? parseReply(r.text) : { content: r.text };
-          return {
-            index,
-            message: { role: "assistant", ...message, refusal: null },
-            logprobs: params.logprobs ? this.#chatLogprobs(model, r.logprobs) : null,
-            finish_reason: message.tool_calls && r.finish === "stop" ? "tool_calls" : r.finish,
-          };
-        }),
-        usage: this.#usage(job, results),
-      };
-    }
-    const echo = params.echo ? this.#promptText(job) : "";
-    return {
-      ...head,
-      model: model.id,
-      choices: results.map((r, index) => ({
-        text: echo + r.text,
-        index,
-        logprobs: params.logprobs ? this.#textLogprobs(model, r.logprobs, echo.length) : null,
-        finish_reason: r.finish,
-      })),
-      usage: this.#usage(job, results),
-    };
-  }
-
-  #promptText(job) {
-    const { params, model } = job;
-    return typeof params.prompt === "string" ? params.prompt : model.tokenizer.decode(params.prompt);
-  }
-
-  #tokenInfo(model, id) {
-    const bytes = model.vocabulary.bytes(id);
-    try {
-      return { token: STRICT_UTF8.decode(Uint8Array.from(bytes)), bytes };
-    } catch {
-      // Part of a character: named by its bytes, as OpenAI does.
-      return { token: "bytes:" + bytes.map((b) => `\\x${b.toString(16).padStart(2, "0")}`).join(""), bytes };
-    }
-  }
-
-  /** OpenAI's chat `logprobs`: each token with its log probability and the most likely alternatives. */
-  #chatLogprobs(model, entries) {
-    return {
-      content: entries.map(({ id, logprob, top }) => ({
-        ...this.#tokenInfo(model, id),
-        logprob,
-        top_logprobs: top.map((t) => ({ ...this.#tokenInfo(model, t.id), logprob: t.logprob })),
-      })),
-      refusal: null,
-    };
-  }
-
-  /** The legacy completions `logprobs`: parallel lists, and character offsets into the text. */
-  #textLogprobs(model, entries, offset) {
-    const tokens = entries.map((e) => this.#tokenInfo(model, e.id).token);
-    const textOffset = [];
-    for (const token of tokens) {
-      textOffset.push(offset);
-      offset += token.length;
-    }
-    return {
-      tokens,
-      token_logprobs: entries.map((e) => e.logprob),
-      top_logprobs: entries.map((e) =>
-        Object.fromEntries(e.top.map((t) => [this.#tokenInfo(model, t.id).token, t.logprob])),
-      ),
-      text_offset: textOffset,
-    };
-  }
-
   /**
-   * The streamed form: chat.completion.chunk (or text_completion) objects as tokens arrive.
-   * Leaving the loop early ends the generation.
+   * The streamed form (responses.js shapes the chunks). Leaving the loop early ends the
+   * generation.
    */
   async *#stream(job, includeUsage) {
-    const { kind, model, params, control } = job;
     const events = new AsyncQueue();
     let results = null;
-    this.#exclusive(model, () => this.#runChoices(job, (event) => events.push(event))).then(
+    this.#exclusive(job.model, () => this.#runChoices(job, (event) => events.push(event))).then(
       (r) => ((results = r), events.close()),
       (err) => events.close(err),
     );
-    const head = {
-      id: job.id,
-      object: kind === "chat" ? "chat.completion.chunk" : "text_completion",
-      created: job.created,
-      model: model.id,
-    };
-    const chunk = (index, content, logprobs, finish = null) => ({
-      ...head,
-      choices: [
-        kind === "chat"
-          ? { index, delta: content, logprobs, finish_reason: finish }
-          : { text: content, index, logprobs, finish_reason: finish },
-      ],
-      ...(includeUsage ? { usage: null } : {}),
-    });
-    const echo = kind === "text" && params.echo ? this.#promptText(job) : "";
-    let text = "";
-    let pending = []; // logprobs of tokens whose text has not been sent yet
-    const flush = (index) => {
-      const logprobs = !params.logprobs
-        ? null
-        : kind === "chat"
-          ? this.#chatLogprobs(model, pending)
-          : this.#textLogprobs(model, pending, 0);
-      pending = [];
-      const out = kind === "chat" ? chunk(index, { content: text }, logprobs) : chunk(index, text, logprobs);
-      text = "";
-      return out;
-    };
-    const parsers = kind === "chat" && usesTools(params) ? [] : null; // per choice
     let finished = false;
     try {
-      for await (const event of events) {
-        if (parsers) {
-          // With tools, text and calls arrive as their deltas (tools.js); no logprobs.
-          const { index } = event;
-          if (event.start) {
-            parsers[index] = new ToolCallParser();
-            yield chunk(index, { role: "assistant", content: "" }, null);
-          } else {
-            const parser = parsers[index];
-            for (const delta of event.finish ? parser.flush() : parser.push(event.text))
-              yield chunk(index, delta, null);
-            if (event.finish) {
-              const finish = parser.calls.length && event.finish === "stop" ? "tool_calls" : event.finish;
-              yield chunk(index, {}, null, finish);
-            }
-          }
-          continue;
-        }
-        if (event.start) {
-          if (kind === "chat") yield chunk(event.index, { role: "assistant", content: "" }, null);
-          else if (echo) yield chunk(event.index, echo, null);
-        } else if (event.finish) {
-          if (text || pending.length) yield flush(event.index);
-          yield kind === "chat"
-            ? chunk(event.index, {}, null, event.finish)
-            : chunk(event.index, "", null, event.finish);
-        } else {
-          text += event.text;
-          if (event.logprob) pending.push(event.logprob);
-          if (text) yield flush(event.index);
-        }
-      }
-      if (includeUsage) yield { ...head, choices: [], usage: this.#usage(job, results) };
+      yield* completionChunks(job, events, includeUsage ? () => usage(job, results) : null);
       finished = true;
     } finally {
-      if (!finished) control.aborted = true; // the caller stopped reading
+      if (!finished) job.control.aborted = true; // the caller stopped reading
     }
   }
 }
 
-/** Whether a checked chat request lets the model call its tools. */
-function usesTools(params) {
-  return Boolean(params.tools) && params.toolChoice !== "none";
-}
-
-function cpuText(executor) {
-  const threads = executor?.threadCount ?? 1;
+function cpuText({ threads, cross_origin_isolated }) {
   if (threads > 1) return `${threads} threads`;
-  return globalThis.crossOriginIsolated ? "1 thread" : "1 thread: the page is not cross-origin isolated";
+  return cross_origin_isolated ? "1 thread" : "1 thread: the page is not cross-origin isolated";
 }
 
 /** Speeds over the choices of one request, and where it ran ("webgpu" or "wasm"). */

@@ -1,3 +1,5 @@
+import { GRID_POD } from "kiln:contract";
+
 import { ModelLoadError } from "./errors.js";
 import { evaluate } from "./expr.js";
 
@@ -81,7 +83,7 @@ export class Executor {
   }
 
   /** Bytes of every GPU buffer the model holds: weights, KV cache, activations. */
-  get gpuBytes() {
+  get modelBytes() {
     let bytes = 0;
     for (const buffer of this.buffers) bytes += buffer.size;
     for (const buffer of this.weights.values()) bytes += buffer.size;
@@ -114,7 +116,15 @@ export class Executor {
         resource: { buffer: uniforms, offset: i * UNIFORM_SLOT, size: UNIFORM_SLOT },
       });
       const bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
-      return { ...launch, pipeline, bindGroup, podTypes: this.kernels[launch.kernel].pods.map((p) => p.type) };
+      // The launch's pods fill the kernel's scalar arguments in order, around TVM's grid pod.
+      const pods = this.kernels[launch.kernel].pods;
+      const gridSlot = pods.findIndex((p) => p.name === GRID_POD);
+      const podSlots = pods.map((_, j) => j).filter((j) => j !== gridSlot);
+      if (podSlots.length !== launch.pods.length)
+        throw new ModelLoadError(
+          `${launch.kernel} takes ${podSlots.length} scalars but its launch gives ${launch.pods.length}`,
+        );
+      return { ...launch, pipeline, bindGroup, podTypes: pods.map((p) => p.type), podSlots, gridSlot };
     });
     const output = resolve(plan.outputs[0]);
     const readback = this.device.createBuffer({
@@ -159,17 +169,18 @@ export class Executor {
       const base = (i * UNIFORM_SLOT) / 4;
       launch.pods.forEach((expr, j) => {
         const value = evaluate(expr, vars);
-        const type = launch.podTypes[j];
-        if (type === "f32") f32[base + j] = value;
-        else if (type === "u32") u32[base + j] = value;
-        else i32[base + j] = value;
+        const slot = launch.podSlots[j];
+        const type = launch.podTypes[slot];
+        if (type === "f32") f32[base + slot] = value;
+        else if (type === "u32") u32[base + slot] = value;
+        else i32[base + slot] = value;
       });
       const x = evaluate(launch.grid[0], vars);
       const y = evaluate(launch.grid[1], vars);
       // Kernels read blockIdx.z * gridDim.x + blockIdx.x as the x block and stop past
-      // packGridDimX, so an x count over the per-dimension limit is folded into z.
+      // the grid pod (packGridDimX), so an x count over the per-dimension limit is folded into z.
       const z = Math.ceil(x / MAX_GROUPS);
-      u32[base + launch.pods.length] = x - 1;
+      u32[base + launch.gridSlot] = x - 1;
       launch.dispatch = x > 0 && y > 0 ? [Math.min(x, MAX_GROUPS), y, z] : null;
     });
     this.device.queue.writeBuffer(fn.uniforms, 0, fn.podData);

@@ -1,3 +1,6 @@
+// The manifest's contract, src/manifest.schema.json, compiled into validators by build.mjs.
+import { MANIFEST_FORMAT, validateManifest, validateWasmKernels, validateWebGPUKernels } from "kiln:contract";
+
 import { ModelLoadError, ShardIntegrityError } from "./errors.js";
 
 const PARALLEL_FETCHES = 4;
@@ -54,19 +57,33 @@ function fetchJson(url) {
   });
 }
 
-/** The manifest version this runtime reads (compiler/build.py's MANIFEST_FORMAT). */
-const MANIFEST_FORMAT = 2;
+/**
+ * Throws a ModelLoadError where `document` (the file at `url`) breaks the contract `validate`
+ * checks, naming the first place and what was expected there.
+ */
+function checkContract(validate, document, url) {
+  if (validate(document)) return;
+  const [error] = validate.errors;
+  const allowed = error.params?.allowedValues ? ` (${error.params.allowedValues.join(", ")})` : "";
+  throw new ModelLoadError(
+    `${url} does not keep to manifest format ${MANIFEST_FORMAT}: ${error.instancePath || "/"} ${error.message}${allowed}. ` +
+      "Rebuild the model with the build-web that ships this runtime.",
+  );
+}
 
-/** Fetches manifest.json of the model folder at `baseUrl`. */
+/** Fetches manifest.json of the model folder at `baseUrl`, checked against its schema. */
 export async function fetchManifest(baseUrl) {
   const base = new URL(baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`, globalThis.location?.href);
-  const manifest = await fetchJson(new URL("manifest.json", base));
-  if (manifest.format !== MANIFEST_FORMAT) {
+  const url = new URL("manifest.json", base);
+  const manifest = await fetchJson(url);
+  const format = manifest?.format;
+  if (format !== MANIFEST_FORMAT) {
     throw new ModelLoadError(
-      `${base}manifest.json has format ${manifest.format}; this runtime reads format ${MANIFEST_FORMAT}. ` +
+      `${url} has format ${typeof format === "number" ? format : "(none)"}; this runtime reads format ${MANIFEST_FORMAT}. ` +
         "Rebuild the model with the build-web that ships this runtime.",
     );
   }
+  checkContract(validateManifest, manifest, url);
   return { base, manifest };
 }
 
@@ -89,7 +106,13 @@ export async function fetchVariant(base, manifest, name) {
       `This model has no "${name}" kernels (it has: ${Object.keys(manifest.variants).join(", ")}); ` +
         "rebuild it with this build-web",
     );
-  const kernels = await fetchJson(new URL(variant.kernels, base));
+  const url = new URL(variant.kernels, base);
+  const kernels = await fetchJson(url);
+  checkContract(variant.wasm ? validateWasmKernels : validateWebGPUKernels, kernels, url);
+  for (const [fn, plan] of Object.entries(variant.functions)) {
+    const missing = plan.launches.find((launch) => !Object.hasOwn(kernels, launch.kernel));
+    if (missing) throw new ModelLoadError(`${url} lacks the kernel ${missing.kernel} that ${fn} calls`);
+  }
   if (!variant.wasm) return { name, functions: variant.functions, kernels };
   const { data } = await shardBytes(new URL(variant.wasm.file, base).href, variant.wasm, null, () => {});
   let module;

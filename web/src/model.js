@@ -208,6 +208,28 @@ export class LoadedModel {
     return this.executor.run("decode", [token], this.cachedTokens.length);
   }
 
+  /** Where the model runs and what it holds (engine.runtimeStats). */
+  runtimeStats() {
+    const cpu = this.backend === "wasm";
+    const info = this.adapterInfo;
+    return {
+      model_id: this.id,
+      task: this.manifest.task,
+      backend: this.backend,
+      variant: this.variant,
+      threads: cpu ? (this.executor?.threadCount ?? null) : null,
+      cross_origin_isolated: Boolean(globalThis.crossOriginIsolated),
+      adapter: info
+        ? { vendor: info.vendor, architecture: info.architecture, is_fallback_adapter: Boolean(info.isFallbackAdapter) }
+        : null,
+      model_bytes: this.executor?.modelBytes ?? 0,
+      wasm_memory_bytes: cpu ? (this.executor?.memory.buffer.byteLength ?? 0) : 0,
+      load_seconds: this.loadSeconds,
+      weights_from: this.shardsFrom,
+      last_request: this.lastStats,
+    };
+  }
+
   /** Whether the model is an encoder (embeddings) rather than a chat model. */
   get isEncoder() {
     return this.manifest.task === "embedding";

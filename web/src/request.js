@@ -364,3 +364,8 @@ export function checkCompletionRequest(request, vocabSize) {
     echo: Boolean(echo),
   };
 }
+
+/** Whether a checked chat request lets the model call its tools. */
+export function usesTools(params) {
+  return Boolean(params.tools) && params.toolChoice !== "none";
+}

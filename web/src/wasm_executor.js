@@ -136,7 +136,7 @@ export class WasmExecutor {
   }
 
   /** Bytes of memory the model holds: weights, KV cache, activations. */
-  get gpuBytes() {
+  get modelBytes() {
     return this.bytes;
   }
 

@@ -6,14 +6,15 @@
 // only unique per client (a service worker keys them by client).
 //
 // client -> handler
-//   {kiln: "call", id, method, args, progress?, expect?}
-//       method: "reload" | "unload" | "resetChat" | "interruptGenerate" | "runtimeStatsText"
+//   {kiln: "call", id, method, args, progress?, expect?, aborted?}
+//       method: "reload" | "unload" | "resetChat" | "interruptGenerate" | "runtimeStats" | "runtimeStatsText"
 //       | "chat.completions.create" | "completions.create" | "embeddings.create"; args are the engine method's
 //       arguments as they are, less what cannot be cloned: the client strips functions and
 //       `signal`. `progress: true` asks for the reload's progress reports.
 //       `expect: {model, options}` (requests only): the reload the client last made; if this
 //       handler has something else loaded (another page reloaded, or the service worker was
 //       restarted), it loads that first, so a request is never answered by another model.
+//       `aborted: true` (requests only): its AbortSignal had fired before it was sent.
 //   {kiln: "abort", id}       the request's AbortSignal fired, or its stream was left early
 //   {kiln: "keepAlive"}       sent periodically to a service worker so that it is not stopped
 // handler -> client
@@ -34,7 +35,7 @@ const CREATE = {
   "completions.create": (engine, request) => engine.completions.create(request),
   "embeddings.create": (engine, request) => engine.embeddings.create(request),
 };
-const FORWARDED = ["unload", "resetChat", "interruptGenerate", "runtimeStatsText"];
+const FORWARDED = ["unload", "resetChat", "interruptGenerate", "runtimeStats", "runtimeStatsText"];
 
 /** An error as a message can carry it; the client rebuilds the class by `name`. */
 function serializeError(err) {
@@ -67,11 +68,12 @@ class EngineHandler {
     if (message?.kiln === "abort") this.#aborts.get(`${client}/${message.id}`)?.abort();
   }
 
-  async #call({ id, method, args = [], progress, expect }, reply, key) {
+  async #call({ id, method, args = [], progress, expect, aborted }, reply, key) {
     const onProgress = progress ? (report) => reply({ kiln: "progress", id, report }) : undefined;
     // Registered before anything is awaited: the abort message may be the very next one.
     const controller = method in CREATE ? new AbortController() : null;
     if (controller) this.#aborts.set(key, controller);
+    if (aborted) controller?.abort();
     try {
       let value;
       if (method === "reload") {

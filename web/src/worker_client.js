@@ -120,9 +120,11 @@ class WorkerEngine {
         this.#post({ kiln: "call", id, method, args, ...fields });
       } catch (err) {
         this.#calls.delete(id);
-        // A value structured cloning cannot copy (a function, a Symbol...) somewhere in it.
-        if (err?.name !== "DataCloneError") throw err;
-        throw new errors.InvalidRequestError("request", `cannot be sent to the engine's worker: ${err.message}`);
+        // A value structured cloning cannot copy (a function, a Symbol...) or one nested past
+        // its recursion limit (a RangeError) somewhere in the call's arguments.
+        if (err?.name !== "DataCloneError" && err?.name !== "RangeError") throw err;
+        const why = err.name === "RangeError" ? "it is nested too deeply" : err.message;
+        throw new errors.InvalidRequestError(uncloneable(args[0]), `cannot be sent to the engine's worker: ${why}`);
       }
     });
     return { id, done };
@@ -169,6 +171,11 @@ class WorkerEngine {
     await this.#call("interruptGenerate", []).done;
   }
 
+  /** Where the model runs, what it holds and its last request's speeds (Engine.runtimeStats). */
+  runtimeStats(modelId = undefined) {
+    return this.#call("runtimeStats", modelId === undefined ? [] : [modelId]).done;
+  }
+
   /** Speeds of the last request, e.g. "prefill: 11.5 tok/s, decode: 4.2 tok/s". */
   runtimeStatsText(modelId = undefined) {
     return this.#call("runtimeStatsText", modelId === undefined ? [] : [modelId]).done;
@@ -186,15 +193,16 @@ class WorkerEngine {
     const { id, done } = this.#call(
       method,
       [body],
-      { expect: this.#expect ?? undefined },
+      // An abort message would come after the request has started (and run a while, where
+      // its steps do not yield to the worker's event loop): one already fired goes with it.
+      { expect: this.#expect ?? undefined, ...(signal?.aborted ? { aborted: true } : {}) },
       {
         stream: started,
         chunk: (chunk) => queue.push(chunk),
       },
     );
     const abort = () => this.#post({ kiln: "abort", id });
-    if (signal?.aborted) abort();
-    else signal?.addEventListener("abort", abort, { once: true });
+    if (!signal?.aborted) signal?.addEventListener("abort", abort, { once: true });
     const settled = () => signal?.removeEventListener("abort", abort);
     done.then(
       () => (settled(), queue.close()),
@@ -216,6 +224,19 @@ class WorkerEngine {
       if (!finished) this.#post({ kiln: "abort", id });
     }
   }
+}
+
+/** The first field of a request that structured cloning fails on, or "request". */
+function uncloneable(request) {
+  if (request === null || typeof request !== "object") return "request";
+  for (const [field, value] of Object.entries(request)) {
+    try {
+      structuredClone(value);
+    } catch {
+      return field;
+    }
+  }
+  return "request";
 }
 
 /** An engine running in a dedicated worker that started a WebWorkerEngineHandler. */

@@ -124,19 +124,44 @@ export interface CompletionRequest extends SamplingFields {
 
 export type FinishReason = "stop" | "length" | "tool_calls" | "abort";
 
+export interface RequestStats {
+  /** prompt tokens not already in the KV cache */
+  prefill_tokens: number;
+  prefill_tokens_per_s: number;
+  decode_tokens_per_s: number;
+  time_to_first_token_s: number;
+  /** where the request ran: on the GPU, or on the CPU (WebAssembly) */
+  backend: "webgpu" | "wasm";
+}
+
 export interface CompletionUsage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
-  extra: {
-    /** prompt tokens not already in the KV cache */
-    prefill_tokens: number;
-    prefill_tokens_per_s: number;
-    decode_tokens_per_s: number;
-    time_to_first_token_s: number;
-    /** where the request ran: on the GPU, or on the CPU (WebAssembly) */
-    backend: "webgpu" | "wasm";
-  };
+  extra: RequestStats;
+}
+
+/** Where a loaded model runs, what it holds and how fast its last request went. */
+export interface RuntimeStats {
+  model_id: string;
+  task: "chat" | "embedding";
+  backend: "webgpu" | "wasm";
+  /** the kernel set: "software" or "gpu" on WebGPU, "wasm" on the CPU */
+  variant: "software" | "gpu" | "wasm";
+  /** the CPU backend's threads, the calling one included; null on WebGPU */
+  threads: number | null;
+  cross_origin_isolated: boolean;
+  /** the WebGPU adapter; null on the CPU backend */
+  adapter: { vendor: string; architecture: string; is_fallback_adapter: boolean } | null;
+  /** bytes the model holds: weights, KV cache, activations (GPU buffers, or the CPU backend's memory) */
+  model_bytes: number;
+  /** the size of the CPU backend's WebAssembly memory; 0 on WebGPU */
+  wasm_memory_bytes: number;
+  load_seconds: number;
+  /** how many weight shards came from the browser's Cache API store and from the network */
+  weights_from: { cache: number; network: number };
+  /** null before the first request */
+  last_request: RequestStats | null;
 }
 
 export interface TopLogprob {
@@ -256,6 +281,7 @@ export interface EngineInterface {
   unload(): Promise<void>;
   resetChat(keepStats?: boolean, modelId?: string): Promise<void>;
   interruptGenerate(): void;
+  runtimeStats(modelId?: string): Promise<RuntimeStats>;
   runtimeStatsText(modelId?: string): Promise<string>;
 }
 

@@ -19,7 +19,9 @@ export async function inAWorker(base: string): Promise<string> {
     { initProgressCallback: (p) => console.log(p.alreadyLoaded, p.secondsLeft) },
   );
   const reply = await engine.chat.completions.create({ messages: [{ role: "user", content: "Hi" }] });
-  return reply.choices[0].message.content ?? "";
+  const stats = await engine.runtimeStats();
+  const threads: number | null = stats.threads;
+  return (reply.choices[0].message.content ?? "") + stats.backend + threads + stats.last_request?.decode_tokens_per_s;
 }
 
 export async function example(): Promise<string> {
