@@ -10,8 +10,9 @@ import re
 import subprocess
 
 import pytest
+from aiohttp import web
 
-from compiler.browser import serve_folder
+from compiler.browser import RECORD_DEVICES, serve_folder
 
 # Records what the page shows while it works: progress texts, and each change of the reply.
 WATCH = """
@@ -144,6 +145,61 @@ def test_site_chats_with_streaming_stop_and_cached_reload(tiny_built, browser, r
         page.reload()
         wait_ready(page)
         assert page.evaluate(cached) == len(shards)
+        context.close()
+
+
+# Appended to kiln-worker.js as served: the worker keeps its GPU devices and destroys the last
+# one when the page says so on a BroadcastChannel (what a GPU reset looks like to it); the
+# runtime has no such hook.
+LOSABLE = f"""
+{RECORD_DEVICES}
+new BroadcastChannel("kiln-test").onmessage = (event) => {{
+  if (event.data === "lose-device") globalThis.__devices.at(-1)?.destroy();
+}};
+"""
+
+
+def test_site_shows_a_lost_device_and_reloads_the_model(tiny_built, browser):
+    """The GPU device of the page's worker is lost between two requests: the next request
+    fails, the page shows the device-lost panel, and its Reload button brings the chat back."""
+    site = tiny_built("q4f32").parent
+
+    async def losable_worker(request: web.Request, handler):
+        if request.path != "/kiln-worker.js":
+            return await handler(request)
+        script = (site / "kiln-worker.js").read_text() + LOSABLE
+        return web.Response(text=script, content_type="text/javascript")
+
+    with serve_folder(site, middlewares=(losable_worker,)) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        uncaught: list[str] = []
+        page.on("pageerror", lambda err: uncaught.append(str(err)))
+        model_id = json.loads((tiny_built("q4f32") / "manifest.json").read_text())["model_id"]
+        page.goto(f"{url}/?model={model_id}&backend=webgpu")
+        wait_ready(page)
+        setting(page, "max-tokens", "4")
+        setting(page, "temperature", "0")  # greedy: the same reply after the reload
+        ask(page, "Hello")
+        page.wait_for_function("document.getElementById('stats').textContent.includes('GPU')")
+        first = page.locator(".message.assistant .content").inner_text()
+
+        page.evaluate('new BroadcastChannel("kiln-test").postMessage("lose-device")')
+        page.wait_for_timeout(200)
+        ask(page, "Hello")
+        page.wait_for_selector("#problem:not([hidden])")
+        assert page.inner_text("#problem-title") == "The GPU device was lost"
+        assert page.locator("#problem-action").is_visible()
+        assert page.locator(".message.error").count() == 1
+        assert page.locator("#prompt").is_disabled()
+
+        page.click("#problem-action")
+        wait_ready(page)
+        assert page.locator("#problem").is_hidden()
+        ask(page, "Hello")
+        page.wait_for_function("document.getElementById('stats').textContent.includes('GPU')")
+        assert page.locator(".message.assistant .content").inner_text() == first
+        assert uncaught == []
         context.close()
 
 

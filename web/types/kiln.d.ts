@@ -290,6 +290,22 @@ export interface Engine extends EngineInterface {}
 export class Engine {
   /** how many weight shards of each loaded model came from the cache and from the network */
   readonly weightSources: Record<string, { cache: number; network: number }>;
+  /** the first loaded model's manifest.json (its contract: web/src/manifest.schema.json) */
+  readonly manifest:
+    | { model_id: string; task: "chat" | "embedding"; context_window: number; [field: string]: unknown }
+    | undefined;
+  /** the first loaded model's tokenizer, its chat template included (to count or render prompts) */
+  readonly tokenizer: ChatTokenizer | undefined;
+  /** the logits of the last position of `tokens`, run on a fresh KV cache */
+  forwardLogits(tokens: number[], modelId?: string): Promise<Float32Array>;
+  /** greedy or sampled ids after prompt ids, with a request's sampling fields */
+  generate(
+    promptTokens: number[],
+    params?: Omit<ChatCompletionRequest, "messages">,
+    onToken?: (id: number | null, textDelta: string) => void,
+  ): Promise<{ tokens: number[]; text: string; finish: string; stats: RequestStats }>;
+  /** each kernel launch of one decode step after `tokens`, timed alone (for benchmarks) */
+  profileDecode(tokens: number[], modelId?: string): Promise<{ kernel: string; ms: number }[]>;
 }
 
 export function CreateEngine(model: string | string[], options?: EngineOptions): Promise<Engine>;

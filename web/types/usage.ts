@@ -7,6 +7,7 @@ import {
   ContextWindowExceededError,
   CreateEngine,
   CreateWebWorkerEngine,
+  Engine,
   EngineInterface,
   InvalidRequestError,
   Tool,
@@ -93,4 +94,18 @@ export async function tools(engine: EngineInterface): Promise<string> {
     tools: [weather],
   });
   return answer.choices[0].finish_reason === "tool_calls" ? call.function.arguments : "";
+}
+
+export async function tooling(engine: Engine): Promise<number> {
+  const ids = engine.tokenizer?.encode(engine.tokenizer.applyChatTemplate([{ role: "user", content: "Hi" }])) ?? [];
+  const logits: Float32Array = await engine.forwardLogits(ids);
+  const run = await engine.generate(ids, { temperature: 0, max_tokens: 4, ignore_eos: true });
+  const steps = await engine.profileDecode(ids);
+  return (
+    logits.length +
+    run.tokens.length +
+    run.stats.decode_tokens_per_s +
+    steps.length +
+    (engine.manifest?.context_window ?? 0)
+  );
 }
