@@ -1,7 +1,8 @@
 """Soak: many sequential requests on one engine in headless Chromium, then one JSON line of
-figures: the live GPU buffers (or, on the CPU backend, the WebAssembly memory) and the JS heap
-(after a forced garbage collection) after the 10th request, half-way and after the last one,
-and whether every reply equals a fresh engine's reply.
+figures: the live GPU buffers (or, on the CPU backend, the WebAssembly memory), the JS heap
+(after a forced garbage collection) and, from a heap snapshot, the bytes of everything in it
+but V8's compiled code, after the 10th request, half-way and after the last one; and whether
+every reply equals a fresh engine's reply.
 
     scripts/soak MODEL [--requests 1000] [--quantization q4f32] [--backend webgpu|wasm]
 
@@ -70,15 +71,37 @@ def request(i: int) -> tuple[str, str, int]:
     return KINDS[i % len(KINDS)], PROMPTS[i // 4 % len(PROMPTS)], LENGTHS[i // 12 % len(LENGTHS)]
 
 
+def object_bytes(cdp) -> int:
+    """Bytes of everything a heap snapshot holds but V8's compiled code: the objects, strings,
+    arrays and DOM the page keeps. (Code grows for a while as V8 optimizes the functions a
+    request runs hot, to a ceiling set by the program's size; data that grows is a leak.)"""
+    chunks: list[str] = []
+
+    def add(event: dict) -> None:
+        chunks.append(event["chunk"])
+
+    cdp.on("HeapProfiler.addHeapSnapshotChunk", add)
+    cdp.send("HeapProfiler.takeHeapSnapshot", {"reportProgress": False})
+    cdp.remove_listener("HeapProfiler.addHeapSnapshotChunk", add)
+    snapshot = json.loads("".join(chunks))
+    meta = snapshot["snapshot"]["meta"]
+    fields = meta["node_fields"]
+    code = meta["node_types"][0].index("code")
+    kind, size, width = fields.index("type"), fields.index("self_size"), len(fields)
+    nodes = snapshot["nodes"]
+    return sum(nodes[i + size] for i in range(0, len(nodes), width) if nodes[i + kind] != code)
+
+
 def memory(page, cdp) -> dict:
     cdp.send("HeapProfiler.collectGarbage")
     heap = cdp.send("Runtime.getHeapUsage")["usedSize"]
+    wasm = page.evaluate("async () => (await engine.runtimeStats()).wasm_memory_bytes")
     return {
         "gpu_buffers": page.evaluate("window.__liveBuffers"),
-        "wasm_memory_bytes": page.evaluate(
-            "async () => (await engine.runtimeStats()).wasm_memory_bytes"
-        ),
+        "wasm_memory_bytes": wasm,
         "heap_bytes": heap,
+        # the CPU backend's memory is in the snapshot too: reported apart, above
+        "heap_object_bytes": object_bytes(cdp) - wasm,
     }
 
 
