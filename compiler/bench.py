@@ -3,7 +3,7 @@
     scripts/bench [MODEL ...] [--quantization as-stored q4f32] [--runs 3] [--variant software|gpu]
                   [--backend webgpu wasm] [--threads N]
     scripts/bench --profile ...   time each kernel of one decode step instead
-    scripts/bench ... --peer transformers.js   also run a peer on the same model and prompt
+    scripts/bench ... --peer transformers.js [--rounds N]   also run a peer on the same model
 
 Per chat model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
 tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and of the kernels
@@ -11,7 +11,8 @@ tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and of 
 holds (allocated once, so also the peak); the median of `runs` runs after one warm-up run, on
 each backend asked for. With `--peer`, after a model's rows: the peer's row on the same prompt
 token ids and token counts (see compiler/peer.py), then one line of ratios, ours / peer, for
-each of our rows of that model. An embedding model's row gives embeddings per second for
+each of our rows of that model; with `--rounds N`, ours and the peer's alternate N times and a
+last line gives each ratio's median over the rounds, with its range. An embedding model's row gives embeddings per second for
 requests of 1, 8 and 32 sentences instead.
 """
 
@@ -191,6 +192,24 @@ def ratios(rows: list[dict], peer_row: dict) -> dict:
     }
 
 
+def median_ratios(rounds: list[dict]) -> dict:
+    """Each row's median ratio over rounds of `ratios`, with the lowest and the highest."""
+    rows = []
+    for index, first in enumerate(rounds[0]["ours_over_peer"]):
+        row = {k: first[k] for k in ("model", "quantization", "backend", "variant")}
+        for phase in ("prefill", "decode"):
+            values = sorted(r["ours_over_peer"][index][phase] for r in rounds)
+            row[phase] = round(statistics.median(values), 2)
+            row[f"{phase}_range"] = [values[0], values[-1]]
+        rows.append(row)
+    return {
+        "model": rounds[0]["model"],
+        "peer": rounds[0]["peer"],
+        "rounds": len(rounds),
+        "median_ours_over_peer": rows,
+    }
+
+
 def profile_folder(
     browser,
     folder: Path,
@@ -244,6 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--peer", choices=peer.PEERS, help="also run this peer on the same model and prompt"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --peer: alternate our runs and the peer's this many times and print the "
+        "median of each round's ratios (a busy neighbour slows one round, not one side)",
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("dist/bench"))
     args = parser.parse_args(argv)
     if args.peer and args.profile:
@@ -264,6 +290,7 @@ def _run(args: argparse.Namespace) -> int:
         for model in args.models:
             rows: list[dict] = []
             prompts: list[list[int]] = []
+            ours: list[tuple[Path, str | None, str]] = []  # the rows' folder, variant, backend
             for quantization in args.quantization:
                 folder = build(
                     model, quantization, args.out_dir / f"{Path(model).name}-{quantization}"
@@ -291,17 +318,30 @@ def _run(args: argparse.Namespace) -> int:
                         )
                         rows.append(result)
                         prompts.append(prompt)
+                        ours.append((folder, variant, backend))
                     print(json.dumps(result), flush=True)
             if args.peer:
                 if any(ids != prompts[0] for ids in prompts):
                     raise SystemExit(f"{model}: the builds tokenize the prompt differently")
-                peer_row = peer.bench(
-                    args.peer, browser, model, prompts[0], PROMPT, args.runs, DECODE_TOKENS
-                )
-                if peer_row["prompt_tokens"] != rows[0]["prompt_tokens"]:
-                    raise SystemExit(f"{model}: the peer's prompt is not ours")
-                print(json.dumps(peer_row), flush=True)
-                print(json.dumps(ratios(rows, peer_row)), flush=True)
+                rounds = []
+                for round_index in range(args.rounds):
+                    if round_index:
+                        rows = [
+                            bench_folder(browser, f, args.runs, v, b, args.threads)[0]
+                            for f, v, b in ours
+                        ]
+                        for row in rows:
+                            print(json.dumps(row), flush=True)
+                    peer_row = peer.bench(
+                        args.peer, browser, model, prompts[0], PROMPT, args.runs, DECODE_TOKENS
+                    )
+                    if peer_row["prompt_tokens"] != rows[0]["prompt_tokens"]:
+                        raise SystemExit(f"{model}: the peer's prompt is not ours")
+                    print(json.dumps(peer_row), flush=True)
+                    rounds.append(ratios(rows, peer_row))
+                    print(json.dumps(rounds[-1]), flush=True)
+                if args.rounds > 1:
+                    print(json.dumps(median_ratios(rounds)), flush=True)
         browser.close()
     return 0
 
