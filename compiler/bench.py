@@ -12,8 +12,8 @@ holds (allocated once, so also the peak); the median of `runs` runs after one wa
 each backend asked for. With `--peer`, after a model's rows: the peer's row on the same prompt
 token ids and token counts (see compiler/peer.py), then one line of ratios, ours / peer, for
 each of our rows of that model; with `--rounds N`, ours and the peer's alternate N times and a
-last line gives each ratio's median over the rounds, with its range. An embedding model's row gives embeddings per second for
-requests of 1, 8 and 32 sentences instead.
+last line gives each ratio's median over the rounds, with its range. An embedding model's row
+gives embeddings per second for requests of 1, 8 and 32 sentences instead.
 """
 
 from __future__ import annotations
