@@ -193,8 +193,8 @@ class WorkerEngine {
     const { id, done } = this.#call(
       method,
       [body],
-      // An abort message would come after the request has started (and run a while, where
-      // its steps do not yield to the worker's event loop): one already fired goes with it.
+      // An abort message would reach the worker after the request and might be read only
+      // once it has run a while: a signal already fired goes with the request.
       { expect: this.#expect ?? undefined, ...(signal?.aborted ? { aborted: true } : {}) },
       {
         stream: started,
