@@ -18,6 +18,7 @@ from tvm.relax.backend.gpu_generic import pipeline as gpu_pipeline
 from tvm.s_tir import dlight as dl
 
 from . import wasm
+from .models import cpu_linear
 from .models import kernels as model_kernels
 from .models.family import Family
 from .plan import build_kernels, cpu_launches, extract_plan
@@ -101,14 +102,20 @@ def _compact_tiles(mod: tvm.IRModule) -> tvm.IRModule:
     """Sizes each local buffer for the whole region its loops touch. TVM's default lowering
     caps a buffer at its declared shape, so a prefill register tile over the symbolic token
     axis would become min(n, tile) wide, a dynamic size the registers cannot hold (and
-    overrun by the tile's rows past n); these passes, run first, size it for the tile."""
+    overrun by the tile's rows past n); these passes, run first, size it for the tile.
+    Kernels written with vector types (`cpu_linear`) keep their buffers as declared (the
+    compaction rewrites a vector index into a form the lowering refuses)."""
     passes = [
         s_tir.transform.LowerInitBlock(),
         s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
         s_tir.transform.ConvertBlocksToOpaque(),
         s_tir.transform.CompactBufferAllocation(is_strict=False),
     ]
-    return tvm.transform.Sequential(passes)(mod)
+    compacted = tvm.transform.Sequential(passes)(mod)
+    for gv, func in mod.functions.items():
+        if func.attrs and func.attrs.get(cpu_linear.VECTOR_TYPED):
+            compacted[gv] = func
+    return compacted
 
 
 def _wasm_entry(func: tvm.tirx.PrimFunc) -> dict[str, Any]:

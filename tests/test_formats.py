@@ -95,3 +95,34 @@ def test_q4_carries_gguf_q4_blocks_exactly():
         parts = FORMATS["q4f32"].encode(tensor)
         values = decode(FORMATS["q4f32"], parts, ROWS, COLS)
         np.testing.assert_allclose(values, tensor.dequantize(), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", sorted(name for name, fmt in FORMATS.items() if fmt.integer_codes))
+def test_integer_codes_are_the_codes_the_decoder_reads(name):
+    """CPU decode reads a format's codes as integers straight from the words
+    (`Format.integer_codes`: which part, 4-bit unsigned or 8-bit signed fields in element
+    order, a constant added): the same codes as its TE decoder, on random words."""
+    fmt = FORMATS[name]
+    part, width, offset = fmt.integer_codes
+    rng = np.random.default_rng(5)
+    parts = {
+        n: rng.integers(0, 2**32, shape, dtype=np.uint32)
+        if d == "uint32"
+        else rng.standard_normal(shape).astype(d)
+        for n, (shape, d) in fmt.parts(ROWS, COLS).items()
+    }
+    inputs = {n: te.placeholder(a.shape, str(a.dtype), n) for n, a in parts.items()}
+    out = te.compute(
+        (ROWS, COLS), lambda r, c: tirx.Cast("int32", fmt.code_te(inputs, r, c)), name="codes"
+    )
+    lib = tvm.compile(te.create_prim_func([*inputs.values(), out]), target="llvm")
+    result = tvm.runtime.tensor(np.zeros((ROWS, COLS), np.int32))
+    lib(*[tvm.runtime.tensor(np.ascontiguousarray(parts[n])) for n in inputs], result)
+    words = parts[part]
+    if width == 4:
+        shifts = np.arange(8, dtype=np.uint32) * 4
+        fields = (words[..., None] >> shifts) & np.uint32(15)
+    else:
+        fields = words.view(np.int8)
+    expected = fields.reshape(ROWS, -1)[:, :COLS].astype(np.int32) + offset
+    np.testing.assert_array_equal(result.numpy(), expected)

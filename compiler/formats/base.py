@@ -94,6 +94,11 @@ class Format:
     # Consecutive elements of a row whose codes share one 32-bit word (CPU decode gives each
     # SIMD lane such a run, see schedules.CpuReduction).
     codes_per_word: ClassVar[int] = 8
+    # How CPU decode reads the codes as integers (models/cpu_linear.py): the part holding
+    # them, their width (4: unsigned nibbles, 8: signed bytes; in element order, as
+    # `pack_codes` writes them) and the constant `code_te` adds; None where a code is not one
+    # whole field of a word.
+    integer_codes: ClassVar[tuple[str, int, int] | None] = None
 
     def parts(self, rows: int, cols: int) -> dict[str, tuple[tuple[int, ...], str]]:
         """Shape and dtype of each stored part of a (rows, cols) weight."""
@@ -134,6 +139,12 @@ def scaled(code: tirx.PrimExpr, scale, minimum) -> tirx.PrimExpr:
 def as_expr(value) -> tirx.PrimExpr:
     """A tensor element (te.TensorSlice) as the load expression it stands for."""
     return value.asobject() if isinstance(value, te.TensorSlice) else value
+
+
+def as_dtype(value, dtype: str) -> tirx.PrimExpr:
+    """A tensor element or expression as `dtype` (cast only where it is another)."""
+    value = as_expr(value)
+    return value if str(value.ty) == dtype else tirx.Cast(dtype, value)
 
 
 FORMATS: dict[str, Format] = {}

@@ -99,11 +99,13 @@ class GGMLBlock(Format):
 @register
 class Q4_0(GGMLBlock):
     name, type_name, block_bytes, qs_offset = "q4_0", "Q4_0", 18, 2
+    integer_codes = ("qs", 4, -8)
 
 
 @register
 class Q4_1(GGMLBlock):
     name, type_name, block_bytes, qs_offset, minimum = "q4_1", "Q4_1", 20, 4, True
+    integer_codes = ("qs", 4, 0)
 
 
 @register
@@ -120,6 +122,7 @@ class Q5_1(GGMLBlock):
 class Q8_0(GGMLBlock):
     name, type_name, block_bytes, qs_offset = "q8_0", "Q8_0", 34, 2
     codes_per_word = 4
+    integer_codes = ("qs", 8, 0)
 
     def pack_qs(self, qs):
         return pack_words(qs.reshape(qs.shape[0], -1))  # int8 codes, already in order

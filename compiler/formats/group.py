@@ -56,6 +56,7 @@ def q4_codes(tensor: SourceTensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class Q4(Format):
     scale_dtype = "float32"
     block = group = GROUP
+    integer_codes = ("q4", 4, 0)
 
     def parts(self, rows, cols):
         groups = (rows, cols // GROUP)
@@ -98,6 +99,7 @@ class Q8(Format):
     scale_dtype = "float32"
     block = group = GROUP
     codes_per_word = 4
+    integer_codes = ("q8", 8, 0)
 
     def parts(self, rows, cols):
         return {

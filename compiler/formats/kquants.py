@@ -186,6 +186,7 @@ class Q45K(KQuant):
 @register
 class Q4_K(Q45K):
     name, type_name, block_bytes = "q4_k", "Q4_K", 144
+    integer_codes = ("qs", 4, 0)
     fields = {"dm": (0, 4), "scales": (4, 12), "qs": (16, 128)}
     codes = {"qs": NIBBLES_BY_64}
 

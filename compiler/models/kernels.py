@@ -15,7 +15,8 @@ from tvm.relax.frontend.nn import Tensor, op
 from tvm.script import tirx as T
 
 from ..formats import Format
-from ..formats.base import as_expr, scaled
+from ..formats.base import as_dtype, scaled
+from . import cpu_linear
 
 ATTENTION_THREADS = 64
 
@@ -51,14 +52,9 @@ LANE_INPUTS, LANE_INPUT_SUMS, LANE_PARTIAL, LANE_SUMS = (
 CPU_LANES = 4
 
 
-def _cast(value, dtype: str) -> tirx.PrimExpr:
-    value = as_expr(value)
-    return value if str(value.ty) == dtype else tirx.Cast(dtype, value)
-
-
 def weight_value(fmt: Format, parts: dict[str, te.Tensor], row, col, dtype: str):
     """Element (row, col) of a stored weight as a `dtype` expression (for lookups)."""
-    return _cast(fmt.weight_te(parts, row, col), dtype)
+    return as_dtype(fmt.weight_te(parts, row, col), dtype)
 
 
 def _scaled_weight(fmt: Format, parts: dict[str, te.Tensor], rows: int, cols, dtype: str):
@@ -70,7 +66,7 @@ def _scaled_weight(fmt: Format, parts: dict[str, te.Tensor], rows: int, cols, dt
     def stage(i: int) -> te.Tensor:
         return te.compute(
             (rows, groups),
-            lambda r, g: _cast(fmt.scale_te(parts, r, g)[i], dtype),
+            lambda r, g: as_dtype(fmt.scale_te(parts, r, g)[i], dtype),
             name=SCALE_STAGES[i],
         )
 
@@ -85,6 +81,8 @@ def _scaled_weight(fmt: Format, parts: dict[str, te.Tensor], rows: int, cols, dt
 
 def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, name: str):
     """y[b, i, j] = sum_k x[b, i, k] * W[j, k], W dequantized on the fly."""
+    if _CPU.get() and _integer_applies(fmt, x.shape, out_features, x.dtype):
+        return _integer_linear(x, parts, fmt, out_features, name)
     names = list(parts)
 
     def compute(xt: te.Tensor, *tensors: te.Tensor) -> te.Tensor:
@@ -112,6 +110,30 @@ def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, 
         )
 
     return op.tensor_expr_op(compute, name, [x, *parts.values()])
+
+
+def _integer_applies(fmt: Format, shape, rows: int, dtype: str) -> bool:
+    """Whether CPU decode takes `cpu_linear`: one token of float32, a format it reads."""
+    dims = [int(d) if isinstance(d, (int, tirx.IntImm)) else None for d in shape]
+    if dims[:2] != [1, 1] or dims[2] is None:
+        return False
+    return cpu_linear.applies(fmt, dims[2], rows, dtype)
+
+
+def _integer_linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, rows: int, name: str):
+    """One token's product by integer dot products (see `cpu_linear`): the input quantized
+    (fused with what produces it), then the product."""
+    assert fmt.integer_codes is not None
+    width = fmt.integer_codes[1]
+    quantized = op.tensor_expr_op(
+        lambda xt: cpu_linear.quantize_input(xt, width), f"{name}_input", [x]
+    )
+    return op.tensor_ir_op(
+        cpu_linear.integer_linear_func(fmt, rows, int(x.shape[2])),
+        name,
+        [*quantized, *parts.values()],
+        Tensor.placeholder([1, 1, rows], "float32"),
+    )
 
 
 def _lanes_apply(fmt: Format, shape) -> bool:
@@ -149,14 +171,14 @@ def _lane_linear(xt: te.Tensor, p: dict[str, te.Tensor], fmt: Format, out_featur
     partial = te.compute(
         (out_features, groups, lanes),
         lambda j, g, lane: te.sum(
-            inputs[g, c, r, lane] * _cast(fmt.code_te(p, j, col(g, c, r, lane)), xt.dtype),
+            inputs[g, c, r, lane] * as_dtype(fmt.code_te(p, j, col(g, c, r, lane)), xt.dtype),
             axis=[c, r],
         ),
         name=LANE_PARTIAL,
     )
     scale = te.compute(
         (out_features, groups),
-        lambda j, g: _cast(fmt.scale_te(p, j, g)[0], xt.dtype),
+        lambda j, g: as_dtype(fmt.scale_te(p, j, g)[0], xt.dtype),
         name=SCALE_STAGES[0],
     )
     g = te.reduce_axis((0, groups), name="g")
@@ -165,7 +187,7 @@ def _lane_linear(xt: te.Tensor, p: dict[str, te.Tensor], fmt: Format, out_featur
     else:
         minimum = te.compute(
             (out_features, groups),
-            lambda j, g: _cast(fmt.scale_te(p, j, g)[1], xt.dtype),
+            lambda j, g: as_dtype(fmt.scale_te(p, j, g)[1], xt.dtype),
             name=SCALE_STAGES[1],
         )
         c2 = te.reduce_axis((0, per), name="c")

@@ -1,0 +1,172 @@
+"""CPU decode of a quantized linear with integer dot products.
+
+One token's product y = W x, W stored in a grouped format whose codes are whole fields of
+32-bit words (4-bit unsigned or 8-bit signed, `Format.integer_codes`), in two kernels:
+
+1. `quantize_input` (TE, fused with what produces x): x as int16 in groups of GROUP
+   elements, each with its float32 scale (max |x| / 32767) and its exact sum, the elements of
+   a group put in the order the codes come out of the words.
+2. `integer_linear` (TIR): per output row and group, the codes times the int16 inputs summed
+   with WebAssembly's `i32x4.dot_i16x8_s` (eight products and four pairwise adds in one
+   instruction), then scaled once:
+
+       y[j] = sum_g  scale[j, g] * xscale[g] * sum_(k in g) code[j, k] * xq[k]
+                   + minimum[j, g] * sum_(k in g) x[k]
+
+Against float products of decoded weights (`kernels._lane_linear`), a group of 32 weights
+costs four dot instructions instead of 32 conversions and multiply-adds. The inputs lose
+precision only below 1 / 65534 of their group's largest value (llama.cpp's CPU kernels round
+them to 8 bits). Written in TIR by hand, with the instruction as an LLVM intrinsic: TE
+describes one scalar at a time, and the instruction adds pairs of lanes.
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.tirx.script import builder as T
+
+from ..formats import Format
+from ..formats.base import as_dtype
+
+GROUP = 32  # inputs sharing one int16 scale: one ggml block
+LANES = 8  # int16 lanes of a 128-bit vector
+TILE = 4  # output rows a task computes together, each input vector loaded once for them
+INT16_MAX = 32767
+DOT = "llvm.wasm.dot"  # i32x4.dot_i16x8_s
+# The kernel's attribute: written with vector types, its buffers sized as declared.
+VECTOR_TYPED = "kiln.vector_typed"
+
+
+def applies(fmt: Format, cols: int, rows: int, dtype: str) -> bool:
+    """Whether `integer_linear` computes this product."""
+    codes = fmt.integer_codes
+    return (
+        codes is not None
+        and dtype == "float32"
+        and fmt.group % GROUP == 0
+        and cols % fmt.group == 0
+        and rows % TILE == 0
+    )
+
+
+def element(width: int, position):
+    """The element of a group of GROUP whose int16 value sits at `position` of the reordered
+    group. 4-bit codes, eight a word: a word's low 16 bits hold elements 0-3, its high ones
+    4-7, so the int16 lane 2i + h of the group's four words, shifted right by 4 s, holds
+    element 8i + 4h + s (s = 0..3, one vector each). 8-bit codes, four a word: lane i of a
+    vector of eight words holds elements 2i (low byte) and 2i + 1 (high byte), taken as two
+    vectors of even and odd elements per 16."""
+    if width == 4:
+        step, lane = position // LANES, position % LANES
+        return (lane // 2) * 8 + (lane % 2) * 4 + step
+    half, rest = position // 16, position % 16
+    return half * 16 + (rest % LANES) * 2 + rest // LANES
+
+
+def quantize_input(x: te.Tensor, width: int) -> list[te.Tensor]:
+    """int16 inputs (reordered per group, see `element`), their scales and exact sums."""
+    cols = int(x.shape[2])
+    groups = cols // GROUP
+    k = te.reduce_axis((0, GROUP), name="k")
+    largest = te.compute(
+        (groups,), lambda g: te.max(te.abs(x[0, 0, g * GROUP + k]), axis=k), name="input_max"
+    )
+    k2 = te.reduce_axis((0, GROUP), name="k")
+    sums = te.compute(
+        (groups,), lambda g: te.sum(x[0, 0, g * GROUP + k2], axis=k2), name="input_sums"
+    )
+    scales = te.compute(
+        (groups,), lambda g: largest[g] / tirx.const(INT16_MAX, "float32"), name="input_scales"
+    )
+
+    def quantized(p):
+        g = p // GROUP
+        value = x[0, 0, g * GROUP + element(width, p % GROUP)]
+        inverse = tirx.Select(
+            largest[g] > tirx.const(0, "float32"),
+            tirx.const(INT16_MAX, "float32") / largest[g],
+            tirx.const(0, "float32"),
+        )
+        return tirx.Cast("int16", tirx.round(value * inverse))
+
+    return [te.compute((cols,), quantized, name="input_int16"), scales, sums]
+
+
+def _vector(buffer: tirx.Buffer, row, start, dtype: str):
+    """Four words of a row of `buffer` from `start`, as a 128-bit vector of `dtype`."""
+    return tirx.reinterpret(dtype, buffer[row, tirx.Ramp(start, 1, 4)])
+
+
+def _group_dot(width: int, part: tirx.Buffer, xq: tirx.Buffer, row, g):
+    """int32x4 partial sums of code * xq over group g of a row (codes `width` bits wide)."""
+    words = GROUP * width // 32
+    products = []
+    if width == 4:
+        halves = _vector(part, row, g * words, "uint16x8")
+        for step in range(4):
+            codes = halves >> tirx.Broadcast(tirx.const(4 * step, "uint16"), LANES)
+            if step < 3:
+                codes = codes & tirx.Broadcast(tirx.const(15, "uint16"), LANES)
+            products.append((tirx.reinterpret("int16x8", codes), step * LANES))
+    else:
+        for half in range(2):
+            pairs = _vector(part, row, g * words + half * 4, "int16x8")
+            eight = tirx.Broadcast(tirx.const(8, "int16"), LANES)
+            products.append(((pairs << eight) >> eight, half * 16))
+            products.append((pairs >> eight, half * 16 + LANES))
+    total = None
+    for codes, offset in products:
+        inputs = xq[tirx.Ramp(g * GROUP + offset, 1, LANES)]
+        dot = tirx.call_llvm_pure_intrin("int32x4", DOT, codes, inputs)
+        total = dot if total is None else total + dot
+    return total
+
+
+def integer_linear_func(fmt: Format, rows: int, cols: int) -> tirx.PrimFunc:
+    """out (1, 1, rows) = W x from the quantized inputs of `quantize_input`; W's parts as
+    `fmt.parts` gives them. Tiles of TILE rows run in parallel over cores."""
+    assert fmt.integer_codes is not None
+    part_name, width, offset = fmt.integer_codes
+    groups = cols // GROUP
+    shapes = fmt.parts(rows, cols)
+    with IRBuilder() as builder:
+        with T.prim_func(private=True):
+            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, VECTOR_TYPED: True})
+            xq = T.arg("xq", T.Buffer((cols,), "int16"))
+            xscale = T.arg("xscale", T.Buffer((groups,), "float32"))
+            xsum = T.arg("xsum", T.Buffer((groups,), "float32"))
+            parts = {
+                name: T.arg(name, T.Buffer(shape, dtype)) for name, (shape, dtype) in shapes.items()
+            }
+            out = T.arg("out", T.Buffer((1, 1, rows), "float32"))
+            zero = tirx.const(0, "float32")
+            with T.parallel(0, rows // TILE) as tile:
+                sums = T.alloc_buffer((TILE * 4,), "float32", scope="global")
+                low = T.alloc_buffer((TILE,), "float32", scope="global")
+                factor = T.alloc_buffer((TILE,), "float32", scope="global")
+                for r in range(TILE):
+                    T.buffer_store(sums, tirx.Broadcast(zero, 4), [tirx.Ramp(r * 4, 1, 4)])
+                T.buffer_store(low, tirx.Broadcast(zero, TILE), [tirx.Ramp(0, 1, TILE)])
+                with T.serial(0, groups) as g:
+                    with T.vectorized(0, TILE) as r:
+                        row = tile * TILE + r
+                        scale, minimum = fmt.scale_te(parts, row, g * GROUP // fmt.group)
+                        scale = as_dtype(scale, "float32")
+                        T.buffer_store(factor, scale * xscale[g], [r])
+                        terms = [] if minimum is None else [as_dtype(minimum, "float32")]
+                        if offset:
+                            terms.append(scale * tirx.const(offset, "float32"))
+                        if terms:
+                            T.buffer_store(low, low[r] + sum(terms[1:], terms[0]) * xsum[g], [r])
+                    for r in range(TILE):
+                        total = _group_dot(width, parts[part_name], xq, tile * TILE + r, g)
+                        lanes = tirx.Ramp(r * 4, 1, 4)
+                        scaled = tirx.Cast("float32x4", total) * tirx.Broadcast(factor[r], 4)
+                        T.buffer_store(sums, sums[lanes] + scaled, [lanes])
+                for r in range(TILE):
+                    value = low[r]
+                    for lane in range(4):
+                        value = value + sums[r * 4 + lane]
+                    T.buffer_store(out, value, [0, 0, tile * TILE + r])
+    return builder.get()
