@@ -23,6 +23,7 @@ from tvm.target import Target
 
 from .models.kernels import (
     CODES_PER_WORD,
+    CPU_TABLES,
     DEQUANT_WEIGHT,
     LANE_PARTIAL,
     LANE_SUMS,
@@ -455,5 +456,39 @@ class CpuReduction(ScheduleRule):
         return True
 
 
+class CpuElementwise(ScheduleRule):
+    """CPU kernels of element-wise and other injective functions (activations, rotary, residual
+    adds, copies into the KV cache). TVM's default loops write every stage to a buffer of its
+    own, allocated on each call (prefill's SiLU wrote four of n x 1536 floats); here every
+    stage is inlined into the outputs but the tables a kernel computes once on purpose
+    (`kernels.CPU_TABLES`), and each output's loops run vectorised over LANES, in parallel
+    over cores where they have a symbolic size (prefill's tokens)."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or "cpu" not in target.keys:
+            return None
+        sch = s_tir.Schedule(func)
+        try:
+            return sch if self._schedule(sch) else None
+        except s_tir.ScheduleError:
+            return None
+
+    @staticmethod
+    def _schedule(sch: s_tir.Schedule) -> bool:
+        infos = normalize_prim_func(sch)
+        if infos is None or not all(i.is_injective() for i in infos):
+            return False
+        tables = [i for i in infos if sch.get(i.block_rv).name_hint in CPU_TABLES]
+        outputs = try_inline(sch, [i for i in infos if i not in tables])
+        for info in outputs:
+            *outer, last = sch.get_loops(info.block_rv)
+            if (_const(sch.get(last).extent) or 1) % LANES == 0:
+                _, lanes = sch.split(last, factors=[None, LANES])
+                sch.vectorize(lanes)
+            if outer and any(_const(sch.get(loop).extent) is None for loop in outer):
+                sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+        return True
+
+
 def cpu_rules() -> list[ScheduleRule]:
-    return [CpuReduction()]
+    return [CpuReduction(), CpuElementwise()]

@@ -50,6 +50,9 @@ LANE_INPUTS, LANE_INPUT_SUMS, LANE_PARTIAL, LANE_SUMS = (
     "lane_sums",
 )
 CPU_LANES = 4
+# Stages a CPU kernel computes once and reads many times (rotary's cos and sin per position
+# and frequency): the CPU schedules keep them as they are instead of inlining them.
+CPU_TABLES = ("rotary_cos", "rotary_sin")
 
 
 def weight_value(fmt: Format, parts: dict[str, te.Tensor], row, col, dtype: str):
@@ -267,21 +270,36 @@ def rotary(
         batch, seq, heads, dim = x.shape
         half = dim // 2
 
-        def value(b, i, h, d):
+        def angle(i, d):
             pos = tirx.Cast("float32", total - seq + i)
-            exponent = tirx.Cast("float32", (d % half) * 2) / tirx.const(int(dim), "float32")
+            exponent = tirx.Cast("float32", d * 2) / tirx.const(int(dim), "float32")
             one = tirx.const(1.0, "float32")
             if llama3 is not None:
                 inverse = one / te.power(tirx.const(theta, "float32"), exponent)
-                freq = pos * _llama3_inverse_frequency(inverse, llama3)
-            elif factors is not None:
+                return pos * _llama3_inverse_frequency(inverse, llama3)
+            if factors is not None:
                 power = te.power(tirx.const(theta, "float32"), exponent)
-                freq = pos * (one / (_per_dimension(factors, d % half) * power))
-            else:
-                freq = pos / te.power(tirx.const(theta, "float32"), exponent)
-            scale = tirx.const(attention, "float32")
-            cos = tirx.Cast(x.dtype, te.cos(freq) * scale)
-            sin = tirx.Cast(x.dtype, te.sin(freq) * scale)
+                return pos * (one / (_per_dimension(factors, d) * power))
+            return pos / te.power(tirx.const(theta, "float32"), exponent)
+
+        scale = tirx.const(attention, "float32")
+        if _CPU.get():
+            # Tables (CPU_TABLES): cos and sin once per position and frequency, not per head.
+            cos_table = te.compute(
+                (seq, half), lambda i, d: te.cos(angle(i, d)) * scale, name=CPU_TABLES[0]
+            )
+            sin_table = te.compute(
+                (seq, half), lambda i, d: te.sin(angle(i, d)) * scale, name=CPU_TABLES[1]
+            )
+            cos_of = lambda i, d: cos_table[i, d % half]  # noqa: E731
+            sin_of = lambda i, d: sin_table[i, d % half]  # noqa: E731
+        else:
+            cos_of = lambda i, d: te.cos(angle(i, d % half)) * scale  # noqa: E731
+            sin_of = lambda i, d: te.sin(angle(i, d % half)) * scale  # noqa: E731
+
+        def value(b, i, h, d):
+            cos = tirx.Cast(x.dtype, cos_of(i, d))
+            sin = tirx.Cast(x.dtype, sin_of(i, d))
             other = tirx.Select(d < half, -x[b, i, h, d + half], x[b, i, h, d - half])
             rotated = x[b, i, h, d] * cos + other * sin
             return tirx.Select(h < rotated_heads, rotated, x[b, i, h, d])
@@ -332,6 +350,29 @@ def _invocation_loops():
     )
 
 
+# An attention invocation's loops over head_dim: vectorized on a CPU; its dot products of a
+# query and a key summed in DOT_LANES interleaved partial sums there (independent SIMD
+# accumulators, added up at the end), in one on a GPU (a thread's plain loop).
+DOT_LANES = 8
+
+
+def _head_loops(head_dim: int):
+    """(loop over head_dim, partial sums of a dot product, loop over them)."""
+    if _CPU.get() and head_dim % DOT_LANES == 0:
+        vector = lambda extent: T.vectorized(0, extent)  # noqa: E731
+        return vector, DOT_LANES, vector
+    serial = lambda extent: T.serial(0, extent)  # noqa: E731
+    return serial, 1, serial
+
+
+def _lane_sum(partial) -> tirx.PrimExpr:
+    """The partial sums of a dot product added up."""
+    total = partial[0]
+    for lane in range(1, int(partial.shape[0])):
+        total = total + partial[lane]
+    return total
+
+
 def attention_func(
     heads: int,
     kv_heads: int,
@@ -360,6 +401,7 @@ def attention_func(
         return T.float32(softcap) * T.tanh(score / T.float32(softcap)) if softcap else score
 
     blocks, lanes, scope = _invocation_loops()
+    each, parts, each_part = _head_loops(head_dim)
 
     def first_key(position):
         return T.max(position - (window - 1), T.int64(0)) if window else T.int64(0)
@@ -377,6 +419,7 @@ def attention_func(
         for bx in blocks((n * heads + threads - 1) // threads):
             for tx in lanes(threads):
                 acc = T.alloc_buffer((head_dim,), "float32", scope=scope)
+                partial = T.alloc_buffer((parts,), "float32", scope=scope)
                 best = T.alloc_buffer((1,), "float32", scope=scope)
                 denom = T.alloc_buffer((1,), "float32", scope=scope)
                 score = T.alloc_buffer((1,), "float32", scope=scope)
@@ -387,26 +430,28 @@ def attention_func(
                     kvh = T.meta_var(h // group)
                     best[0] = T.float32(-3.0e38)
                     denom[0] = T.float32(0)
-                    for d in range(head_dim):
+                    for d in each(head_dim):
                         acc[d] = T.float32(0)
                     for j in range(first_key(total_len - n + i), total_len - n + i + 1):
-                        score[0] = T.float32(0)
-                        for d in range(head_dim):
-                            score[0] = score[0] + T.Cast("float32", qkv[0, i, h, d]) * T.Cast(
-                                "float32", k_cache[j, kvh, d]
-                            )
-                        score[0] = capped(score[0] * T.float32(scale))
+                        for p in each_part(parts):
+                            partial[p] = T.float32(0)
+                        for d0 in range(head_dim // parts):
+                            for p in each_part(parts):
+                                partial[p] = partial[p] + T.Cast(
+                                    "float32", qkv[0, i, h, d0 * parts + p]
+                                ) * T.Cast("float32", k_cache[j, kvh, d0 * parts + p])
+                        score[0] = capped(_lane_sum(partial) * T.float32(scale))
                         prev[0] = best[0]
                         best[0] = T.max(prev[0], score[0])
                         # Two exponentials per key, kept in registers for the head_dim loop.
                         prev[0] = T.exp(prev[0] - best[0])
                         score[0] = T.exp(score[0] - best[0])
                         denom[0] = denom[0] * prev[0] + score[0]
-                        for d in range(head_dim):
+                        for d in each(head_dim):
                             acc[d] = acc[d] * prev[0] + score[0] * T.Cast(
                                 "float32", v_cache[j, kvh, d]
                             )
-                    for d in range(head_dim):
+                    for d in each(head_dim):
                         out[0, i, h * head_dim + d] = T.Cast(dtype, acc[d] / denom[0])
 
     return attention
@@ -421,6 +466,7 @@ def encoder_attention_func(heads: int, head_dim: int, dtype: str):
     scale = 1.0 / math.sqrt(head_dim)
     threads = ATTENTION_THREADS
     blocks, lanes, scope = _invocation_loops()
+    each, parts, each_part = _head_loops(head_dim)
 
     @T.prim_func(private=True)
     def encoder_attention(var_qkv: T.handle, var_lengths: T.handle, var_out: T.handle):
@@ -432,6 +478,7 @@ def encoder_attention_func(heads: int, head_dim: int, dtype: str):
         for bx in blocks((b * n * heads + threads - 1) // threads):
             for tx in lanes(threads):
                 acc = T.alloc_buffer((head_dim,), "float32", scope=scope)
+                partial = T.alloc_buffer((parts,), "float32", scope=scope)
                 best = T.alloc_buffer((1,), "float32", scope=scope)
                 denom = T.alloc_buffer((1,), "float32", scope=scope)
                 score = T.alloc_buffer((1,), "float32", scope=scope)
@@ -442,25 +489,27 @@ def encoder_attention_func(heads: int, head_dim: int, dtype: str):
                     h = T.meta_var((bx * threads + tx) % heads)
                     best[0] = T.float32(-3.0e38)
                     denom[0] = T.float32(0)
-                    for d in range(head_dim):
+                    for d in each(head_dim):
                         acc[d] = T.float32(0)
                     for j in range(T.Cast("int64", lengths[s])):
-                        score[0] = T.float32(0)
-                        for d in range(head_dim):
-                            score[0] = score[0] + T.Cast("float32", qkv[s, i, h, d]) * T.Cast(
-                                "float32", qkv[s, j, heads + h, d]
-                            )
-                        score[0] = score[0] * T.float32(scale)
+                        for p in each_part(parts):
+                            partial[p] = T.float32(0)
+                        for d0 in range(head_dim // parts):
+                            for p in each_part(parts):
+                                partial[p] = partial[p] + T.Cast(
+                                    "float32", qkv[s, i, h, d0 * parts + p]
+                                ) * T.Cast("float32", qkv[s, j, heads + h, d0 * parts + p])
+                        score[0] = _lane_sum(partial) * T.float32(scale)
                         prev[0] = best[0]
                         best[0] = T.max(prev[0], score[0])
                         prev[0] = T.exp(prev[0] - best[0])
                         score[0] = T.exp(score[0] - best[0])
                         denom[0] = denom[0] * prev[0] + score[0]
-                        for d in range(head_dim):
+                        for d in each(head_dim):
                             acc[d] = acc[d] * prev[0] + score[0] * T.Cast(
                                 "float32", qkv[s, j, 2 * heads + h, d]
                             )
-                    for d in range(head_dim):
+                    for d in each(head_dim):
                         out[s, i, h * head_dim + d] = T.Cast(dtype, acc[d] / denom[0])
 
     return encoder_attention
