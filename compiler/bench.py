@@ -2,7 +2,7 @@
 
     scripts/bench [MODEL ...] [--quantization as-stored q4f32] [--runs 3] [--variant software|gpu]
                   [--backend webgpu wasm] [--threads N]
-    scripts/bench --profile ...   time each kernel of one decode step instead
+    scripts/bench --profile ...   time each kernel of a decode step instead (median of 5)
     scripts/bench ... --peer transformers.js [--rounds N]   also run a peer on the same model
 
 Per chat model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
@@ -216,32 +216,47 @@ def profile_folder(
     variant: str | None = None,
     backend: str = "webgpu",
     threads: int | None = None,
+    steps: int = 5,
 ) -> dict:
     """One decode step after a short prompt, each launch run alone (on WebGPU submitted and
     awaited alone: the per-kernel times include a submit round trip each, so their sum
-    overstates a real step)."""
+    overstates a real step); `steps` such steps, each kernel's time the median of its
+    per-step totals (one step alone can carry a pause of the machine's)."""
     with serve_folder(folder) as url:
         page = open_engine_page(browser, url, variant=variant, backend=backend, threads=threads)
-        times = page.evaluate(
-            """async () => {
+        runs = page.evaluate(
+            """async (steps) => {
                 const prompt = engine.tokenizer.encode("Hello, how are you?");
-                return await engine.profileDecode(prompt);
-            }"""
+                const runs = [];
+                for (let i = 0; i < steps; i++) runs.push(await engine.profileDecode(prompt));
+                return runs;
+            }""",
+            steps,
         )
         info = page.evaluate("async () => await engine.runtimeStats()")
         page.close()
-    kernels: dict[str, list] = {}
-    for t in times:
-        entry = kernels.setdefault(t["kernel"], [0, 0.0])
-        entry[0] += 1
-        entry[1] += t["ms"]
+    per_step: list[dict[str, list]] = []
+    for times in runs:
+        kernels: dict[str, list] = {}
+        for t in times:
+            entry = kernels.setdefault(t["kernel"], [0, 0.0])
+            entry[0] += 1
+            entry[1] += t["ms"]
+        per_step.append(kernels)
     return {
         "model": folder.name,
         "backend": backend,
         "variant": info["variant"],
         "threads": info["threads"],
-        "decode_step_ms": round(sum(t["ms"] for t in times), 1),
-        "kernels": {k: {"launches": c, "ms": round(ms, 1)} for k, (c, ms) in kernels.items()},
+        "steps": steps,
+        "decode_step_ms": round(statistics.median(sum(t["ms"] for t in r) for r in runs), 1),
+        "kernels": {
+            k: {
+                "launches": count,
+                "ms": round(statistics.median(step[k][1] for step in per_step), 1),
+            }
+            for k, (count, _) in per_step[0].items()
+        },
     }
 
 
@@ -259,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, help="the CPU backend's threads at most (default: one per core)"
     )
-    parser.add_argument("--profile", action="store_true", help="per-kernel times of one step")
+    parser.add_argument(
+        "--profile", action="store_true", help="per-kernel times of a decode step (median of 5)"
+    )
     parser.add_argument(
         "--peer", choices=peer.PEERS, help="also run this peer on the same model and prompt"
     )
