@@ -266,7 +266,24 @@ def _decode_scales(sch: s_tir.Schedule, scales: list, batch) -> None:
             sch.transform_layout(stage, ("write", 0), lambda row, group: (group, row))
 
 
-class CpuReduction(ScheduleRule):
+class CpuRule(ScheduleRule):
+    """A CPU schedule rule: `_schedule` says whether it took the function; a pattern its
+    primitives refuse leaves the function to the next rule (or TVM's default loops)."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or "cpu" not in target.keys:
+            return None
+        sch = s_tir.Schedule(func)
+        try:
+            return sch if self._schedule(sch) else None
+        except s_tir.ScheduleError:
+            return None
+
+    def _schedule(self, sch: s_tir.Schedule) -> bool:
+        raise NotImplementedError
+
+
+class CpuReduction(CpuRule):
     """CPU kernels for single reductions over outputs of constant count (matmul-like
     products), the outputs split over cores (a parallel loop) in tiles.
 
@@ -286,17 +303,7 @@ class CpuReduction(ScheduleRule):
     padded activation buffers (`compile` sizes them for whole tiles) and writes back only
     rows below n.
 
-    Element-wise epilogues (the residual add) run on the tile's sums, in the same task.
-    Anything else keeps TVM's default loops."""
-
-    def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or "cpu" not in target.keys:
-            return None
-        sch = s_tir.Schedule(func)
-        try:
-            return sch if self._schedule(sch) else None
-        except s_tir.ScheduleError:
-            return None  # a pattern these primitives refuse: TVM's default loops
+    Element-wise epilogues (the residual add) run on the tile's sums, in the same task."""
 
     def _schedule(self, sch: s_tir.Schedule) -> bool:
         blocks = sch.get_child_blocks(sch.get_sblock("root"))
@@ -456,7 +463,7 @@ class CpuReduction(ScheduleRule):
         return True
 
 
-class CpuElementwise(ScheduleRule):
+class CpuElementwise(CpuRule):
     """CPU kernels of element-wise and other injective functions (activations, rotary, residual
     adds, copies into the KV cache). TVM's default loops write every stage to a buffer of its
     own, allocated on each call (prefill's SiLU wrote four of n x 1536 floats); here every
@@ -464,17 +471,7 @@ class CpuElementwise(ScheduleRule):
     (`kernels.CPU_TABLES`), and each output's loops run vectorised over LANES, in parallel
     over cores where they have a symbolic size (prefill's tokens)."""
 
-    def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or "cpu" not in target.keys:
-            return None
-        sch = s_tir.Schedule(func)
-        try:
-            return sch if self._schedule(sch) else None
-        except s_tir.ScheduleError:
-            return None
-
-    @staticmethod
-    def _schedule(sch: s_tir.Schedule) -> bool:
+    def _schedule(self, sch: s_tir.Schedule) -> bool:
         infos = normalize_prim_func(sch)
         if infos is None or not all(i.is_injective() for i in infos):
             return False
