@@ -79,16 +79,20 @@ def quantize_input(x: te.Tensor, width: int) -> list[te.Tensor]:
     scales = te.compute(
         (groups,), lambda g: largest[g] / tirx.const(INT16_MAX, "float32"), name="input_scales"
     )
+    inverses = te.compute(
+        (groups,),
+        lambda g: tirx.Select(
+            largest[g] > tirx.const(0, "float32"),
+            tirx.const(INT16_MAX, "float32") / largest[g],
+            tirx.const(0, "float32"),
+        ),
+        name="input_inverse_scales",
+    )
 
     def quantized(p):
         g = p // GROUP
         value = x[0, 0, g * GROUP + element(width, p % GROUP)]
-        inverse = tirx.Select(
-            largest[g] > tirx.const(0, "float32"),
-            tirx.const(INT16_MAX, "float32") / largest[g],
-            tirx.const(0, "float32"),
-        )
-        return tirx.Cast("int16", tirx.round(value * inverse))
+        return tirx.Cast("int16", tirx.round(value * inverses[g]))
 
     return [te.compute((cols,), quantized, name="input_int16"), scales, sums]
 

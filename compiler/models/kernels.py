@@ -115,12 +115,16 @@ def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, 
     return op.tensor_expr_op(compute, name, [x, *parts.values()])
 
 
+def _one_token_inputs(shape) -> int | None:
+    """The input size of a (1, 1, inputs) shape of constant sizes (one token's), else None."""
+    dims = [int(d) if isinstance(d, (int, tirx.IntImm)) else None for d in shape]
+    return dims[2] if dims[:2] == [1, 1] else None
+
+
 def _integer_applies(fmt: Format, shape, rows: int, dtype: str) -> bool:
     """Whether CPU decode takes `cpu_linear`: one token of float32, a format it reads."""
-    dims = [int(d) if isinstance(d, (int, tirx.IntImm)) else None for d in shape]
-    if dims[:2] != [1, 1] or dims[2] is None:
-        return False
-    return cpu_linear.applies(fmt, dims[2], rows, dtype)
+    cols = _one_token_inputs(shape)
+    return cols is not None and cpu_linear.applies(fmt, cols, rows, dtype)
 
 
 def _integer_linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, rows: int, name: str):
@@ -142,9 +146,8 @@ def _integer_linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, rows: int,
 def _lanes_apply(fmt: Format, shape) -> bool:
     """Whether CPU decode takes `_lane_linear`: one token, and a grouped format whose groups
     hold whole runs of CPU_LANES x codes_per_word inputs."""
-    dims = [int(d) if isinstance(d, (int, tirx.IntImm)) else None for d in shape]
     chunk = CPU_LANES * fmt.codes_per_word
-    return dims[:2] == [1, 1] and fmt.group > 0 and fmt.group % chunk == 0 and dims[2] is not None
+    return _one_token_inputs(shape) is not None and fmt.group > 0 and fmt.group % chunk == 0
 
 
 def _lane_linear(xt: te.Tensor, p: dict[str, te.Tensor], fmt: Format, out_features: int, name):
