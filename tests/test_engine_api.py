@@ -326,9 +326,11 @@ def test_abort_mid_stream_then_next_request_works(page):
         """async (r) => {
             const controller = new AbortController();
             const chunks = [];
+            // A slow reader: the generation waits for it rather than running to its end.
             for await (const c of await engine.chat.completions.create(
                 {...r, stream: true, signal: controller.signal})) {
                 chunks.push(c);
+                await new Promise((resolve) => setTimeout(resolve, 50));
                 if (chunks.length === 4) controller.abort();
             }
             const interrupted = engine.chat.completions.create(r);

@@ -13,6 +13,8 @@ import { StreamDecoder } from "./tokenizer.js";
 let idCounter = 0;
 const newId = (prefix) => `${prefix}-${Date.now().toString(36)}${(idCounter++).toString(36)}`;
 const now = () => performance.now();
+// How many tokens a stream's generation may run ahead of its reader.
+const STREAM_AHEAD = 2;
 
 /**
  * An OpenAI-style engine over one or several model folders written by build-web.
@@ -236,7 +238,8 @@ export class Engine {
 
   /**
    * Generates from prompt token ids with the sampling fields of a request; calls
-   * onToken(id, textDelta) for each new token. For tests and tools.
+   * onToken(id, textDelta) for each new token, and waits for the promise it may return before
+   * the next. For tests and tools.
    */
   generate(promptTokens, params = {}, onToken = undefined) {
     const model = this.#resolve(params.model);
@@ -316,7 +319,7 @@ export class Engine {
         }
         const delta = stops.push(decoder.push(token));
         text += delta;
-        onToken?.(token, delta, entry);
+        await onToken?.(token, delta, entry); // a stream's reader sets the pace
         if (stops.stopped || mask?.terminated) {
           finish = "stop";
           break;
@@ -472,13 +475,15 @@ export class Engine {
   }
 
   /**
-   * The streamed form (responses.js shapes the chunks). Leaving the loop early ends the
-   * generation.
+   * The streamed form (responses.js shapes the chunks). The generation keeps at most
+   * STREAM_AHEAD tokens ahead of the reader, so that an abort ends it where the reader is;
+   * leaving the loop early ends it too. A stream must be read to its end or left.
    */
   async *#stream(job, includeUsage) {
     const events = new AsyncQueue();
     let results = null;
-    this.#exclusive(job.model, () => this.#runChoices(job, (event) => events.push(event))).then(
+    const emit = (event) => (events.push(event), events.room(STREAM_AHEAD));
+    this.#exclusive(job.model, () => this.#runChoices(job, emit)).then(
       (r) => ((results = r), events.close()),
       (err) => events.close(err),
     );
@@ -487,7 +492,10 @@ export class Engine {
       yield* completionChunks(job, events, includeUsage ? () => usage(job, results) : null);
       finished = true;
     } finally {
-      if (!finished) job.control.aborted = true; // the caller stopped reading
+      if (!finished) {
+        job.control.aborted = true; // the caller stopped reading
+        events.release();
+      }
     }
   }
 }

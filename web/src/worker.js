@@ -6,7 +6,7 @@
 // only unique per client (a service worker keys them by client).
 //
 // client -> handler
-//   {kiln: "call", id, method, args, progress?, expect?, aborted?}
+//   {kiln: "call", id, method, args, progress?, expect?, aborted?, window?}
 //       method: "reload" | "unload" | "resetChat" | "interruptGenerate" | "runtimeStats" | "runtimeStatsText"
 //       | "chat.completions.create" | "completions.create" | "embeddings.create"; args are the engine method's
 //       arguments as they are, less what cannot be cloned: the client strips functions and
@@ -15,6 +15,10 @@
 //       handler has something else loaded (another page reloaded, or the service worker was
 //       restarted), it loads that first, so a request is never answered by another model.
 //       `aborted: true` (requests only): its AbortSignal had fired before it was sent.
+//       `window: n` (streams only): at most n chunks are sent ahead of the client's "read"
+//       messages, so that the generation stays where the client reads (and an abort ends it
+//       there). Without it, chunks are sent as they come.
+//   {kiln: "read", id}        the client's reader took one chunk of the stream
 //   {kiln: "abort", id}       the request's AbortSignal fired, or its stream was left early
 //   {kiln: "keepAlive"}       sent periodically to a service worker so that it is not stopped
 // handler -> client
@@ -37,6 +41,51 @@ const CREATE = {
 };
 const FORWARDED = ["unload", "resetChat", "interruptGenerate", "runtimeStats", "runtimeStatsText"];
 
+// While a stream waits for its client to read, how often the handler checks the client is there.
+const GONE_CHECK_MS = 1000;
+
+/** How many chunks of a stream are sent and not yet read, against the client's window. */
+class Credit {
+  #unread = 0;
+  #wake = null;
+
+  /** @param {number} window */
+  constructor(window) {
+    this.window = window;
+  }
+
+  get full() {
+    return this.#unread >= this.window;
+  }
+
+  sent() {
+    this.#unread++;
+  }
+
+  read() {
+    this.#unread--;
+    this.#wake?.();
+  }
+
+  /** No more waiting for reads. */
+  lift() {
+    this.window = Infinity;
+    this.#wake?.();
+  }
+
+  /** Resolves at the next read (or lift), or after `ms`. */
+  wait(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        this.#wake = null;
+        resolve();
+      };
+    });
+  }
+}
+
 /** An error as a message can carry it; the client rebuilds the class by `name`. */
 function serializeError(err) {
   if (!(err instanceof Error) && !(err instanceof DOMException)) return { name: "Error", message: String(err) };
@@ -50,7 +99,7 @@ function serializeError(err) {
 class EngineHandler {
   #loadedKey = null; // what the engine holds, as a reload key; null if unknown or nothing
   #loading = null; // {key, promise, listeners} of the reload in progress
-  #aborts = new Map(); // client/id -> the AbortController of a request in progress
+  #requests = new Map(); // client/id -> {controller, credit} of a request in progress
 
   /** @param {Engine} [engine] */
   constructor(engine = new Engine()) {
@@ -64,15 +113,31 @@ class EngineHandler {
    * @param {string} [client]  tells clients apart, whose request ids may collide
    */
   handle(message, reply, client = "") {
-    if (message?.kiln === "call") return this.#call(message, reply, `${client}/${message.id}`);
-    if (message?.kiln === "abort") this.#aborts.get(`${client}/${message.id}`)?.abort();
+    if (message?.kiln === "call") return this.#call(message, reply, client);
+    const request = this.#requests.get(`${client}/${message?.id}`);
+    if (message?.kiln === "read") request?.credit.read();
+    if (message?.kiln === "abort") {
+      request?.controller.abort();
+      request?.credit.lift(); // the client may have left its loop: nothing would be read
+    }
   }
 
-  async #call({ id, method, args = [], progress, expect, aborted }, reply, key) {
+  /**
+   * Whether the client that sent a request is gone (its page closed): a stream it no longer
+   * reads is then aborted. Dedicated workers go with their page; service workers override this.
+   * @param {string} client
+   */
+  async isGone(client) {
+    return false;
+  }
+
+  async #call({ id, method, args = [], progress, expect, aborted, window }, reply, client) {
     const onProgress = progress ? (report) => reply({ kiln: "progress", id, report }) : undefined;
+    const key = `${client}/${id}`;
     // Registered before anything is awaited: the abort message may be the very next one.
     const controller = method in CREATE ? new AbortController() : null;
-    if (controller) this.#aborts.set(key, controller);
+    const credit = new Credit(Number.isInteger(window) && window > 0 ? window : Infinity);
+    if (controller) this.#requests.set(key, { controller, credit });
     if (aborted) controller?.abort();
     try {
       let value;
@@ -88,7 +153,17 @@ class EngineHandler {
         );
         if (result && typeof result[Symbol.asyncIterator] === "function") {
           reply({ kiln: "stream", id });
-          for await (const chunk of result) reply({ kiln: "chunk", id, chunk });
+          for await (const chunk of result) {
+            reply({ kiln: "chunk", id, chunk });
+            credit.sent();
+            while (credit.full) {
+              await credit.wait(GONE_CHECK_MS);
+              if (credit.full && (await this.isGone(client))) {
+                controller.abort();
+                credit.lift();
+              }
+            }
+          }
         } else {
           value = result;
         }
@@ -104,7 +179,7 @@ class EngineHandler {
       if (err?.name === "DeviceLostError") this.#forget();
       reply({ kiln: "error", id, error: serializeError(err), loadedModels: this.engine.loadedModels });
     } finally {
-      if (controller) this.#aborts.delete(key);
+      if (controller) this.#requests.delete(key);
     }
   }
 
@@ -175,10 +250,16 @@ export class ServiceWorkerEngineHandler extends EngineHandler {
    */
   constructor(engine = undefined, scope = globalThis) {
     super(engine);
+    this.scope = scope;
     scope.addEventListener("message", (event) => {
       const client = event.source;
       if (!client || typeof client.postMessage !== "function") return;
       this.handle(event.data, (m) => client.postMessage(m), client.id);
     });
+  }
+
+  /** @param {string} client */
+  async isGone(client) {
+    return !(await this.scope.clients.get(client));
   }
 }

@@ -8,6 +8,9 @@ import { checkSignal, requestedModel } from "./request.js";
 const BUILTIN_ERRORS = { TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError };
 // Chrome stops a service worker after about 30 s without events.
 const KEEP_ALIVE_MS = 10_000;
+// How many chunks of a stream the handler may send before the reader takes them: enough to
+// hide a message's way there and back, few enough that an abort stops where the reader is.
+const STREAM_WINDOW = 4;
 
 /** Rebuilds an error sent by the handler as the class it was thrown as, by name. */
 function reviveError({ name, message, code, param }) {
@@ -195,7 +198,11 @@ class WorkerEngine {
       [body],
       // An abort message would reach the worker after the request and might be read only
       // once it has run a while: a signal already fired goes with the request.
-      { expect: this.#expect ?? undefined, ...(signal?.aborted ? { aborted: true } : {}) },
+      {
+        expect: this.#expect ?? undefined,
+        ...(signal?.aborted ? { aborted: true } : {}),
+        ...(body?.stream ? { window: STREAM_WINDOW } : {}),
+      },
       {
         stream: started,
         chunk: (chunk) => queue.push(chunk),
@@ -218,7 +225,10 @@ class WorkerEngine {
   async *#read(id, queue) {
     let finished = false;
     try {
-      yield* queue;
+      for await (const chunk of queue) {
+        this.#post({ kiln: "read", id }); // the handler sends the next one
+        yield chunk;
+      }
       finished = true;
     } finally {
       if (!finished) this.#post({ kiln: "abort", id });

@@ -9,6 +9,7 @@ import { InvalidRequestError } from "../src/errors.js";
 import { exactNumberBounds } from "../src/grammar.js";
 import { evaluate } from "../src/expr.js";
 import { LogitsProcessor, logSoftmax, topK } from "../src/logits.js";
+import { AsyncQueue } from "../src/queue.js";
 import { checkChatRequest, checkSignal } from "../src/request.js";
 import { argmax, makeRandom, sample } from "../src/sampler.js";
 import { StopStrings } from "../src/stop.js";
@@ -208,4 +209,26 @@ test("number bounds are rewritten so that XGrammar's integer-part bounds are exa
   const nested = exactNumberBounds({ type: "object", properties: { t: { type: "number", minimum: -5 } } });
   assert.deepEqual(nested.properties.t.anyOf[1], { type: "number", minimum: -4 });
   assert.deepEqual(exactNumberBounds({ type: "number", maximum: 0.5 }), { type: "number", maximum: 0.5 });
+});
+
+test("a producer waiting for room goes on when the reader takes an item, or leaves", async () => {
+  const queue = new AsyncQueue();
+  const produced = [];
+  const producer = (async () => {
+    for (let i = 0; i < 10; i++) {
+      queue.push(i);
+      produced.push(i);
+      await queue.room(2);
+    }
+    queue.close();
+  })();
+  const reader = queue[Symbol.asyncIterator]();
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.deepEqual(produced, [0, 1]); // two ahead of a reader that has read nothing
+  assert.equal((await reader.next()).value, 0);
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.deepEqual(produced, [0, 1, 2]);
+  queue.release(); // the reader left: the producer runs to its end
+  await producer;
+  assert.equal(produced.length, 10);
 });
