@@ -2,8 +2,8 @@
 
     scripts/bench [MODEL ...] [--quantization as-stored q4f32] [--runs 3] [--variant software|gpu]
                   [--backend webgpu wasm] [--threads N]
-    scripts/bench --profile ...   time each kernel of a decode step instead (median of 5)
-    scripts/bench ... --peer transformers.js [--rounds N]   also run a peer on the same model
+    scripts/bench --profile ...   time each kernel of a decode step and of a prefill instead
+    scripts/bench ... --peer transformers.js|llama.cpp [--rounds N]   also run a peer
 
 Per chat model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
 tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and of the kernels
@@ -210,6 +210,22 @@ def median_ratios(rounds: list[dict]) -> dict:
     }
 
 
+def _per_kernel(runs: list[list[dict]]) -> dict:
+    """Each kernel's launches and time, the median of its per-run totals."""
+    per_run: list[dict[str, list]] = []
+    for times in runs:
+        kernels: dict[str, list] = {}
+        for t in times:
+            entry = kernels.setdefault(t["kernel"], [0, 0.0])
+            entry[0] += 1
+            entry[1] += t["ms"]
+        per_run.append(kernels)
+    return {
+        k: {"launches": count, "ms": round(statistics.median(run[k][1] for run in per_run), 1)}
+        for k, (count, _) in per_run[0].items()
+    }
+
+
 def profile_folder(
     browser,
     folder: Path,
@@ -218,45 +234,40 @@ def profile_folder(
     threads: int | None = None,
     steps: int = 5,
 ) -> dict:
-    """One decode step after a short prompt, each launch run alone (on WebGPU submitted and
-    awaited alone: the per-kernel times include a submit round trip each, so their sum
-    overstates a real step); `steps` such steps, each kernel's time the median of its
-    per-step totals (one step alone can carry a pause of the machine's)."""
+    """One decode step after a short prompt, and the prefill of the benchmark's prompt, each
+    launch run alone (on WebGPU submitted and awaited alone: the per-kernel times include a
+    submit round trip each, so their sum overstates a real step); `steps` of each, each
+    kernel's time the median of its per-run totals (one run alone can carry a pause of the
+    machine's)."""
     with serve_folder(folder) as url:
         page = open_engine_page(browser, url, variant=variant, backend=backend, threads=threads)
-        runs = page.evaluate(
-            """async (steps) => {
-                const prompt = engine.tokenizer.encode("Hello, how are you?");
-                const runs = [];
-                for (let i = 0; i < steps; i++) runs.push(await engine.profileDecode(prompt));
-                return runs;
+        decode, prefill, prompt_tokens = page.evaluate(
+            """async ([steps, text]) => {
+                const short = engine.tokenizer.encode("Hello, how are you?");
+                const long = engine.tokenizer.encode(text);
+                const decode = [];
+                const prefill = [];
+                for (let i = 0; i < steps; i++) {
+                    decode.push(await engine.profileDecode(short));
+                    prefill.push(await engine.profilePrefill(long));
+                }
+                return [decode, prefill, long.length];
             }""",
-            steps,
+            [steps, PROMPT],
         )
         info = page.evaluate("async () => await engine.runtimeStats()")
         page.close()
-    per_step: list[dict[str, list]] = []
-    for times in runs:
-        kernels: dict[str, list] = {}
-        for t in times:
-            entry = kernels.setdefault(t["kernel"], [0, 0.0])
-            entry[0] += 1
-            entry[1] += t["ms"]
-        per_step.append(kernels)
     return {
         "model": folder.name,
         "backend": backend,
         "variant": info["variant"],
         "threads": info["threads"],
         "steps": steps,
-        "decode_step_ms": round(statistics.median(sum(t["ms"] for t in r) for r in runs), 1),
-        "kernels": {
-            k: {
-                "launches": count,
-                "ms": round(statistics.median(step[k][1] for step in per_step), 1),
-            }
-            for k, (count, _) in per_step[0].items()
-        },
+        "decode_step_ms": round(statistics.median(sum(t["ms"] for t in r) for r in decode), 1),
+        "kernels": _per_kernel(decode),
+        "prefill_tokens": prompt_tokens,
+        "prefill_ms": round(statistics.median(sum(t["ms"] for t in r) for r in prefill), 1),
+        "prefill_kernels": _per_kernel(prefill),
     }
 
 
@@ -275,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, help="the CPU backend's threads at most (default: one per core)"
     )
     parser.add_argument(
-        "--profile", action="store_true", help="per-kernel times of a decode step (median of 5)"
+        "--profile",
+        action="store_true",
+        help="per-kernel times of a decode step and of the prompt's prefill (median of 5)",
     )
     parser.add_argument(
         "--peer", choices=peer.PEERS, help="also run this peer on the same model and prompt"
@@ -301,7 +314,7 @@ def _run(args: argparse.Namespace) -> int:
     from playwright.sync_api import sync_playwright
 
     if args.peer:
-        peer.install()
+        peer.install(args.peer)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         for model in args.models:

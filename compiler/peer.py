@@ -1,11 +1,15 @@
-"""The benchmark's peer: transformers.js on ONNX Runtime Web's WebAssembly backend (fp32,
-one thread per core) in the same headless Chromium, on the same model, prompt token ids and
-token counts as `compiler.bench`.
+"""The benchmark's peers, on the same model, prompt token ids and token counts as
+`compiler.bench`:
+- transformers.js on ONNX Runtime Web's WebAssembly backend (fp32, one thread per core) in
+  the same headless Chromium;
+- llama.cpp, native (llama-cpp-python, one thread per core), on the preset's GGUF itself:
+  the speed a browser engine is measured against (scripts/peer/llama_cpp_run.py).
 
-Everything it needs is made on first use and kept under .cache/peer/ (git-ignored):
+Everything they need is made on first use and kept under .cache/peer/ (git-ignored):
 - venv/: a Python venv from scripts/peer/requirements.txt. Optimum's ONNX exporter, which
   transformers.js users run to make their models, needs transformers<4.58; the project's
   venv has 5.x, so the peer has its own.
+- llama-cpp-venv/: a venv from scripts/peer/llama-cpp.txt (compiles llama.cpp).
 - models/NAME-GGUFHASH-EXPORTHASH/: the preset's GGUF as transformers.js loads it from a
   local folder (scripts/peer/export.py), checked against transformers 5.x's logits.
 and scripts/peer/node_modules/ from scripts/peer/package-lock.json (@huggingface/transformers,
@@ -39,9 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts" / "peer"
 CACHE = ROOT / ".cache" / "peer"
 VENV = CACHE / "venv"
+LLAMA_VENV = CACHE / "llama-cpp-venv"
 NODE_MODULES = SCRIPTS / "node_modules"
 STAMP = ".kiln-stamp"
-PEERS = ["transformers.js"]
+PEERS = ["transformers.js", "llama.cpp"]
 # Largest difference between the export's logits and transformers 5.x's, relative to the
 # largest logit.
 LOGIT_TOLERANCE = 1e-4
@@ -140,18 +145,28 @@ def _python() -> Path:
     return VENV / "bin" / "python"
 
 
-def install() -> None:
-    """Makes the peer venv and scripts/peer/node_modules where their stamps (the hash of
-    requirements.txt, of package-lock.json) are not current; else only checks."""
-    requirements = SCRIPTS / "requirements.txt"
+def _venv(folder: Path, requirements: Path) -> None:
+    """Makes (or updates) the venv `folder` from `requirements` unless its stamp (the file's
+    hash) is current."""
     stamp = _digest(requirements)
-    if _stamp(VENV) != stamp:
-        print("peer: installing the peer venv (.cache/peer/venv)", file=sys.stderr)
-        if not _python().exists():
-            _run([sys.executable, "-m", "venv", VENV])
-        pip = ["-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        _run([_python(), *pip, "-r", requirements])
-        (VENV / STAMP).write_text(stamp)
+    if _stamp(folder) == stamp:
+        return
+    print(f"peer: installing {requirements.name} into {folder}", file=sys.stderr)
+    python = folder / "bin" / "python"
+    if not python.exists():
+        _run([sys.executable, "-m", "venv", folder])
+    _run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", requirements])
+    (folder / STAMP).write_text(stamp)
+
+
+def install(name: str) -> None:
+    """Makes what the peer `name` needs where it is not current; else only checks: for
+    transformers.js the peer venv and scripts/peer/node_modules (stamped with the hash of
+    requirements.txt, of package-lock.json), for llama.cpp its venv."""
+    if name == "llama.cpp":
+        _venv(LLAMA_VENV, SCRIPTS / "llama-cpp.txt")
+        return
+    _venv(VENV, SCRIPTS / "requirements.txt")
     stamp = _digest(SCRIPTS / "package-lock.json")
     if _stamp(NODE_MODULES) != stamp:
         print("peer: installing scripts/peer/node_modules", file=sys.stderr)
@@ -343,10 +358,68 @@ def bench_transformers_js(
     }
 
 
+def bench_llama_cpp(model: str, ids: list[int], runs: int, decode_tokens: int) -> dict[str, Any]:
+    """One benchmark row for native llama.cpp on the model's GGUF: the same prompt ids, then
+    `decode_tokens` greedy tokens with EOS held off; the median of `runs` runs after one
+    warm-up run, one thread per core."""
+    gguf = gguf_file(model)
+    threads = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(dir=CACHE, prefix="llama-cpp-") as tmp:
+        ids_path = Path(tmp) / "ids.json"
+        ids_path.write_text(json.dumps(ids))
+        script = SCRIPTS / "llama_cpp_run.py"
+        command = [
+            LLAMA_VENV / "bin" / "python",
+            script,
+            gguf,
+            ids_path,
+            decode_tokens,
+            runs,
+            threads,
+        ]
+        try:
+            done = subprocess.run(
+                [str(c) for c in command], check=True, stdout=subprocess.PIPE, text=True
+            )
+        except (OSError, subprocess.CalledProcessError) as err:
+            raise PeerError(f"llama.cpp: {err}") from None
+    info, *results = [json.loads(line) for line in done.stdout.splitlines()]
+    print(
+        f"peer: llama.cpp {info['version']}, {threads} threads, {info['system']}", file=sys.stderr
+    )
+    if len(results) != runs + 1 or any(len(r["tokens"]) != decode_tokens for r in results):
+        raise PeerError(f"llama.cpp did not make {runs + 1} runs of {decode_tokens} tokens")
+    print(f"peer: llama.cpp reply, first 20 tokens: {results[-1]['reply']!r}", file=sys.stderr)
+    measured = results[1:]
+    return {
+        "model": model,
+        "peer": "llama.cpp",
+        "peer_version": info["version"],
+        "backend": "native",
+        "dtype": "as stored (" + gguf.name + ")",
+        "threads": threads,
+        "prompt_tokens": len(ids),
+        "decode_tokens": decode_tokens,
+        "prefill_tok_s": round(
+            statistics.median(len(ids) / r["time_to_first_token_s"] for r in measured), 2
+        ),
+        "decode_tok_s": round(
+            statistics.median((decode_tokens - 1) / r["after_first_s"] for r in measured), 2
+        ),
+        "time_to_first_token_s": round(
+            statistics.median(r["time_to_first_token_s"] for r in measured), 2
+        ),
+        "model_bytes": gguf.stat().st_size,
+        "runs": runs,
+    }
+
+
 def bench(
     name: str, browser, model: str, ids: list[int], prompt: str, runs: int, decode_tokens: int
 ) -> dict[str, Any]:
     """One benchmark row for the peer `name` (one of PEERS)."""
-    if name != "transformers.js":
-        raise PeerError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
-    return bench_transformers_js(browser, model, ids, prompt, runs, decode_tokens)
+    if name == "transformers.js":
+        return bench_transformers_js(browser, model, ids, prompt, runs, decode_tokens)
+    if name == "llama.cpp":
+        return bench_llama_cpp(model, ids, runs, decode_tokens)
+    raise PeerError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")

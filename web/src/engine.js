@@ -195,6 +195,15 @@ export class Engine {
     });
   }
 
+  /** Times each kernel launch of the prefill of `tokens`, as profileDecode does. */
+  profilePrefill(tokens, modelId = undefined) {
+    const model = this.#resolve(modelId);
+    return this.#exclusive(model, async () => {
+      this.#ready(model).cachedTokens = [];
+      return model.executor.profile("prefill", tokens, tokens.length);
+    });
+  }
+
   /**
    * The loaded model a request names; with no name, the only one loaded (or, given `encoder`,
    * the only one of that kind: an engine may hold a chat model and an embedding model). A

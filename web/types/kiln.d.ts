@@ -302,10 +302,12 @@ export class Engine {
   generate(
     promptTokens: number[],
     params?: Omit<ChatCompletionRequest, "messages">,
-    onToken?: (id: number | null, textDelta: string) => void,
+    onToken?: (id: number | null, textDelta: string) => void | Promise<void>,
   ): Promise<{ tokens: number[]; text: string; finish: string; stats: RequestStats }>;
   /** each kernel launch of one decode step after `tokens`, timed alone (for benchmarks) */
   profileDecode(tokens: number[], modelId?: string): Promise<{ kernel: string; ms: number }[]>;
+  /** each kernel launch of the prefill of `tokens`, timed alone (for benchmarks) */
+  profilePrefill(tokens: number[], modelId?: string): Promise<{ kernel: string; ms: number }[]>;
 }
 
 export function CreateEngine(model: string | string[], options?: EngineOptions): Promise<Engine>;

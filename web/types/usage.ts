@@ -101,11 +101,13 @@ export async function tooling(engine: Engine): Promise<number> {
   const logits: Float32Array = await engine.forwardLogits(ids);
   const run = await engine.generate(ids, { temperature: 0, max_tokens: 4, ignore_eos: true });
   const steps = await engine.profileDecode(ids);
+  const launches = await engine.profilePrefill(ids);
   return (
     logits.length +
     run.tokens.length +
     run.stats.decode_tokens_per_s +
     steps.length +
+    launches.length +
     (engine.manifest?.context_window ?? 0)
   );
 }
