@@ -111,10 +111,13 @@ def _compact_tiles(mod: tvm.IRModule) -> tvm.IRModule:
         s_tir.transform.ConvertBlocksToOpaque(),
         s_tir.transform.CompactBufferAllocation(is_strict=False),
     ]
-    compacted = tvm.transform.Sequential(passes)(mod)
+    typed: dict[tvm.ir.GlobalVar, Any] = {}
+    rest: dict[tvm.ir.GlobalVar, Any] = {}
     for gv, func in mod.functions.items():
-        if func.attrs and func.attrs.get(cpu_linear.VECTOR_TYPED):
-            compacted[gv] = func
+        (typed if func.attrs and func.attrs.get(cpu_linear.VECTOR_TYPED) else rest)[gv] = func
+    compacted = tvm.transform.Sequential(passes)(tvm.IRModule(rest))
+    for gv, func in typed.items():
+        compacted[gv] = func
     return compacted
 
 
