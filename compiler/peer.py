@@ -285,6 +285,24 @@ def _lay_out(root: Path, model_folder: Path) -> None:
             _place(file, root / "models" / model_folder.name / file.relative_to(model_folder))
 
 
+def _speeds(measured: list[dict], prompt_tokens: int, decode_tokens: int) -> dict[str, Any]:
+    """A peer row's speeds, the medians over runs that each give their time to the first
+    token and from it to the last."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "decode_tokens": decode_tokens,
+        "prefill_tok_s": round(
+            statistics.median(prompt_tokens / r["time_to_first_token_s"] for r in measured), 2
+        ),
+        "decode_tok_s": round(
+            statistics.median((decode_tokens - 1) / r["after_first_s"] for r in measured), 2
+        ),
+        "time_to_first_token_s": round(
+            statistics.median(r["time_to_first_token_s"] for r in measured), 2
+        ),
+    }
+
+
 def bench_transformers_js(
     browser, model: str, ids: list[int], prompt: str, runs: int, decode_tokens: int
 ) -> dict[str, Any]:
@@ -334,7 +352,6 @@ def bench_transformers_js(
         raise PeerError(
             f"transformers.js made {len(results[-1]['tokens'])} tokens, not {decode_tokens}"
         )
-    ttft = statistics.median(r["time_to_first_token_s"] for r in measured)
     return {
         "model": model,
         "peer": "transformers.js",
@@ -343,15 +360,7 @@ def bench_transformers_js(
         "backend": "wasm",
         "dtype": "fp32",
         "threads": info["numThreads"],
-        "prompt_tokens": len(ids),
-        "decode_tokens": decode_tokens,
-        "prefill_tok_s": round(
-            statistics.median(len(ids) / r["time_to_first_token_s"] for r in measured), 2
-        ),
-        "decode_tok_s": round(
-            statistics.median((decode_tokens - 1) / r["after_first_s"] for r in measured), 2
-        ),
-        "time_to_first_token_s": round(ttft, 2),
+        **_speeds(measured, len(ids), decode_tokens),
         "load_s": round(info["load"], 2),
         "model_bytes": sum(f.stat().st_size for f in (folder / "onnx").iterdir()),
         "runs": runs,
@@ -398,17 +407,7 @@ def bench_llama_cpp(model: str, ids: list[int], runs: int, decode_tokens: int) -
         "backend": "native",
         "dtype": "as stored (" + gguf.name + ")",
         "threads": threads,
-        "prompt_tokens": len(ids),
-        "decode_tokens": decode_tokens,
-        "prefill_tok_s": round(
-            statistics.median(len(ids) / r["time_to_first_token_s"] for r in measured), 2
-        ),
-        "decode_tok_s": round(
-            statistics.median((decode_tokens - 1) / r["after_first_s"] for r in measured), 2
-        ),
-        "time_to_first_token_s": round(
-            statistics.median(r["time_to_first_token_s"] for r in measured), 2
-        ),
+        **_speeds(measured, len(ids), decode_tokens),
         "model_bytes": gguf.stat().st_size,
         "runs": runs,
     }
