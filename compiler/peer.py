@@ -141,8 +141,8 @@ def _run(command: Sequence[str | Path], cwd: Path | None = None) -> None:
         raise PeerError(f"{' '.join(map(str, command))}: {err}") from None
 
 
-def _python() -> Path:
-    return VENV / "bin" / "python"
+def _python(venv: Path = VENV) -> Path:
+    return venv / "bin" / "python"
 
 
 def _venv(folder: Path, requirements: Path) -> None:
@@ -152,10 +152,10 @@ def _venv(folder: Path, requirements: Path) -> None:
     if _stamp(folder) == stamp:
         return
     print(f"peer: installing {requirements.name} into {folder}", file=sys.stderr)
-    python = folder / "bin" / "python"
-    if not python.exists():
+    if not _python(folder).exists():
         _run([sys.executable, "-m", "venv", folder])
-    _run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", requirements])
+    pip = ["-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    _run([_python(folder), *pip, "-r", requirements])
     (folder / STAMP).write_text(stamp)
 
 
@@ -377,15 +377,7 @@ def bench_llama_cpp(model: str, ids: list[int], runs: int, decode_tokens: int) -
         ids_path = Path(tmp) / "ids.json"
         ids_path.write_text(json.dumps(ids))
         script = SCRIPTS / "llama_cpp_run.py"
-        command = [
-            LLAMA_VENV / "bin" / "python",
-            script,
-            gguf,
-            ids_path,
-            decode_tokens,
-            runs,
-            threads,
-        ]
+        command = [_python(LLAMA_VENV), script, gguf, ids_path, decode_tokens, runs, threads]
         try:
             done = subprocess.run(
                 [str(c) for c in command], check=True, stdout=subprocess.PIPE, text=True

@@ -3,11 +3,10 @@
     python llama_cpp_run.py MODEL.gguf IDS.json DECODE_TOKENS RUNS THREADS
 
 Feeds the prompt token ids of IDS.json (what Kiln fed, template applied), then picks
-DECODE_TOKENS greedy tokens with the end-of-sequence tokens held off, RUNS + 1 times (the
-first a warm-up); prints a JSON line of its version and the CPU features it was built
-for, then one per run: time to first token (prefill and the first
-pick), time from the first token to the last, and the tokens. Runs in the peer's own venv
-(scripts/peer/llama-cpp.txt).
+DECODE_TOKENS greedy tokens with the end-of-sequence token held off, RUNS + 1 times (the
+first a warm-up); prints a JSON line of its version and the CPU features it was built for,
+then one per run: time to first token (prefill and the first pick), time from the first
+token to the last, and the tokens. Runs in the peer's own venv (scripts/peer/llama-cpp.txt).
 """
 
 import json
@@ -30,14 +29,14 @@ def main(gguf: str, ids_path: str, decode_tokens: int, runs: int, threads: int) 
         verbose=False,
     )
     vocab = llm.n_vocab()
-    held_off = {llm.token_eos()}
+    eos = llm.token_eos()
     system = llama_cpp.llama_print_system_info().decode().strip()
     print(json.dumps({"version": llama_cpp.__version__, "system": system}), flush=True)
 
     def pick() -> int:
         # With logits for the last position only, the context holds just that row.
         logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab,)).copy()
-        logits[list(held_off)] = -np.inf
+        logits[eos] = -np.inf
         return int(np.argmax(logits))
 
     for _ in range(runs + 1):
