@@ -165,6 +165,8 @@ def build(
         note(f"formats {', '.join(kinds)}")
         stored = sum(p.nbytes for p in params.values())
         note(f"{stored / 1e6:.1f} MB, the source's tensors {source.tensor_bytes / 1e6:.1f} MB")
+        for name, rope in config.rope_tables().items():  # cos and sin per position
+            params[name] = rope.table(window, scheme.dtype)
     variants: dict[str, Compiled] = {}
     for variant in VARIANTS:
         with progress.step(f"compile {variant} kernels") as note:

@@ -40,6 +40,7 @@ class GGUFMetadata:
         values = tuple(float(v) for v in np.asarray(tensor.data, dtype=np.float32).ravel())
         if len(values) != length:
             raise BuildError(
-                f"{self.path}: {tensor_name} has {len(values)} values, not head_dim/2 = {length}"
+                f"{self.path}: {tensor_name} has {len(values)} values, not {length} (one per "
+                "rotated pair of dimensions)"
             )
         return values

@@ -23,7 +23,6 @@ from tvm.target import Target
 
 from .models.kernels import (
     CODES_PER_WORD,
-    CPU_TABLES,
     DEQUANT_WEIGHT,
     LANE_PARTIAL,
     LANE_SUMS,
@@ -467,16 +466,14 @@ class CpuElementwise(CpuRule):
     """CPU kernels of element-wise and other injective functions (activations, rotary, residual
     adds, copies into the KV cache). TVM's default loops write every stage to a buffer of its
     own, allocated on each call (prefill's SiLU wrote four of n x 1536 floats); here every
-    stage is inlined into the outputs but the tables a kernel computes once on purpose
-    (`kernels.CPU_TABLES`), and each output's loops run vectorised over LANES, in parallel
-    over cores where they have a symbolic size (prefill's tokens)."""
+    stage is inlined into the outputs, and each output's loops run vectorised over LANES, in
+    parallel over cores where they have a symbolic size (prefill's tokens)."""
 
     def _schedule(self, sch: s_tir.Schedule) -> bool:
         infos = normalize_prim_func(sch)
         if infos is None or not all(i.is_injective() for i in infos):
             return False
-        tables = [i for i in infos if sch.get(i.block_rv).name_hint in CPU_TABLES]
-        outputs = try_inline(sch, [i for i in infos if i not in tables])
+        outputs = try_inline(sch, infos)
         for info in outputs:
             *outer, last = sch.get_loops(info.block_rv)
             if (_const(sch.get(last).extent) or 1) % LANES == 0:

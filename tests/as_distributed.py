@@ -42,7 +42,7 @@ def assert_config_equal(ours, theirs) -> None:
     rope = theirs.rope_parameters or {}
     rope = rope.get("full_attention", rope)  # per attention kind, where layers differ (Gemma 3)
     rope_theta = getattr(theirs, "rope_theta", None) or rope["rope_theta"]
-    assert (ours.rope_theta, ours.rms_norm_eps) == (rope_theta, theirs.rms_norm_eps)
+    assert (ours.rope.theta, ours.rms_norm_eps) == (rope_theta, theirs.rms_norm_eps)
     for field in CONFIG_FIELDS:
         assert getattr(ours, field) == getattr(theirs, field), field
     assert ours.head_dim == head_dim

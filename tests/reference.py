@@ -36,6 +36,8 @@ def load_folder(folder: Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np
     shards = [(folder / s["file"]).read_bytes() for s in manifest["shards"]]
     grouped: dict[str, dict[str, np.ndarray]] = {}
     for t in manifest["params"]:
+        if t["name"].startswith("rope_table"):
+            continue  # the network's cos and sin, which the reference computes itself
         raw = shards[t["shard"]][t["offset"] : t["offset"] + t["bytes"]]
         array = np.frombuffer(raw, dtype=t["dtype"]).reshape(t["shape"])
         owner, part = t["name"].rsplit(".", 1)
@@ -64,24 +66,18 @@ class ReferenceModel:
         scale = 1.0 / np.sqrt((x * x).mean(-1, keepdims=True) + self.c["rms_norm_eps"])
         return x * scale * weight
 
-    def _rope(self, x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
-        dim = x.shape[-1]
-        inv_freq = theta ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
-        if self.c.get("rope_llama3"):  # Llama 3.1's scaling, as Meta's reference code has it
-            factor, low, high, old = self.c["rope_llama3"]
-            wavelength = 2 * np.pi / inv_freq
-            smooth = np.clip((old / wavelength - low) / (high - low), 0.0, 1.0)
-            inv_freq = (1 - smooth) * inv_freq / factor + smooth * inv_freq
-        attention = 1.0
-        if self.c.get("rope_longrope"):  # Phi-3's: per-dimension factors, scaled cos and sin
-            factors, attention, _ = self.c["rope_longrope"]
-            inv_freq = inv_freq / np.asarray(factors, dtype=np.float64)
+    def _rope(self, x: np.ndarray, positions: np.ndarray, rope: dict) -> np.ndarray:
+        """The first rotary_dim dimensions of each head rotated in halves; the inverse
+        frequencies and the scale of cos and sin as the config gives them."""
+        dim = rope["rotary_dim"]
+        inv_freq = np.asarray(rope["inverse_frequencies"], dtype=np.float64)
         angles = positions[:, None] * inv_freq[None, :]
-        cos = np.concatenate([np.cos(angles)] * 2, -1)[:, None, :] * attention
-        sin = np.concatenate([np.sin(angles)] * 2, -1)[:, None, :] * attention
+        cos = np.concatenate([np.cos(angles)] * 2, -1)[:, None, :] * rope["attention"]
+        sin = np.concatenate([np.sin(angles)] * 2, -1)[:, None, :] * rope["attention"]
         half = dim // 2
-        rotated = np.concatenate([-x[..., half:], x[..., :half]], -1)
-        return x * cos + rotated * sin
+        part, kept = x[..., :dim], x[..., dim:]
+        rotated = np.concatenate([-part[..., half:], part[..., :half]], -1)
+        return np.concatenate([part * cos + rotated * sin, kept], -1)
 
     def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
         y = x @ self.w[name].T
@@ -101,7 +97,7 @@ class ReferenceModel:
             p = f"layers.{i}."
             # Gemma's local layers: a sliding window and their own rope base.
             local = gemma and c["sliding_layers"][i]
-            theta = c["rope_local_theta"] if local else c["rope_theta"]
+            rope = (local and c.get("rope_local")) or c["rope"]
             window = c.get("sliding_window") if local or not gemma else None
             scale = c["query_pre_attn_scalar"] ** -0.5 if gemma else d**-0.5
             normed = self._norm(x, w[p + "input_layernorm"])
@@ -110,8 +106,8 @@ class ReferenceModel:
             if p + "self_attn.q_norm" in w:  # Qwen3: each head normalized
                 q = self._norm(q, w[p + "self_attn.q_norm"])
                 k = self._norm(k, w[p + "self_attn.k_norm"])
-            q = self._rope(q, positions, theta)
-            k = self._rope(k, positions, theta)
+            q = self._rope(q, positions, rope)
+            k = self._rope(k, positions, rope)
             v = qkv[:, h + kvh :]
             self.keys[i].append(k)
             self.values[i].append(v)

@@ -69,7 +69,7 @@ def test_corrupt_gguf(tmp_path):
         (lambda c: c.pop("hidden_size"), "lacks the field 'hidden_size'"),
         (lambda c: c.update(num_key_value_heads=3), "multiple of num_key_value_heads"),
         (lambda c: c.update(num_hidden_layers="many"), "malformed value"),
-        (lambda c: c.update(rope_scaling={"rope_type": "yarn", "factor": 4.0}), "rope_scaling="),
+        (lambda c: c.update(rope_scaling={"rope_type": "axial", "factor": 4.0}), "rope_scaling="),
         (lambda c: c.update(mlp_bias=True), "mlp_bias=True"),
         (lambda c: c.update(hidden_act="gelu"), "hidden_act='gelu' is not implemented"),
         (lambda c: c.update(final_logit_softcapping=30.0), "final_logit_softcapping=30.0"),
@@ -120,7 +120,7 @@ def _drop(key: str):
         ),
         (
             lambda w: w.add_tensor("rope_freqs.weight", np.ones(5, np.float32)),
-            "rope_freqs.weight has 5 values, not head_dim/2 = 8",
+            "rope_freqs.weight has 5 values, not 8 (one per rotated pair of dimensions)",
         ),
     ],
 )

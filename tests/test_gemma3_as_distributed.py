@@ -46,7 +46,7 @@ def test_config_fields_equal_transformers(source, transformers_model):
     assert_config_equal(ours, theirs)
     assert ours.sliding_window == theirs.sliding_window == 512
     assert ours.sliding_layers == tuple(t == "sliding_attention" for t in theirs.layer_types)
-    assert ours.rope_local_theta == theirs.rope_parameters["sliding_attention"]["rope_theta"]
+    assert ours.rope_local.theta == theirs.rope_parameters["sliding_attention"]["rope_theta"]
     assert ours.query_pre_attn_scalar == theirs.query_pre_attn_scalar
 
 

@@ -33,15 +33,16 @@ def test_16_bit_folder_as_stored_matches_transformers(dtype, shard, tmp_path, en
     folder = build(str(hf), "as-stored", tmp_path / "built", context_window=64, prefill_chunk=8)
     manifest = json.loads((folder / "manifest.json").read_text())
     kept = {"float16": "f16", "bfloat16": "bf16"}[dtype]
-    formats = {p["format"] for p in manifest["params"] if not p["name"].endswith("norm.weight")}
+    weights = [p for p in manifest["params"] if not p["name"].startswith("rope_table")]
+    formats = {p["format"] for p in weights if not p["name"].endswith("norm.weight")}
     assert formats == {kept}, formats
-    stored = sum(p["bytes"] for p in manifest["params"])
+    stored = sum(p["bytes"] for p in weights)
     assert manifest["source_tensor_bytes"] <= stored <= 1.02 * manifest["source_tensor_bytes"]
 
     model = LlamaForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
     expected = transformers_logits_and_greedy(model, PROMPT, STEPS)
     with engine_page(folder) as page:
-        assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected)
+        assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected, exact=True)
 
 
 def test_tensors_are_read_one_at_a_time(tmp_path, monkeypatch):

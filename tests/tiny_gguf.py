@@ -322,7 +322,9 @@ def write_gguf(
     writer.add_feed_forward_length(config["intermediate_size"])
     writer.add_head_count(heads)
     writer.add_head_count_kv(kv_heads)
-    writer.add_rope_dimension_count(config["head_dim"])
+    # llama.cpp's converter writes the rotated part of a head (Phi-4-mini rotates 3/4).
+    partial = _rope(config).get("partial_rotary_factor") or 1.0
+    writer.add_rope_dimension_count(int(config["head_dim"] * partial))
     writer.add_key_length(config["head_dim"])
     writer.add_value_length(config["head_dim"])
     writer.add_rope_freq_base(float(config["rope_theta"]))

@@ -24,7 +24,8 @@ class Family:
     hf_architectures: tuple[str, ...]  # config.json "architectures"
     gguf_architectures: tuple[str, ...]  # GGUF general.architecture
     # config.json dict, where (for errors) -> the family's config (a frozen dataclass with
-    # `to_json`, `vocab_size`, `max_position_embeddings` and `tie_word_embeddings`)
+    # `to_json`, `vocab_size`, `max_position_embeddings`, `tie_word_embeddings` and
+    # `rope_tables()`, the tables of cos and sin its network reads, see rope.py)
     config_from_hf: Callable[[dict[str, Any], str], Any]
     # GGUF metadata, the file's tensor names -> the config
     config_from_gguf: Callable[[GGUFMetadata, set[str]], Any]

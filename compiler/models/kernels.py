@@ -50,9 +50,6 @@ LANE_INPUTS, LANE_INPUT_SUMS, LANE_PARTIAL, LANE_SUMS = (
     "lane_sums",
 )
 CPU_LANES = 4
-# Stages a CPU kernel computes once and reads many times (rotary's cos and sin per position
-# and frequency): the CPU schedules keep them as they are instead of inlining them.
-CPU_TABLES = ("rotary_cos", "rotary_sin")
 
 
 def weight_value(fmt: Format, parts: dict[str, te.Tensor], row, col, dtype: str):
@@ -230,86 +227,34 @@ def embedding(ids: Tensor, parts: dict[str, Tensor], fmt: Format, cols: int, dty
     return op.tensor_expr_op(compute, "embedding", [ids, *parts.values()])
 
 
-def _llama3_inverse_frequency(inverse: tirx.PrimExpr, llama3: tuple[float, ...]):
-    """Llama 3.1's rope scaling of one inverse frequency, as transformers computes it: long
-    wavelengths divided by `factor`, short ones kept, those between interpolated."""
-    factor, low_factor, high_factor, old_context = (tirx.const(v, "float32") for v in llama3)
-    wavelength = tirx.const(2 * math.pi, "float32") / inverse
-    low_wavelength = old_context / low_factor
-    high_wavelength = old_context / high_factor
-    scaled = tirx.Select(wavelength > low_wavelength, inverse / factor, inverse)
-    smooth = (old_context / wavelength - low_factor) / (high_factor - low_factor)
-    one = tirx.const(1.0, "float32")
-    smoothed = (one - smooth) * scaled / factor + smooth * scaled
-    medium = tirx.all(wavelength >= high_wavelength, wavelength <= low_wavelength)
-    return tirx.Select(medium, smoothed, scaled)
-
-
-def _per_dimension(values: tuple[float, ...], index: tirx.PrimExpr) -> tirx.PrimExpr:
-    """values[index] for a constant table (a chain of selects: TE has no constant arrays)."""
-    out = tirx.const(values[-1], "float32")
-    for i in range(len(values) - 2, -1, -1):
-        out = tirx.Select(index == i, tirx.const(values[i], "float32"), out)
-    return out
-
-
-def rotary(
-    qkv: Tensor,
-    total_len: tirx.Var,
-    rotated_heads: int,
-    theta: float,
-    llama3: tuple[float, ...] | None = None,
-    factors: tuple[float, ...] | None = None,
-    attention: float = 1.0,
-) -> Tensor:
+def rotary(qkv: Tensor, table: Tensor, total_len: tirx.Var, rotated_heads: int) -> Tensor:
     """Rotary position embedding (Hugging Face's rotate-half layout) on the first
     `rotated_heads` heads of qkv (1, n, heads, head_dim); token i sits at total_len - n + i.
-    `llama3`: (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)
-    of Llama 3.1's frequency scaling, if the model has it; `factors`: one divisor of the
-    inverse frequency per dimension pair (Phi-3's LongRoPE, llama.cpp's rope_freqs);
-    `attention`: a scale of cos and sin (LongRoPE's attention factor)."""
+    `table` (positions, rotary_dim) holds each position's cos then sin per frequency (see
+    rope.py): the first rotary_dim dimensions of a head are rotated, the rest kept (partial
+    rotary)."""
 
-    def compute(x: te.Tensor, total: tirx.Var) -> te.Tensor:
+    def compute(x: te.Tensor, tab: te.Tensor, total: tirx.Var) -> te.Tensor:
         batch, seq, heads, dim = x.shape
-        half = dim // 2
-
-        def angle(i, d):
-            pos = tirx.Cast("float32", total - seq + i)
-            exponent = tirx.Cast("float32", d * 2) / tirx.const(int(dim), "float32")
-            one = tirx.const(1.0, "float32")
-            if llama3 is not None:
-                inverse = one / te.power(tirx.const(theta, "float32"), exponent)
-                return pos * _llama3_inverse_frequency(inverse, llama3)
-            if factors is not None:
-                power = te.power(tirx.const(theta, "float32"), exponent)
-                return pos * (one / (_per_dimension(factors, d) * power))
-            return pos / te.power(tirx.const(theta, "float32"), exponent)
-
-        scale = tirx.const(attention, "float32")
-        if _CPU.get():
-            # Tables (CPU_TABLES): cos and sin once per position and frequency, not per head.
-            cos_table = te.compute(
-                (seq, half), lambda i, d: te.cos(angle(i, d)) * scale, name=CPU_TABLES[0]
-            )
-            sin_table = te.compute(
-                (seq, half), lambda i, d: te.sin(angle(i, d)) * scale, name=CPU_TABLES[1]
-            )
-            cos_of = lambda i, d: cos_table[i, d % half]  # noqa: E731
-            sin_of = lambda i, d: sin_table[i, d % half]  # noqa: E731
-        else:
-            cos_of = lambda i, d: te.cos(angle(i, d % half)) * scale  # noqa: E731
-            sin_of = lambda i, d: te.sin(angle(i, d % half)) * scale  # noqa: E731
+        rotary_dim = int(tab.shape[1])
+        half = rotary_dim // 2
 
         def value(b, i, h, d):
-            cos = tirx.Cast(x.dtype, cos_of(i, d))
-            sin = tirx.Cast(x.dtype, sin_of(i, d))
+            pos = total - seq + i
+            pair = d % half
+            cos = tirx.Cast(x.dtype, tab[pos, pair])
+            sin = tirx.Cast(x.dtype, tab[pos, pair + half])
             other = tirx.Select(d < half, -x[b, i, h, d + half], x[b, i, h, d - half])
             rotated = x[b, i, h, d] * cos + other * sin
+            if rotary_dim < int(dim):
+                return tirx.Select(
+                    tirx.all(h < rotated_heads, d < rotary_dim), rotated, x[b, i, h, d]
+                )
             return tirx.Select(h < rotated_heads, rotated, x[b, i, h, d])
 
         return te.compute((batch, seq, heads, dim), value, name="rotary")
 
-    return op.tensor_expr_op(compute, "rotary", [qkv, total_len])
+    return op.tensor_expr_op(compute, "rotary", [qkv, table, total_len])
 
 
 def kv_append_func(heads: int, kv_heads: int, head_dim: int, capacity: int, dtype: str):

@@ -82,6 +82,9 @@ class BertConfig:
             )
         return config
 
+    def rope_tables(self) -> dict[str, Any]:
+        return {}  # absolute position embeddings: no rotary tables
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

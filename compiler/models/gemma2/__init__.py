@@ -7,12 +7,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ...errors import BuildError
 from ...gguf_metadata import GGUFMetadata
 from ..family import Family
 from ..gemma3 import Gemma3Config, Gemma3ForCausalLM
 from ..gemma3.config import gguf_gemma_config
 from ..gemma3.weights import gguf_tensor, network_weights
+from ..rope import rope_from_hf
 
 # Gemma2Config's defaults for fields a config.json may leave out
 DEFAULTS = {
@@ -32,12 +32,11 @@ def config_from_hf(raw: dict[str, Any], where: str) -> Gemma3Config:
         "layer_types",
         ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)],
     )
-    rope = raw.pop("rope_parameters", None) or {"rope_theta": raw["rope_theta"]}
-    if rope.get("rope_type", "default") != "default":
-        raise BuildError(f"{where}: config field rope_parameters={rope!r} is not implemented")
-    # One rope base, given to Gemma 3's reader as the base of both kinds of layer.
-    raw["rope_parameters"] = {"full_attention": rope, "sliding_attention": rope}
-    return dataclasses.replace(Gemma3Config.from_hf(raw, where), qk_norm=False)
+    # One rope for every layer, read as any family's flat rope settings.
+    plain = {k: v for k, v in raw.items() if k not in ("rope_parameters", "rope_scaling")}
+    config = Gemma3Config.from_hf(plain, where)
+    rope = rope_from_hf(raw, config.head_dim, where)
+    return dataclasses.replace(config, rope=rope, rope_local=None, qk_norm=False)
 
 
 def config_from_gguf(meta: GGUFMetadata, tensor_names: set[str]) -> Gemma3Config:

@@ -9,7 +9,8 @@ from typing import Any
 from ...errors import BuildError
 from ...gguf_metadata import GGUFMetadata
 from ..llama.config import LlamaConfig
-from ..llama.weights import gguf_config
+from ..llama.weights import gguf_config, gguf_rope
+from ..rope import Rope, rope_from_parameters
 
 # What llama.cpp assumes of every gemma3 GGUF (the file does not say): one global layer after
 # five local ones, and the local layers' rope base.
@@ -24,7 +25,6 @@ IMPLEMENTED_VALUES: dict[str, tuple[Any, ...]] = {
     "hidden_act": (None, "gelu_pytorch_tanh"),
     "attention_bias": (None, False),
     "use_bidirectional_attention": (None, False),
-    "rope_scaling": (None,),
 }
 
 SOFT_CAPS = ("attn_logit_softcapping", "final_logit_softcapping")
@@ -32,7 +32,7 @@ SOFT_CAPS = ("attn_logit_softcapping", "final_logit_softcapping")
 
 @dataclasses.dataclass(frozen=True)
 class Gemma3Config(LlamaConfig):
-    rope_local_theta: float = 10000.0  # the rope base of the local (sliding-window) layers
+    rope_local: Rope | None = None  # the local (sliding-window) layers' rope; None: `rope`
     sliding_layers: tuple[bool, ...] = ()  # per layer: local (True) or global
     query_pre_attn_scalar: float = 256.0  # scores are scaled by its inverse square root
     # cap * tanh(x / cap) of the attention scores and of the output logits; 0: none
@@ -40,7 +40,7 @@ class Gemma3Config(LlamaConfig):
     final_logit_softcapping: float = 0.0
 
     @classmethod
-    def from_hf(cls, raw: dict[str, Any], where: str) -> Gemma3Config:
+    def from_hf(cls, raw: dict[str, Any], where: str, partial_rotary: bool = False) -> Gemma3Config:
         for name, values in IMPLEMENTED_VALUES.items():
             if raw.get(name) not in values:
                 raise BuildError(f"{where}: config field {name}={raw[name]!r} is not implemented")
@@ -51,24 +51,15 @@ class Gemma3Config(LlamaConfig):
             else "sliding_attention"
             for i in range(layers)
         ]
-        rope = raw.get("rope_parameters") or {}
-        global_rope = rope.get("full_attention", {})
-        local_rope = rope.get("sliding_attention", {})
-        for kind in (global_rope, local_rope):
-            if kind.get("rope_type", "default") != "default":
-                raise BuildError(
-                    f"{where}: config field rope_parameters={rope!r} is not implemented"
-                )
-        ours = {*IMPLEMENTED_VALUES, *SOFT_CAPS, "rope_parameters"}  # read here, not by llama's
-        plain = {k: v for k, v in raw.items() if k not in ours}
+        ours = {*IMPLEMENTED_VALUES, *SOFT_CAPS, "rope_parameters", "rope_scaling"}
+        plain = {k: v for k, v in raw.items() if k not in ours}  # read here, not by llama's
         plain.setdefault("tie_word_embeddings", True)
-        base = LlamaConfig.from_hf(plain, where)
+        base = LlamaConfig.from_hf(plain, where, partial_rotary)
+        global_rope, local_rope = gemma_ropes(raw, base.head_dim, where, partial_rotary)
         try:
             config = cls(
-                **dataclasses.asdict(base),
-                rope_local_theta=float(
-                    local_rope.get("rope_theta", raw.get("rope_local_base_freq", 10000.0))
-                ),
+                **{**base.fields(), "rope": global_rope, "qk_norm": True},
+                rope_local=local_rope,
                 sliding_layers=tuple(t == "sliding_attention" for t in types),
                 query_pre_attn_scalar=float(raw.get("query_pre_attn_scalar", base.head_dim)),
                 attn_logit_softcapping=float(raw.get("attn_logit_softcapping") or 0.0),
@@ -76,20 +67,52 @@ class Gemma3Config(LlamaConfig):
             )
         except (TypeError, ValueError) as err:
             raise BuildError(f"{where}: config.json has a malformed value ({err})") from None
-        config = dataclasses.replace(
-            config,
-            rope_theta=float(global_rope.get("rope_theta", raw.get("rope_theta", 1000000.0))),
-            qk_norm=True,
-        )
         if len(config.sliding_layers) != config.num_hidden_layers:
             raise BuildError(
                 f"{where}: config field layer_types has {len(types)} entries for {layers} layers"
             )
         return config
 
+    def layer_rope(self, index: int) -> str:
+        if self.sliding_layers[index] and self.rope_local is not None:
+            return "rope_table_local"
+        return "rope_table"
+
+    def rope_tables(self) -> dict[str, Rope]:
+        tables = super().rope_tables()
+        if self.rope_local is not None and any(self.sliding_layers):
+            tables["rope_table_local"] = self.rope_local
+        return tables
+
     @classmethod
     def from_gguf(cls, meta: GGUFMetadata, tensor_names: set[str]) -> Gemma3Config:
         return gguf_gemma_config(meta, tensor_names, "gemma3", GGUF_GLOBAL_EVERY, GGUF_LOCAL_THETA)
+
+
+def gemma_ropes(
+    raw: dict[str, Any], head_dim: int, where: str, partial_rotary: bool = False
+) -> tuple[Rope, Rope]:
+    """The global and local layers' ropes, read as transformers 5 reads a Gemma 3 config:
+    `rope_parameters` nested by layer type, an older `rope_scaling` applying to the global
+    layers, `rope_theta` and `rope_local_base_freq` as the bases where the dicts lack them."""
+    params = raw.get("rope_parameters") or {}
+    scaling = raw.get("rope_scaling") or {}
+    if not isinstance(params, dict) or not isinstance(scaling, dict):
+        raise BuildError(f"{where}: config field rope_parameters={params!r} is malformed")
+    bases = {"full_attention": raw.get("rope_theta") or 1000000.0}
+    bases["sliding_attention"] = raw.get("rope_local_base_freq") or 10000.0
+    ropes = []
+    for kind, theta in bases.items():
+        layer = params.get(kind) or {"rope_type": "default"}
+        if not isinstance(layer, dict):
+            raise BuildError(f"{where}: config field rope_parameters.{kind}={layer!r} is malformed")
+        layer = {**layer, **scaling} if kind == "full_attention" else dict(layer)
+        layer.setdefault("rope_theta", theta)
+        if raw.get("partial_rotary_factor") is not None:
+            layer.setdefault("partial_rotary_factor", raw["partial_rotary_factor"])
+        field = f"rope_parameters.{kind}"
+        ropes.append(rope_from_parameters(layer, raw, head_dim, where, field, partial_rotary))
+    return ropes[0], ropes[1]
 
 
 def gguf_gemma_config(
@@ -108,9 +131,10 @@ def gguf_gemma_config(
     scalar = base.head_dim
     if base.num_hidden_layers == GGUF_27B_LAYERS[arch]:
         scalar = base.hidden_size // base.num_attention_heads
+    local = None if local_theta is None else gguf_rope(local_theta, base.rope.rotary_dim)
     config = Gemma3Config(
-        **dataclasses.asdict(base),
-        rope_local_theta=base.rope_theta if local_theta is None else local_theta,
+        **base.fields(),
+        rope_local=local,
         sliding_layers=tuple((i + 1) % global_every != 0 for i in range(base.num_hidden_layers)),
         query_pre_attn_scalar=float(scalar),
         attn_logit_softcapping=meta.number(f"{arch}.attn_logit_softcapping", float, 0.0),

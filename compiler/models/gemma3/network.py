@@ -33,16 +33,17 @@ class Gemma3DecoderLayer(nn.Module):
             formats.below("self_attn."),
             dtype,
             capacity,
-            theta=config.rope_local_theta if local else config.rope_theta,
             window=config.sliding_window if local else 0,
             scale=config.query_pre_attn_scalar**-0.5,
             softcap=config.attn_logit_softcapping,
         )
         self.mlp = MLP(config, formats.below("mlp."), activation="gelu_tanh")
 
-    def forward(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var):
+    def forward(
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var, rope_table: Tensor
+    ):
         attn, k_cache, v_cache = self.self_attn(
-            self.input_layernorm(x), k_cache, v_cache, total_len
+            self.input_layernorm(x), k_cache, v_cache, total_len, rope_table
         )
         x = x + self.post_attention_layernorm(attn)
         x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))

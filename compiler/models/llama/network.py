@@ -21,7 +21,8 @@ from .config import LlamaConfig
 
 
 class Attention(nn.Module):
-    """Self-attention with rope over a KV cache. `theta`, `window` and `scale` (of the scores)
+    """Self-attention with rope over a KV cache, its cos and sin read from a table (the
+    `rope_table` parameter of the model, see rope.py). `window` and `scale` (of the scores)
     default to the config's and 1 / sqrt(head_dim); families whose layers differ (Gemma's
     local and global layers) give them per layer. `softcap`: scores become
     softcap * tanh(score / softcap) (Gemma 2); 0: as they are."""
@@ -32,7 +33,6 @@ class Attention(nn.Module):
         formats: Formats,
         dtype: str,
         capacity: int,
-        theta: float | None = None,
         window: int | None = None,
         scale: float | None = None,
         softcap: float = 0.0,
@@ -40,14 +40,6 @@ class Attention(nn.Module):
         self.config = config
         self.softcap = softcap
         self.capacity = capacity
-        self.theta = config.rope_theta if theta is None else theta
-        if config.rope_longrope and capacity > config.rope_longrope[2]:
-            # Past its original context LongRoPE switches to its long factors mid-sequence.
-            raise BuildError(
-                f"LongRoPE with a context window above the original "
-                f"{config.rope_longrope[2]} is not implemented: build with --context-window "
-                f"{config.rope_longrope[2]} or less"
-            )
         self.scale = scale
         # A sliding window at least as long as the cache changes nothing.
         window = (config.sliding_window if window is None else window) or 0
@@ -65,7 +57,9 @@ class Attention(nn.Module):
             self.q_norm = nn.RMSNorm(d, -1, eps, bias=False, dtype=dtype)
             self.k_norm = nn.RMSNorm(d, -1, eps, bias=False, dtype=dtype)
 
-    def forward(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var):
+    def forward(
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var, rope_table: Tensor
+    ):
         c = self.config
         h, kvh, d = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         seq = x.shape[1]
@@ -73,10 +67,7 @@ class Attention(nn.Module):
         if c.qk_norm:
             q, k, v = op.split(qkv, [h, h + kvh], axis=2)
             qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
-        factors, attention = c.rope_freq_factors, 1.0
-        if c.rope_longrope:
-            factors, attention, _ = c.rope_longrope
-        qkv = kernels.rotary(qkv, total_len, h + kvh, self.theta, c.rope_llama3, factors, attention)
+        qkv = kernels.rotary(qkv, rope_table, total_len, h + kvh)
         dtype = x.dtype
         k_cache, v_cache = op.tensor_ir_inplace_op(
             kernels.kv_append_func(h, kvh, d, self.capacity, dtype),
@@ -122,9 +113,11 @@ class DecoderLayer(nn.Module):
         )
         self.mlp = MLP(config, formats.below("mlp."))
 
-    def forward(self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var):
+    def forward(
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var, rope_table: Tensor
+    ):
         attn, k_cache, v_cache = self.self_attn(
-            self.input_layernorm(x), k_cache, v_cache, total_len
+            self.input_layernorm(x), k_cache, v_cache, total_len, rope_table
         )
         x = x + attn
         x = x + self.mlp(self.post_attention_layernorm(x))
@@ -142,6 +135,16 @@ class LlamaForCausalLM(nn.Module):
         self.dtype = dtype
         self.context_window = context_window
         lookup = Formats(formats)
+        # The tables of cos and sin per position (one per rope the layers use), computed by
+        # the build (rope.py) and stored with the weights.
+        for name, rope in config.rope_tables().items():
+            if rope.max_context is not None and context_window > rope.max_context:
+                # Past its original context LongRoPE switches to its long factors mid-sequence.
+                raise BuildError(
+                    f"LongRoPE with a context window above the original {rope.max_context} is "
+                    f"not implemented: build with --context-window {rope.max_context} or less"
+                )
+            setattr(self, name, nn.Parameter((context_window, rope.rotary_dim), dtype))
         self.embed_tokens = QuantizedLinear(
             config.hidden_size, config.vocab_size, lookup("embed_tokens")
         )
@@ -171,7 +174,8 @@ class LlamaForCausalLM(nn.Module):
         x = self.embed(input_ids)
         new_cache = []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, kv_cache[2 * i], kv_cache[2 * i + 1], total_len)
+            table = getattr(self, c.layer_rope(i))
+            x, k, v = layer(x, kv_cache[2 * i], kv_cache[2 * i + 1], total_len, table)
             new_cache += [k, v]
         if not (isinstance(x.shape[1], int) and x.shape[1] == 1):
             x = last_token(x)

@@ -12,6 +12,7 @@ from ...formats import SourceTensor, StoredBlocks
 from ...gguf_metadata import GGUFMetadata
 from ..common import concat_rows, required
 from ..family import NetworkWeights
+from ..rope import Rope, default_frequencies
 from .config import LlamaConfig
 
 
@@ -103,8 +104,8 @@ def unpermute_rope_rows(tensor: SourceTensor, heads: int) -> SourceTensor:
 
 
 def gguf_tensor(name: str, tensor: SourceTensor, c: LlamaConfig) -> tuple[str, SourceTensor] | None:
-    if name == ROPE_FREQS and c.rope_freq_factors:
-        return None  # in the config
+    if name == ROPE_FREQS:
+        return None  # in the config's rope
     hf = hf_name(name)
     head_norm = hf is not None and hf.endswith(("q_norm.weight", "k_norm.weight"))
     if hf is None or not hf.endswith(".weight") or (head_norm and not c.qk_norm):
@@ -116,8 +117,12 @@ def gguf_tensor(name: str, tensor: SourceTensor, c: LlamaConfig) -> tuple[str, S
     return hf, tensor
 
 
-def gguf_config(meta: GGUFMetadata, tensor_names: set[str], arch: str = "llama") -> LlamaConfig:
-    """The config from `arch`.* metadata; the head is tied when the file has no output.weight."""
+def gguf_config(
+    meta: GGUFMetadata, tensor_names: set[str], arch: str = "llama", partial_rotary: bool = False
+) -> LlamaConfig:
+    """The config from `arch`.* metadata; the head is tied when the file has no output.weight.
+    `partial_rotary`: whether the family may rotate a part of each head (rope.dimension_count
+    below head_dim); llama's files permute Q/K rows for all of it, so it may not."""
     where = str(meta.path)
     scaling = meta.field(f"{arch}.rope.scaling.type")
     if scaling not in (None, "none"):
@@ -129,13 +134,14 @@ def gguf_config(meta: GGUFMetadata, tensor_names: set[str], arch: str = "llama")
     hidden = meta.number(f"{arch}.embedding_length")
     head_dim = meta.number(f"{arch}.attention.key_length", int, hidden // max(heads, 1))
     rotated = meta.number(f"{arch}.rope.dimension_count", int, head_dim)
-    if rotated != head_dim:
+    if rotated != head_dim and not (partial_rotary and 0 < rotated < head_dim and rotated % 2 == 0):
         raise BuildError(
             f"{where}: GGUF metadata {arch}.rope.dimension_count={rotated} (partial rotary, "
             f"head_dim {head_dim}) is not implemented"
         )
     vocab = len(meta.field("tokenizer.ggml.tokens") or [])
-    factors = meta.vector(ROPE_FREQS, head_dim // 2) if ROPE_FREQS in tensor_names else None
+    factors = meta.vector(ROPE_FREQS, rotated // 2) if ROPE_FREQS in tensor_names else None
+    theta = meta.number(f"{arch}.rope.freq_base", float, 10000.0)
     config = LlamaConfig(
         vocab_size=meta.number(f"{arch}.vocab_size", int, vocab),
         hidden_size=hidden,
@@ -145,10 +151,25 @@ def gguf_config(meta: GGUFMetadata, tensor_names: set[str], arch: str = "llama")
         num_key_value_heads=kv_heads,
         head_dim=head_dim,
         rms_norm_eps=meta.number(f"{arch}.attention.layer_norm_rms_epsilon", float, 1e-5),
-        rope_theta=meta.number(f"{arch}.rope.freq_base", float, 10000.0),
+        rope=gguf_rope(theta, rotated, factors),
         tie_word_embeddings="output.weight" not in tensor_names,
         max_position_embeddings=meta.number(f"{arch}.context_length", int, 2048),
-        rope_freq_factors=factors,
     )
     config.validate(where)
     return config
+
+
+def gguf_rope(
+    theta: float, rotated: int, factors=None, attention: float = 1.0, max_context=None
+) -> Rope:
+    """A GGUF file's rope: its base, rotated dimensions and per-pair divisors of the inverse
+    frequencies (rope_freqs, LongRoPE's factors), which llama.cpp applies as 1 / (factor *
+    base^(2i/d)), as transformers does LongRoPE's."""
+    inverse = default_frequencies(theta, rotated, factors)
+    return Rope(
+        theta=theta,
+        rotary_dim=rotated,
+        inverse_frequencies=tuple(float(f) for f in inverse),
+        attention=attention,
+        max_context=max_context,
+    )

@@ -15,15 +15,16 @@ from ...gguf_metadata import GGUFMetadata
 from ..common import required
 from ..family import Family, NetworkWeights
 from ..llama import LlamaConfig, LlamaForCausalLM
-from ..llama.config import longrope_attention
-from ..llama.weights import GGUF_NAMES, gguf_config
+from ..llama.weights import GGUF_NAMES, gguf_config, gguf_rope
+from ..rope import longrope_attention
 
 # Each layer's matrices, named as the network names them (q/k/v and gate/up come fused).
 MATRICES = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")
 
 
 def config_from_hf(raw: dict[str, Any], where: str) -> LlamaConfig:
-    return LlamaConfig.from_hf(raw, where)
+    # transformers' Phi-3 rotates the first partial_rotary_factor of each head (Phi-4-mini).
+    return LlamaConfig.from_hf(raw, where, partial_rotary=True)
 
 
 def network_weights(
@@ -59,20 +60,23 @@ LONGROPE_FACTORS = ("rope_factors_short.weight", "rope_factors_long.weight")
 
 
 def config_from_gguf(meta: GGUFMetadata, tensor_names: set[str]) -> LlamaConfig:
-    config = gguf_config(meta, tensor_names, arch="phi3")
+    # Its files keep Q/K rows in rotate-half order, so a part of each head may be rotated.
+    config = gguf_config(meta, tensor_names, arch="phi3", partial_rotary=True)
     window = meta.number("phi3.attention.sliding_window", int, 0)
-    longrope = None
     if LONGROPE_FACTORS[0] in tensor_names:
-        factors = meta.vector(LONGROPE_FACTORS[0], config.head_dim // 2)
+        rope = config.rope
+        factors = meta.vector(LONGROPE_FACTORS[0], rope.rotary_dim // 2)
         original = meta.number("phi3.rope.scaling.original_context_length")
         default = longrope_attention(config.max_position_embeddings / original, original)
         attention = meta.number("phi3.rope.scaling.attn_factor", float, default)
-        longrope = (factors, attention, original)
-    return dataclasses.replace(config, sliding_window=window or None, rope_longrope=longrope)
+        config = dataclasses.replace(
+            config, rope=gguf_rope(rope.theta, rope.rotary_dim, factors, attention, original)
+        )
+    return dataclasses.replace(config, sliding_window=window or None)
 
 
 def gguf_tensor(name: str, tensor: SourceTensor, c: LlamaConfig) -> tuple[str, SourceTensor] | None:
-    if name in LONGROPE_FACTORS and c.rope_longrope:
+    if name in LONGROPE_FACTORS and c.rope.max_context:
         return None  # in the config
     parts = name.split(".")
     hf = GGUF_NAMES.get(name)
