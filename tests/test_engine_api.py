@@ -252,10 +252,10 @@ def test_json_schema_output_validates(page, schema):
 
 
 def test_hostile_schemas_are_refused_and_the_grammar_engine_recovers(page):
-    """Schemas past the documented depth (64 levels of JSON, or of groups in a pattern) or
-    holding what JSON cannot are refused up front; one within the limits that still crashes
-    XGrammar's wasm (a chain of 1,000 $refs) restarts it, and schemas never compiled before
-    work afterwards."""
+    """Schemas past the documented depth (64 levels of JSON, or of groups in a pattern),
+    holding what JSON cannot, breaking the JSON Schema meta-schema or whose $refs loop with no
+    way out are refused up front; one within the limits that still crashes XGrammar's wasm (a
+    chain of 1,000 $refs) restarts it, and schemas never compiled before work afterwards."""
     result = page.evaluate(
         """async (r) => {
             const nest = (n, make, s) => {
@@ -281,6 +281,10 @@ def test_hostile_schemas_are_refused_and_the_grammar_engine_recovers(page):
                 infinite: {type: "integer", maximum: Infinity},
                 "nested groups": object({type: "string", pattern: groups}),
                 "$ref chain": {...object({"$ref": "#/$defs/d0"}), $defs: chain},
+                "type 42": {type: 42},
+                "minimum text": object({type: "integer", minimum: "0"}),
+                "endless $ref": {type: "object", properties: {next: {"$ref": "#"}},
+                                 required: ["next"]},
                 "after: within the limit": nest(12, object, {type: "boolean"}),
                 "after: new": {type: "object", properties: {n: {type: "integer"}}, required: ["n"]},
             };
@@ -310,6 +314,19 @@ def test_hostile_schemas_are_refused_and_the_grammar_engine_recovers(page):
         assert "deeper than 64 levels" in result[name]["message"]
     assert result["$ref chain"]["param"] == "response_format"
     assert "starts afresh" in result["$ref chain"]["message"]
+    # Schemas that break the JSON Schema meta-schema, or loop with no way out, are refused
+    # before the grammar engine sees them, naming the place.
+    field = "response_format.json_schema.schema"
+    places = {
+        "type 42": f"{field}.type",
+        "minimum text": f"{field}.properties.a.minimum",
+        "endless $ref": f"{field}.properties.next.$ref",
+    }
+    for name, place in places.items():
+        assert (result[name]["name"], result[name]["param"]) == ("InvalidRequestError", place)
+        assert result[name]["ms"] < 1000
+    assert "must be equal to one of the allowed values" in result["type 42"]["message"]
+    assert "no way out" in result["endless $ref"]["message"]
     value = json.loads(result["after: within the limit"]["text"])
     for _ in range(12):
         value = value["a"]
@@ -427,77 +444,143 @@ def test_context_window_and_truncation(page):
         {"role": "user", "content": "And now?"},
     ]
     assert len(prompt_ids(page, long)) >= window
-    error = page.evaluate(
+    errors = page.evaluate(
         """async (m) => {
-            try { await engine.chat.completions.create({messages: m, max_tokens: 2}); }
-            catch (e) { return {name: e.name, code: e.code, message: e.message}; }
+            const failure = async (request) => {
+                try { await request; }
+                catch (e) { return {name: e.name, code: e.code, param: e.param}; }
+            };
+            const words = "words ".repeat(400);
+            return [
+                await failure(engine.chat.completions.create({messages: m, max_tokens: 2})),
+                await failure(engine.completions.create({prompt: words, max_tokens: 2})),
+            ];
         }""",
         long,
     )
-    assert error["name"] == "ContextWindowExceededError"
-    assert error["code"] == "context_length_exceeded"
+    for error, param in zip(errors, ["messages", "prompt"], strict=True):
+        assert error == {
+            "name": "ContextWindowExceededError",
+            "code": "context_length_exceeded",
+            "param": param,
+        }
     reply = create(page, {"messages": long, "max_tokens": 2, "truncation": "auto"})
     check_chat_completion(reply)
-    assert reply["usage"]["prompt_tokens"] < window
-    # What is kept: the system message and the most recent turns, whole.
+    # What is kept: the system message and the most recent turns, whole, as many as leave
+    # room for max_tokens.
     kept = next(
         long[:1] + long[i:]
         for i in range(1, len(long))
-        if len(prompt_ids(page, long[:1] + long[i:])) < window
+        if len(prompt_ids(page, long[:1] + long[i:])) <= window - 2
     )
     assert reply["usage"]["prompt_tokens"] == len(prompt_ids(page, kept))
 
 
-def test_truncation_of_two_thousand_messages_bisects_and_aborts(page):
+CONVERSATION = """(count) => [{role: "system", content: "Be brief."}, ...Array.from(
+    {length: count}, (_, i) => ({role: ["user", "assistant"][i % 2], content: `m${i}`}))]"""
+
+
+def test_truncation_leaves_room_for_the_reply(page):
+    """Truncation keeps max_tokens free for the reply, or a quarter of the window without."""
     window = page.evaluate("engine.manifest.context_window")
-    messages = [{"role": "system", "content": "Be brief."}] + [
-        {"role": ["user", "assistant"][i % 2], "content": f"m{i}"} for i in range(2001)
-    ]
+    replies = page.evaluate(
+        f"""async (bias) => {{
+            const messages = ({CONVERSATION})(2000);
+            const request = {{messages, truncation: "auto", logit_bias: bias}};
+            return [
+                await engine.chat.completions.create({{...request, max_tokens: 8}}),
+                await engine.chat.completions.create({{...request, max_tokens: 40}}),
+                await engine.chat.completions.create(request),
+            ];
+        }}""",
+        no_eos(page),
+    )
+    for reply, room in zip(replies, [8, 40, window // 4], strict=True):
+        check_chat_completion(reply)
+        assert reply["usage"]["prompt_tokens"] <= window - room
+        assert reply["usage"]["prompt_tokens"] > window - room - 16  # turns of a few tokens
+    for reply, tokens in zip(replies[:2], [8, 40], strict=True):
+        assert reply["choices"][0]["finish_reason"] == "length"
+        assert reply["usage"]["completion_tokens"] == tokens
+
+
+def test_truncation_of_twenty_thousand_messages_is_quick_and_aborts(page):
+    """Truncation costs about one tokenization of what it keeps, lets the page run (a timer
+    every 5 ms is never held up 100 ms), and an abort during it reports the prompt it made."""
+    window = page.evaluate("engine.manifest.context_window")
     result = page.evaluate(
-        """async (messages) => {
+        f"""async () => {{
+            const messages = ({CONVERSATION})(20000);
             const tokenizer = engine.tokenizer;
-            const render = tokenizer.applyChatTemplate;
+            const [render, encode] = [tokenizer.applyChatTemplate, tokenizer.encode];
             let renders = 0;
+            let encoded = 0;
             tokenizer.applyChatTemplate = (...args) => (renders++, render.apply(tokenizer, args));
-            try {
-                const request = {messages, max_tokens: 1, truncation: "auto"};
+            tokenizer.encode = (text) => ((encoded += text.length), encode.call(tokenizer, text));
+            let last = performance.now();
+            let longest = 0;
+            const timer = setInterval(() => {{
+                const t = performance.now();
+                longest = Math.max(longest, t - last);
+                last = t;
+            }}, 5);
+            try {{
+                const request = {{messages, max_tokens: 4, truncation: "auto"}};
                 const reply = await engine.chat.completions.create(request);
-                const counted = renders;
+                const counted = {{renders, encoded}};
                 const controller = new AbortController();
                 setTimeout(() => controller.abort(), 0);
                 const aborted = await engine.chat.completions.create(
-                    {...request, signal: controller.signal});
+                    {{...request, signal: controller.signal}});
                 // A request made after one that truncates does not overtake it.
                 const order = [];
-                const short = {messages: messages.slice(-1), max_tokens: 1};
+                const short = {{messages: messages.slice(-1), max_tokens: 1}};
                 await Promise.all([
                     engine.chat.completions.create(request).then(() => order.push("long")),
                     engine.chat.completions.create(short).then(() => order.push("short")),
                 ]);
-                return {reply, renders: counted, aborted, order};
-            } finally {
-                tokenizer.applyChatTemplate = render;
-            }
-        }""",
-        messages,
+                return {{reply, counted, aborted, order, longest}};
+            }} finally {{
+                clearInterval(timer);
+                [tokenizer.applyChatTemplate, tokenizer.encode] = [render, encode];
+            }}
+        }}"""
     )
-    # One render of everything, one of the last turn alone, then a bisection over 2,001 turns.
-    assert result["renders"] <= 2 + 11
     kept = result["reply"]["usage"]["prompt_tokens"]
-    assert kept < window
-    # The fewest turns were dropped: the system message and the last `last` turns fit, one
-    # more turn would not.
-    last = next(
-        j for j in range(1, 2002) if len(prompt_ids(page, messages[:1] + messages[-j:])) == kept
-    )
-    assert len(prompt_ids(page, messages[:1] + messages[-(last + 1) :])) >= window
-    # Aborted while it bisects: ends at once, nothing prefilled.
+    assert window - 4 - 8 < kept <= window - 4
+    # A few renders of the kept turns, never of the whole conversation (rendered, some 600,000
+    # characters).
+    assert result["counted"]["renders"] <= 6, result["counted"]
+    assert result["counted"]["encoded"] < 20_000, result["counted"]
+    assert result["longest"] < 100
     aborted = result["aborted"]
     check_chat_completion(aborted)
     assert aborted["choices"][0]["finish_reason"] == "abort"
     assert aborted["usage"]["completion_tokens"] == 0
+    assert aborted["usage"]["prompt_tokens"] == kept
     assert aborted["usage"]["extra"]["prefill_tokens"] == 0
     assert result["order"] == ["long", "short"]
+
+
+def test_seeds_use_every_bit(page):
+    draws = page.evaluate(
+        """async (bias) => {
+            const draw = async (seed) => (await engine.chat.completions.create({
+                messages: [{role: "user", content: "Hi"}], max_tokens: 12, temperature: 1.5,
+                seed, logit_bias: bias})).choices[0].message.content;
+            const seeds = [1, 2 ** 32 + 1, 7, 2 ** 40 + 7, 0, 2 ** 32, 2 ** 53 - 1];
+            const texts = [];
+            for (const seed of seeds) texts.push(await draw(seed));
+            let refused = null;
+            try { await draw(2 ** 53); } catch (e) { refused = {name: e.name, param: e.param}; }
+            return {texts, again: await draw(2 ** 32 + 1), refused};
+        }""",
+        no_eos(page),
+    )
+    texts = draws["texts"]
+    assert len(set(texts)) == len(texts), texts
+    assert draws["again"] == texts[1]
+    assert draws["refused"] == {"name": "InvalidRequestError", "param": "seed"}
 
 
 def test_follow_up_turn_prefills_only_new_tokens_and_reset(page):

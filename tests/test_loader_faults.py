@@ -133,10 +133,49 @@ def test_connection_that_keeps_dropping_is_a_model_load_error(model, context):
         base = f"{url}/"
         failed = page.evaluate(LOAD, base)
         assert failed["name"] == "ModelLoadError" and failed["code"] == "model_load_failed"
-        assert shard in failed["message"] and "4 tries" in failed["message"]
+        assert shard in failed["message"] and "4 requests" in failed["message"]
         assert not page.evaluate(CACHED, [base, shard])
         loaded = page.evaluate(LOAD, base)
         assert loaded["ok"], loaded
+
+
+class CachedErrors:
+    """A middleware that answers a file with a 500 marked cacheable for a minute (as a CDN may),
+    while `failing` is set, and counts the requests for it that reach the server."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.failing = True
+        self.requests = 0
+
+    async def __call__(self, request: web.Request, handler) -> web.StreamResponse:
+        if request.path.rsplit("/", 1)[-1] != self.name:
+            return await handler(request)
+        self.requests += 1
+        if not self.failing:
+            return await handler(request)
+        return web.Response(status=500, text="busy", headers={"Cache-Control": "max-age=60"})
+
+
+@pytest.mark.parametrize("file", ["shard", "manifest"])
+def test_cacheable_errors_are_retried_at_the_server(model, context, file):
+    name = shards(model)[0] if file == "shard" else "manifest.json"
+    errors = CachedErrors(name)
+    with serve_folder(model, middlewares=(errors,)) as url:
+        page = context.new_page()
+        page.goto(f"{url}/tokenizer_config.json")
+        base = f"{url}/"
+        failed = page.evaluate(LOAD, base)
+        assert failed["name"] == "ModelLoadError", failed
+        # Every retry reached the server, and the error counts them.
+        assert errors.requests == 4 and "(4 requests)" in failed["message"], failed
+        # A later load in the same browser asks the server again rather than its cache.
+        page.evaluate(LOAD, base)
+        assert errors.requests == 8
+        errors.failing = False
+        loaded = page.evaluate(LOAD, base)
+        assert loaded["ok"], loaded
+        assert errors.requests == 9
 
 
 @pytest.mark.parametrize("fault", ["manifest-not-json", "kernels-missing", "tokenizer-cut"])

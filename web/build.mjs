@@ -28,11 +28,22 @@ const xgrammarReset = {
 // validating functions generated here: Ajv compiles a schema with `new Function`, which the
 // extension's pages may not call, so its standalone code is bundled instead. The module also
 // exports the manifest format and the name of TVM's hidden grid argument the schema declares.
+// `kiln:json-schema` likewise: the JSON Schema 2020-12 meta-schema as a validating function,
+// which checks the schemas requests give before the grammar engine sees them.
 const contract = {
   name: "kiln-contract",
   setup(build) {
-    build.onResolve({ filter: /^kiln:contract$/ }, () => ({ path: "contract", namespace: "kiln" }));
-    build.onLoad({ filter: /.*/, namespace: "kiln" }, () => {
+    build.onResolve({ filter: /^kiln:(contract|json-schema)$/ }, ({ path }) => ({
+      path: path.slice("kiln:".length),
+      namespace: "kiln",
+    }));
+    build.onLoad({ filter: /^json-schema$/, namespace: "kiln" }, () => {
+      // Formats are annotations here (as XGrammar reads them): not checked.
+      const ajv = new Ajv2020({ code: { source: true, esm: true }, strict: false, validateFormats: false });
+      const code = standaloneCode(ajv, { validateJsonSchema: "https://json-schema.org/draft/2020-12/schema" });
+      return { contents: code, loader: "js", resolveDir: "." };
+    });
+    build.onLoad({ filter: /^contract$/, namespace: "kiln" }, () => {
       const schema = JSON.parse(readFileSync("src/manifest.schema.json", "utf8"));
       // strictRequired off: the schema's if/then branches require properties defined beside
       // them; union types: an expression is a number, a name or an array.

@@ -2,6 +2,7 @@ import { ContextWindowExceededError, InvalidRequestError, ModelLoadError, ModelN
 import { GrammarEngine } from "./grammar.js";
 import { LogitsProcessor, logSoftmax, topK } from "./logits.js";
 import { LoadedModel } from "./model.js";
+import { Control, yieldToEventLoop } from "./control.js";
 import { AsyncQueue } from "./queue.js";
 import { checkEmbeddingRequest, embeddingResponse } from "./embeddings.js";
 import { checkChatRequest, checkCompletionRequest, requestedModel, usesTools } from "./request.js";
@@ -15,6 +16,15 @@ const newId = (prefix) => `${prefix}-${Date.now().toString(36)}${(idCounter++).t
 const now = () => performance.now();
 // How many tokens a stream's generation may run ahead of its reader.
 const STREAM_AHEAD = 2;
+// Truncation lets the event loop run after about this many milliseconds of work.
+const YIELD_MS = 10;
+// Without max_tokens, truncation keeps this share of the context window for the reply.
+const REPLY_SHARE = 0.25;
+
+/** The tokens truncation keeps free for the reply: max_tokens, or REPLY_SHARE of the window. */
+function replyRoom(window, maxTokens) {
+  return Math.min(maxTokens ?? Math.floor(window * REPLY_SHARE), window - 1);
+}
 
 /**
  * An OpenAI-style engine over one or several model folders written by build-web.
@@ -24,7 +34,7 @@ export class Engine {
   #models = new Map(); // model id -> LoadedModel
   #turn = Promise.resolve(); // models share the GPU queue and their KV caches: one request at a time
   #intake = Promise.resolve(); // prompts are made in the order requests came, so they queue in it
-  #running = null; // the abort control of the request in progress
+  #inProgress = new Set(); // the Controls of requests being truncated or generated
 
   constructor() {
     this.chat = { completions: { create: (request) => this.#create("chat", request) } };
@@ -152,7 +162,7 @@ export class Engine {
 
   /** Ends the request in progress early; it finishes with finish_reason "abort". */
   interruptGenerate() {
-    if (this.#running) this.#running.aborted = true;
+    for (const control of this.#inProgress) control.abort();
   }
 
   /**
@@ -253,8 +263,8 @@ export class Engine {
   generate(promptTokens, params = {}, onToken = undefined) {
     const model = this.#resolve(params.model);
     return this.#exclusive(model, async () => {
-      const control = { aborted: false };
-      this.#running = control;
+      const control = new Control();
+      this.#inProgress.add(control);
       try {
         const result = await this.#generate(
           this.#ready(model),
@@ -266,7 +276,7 @@ export class Engine {
         );
         return { ...result, stats: model.lastStats };
       } finally {
-        this.#running = null;
+        this.#inProgress.delete(control);
       }
     });
   }
@@ -274,7 +284,7 @@ export class Engine {
   /** One completion of `prompt`: the loop of sampling and decoding, with every request field applied. */
   async #generate(model, prompt, params, random, control, onToken) {
     const window = model.contextWindow;
-    if (prompt.length >= window) throw new ContextWindowExceededError(prompt.length, window);
+    if (prompt.length >= window) throw new ContextWindowExceededError(prompt.length, window, "prompt");
     if (control.aborted) {
       const timing = { prefilled: 0, prefillMs: 0, decodeSteps: 0, decodeMs: 0 };
       return { tokens: [], text: "", finish: "abort", logprobs: [], timing };
@@ -297,10 +307,10 @@ export class Engine {
     let finish = "length";
     try {
       const t0 = now();
-      let { logits, prefilled } = await model.prefill(prompt);
+      let { logits, prefilled } = await model.prefill(prompt, control);
       const t1 = now();
       for (;;) {
-        if (control.aborted) {
+        if (control.aborted || logits === null) {
           finish = "abort";
           break;
         }
@@ -334,7 +344,7 @@ export class Engine {
           break;
         }
         if (tokens.length >= maxTokens || model.cachedTokens.length + 1 >= window) break;
-        logits = await model.decode(token);
+        logits = await model.decode(token, control);
       }
       // Text held back (an unfinished character or a possible stop string) is released.
       const rest = stops.push(model.tokenizer.decode(tokens).slice(decoder.emitted.length)) + stops.flush();
@@ -361,19 +371,22 @@ export class Engine {
   }
 
   /**
-   * The prompt's token ids. With truncation "auto", the fewest oldest turns (system messages
-   * stay) are dropped that make the prompt fit the context window. Dropping more turns never
-   * makes a prompt longer, so that number is found by bisection: a few renders of the
-   * template, not one per message. Between renders the event loop runs, so an abort is seen;
-   * the shortest prompt found by then is kept, for a request that ends at once.
+   * The prompt's token ids. With truncation "auto", the oldest turns are dropped (system
+   * messages stay) so that the prompt leaves room for the reply (`replyRoom`). The turns kept
+   * are counted from the newest back by their contents' tokens, then the kept conversation is
+   * rendered, and the count corrected by what the template adds to each turn: about one
+   * tokenization of what is kept, however long the conversation. Between steps the event loop
+   * runs and the signal is checked; an abort skips the corrections, not the last render, so
+   * the prompt counted is the one that was made.
    */
   async #promptTokens(model, kind, params, control) {
     const window = model.contextWindow;
     const { tokenizer } = model;
+    const budget = window - replyRoom(window, params.max_tokens);
     if (kind === "text") {
       let tokens = typeof params.prompt === "string" ? tokenizer.encodePrompt(params.prompt) : params.prompt.slice();
       if (tokens.length === 0) throw new InvalidRequestError("prompt", "encodes to no tokens");
-      if (tokens.length >= window && params.truncate) tokens = tokens.slice(tokens.length - window + 1);
+      if (tokens.length > budget && params.truncate) tokens = tokens.slice(tokens.length - budget);
       return tokens;
     }
     const { messages } = params;
@@ -381,44 +394,81 @@ export class Engine {
     if (tools && !tokenizer.supportsTools)
       throw new InvalidRequestError("tools", "this model's chat template has no place for tools: it cannot call them");
     const render = (list) => tokenizer.encode(tokenizer.applyChatTemplate(list, true, tools));
-    const all = render(messages);
     const turns = messages.flatMap((m, i) => (m.role === "system" ? [] : [i]));
-    if (all.length < window || !params.truncate || turns.length <= 1) return all;
-    const dropping = (count) => {
-      const dropped = new Set(turns.slice(0, count));
-      return render(messages.filter((_, i) => !dropped.has(i)));
+    if (!params.truncate || turns.length <= 1) return render(messages);
+    const keep = (count) => {
+      const first = turns[turns.length - count];
+      return render(messages.filter((m, i) => m.role === "system" || i >= first));
     };
-    // Dropping `fits` turns makes the prompt fit, dropping `tooLong` does not.
-    let tooLong = 0;
-    let fits = turns.length - 1;
-    let best = dropping(fits);
-    if (best.length >= window) return best; // even the last turn alone is too long
-    while (fits - tooLong > 1 && !control.aborted) {
-      await new Promise((resolve) => setTimeout(resolve, 0));
-      const middle = (tooLong + fits) >> 1;
-      const tokens = dropping(middle);
-      if (tokens.length < window) [fits, best] = [middle, tokens];
-      else tooLong = middle;
+    const contentTokens = (m) =>
+      tokenizer.encode(m.content + (m.tool_calls ? JSON.stringify(m.tool_calls) : "")).length;
+    let slice = now();
+    const pause = async () => {
+      if (now() - slice < YIELD_MS) return;
+      await yieldToEventLoop();
+      slice = now();
+    };
+    // The system messages' and the newest turns' contents, until they alone fill the budget.
+    let fixed = 0;
+    for (const m of messages) if (m.role === "system") fixed += contentTokens(m);
+    const costs = [];
+    for (let sum = fixed, k = turns.length - 1; k >= 0 && sum <= budget && !control.aborted; k--) {
+      costs.push(contentTokens(messages[turns[k]]));
+      sum += costs[costs.length - 1];
+      await pause();
     }
-    return best;
+    // How many of the newest turns fit with `extra` tokens of template around each.
+    const fitting = (extra) => {
+      let total = fixed;
+      let count = 0;
+      while (count < costs.length && total + costs[count] + extra <= budget) total += costs[count++] + extra;
+      return Math.max(count, 1);
+    };
+    let count = fitting(0);
+    let tokens = keep(count);
+    for (let round = 0; round < 3 && !control.aborted; round++) {
+      await pause();
+      let contents = fixed;
+      for (let j = 0; j < count; j++) contents += costs[j];
+      const next = fitting(Math.max(0, (tokens.length - contents) / count));
+      if (next === count) break;
+      [count, tokens] = [next, keep(next)];
+    }
+    // What is left of the estimate's error: the template's differences between turns.
+    while (tokens.length > budget && count > 1) tokens = keep(--count);
+    while (count < costs.length && !control.aborted) {
+      const more = keep(count + 1);
+      if (more.length > budget) break;
+      [count, tokens] = [count + 1, more];
+    }
+    return tokens;
   }
 
   async #create(kind, request) {
     const model = this.#resolve(requestedModel(request), false);
     const vocabSize = model.manifest.config.vocab_size;
     const params = kind === "chat" ? checkChatRequest(request, vocabSize) : checkCompletionRequest(request, vocabSize);
+    if (params.schemas.length > 0) (await import("./request_schemas.js")).checkSchemas(params.schemas);
     this.#ready(model);
-    const control = { aborted: false };
+    const control = new Control();
     const signal = request.signal;
     if (signal) {
-      if (signal.aborted) control.aborted = true;
-      else signal.addEventListener("abort", () => (control.aborted = true), { once: true });
+      if (signal.aborted) control.abort();
+      else signal.addEventListener("abort", () => control.abort(), { once: true });
     }
     // Truncation yields to the event loop: chained, a later request cannot overtake it.
-    const prompting = this.#intake.then(() => this.#promptTokens(model, kind, params, control));
+    const prompting = this.#intake.then(async () => {
+      this.#inProgress.add(control);
+      try {
+        return await this.#promptTokens(model, kind, params, control);
+      } finally {
+        this.#inProgress.delete(control);
+      }
+    });
     this.#intake = prompting.catch(() => {});
     const prompt = await prompting;
-    if (prompt.length >= model.contextWindow) throw new ContextWindowExceededError(prompt.length, model.contextWindow);
+    if (prompt.length >= model.contextWindow)
+      throw new ContextWindowExceededError(prompt.length, model.contextWindow, kind === "chat" ? "messages" : "prompt");
     const job = {
       kind,
       model,
@@ -461,7 +511,7 @@ export class Engine {
   async #runChoices(job, emit = undefined) {
     const { model, params, prompt, control } = job;
     this.#ready(model);
-    this.#running = control;
+    this.#inProgress.add(control);
     const random = makeRandom(params.seed);
     const results = [];
     try {
@@ -474,7 +524,7 @@ export class Engine {
         emit?.({ index, finish: result.finish });
       }
     } finally {
-      this.#running = null;
+      this.#inProgress.delete(control);
     }
     model.lastStats = stats(
       results.map((r) => r.timing),
@@ -502,7 +552,7 @@ export class Engine {
       finished = true;
     } finally {
       if (!finished) {
-        job.control.aborted = true; // the caller stopped reading
+        job.control.abort(); // the caller stopped reading
         events.release();
       }
     }

@@ -41,10 +41,13 @@ export class ModelLoadError extends KilnError {
 }
 
 export class ShardIntegrityError extends KilnError {
-  /** @param {string} file  @param {string} detail  what was wrong with the bytes received */
-  constructor(file, detail) {
+  /**
+   * @param {string} file  @param {string} detail  what was wrong with the bytes received
+   * @param {string} [kind]  what the file is: "weight shard" or "kernel module"
+   */
+  constructor(file, detail, kind = "weight shard") {
     super(
-      `Weight shard ${file} is corrupt (${detail}), also when fetched again past the browser's ` +
+      `The ${kind} ${file} is corrupt (${detail}), also when fetched again past the browser's ` +
         "cache. Rebuild the model folder or restore the file on the server.",
       "shard_integrity",
     );
@@ -59,13 +62,15 @@ export class InvalidRequestError extends KilnError {
 }
 
 export class ContextWindowExceededError extends KilnError {
-  constructor(promptTokens, window) {
+  /** @param {number} promptTokens  @param {number} window  @param {"messages" | "prompt"} param */
+  constructor(promptTokens, window, param) {
     super(
       `The prompt has ${promptTokens} tokens but the model's context window holds ${window}. ` +
         'Shorten the messages, pass truncation: "auto" to drop the oldest turns, or rebuild with a ' +
         "larger --context-window.",
       "context_length_exceeded",
     );
+    this.param = param;
   }
 }
 

@@ -55,6 +55,8 @@ export function uploadWeight(device, tensor, bytes) {
  * compute pass.
  */
 export class Executor {
+  #previous = Promise.resolve(); // the last call, which the next waits for
+
   /**
    * @param {GPUDevice} device
    * @param {object} manifest  manifest.json
@@ -157,7 +159,15 @@ export class Executor {
    * values of its symbolic sizes; resolves to the first `count` floats of its output.
    * @returns {Promise<Float32Array>}
    */
-  async call(name, tensors, vars, count) {
+  call(name, tensors, vars, count) {
+    // One call at a time: a caller may stop waiting for one (an aborted request), whose
+    // readback buffer stays mapped until its GPU work is done.
+    const run = this.#previous.then(() => this.#submit(name, tensors, vars, count));
+    this.#previous = run.catch(() => {});
+    return run;
+  }
+
+  async #submit(name, tensors, vars, count) {
     const fn = this.functions[name];
     for (const [input, values] of Object.entries(tensors)) this.device.queue.writeBuffer(fn.inputs[input], 0, values);
     const encoder = this.device.createCommandEncoder();

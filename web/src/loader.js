@@ -6,7 +6,11 @@ import { ModelLoadError, ShardIntegrityError } from "./errors.js";
 const PARALLEL_FETCHES = 4;
 
 // A dropped connection or a busy server is retried this many times, waiting 250 ms, 500 ms,
-// 1 s... in between; other failures (404, a corrupt shard) are final at once.
+// 1 s... in between; other failures (404, a corrupt shard) are final at once. Every request
+// goes past the browser's HTTP cache to the server ("no-cache": what the cache holds is
+// revalidated, so an unchanged file still comes from it): a server or CDN that marks its
+// errors cacheable would otherwise have the retries, and every later load, answered with the
+// cached error without a request.
 const RETRIES = 3;
 const BACKOFF_MS = 250;
 const RETRIED_STATUS = new Set([408, 429, 500, 502, 503, 504]);
@@ -30,7 +34,7 @@ async function withRetries(what, attempt) {
     } catch (err) {
       if (!(err instanceof Retry || err instanceof TypeError)) throw err;
       if (tryNumber >= RETRIES)
-        throw new ModelLoadError(`Could not download ${what} (${RETRIES + 1} tries): ${err.message}`);
+        throw new ModelLoadError(`Could not download ${what} (${RETRIES + 1} requests): ${err.message}`);
       await sleep(BACKOFF_MS * 2 ** tryNumber);
     }
   }
@@ -47,7 +51,7 @@ function checkStatus(response, url) {
 /** The parsed JSON file at `url`. */
 function fetchJson(url) {
   return withRetries(String(url), async () => {
-    const response = checkStatus(await fetch(url), url);
+    const response = checkStatus(await fetch(url, { cache: "no-cache" }), url);
     try {
       return await response.json();
     } catch (err) {
@@ -114,7 +118,13 @@ export async function fetchVariant(base, manifest, name) {
     if (missing) throw new ModelLoadError(`${url} lacks the kernel ${missing.kernel} that ${fn} calls`);
   }
   if (!variant.wasm) return { name, functions: variant.functions, kernels };
-  const { data } = await shardBytes(new URL(variant.wasm.file, base).href, variant.wasm, null, () => {});
+  const { data } = await shardBytes(
+    new URL(variant.wasm.file, base).href,
+    variant.wasm,
+    null,
+    () => {},
+    "kernel module",
+  );
   let module;
   try {
     module = await WebAssembly.compile(data);
@@ -128,14 +138,14 @@ export async function fetchVariant(base, manifest, name) {
  * Reads a response body into `data` from `offset` on; returns the new offset. A body longer
  * than `data` is corrupt; one shorter is for the caller to judge.
  */
-async function readBody(response, data, offset, onBytes, file) {
+async function readBody(response, data, offset, onBytes, file, kind) {
   const reader = response.body.getReader();
   for (;;) {
     const { done, value } = await reader.read();
     if (done) return offset;
     if (offset + value.length > data.length) {
       await reader.cancel();
-      throw new ShardIntegrityError(file, `more than the ${data.length} bytes the manifest says`);
+      throw new ShardIntegrityError(file, `more than the ${data.length} bytes the manifest says`, kind);
     }
     data.set(value, offset);
     offset += value.length;
@@ -181,7 +191,7 @@ export async function deleteWeightCache(baseUrl = undefined) {
  * Bytes that fail the checks are fetched once more past the browser's HTTP cache: shards are
  * served as immutable, so a bad response once cached would otherwise fail every later load.
  */
-async function downloadShard(url, shard, onBytes) {
+async function downloadShard(url, shard, onBytes, kind) {
   let counted = 0;
   const count = (n) => {
     counted += n;
@@ -191,7 +201,7 @@ async function downloadShard(url, shard, onBytes) {
     const data = new Uint8Array(shard.bytes);
     let offset = 0;
     let etag = null;
-    await withRetries(`weight shard ${shard.file}`, async () => {
+    await withRetries(`${kind} ${shard.file}`, async () => {
       const resume = offset > 0 && etag !== null;
       const response = checkStatus(
         await fetch(url, {
@@ -207,17 +217,17 @@ async function downloadShard(url, shard, onBytes) {
         throw new ModelLoadError(`${url}: the server answered a range request with another range`);
       }
       etag = response.headers.get("ETag");
-      offset = await readBody(response, data, offset, count, shard.file);
+      offset = await readBody(response, data, offset, count, shard.file, kind);
     });
     if (offset !== shard.bytes)
-      throw new ShardIntegrityError(shard.file, `${offset} bytes, the manifest says ${shard.bytes}`);
+      throw new ShardIntegrityError(shard.file, `${offset} bytes, the manifest says ${shard.bytes}`, kind);
     const digest = await sha256(data);
     if (digest !== shard.sha256)
-      throw new ShardIntegrityError(shard.file, `sha256 ${digest}, the manifest says ${shard.sha256}`);
+      throw new ShardIntegrityError(shard.file, `sha256 ${digest}, the manifest says ${shard.sha256}`, kind);
     return data;
   };
   try {
-    return await download("default");
+    return await download("no-cache");
   } catch (err) {
     if (!(err instanceof ShardIntegrityError)) throw err;
     count(-counted);
@@ -230,7 +240,7 @@ async function downloadShard(url, shard, onBytes) {
  * (a corrupt or truncated one is dropped and fetched again), else from the network. Only
  * checked bytes are ever put in the cache.
  */
-async function shardBytes(url, shard, cache, onBytes) {
+async function shardBytes(url, shard, cache, onBytes, kind = "weight shard") {
   if (cache) {
     const hit = await cache.match(url);
     if (hit) {
@@ -245,13 +255,14 @@ async function shardBytes(url, shard, cache, onBytes) {
           onBytes(n);
         },
         shard.file,
+        kind,
       ).catch(() => -1);
       if (length === shard.bytes && (await sha256(data)) === shard.sha256) return { data, cached: true };
       onBytes(-counted);
       await cache.delete(url);
     }
   }
-  const data = await downloadShard(url, shard, onBytes);
+  const data = await downloadShard(url, shard, onBytes, kind);
   // Without room in the cache the model still loads; the next load downloads again.
   await cache
     ?.put(url, new Response(data, { headers: { "Content-Type": "application/octet-stream" } }))

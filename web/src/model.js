@@ -1,4 +1,5 @@
 import { bulkMemory, relaxedSimd, simd } from "wasm-feature-detect";
+import { ABORTED } from "./control.js";
 import { openDevice, pickBuild, requestAdapter } from "./device.js";
 import { InvalidRequestError, ModelLoadError, WebGPUUnavailableError } from "./errors.js";
 import { Executor, tensorBytes, uploadWeight } from "./executor.js";
@@ -8,6 +9,14 @@ import { Vocabulary } from "./vocab.js";
 import { WasmExecutor } from "./wasm_executor.js";
 
 const BACKENDS = ["auto", "webgpu", "wasm"];
+// A prefill chunk takes about CHUNK_MS (an abort waits for the chunk running); the first chunk
+// of a prefill, whose speed is not known yet, takes FIRST_CHUNK tokens, no chunk fewer than
+// MIN_CHUNK (the CPU prefill kernels' tile) nor more than the build's prefill_chunk.
+const CHUNK_MS = 200;
+const FIRST_CHUNK = 16;
+const MIN_CHUNK = 4;
+
+/** @typedef {import("./control.js").Control} Control */
 
 /**
  * Where a model runs: a WebGPU adapter, or null for the CPU backend (WebAssembly). "auto"
@@ -186,26 +195,51 @@ export class LoadedModel {
     return this.manifest.context_window;
   }
 
-  /** Runs `tokens` through the model, reusing the cached prefix; returns the last logits. */
-  async prefill(tokens) {
+  /**
+   * Runs `tokens` through the model, reusing the cached prefix; returns the last logits and the
+   * number of tokens run. A `control` aborted between chunks (or, on WebGPU, while one runs:
+   * the request ends at once, the chunk finishes on the GPU) ends it early with `logits: null`;
+   * the cache then holds the chunks that ran. A chunk cannot be cut short, so each is sized
+   * from the speed of the one before to take about CHUNK_MS: an abort takes effect that soon,
+   * and a request after it waits no longer (a fast GPU takes the build's largest chunks).
+   * @param {number[]} tokens
+   * @param {Control} [control]
+   */
+  async prefill(tokens, control = undefined) {
     let start = 0;
     while (start < this.cachedTokens.length && start < tokens.length - 1 && this.cachedTokens[start] === tokens[start])
       start++;
-    const chunk = this.manifest.prefill_chunk;
+    const largest = this.manifest.prefill_chunk;
+    let chunk = Math.min(FIRST_CHUNK, largest);
     this.cachedTokens = this.cachedTokens.slice(0, start);
-    let logits;
-    for (let i = start; i < tokens.length; i += chunk) {
+    let logits = null;
+    for (let i = start; i < tokens.length; ) {
+      if (control?.aborted) return { logits: null, prefilled: i - start };
       const ids = tokens.slice(i, Math.min(tokens.length, i + chunk));
-      logits = await this.executor.run("prefill", ids, i + ids.length);
+      const started = performance.now();
+      const run = this.executor.run("prefill", ids, i + ids.length);
+      const out = control ? await control.race(run) : await run;
+      if (out === ABORTED) return { logits: null, prefilled: i - start };
+      logits = out;
       this.cachedTokens.push(...ids);
+      i += ids.length;
+      const perToken = Math.max(performance.now() - started, 1) / ids.length;
+      chunk = Math.min(largest, Math.max(MIN_CHUNK, Math.floor(CHUNK_MS / perToken)));
     }
     return { logits, prefilled: tokens.length - start };
   }
 
-  /** Appends `token` to the cache; returns the logits that follow it. */
-  async decode(token) {
+  /**
+   * Appends `token` to the cache; returns the logits that follow it, or null when `control` was
+   * aborted while the step ran on the GPU.
+   * @param {number} token
+   * @param {Control} [control]
+   */
+  async decode(token, control = undefined) {
     this.cachedTokens.push(token);
-    return this.executor.run("decode", [token], this.cachedTokens.length);
+    const run = this.executor.run("decode", [token], this.cachedTokens.length);
+    const out = control ? await control.race(run) : await run;
+    return out === ABORTED ? null : out;
   }
 
   /** Where the model runs and what it holds (engine.runtimeStats). */

@@ -117,7 +117,8 @@ function checkSampling(request, vocabSize) {
     fail("repetition_penalty", "must be a number greater than 0");
   checkInteger(request, "n", 1, 128);
   checkInteger(request, "max_tokens", 1);
-  if (seed != null && !Number.isInteger(seed)) fail("seed", "must be an integer");
+  if (seed != null && !Number.isSafeInteger(seed))
+    fail("seed", "must be an integer between -(2^53 - 1) and 2^53 - 1 (JavaScript's safe integers)");
   if (request.stream != null && typeof request.stream !== "boolean") fail("stream", "must be a boolean");
   if (stream_options != null) {
     if (!request.stream) fail("stream_options", "is only allowed when stream is true");
@@ -137,6 +138,7 @@ function checkSampling(request, vocabSize) {
         fail("logit_bias", `the bias of token ${id} must be a number from -100 to 100`);
     }
   }
+  const schemas = []; // [field, schema] pairs, for checkSchemas (request_schemas.js)
   if (response_format != null) {
     const type = response_format.type;
     if (!["text", "json_object", "json_schema"].includes(type))
@@ -144,8 +146,8 @@ function checkSampling(request, vocabSize) {
     if (type === "json_schema" && (typeof response_format.json_schema !== "object" || !response_format.json_schema))
       fail("response_format.json_schema", "must be an object with a schema");
     const schema = type === "json_schema" ? response_format.json_schema.schema : response_format.schema;
-    if (schema != null)
-      checkSchema(schema, type === "json_schema" ? "response_format.json_schema.schema" : "response_format.schema");
+    const field = type === "json_schema" ? "response_format.json_schema.schema" : "response_format.schema";
+    if (schema != null) schemas.push([field, checkSchema(schema, field)]);
   }
   if (truncation != null && truncation !== "auto" && truncation !== "disabled")
     fail("truncation", 'must be "auto" or "disabled"');
@@ -163,13 +165,14 @@ function checkSampling(request, vocabSize) {
     response_format,
     ignore_eos: Boolean(request.ignore_eos),
     truncate: truncation === "auto",
+    schemas,
   };
 }
 
 /**
  * A JSON schema (an object, or its text) within MAX_SCHEMA_DEPTH and MAX_SCHEMA_VALUES, holding
- * only what JSON can. Walked without recursion: a 10,000-deep value must not overflow the
- * stack here either, and a cycle ends at the depth limit.
+ * only what JSON can; returns it parsed. Walked without recursion: a 10,000-deep value must not
+ * overflow the stack here either, and a cycle ends at the depth limit.
  */
 function checkSchema(schema, field) {
   let root = schema;
@@ -197,6 +200,7 @@ function checkSchema(schema, field) {
     if (depth > MAX_SCHEMA_DEPTH) fail(field, `is nested deeper than ${MAX_SCHEMA_DEPTH} levels`);
     for (const [name, child] of Object.entries(value)) pending.push([child, depth + 1, name]);
   }
+  return root;
 }
 
 /** How deep the groups of a regular expression nest (escapes and character classes skipped). */
@@ -241,10 +245,11 @@ function checkTools(request) {
     fail("parallel_tool_calls", "must be a boolean");
   if (tools == null) {
     if (tool_choice != null && tool_choice !== "none") fail("tool_choice", "needs tools");
-    return { tools: null, toolChoice: "none", parallel: false };
+    return { tools: null, toolChoice: "none", parallel: false, schemas: [] };
   }
   if (!Array.isArray(tools) || tools.length === 0) fail("tools", "must be a non-empty array of functions");
   const names = new Set();
+  const schemas = [];
   const checked = tools.map((tool, i) => {
     const field = `tools[${i}]`;
     if (tool == null || typeof tool !== "object" || tool.type !== "function")
@@ -257,9 +262,9 @@ function checkTools(request) {
     names.add(fn.name);
     if (fn.description != null && typeof fn.description !== "string")
       fail(`${field}.function.description`, "must be a string");
-    if (fn.parameters != null) checkSchema(fn.parameters, `${field}.function.parameters`);
+    const parameters = fn.parameters == null ? null : checkSchema(fn.parameters, `${field}.function.parameters`);
+    if (parameters) schemas.push([`${field}.function.parameters`, parameters]);
     if (fn.strict != null && typeof fn.strict !== "boolean") fail(`${field}.function.strict`, "must be a boolean");
-    const parameters = typeof fn.parameters === "string" ? JSON.parse(fn.parameters) : fn.parameters;
     return {
       type: "function",
       function: {
@@ -277,7 +282,7 @@ function checkTools(request) {
   } else if (!["none", "auto", "required"].includes(toolChoice)) {
     fail("tool_choice", 'must be "none", "auto", "required" or {type: "function", function: {name}}');
   }
-  return { tools: checked, toolChoice, parallel: parallel_tool_calls ?? true };
+  return { tools: checked, toolChoice, parallel: parallel_tool_calls ?? true, schemas };
 }
 
 /** An assistant message's tool calls as chat templates take them (arguments parsed). */
@@ -330,9 +335,11 @@ export function checkChatRequest(request, vocabSize) {
   const tools = checkTools(request);
   if (tools.toolChoice !== "none" && request.response_format != null && request.response_format.type !== "text")
     fail("response_format", "cannot be combined with tools (a tool call has its own format)");
+  const sampling = checkSampling(request, vocabSize);
   return {
-    ...checkSampling(request, vocabSize),
+    ...sampling,
     ...tools,
+    schemas: [...sampling.schemas, ...tools.schemas],
     messages: normalized,
     max_tokens: max_completion_tokens ?? max_tokens,
     logprobs: Boolean(logprobs),

@@ -1,14 +1,27 @@
-/** A small seedable PRNG (mulberry32): same seed, same samples. */
+/**
+ * A random source in [0, 1): Math.random, or a generator fixed by `seed`, any safe integer
+ * (|seed| < 2^53; request.js refuses others). Every bit of the seed and its sign set the
+ * state, so no two seeds share a sequence. The generator is SFC32 (small, fast, and passes
+ * PractRand), written here as JS has no seedable generator.
+ */
 export function makeRandom(seed) {
   if (seed === undefined || seed === null) return Math.random;
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  const magnitude = Math.abs(seed);
+  let a = magnitude >>> 0; // the low 32 bits
+  let b = Math.floor(magnitude / 4294967296) >>> 0; // the high 21
+  let c = seed < 0 ? 0x9e3779b9 : 0x85ebca6b;
+  let d = 1;
+  const next = () => {
+    const t = (((a + b) | 0) + d) | 0;
+    d = (d + 1) | 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) | 0;
+    c = (c << 21) | (c >>> 11);
+    c = (c + t) | 0;
+    return (t >>> 0) / 4294967296;
   };
+  for (let i = 0; i < 15; i++) next(); // mixes the seed through the state
+  return next;
 }
 
 export function argmax(logits) {

@@ -1,3 +1,4 @@
+import { yieldToEventLoop } from "./control.js";
 import { ModelLoadError } from "./errors.js";
 import { evaluate } from "./expr.js";
 import { planBuffers, tensorBytes } from "./executor.js";
@@ -23,27 +24,6 @@ function dlDataType(dtype) {
 
 const THREAD_STACK_BYTES = 1 << 20;
 const THREADS_JOIN_MS = 10000;
-
-/**
- * Lets the event loop run (messages, timers, aborts, painting) before a step of the model: the
- * kernels run synchronously, and a generation of awaited steps would otherwise hold the
- * thread from its first token to its last. A message, then a timer: the timer lets the timers
- * already due run first, and set from a message task it is not clamped to 4 ms as timers set
- * from timers are.
- */
-let yieldChannel = null;
-const yielded = []; // resolvers waiting for their message
-
-function yieldToEventLoop() {
-  if (!yieldChannel) {
-    yieldChannel = new MessageChannel();
-    yieldChannel.port1.onmessage = () => setTimeout(yielded.shift(), 0);
-  }
-  return new Promise((resolve) => {
-    yielded.push(resolve);
-    yieldChannel.port2.postMessage(null);
-  });
-}
 
 /**
  * Runs the compiled execution plans on the CPU: the kernels of one WebAssembly module (TVM's

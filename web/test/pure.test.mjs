@@ -12,6 +12,7 @@ import { LogitsProcessor, logSoftmax, topK } from "../src/logits.js";
 import { AsyncQueue } from "../src/queue.js";
 import { checkChatRequest, checkSignal } from "../src/request.js";
 import { argmax, makeRandom, sample } from "../src/sampler.js";
+import { endlessRef, placeIn } from "../src/schema.js";
 import { StopStrings } from "../src/stop.js";
 import { ToolCallParser, parseReply } from "../src/tools.js";
 
@@ -23,6 +24,22 @@ test("a seed fixes the random sequence, in [0, 1)", () => {
   assert.deepEqual(first, Array.from({ length: 1000 }, b));
   assert.notDeepEqual(first.slice(0, 10), Array.from({ length: 10 }, c));
   assert.ok(first.every((x) => x >= 0 && x < 1));
+});
+
+test("seeds that agree in their low 32 bits (or differ only in sign) give different sequences", () => {
+  const draw = (seed) => Array.from({ length: 8 }, makeRandom(seed));
+  const pairs = [
+    [1, 2 ** 32 + 1],
+    [7, 2 ** 40 + 7],
+    [0, 2 ** 32],
+    [0, 2 ** 52],
+    [5, -5],
+    [2 ** 53 - 1, 2 ** 53 - 2],
+  ];
+  for (const [x, y] of pairs) assert.notDeepEqual(draw(x), draw(y), `seeds ${x} and ${y}`);
+  const seen = new Set();
+  for (let i = 0; i < 2000; i++) seen.add(draw(i * 2 ** 32 + 3)[0]);
+  assert.equal(seen.size, 2000);
 });
 
 test("sampling draws tokens with softmax(logits / temperature) frequencies", () => {
@@ -231,4 +248,35 @@ test("a producer waiting for room goes on when the reader takes an item, or leav
   queue.release(); // the reader left: the producer runs to its end
   await producer;
   assert.equal(produced.length, 10);
+});
+
+test("a $ref cycle with no way out is found, one with a way out is not", () => {
+  const endless = [
+    [{ $ref: "#" }, { ref: "#", at: "" }],
+    [
+      { type: "object", properties: { next: { $ref: "#" } }, required: ["next"] },
+      { ref: "#", at: "/properties/next" },
+    ],
+    [
+      { $defs: { a: { $ref: "#/$defs/b" }, b: { allOf: [{ $ref: "#/$defs/a" }] } }, $ref: "#/$defs/a" },
+      { ref: "#/$defs/a", at: "" },
+    ],
+    [
+      { type: "array", minItems: 1, items: { $ref: "#/$defs/n" }, $defs: { n: { $ref: "#" } } },
+      { ref: "#/$defs/n", at: "/items" },
+    ],
+  ];
+  for (const [schema, found] of endless) assert.deepEqual(endlessRef(schema), found, JSON.stringify(schema));
+  const ending = [
+    { type: "object", properties: { next: { $ref: "#" } } }, // optional: a linked list ends
+    { type: "array", items: { $ref: "#" } }, // the empty array
+    { anyOf: [{ type: "null" }, { type: "object", properties: { a: { $ref: "#" } }, required: ["a"] }] },
+    { $ref: "https://example.com/other.json" }, // not followed
+    { type: "string" },
+  ];
+  for (const schema of ending) assert.equal(endlessRef(schema), null, JSON.stringify(schema));
+  assert.equal(
+    placeIn("tools[0].function.parameters", "/properties/a~1b/$ref"),
+    "tools[0].function.parameters.properties.a/b.$ref",
+  );
 });
