@@ -4,6 +4,7 @@
                   [--backend webgpu wasm] [--threads N]
     scripts/bench --profile ...   time each kernel of a decode step and of a prefill instead
     scripts/bench ... --peer transformers.js|llama.cpp [--rounds N]   also run a peer
+    scripts/bench ... --long-prompt   also prefill prompts of 1,000 and 4,000 tokens
 
 Per chat model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
 tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and of the kernels
@@ -13,7 +14,10 @@ each backend asked for. With `--peer`, after a model's rows: the peer's row on t
 token ids and token counts (see compiler/peer.py), then one line of ratios, ours / peer, for
 each of our rows of that model; with `--rounds N`, ours and the peer's alternate N times and a
 last line gives each ratio's median over the rounds, with its range. An embedding model's row
-gives embeddings per second for requests of 1, 8 and 32 sentences instead.
+gives embeddings per second for requests of 1, 8 and 32 sentences instead. With
+`--long-prompt`, after each row: prefill tok/s over prompts of 1,000 and 4,000 tokens (the
+prompt's ids repeated; within the context window), where attention's share has grown, and the
+share of the shorter one's speed the longer one keeps.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ PROMPT = (
     "the page with no server. Question: in two sentences, what does WebGPU make possible?"
 )
 DECODE_TOKENS = 64
+LONG_PROMPTS = (1000, 4000)
 
 
 def bench_folder(
@@ -102,6 +107,37 @@ def bench_folder(
         "runs": runs,
     }
     return row, prompt
+
+
+def long_prompt_row(
+    browser, folder: Path, prompt: list[int], variant: str | None, backend: str, threads: int | None
+) -> dict:
+    """Prefill tok/s over LONG_PROMPTS tokens (`prompt` repeated, cut to the context window),
+    one run each."""
+    with serve_folder(folder) as url:
+        page = open_engine_page(browser, url, variant=variant, backend=backend, threads=threads)
+        window = page.evaluate("engine.manifest.context_window")
+        speeds = {}
+        for length in LONG_PROMPTS:
+            length = min(length, window - 2)
+            ids = (prompt * (length // len(prompt) + 1))[:length]
+            stats = page.evaluate(
+                """async (p) => {
+                    engine.resetChat();
+                    return (await engine.generate(p, {temperature: 0, max_tokens: 1})).stats;
+                }""",
+                ids,
+            )
+            speeds[length] = stats["prefill_tokens_per_s"]
+        page.close()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    shortest, longest = min(speeds), max(speeds)
+    return {
+        "model": manifest["model_id"],
+        "backend": backend,
+        "long_prompt_prefill_tok_s": {str(k): round(v, 2) for k, v in speeds.items()},
+        "kept_at_longest": round(speeds[longest] / speeds[shortest], 2),
+    }
 
 
 # Sentences of everyday length for the encoder benchmark (10 to 25 words each).
@@ -300,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         help="with --peer: alternate our runs and the peer's this many times and print the "
         "median of each round's ratios (a busy neighbour slows one round, not one side)",
     )
+    parser.add_argument(
+        "--long-prompt",
+        action="store_true",
+        help="also prefill prompts of 1,000 and 4,000 tokens (one run each)",
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("dist/bench"))
     args = parser.parse_args(argv)
     if args.peer and args.profile:
@@ -350,6 +391,11 @@ def _run(args: argparse.Namespace) -> int:
                         prompts.append(prompt)
                         ours.append((folder, variant, backend))
                     print(json.dumps(result), flush=True)
+                    if args.long_prompt and not args.profile:
+                        long_row = long_prompt_row(
+                            browser, folder, prompt, variant, backend, args.threads
+                        )
+                        print(json.dumps(long_row), flush=True)
             if args.peer:
                 if any(ids != prompts[0] for ids in prompts):
                     raise SystemExit(f"{model}: the builds tokenize the prompt differently")
