@@ -325,6 +325,38 @@ def _lane_sum(partial) -> tirx.PrimExpr:
     return total
 
 
+def _key_step(head_dim: int, scale: float, softcap: float):
+    """One key of an online softmax, as a TIR macro both attention kernels expand: row `row`
+    of `acc` (its running sum of values), `best` (its largest score) and `denom` (its sum of
+    exponentials) take in key `j` for query `i` and head `h`. With a `softcap` scores become
+    softcap * tanh(score / softcap)."""
+    each, parts, each_part = _head_loops(head_dim)
+
+    def capped(score):
+        return T.float32(softcap) * T.tanh(score / T.float32(softcap)) if softcap else score
+
+    @T.macro
+    def step(qkv, k_cache, v_cache, i, h, kvh, j, row, partial, score, prev, best, denom, acc):
+        for p in each_part(parts):
+            partial[p] = T.float32(0)
+        for d0 in range(head_dim // parts):
+            for p in each_part(parts):
+                partial[p] = partial[p] + T.Cast("float32", qkv[0, i, h, d0 * parts + p]) * T.Cast(
+                    "float32", k_cache[j, kvh, d0 * parts + p]
+                )
+        score[0] = capped(_lane_sum(partial) * T.float32(scale))
+        prev[0] = best[row]
+        best[row] = T.max(prev[0], score[0])
+        # Two exponentials per key, kept in registers for the head_dim loop.
+        prev[0] = T.exp(prev[0] - best[row])
+        score[0] = T.exp(score[0] - best[row])
+        denom[row] = denom[row] * prev[0] + score[0]
+        for d in each(head_dim):
+            acc[row, d] = acc[row, d] * prev[0] + score[0] * T.Cast("float32", v_cache[j, kvh, d])
+
+    return step
+
+
 def attention_func(
     heads: int,
     kv_heads: int,
@@ -348,12 +380,9 @@ def attention_func(
     all_heads = heads + 2 * kv_heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     threads = ATTENTION_THREADS
-
-    def capped(score):
-        return T.float32(softcap) * T.tanh(score / T.float32(softcap)) if softcap else score
-
     blocks, lanes, scope = _invocation_loops()
-    each, parts, each_part = _head_loops(head_dim)
+    each, parts, _ = _head_loops(head_dim)
+    step = _key_step(head_dim, scale, softcap)
 
     def first_key(position):
         return T.max(position - (window - 1), T.int64(0)) if window else T.int64(0)
@@ -370,7 +399,7 @@ def attention_func(
         out = T.match_buffer(var_out, (1, n, heads * head_dim), dtype)
         for bx in blocks((n * heads + threads - 1) // threads):
             for tx in lanes(threads):
-                acc = T.alloc_buffer((head_dim,), "float32", scope=scope)
+                acc = T.alloc_buffer((1, head_dim), "float32", scope=scope)
                 partial = T.alloc_buffer((parts,), "float32", scope=scope)
                 best = T.alloc_buffer((1,), "float32", scope=scope)
                 denom = T.alloc_buffer((1,), "float32", scope=scope)
@@ -383,28 +412,26 @@ def attention_func(
                     best[0] = T.float32(-3.0e38)
                     denom[0] = T.float32(0)
                     for d in each(head_dim):
-                        acc[d] = T.float32(0)
+                        acc[0, d] = T.float32(0)
                     for j in range(first_key(total_len - n + i), total_len - n + i + 1):
-                        for p in each_part(parts):
-                            partial[p] = T.float32(0)
-                        for d0 in range(head_dim // parts):
-                            for p in each_part(parts):
-                                partial[p] = partial[p] + T.Cast(
-                                    "float32", qkv[0, i, h, d0 * parts + p]
-                                ) * T.Cast("float32", k_cache[j, kvh, d0 * parts + p])
-                        score[0] = capped(_lane_sum(partial) * T.float32(scale))
-                        prev[0] = best[0]
-                        best[0] = T.max(prev[0], score[0])
-                        # Two exponentials per key, kept in registers for the head_dim loop.
-                        prev[0] = T.exp(prev[0] - best[0])
-                        score[0] = T.exp(score[0] - best[0])
-                        denom[0] = denom[0] * prev[0] + score[0]
-                        for d in each(head_dim):
-                            acc[d] = acc[d] * prev[0] + score[0] * T.Cast(
-                                "float32", v_cache[j, kvh, d]
-                            )
+                        step(
+                            qkv,
+                            k_cache,
+                            v_cache,
+                            i,
+                            h,
+                            kvh,
+                            j,
+                            0,
+                            partial,
+                            score,
+                            prev,
+                            best,
+                            denom,
+                            acc,
+                        )
                     for d in each(head_dim):
-                        out[0, i, h * head_dim + d] = T.Cast(dtype, acc[d] / denom[0])
+                        out[0, i, h * head_dim + d] = T.Cast(dtype, acc[0, d] / denom[0])
 
     return attention
 
@@ -435,10 +462,8 @@ def prefill_attention_func(
     all_heads = heads + 2 * kv_heads
     rows = QUERY_BLOCK * group
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
-    each, parts, each_part = _head_loops(head_dim)
-
-    def capped(score):
-        return T.float32(softcap) * T.tanh(score / T.float32(softcap)) if softcap else score
+    each, parts, _ = _head_loops(head_dim)
+    step = _key_step(head_dim, scale, softcap)
 
     def first_key(position):
         return T.max(position - (window - 1), T.int64(0)) if window else T.int64(0)
@@ -473,23 +498,22 @@ def prefill_attention_func(
                     i = T.meta_var(q0 + r // group)
                     h = T.meta_var(kvh * group + r % group)
                     if i < n and j <= total_len - n + i and j >= first_key(total_len - n + i):
-                        for p in each_part(parts):
-                            partial[p] = T.float32(0)
-                        for d0 in range(head_dim // parts):
-                            for p in each_part(parts):
-                                partial[p] = partial[p] + T.Cast(
-                                    "float32", qkv[0, i, h, d0 * parts + p]
-                                ) * T.Cast("float32", k_cache[j, kvh, d0 * parts + p])
-                        score[0] = capped(_lane_sum(partial) * T.float32(scale))
-                        prev[0] = best[r]
-                        best[r] = T.max(prev[0], score[0])
-                        prev[0] = T.exp(prev[0] - best[r])
-                        score[0] = T.exp(score[0] - best[r])
-                        denom[r] = denom[r] * prev[0] + score[0]
-                        for d in each(head_dim):
-                            acc[r, d] = acc[r, d] * prev[0] + score[0] * T.Cast(
-                                "float32", v_cache[j, kvh, d]
-                            )
+                        step(
+                            qkv,
+                            k_cache,
+                            v_cache,
+                            i,
+                            h,
+                            kvh,
+                            j,
+                            r,
+                            partial,
+                            score,
+                            prev,
+                            best,
+                            denom,
+                            acc,
+                        )
             for r in range(rows):
                 i = T.meta_var(q0 + r // group)
                 h = T.meta_var(kvh * group + r % group)
