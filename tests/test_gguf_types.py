@@ -65,7 +65,9 @@ def test_as_stored_build_matches_transformers(case, tmp_path, engine_page):
     with engine_page(folder) as page:
         prompt = page.evaluate("(t) => engine.tokenizer.encode(t)", PROMPT)
     expected = transformers_logits_and_greedy(model, prompt, STEPS)
-    assert_backends_close(engine_page, folder, prompt, expected, STEPS, exact=True)
+    # Quantized weights: the CPU backend's decode rounds its inputs to int16 per group of 32
+    # (then integer dot products), so these compare by logits, not exactly.
+    assert_backends_close(engine_page, folder, prompt, expected, STEPS)
 
 
 def test_types_not_kept_are_refused_with_one_line(tmp_path, capsys):

@@ -26,10 +26,6 @@ ATTENTION_THREADS = 64
 _CPU = contextvars.ContextVar("cpu_kernels", default=False)
 
 
-def compiling_for_cpu() -> bool:
-    return _CPU.get()
-
-
 @contextlib.contextmanager
 def for_cpu() -> Iterator[None]:
     token = _CPU.set(True)
@@ -325,38 +321,6 @@ def _lane_sum(partial) -> tirx.PrimExpr:
     return total
 
 
-def _key_step(head_dim: int, scale: float, softcap: float):
-    """One key of an online softmax, as a TIR macro both attention kernels expand: row `row`
-    of `acc` (its running sum of values), `best` (its largest score) and `denom` (its sum of
-    exponentials) take in key `j` for query `i` and head `h`. With a `softcap` scores become
-    softcap * tanh(score / softcap)."""
-    each, parts, each_part = _head_loops(head_dim)
-
-    def capped(score):
-        return T.float32(softcap) * T.tanh(score / T.float32(softcap)) if softcap else score
-
-    @T.macro
-    def step(qkv, k_cache, v_cache, i, h, kvh, j, row, partial, score, prev, best, denom, acc):
-        for p in each_part(parts):
-            partial[p] = T.float32(0)
-        for d0 in range(head_dim // parts):
-            for p in each_part(parts):
-                partial[p] = partial[p] + T.Cast("float32", qkv[0, i, h, d0 * parts + p]) * T.Cast(
-                    "float32", k_cache[j, kvh, d0 * parts + p]
-                )
-        score[0] = capped(_lane_sum(partial) * T.float32(scale))
-        prev[0] = best[row]
-        best[row] = T.max(prev[0], score[0])
-        # Two exponentials per key, kept in registers for the head_dim loop.
-        prev[0] = T.exp(prev[0] - best[row])
-        score[0] = T.exp(score[0] - best[row])
-        denom[row] = denom[row] * prev[0] + score[0]
-        for d in each(head_dim):
-            acc[row, d] = acc[row, d] * prev[0] + score[0] * T.Cast("float32", v_cache[j, kvh, d])
-
-    return step
-
-
 def attention_func(
     heads: int,
     kv_heads: int,
@@ -380,9 +344,12 @@ def attention_func(
     all_heads = heads + 2 * kv_heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     threads = ATTENTION_THREADS
+
+    def capped(score):
+        return T.float32(softcap) * T.tanh(score / T.float32(softcap)) if softcap else score
+
     blocks, lanes, scope = _invocation_loops()
-    each, parts, _ = _head_loops(head_dim)
-    step = _key_step(head_dim, scale, softcap)
+    each, parts, each_part = _head_loops(head_dim)
 
     def first_key(position):
         return T.max(position - (window - 1), T.int64(0)) if window else T.int64(0)
@@ -399,7 +366,7 @@ def attention_func(
         out = T.match_buffer(var_out, (1, n, heads * head_dim), dtype)
         for bx in blocks((n * heads + threads - 1) // threads):
             for tx in lanes(threads):
-                acc = T.alloc_buffer((1, head_dim), "float32", scope=scope)
+                acc = T.alloc_buffer((head_dim,), "float32", scope=scope)
                 partial = T.alloc_buffer((parts,), "float32", scope=scope)
                 best = T.alloc_buffer((1,), "float32", scope=scope)
                 denom = T.alloc_buffer((1,), "float32", scope=scope)
@@ -412,114 +379,28 @@ def attention_func(
                     best[0] = T.float32(-3.0e38)
                     denom[0] = T.float32(0)
                     for d in each(head_dim):
-                        acc[0, d] = T.float32(0)
+                        acc[d] = T.float32(0)
                     for j in range(first_key(total_len - n + i), total_len - n + i + 1):
-                        step(
-                            qkv,
-                            k_cache,
-                            v_cache,
-                            i,
-                            h,
-                            kvh,
-                            j,
-                            0,
-                            partial,
-                            score,
-                            prev,
-                            best,
-                            denom,
-                            acc,
-                        )
+                        for p in each_part(parts):
+                            partial[p] = T.float32(0)
+                        for d0 in range(head_dim // parts):
+                            for p in each_part(parts):
+                                partial[p] = partial[p] + T.Cast(
+                                    "float32", qkv[0, i, h, d0 * parts + p]
+                                ) * T.Cast("float32", k_cache[j, kvh, d0 * parts + p])
+                        score[0] = capped(_lane_sum(partial) * T.float32(scale))
+                        prev[0] = best[0]
+                        best[0] = T.max(prev[0], score[0])
+                        # Two exponentials per key, kept in registers for the head_dim loop.
+                        prev[0] = T.exp(prev[0] - best[0])
+                        score[0] = T.exp(score[0] - best[0])
+                        denom[0] = denom[0] * prev[0] + score[0]
+                        for d in each(head_dim):
+                            acc[d] = acc[d] * prev[0] + score[0] * T.Cast(
+                                "float32", v_cache[j, kvh, d]
+                            )
                     for d in each(head_dim):
-                        out[0, i, h * head_dim + d] = T.Cast(dtype, acc[0, d] / denom[0])
-
-    return attention
-
-
-# CPU prefill attention: the queries of this many consecutive tokens, with every head of a KV
-# head's group, share one pass over the keys (see `prefill_attention_func`).
-QUERY_BLOCK = 4
-
-
-def prefill_attention_func(
-    heads: int,
-    kv_heads: int,
-    head_dim: int,
-    capacity: int,
-    dtype: str,
-    window: int = 0,
-    scale: float | None = None,
-    softcap: float = 0.0,
-):
-    """`attention_func` for a CPU prefill: one task per block of QUERY_BLOCK queries and KV head,
-    its QUERY_BLOCK x group rows (each query with each head of the group) updated together
-    for each key, so a key and a value row is read from memory once per block rather than once
-    per query and head. Over a long prompt the cache outgrows the CPU's caches, and one pass
-    per query and head made attention a memory-bound three quarters of a 4,000-token prefill.
-    Each row keeps its own online softmax; rows past the last query, and keys after a row's
-    position (or before its window), are skipped."""
-    group = heads // kv_heads
-    all_heads = heads + 2 * kv_heads
-    rows = QUERY_BLOCK * group
-    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
-    each, parts, _ = _head_loops(head_dim)
-    step = _key_step(head_dim, scale, softcap)
-
-    def first_key(position):
-        return T.max(position - (window - 1), T.int64(0)) if window else T.int64(0)
-
-    @T.prim_func(private=True)
-    def attention(
-        var_qkv: T.handle, var_k: T.handle, var_v: T.handle, total_len: T.int64, var_out: T.handle
-    ):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        n = T.int64()
-        qkv = T.match_buffer(var_qkv, (1, n, all_heads, head_dim), dtype)
-        k_cache = T.match_buffer(var_k, (capacity, kv_heads, head_dim), dtype)
-        v_cache = T.match_buffer(var_v, (capacity, kv_heads, head_dim), dtype)
-        out = T.match_buffer(var_out, (1, n, heads * head_dim), dtype)
-        for task in T.parallel(0, (n + QUERY_BLOCK - 1) // QUERY_BLOCK * kv_heads):
-            acc = T.alloc_buffer((rows, head_dim), "float32", scope="global")
-            partial = T.alloc_buffer((parts,), "float32", scope="global")
-            best = T.alloc_buffer((rows,), "float32", scope="global")
-            denom = T.alloc_buffer((rows,), "float32", scope="global")
-            score = T.alloc_buffer((1,), "float32", scope="global")
-            prev = T.alloc_buffer((1,), "float32", scope="global")
-            q0 = T.meta_var(task // kv_heads * QUERY_BLOCK)
-            kvh = T.meta_var(task % kv_heads)
-            for r in range(rows):
-                best[r] = T.float32(-3.0e38)
-                denom[r] = T.float32(0)
-                for d in each(head_dim):
-                    acc[r, d] = T.float32(0)
-            last = T.meta_var(T.min(q0 + QUERY_BLOCK, n))  # one past the block's last query
-            for j in range(first_key(total_len - n + q0), total_len - n + last):
-                for r in range(rows):
-                    i = T.meta_var(q0 + r // group)
-                    h = T.meta_var(kvh * group + r % group)
-                    if i < n and j <= total_len - n + i and j >= first_key(total_len - n + i):
-                        step(
-                            qkv,
-                            k_cache,
-                            v_cache,
-                            i,
-                            h,
-                            kvh,
-                            j,
-                            r,
-                            partial,
-                            score,
-                            prev,
-                            best,
-                            denom,
-                            acc,
-                        )
-            for r in range(rows):
-                i = T.meta_var(q0 + r // group)
-                h = T.meta_var(kvh * group + r % group)
-                if i < n:
-                    for d in each(head_dim):
-                        out[0, i, h * head_dim + d] = T.Cast(dtype, acc[r, d] / denom[r])
+                        out[0, i, h * head_dim + d] = T.Cast(dtype, acc[d] / denom[0])
 
     return attention
 

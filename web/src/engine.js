@@ -34,7 +34,7 @@ export class Engine {
   #models = new Map(); // model id -> LoadedModel
   #turn = Promise.resolve(); // models share the GPU queue and their KV caches: one request at a time
   #intake = Promise.resolve(); // prompts are made in the order requests came, so they queue in it
-  #inProgress = new Set(); // the Controls of requests being truncated or generated
+  #inProgress = new Set(); // the Controls of requests not ended: truncating, waiting or generating
 
   constructor() {
     this.chat = { completions: { create: (request) => this.#create("chat", request) } };
@@ -160,7 +160,10 @@ export class Engine {
     });
   }
 
-  /** Ends the request in progress early; it finishes with finish_reason "abort". */
+  /**
+   * Ends the requests in progress early (truncating, waiting for their turn or generating);
+   * each finishes with finish_reason "abort".
+   */
   interruptGenerate() {
     for (const control of this.#inProgress) control.abort();
   }
@@ -457,18 +460,22 @@ export class Engine {
       else signal.addEventListener("abort", () => control.abort(), { once: true });
     }
     // Truncation yields to the event loop: chained, a later request cannot overtake it.
-    const prompting = this.#intake.then(async () => {
-      this.#inProgress.add(control);
-      try {
-        return await this.#promptTokens(model, kind, params, control);
-      } finally {
-        this.#inProgress.delete(control);
-      }
-    });
+    const prompting = this.#intake.then(() => this.#promptTokens(model, kind, params, control));
     this.#intake = prompting.catch(() => {});
-    const prompt = await prompting;
-    if (prompt.length >= model.contextWindow)
+    // In progress from here (truncating, waiting for its turn, generating) until it ends:
+    // interruptGenerate() ends it.
+    this.#inProgress.add(control);
+    let prompt;
+    try {
+      prompt = await prompting;
+    } catch (err) {
+      this.#inProgress.delete(control);
+      throw err;
+    }
+    if (prompt.length >= model.contextWindow) {
+      this.#inProgress.delete(control);
       throw new ContextWindowExceededError(prompt.length, model.contextWindow, kind === "chat" ? "messages" : "prompt");
+    }
     const job = {
       kind,
       model,
@@ -479,8 +486,11 @@ export class Engine {
       created: Math.floor(Date.now() / 1000),
     };
     if (request.stream) return this.#stream(job, Boolean(request.stream_options?.include_usage));
-    const results = await this.#exclusive(model, () => this.#runChoices(job));
-    return completionResponse(job, results);
+    try {
+      return completionResponse(job, await this.#exclusive(model, () => this.#runChoices(job)));
+    } finally {
+      this.#inProgress.delete(control);
+    }
   }
 
   /** engine.embeddings.create: OpenAI's embeddings endpoint (see embeddings.js). */
@@ -511,20 +521,15 @@ export class Engine {
   async #runChoices(job, emit = undefined) {
     const { model, params, prompt, control } = job;
     this.#ready(model);
-    this.#inProgress.add(control);
     const random = makeRandom(params.seed);
     const results = [];
-    try {
-      for (let index = 0; index < params.n; index++) {
-        emit?.({ index, start: true });
-        const result = await this.#generate(model, prompt, params, random, control, (token, text, logprob) =>
-          emit?.({ index, text, logprob }),
-        );
-        results.push(result);
-        emit?.({ index, finish: result.finish });
-      }
-    } finally {
-      this.#inProgress.delete(control);
+    for (let index = 0; index < params.n; index++) {
+      emit?.({ index, start: true });
+      const result = await this.#generate(model, prompt, params, random, control, (token, text, logprob) =>
+        emit?.({ index, text, logprob }),
+      );
+      results.push(result);
+      emit?.({ index, finish: result.finish });
     }
     model.lastStats = stats(
       results.map((r) => r.timing),
@@ -542,10 +547,12 @@ export class Engine {
     const events = new AsyncQueue();
     let results = null;
     const emit = (event) => (events.push(event), events.room(STREAM_AHEAD));
-    this.#exclusive(job.model, () => this.#runChoices(job, emit)).then(
-      (r) => ((results = r), events.close()),
-      (err) => events.close(err),
-    );
+    this.#exclusive(job.model, () => this.#runChoices(job, emit))
+      .then(
+        (r) => ((results = r), events.close()),
+        (err) => events.close(err),
+      )
+      .finally(() => this.#inProgress.delete(job.control));
     let finished = false;
     try {
       yield* completionChunks(job, events, includeUsage ? () => usage(job, results) : null);

@@ -146,12 +146,15 @@ export class Executor {
 
   /**
    * Runs `prefill` or `decode` on `ids` (the new tokens), with `totalLen` tokens in the
-   * cache afterwards; resolves to the logits of the last token.
-   * @returns {Promise<Float32Array>}
+   * cache afterwards; resolves to the logits of the last token, or ABORTED as soon as
+   * `control` is aborted (the GPU work submitted finishes on its own; the next call waits
+   * for it).
+   * @returns {Promise<Float32Array | typeof ABORTED>}
    */
-  run(name, ids, totalLen) {
+  run(name, ids, totalLen, control = undefined) {
     const vars = { n: ids.length, total_len: totalLen };
-    return this.call(name, { input_ids: Int32Array.from(ids) }, vars, this.manifest.config.vocab_size);
+    const run = this.call(name, { input_ids: Int32Array.from(ids) }, vars, this.manifest.config.vocab_size);
+    return control ? control.race(run) : run;
   }
 
   /**

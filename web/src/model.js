@@ -9,12 +9,11 @@ import { Vocabulary } from "./vocab.js";
 import { WasmExecutor } from "./wasm_executor.js";
 
 const BACKENDS = ["auto", "webgpu", "wasm"];
-// A prefill chunk takes about CHUNK_MS (an abort waits for the chunk running); the first chunk
-// of a prefill, whose speed is not known yet, takes FIRST_CHUNK tokens, no chunk fewer than
-// MIN_CHUNK (the CPU prefill kernels' tile) nor more than the build's prefill_chunk.
-const CHUNK_MS = 200;
-const FIRST_CHUNK = 16;
-const MIN_CHUNK = 4;
+// A WebGPU prefill chunk takes about GPU_CHUNK_MS (a request after an abort waits for the
+// chunk on the GPU); the first of a prefill, whose speed is not known yet, FIRST_GPU_CHUNK
+// tokens; none more than the build's prefill_chunk.
+const GPU_CHUNK_MS = 200;
+const FIRST_GPU_CHUNK = 16;
 
 /** @typedef {import("./control.js").Control} Control */
 
@@ -197,11 +196,12 @@ export class LoadedModel {
 
   /**
    * Runs `tokens` through the model, reusing the cached prefix; returns the last logits and the
-   * number of tokens run. A `control` aborted between chunks (or, on WebGPU, while one runs:
-   * the request ends at once, the chunk finishes on the GPU) ends it early with `logits: null`;
-   * the cache then holds the chunks that ran. A chunk cannot be cut short, so each is sized
-   * from the speed of the one before to take about CHUNK_MS: an abort takes effect that soon,
-   * and a request after it waits no longer (a fast GPU takes the build's largest chunks).
+   * number of tokens run. A `control` aborted ends it early with `logits: null`, the cache then
+   * holding the chunks that ran whole; the executors see it within a chunk (see their `run`).
+   * On the CPU that is between kernels, so chunks keep the build's size. On WebGPU a chunk
+   * once submitted finishes on the GPU after the request has ended, so each is sized from the
+   * speed of the one before to take about GPU_CHUNK_MS, and a request after an abort waits no
+   * longer (a fast GPU takes the build's largest chunks).
    * @param {number[]} tokens
    * @param {Control} [control]
    */
@@ -210,21 +210,23 @@ export class LoadedModel {
     while (start < this.cachedTokens.length && start < tokens.length - 1 && this.cachedTokens[start] === tokens[start])
       start++;
     const largest = this.manifest.prefill_chunk;
-    let chunk = Math.min(FIRST_CHUNK, largest);
+    const timed = this.backend !== "wasm";
+    let chunk = timed ? Math.min(FIRST_GPU_CHUNK, largest) : largest;
     this.cachedTokens = this.cachedTokens.slice(0, start);
     let logits = null;
     for (let i = start; i < tokens.length; ) {
       if (control?.aborted) return { logits: null, prefilled: i - start };
       const ids = tokens.slice(i, Math.min(tokens.length, i + chunk));
       const started = performance.now();
-      const run = this.executor.run("prefill", ids, i + ids.length);
-      const out = control ? await control.race(run) : await run;
+      const out = await this.executor.run("prefill", ids, i + ids.length, control);
       if (out === ABORTED) return { logits: null, prefilled: i - start };
       logits = out;
       this.cachedTokens.push(...ids);
       i += ids.length;
-      const perToken = Math.max(performance.now() - started, 1) / ids.length;
-      chunk = Math.min(largest, Math.max(MIN_CHUNK, Math.floor(CHUNK_MS / perToken)));
+      if (timed) {
+        const perToken = Math.max(performance.now() - started, 1) / ids.length;
+        chunk = Math.min(largest, Math.max(1, Math.floor(GPU_CHUNK_MS / perToken)));
+      }
     }
     return { logits, prefilled: tokens.length - start };
   }
@@ -237,8 +239,7 @@ export class LoadedModel {
    */
   async decode(token, control = undefined) {
     this.cachedTokens.push(token);
-    const run = this.executor.run("decode", [token], this.cachedTokens.length);
-    const out = control ? await control.race(run) : await run;
+    const out = await this.executor.run("decode", [token], this.cachedTokens.length, control);
     return out === ABORTED ? null : out;
   }
 

@@ -1,4 +1,4 @@
-import { yieldToEventLoop } from "./control.js";
+import { ABORTED, yieldToEventLoop } from "./control.js";
 import { ModelLoadError } from "./errors.js";
 import { evaluate } from "./expr.js";
 import { planBuffers, tensorBytes } from "./executor.js";
@@ -24,6 +24,8 @@ function dlDataType(dtype) {
 
 const THREAD_STACK_BYTES = 1 << 20;
 const THREADS_JOIN_MS = 10000;
+// A call with a control lets the event loop run after this many milliseconds of kernels.
+const YIELD_MS = 50;
 
 /**
  * Runs the compiled execution plans on the CPU: the kernels of one WebAssembly module (TVM's
@@ -196,24 +198,36 @@ export class WasmExecutor {
 
   /**
    * Runs `prefill` or `decode` on `ids` (the new tokens), with `totalLen` tokens in the
-   * cache afterwards; resolves to the logits of the last token.
-   * @returns {Promise<Float32Array>}
+   * cache afterwards; resolves to the logits of the last token, or ABORTED when `control` was
+   * aborted on the way (the cache rows of `ids` then hold anything, and are written again).
+   * @returns {Promise<Float32Array | typeof ABORTED>}
    */
-  run(name, ids, totalLen) {
+  run(name, ids, totalLen, control = undefined) {
     const vars = { n: ids.length, total_len: totalLen };
-    return this.call(name, { input_ids: ids }, vars, this.manifest.config.vocab_size);
+    return this.call(name, { input_ids: ids }, vars, this.manifest.config.vocab_size, control);
   }
 
   /**
    * Runs function `name` of the plan with its tensor inputs (name -> Int32Array) and the
-   * values of its symbolic sizes; resolves to the first `count` floats of its output.
-   * @returns {Promise<Float32Array>}
+   * values of its symbolic sizes; resolves to the first `count` floats of its output. With a
+   * `control`, the event loop runs after every YIELD_MS of kernels (messages, timers, the
+   * page) and an abort seen then ends the call: a long prefill chunk is stopped within tens
+   * of milliseconds, and the page stays responsive meanwhile.
+   * @returns {Promise<Float32Array | typeof ABORTED>}
    */
-  async call(name, tensors, vars, count) {
+  async call(name, tensors, vars, count, control = undefined) {
     await yieldToEventLoop();
     const fn = this.functions[name];
     this.#setup(fn, tensors, vars);
-    for (const launch of fn.launches) this.#launch(launch);
+    let slice = performance.now();
+    for (const launch of fn.launches) {
+      this.#launch(launch);
+      if (control && performance.now() - slice > YIELD_MS) {
+        await yieldToEventLoop();
+        if (control.aborted) return ABORTED;
+        slice = performance.now();
+      }
+    }
     // Kernels may grow the memory (workspace), which replaces its buffer: view it afresh.
     return new Float32Array(this.memory.buffer.slice(fn.output, fn.output + count * 4));
   }

@@ -76,13 +76,10 @@ class Attention(nn.Module):
             [0, 1],
             [Tensor.placeholder(k_cache.shape, dtype), Tensor.placeholder(v_cache.shape, dtype)],
         )
-        decode = isinstance(seq, int) and seq == 1
-        on_cpu = kernels.compiling_for_cpu()
-        attention = (
-            kernels.prefill_attention_func if on_cpu and not decode else kernels.attention_func
-        )
         out = op.tensor_ir_op(
-            attention(h, kvh, d, self.capacity, dtype, self.window, self.scale, self.softcap),
+            kernels.attention_func(
+                h, kvh, d, self.capacity, dtype, self.window, self.scale, self.softcap
+            ),
             "attention",
             [qkv, k_cache, v_cache, total_len],
             Tensor.placeholder([1, seq, h * d], dtype),
