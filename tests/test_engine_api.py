@@ -558,7 +558,8 @@ def test_truncation_of_twenty_thousand_messages_is_quick_and_aborts(page):
     assert aborted["choices"][0]["finish_reason"] == "abort"
     assert aborted["usage"]["completion_tokens"] == 0
     assert aborted["usage"]["prompt_tokens"] == kept
-    assert aborted["usage"]["extra"]["prefill_tokens"] == 0
+    # The same prompt is in the cache: at most its last token runs again before the abort.
+    assert aborted["usage"]["extra"]["prefill_tokens"] <= 1
     assert result["order"] == ["long", "short"]
 
 

@@ -148,8 +148,19 @@ def test_required_and_named_calls_follow_their_parameters(tool_model, engine_pag
         streamed = create(
             page, {**base, "tool_choice": "required", "parallel_tool_calls": False, "stream": True}
         )
+        # One call each: the random-weight model, free to add calls, may run to max_tokens
+        # (which seed does depends on the generator, not on the engine).
         sampled = [
-            create(page, {**base, "tool_choice": "required", "temperature": 1, "seed": s})
+            create(
+                page,
+                {
+                    **base,
+                    "tool_choice": "required",
+                    "parallel_tool_calls": False,
+                    "temperature": 1,
+                    "seed": s,
+                },
+            )
             for s in range(4)
         ]
     for out in [required, *named, *sampled]:
