@@ -30,12 +30,9 @@ export class Control {
    * @returns {Promise<T | typeof ABORTED>}
    */
   race(work) {
-    if (this.#aborted) {
-      work.catch(() => {});
-      return Promise.resolve(ABORTED);
-    }
-    this.#whenAborted ??= new Promise((resolve) => (this.#wake = () => resolve(ABORTED)));
     work.catch(() => {});
+    if (this.#aborted) return Promise.resolve(ABORTED);
+    this.#whenAborted ??= new Promise((resolve) => (this.#wake = () => resolve(ABORTED)));
     return Promise.race([work, this.#whenAborted]);
   }
 }

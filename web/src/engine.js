@@ -17,7 +17,7 @@ const now = () => performance.now();
 // How many tokens a stream's generation may run ahead of its reader.
 const STREAM_AHEAD = 2;
 // Truncation lets the event loop run after about this many milliseconds of work.
-const YIELD_MS = 10;
+const TRUNCATION_YIELD_MS = 10;
 // Without max_tokens, truncation keeps this share of the context window for the reply.
 const REPLY_SHARE = 0.25;
 
@@ -377,12 +377,12 @@ export class Engine {
    * The prompt's token ids. With truncation "auto", the oldest turns are dropped (system
    * messages stay) so that the prompt leaves room for the reply (`replyRoom`). The turns kept
    * are counted from the newest back by their contents' tokens, then the kept conversation is
-   * rendered, and the count corrected by what the template adds to each turn: about one
-   * tokenization of what is kept, however long the conversation. Between steps the event loop
-   * runs and the signal is checked; an abort skips the corrections, not the last render, so
-   * the prompt counted is the one that was made.
+   * rendered, and the count corrected by what the template adds to each turn: a few
+   * tokenizations of what is kept, however long the conversation, with the event loop let run
+   * between steps. That is short enough to finish when the request is aborted meanwhile (the
+   * abort takes effect before the prefill), so an aborted request reports the prompt it made.
    */
-  async #promptTokens(model, kind, params, control) {
+  async #promptTokens(model, kind, params) {
     const window = model.contextWindow;
     const { tokenizer } = model;
     const budget = window - replyRoom(window, params.max_tokens);
@@ -407,7 +407,7 @@ export class Engine {
       tokenizer.encode(m.content + (m.tool_calls ? JSON.stringify(m.tool_calls) : "")).length;
     let slice = now();
     const pause = async () => {
-      if (now() - slice < YIELD_MS) return;
+      if (now() - slice < TRUNCATION_YIELD_MS) return;
       await yieldToEventLoop();
       slice = now();
     };
@@ -415,7 +415,7 @@ export class Engine {
     let fixed = 0;
     for (const m of messages) if (m.role === "system") fixed += contentTokens(m);
     const costs = [];
-    for (let sum = fixed, k = turns.length - 1; k >= 0 && sum <= budget && !control.aborted; k--) {
+    for (let sum = fixed, k = turns.length - 1; k >= 0 && sum <= budget; k--) {
       costs.push(contentTokens(messages[turns[k]]));
       sum += costs[costs.length - 1];
       await pause();
@@ -429,7 +429,7 @@ export class Engine {
     };
     let count = fitting(0);
     let tokens = keep(count);
-    for (let round = 0; round < 3 && !control.aborted; round++) {
+    for (let round = 0; round < 3; round++) {
       await pause();
       let contents = fixed;
       for (let j = 0; j < count; j++) contents += costs[j];
@@ -439,7 +439,7 @@ export class Engine {
     }
     // What is left of the estimate's error: the template's differences between turns.
     while (tokens.length > budget && count > 1) tokens = keep(--count);
-    while (count < costs.length && !control.aborted) {
+    while (count < costs.length) {
       const more = keep(count + 1);
       if (more.length > budget) break;
       [count, tokens] = [count + 1, more];
@@ -460,31 +460,26 @@ export class Engine {
       else signal.addEventListener("abort", () => control.abort(), { once: true });
     }
     // Truncation yields to the event loop: chained, a later request cannot overtake it.
-    const prompting = this.#intake.then(() => this.#promptTokens(model, kind, params, control));
+    const prompting = this.#intake.then(() => this.#promptTokens(model, kind, params));
     this.#intake = prompting.catch(() => {});
     // In progress from here (truncating, waiting for its turn, generating) until it ends:
     // interruptGenerate() ends it.
     this.#inProgress.add(control);
-    let prompt;
+    let job;
     try {
-      prompt = await prompting;
+      const prompt = await prompting;
+      if (prompt.length >= model.contextWindow)
+        throw new ContextWindowExceededError(
+          prompt.length,
+          model.contextWindow,
+          kind === "chat" ? "messages" : "prompt",
+        );
+      const id = newId(kind === "chat" ? "chatcmpl" : "cmpl");
+      job = { kind, model, params, prompt, control, id, created: Math.floor(Date.now() / 1000) };
     } catch (err) {
       this.#inProgress.delete(control);
       throw err;
     }
-    if (prompt.length >= model.contextWindow) {
-      this.#inProgress.delete(control);
-      throw new ContextWindowExceededError(prompt.length, model.contextWindow, kind === "chat" ? "messages" : "prompt");
-    }
-    const job = {
-      kind,
-      model,
-      params,
-      prompt,
-      control,
-      id: newId(kind === "chat" ? "chatcmpl" : "cmpl"),
-      created: Math.floor(Date.now() / 1000),
-    };
     if (request.stream) return this.#stream(job, Boolean(request.stream_options?.include_usage));
     try {
       return completionResponse(job, await this.#exclusive(model, () => this.#runChoices(job)));

@@ -217,6 +217,7 @@ export class WasmExecutor {
    */
   async call(name, tensors, vars, count, control = undefined) {
     await yieldToEventLoop();
+    if (control?.aborted) return ABORTED;
     const fn = this.functions[name];
     this.#setup(fn, tensors, vars);
     let slice = performance.now();
