@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import tvm
 
 from . import manifest as contract
-from . import progress, wasm
+from . import progress, resources, wasm
 from .compile import VARIANTS, Compiled, compile_model
 from .errors import BuildError
 from .loader import ModelSource, load
@@ -22,9 +23,7 @@ from .quantization import Scheme, get_scheme
 from .staging import staged_folder
 from .weights import write_shards
 
-ROOT = Path(__file__).resolve().parent.parent
-RUNTIME_DIR = ROOT / "web" / "build"
-CACHE_DIR = ROOT / ".cache" / "kernels"
+RUNTIME_DIR = resources.shipped("runtime")
 
 
 def quantize(source: ModelSource, scheme: Scheme) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -50,24 +49,20 @@ def quantize(source: ModelSource, scheme: Scheme) -> tuple[dict[str, np.ndarray]
 # Modules of the package that take no part in compiling (the tools around a build): editing
 # them keeps the cached kernels. Everything else under compiler/ is in the cache's key.
 _NOT_COMPILING = {
-    "bench.py",
-    "bench_memory.py",
-    "browser.py",
     "cli.py",
     "extension.py",
     "fetch.py",
     "manifest.py",
-    "peer.py",
     "progress.py",
+    "resources.py",
     "serve.py",
-    "soak.py",
     "staging.py",
 }
 
 
 def _compiler_hash() -> str:
     digest = hashlib.sha256(tvm.__version__.encode())
-    package = ROOT / "compiler"
+    package = resources.PACKAGE
     for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".c")):
         if path.parent == package and path.name in _NOT_COMPILING:
             continue
@@ -99,12 +94,13 @@ def compile_cached(
         sort_keys=True,
     )
     key = hashlib.sha256(key_text.encode()).hexdigest()[:24]
-    path = CACHE_DIR / f"{key}.pkl"
+    cache = resources.cache_dir("kernels")
+    path = cache / f"{key}.pkl"
     if path.is_file():
         return pickle.loads(path.read_bytes()), True
     compiled = compile_model(family, config, formats, dtype, context_window, prefill_chunk, variant)
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(pickle.dumps(compiled))
     tmp.replace(path)
     return compiled, False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from .errors import BuildError
 
 USAGE = """
   build-web MODEL [-q QUANT] [-o DIR] [--context-window N] [--prefill-chunk N]
-                  [--extension] [--serve [--port N] [--host H]]
+                  [--cache-dir DIR] [--extension] [--serve [--port N] [--host H]]
   build-web serve DIR [--port N] [--host H]"""
 
 
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     # still reachable as ./serve.
     if argv[:1] == ["serve"]:
         return serve_main(argv[1:])
+    from .loader import PRESETS_DIR
     from .quantization import SCHEMES  # imports TVM (seconds), which serving does not need
 
     parser = argparse.ArgumentParser(
@@ -69,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         "serve; `build-web serve DIR` serves such a folder.",
     )
     parser.add_argument(
-        "model", help="preset name (see models/), Hugging Face folder, or .gguf file"
+        "model",
+        help="preset name ("
+        + ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.json")))
+        + "), Hugging Face folder, or .gguf file",
     )
     parser.add_argument(
         "--quantization",
@@ -84,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context-window", type=int, help="KV-cache capacity in tokens")
     parser.add_argument("--prefill-chunk", type=int, default=128, help="tokens per prefill step")
     parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where compiled kernels and fetched presets are kept (default: $KILN_CACHE_DIR, "
+        "else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln)",
+    )
+    parser.add_argument(
         "--serve",
         action="store_true",
         help="serve the chat site (the output folder's parent) afterwards",
@@ -95,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     _add_server_options(parser)
     args = parser.parse_args(argv)
+    if args.cache_dir:
+        os.environ["KILN_CACHE_DIR"] = str(args.cache_dir.resolve())  # read by resources.py
     try:
         from .build import build
 

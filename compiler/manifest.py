@@ -12,9 +12,10 @@ from typing import Any
 
 import jsonschema
 
+from . import resources
 from .errors import BuildError
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "web" / "src" / "manifest.schema.json"
+SCHEMA_PATH = resources.shipped("manifest.schema.json")
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
 # The manifest's version: the runtime loads only the one its schema declares.
 MANIFEST_FORMAT: int = SCHEMA["properties"]["format"]["const"]

@@ -4,7 +4,6 @@ dequantization, sharing nothing with our build)."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 import torch
@@ -26,10 +25,9 @@ def transformers_from_preset(preset: str):
     """transformers' float32 model of the GGUF file a preset fetches (its own reader)."""
     from transformers import AutoModelForCausalLM
 
-    from compiler.fetch import fetch_parts
-    from compiler.loader import PRESETS_DIR
+    from compiler.loader import preset_gguf
 
-    path = fetch_parts(preset, json.loads((PRESETS_DIR / f"{preset}.json").read_text()))
+    path = preset_gguf(preset)
     model = AutoModelForCausalLM.from_pretrained(
         path.parent, gguf_file=path.name, dtype=torch.float32
     )

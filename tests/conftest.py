@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from tiny_model import make_llama
 
-from compiler.browser import CHROMIUM, CHROMIUM_ARGS, engine_page_for
 from compiler.build import build
+from tools.browser import CHROMIUM, CHROMIUM_ARGS, engine_page_for
 
 
 @pytest.fixture(scope="session")

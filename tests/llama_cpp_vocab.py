@@ -1,7 +1,7 @@
 """llama.cpp's own tokenizer test files: vocabulary-only GGUF files of several model families,
 each with test strings (`.inp`) and the token ids Hugging Face's tokenizer gives for them
 (`.out`, written by llama.cpp's convert_hf_to_gguf_update.py). They ship inside the
-llama-cpp-python source distribution on PyPI, fetched once with pip and kept in .cache/."""
+llama-cpp-python source distribution on PyPI, fetched once with pip and kept in the user's cache."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / ".cache" / "llama-cpp-vocab"
+from compiler.resources import cache_dir
+
+CACHE = cache_dir("llama-cpp-vocab")
 SDIST = "llama_cpp_python-0.3.36.tar.gz"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 MEMBERS = "llama_cpp_python-0.3.36/vendor/llama.cpp/models/"

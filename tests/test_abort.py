@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.browser import serve_folder
+from tools.browser import serve_folder
 
 RUN = """async ([backend, inWorker]) => {
     const kiln = await import(location.origin + "/kiln.js");

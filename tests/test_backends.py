@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from reference import ReferenceModel
 
-from compiler.browser import CHROMIUM, CHROMIUM_ARGS, serve_folder
+from tools.browser import CHROMIUM, CHROMIUM_ARGS, serve_folder
 
 PROMPT = [5, 17, 42, 100, 7, 8, 9, 10, 11]
 BACKEND = "async () => (await engine.runtimeStats()).backend"

@@ -1,7 +1,7 @@
 """The chat page also works from inside one model folder (no models.json): it offers that
 model and answers with it."""
 
-from compiler.browser import serve_folder
+from tools.browser import serve_folder
 
 
 def test_chat_page_in_a_model_folder_answers(tiny_built, page):

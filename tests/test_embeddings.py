@@ -19,9 +19,9 @@ from tiny_bert import make_bert
 from tokenizers import Tokenizer
 from transformers import BertModel
 
-from compiler.browser import serve_folder
 from compiler.build import build
-from compiler.fetch import CACHE_DIR
+from compiler.resources import cache_dir
+from tools.browser import serve_folder
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -135,7 +135,7 @@ def varied_sentences(tokenizer: Tokenizer, count: int, longest: int) -> list[str
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory):
     built = build("all-minilm-l6-v2", None, tmp_path_factory.mktemp("built") / "minilm")
-    return CACHE_DIR / "all-minilm-l6-v2", built
+    return cache_dir("models") / "all-minilm-l6-v2", built
 
 
 def test_minilm_matches_transformers_on_100_sentences(minilm, engine_page):

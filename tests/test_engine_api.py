@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 from transformers import RepetitionPenaltyLogitsProcessor
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from compiler.browser import engine_page_for, serve_folder
+from tools.browser import engine_page_for, serve_folder
 
 USER = [{"role": "user", "content": "Tell me about the browser."}]
 

@@ -12,8 +12,8 @@ import zipfile
 import jsonschema
 import pytest
 
-from compiler.browser import CHROMIUM, CHROMIUM_ARGS, serve_folder
 from compiler.extension import CONTENT_SECURITY_POLICY, build_extension
+from tools.browser import CHROMIUM, CHROMIUM_ARGS, serve_folder
 
 SENTENCE = "Quillfeather counts nine violet herons."
 QUESTION = "Who counts herons?"

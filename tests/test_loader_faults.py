@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from compiler.browser import serve_folder
 from compiler.serve import etag_of
+from tools.browser import serve_folder
 
 LOAD = """async (base) => {
     const kiln = await import(base + "kiln.js");

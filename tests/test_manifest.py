@@ -13,8 +13,8 @@ import pytest
 
 from compiler import build as build_module
 from compiler import manifest as contract
-from compiler.browser import serve_folder
 from compiler.errors import BuildError
+from tools.browser import serve_folder
 
 LOAD = """async (base) => {
     const kiln = await import(base + "kiln.js");

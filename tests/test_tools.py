@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from compiler.browser import engine_page_for
 from compiler.build import build
+from tools.browser import engine_page_for
 
 # Tools of the kinds apps give: enums, nested objects, arrays, bounded numbers, required fields
 # (strings are enums: a random model's free strings are bytes that are not text).

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from compiler.browser import serve_folder
+from tools.browser import serve_folder
 
 LOAD = """async (base) => {
     const kiln = await import(base + "kiln.js");

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.browser import RECORD_DEVICES, serve_folder
+from tools.browser import RECORD_DEVICES, serve_folder
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

@@ -63,7 +63,7 @@ def write_folder(folder: Path) -> dict[str, tuple[int, ...]]:
     import ml_dtypes
     from safetensors.numpy import save_file
 
-    from .loader import load
+    from compiler.loader import load
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -1,18 +1,19 @@
 """The benchmark's peers, on the same model, prompt token ids and token counts as
-`compiler.bench`:
+`tools.bench`:
 - transformers.js on ONNX Runtime Web's WebAssembly backend (fp32, one thread per core) in
   the same headless Chromium;
 - llama.cpp, native (llama-cpp-python, one thread per core), on the preset's GGUF itself:
-  the speed a browser engine is measured against (scripts/peer/llama_cpp_run.py).
+  the speed a browser engine is measured against (tools/peer/llama_cpp_run.py).
 
-Everything they need is made on first use and kept under .cache/peer/ (git-ignored):
-- venv/: a Python venv from scripts/peer/requirements.txt. Optimum's ONNX exporter, which
+Everything they need is made on first use and kept in the user's cache (`peer/` in the folder
+`compiler.resources.cache_dir` names):
+- venv/: a Python venv from tools/peer/requirements.txt. Optimum's ONNX exporter, which
   transformers.js users run to make their models, needs transformers<4.58; the project's
   venv has 5.x, so the peer has its own.
-- llama-cpp-venv/: a venv from scripts/peer/llama-cpp.txt (compiles llama.cpp).
+- llama-cpp-venv/: a venv from tools/peer/llama-cpp.txt (compiles llama.cpp).
 - models/NAME-GGUFHASH-EXPORTHASH/: the preset's GGUF as transformers.js loads it from a
-  local folder (scripts/peer/export.py), checked against transformers 5.x's logits.
-and scripts/peer/node_modules/ from scripts/peer/package-lock.json (@huggingface/transformers,
+  local folder (tools/peer/export.py), checked against transformers 5.x's logits.
+and tools/peer/node_modules/ from tools/peer/package-lock.json (@huggingface/transformers,
 pinned). The page never reaches a CDN or a hub: the model and onnxruntime-web's files are
 served from a temporary folder by the project's own server (cross-origin isolated, which
 ONNX Runtime's threads need).
@@ -21,7 +22,6 @@ ONNX Runtime's threads need).
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 import re
@@ -36,12 +36,14 @@ from typing import Any
 
 import numpy as np
 
+from compiler.loader import PRESETS_DIR, load, preset_gguf
+from compiler.resources import cache_dir
+
 from .browser import serve_folder
-from .loader import PRESETS_DIR, load
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ROOT / "scripts" / "peer"
-CACHE = ROOT / ".cache" / "peer"
+SCRIPTS = ROOT / "tools" / "peer"
+CACHE = cache_dir("peer")
 VENV = CACHE / "venv"
 LLAMA_VENV = CACHE / "llama-cpp-venv"
 NODE_MODULES = SCRIPTS / "node_modules"
@@ -161,7 +163,7 @@ def _venv(folder: Path, requirements: Path) -> None:
 
 def install(name: str) -> None:
     """Makes what the peer `name` needs where it is not current; else only checks: for
-    transformers.js the peer venv and scripts/peer/node_modules (stamped with the hash of
+    transformers.js the peer venv and tools/peer/node_modules (stamped with the hash of
     requirements.txt, of package-lock.json), for llama.cpp its venv."""
     if name == "llama.cpp":
         _venv(LLAMA_VENV, SCRIPTS / "llama-cpp.txt")
@@ -169,7 +171,7 @@ def install(name: str) -> None:
     _venv(VENV, SCRIPTS / "requirements.txt")
     stamp = _digest(SCRIPTS / "package-lock.json")
     if _stamp(NODE_MODULES) != stamp:
-        print("peer: installing scripts/peer/node_modules", file=sys.stderr)
+        print("peer: installing tools/peer/node_modules", file=sys.stderr)
         # --ignore-scripts: the install steps of onnxruntime-node and sharp fetch native
         # binaries that only Node uses; the page needs the web bundle and onnxruntime-web.
         npm = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
@@ -184,15 +186,9 @@ def gguf_file(model: str) -> Path:
     preset = PRESETS_DIR / f"{model}.json"
     if not preset.is_file():
         raise PeerError(f"the peer runs GGUF presets and .gguf files, not {model!r}")
-    spec = json.loads(preset.read_text())
-    if "parts" in spec:
-        from .fetch import fetch_parts
-
-        return fetch_parts(model, spec)
-    for file in importlib.metadata.files(spec["package"]) or []:
-        if str(file) == spec["file"]:
-            return Path(file.locate())
-    raise PeerError(f"package {spec['package']!r} has no file {spec['file']!r}: run scripts/setup")
+    if "parts" not in json.loads(preset.read_text()):
+        raise PeerError(f"the peer runs GGUF presets and .gguf files, not {model!r}")
+    return preset_gguf(model)
 
 
 def reference_logits(gguf: Path, ids: list[int]) -> np.ndarray:

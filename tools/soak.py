@@ -18,8 +18,9 @@ import json
 import sys
 from pathlib import Path
 
+from compiler.build import build
+
 from .browser import CHROMIUM, CHROMIUM_ARGS, open_engine_page, serve_folder
-from .build import build
 
 # Counts the GPU buffers created and not yet destroyed, page-wide.
 COUNT_BUFFERS = """(() => {

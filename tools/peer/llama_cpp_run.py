@@ -6,7 +6,7 @@ Feeds the prompt token ids of IDS.json (what Kiln fed, template applied), then p
 DECODE_TOKENS greedy tokens with the end-of-sequence token held off, RUNS + 1 times (the
 first a warm-up); prints a JSON line of its version and the CPU features it was built for,
 then one per run: time to first token (prefill and the first pick), time from the first
-token to the last, and the tokens. Runs in the peer's own venv (scripts/peer/llama-cpp.txt).
+token to the last, and the tokens. Runs in the peer's own venv (tools/peer/llama-cpp.txt).
 """
 
 import json

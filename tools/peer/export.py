@@ -1,12 +1,12 @@
 """A GGUF model as transformers.js loads it from a local folder, made the way the Hub's ONNX
 models for transformers.js are made: transformers reads the GGUF (dequantized to float32) and
-Optimum exports it for the task text-generation-with-past. Run by compiler/peer.py with the
-peer venv's Python (scripts/peer/requirements.txt), never with the project's.
+Optimum exports it for the task text-generation-with-past. Run by tools/peer.py with the
+peer venv's Python (tools/peer/requirements.txt), never with the project's.
 
     export.py export GGUF OUT           OUT/config.json, generation_config.json, onnx/model.onnx
     export.py logits OUT IDS_JSON NPY   ONNX Runtime's logits of OUT for one prompt, [tokens, vocab]
 
-The tokenizer files are written by compiler/peer.py: transformers' GGUF tokenizer is wrong
+The tokenizer files are written by tools/peer.py: transformers' GGUF tokenizer is wrong
 for SmolLM2 (wrong end token, an added BOS, no digit split); Kiln's matches llama.cpp.
 """
 

@@ -11,7 +11,7 @@ tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and of 
 (WGSL, or the WebAssembly module), and the GPU buffer (or WebAssembly memory) bytes the model
 holds (allocated once, so also the peak); the median of `runs` runs after one warm-up run, on
 each backend asked for. With `--peer`, after a model's rows: the peer's row on the same prompt
-token ids and token counts (see compiler/peer.py), then one line of ratios, ours / peer, for
+token ids and token counts (see tools/peer.py), then one line of ratios, ours / peer, for
 each of our rows of that model; with `--rounds N`, ours and the peer's alternate N times and a
 last line gives each ratio's median over the rounds, with its range. An embedding model's row
 gives embeddings per second for requests of 1, 8 and 32 sentences instead. With
@@ -28,9 +28,10 @@ import statistics
 import sys
 from pathlib import Path
 
+from compiler.build import build
+
 from . import peer
 from .browser import CHROMIUM, CHROMIUM_ARGS, open_engine_page, serve_folder
-from .build import build
 
 PROMPT = (
     "You are given a short passage. Passage: WebGPU is a web standard that exposes modern "
