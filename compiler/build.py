@@ -46,27 +46,32 @@ def quantize(source: ModelSource, scheme: Scheme) -> tuple[dict[str, np.ndarray]
     return params, formats
 
 
-# Modules of the package that take no part in compiling (the tools around a build): editing
-# them keeps the cached kernels. Everything else under compiler/ is in the cache's key.
-_NOT_COMPILING = {
-    "cli.py",
-    "extension.py",
-    "fetch.py",
-    "manifest.py",
-    "progress.py",
-    "resources.py",
-    "serve.py",
-    "staging.py",
-}
+# What compiling runs (`compile_model` and everything it imports), the cache's key: editing
+# any other module keeps the cached kernels. tests/test_build_cache.py checks that every
+# module `compiler.compile` imports is in it.
+COMPILING = (
+    "__init__.py",
+    "compile.py",
+    "plan.py",
+    "schedules.py",
+    "errors.py",
+    "gguf_metadata.py",
+    "formats",
+    "models",
+    "wasm",
+)
 
 
 def _compiler_hash() -> str:
     digest = hashlib.sha256(tvm.__version__.encode())
     package = resources.PACKAGE
-    for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".c")):
-        if path.parent == package and path.name in _NOT_COMPILING:
-            continue
-        digest.update(path.read_bytes())
+    for name in COMPILING:
+        path = package / name
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for file in files:
+            if file.suffix in (".py", ".c"):
+                digest.update(file.relative_to(package).as_posix().encode())
+                digest.update(file.read_bytes())
     return digest.hexdigest()
 
 
