@@ -19,7 +19,11 @@ const xgrammarReset = {
       const anchor = "let binding = null;";
       if (source.split(anchor).length !== 2) throw new Error(`${path}: "${anchor}" not found once`);
       const reset = `${anchor}\n  exports.resetBinding = () => { binding = null; };`;
-      return { contents: source.replace(anchor, reset), loader: "js" };
+      // In Node (no document, no location) its loader names the script by CommonJS's
+      // `require` and `__filename`, which an ES module lacks; the chunk's own URL serves.
+      const script = "require('u' + 'rl').pathToFileURL(__filename).href";
+      if (!source.includes(script)) throw new Error(`${path}: "${script}" not found`);
+      return { contents: source.replace(anchor, reset).replaceAll(script, "import.meta.url"), loader: "js" };
     });
   },
 };
@@ -74,8 +78,9 @@ const common = {
   bundle: true,
   format: "esm",
   target: "es2022",
-  // XGrammar's Emscripten loader names Node built-ins on a path browsers never take.
-  external: ["url", "module"],
+  // XGrammar's Emscripten loader names Node built-ins on a path browsers never take; the
+  // runtime imports `node:*` modules only when it runs in Node (src/platform.js).
+  external: ["url", "module", "node:*"],
   minify: true,
   keepNames: true, // error classes are told apart by name
   sourcemap: false,

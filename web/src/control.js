@@ -48,6 +48,8 @@ let yieldChannel = null;
 const yielded = []; // resolvers waiting for their message
 
 export function yieldToEventLoop() {
+  // Node has setImmediate for this; an open MessageChannel would keep its process alive.
+  if (typeof globalThis.setImmediate === "function") return new Promise((resolve) => setImmediate(resolve));
   if (!yieldChannel) {
     yieldChannel = new MessageChannel();
     yieldChannel.port1.onmessage = () => setTimeout(yielded.shift(), 0);

@@ -1,8 +1,25 @@
 import { DeviceLostError, FeatureUnsupportedError, ModelLoadError, WebGPUUnavailableError } from "./errors.js";
+import { IN_NODE } from "./platform.js";
+
+/**
+ * Node's WebGPU, from the optional `webgpu` package (Dawn) where it is installed: its GPU
+ * object, with the WebGPU classes and constants the executor uses made global as in a browser.
+ */
+async function nodeGPU() {
+  const name = "webgpu"; // not a literal: the bundle leaves an optional package to the host
+  let dawn;
+  try {
+    dawn = await import(name);
+  } catch {
+    throw new WebGPUUnavailableError('the optional "webgpu" package (Dawn) is not installed');
+  }
+  Object.assign(globalThis, dawn.globals);
+  return dawn.create([]);
+}
 
 /** The WebGPU adapter, or a WebGPUUnavailableError that says why there is none. */
 export async function requestAdapter() {
-  const gpu = globalThis.navigator?.gpu;
+  const gpu = globalThis.navigator?.gpu ?? (IN_NODE ? await nodeGPU() : undefined);
   if (!gpu) throw new WebGPUUnavailableError("navigator.gpu is undefined");
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new WebGPUUnavailableError("no GPU adapter was found");

@@ -11,8 +11,11 @@ export class KilnError extends Error {
 export class WebGPUUnavailableError extends KilnError {
   constructor(detail) {
     super(
-      `WebGPU is not available in this browser (${detail}). Use a recent Chrome or Edge, ` +
-        "or start Chromium with --enable-unsafe-webgpu.",
+      globalThis.process?.versions?.node && typeof globalThis.window === "undefined"
+        ? `WebGPU is not available in Node.js (${detail}). Install the "webgpu" package where Dawn ` +
+            'finds a GPU adapter, or use backend: "wasm".'
+        : `WebGPU is not available in this browser (${detail}). Use a recent Chrome or Edge, ` +
+            "or start Chromium with --enable-unsafe-webgpu.",
       "webgpu_unavailable",
     );
   }

@@ -2,6 +2,7 @@
 import { MANIFEST_FORMAT, validateManifest, validateWasmKernels, validateWebGPUKernels } from "kiln:contract";
 
 import { ModelLoadError, ShardIntegrityError } from "./errors.js";
+import { fetchResource, resolveLocation } from "./platform.js";
 
 const PARALLEL_FETCHES = 4;
 
@@ -51,7 +52,7 @@ function checkStatus(response, url) {
 /** The parsed JSON file at `url`. */
 function fetchJson(url) {
   return withRetries(String(url), async () => {
-    const response = checkStatus(await fetch(url, { cache: "no-cache" }), url);
+    const response = checkStatus(await fetchResource(url, { cache: "no-cache" }), url);
     try {
       return await response.json();
     } catch (err) {
@@ -75,9 +76,12 @@ function checkContract(validate, document, url) {
   );
 }
 
-/** Fetches manifest.json of the model folder at `baseUrl`, checked against its schema. */
+/**
+ * Fetches manifest.json of the model folder at `baseUrl` (in Node also a filesystem path),
+ * checked against its schema.
+ */
 export async function fetchManifest(baseUrl) {
-  const base = new URL(baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`, globalThis.location?.href);
+  const base = await resolveLocation(baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`);
   const url = new URL("manifest.json", base);
   const manifest = await fetchJson(url);
   const format = manifest?.format;
@@ -204,7 +208,7 @@ async function downloadShard(url, shard, onBytes, kind) {
     await withRetries(`${kind} ${shard.file}`, async () => {
       const resume = offset > 0 && etag !== null;
       const response = checkStatus(
-        await fetch(url, {
+        await fetchResource(url, {
           cache: resume ? "no-store" : cacheMode,
           headers: resume ? { Range: `bytes=${offset}-`, "If-Range": etag } : {},
         }),

@@ -4,6 +4,7 @@ import { openDevice, pickBuild, requestAdapter } from "./device.js";
 import { InvalidRequestError, ModelLoadError, WebGPUUnavailableError } from "./errors.js";
 import { Executor, tensorBytes, uploadWeight } from "./executor.js";
 import { fetchManifest, fetchTokenizerFiles, fetchVariant, loadWeights } from "./loader.js";
+import { enableWasmFeatures, IN_NODE, NODE_WASM_ADVICE, parallelism } from "./platform.js";
 import { ChatTokenizer } from "./tokenizer.js";
 import { Vocabulary } from "./vocab.js";
 import { WasmExecutor } from "./wasm_executor.js";
@@ -29,7 +30,9 @@ async function chooseAdapter(backend, variant, manifests) {
     const missing = await missingWasmFeatures(manifests.find((m) => "wasm" in m.variants));
     if (missing?.length) {
       throw new ModelLoadError(
-        `The CPU backend's kernels use WebAssembly ${missing.join(", ")}, which this browser lacks`,
+        IN_NODE
+          ? `The CPU backend's kernels use WebAssembly ${missing.join(", ")}, which this Node.js lacks. ${NODE_WASM_ADVICE}.`
+          : `The CPU backend's kernels use WebAssembly ${missing.join(", ")}, which this browser lacks`,
       );
     }
     return null;
@@ -60,6 +63,7 @@ const WASM_FEATURES = { simd128: simd, "relaxed-simd": relaxedSimd, "bulk-memory
 async function missingWasmFeatures(manifest) {
   const kernels = manifest?.variants.wasm?.wasm;
   if (!kernels || !globalThis.WebAssembly) return null;
+  await enableWasmFeatures();
   const features = kernels.features ?? [];
   const present = await Promise.all(features.map((f) => WASM_FEATURES[f]?.() ?? true));
   return features.filter((_, i) => !present[i]);
@@ -67,11 +71,11 @@ async function missingWasmFeatures(manifest) {
 
 /**
  * Threads for the CPU backend: one per core (at most `cap`) where worker threads may share
- * memory (a cross-origin isolated page or worker that can start workers), else one.
+ * memory (a cross-origin isolated page or worker that can start workers, or Node's
+ * worker_threads), else one.
  */
-function cpuThreads(cap = 16) {
-  if (!globalThis.crossOriginIsolated || typeof Worker === "undefined") return 1;
-  return Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 16, cap));
+async function cpuThreads(cap = 16) {
+  return Math.max(1, Math.min(await parallelism(), 16, cap));
 }
 
 /** Fails early, with the numbers, when a buffer the model needs exceeds the device's limits. */
@@ -165,7 +169,7 @@ export class LoadedModel {
   async #loadWasm(base, { initProgressCallback, threads, useCache }) {
     const kernels = await fetchVariant(base, this.manifest, "wasm");
     this.variant = kernels.name;
-    const executor = await WasmExecutor.create(kernels, this.manifest, { threads: cpuThreads(threads) });
+    const executor = await WasmExecutor.create(kernels, this.manifest, { threads: await cpuThreads(threads) });
     this.executor = executor;
     const upload = (tensor, bytes) => executor.upload(tensor, bytes);
     const { fromCache, fromNetwork } = await loadWeights(upload, base, this.manifest, initProgressCallback, {

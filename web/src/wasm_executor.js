@@ -2,6 +2,7 @@ import { ABORTED, yieldToEventLoop } from "./control.js";
 import { ModelLoadError } from "./errors.js";
 import { evaluate } from "./expr.js";
 import { planBuffers, tensorBytes } from "./executor.js";
+import { startThread } from "./platform.js";
 
 // TVM's packed calling convention, as its CPU kernels read it (tvm/ffi/c_api.h, dlpack.h):
 // a kernel is `int32 f(void* self, TVMFFIAny* args, int32 count, TVMFFIAny* result)`; an
@@ -75,10 +76,8 @@ export class WasmExecutor {
     let failure = null;
     for (let index = 1; index <= count; index++) {
       const stackTop = this.#alloc(THREAD_STACK_BYTES) + THREAD_STACK_BYTES;
-      const thread = new Worker(new URL("./kiln-thread.js", import.meta.url), { type: "module" });
-      thread.onerror = (event) => (failure ??= event.message || "the thread script failed");
-      thread.postMessage({ module, memory: this.memory, index, stackTop });
-      this.threads.push(thread);
+      const message = { module, memory: this.memory, index, stackTop };
+      this.threads.push(await startThread(message, (error) => (failure ??= error)));
     }
     const started = performance.now();
     while (this.exports.kiln_threads_ready() < count) {
