@@ -25,6 +25,16 @@ What it does, and why:
   ETag, compared strongly, or a date equal to Last-Modified) keeps the range only if the
   file is unchanged, else the whole file is sent.
 - One log line per request on the logger `kiln.serve`: method, path, status, bytes, ms.
+- Cross-origin: every response allows any origin to read it (`Access-Control-Allow-Origin:
+  *`, with the headers the runtime reads exposed) and to embed it
+  (`Cross-Origin-Resource-Policy: cross-origin`), and OPTIONS answers CORS preflights for
+  GET and HEAD (a resumed shard download sends `If-Range`, which is not CORS-safelisted).
+  So an app on another origin, itself cross-origin isolated (COEP `require-corp` refuses
+  cross-origin files without CORP or CORS), loads a model folder from here the way it
+  would from a CDN. `*` never covers credentialed requests (no cookies or HTTP auth are
+  sent or honoured), and what is served is a folder of files built to be published (model
+  folders, the chat site): while it runs, a page of any origin open in a browser on this
+  machine may read them, which is the point of serving a model folder.
 """
 
 from __future__ import annotations
@@ -77,6 +87,14 @@ HASHED_NAME = re.compile(
     r"|params_shard_[0-9]+\.[0-9a-f]{16}\.bin"
 )
 IMMUTABLE = "public, max-age=31536000, immutable"
+# Response headers other origins' scripts may read beyond the safelisted ones: the runtime
+# checks Content-Range and keeps the ETag to resume a shard with If-Range.
+EXPOSED_HEADERS = "Content-Range, ETag, Accept-Ranges"
+PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, HEAD",
+    "Access-Control-Allow-Headers": "Range, If-Range, If-None-Match, If-Modified-Since",
+    "Access-Control-Max-Age": "86400",
+}
 REVALIDATE = "no-cache"
 
 CHUNK = 1 << 20
@@ -256,6 +274,8 @@ def make_app(root: Path) -> web.Application:
     root = root.resolve()
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return web.Response(status=204, headers=PREFLIGHT_HEADERS)
         if request.method not in ("GET", "HEAD"):
             response = _error_page(405, "Only GET and HEAD are served.")
             response.headers["Allow"] = "GET, HEAD"
@@ -313,6 +333,11 @@ def make_app(root: Path) -> web.Application:
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
         response.headers["Cross-Origin-Embedder-Policy"] = "require-corp"
+        # Readable and embeddable from any origin, as a CDN serves static files (see the
+        # module doc): an app elsewhere loads a model folder from here.
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+        response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
 
     app = web.Application(middlewares=[log_requests])
     app.on_response_prepare.append(security_headers)

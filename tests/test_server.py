@@ -460,3 +460,64 @@ def test_concurrent_ranges_beside_a_slow_client(tmp_path):
             received += slow.recv(1)
         assert received.startswith(b"HTTP/1.1 200")
         slow.close()
+
+
+def test_any_origin_may_read_and_embed(server):
+    """A model folder served here loads into an app on another origin, as from a CDN."""
+    for path, headers in [
+        ("/manifest.json", {}),
+        (f"/{SHARD_NAME}", {"Range": "bytes=10-19"}),
+        ("/missing.json", {}),
+    ]:
+        status, got, _ = get(server, path, Origin="http://elsewhere.test", **headers)
+        assert status in (200, 206, 404), path
+        assert got["Access-Control-Allow-Origin"] == "*"
+        assert got["Cross-Origin-Resource-Policy"] == "cross-origin"
+        exposed = {h.strip() for h in got["Access-Control-Expose-Headers"].split(",")}
+        assert {"Content-Range", "ETag"} <= exposed
+    etag = get(server, "/manifest.json")[1]["ETag"]
+    status, got, _ = get(server, "/manifest.json", **{"If-None-Match": etag})
+    assert status == 304 and got["Access-Control-Allow-Origin"] == "*"
+    # A preflight (a resumed download sends If-Range) is answered for GET and HEAD only.
+    status, got, body = get(
+        server,
+        f"/{SHARD_NAME}",
+        method="OPTIONS",
+        Origin="http://elsewhere.test",
+        **{
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "range,if-range",
+        },
+    )
+    assert status == 204 and body == b""
+    assert got["Access-Control-Allow-Origin"] == "*"
+    assert set(got["Access-Control-Allow-Methods"].replace(" ", "").split(",")) == {"GET", "HEAD"}
+    allowed = {h.strip().lower() for h in got["Access-Control-Allow-Headers"].split(",")}
+    assert {"range", "if-range"} <= allowed
+    # OPTIONS that is not a preflight, and other methods, are still refused.
+    assert get(server, "/manifest.json", method="OPTIONS")[0] == 405
+
+
+def test_cross_origin_range_request_in_chromium(site, page):
+    """A cross-origin isolated page on one origin resumes a shard from another, as the runtime
+    does (Range with If-Range, preflighted), and reads the headers it checks."""
+    with serve_folder(site) as files, serve_folder(site / "sub") as app:
+        other = files.replace("127.0.0.1", "localhost")  # another origin, the same server
+        page.goto(f"{app}/")
+        result = page.evaluate(
+            """async (url) => {
+                const first = await fetch(url, {cache: "no-store"});
+                const etag = first.headers.get("ETag");
+                const resumed = await fetch(url, {
+                    cache: "no-store", headers: {Range: "bytes=100-", "If-Range": etag}});
+                const bytes = new Uint8Array(await resumed.arrayBuffer());
+                return {isolated: crossOriginIsolated, etag, status: resumed.status,
+                        range: resumed.headers.get("Content-Range"), first: bytes[0],
+                        length: bytes.length};
+            }""",
+            f"{other}/{SHARD_NAME}",
+        )
+    assert result["isolated"] is True
+    assert result["etag"] and result["status"] == 206
+    assert result["range"] == f"bytes 100-{len(SHARD) - 1}/{len(SHARD)}"
+    assert result["first"] == SHARD[100] and result["length"] == len(SHARD) - 100

@@ -5,6 +5,7 @@ export { deleteWeightCache, WEIGHT_CACHE } from "./loader.js";
 export { WebWorkerEngineHandler, ServiceWorkerEngineHandler } from "./worker.js";
 export {
   CreateWebWorkerEngine,
+  newEngineWorker,
   CreateServiceWorkerEngine,
   WebWorkerEngine,
   ServiceWorkerEngine,

@@ -249,10 +249,24 @@ function uncloneable(request) {
   return "request";
 }
 
+/**
+ * A dedicated worker running the runtime's own worker script, found beside this module.
+ * Written as `new Worker(new URL(literal, import.meta.url), {type: "module"})` on purpose:
+ * bundlers (Vite, webpack, Parcel) recognise exactly that form, bundle the script as a worker
+ * entry and rewrite the URL, so an app that installs the runtime copies no file by hand.
+ */
+export function newEngineWorker() {
+  return new Worker(new URL("./kiln-worker.js", import.meta.url), { type: "module" });
+}
+
 /** An engine running in a dedicated worker that started a WebWorkerEngineHandler. */
 export class WebWorkerEngine extends WorkerEngine {
-  /** @param {Worker} worker  e.g. `new Worker(base + "kiln-worker.js", {type: "module"})` */
-  constructor(worker) {
+  /**
+   * @param {Worker | null} [worker]  e.g. `new Worker(base + "kiln-worker.js", {type: "module"})`;
+   *   left out (or null), the runtime's own kiln-worker.js is started (newEngineWorker)
+   */
+  constructor(worker = null) {
+    worker ??= newEngineWorker();
     super(
       (message) => worker.postMessage(message),
       (receive, fail) => {
@@ -303,7 +317,8 @@ export class ServiceWorkerEngine extends WorkerEngine {
 
 /**
  * Starts an engine in `worker` (a module worker running kiln-worker.js) and loads `model`.
- * @param {Worker} worker
+ * With `worker` null, the runtime starts its own kiln-worker.js (newEngineWorker).
+ * @param {Worker | null} worker
  * @param {string | string[]} model
  * @param {Parameters<WorkerEngine["reload"]>[1]} [options]
  */

@@ -1,4 +1,4 @@
-// Type declarations of kiln.js, the runtime build-web writes next to each model.
+// Type declarations of the runtime: kiln.js beside each model folder, and the npm package kiln-web.
 
 export interface InitProgressReport {
   /** 0 to 1 */
@@ -315,8 +315,16 @@ export function CreateEngine(model: string | string[], options?: EngineOptions):
 /** An engine in a dedicated worker running kiln-worker.js; the same API as Engine. */
 export interface WebWorkerEngine extends EngineInterface {}
 export class WebWorkerEngine {
-  constructor(worker: Worker);
+  /** without a worker (or with null), starts the runtime's own kiln-worker.js (newEngineWorker) */
+  constructor(worker?: Worker | null);
+  readonly worker: Worker;
 }
+
+/**
+ * A module worker running the runtime's kiln-worker.js, found beside the runtime through
+ * `import.meta.url` (bundlers such as Vite bundle and rewrite it).
+ */
+export function newEngineWorker(): Worker;
 
 /** An engine in the service worker kiln-sw.js, shared by the pages it serves and kept across reloads. */
 export interface ServiceWorkerEngine extends EngineInterface {}
@@ -324,8 +332,9 @@ export class ServiceWorkerEngine {
   constructor(serviceWorker: ServiceWorker);
 }
 
+/** `worker` null: the runtime starts its own kiln-worker.js (newEngineWorker). */
 export function CreateWebWorkerEngine(
-  worker: Worker,
+  worker: Worker | null,
   model: string | string[],
   options?: EngineOptions,
 ): Promise<WebWorkerEngine>;

@@ -10,8 +10,18 @@ import {
   Engine,
   EngineInterface,
   InvalidRequestError,
+  newEngineWorker,
   Tool,
+  WebWorkerEngine,
 } from "./kiln.js";
+
+// As an app that installed the package writes it: the runtime finds its own worker script.
+export async function inItsOwnWorker(url: string): Promise<Worker> {
+  const engine = await CreateWebWorkerEngine(null, url, { backend: "wasm" });
+  const other = new WebWorkerEngine(newEngineWorker());
+  await other.reload(url);
+  return engine.worker;
+}
 
 export async function inAWorker(base: string): Promise<string> {
   const engine: EngineInterface = await CreateWebWorkerEngine(
