@@ -139,12 +139,16 @@ def build(
     output: Path | None,
     context_window: int | None = None,
     prefill_chunk: int = 128,
+    runtime: bool = True,
 ) -> Path:
     """Builds MODEL into `output`. `quantization` None keeps a GGUF file's tensors (and an
-    encoder's) as they are stored and quantizes a Hugging Face folder's to q4f32."""
+    encoder's) as they are stored and quantizes a Hugging Face folder's to q4f32. With
+    `runtime`, the runtime and chat page are copied into the folder and the chat site beside
+    it is refreshed; without, the folder holds the model alone (for an app that has the
+    runtime from npm)."""
     if quantization is not None:
         get_scheme(quantization)  # an unknown name fails before the model loads
-    if not RUNTIME_DIR.joinpath("kiln.js").is_file():
+    if runtime and not RUNTIME_DIR.joinpath("kiln.js").is_file():
         raise BuildError("the web runtime is not built: run scripts/setup")
     with progress.step("load model"):
         source = load(model)
@@ -194,8 +198,18 @@ def build(
         _write_folder(
             staging, model_id, source, scheme, variants, window, prefill_chunk, shards, tensors
         )
-    write_site(output.parent)
+        if runtime:
+            _copy_runtime(staging)
+    if runtime:
+        write_site(output.parent)
     return output
+
+
+def _copy_runtime(folder: Path) -> None:
+    """The bundled runtime, its worker scripts and the chat page, into `folder`."""
+    for item in RUNTIME_DIR.iterdir():
+        if item.is_file():
+            shutil.copy2(item, folder / item.name)
 
 
 def write_site(folder: Path) -> None:
@@ -219,9 +233,7 @@ def write_site(folder: Path) -> None:
                 "bytes": sum(s["bytes"] for s in manifest["shards"]),
             }
         )
-    for item in RUNTIME_DIR.iterdir():
-        if item.is_file():
-            shutil.copy2(item, folder / item.name)
+    _copy_runtime(folder)
     listing = folder / ".models.json.tmp"
     listing.write_text(json.dumps({"models": models}, indent=1))
     listing.replace(folder / "models.json")
@@ -295,9 +307,6 @@ def _write_folder(
     }
     _check(manifest, "manifest", "the manifest")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    for item in RUNTIME_DIR.iterdir():
-        if item.is_file():
-            shutil.copy2(item, out / item.name)
 
 
 def _check(document: Any, part: str, what: str) -> None:

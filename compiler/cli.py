@@ -12,7 +12,8 @@ from .errors import BuildError
 
 USAGE = """
   build-web MODEL [-q QUANT] [-o DIR] [--context-window N] [--prefill-chunk N]
-                  [--cache-dir DIR] [--extension] [--serve [--port N] [--host H]]
+                  [--cache-dir DIR] [--no-runtime]
+                  [--extension] [--serve [--port N] [--host H]]
   build-web serve DIR [--port N] [--host H]"""
 
 
@@ -95,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         "else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln)",
     )
     parser.add_argument(
+        "--runtime",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="copy the runtime and chat page into the model folder and refresh the chat site "
+        "beside it (the default); --no-runtime writes the model alone, for an app that has "
+        "the runtime from npm",
+    )
+    parser.add_argument(
         "--serve",
         action="store_true",
         help="serve the chat site (the output folder's parent) afterwards",
@@ -106,13 +115,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     _add_server_options(parser)
     args = parser.parse_args(argv)
+    if not args.runtime and (args.serve or args.extension):
+        print(
+            "build-web: error: --serve and --extension need the runtime that --no-runtime "
+            "leaves out",
+            file=sys.stderr,
+        )
+        return 1
     if args.cache_dir:
         os.environ["KILN_CACHE_DIR"] = str(args.cache_dir.resolve())  # read by resources.py
     try:
         from .build import build
 
         out = build(
-            args.model, args.quantization, args.output, args.context_window, args.prefill_chunk
+            args.model,
+            args.quantization,
+            args.output,
+            args.context_window,
+            args.prefill_chunk,
+            runtime=args.runtime,
         )
         if args.extension:
             from .extension import build_extension

