@@ -1,6 +1,7 @@
-"""The OpenAI-style API on the tiny model in Chromium: every request field against an
-independent reference (the numpy model, transformers' logits processors, jsonschema,
-OpenAI's own object types)."""
+"""The OpenAI-style API on the tiny model: every request field against an independent
+reference (the numpy model, transformers' logits processors, jsonschema, OpenAI's own object
+types). The runtime runs in Node.js (tools/node.py), where these checks need no browser;
+loading several models in one engine is checked in Chromium."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from tokenizers import Tokenizer
 from transformers import RepetitionPenaltyLogitsProcessor
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from tools.browser import engine_page_for, serve_folder
+from tools.browser import serve_folder
+from tools.node import node_engine
 
 USER = [{"role": "user", "content": "Tell me about the browser."}]
 
@@ -28,18 +30,20 @@ def tiny(tiny_built):
 
 
 @pytest.fixture(scope="module")
-def page(browser, tiny):
-    with engine_page_for(browser, tiny) as page:
-        yield page
+def node(tiny):
+    """The tiny model's engine in Node, on the CPU backend: what these tests check is the
+    runtime's own logic, the same on either backend (tests/test_backends.py compares them)."""
+    with node_engine(tiny, backend="wasm") as node:
+        yield node
 
 
-def create(page, request):
-    return page.evaluate("async (r) => await engine.chat.completions.create(r)", request)
+def create(node, request):
+    return node.evaluate("async (r) => await engine.chat.completions.create(r)", request)
 
 
-def stream(page, request, kind="chat"):
+def stream(node, request, kind="chat"):
     api = "engine.chat.completions" if kind == "chat" else "engine.completions"
-    return page.evaluate(
+    return node.evaluate(
         f"""async (r) => {{
             const out = [];
             for await (const c of await {api}.create({{...r, stream: true}})) out.push(c);
@@ -49,39 +53,39 @@ def stream(page, request, kind="chat"):
     )
 
 
-def no_eos(page):
+def no_eos(node):
     """A logit_bias that keeps the tiny model from ending early."""
-    eos = page.evaluate("engine.manifest.eos_token_ids")
+    eos = node.evaluate("engine.manifest.eos_token_ids")
     return {str(t): -100 for t in eos}
 
 
-def prompt_ids(page, messages):
-    return page.evaluate(
+def prompt_ids(node, messages):
+    return node.evaluate(
         "(m) => engine.tokenizer.encode(engine.tokenizer.applyChatTemplate(m))", messages
     )
 
 
-def test_max_tokens_ends_with_length(page):
-    bias = no_eos(page)
+def test_max_tokens_ends_with_length(node):
+    bias = no_eos(node)
     for field in ["max_tokens", "max_completion_tokens"]:
-        reply = create(page, {"messages": USER, field: 5, "temperature": 0, "logit_bias": bias})
+        reply = create(node, {"messages": USER, field: 5, "temperature": 0, "logit_bias": bias})
         check_chat_completion(reply)
         assert reply["choices"][0]["finish_reason"] == "length"
         assert reply["usage"]["completion_tokens"] == 5
 
 
-def test_stop_strings_cut_exactly(page):
-    base = {"messages": USER, "max_tokens": 24, "temperature": 0, "logit_bias": no_eos(page)}
-    full = create(page, base)["choices"][0]["message"]["content"]
+def test_stop_strings_cut_exactly(node):
+    base = {"messages": USER, "max_tokens": 24, "temperature": 0, "logit_bias": no_eos(node)}
+    full = create(node, base)["choices"][0]["message"]["content"]
     assert len(full) > 12
     stop = full[6:9]
     cut = full[: full.index(stop)]
     for request in [{**base, "stop": stop}, {**base, "stop": ["\u2603never", stop]}]:
-        reply = create(page, request)
+        reply = create(node, request)
         check_chat_completion(reply)
         assert reply["choices"][0]["message"]["content"] == cut
         assert reply["choices"][0]["finish_reason"] == "stop"
-        chunks = stream(page, request)
+        chunks = stream(node, request)
         for chunk in chunks:
             check_chunk(chunk)
         assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == cut
@@ -122,10 +126,10 @@ def reference_generate(
         {"presence_penalty": -1.5, "repetition_penalty": 0.8, "logit_bias": {"40": 3.5, "41": -2}},
     ],
 )
-def test_penalties_and_logit_bias_match_the_reference(page, tiny, settings):
-    prompt = prompt_ids(page, USER)
-    bias = {**no_eos(page), **settings.get("logit_bias", {})}
-    got = page.evaluate(
+def test_penalties_and_logit_bias_match_the_reference(node, tiny, settings):
+    prompt = prompt_ids(node, USER)
+    bias = {**no_eos(node), **settings.get("logit_bias", {})}
+    got = node.evaluate(
         "async ([ids, s]) => (await engine.generate(ids, s)).tokens",
         [prompt, {**settings, "logit_bias": bias, "temperature": 0, "max_tokens": 12}],
     )
@@ -141,8 +145,8 @@ def test_penalties_and_logit_bias_match_the_reference(page, tiny, settings):
     assert got == want
 
 
-def test_logprobs_match_the_reference(page, tiny):
-    bias = no_eos(page)
+def test_logprobs_match_the_reference(node, tiny):
+    bias = no_eos(node)
     request = {
         "messages": USER,
         "max_tokens": 6,
@@ -151,10 +155,10 @@ def test_logprobs_match_the_reference(page, tiny):
         "top_logprobs": 5,
         "logit_bias": bias,
     }
-    reply = create(page, request)
+    reply = create(node, request)
     check_chat_completion(reply)
     content = reply["choices"][0]["logprobs"]["content"]
-    tokens, logprobs = reference_generate(tiny, prompt_ids(page, USER), 6, bias=bias)
+    tokens, logprobs = reference_generate(tiny, prompt_ids(node, USER), 6, bias=bias)
     # The bytes of each token, from the tokenizer's own byte-level alphabet.
     vocab = Tokenizer.from_file(str(tiny / "tokenizer.json"))
     byte_of = {ch: b for b, ch in bytes_to_unicode().items()}
@@ -165,7 +169,7 @@ def test_logprobs_match_the_reference(page, tiny):
         top = [t["logprob"] for t in entry["top_logprobs"]]
         assert top == sorted(top, reverse=True) and len(top) == 5
         assert top == pytest.approx(np.sort(lp)[::-1][:5].tolist(), abs=1e-2)
-    chunks = stream(page, request)
+    chunks = stream(node, request)
     streamed = [
         e
         for c in chunks
@@ -175,9 +179,9 @@ def test_logprobs_match_the_reference(page, tiny):
     assert [e["token"] for e in streamed] == [e["token"] for e in content]
 
 
-def test_n_choices_and_seed(page):
+def test_n_choices_and_seed(node):
     request = {"messages": USER, "max_tokens": 8, "temperature": 1.0, "seed": 11, "n": 3}
-    first, second = create(page, request), create(page, request)
+    first, second = create(node, request), create(node, request)
     check_chat_completion(first)
     assert [c["index"] for c in first["choices"]] == [0, 1, 2]
     texts = [c["message"]["content"] for c in first["choices"]]
@@ -186,12 +190,12 @@ def test_n_choices_and_seed(page):
     assert first["usage"]["completion_tokens"] <= 24
     # The seed, not chance, fixes them: another seed draws others. The temperature shapes
     # them: near 0, the same seed gives the greedy reply three times over.
-    other = create(page, {**request, "seed": 12})
+    other = create(node, {**request, "seed": 12})
     assert [c["message"]["content"] for c in other["choices"]] != texts
-    greedy = create(page, {**request, "n": 1, "temperature": 0})["choices"][0]["message"]
-    cold = create(page, {**request, "temperature": 0.01})["choices"]
+    greedy = create(node, {**request, "n": 1, "temperature": 0})["choices"][0]["message"]
+    cold = create(node, {**request, "temperature": 0.01})["choices"]
     assert [c["message"]["content"] for c in cold] == [greedy["content"]] * 3
-    chunks = stream(page, request)
+    chunks = stream(node, request)
     for chunk in chunks:
         check_chunk(chunk)
     for index, text in enumerate(texts):
@@ -228,7 +232,7 @@ SCHEMAS = [
 
 
 @pytest.mark.parametrize("schema", SCHEMAS)
-def test_json_schema_output_validates(page, schema):
+def test_json_schema_output_validates(node, schema):
     for response_format in [
         {
             "type": "json_schema",
@@ -237,7 +241,7 @@ def test_json_schema_output_validates(page, schema):
         {"type": "json_object", "schema": json.dumps(schema)},
     ]:
         reply = create(
-            page,
+            node,
             {
                 "messages": USER,
                 "max_tokens": 60,
@@ -251,12 +255,12 @@ def test_json_schema_output_validates(page, schema):
         jsonschema.validate(json.loads(text), schema)
 
 
-def test_hostile_schemas_are_refused_and_the_grammar_engine_recovers(page):
+def test_hostile_schemas_are_refused_and_the_grammar_engine_recovers(node):
     """Schemas past the documented depth (64 levels of JSON, or of groups in a pattern),
     holding what JSON cannot, breaking the JSON Schema meta-schema or whose $refs loop with no
     way out are refused up front; one within the limits that still crashes XGrammar's wasm (a
     chain of 1,000 $refs) restarts it, and schemas never compiled before work afterwards."""
-    result = page.evaluate(
+    result = node.evaluate(
         """async (r) => {
             const nest = (n, make, s) => {
                 for (let i = 0; i < n; i++) s = make(s);
@@ -337,9 +341,9 @@ def test_hostile_schemas_are_refused_and_the_grammar_engine_recovers(page):
     )
 
 
-def test_abort_mid_stream_then_next_request_works(page):
-    request = {"messages": USER, "max_tokens": 40, "temperature": 0, "logit_bias": no_eos(page)}
-    result = page.evaluate(
+def test_abort_mid_stream_then_next_request_works(node):
+    request = {"messages": USER, "max_tokens": 40, "temperature": 0, "logit_bias": no_eos(node)}
+    result = node.evaluate(
         """async (r) => {
             const controller = new AbortController();
             const chunks = [];
@@ -378,14 +382,14 @@ def test_abort_mid_stream_then_next_request_works(page):
     after = result["after"]
     assert after["choices"][0]["finish_reason"] == "length"
     assert after == {
-        **create(page, request),
+        **create(node, request),
         "id": after["id"],
         "created": after["created"],
         "usage": after["usage"],
     }
 
 
-def test_ten_requests_at_once_complete_in_order(page):
+def test_ten_requests_at_once_complete_in_order(node):
     requests = [
         {
             "messages": [{"role": "user", "content": f"Question {i}?"}],
@@ -394,7 +398,7 @@ def test_ten_requests_at_once_complete_in_order(page):
         }
         for i in range(10)
     ]
-    result = page.evaluate(
+    result = node.evaluate(
         """async (requests) => {
             const order = [];
             const replies = await Promise.all(requests.map((r, i) =>
@@ -406,22 +410,22 @@ def test_ten_requests_at_once_complete_in_order(page):
     assert result["order"] == list(range(10))
     for request, reply in zip(requests, result["replies"], strict=True):
         check_chat_completion(reply)
-        alone = create(page, request)
+        alone = create(node, request)
         assert reply["choices"][0]["message"] == alone["choices"][0]["message"]
 
 
-def test_text_completions(page, tiny):
-    ids = prompt_ids(page, USER)
-    text = page.evaluate("(ids) => engine.tokenizer.decode(ids)", ids)
-    bias = no_eos(page)
+def test_text_completions(node, tiny):
+    ids = prompt_ids(node, USER)
+    text = node.evaluate("(ids) => engine.tokenizer.decode(ids)", ids)
+    bias = no_eos(node)
     request = {"prompt": ids, "max_tokens": 6, "temperature": 0, "logit_bias": bias}
-    reply = page.evaluate("async (r) => await engine.completions.create(r)", request)
+    reply = node.evaluate("async (r) => await engine.completions.create(r)", request)
     check_completion(reply)
     want, _ = reference_generate(tiny, ids, 6, bias=bias)
-    assert reply["choices"][0]["text"] == page.evaluate("(t) => engine.tokenizer.decode(t)", want)
+    assert reply["choices"][0]["text"] == node.evaluate("(t) => engine.tokenizer.decode(t)", want)
     assert reply["choices"][0]["finish_reason"] == "length"
     assert reply["usage"]["prompt_tokens"] == len(ids)
-    echoed = page.evaluate(
+    echoed = node.evaluate(
         "async (r) => await engine.completions.create(r)", {**request, "echo": True, "logprobs": 2}
     )
     check_completion(echoed)
@@ -430,15 +434,15 @@ def test_text_completions(page, tiny):
     assert len(choice["logprobs"]["tokens"]) == 6
     assert choice["logprobs"]["text_offset"][0] == len(text)
     assert all(len(top) == 2 for top in choice["logprobs"]["top_logprobs"])
-    chunks = stream(page, {**request, "stream_options": {"include_usage": True}}, kind="text")
+    chunks = stream(node, {**request, "stream_options": {"include_usage": True}}, kind="text")
     for chunk in chunks:
         check_completion(chunk, chunk=True)
     assert "".join(c["choices"][0]["text"] for c in chunks[:-1]) == reply["choices"][0]["text"]
     assert chunks[-1]["usage"]["completion_tokens"] == 6
 
 
-def test_context_window_and_truncation(page):
-    window = page.evaluate("engine.manifest.context_window")
+def test_context_window_and_truncation(node):
+    window = node.evaluate("engine.manifest.context_window")
     long = [
         {"role": "system", "content": "Be brief."},
         *[
@@ -447,8 +451,8 @@ def test_context_window_and_truncation(page):
         ],
         {"role": "user", "content": "And now?"},
     ]
-    assert len(prompt_ids(page, long)) >= window
-    errors = page.evaluate(
+    assert len(prompt_ids(node, long)) >= window
+    errors = node.evaluate(
         """async (m) => {
             const failure = async (request) => {
                 try { await request; }
@@ -468,26 +472,26 @@ def test_context_window_and_truncation(page):
             "code": "context_length_exceeded",
             "param": param,
         }
-    reply = create(page, {"messages": long, "max_tokens": 2, "truncation": "auto"})
+    reply = create(node, {"messages": long, "max_tokens": 2, "truncation": "auto"})
     check_chat_completion(reply)
     # What is kept: the system message and the most recent turns, whole, as many as leave
     # room for max_tokens.
     kept = next(
         long[:1] + long[i:]
         for i in range(1, len(long))
-        if len(prompt_ids(page, long[:1] + long[i:])) <= window - 2
+        if len(prompt_ids(node, long[:1] + long[i:])) <= window - 2
     )
-    assert reply["usage"]["prompt_tokens"] == len(prompt_ids(page, kept))
+    assert reply["usage"]["prompt_tokens"] == len(prompt_ids(node, kept))
 
 
 CONVERSATION = """(count) => [{role: "system", content: "Be brief."}, ...Array.from(
     {length: count}, (_, i) => ({role: ["user", "assistant"][i % 2], content: `m${i}`}))]"""
 
 
-def test_truncation_leaves_room_for_the_reply(page):
+def test_truncation_leaves_room_for_the_reply(node):
     """Truncation keeps max_tokens free for the reply, or a quarter of the window without."""
-    window = page.evaluate("engine.manifest.context_window")
-    replies = page.evaluate(
+    window = node.evaluate("engine.manifest.context_window")
+    replies = node.evaluate(
         f"""async (bias) => {{
             const messages = ({CONVERSATION})(2000);
             const request = {{messages, truncation: "auto", logit_bias: bias}};
@@ -497,7 +501,7 @@ def test_truncation_leaves_room_for_the_reply(page):
                 await engine.chat.completions.create(request),
             ];
         }}""",
-        no_eos(page),
+        no_eos(node),
     )
     for reply, room in zip(replies, [8, 40, window // 4], strict=True):
         check_chat_completion(reply)
@@ -508,11 +512,11 @@ def test_truncation_leaves_room_for_the_reply(page):
         assert reply["usage"]["completion_tokens"] == tokens
 
 
-def test_truncation_of_twenty_thousand_messages_is_quick_and_aborts(page):
-    """Truncation costs a few tokenizations of what it keeps, lets the page run (a timer every
+def test_truncation_of_twenty_thousand_messages_is_quick_and_aborts(node):
+    """Truncation costs a few tokenizations of what it keeps, lets the node run (a timer every
     5 ms is never held up 100 ms), and an abort meanwhile reports the prompt it made."""
-    window = page.evaluate("engine.manifest.context_window")
-    result = page.evaluate(
+    window = node.evaluate("engine.manifest.context_window")
+    result = node.evaluate(
         f"""async () => {{
             const messages = ({CONVERSATION})(20000);
             const tokenizer = engine.tokenizer;
@@ -570,8 +574,8 @@ def test_truncation_of_twenty_thousand_messages_is_quick_and_aborts(page):
     assert result["order"] == ["long", "short"]
 
 
-def test_seeds_use_every_bit(page):
-    draws = page.evaluate(
+def test_seeds_use_every_bit(node):
+    draws = node.evaluate(
         """async (bias) => {
             const draw = async (seed) => (await engine.chat.completions.create({
                 messages: [{role: "user", content: "Hi"}], max_tokens: 12, temperature: 1.5,
@@ -583,7 +587,7 @@ def test_seeds_use_every_bit(page):
             try { await draw(2 ** 53); } catch (e) { refused = {name: e.name, param: e.param}; }
             return {texts, again: await draw(2 ** 32 + 1), refused};
         }""",
-        no_eos(page),
+        no_eos(node),
     )
     texts = draws["texts"]
     assert len(set(texts)) == len(texts), texts
@@ -591,22 +595,22 @@ def test_seeds_use_every_bit(page):
     assert draws["refused"] == {"name": "InvalidRequestError", "param": "seed"}
 
 
-def test_follow_up_turn_prefills_only_new_tokens_and_reset(page):
+def test_follow_up_turn_prefills_only_new_tokens_and_reset(node):
     first = [{"role": "user", "content": "Hello there, how are you?"}]
-    a = create(page, {"messages": first, "max_tokens": 5, "temperature": 0})
+    a = create(node, {"messages": first, "max_tokens": 5, "temperature": 0})
     second = first + [
         {"role": "assistant", "content": a["choices"][0]["message"]["content"]},
         {"role": "user", "content": "Good."},
     ]
-    b = create(page, {"messages": second, "max_tokens": 5, "temperature": 0})
+    b = create(node, {"messages": second, "max_tokens": 5, "temperature": 0})
     # At least the whole first prompt came from the cache (the reply's tokens too, where
     # re-encoding its text gives the same tokens).
     reused = b["usage"]["prompt_tokens"] - b["usage"]["extra"]["prefill_tokens"]
     assert reused >= a["usage"]["prompt_tokens"]
-    stats = page.evaluate("engine.runtimeStatsText()")
+    stats = node.evaluate("engine.runtimeStatsText()")
     assert stats.startswith("prefill: ") and "tok/s, decode: " in stats
-    page.evaluate("engine.resetChat()")
-    c = create(page, {"messages": second, "max_tokens": 5, "temperature": 0})
+    node.evaluate("engine.resetChat()")
+    c = create(node, {"messages": second, "max_tokens": 5, "temperature": 0})
     assert c["usage"]["extra"]["prefill_tokens"] == c["usage"]["prompt_tokens"]
     assert c["choices"][0]["message"] == b["choices"][0]["message"]
 
@@ -659,7 +663,7 @@ def test_several_models_in_one_engine(browser, tiny_built):
     assert result["progressEnd"] == 1
 
 
-def test_type_declarations_name_what_the_runtime_exports(page):
+def test_type_declarations_name_what_the_runtime_exports(node):
     from pathlib import Path
 
     declared = re.findall(
@@ -667,5 +671,5 @@ def test_type_declarations_name_what_the_runtime_exports(page):
         (Path(__file__).parent.parent / "web" / "types" / "kiln.d.ts").read_text(),
         re.M,
     )
-    exported = page.evaluate("Object.keys(kiln)")
+    exported = node.evaluate("Object.keys(kiln)")
     assert declared and set(declared) <= set(exported), set(declared) - set(exported)

@@ -1,7 +1,9 @@
 """Tool calling in chat.completions.create, on the tiny model with a Hermes-style chat
 template of the tests' own (the format Qwen2.5's template asks for): calls forced by the
 grammar parse and validate against their tool's parameters, streamed deltas rebuild the same
-calls, a template without tools is refused, and tool results go back into the prompt."""
+calls, a template without tools is refused, and tool results go back into the prompt; then
+Qwen2.5-Coder with its own template. The runtime runs in Node.js (tools/node.py): parsing and
+constraining calls needs no browser."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from compiler.build import build
-from tools.browser import engine_page_for
+from tools.node import node_engine
 
 # Tools of the kinds apps give: enums, nested objects, arrays, bounded numbers, required fields
 # (strings are enums: a random model's free strings are bytes that are not text).
@@ -101,8 +103,8 @@ def tool_model(tiny_hf, tmp_path_factory):
     return folder
 
 
-def create(page, request: dict) -> dict:
-    return page.evaluate(
+def create(node, request: dict) -> dict:
+    return node.evaluate(
         """async (r) => {
             try {
                 if (!r.stream) return {reply: await engine.chat.completions.create(r)};
@@ -137,22 +139,22 @@ def rebuilt(chunks: list[dict]) -> tuple[str, list[dict], str]:
     return content, calls, finish
 
 
-def test_required_and_named_calls_follow_their_parameters(tool_model, engine_page):
+def test_required_and_named_calls_follow_their_parameters(tool_model):
     base = {"messages": USER, "tools": TOOLS, "max_tokens": 180, "temperature": 0}
-    with engine_page(tool_model) as page:
-        required = create(page, {**base, "tool_choice": "required", "parallel_tool_calls": False})
+    with node_engine(tool_model, backend="wasm") as node:
+        required = create(node, {**base, "tool_choice": "required", "parallel_tool_calls": False})
         named = [
-            create(page, {**base, "tool_choice": {"type": "function", "function": {"name": n}}})
+            create(node, {**base, "tool_choice": {"type": "function", "function": {"name": n}}})
             for n in ("add_event", "set_volume")
         ]
         streamed = create(
-            page, {**base, "tool_choice": "required", "parallel_tool_calls": False, "stream": True}
+            node, {**base, "tool_choice": "required", "parallel_tool_calls": False, "stream": True}
         )
         # One call each: the random-weight model, free to add calls, may run to max_tokens
         # (which seed does depends on the generator, not on the engine).
         sampled = [
             create(
-                page,
+                node,
                 {
                     **base,
                     "tool_choice": "required",
@@ -195,7 +197,7 @@ def test_required_and_named_calls_follow_their_parameters(tool_model, engine_pag
     )
 
 
-def test_none_gives_text_and_results_go_back_into_the_prompt(tool_model, engine_page):
+def test_none_gives_text_and_results_go_back_into_the_prompt(tool_model):
     call = {
         "id": "call_1",
         "type": "function",
@@ -207,10 +209,10 @@ def test_none_gives_text_and_results_go_back_into_the_prompt(tool_model, engine_
         {"role": "tool", "tool_call_id": "call_1", "content": "18 degrees, sunny"},
     ]
     base = {"tools": TOOLS, "max_tokens": 8, "temperature": 0}
-    with engine_page(tool_model) as page:
-        none = create(page, {**base, "messages": USER, "tool_choice": "none"})
-        after = create(page, {**base, "messages": history, "tool_choice": "none"})
-        prompt = page.evaluate(
+    with node_engine(tool_model, backend="wasm") as node:
+        none = create(node, {**base, "messages": USER, "tool_choice": "none"})
+        after = create(node, {**base, "messages": history, "tool_choice": "none"})
+        prompt = node.evaluate(
             "(m) => engine.tokenizer.applyChatTemplate(m, true, null)",
             [
                 {
@@ -226,7 +228,7 @@ def test_none_gives_text_and_results_go_back_into_the_prompt(tool_model, engine_
         )
         bad = [
             create(
-                page,
+                node,
                 {
                     **base,
                     "messages": USER,
@@ -234,16 +236,16 @@ def test_none_gives_text_and_results_go_back_into_the_prompt(tool_model, engine_
                 },
             ),
             create(
-                page,
+                node,
                 {
                     **base,
                     "messages": USER,
                     "tools": [{"type": "function", "function": {"name": "a b"}}],
                 },
             ),
-            create(page, {**base, "messages": [*USER, {"role": "tool", "content": "x"}]}),
+            create(node, {**base, "messages": [*USER, {"role": "tool", "content": "x"}]}),
             create(
-                page,
+                node,
                 {
                     **base,
                     "messages": [
@@ -279,7 +281,7 @@ def test_none_gives_text_and_results_go_back_into_the_prompt(tool_model, engine_
     ]
 
 
-def test_a_template_without_tools_is_refused_unless_one_is_given(tiny_hf, browser, tmp_path):
+def test_a_template_without_tools_is_refused_unless_one_is_given(tiny_hf, tmp_path):
     plain = build(str(tiny_hf), "q0f32", tmp_path / "plain")  # ChatML, no tools
     request = {
         "messages": USER,
@@ -288,18 +290,17 @@ def test_a_template_without_tools_is_refused_unless_one_is_given(tiny_hf, browse
         "parallel_tool_calls": False,
         "max_tokens": 80,
     }
-    with engine_page_for(browser, plain) as page:
-        out = create(page, request)
+    with node_engine(plain, backend="wasm") as node:
+        out = create(node, request)
         # The same model with a template that renders tools (appConfig's chat_template).
-        given = page.evaluate(
-            """async ([template, request]) => {
-                const url = location.href.replace(/manifest[.]json$/, "");
+        given = node.evaluate(
+            """async ([url, template, request]) => {
                 const appConfig = {model_list: [
                     {model_id: "tiny", model: url, chat_template: template}]};
-                const engine = await kiln.CreateEngine("tiny", {appConfig});
+                const engine = await kiln.CreateEngine("tiny", {appConfig, backend: "wasm"});
                 return (await engine.chat.completions.create(request)).choices[0];
             }""",
-            [TEMPLATE, request],
+            [str(plain), TEMPLATE, request],
         )
     assert out["error"]["name"] == "InvalidRequestError" and out["error"]["param"] == "tools"
     assert given["finish_reason"] == "tool_calls", given
@@ -458,24 +459,24 @@ def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-def test_qwen_calls_tools_with_valid_arguments(qwen, engine_page):
+def test_qwen_calls_tools_with_valid_arguments(qwen):
     base = {"tools": QWEN_TOOLS, "max_tokens": 80, "temperature": 0}
-    with engine_page(qwen) as page:
+    with node_engine(qwen, backend="wasm") as node:
         required = {
-            name: create(page, {**base, "messages": user(q), "tool_choice": "required"})
+            name: create(node, {**base, "messages": user(q), "tool_choice": "required"})
             for name, q in QUESTIONS.items()
         }
         named = create(
-            page,
+            node,
             {
                 **base,
                 "messages": user("Remind me to water the plants."),
                 "tool_choice": {"type": "function", "function": {"name": "add_todo"}},
             },
         )
-        none = create(page, {**base, "messages": user("Say hello."), "tool_choice": "none"})
+        none = create(node, {**base, "messages": user("Say hello."), "tool_choice": "none"})
         auto = [
-            create(page, {**base, "messages": user(q)})
+            create(node, {**base, "messages": user(q)})
             for q in ("What is the weather in Rome, in fahrenheit?", "Write a haiku about rain.")
         ]
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in QWEN_TOOLS}
@@ -507,12 +508,12 @@ def test_qwen_calls_tools_with_valid_arguments(qwen, engine_page):
     assert "tool_calls" not in reply["message"] and reply["message"]["content"].strip()
 
 
-def test_qwen_round_trip_streamed(qwen, engine_page):
+def test_qwen_round_trip_streamed(qwen):
     question = user("What is the weather in Oslo, in celsius?")
     # Three of the tools: a shorter prompt (the test above has all ten).
     base = {"tools": QWEN_TOOLS[:3], "max_tokens": 60, "temperature": 0, "stream": True}
-    with engine_page(qwen) as page:
-        first = create(page, {**base, "messages": question, "tool_choice": "required"})
+    with node_engine(qwen, backend="wasm") as node:
+        first = create(node, {**base, "messages": question, "tool_choice": "required"})
         content, calls, finish = rebuilt(first["chunks"])
         assert finish == "tool_calls" and content == "" and len(calls) >= 1
         call = calls[0]
@@ -533,6 +534,6 @@ def test_qwen_round_trip_streamed(qwen, engine_page):
             },
             {"role": "tool", "tool_call_id": call["id"], "content": '{"temperature": -3}'},
         ]
-        final = create(page, {**base, "messages": history})
+        final = create(node, {**base, "messages": history})
     content, calls, finish = rebuilt(final["chunks"])
     assert finish == "stop" and not calls and "-3" in content, content
