@@ -1,4 +1,5 @@
-// Request fuzzing, run in a page against an engine (in the page or behind a worker):
+// Request fuzzing, run in a page against an engine (in the page or behind a worker), or in
+// Node.js against an engine there:
 // `globalThis.fuzzRequests(engine, {seed, count, timeoutMs})` sends `count` generated requests
 // (seeded, so a failure replays) and sorts each outcome. A request passes when it is answered
 // (a stream read to its end) or fails with one of the runtime's named errors, an
@@ -337,8 +338,14 @@
         `unhandled rejection: ${event.reason?.name}: ${event.reason?.message ?? event.reason}`,
       );
     const onError = (event) => stray.push(`error event: ${event.message}`);
-    addEventListener("unhandledrejection", onRejection);
-    addEventListener("error", onError);
+    // A page's events, or in Node the process's (an uncaught exception ends it anyway).
+    const nodeRejection = (reason) => onRejection({ reason });
+    if (typeof addEventListener === "function") {
+      addEventListener("unhandledrejection", onRejection);
+      addEventListener("error", onError);
+    } else {
+      process.on("unhandledRejection", nodeRejection);
+    }
     try {
       for (let i = 0; i < count; i++) {
         const { completion, request } = makeRequest(random);
@@ -378,8 +385,12 @@
       }
       await new Promise((resolve) => setTimeout(resolve, 100)); // late rejections surface
     } finally {
-      removeEventListener("unhandledrejection", onRejection);
-      removeEventListener("error", onError);
+      if (typeof removeEventListener === "function") {
+        removeEventListener("unhandledrejection", onRejection);
+        removeEventListener("error", onError);
+      } else {
+        process.off("unhandledRejection", nodeRejection);
+      }
     }
     return {
       outcomes,

@@ -17,7 +17,11 @@ for await (const line of createInterface({ input: process.stdin })) {
   try {
     const value = (0, eval)(`(${expression})`);
     const result = typeof value === "function" ? await value(arg) : await value;
-    answer = { value: result === undefined ? null : result };
+    // As a page's evaluate does, what JSON cannot hold (undefined, a function) comes back null.
+    answer = {
+      value:
+        result === undefined || typeof result === "function" ? null : result,
+    };
   } catch (err) {
     answer = { error: `${err?.name}: ${err?.message}` };
   }
