@@ -20,6 +20,9 @@ from tools.browser import open_engine_page, serve_folder
 
 REPO = Path(__file__).resolve().parent.parent
 PRESET = "smollm2-135m-instruct"
+# The environment of a user's shell: nothing of this checkout's Python on the path (a
+# PYTHONPATH naming the checkout would also show pip the package as installed already).
+OUTSIDE = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
 # README's "Three ways in" gives these commands.
 BUILD = [PRESET, "--output", "site/smollm2"]
 SERVE = ["serve", "site"]
@@ -50,6 +53,7 @@ def installed(wheel, tmp_path_factory) -> tuple[Path, str]:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     done = subprocess.run(
         [venv / "bin/python", "-m", "pip", "install", "--disable-pip-version-check", str(wheel)],
+        env=OUTSIDE,
         check=True,
         capture_output=True,
         text=True,
@@ -80,6 +84,7 @@ def test_install_compiles_nothing(installed):
     assert "Building wheel" not in log and "setup.py install" not in log
     listed = subprocess.run(
         [venv / "bin/python", "-m", "pip", "list", "--format=json"],
+        env=OUTSIDE,
         check=True,
         capture_output=True,
         text=True,
@@ -103,11 +108,10 @@ def test_installed_build_web_matches_the_checkout_and_chats(installed, smollm2, 
     venv, _ = installed
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     done = subprocess.run(
         [venv / "bin/build-web", *BUILD],
         cwd=work,
-        env=env,
+        env=OUTSIDE,
         capture_output=True,
         text=True,
     )
@@ -125,7 +129,7 @@ def test_installed_build_web_matches_the_checkout_and_chats(installed, smollm2, 
     server = subprocess.Popen(
         [venv / "bin/build-web", *SERVE, "--port", "0"],
         cwd=work,
-        env=env,
+        env=OUTSIDE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,  # one line per request: unread, it could fill the pipe
         text=True,
