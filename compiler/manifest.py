@@ -2,7 +2,7 @@
 
 The build checks every manifest and kernel file against it before it writes them (so a
 network or pass that emits something the runtime does not read fails the build, not the
-page); the runtime checks them again before it loads (web/src/loader.js)."""
+page); the runtime checks them again before it loads (web/src/backends/loader.js)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The engine in a Web Worker and in a service worker (web/src/worker.js, worker_client.js),
-in real Chromium on WebGPU with the tiny model: the same text as the engine in the page,
-progress, error classes and aborts across the boundary, and a service-worker engine that a
-page reload finds still loaded."""
+"""The engine in a Web Worker and in a service worker (web/src/workers/), in real Chromium
+on WebGPU with the tiny model: the same text as the engine in the page, progress, error
+classes and aborts across the boundary, and a service-worker engine that a page reload finds
+still loaded."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ mkdirSync("build", { recursive: true });
 // XGrammar keeps its wasm instance in a variable private to its module, and a trap inside it
 // (its stack overflowing, say) leaves that instance unusable for good. This adds an
 // `exports.resetBinding()` so that the engine can drop it and start a fresh instance
-// (web/src/grammar.js). The package version is pinned; the build fails if the line moved.
+// (web/src/text/grammar.js). The package version is pinned; the build fails if the line moved.
 const xgrammarReset = {
   name: "xgrammar-reset",
   setup(build) {
@@ -88,11 +88,18 @@ const common = {
   plugins: [xgrammarReset, contract],
 };
 // The runtime and the dedicated worker script (kiln-worker.js) share their chunks; the CPU
-// backend's thread script (kiln-thread.js) imports nothing.
+// backend's thread script (kiln-thread.js) imports nothing. Every entry and chunk is written to
+// build/ itself: the runtime finds its worker scripts by `new URL("./kiln-worker.js",
+// import.meta.url)` (src/workers/worker_client.js, src/platform.js), which esbuild leaves as
+// written, so the URL resolves against the bundled file, wherever its source lies in src/.
 const split = await esbuild.build({
   ...common,
   metafile: true,
-  entryPoints: { kiln: "src/index.js", "kiln-worker": "src/kiln-worker.js", "kiln-thread": "src/wasm_thread.js" },
+  entryPoints: {
+    kiln: "src/index.js",
+    "kiln-worker": "src/workers/kiln-worker.js",
+    "kiln-thread": "src/backends/wasm_thread.js",
+  },
   outdir: "build",
   entryNames: "[name]",
   // The grammar engine (a 1 MB wasm) is imported on first use of response_format.
@@ -101,7 +108,7 @@ const split = await esbuild.build({
 });
 // Service workers may not import() modules: the service worker script is one file, the
 // grammar engine included.
-await esbuild.build({ ...common, entryPoints: ["src/kiln-sw.js"], outfile: "build/kiln-sw.js" });
+await esbuild.build({ ...common, entryPoints: ["src/workers/kiln-sw.js"], outfile: "build/kiln-sw.js" });
 // Chunks of earlier builds (their names carry a hash) would otherwise be copied into every
 // model folder.
 const written = new Set([...Object.keys(split.metafile.outputs).map((f) => basename(f)), "kiln-sw.js"]);

@@ -1,12 +1,13 @@
-export { CreateEngine, Engine } from "./engine.js";
+// The runtime's public API, bundled as build/kiln.js (its types: web/types/kiln.d.ts).
+export { CreateEngine, Engine } from "./engine/engine.js";
 export * from "./errors.js";
-export { ChatTokenizer } from "./tokenizer.js";
-export { deleteWeightCache, WEIGHT_CACHE } from "./loader.js";
-export { WebWorkerEngineHandler, ServiceWorkerEngineHandler } from "./worker.js";
+export { ChatTokenizer } from "./text/tokenizer.js";
+export { deleteWeightCache, WEIGHT_CACHE } from "./backends/shards.js";
+export { WebWorkerEngineHandler, ServiceWorkerEngineHandler } from "./workers/worker.js";
 export {
   CreateWebWorkerEngine,
   newEngineWorker,
   CreateServiceWorkerEngine,
   WebWorkerEngine,
   ServiceWorkerEngine,
-} from "./worker_client.js";
+} from "./workers/worker_client.js";

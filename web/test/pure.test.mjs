@@ -4,17 +4,17 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { MAX_INPUTS, checkEmbeddingRequest, embeddingResponse } from "../src/embeddings.js";
+import { MAX_INPUTS, checkEmbeddingRequest, embeddingResponse } from "../src/api/embeddings.js";
 import { InvalidRequestError } from "../src/errors.js";
-import { exactNumberBounds } from "../src/grammar.js";
-import { evaluate } from "../src/expr.js";
-import { LogitsProcessor, logSoftmax, topK } from "../src/logits.js";
-import { AsyncQueue } from "../src/queue.js";
-import { checkChatRequest, checkSignal } from "../src/request.js";
-import { argmax, makeRandom, sample } from "../src/sampler.js";
-import { endlessRef, placeIn } from "../src/schema.js";
-import { StopStrings } from "../src/stop.js";
-import { ToolCallParser, parseReply } from "../src/tools.js";
+import { exactNumberBounds } from "../src/text/grammar.js";
+import { evaluate } from "../src/backends/expr.js";
+import { LogitsProcessor, logSoftmax, topK } from "../src/engine/logits.js";
+import { AsyncQueue } from "../src/engine/queue.js";
+import { checkChatRequest, checkSignal } from "../src/api/request.js";
+import { argmax, makeRandom, sample } from "../src/engine/sampler.js";
+import { endlessRef, placeIn } from "../src/api/schema.js";
+import { StopStrings } from "../src/text/stop.js";
+import { ToolCallParser, parseReply } from "../src/api/tools.js";
 
 test("a seed fixes the random sequence, in [0, 1)", () => {
   const a = makeRandom(42);

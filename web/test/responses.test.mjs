@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { completionChunks, completionResponse } from "../src/responses.js";
+import { completionChunks, completionResponse } from "../src/api/responses.js";
 
 // A model of four tokens: "He", "llo", the first and the second byte of "é".
 const TOKENS = [[72, 101], [108, 108, 111], [0xc3], [0xa9]];

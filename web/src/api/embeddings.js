@@ -1,4 +1,4 @@
-import { InvalidRequestError } from "./errors.js";
+import { InvalidRequestError } from "../errors.js";
 import { checkSignal } from "./request.js";
 
 // engine.embeddings.create: the request's checks and the response's shape, as OpenAI's

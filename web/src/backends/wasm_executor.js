@@ -1,8 +1,8 @@
-import { ABORTED, yieldToEventLoop } from "./control.js";
-import { ModelLoadError } from "./errors.js";
+import { ABORTED, yieldToEventLoop } from "../engine/control.js";
+import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
 import { planBuffers, tensorBytes } from "./executor.js";
-import { startThread } from "./platform.js";
+import { startThread } from "../platform.js";
 
 // TVM's packed calling convention, as its CPU kernels read it (tvm/ffi/c_api.h, dlpack.h):
 // a kernel is `int32 f(void* self, TVMFFIAny* args, int32 count, TVMFFIAny* result)`; an

@@ -1,5 +1,5 @@
-import { GrammarError, InvalidRequestError } from "./errors.js";
-import { warn } from "./log.js";
+import { GrammarError, InvalidRequestError } from "../errors.js";
+import { warn } from "../log.js";
 
 /**
  * A trap of XGrammar's wasm, or its recursion overflowing the JS stack, rather than an error

@@ -6,7 +6,7 @@
 // A `job` is one checked request: {kind: "chat" | "text", id, created, model, params, prompt},
 // `model` a LoadedModel (its id, vocabulary and tokenizer are read here). A result is one
 // choice: {tokens, text, finish, logprobs: [{id, logprob, top: [{id, logprob}]}]}.
-import { usesTools } from "./request.js";
+import { usesTools } from "./request_tools.js";
 import { ToolCallParser, parseReply } from "./tools.js";
 
 const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });

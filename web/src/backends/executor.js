@@ -1,6 +1,6 @@
 import { GRID_POD } from "kiln:contract";
 
-import { ModelLoadError } from "./errors.js";
+import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
 
 const UNIFORM_SLOT = 256; // minUniformBufferOffsetAlignment

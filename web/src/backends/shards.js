@@ -1,142 +1,11 @@
-// The manifest's contract, src/manifest.schema.json, compiled into validators by build.mjs.
-import { MANIFEST_FORMAT, validateManifest, validateWasmKernels, validateWebGPUKernels } from "kiln:contract";
-
-import { ModelLoadError, ShardIntegrityError } from "./errors.js";
-import { fetchResource, resolveLocation } from "./platform.js";
+// A model's weight shards (and the CPU kernels' module, fetched alike): downloaded, resumed
+// where a connection dropped, checked against their length and sha256, kept in the browser's
+// Cache API store after the first download, and handed tensor by tensor to the backend.
+import { ModelLoadError, ShardIntegrityError } from "../errors.js";
+import { fetchResource } from "../platform.js";
+import { checkStatus, withRetries } from "./download.js";
 
 const PARALLEL_FETCHES = 4;
-
-// A dropped connection or a busy server is retried this many times, waiting 250 ms, 500 ms,
-// 1 s... in between; other failures (404, a corrupt shard) are final at once. Every request
-// goes past the browser's HTTP cache to the server ("no-cache": what the cache holds is
-// revalidated, so an unchanged file still comes from it): a server or CDN that marks its
-// errors cacheable would otherwise have the retries, and every later load, answered with the
-// cached error without a request.
-const RETRIES = 3;
-const BACKOFF_MS = 250;
-const RETRIED_STATUS = new Set([408, 429, 500, 502, 503, 504]);
-
-class Retry extends Error {}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * `attempt()` until it succeeds, retrying it after a `Retry` or a network failure
- * (fetch's TypeError, also thrown by a body read cut short) with backoff.
- * @template T
- * @param {string} what  named in the error, e.g. "weight shard params_shard_0.bin"
- * @param {() => Promise<T>} attempt
- * @returns {Promise<T>}
- */
-async function withRetries(what, attempt) {
-  for (let tryNumber = 0; ; tryNumber++) {
-    try {
-      return await attempt();
-    } catch (err) {
-      if (!(err instanceof Retry || err instanceof TypeError)) throw err;
-      if (tryNumber >= RETRIES)
-        throw new ModelLoadError(`Could not download ${what} (${RETRIES + 1} requests): ${err.message}`);
-      await sleep(BACKOFF_MS * 2 ** tryNumber);
-    }
-  }
-}
-
-/** A fetch that failed with a status, as an error: retried for a busy server, final otherwise. */
-function checkStatus(response, url) {
-  if (response.ok) return response;
-  const message = `${url}: HTTP ${response.status}`;
-  if (RETRIED_STATUS.has(response.status)) throw new Retry(message);
-  throw new ModelLoadError(`Could not fetch ${message}`);
-}
-
-/** The parsed JSON file at `url`. */
-function fetchJson(url) {
-  return withRetries(String(url), async () => {
-    const response = checkStatus(await fetchResource(url, { cache: "no-cache" }), url);
-    try {
-      return await response.json();
-    } catch (err) {
-      if (err instanceof SyntaxError) throw new ModelLoadError(`${url} is not valid JSON: ${err.message}`);
-      throw err; // the body was cut short: retried
-    }
-  });
-}
-
-/**
- * Throws a ModelLoadError where `document` (the file at `url`) breaks the contract `validate`
- * checks, naming the first place and what was expected there.
- */
-function checkContract(validate, document, url) {
-  if (validate(document)) return;
-  const [error] = validate.errors;
-  const allowed = error.params?.allowedValues ? ` (${error.params.allowedValues.join(", ")})` : "";
-  throw new ModelLoadError(
-    `${url} does not keep to manifest format ${MANIFEST_FORMAT}: ${error.instancePath || "/"} ${error.message}${allowed}. ` +
-      "Rebuild the model with the build-web that ships this runtime.",
-  );
-}
-
-/**
- * Fetches manifest.json of the model folder at `baseUrl` (in Node also a filesystem path),
- * checked against its schema.
- */
-export async function fetchManifest(baseUrl) {
-  const base = await resolveLocation(baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`);
-  const url = new URL("manifest.json", base);
-  const manifest = await fetchJson(url);
-  const format = manifest?.format;
-  if (format !== MANIFEST_FORMAT) {
-    throw new ModelLoadError(
-      `${url} has format ${typeof format === "number" ? format : "(none)"}; this runtime reads format ${MANIFEST_FORMAT}. ` +
-        "Rebuild the model with the build-web that ships this runtime.",
-    );
-  }
-  checkContract(validateManifest, manifest, url);
-  return { base, manifest };
-}
-
-/** Fetches tokenizer.json and tokenizer_config.json of a model folder. */
-export async function fetchTokenizerFiles(base, manifest) {
-  const [tokenizer, tokenizerConfig] = await Promise.all(
-    [manifest.tokenizer, manifest.tokenizer_config].map((f) => fetchJson(new URL(f, base))),
-  );
-  return { tokenizer, tokenizerConfig };
-}
-
-/**
- * The kernel set `name` of a model folder: "software" or "gpu" (WGSL for WebGPU), or "wasm"
- * (kernels.json plus the WebAssembly module, compiled once its sha256 checks).
- */
-export async function fetchVariant(base, manifest, name) {
-  const variant = manifest.variants[name];
-  if (!variant)
-    throw new ModelLoadError(
-      `This model has no "${name}" kernels (it has: ${Object.keys(manifest.variants).join(", ")}); ` +
-        "rebuild it with this build-web",
-    );
-  const url = new URL(variant.kernels, base);
-  const kernels = await fetchJson(url);
-  checkContract(variant.wasm ? validateWasmKernels : validateWebGPUKernels, kernels, url);
-  for (const [fn, plan] of Object.entries(variant.functions)) {
-    const missing = plan.launches.find((launch) => !Object.hasOwn(kernels, launch.kernel));
-    if (missing) throw new ModelLoadError(`${url} lacks the kernel ${missing.kernel} that ${fn} calls`);
-  }
-  if (!variant.wasm) return { name, functions: variant.functions, kernels };
-  const { data } = await shardBytes(
-    new URL(variant.wasm.file, base).href,
-    variant.wasm,
-    null,
-    () => {},
-    "kernel module",
-  );
-  let module;
-  try {
-    module = await WebAssembly.compile(data);
-  } catch (err) {
-    throw new ModelLoadError(`${variant.wasm.file} is not a WebAssembly module this browser runs: ${err.message}`);
-  }
-  return { name, functions: variant.functions, kernels, module, memory: variant.wasm.memory };
-}
 
 /**
  * Reads a response body into `data` from `offset` on; returns the new offset. A body longer
@@ -244,7 +113,7 @@ async function downloadShard(url, shard, onBytes, kind) {
  * (a corrupt or truncated one is dropped and fetched again), else from the network. Only
  * checked bytes are ever put in the cache.
  */
-async function shardBytes(url, shard, cache, onBytes, kind = "weight shard") {
+export async function shardBytes(url, shard, cache, onBytes, kind = "weight shard") {
   if (cache) {
     const hit = await cache.match(url);
     if (hit) {

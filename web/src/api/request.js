@@ -1,7 +1,8 @@
-import { InvalidRequestError } from "./errors.js";
-
 // Requests are checked up front against OpenAI's documented ranges, so a bad field fails
-// with its name before any GPU work starts.
+// with its name before any GPU work starts: chat and text completions here, their tools in
+// request_tools.js, the embeddings endpoint's in embeddings.js.
+import { checkInteger, checkRange, checkSchema, fail, isNumber } from "./checks.js";
+import { checkTools, messageToolCalls } from "./request_tools.js";
 
 const NOT_SUPPORTED = new Set([
   "functions",
@@ -45,40 +46,8 @@ const CHAT_FIELDS = new Set([
   "parallel_tool_calls",
   ...SAMPLING,
 ]);
-// OpenAI's rule for function names.
-const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 const COMPLETION_FIELDS = new Set(["prompt", "logprobs", "echo", "best_of", ...SAMPLING]);
 const ROLES = new Set(["system", "developer", "user", "assistant", "tool"]);
-
-// XGrammar compiles a schema by recursion on a small wasm stack: nested past about 100 levels
-// of JSON, or a `pattern` past about 200 nested groups, it traps or hangs (tried on 0.1.27).
-// Schemas are held well under that (JSON levels, and groups in a pattern), and under a size
-// that compiles in seconds. What still traps (a chain of a thousand $refs) restarts the
-// grammar engine (grammar.js).
-export const MAX_SCHEMA_DEPTH = 64;
-export const MAX_SCHEMA_VALUES = 50_000;
-
-const fail = (field, message) => {
-  throw new InvalidRequestError(field, message);
-};
-const isNumber = (x) => typeof x === "number" && Number.isFinite(x);
-
-function checkRange(request, field, low, high) {
-  const value = request[field];
-  if (value != null && !(isNumber(value) && value >= low && value <= high))
-    fail(field, `must be a number from ${low} to ${high}`);
-}
-
-function checkInteger(request, field, low, high = Number.MAX_SAFE_INTEGER) {
-  const value = request[field];
-  if (value != null && !(Number.isInteger(value) && value >= low && value <= high))
-    fail(
-      field,
-      high === Number.MAX_SAFE_INTEGER
-        ? `must be an integer of at least ${low}`
-        : `must be an integer from ${low} to ${high}`,
-    );
-}
 
 /**
  * The `model` a request names, or undefined: checked before the engine looks the model up,
@@ -169,56 +138,6 @@ function checkSampling(request, vocabSize) {
   };
 }
 
-/**
- * A JSON schema (an object, or its text) within MAX_SCHEMA_DEPTH and MAX_SCHEMA_VALUES, holding
- * only what JSON can; returns it parsed. Walked without recursion: a 10,000-deep value must not
- * overflow the stack here either, and a cycle ends at the depth limit.
- */
-function checkSchema(schema, field) {
-  let root = schema;
-  if (typeof schema === "string") {
-    try {
-      root = JSON.parse(schema);
-    } catch (err) {
-      fail(field, `is not valid JSON (${err.message})`);
-    }
-  }
-  if (root === null || typeof root !== "object" || Array.isArray(root))
-    fail(field, "must be a JSON schema (an object, or its JSON text)");
-  const pending = [[root, 1, ""]];
-  for (let values = 1; pending.length > 0; values++) {
-    const [value, depth, key] = pending.pop();
-    if (values > MAX_SCHEMA_VALUES) fail(field, `holds more than ${MAX_SCHEMA_VALUES} values`);
-    if (key === "pattern" && typeof value === "string" && groupDepth(value) > MAX_SCHEMA_DEPTH)
-      fail(field, `has a pattern with groups nested deeper than ${MAX_SCHEMA_DEPTH} levels`);
-    if (value == null || typeof value === "string" || typeof value === "boolean") continue;
-    if (typeof value === "number") {
-      if (!Number.isFinite(value)) fail(field, `holds ${value}, which JSON cannot`);
-      continue;
-    }
-    if (typeof value !== "object") fail(field, `holds a ${typeof value}, which JSON cannot`);
-    if (depth > MAX_SCHEMA_DEPTH) fail(field, `is nested deeper than ${MAX_SCHEMA_DEPTH} levels`);
-    for (const [name, child] of Object.entries(value)) pending.push([child, depth + 1, name]);
-  }
-  return root;
-}
-
-/** How deep the groups of a regular expression nest (escapes and character classes skipped). */
-function groupDepth(pattern) {
-  let depth = 0;
-  let deepest = 0;
-  let inClass = false;
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i];
-    if (c === "\\") i++;
-    else if (inClass) inClass = c !== "]";
-    else if (c === "[") inClass = true;
-    else if (c === "(") deepest = Math.max(deepest, ++depth);
-    else if (c === ")") depth--;
-  }
-  return deepest;
-}
-
 function messageText(message, i) {
   const { content } = message;
   if (typeof content === "string") return content;
@@ -232,79 +151,6 @@ function messageText(message, i) {
       .join("");
   }
   return fail(`messages[${i}].content`, "must be a string or an array of text parts");
-}
-
-/**
- * The request's tools as chat templates take them ({type: "function", function: {name,
- * description, parameters}}), or null; `tool_choice` as "none", "auto", "required" or the
- * name of the function that must be called.
- */
-function checkTools(request) {
-  const { tools, tool_choice, parallel_tool_calls } = request;
-  if (parallel_tool_calls != null && typeof parallel_tool_calls !== "boolean")
-    fail("parallel_tool_calls", "must be a boolean");
-  if (tools == null) {
-    if (tool_choice != null && tool_choice !== "none") fail("tool_choice", "needs tools");
-    return { tools: null, toolChoice: "none", parallel: false, schemas: [] };
-  }
-  if (!Array.isArray(tools) || tools.length === 0) fail("tools", "must be a non-empty array of functions");
-  const names = new Set();
-  const schemas = [];
-  const checked = tools.map((tool, i) => {
-    const field = `tools[${i}]`;
-    if (tool == null || typeof tool !== "object" || tool.type !== "function")
-      fail(`${field}.type`, 'must be "function"');
-    const fn = tool.function;
-    if (fn == null || typeof fn !== "object") fail(`${field}.function`, "must be an object");
-    if (typeof fn.name !== "string" || !FUNCTION_NAME.test(fn.name))
-      fail(`${field}.function.name`, "must be 1 to 64 letters, digits, underscores or dashes");
-    if (names.has(fn.name)) fail(`${field}.function.name`, `${fn.name} is named twice`);
-    names.add(fn.name);
-    if (fn.description != null && typeof fn.description !== "string")
-      fail(`${field}.function.description`, "must be a string");
-    const parameters = fn.parameters == null ? null : checkSchema(fn.parameters, `${field}.function.parameters`);
-    if (parameters) schemas.push([`${field}.function.parameters`, parameters]);
-    if (fn.strict != null && typeof fn.strict !== "boolean") fail(`${field}.function.strict`, "must be a boolean");
-    return {
-      type: "function",
-      function: {
-        name: fn.name,
-        ...(fn.description != null && { description: fn.description }),
-        parameters: parameters ?? { type: "object", properties: {} },
-      },
-    };
-  });
-  let toolChoice = tool_choice ?? "auto";
-  if (typeof toolChoice === "object" && toolChoice !== null) {
-    const name = toolChoice.type === "function" ? toolChoice.function?.name : undefined;
-    if (!names.has(name)) fail("tool_choice", `names no function of the tools (${[...names].join(", ")})`);
-    toolChoice = { name };
-  } else if (!["none", "auto", "required"].includes(toolChoice)) {
-    fail("tool_choice", 'must be "none", "auto", "required" or {type: "function", function: {name}}');
-  }
-  return { tools: checked, toolChoice, parallel: parallel_tool_calls ?? true, schemas };
-}
-
-/** An assistant message's tool calls as chat templates take them (arguments parsed). */
-function messageToolCalls(message, i) {
-  const calls = message.tool_calls;
-  if (!Array.isArray(calls) || calls.length === 0) fail(`messages[${i}].tool_calls`, "must be a non-empty array");
-  return calls.map((call, j) => {
-    const field = `messages[${i}].tool_calls[${j}]`;
-    if (call?.type !== "function" || typeof call.function?.name !== "string")
-      fail(field, 'must be {id, type: "function", function: {name, arguments}}');
-    let args = call.function.arguments;
-    if (typeof args === "string") {
-      try {
-        args = JSON.parse(args);
-      } catch {
-        fail(`${field}.function.arguments`, "must be a JSON object (its text)");
-      }
-    }
-    if (args == null || typeof args !== "object" || Array.isArray(args))
-      fail(`${field}.function.arguments`, "must be a JSON object (its text)");
-    return { id: call.id, type: "function", function: { name: call.function.name, arguments: args } };
-  });
 }
 
 /** A checked chat request: messages normalized to {role, content: string} (tool calls and results kept). */
@@ -370,9 +216,4 @@ export function checkCompletionRequest(request, vocabSize) {
     top_logprobs: logprobs ?? 0,
     echo: Boolean(echo),
   };
-}
-
-/** Whether a checked chat request lets the model call its tools. */
-export function usesTools(params) {
-  return Boolean(params.tools) && params.toolChoice !== "none";
 }

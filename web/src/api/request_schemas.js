@@ -1,7 +1,7 @@
 // The JSON Schema meta-schema, compiled into a validating function by build.mjs.
 import { validateJsonSchema } from "kiln:json-schema";
 
-import { InvalidRequestError } from "./errors.js";
+import { InvalidRequestError } from "../errors.js";
 import { endlessRef, placeIn } from "./schema.js";
 
 /**

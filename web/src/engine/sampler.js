@@ -1,6 +1,6 @@
 /**
  * A random source in [0, 1): Math.random, or a generator fixed by `seed`, any safe integer
- * (|seed| < 2^53; request.js refuses others). Every bit of the seed and its sign set the
+ * (|seed| < 2^53; api/request.js refuses others). Every bit of the seed and its sign set the
  * state, so no two seeds share a sequence. The generator is SFC32 (small, fast, and passes
  * PractRand), written here as JS has no seedable generator.
  */

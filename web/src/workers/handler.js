@@ -1,5 +1,6 @@
-// The engine hosted in a dedicated worker or a service worker, driven by messages from
-// pages (the client side is worker_client.js). No DOM here: this runs in worker scopes.
+// The engine's side of the worker protocol: an engine answering the messages of pages (the
+// client side is client.js), whatever carries them (worker.js hosts it in a dedicated worker
+// or a service worker). No DOM here: this runs in worker scopes.
 //
 // Protocol. Every message is a plain object whose `kiln` field says what it is; others are
 // ignored, so a worker may carry other traffic too. Ids are chosen by each client and are
@@ -7,10 +8,10 @@
 //
 // client -> handler
 //   {kiln: "call", id, method, args, progress?, expect?, aborted?, window?}
-//       method: "reload" | "unload" | "resetChat" | "interruptGenerate" | "runtimeStats" | "runtimeStatsText"
-//       | "chat.completions.create" | "completions.create" | "embeddings.create"; args are the engine method's
-//       arguments as they are, less what cannot be cloned: the client strips functions and
-//       `signal`. `progress: true` asks for the reload's progress reports.
+//       method: a name of the API's method table (api/methods.js), whose kind says how it is
+//       answered; args are the engine method's arguments as they are, less what cannot be
+//       cloned: the client strips functions and `signal`. `progress: true` asks for the
+//       reload's progress reports.
 //       `expect: {model, options}` (requests only): the reload the client last made; if this
 //       handler has something else loaded (another page reloaded, or the service worker was
 //       restarted), it loads that first, so a request is never answered by another model.
@@ -32,14 +33,7 @@
 // `{progress: 1, alreadyLoaded: true}`: with a service worker, a page that is reloaded finds
 // its model still in GPU memory.
 
-import { Engine } from "./engine.js";
-
-const CREATE = {
-  "chat.completions.create": (engine, request) => engine.chat.completions.create(request),
-  "completions.create": (engine, request) => engine.completions.create(request),
-  "embeddings.create": (engine, request) => engine.embeddings.create(request),
-};
-const FORWARDED = ["unload", "resetChat", "interruptGenerate", "runtimeStats", "runtimeStatsText"];
+import { invoke, methodKind } from "../api/methods.js";
 
 // While a stream waits for its client to read, how often the handler checks the client is there.
 const GONE_CHECK_MS = 1000;
@@ -96,13 +90,13 @@ function serializeError(err) {
 }
 
 /** Answers the protocol's messages with one engine; the transport is the subclasses'. */
-class EngineHandler {
+export class EngineHandler {
   #loadedKey = null; // what the engine holds, as a reload key; null if unknown or nothing
   #loading = null; // {key, promise, listeners} of the reload in progress
   #requests = new Map(); // client/id -> {controller, credit} of a request in progress
 
-  /** @param {Engine} [engine] */
-  constructor(engine = new Engine()) {
+  /** @param {import("../engine/engine.js").Engine} engine */
+  constructor(engine) {
     this.engine = engine;
   }
 
@@ -134,23 +128,23 @@ class EngineHandler {
   async #call({ id, method, args = [], progress, expect, aborted, window }, reply, client) {
     const onProgress = progress ? (report) => reply({ kiln: "progress", id, report }) : undefined;
     const key = `${client}/${id}`;
+    const kind = methodKind(method);
     // Registered before anything is awaited: the abort message may be the very next one.
-    const controller = method in CREATE ? new AbortController() : null;
+    const controller = kind === "request" ? new AbortController() : null;
     const credit = new Credit(Number.isInteger(window) && window > 0 ? window : Infinity);
     if (controller) this.#requests.set(key, { controller, credit });
     if (aborted) controller?.abort();
     try {
       let value;
-      if (method === "reload") {
+      if (kind === "load") {
         await this.#reload(args[0], args[1], onProgress);
       } else if (controller) {
         if (expect) await this.#reload(expect.model, expect.options);
         const request = args[0];
         const isObject = request !== null && typeof request === "object" && !Array.isArray(request);
-        const result = await CREATE[method](
-          this.engine,
+        const result = await invoke(this.engine, method, [
           isObject ? { ...request, signal: controller.signal } : request,
-        );
+        ]);
         if (result && typeof result[Symbol.asyncIterator] === "function") {
           reply({ kiln: "stream", id });
           for await (const chunk of result) {
@@ -167,9 +161,9 @@ class EngineHandler {
         } else {
           value = result;
         }
-      } else if (FORWARDED.includes(method)) {
-        if (method === "unload") this.#forget();
-        value = await this.engine[method](...args);
+      } else if (kind === "unload" || kind === "call") {
+        if (kind === "unload") this.#forget();
+        value = await invoke(this.engine, method, args);
       } else {
         throw new Error(`Unknown engine method: ${method}`);
       }
@@ -221,45 +215,5 @@ class EngineHandler {
       () => settle(false),
     );
     return promise;
-  }
-}
-
-/**
- * Hosts an engine in a dedicated worker: `new WebWorkerEngineHandler()` in the worker's
- * script (kiln-worker.js does this), then `CreateWebWorkerEngine(worker, model)` in the page.
- */
-export class WebWorkerEngineHandler extends EngineHandler {
-  /**
-   * @param {Engine} [engine]
-   * @param {any} [scope]  the worker's global scope
-   */
-  constructor(engine = undefined, scope = globalThis) {
-    super(engine);
-    scope.addEventListener("message", (event) => this.handle(event.data, (m) => scope.postMessage(m)));
-  }
-}
-
-/**
- * Hosts an engine in a service worker, shared by every page that talks to it; it outlives
- * page reloads (kiln-sw.js starts one). Replies go to the client that asked.
- */
-export class ServiceWorkerEngineHandler extends EngineHandler {
-  /**
-   * @param {Engine} [engine]
-   * @param {any} [scope]  the service worker's global scope
-   */
-  constructor(engine = undefined, scope = globalThis) {
-    super(engine);
-    this.scope = scope;
-    scope.addEventListener("message", (event) => {
-      const client = event.source;
-      if (!client || typeof client.postMessage !== "function") return;
-      this.handle(event.data, (m) => client.postMessage(m), client.id);
-    });
-  }
-
-  /** @param {string} client */
-  async isGone(client) {
-    return !(await this.scope.clients.get(client));
   }
 }

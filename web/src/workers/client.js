@@ -1,13 +1,12 @@
-// The page's side of an engine that runs in a Web Worker or a service worker (worker.js):
-// the same API as the in-page Engine, carried over worker.js's message protocol.
-
-import * as errors from "./errors.js";
-import { AsyncQueue } from "./queue.js";
-import { checkSignal, requestedModel } from "./request.js";
+// The page's side of the worker protocol (handler.js): the same API as the in-page Engine, its
+// methods (api/methods.js) carried as messages over whatever channel reaches the handler
+// (worker_client.js connects it to a dedicated worker or a service worker).
+import { METHODS, mount } from "../api/methods.js";
+import { checkSignal, requestedModel } from "../api/request.js";
+import { AsyncQueue } from "../engine/queue.js";
+import * as errors from "../errors.js";
 
 const BUILTIN_ERRORS = { TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError };
-// Chrome stops a service worker after about 30 s without events.
-const KEEP_ALIVE_MS = 10_000;
 // How many chunks of a stream the handler may send before the reader takes them: enough to
 // hide a message's way there and back, few enough that an abort stops where the reader is.
 const STREAM_WINDOW = 4;
@@ -55,8 +54,8 @@ function resolveUrls(model, appConfig) {
   return { model: resolved, appConfig: { ...appConfig, model_list } };
 }
 
-/** The engine's API over a message channel to an EngineHandler (worker.js). */
-class WorkerEngine {
+/** The engine's API over a message channel to an EngineHandler (handler.js). */
+export class WorkerEngine {
   #post;
   #calls = new Map(); // id -> {resolve, reject, progress?, stream?, chunk?}
   #nextId = 1;
@@ -75,9 +74,12 @@ class WorkerEngine {
       (message) => this.#receive(message),
       (error) => this.#failAll(error),
     );
-    this.chat = { completions: { create: (request) => this.#create("chat.completions.create", request) } };
-    this.completions = { create: (request) => this.#create("completions.create", request) };
-    this.embeddings = { create: (request) => this.#create("embeddings.create", request) };
+    // The requests (engine.chat.completions.create...) and the methods forwarded as they are;
+    // reload and unload are this class's own.
+    for (const { name, kind } of METHODS) {
+      if (kind === "request") mount(this, name, (request) => this.#create(name, request));
+      if (kind === "call") mount(this, name, (...args) => this.#call(name, args).done);
+    }
   }
 
   /** The ids of the loaded models, as of the handler's last reply. */
@@ -164,26 +166,6 @@ class WorkerEngine {
     await this.#call("unload", []).done;
   }
 
-  /** Forgets the conversation held in the KV cache (of `modelId`, or of every model). */
-  async resetChat(keepStats = false, modelId = undefined) {
-    await this.#call("resetChat", [keepStats, modelId]).done;
-  }
-
-  /** Ends the request in progress early; it finishes with finish_reason "abort". */
-  async interruptGenerate() {
-    await this.#call("interruptGenerate", []).done;
-  }
-
-  /** Where the model runs, what it holds and its last request's speeds (Engine.runtimeStats). */
-  runtimeStats(modelId = undefined) {
-    return this.#call("runtimeStats", modelId === undefined ? [] : [modelId]).done;
-  }
-
-  /** Speeds of the last request, e.g. "prefill: 11.5 tok/s, decode: 4.2 tok/s". */
-  runtimeStatsText(modelId = undefined) {
-    return this.#call("runtimeStatsText", modelId === undefined ? [] : [modelId]).done;
-  }
-
   async #create(method, request) {
     // What cannot cross postMessage is checked here; the rest goes as it is, for the engine
     // to check. The signal stays here, carried as an abort message.
@@ -247,99 +229,4 @@ function uncloneable(request) {
     }
   }
   return "request";
-}
-
-/**
- * A dedicated worker running the runtime's own worker script, found beside this module.
- * Written as `new Worker(new URL(literal, import.meta.url), {type: "module"})` on purpose:
- * bundlers (Vite, webpack, Parcel) recognise exactly that form, bundle the script as a worker
- * entry and rewrite the URL, so an app that installs the runtime copies no file by hand.
- */
-export function newEngineWorker() {
-  return new Worker(new URL("./kiln-worker.js", import.meta.url), { type: "module" });
-}
-
-/** An engine running in a dedicated worker that started a WebWorkerEngineHandler. */
-export class WebWorkerEngine extends WorkerEngine {
-  /**
-   * @param {Worker | null} [worker]  e.g. `new Worker(base + "kiln-worker.js", {type: "module"})`;
-   *   left out (or null), the runtime's own kiln-worker.js is started (newEngineWorker)
-   */
-  constructor(worker = null) {
-    worker ??= newEngineWorker();
-    super(
-      (message) => worker.postMessage(message),
-      (receive, fail) => {
-        worker.addEventListener("message", (event) => receive(event.data));
-        // A script that failed to load, or a crashed worker, would leave calls waiting forever.
-        worker.addEventListener("error", (event) =>
-          fail(new errors.WorkerError(`The engine's worker failed: ${event.message ?? "it could not be started"}`)),
-        );
-      },
-    );
-    this.worker = worker;
-  }
-}
-
-/**
- * An engine running in a service worker that started a ServiceWorkerEngineHandler
- * (kiln-sw.js), shared with the other pages that use it and kept across page reloads.
- */
-export class ServiceWorkerEngine extends WorkerEngine {
-  #worker;
-
-  /**
-   * @param {ServiceWorker} serviceWorker  the active worker of the registration that runs
-   *   kiln-sw.js (CreateServiceWorkerEngine finds it)
-   */
-  constructor(serviceWorker) {
-    const container = navigator.serviceWorker;
-    super(
-      (message) => this.#worker.postMessage(message),
-      (receive, fail) => {
-        container.addEventListener("message", (event) => receive(event.data));
-        // A new version of the worker took over: its engine starts empty (the next request
-        // reloads the model), and the calls the old one was running get no answer.
-        container.addEventListener("controllerchange", () => {
-          const next = container.controller;
-          if (!next || next === this.#worker || this.#worker.state !== "redundant") return;
-          this.#worker = next;
-          fail(new errors.WorkerError("The engine's service worker was replaced during this call; make it again."));
-        });
-      },
-    );
-    this.#worker = serviceWorker;
-    // Listening with addEventListener does not start the client's message queue by itself.
-    container.startMessages();
-    setInterval(() => this.#worker.postMessage({ kiln: "keepAlive" }), KEEP_ALIVE_MS);
-  }
-}
-
-/**
- * Starts an engine in `worker` (a module worker running kiln-worker.js) and loads `model`.
- * With `worker` null, the runtime starts its own kiln-worker.js (newEngineWorker).
- * @param {Worker | null} worker
- * @param {string | string[]} model
- * @param {Parameters<WorkerEngine["reload"]>[1]} [options]
- */
-export async function CreateWebWorkerEngine(worker, model, options = {}) {
-  const engine = new WebWorkerEngine(worker);
-  await engine.reload(model, options);
-  return engine;
-}
-
-/**
- * Loads `model` in the page's service worker (kiln-sw.js, registered by the page), or finds
- * it already loaded there. Waits for the worker to be active.
- * @param {string | string[]} model
- * @param {Parameters<WorkerEngine["reload"]>[1]} [options]
- */
-export async function CreateServiceWorkerEngine(model, options = {}) {
-  const container = navigator.serviceWorker;
-  if (!container)
-    throw new errors.WorkerError("Service workers are not available here (they need https or localhost).");
-  const worker = container.controller ?? (await container.ready).active;
-  const engine = new ServiceWorkerEngine(worker);
-  await engine.reload(model, options);
-  return engine;
 }

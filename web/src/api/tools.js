@@ -1,11 +1,11 @@
-import { TOOL_CALL_OPEN } from "./grammar.js";
+import { TOOL_CALL_OPEN } from "../text/grammar.js";
 
 // A reply with tool calls, read as it streams: text, then calls in the Hermes format chat
 // templates ask for (Qwen2.5's among them), each
 //     <tool_call>\n{"name": "NAME", "arguments": {...}}\n</tool_call>
 // turned into OpenAI's deltas: `content` for the text, and per call a first `tool_calls`
 // entry with its index, id and name, then its arguments' JSON text in pieces as it comes.
-// The grammar (grammar.js, toolCallTag) makes every call the model begins well formed; one
+// The grammar (text/grammar.js, toolCallTag) makes every call the model begins well formed; one
 // cut short (max_tokens) never reaches the caller.
 
 const HEAD = /^<tool_call>\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*/;

@@ -1,5 +1,8 @@
-import { DeviceLostError, FeatureUnsupportedError, ModelLoadError, WebGPUUnavailableError } from "./errors.js";
-import { IN_NODE } from "./platform.js";
+// The GPU a model runs on: the WebGPU adapter (in Node.js, Dawn's), the build of the model
+// whose features it has, and the device opened for it, within its limits.
+import { DeviceLostError, FeatureUnsupportedError, ModelLoadError, WebGPUUnavailableError } from "../errors.js";
+import { IN_NODE } from "../platform.js";
+import { tensorBytes } from "./executor.js";
 
 /**
  * Node's WebGPU, from the optional `webgpu` package (Dawn) where it is installed: its GPU
@@ -81,4 +84,20 @@ export async function openDevice(adapter, manifest, onLost) {
       isFallbackAdapter: info.isFallbackAdapter ?? adapter.isFallbackAdapter,
     },
   };
+}
+
+/** Fails early, with the numbers, when a buffer the model needs exceeds the device's limits. */
+export function checkLimits(device, manifest, variant) {
+  const largest = Math.max(
+    ...manifest.kv_cache.map(tensorBytes),
+    ...manifest.params.map((t) => t.bytes),
+    ...Object.values(variant.functions).flatMap((f) => f.storages),
+  );
+  const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+  if (largest > limit) {
+    throw new ModelLoadError(
+      `${manifest.model_id} needs a GPU buffer of ${largest} bytes but this device allows ${limit}. ` +
+        "Rebuild it with a smaller --context-window or --prefill-chunk.",
+    );
+  }
 }

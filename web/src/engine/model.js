@@ -1,15 +1,16 @@
-import { bulkMemory, relaxedSimd, simd } from "wasm-feature-detect";
+// One loaded model (LoadedModel): its tokenizer, its executor on the backend it runs on, and
+// its KV cache, with the prefill, decode and embedding passes the engine runs on it.
+import { chooseAdapter, cpuThreads } from "../backends/choose.js";
+import { checkLimits, openDevice, pickBuild } from "../backends/device.js";
+import { Executor, uploadWeight } from "../backends/executor.js";
+import { fetchManifest, fetchTokenizerFiles, fetchVariant } from "../backends/loader.js";
+import { loadWeights } from "../backends/shards.js";
+import { WasmExecutor } from "../backends/wasm_executor.js";
+import { ModelLoadError } from "../errors.js";
+import { ChatTokenizer } from "../text/tokenizer.js";
+import { Vocabulary } from "../text/vocab.js";
 import { ABORTED } from "./control.js";
-import { openDevice, pickBuild, requestAdapter } from "./device.js";
-import { InvalidRequestError, ModelLoadError, WebGPUUnavailableError } from "./errors.js";
-import { Executor, tensorBytes, uploadWeight } from "./executor.js";
-import { fetchManifest, fetchTokenizerFiles, fetchVariant, loadWeights } from "./loader.js";
-import { enableWasmFeatures, IN_NODE, NODE_WASM_ADVICE, parallelism } from "./platform.js";
-import { ChatTokenizer } from "./tokenizer.js";
-import { Vocabulary } from "./vocab.js";
-import { WasmExecutor } from "./wasm_executor.js";
 
-const BACKENDS = ["auto", "webgpu", "wasm"];
 // A WebGPU prefill chunk takes about GPU_CHUNK_MS (a request after an abort waits for the
 // chunk on the GPU); the first of a prefill, whose speed is not known yet, FIRST_GPU_CHUNK
 // tokens; none more than the build's prefill_chunk.
@@ -17,82 +18,6 @@ const GPU_CHUNK_MS = 200;
 const FIRST_GPU_CHUNK = 16;
 
 /** @typedef {import("./control.js").Control} Control */
-
-/**
- * Where a model runs: a WebGPU adapter, or null for the CPU backend (WebAssembly). "auto"
- * takes WebGPU on a real GPU, and the CPU backend where the browser has no adapter or only a
- * fallback one (a CPU emulating a GPU, such as SwiftShader, on which the WebAssembly kernels
- * are faster) if a build has WebAssembly kernels; asking for a WebGPU `variant` means WebGPU.
- */
-async function chooseAdapter(backend, variant, manifests) {
-  if (!BACKENDS.includes(backend)) throw new InvalidRequestError("backend", `must be one of ${BACKENDS.join(", ")}`);
-  if (backend === "wasm") {
-    const missing = await missingWasmFeatures(manifests.find((m) => "wasm" in m.variants));
-    if (missing?.length) {
-      throw new ModelLoadError(
-        IN_NODE
-          ? `The CPU backend's kernels use WebAssembly ${missing.join(", ")}, which this Node.js lacks. ${NODE_WASM_ADVICE}.`
-          : `The CPU backend's kernels use WebAssembly ${missing.join(", ")}, which this browser lacks`,
-      );
-    }
-    return null;
-  }
-  const auto =
-    backend === "auto" &&
-    variant === undefined &&
-    (await Promise.all(manifests.map(missingWasmFeatures))).some((missing) => missing?.length === 0);
-  let adapter;
-  try {
-    adapter = await requestAdapter();
-  } catch (err) {
-    if (auto && err instanceof WebGPUUnavailableError) return null;
-    throw err;
-  }
-  if (auto && (adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter)) return null;
-  return adapter;
-}
-
-const WASM_FEATURES = { simd128: simd, "relaxed-simd": relaxedSimd, "bulk-memory": bulkMemory };
-
-/**
- * The WebAssembly features a build's CPU kernels use (its manifest lists them) that this
- * browser lacks, or null where the build has none (or the browser has no WebAssembly: the
- * loader then says so). Shared memory and atomics are not probed: the module's memory is
- * created before it is compiled, and that fails with its own error.
- */
-async function missingWasmFeatures(manifest) {
-  const kernels = manifest?.variants.wasm?.wasm;
-  if (!kernels || !globalThis.WebAssembly) return null;
-  await enableWasmFeatures();
-  const features = kernels.features ?? [];
-  const present = await Promise.all(features.map((f) => WASM_FEATURES[f]?.() ?? true));
-  return features.filter((_, i) => !present[i]);
-}
-
-/**
- * Threads for the CPU backend: one per core (at most `cap`) where worker threads may share
- * memory (a cross-origin isolated page or worker that can start workers, or Node's
- * worker_threads), else one.
- */
-async function cpuThreads(cap = 16) {
-  return Math.max(1, Math.min(await parallelism(), 16, cap));
-}
-
-/** Fails early, with the numbers, when a buffer the model needs exceeds the device's limits. */
-function checkLimits(device, manifest, variant) {
-  const largest = Math.max(
-    ...manifest.kv_cache.map(tensorBytes),
-    ...manifest.params.map((t) => t.bytes),
-    ...Object.values(variant.functions).flatMap((f) => f.storages),
-  );
-  const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
-  if (largest > limit) {
-    throw new ModelLoadError(
-      `${manifest.model_id} needs a GPU buffer of ${largest} bytes but this device allows ${limit}. ` +
-        "Rebuild it with a smaller --context-window or --prefill-chunk.",
-    );
-  }
-}
 
 /**
  * One model on its own GPU device: its tokenizer, its kernels and weights, and its KV cache
@@ -186,6 +111,7 @@ export class LoadedModel {
     this.cachedTokens = [];
     this.lastStats = null;
     this.grammar = null; // built on the first structured-output request
+    this.lostError = null; // the DeviceLostError, once the model's device is lost
   }
 
   /** The tokenizer's vocabulary by id (for structured output and logprobs), built on first use. */
@@ -196,6 +122,13 @@ export class LoadedModel {
 
   get contextWindow() {
     return this.manifest.context_window;
+  }
+
+  /** This model, unless its device was lost or it was unloaded: then the error that says so. */
+  usable() {
+    if (this.lostError) throw this.lostError;
+    if (!this.executor) throw new ModelLoadError("The model was unloaded: call reload(model) first");
+    return this;
   }
 
   /**

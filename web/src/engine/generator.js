@@ -1,0 +1,132 @@
+// The generator: the loop that prefills a prompt and decodes a reply token by token, each token
+// drawn from logits the request's penalties, bias and grammar (structured output, tool calls)
+// have shaped, the reply cut at a stop string, an end-of-sequence token or max_tokens, with its
+// logprobs; and a request's n choices, run one after another.
+import { usesTools } from "../api/request_tools.js";
+import { ContextWindowExceededError } from "../errors.js";
+import { GrammarEngine } from "../text/grammar.js";
+import { StopStrings } from "../text/stop.js";
+import { StreamDecoder } from "../text/tokenizer.js";
+import { LogitsProcessor, logSoftmax, topK } from "./logits.js";
+import { makeRandom, sample } from "./sampler.js";
+import { requestStats } from "./stats.js";
+
+const now = () => performance.now();
+
+/**
+ * One completion of `prompt`: the loop of sampling and decoding, with every request field
+ * applied. Calls `onToken(id, textDelta, logprob)` for each token, awaiting what it returns
+ * (the caller sets the pace), and once more with a null id for the text held back to the end.
+ * @param {import("./model.js").LoadedModel} model
+ * @param {number[]} prompt
+ * @param {object} params  a checked request's fields (api/request.js)
+ * @param {() => number} random  makeRandom's source
+ * @param {import("./control.js").Control} control  ends it early, with finish "abort"
+ * @param {(id: number | null, text: string, logprob: object | null) => unknown} [onToken]
+ * @returns {Promise<{tokens: number[], text: string, finish: string, logprobs: object[], timing: object}>}
+ */
+export async function generateCompletion(model, prompt, params, random, control, onToken) {
+  const window = model.contextWindow;
+  if (prompt.length >= window) throw new ContextWindowExceededError(prompt.length, window, "prompt");
+  if (control.aborted) {
+    const timing = { prefilled: 0, prefillMs: 0, decodeSteps: 0, decodeMs: 0 };
+    return { tokens: [], text: "", finish: "abort", logprobs: [], timing };
+  }
+  const processor = new LogitsProcessor(params, prompt);
+  const grammar = () => grammarOf(model);
+  const mask = params.response_format
+    ? await grammar().matcher(params.response_format)
+    : usesTools(params)
+      ? await grammar().toolMatcher(params.tools, params.toolChoice, params.parallel)
+      : null;
+  const stops = new StopStrings(params.stop ?? []);
+  const eos = new Set(model.manifest.eos_token_ids);
+  const decoder = new StreamDecoder(model.tokenizer);
+  const maxTokens = params.max_tokens ?? Infinity;
+  const topLogprobs = params.top_logprobs ?? 0;
+  const tokens = [];
+  const logprobs = [];
+  let text = "";
+  let finish = "length";
+  try {
+    const t0 = now();
+    let { logits, prefilled } = await model.prefill(prompt, control);
+    const t1 = now();
+    for (;;) {
+      if (control.aborted || logits === null) {
+        finish = "abort";
+        break;
+      }
+      processor.apply(logits);
+      if (mask) await mask.apply(logits);
+      const token = sample(logits, params, random);
+      if (eos.has(token) && !params.ignore_eos) {
+        finish = "stop";
+        break;
+      }
+      tokens.push(token);
+      processor.accept(token);
+      mask?.accept(token);
+      let entry = null;
+      if (params.logprobs) {
+        const lp = logSoftmax(logits);
+        entry = {
+          id: token,
+          logprob: lp[token],
+          top: topK(lp, topLogprobs)
+            .filter((id) => Number.isFinite(lp[id]))
+            .map((id) => ({ id, logprob: lp[id] })),
+        };
+        logprobs.push(entry);
+      }
+      const delta = stops.push(decoder.push(token));
+      text += delta;
+      await onToken?.(token, delta, entry); // a stream's reader sets the pace
+      if (stops.stopped || mask?.terminated) {
+        finish = "stop";
+        break;
+      }
+      if (tokens.length >= maxTokens || model.cachedTokens.length + 1 >= window) break;
+      logits = await model.decode(token, control);
+    }
+    // Text held back (an unfinished character or a possible stop string) is released.
+    const rest = stops.push(model.tokenizer.decode(tokens).slice(decoder.emitted.length)) + stops.flush();
+    if (rest) {
+      text += rest;
+      onToken?.(null, rest, null);
+    }
+    const t2 = now();
+    const timing = { prefilled, prefillMs: t1 - t0, decodeSteps: Math.max(tokens.length - 1, 0), decodeMs: t2 - t1 };
+    model.lastStats = requestStats([timing], model.backend);
+    return { tokens, text, finish, logprobs, timing };
+  } finally {
+    mask?.dispose();
+  }
+}
+
+/** The model's grammar engine, made on its first structured-output request. */
+function grammarOf(model) {
+  model.grammar ??= new GrammarEngine(model.vocabulary, model.manifest.config.vocab_size, model.manifest.eos_token_ids);
+  return model.grammar;
+}
+
+/** Runs the request's n choices one after another (the prompt stays in the KV cache). */
+export async function runChoices(job, emit = undefined) {
+  const { model, params, prompt, control } = job;
+  model.usable();
+  const random = makeRandom(params.seed);
+  const results = [];
+  for (let index = 0; index < params.n; index++) {
+    emit?.({ index, start: true });
+    const result = await generateCompletion(model, prompt, params, random, control, (token, text, logprob) =>
+      emit?.({ index, text, logprob }),
+    );
+    results.push(result);
+    emit?.({ index, finish: result.finish });
+  }
+  model.lastStats = requestStats(
+    results.map((r) => r.timing),
+    model.backend,
+  );
+  return results;
+}

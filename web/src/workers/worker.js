@@ -1,0 +1,44 @@
+// The engine hosted in a dedicated worker or a service worker: the protocol's handler
+// (handler.js) listening to the scope's messages and replying to the client that sent each.
+import { Engine } from "../engine/engine.js";
+import { EngineHandler } from "./handler.js";
+
+/**
+ * Hosts an engine in a dedicated worker: `new WebWorkerEngineHandler()` in the worker's
+ * script (kiln-worker.js does this), then `CreateWebWorkerEngine(worker, model)` in the page.
+ */
+export class WebWorkerEngineHandler extends EngineHandler {
+  /**
+   * @param {Engine} [engine]
+   * @param {any} [scope]  the worker's global scope
+   */
+  constructor(engine = new Engine(), scope = globalThis) {
+    super(engine);
+    scope.addEventListener("message", (event) => this.handle(event.data, (m) => scope.postMessage(m)));
+  }
+}
+
+/**
+ * Hosts an engine in a service worker, shared by every page that talks to it; it outlives
+ * page reloads (kiln-sw.js starts one). Replies go to the client that asked.
+ */
+export class ServiceWorkerEngineHandler extends EngineHandler {
+  /**
+   * @param {Engine} [engine]
+   * @param {any} [scope]  the service worker's global scope
+   */
+  constructor(engine = new Engine(), scope = globalThis) {
+    super(engine);
+    this.scope = scope;
+    scope.addEventListener("message", (event) => {
+      const client = event.source;
+      if (!client || typeof client.postMessage !== "function") return;
+      this.handle(event.data, (m) => client.postMessage(m), client.id);
+    });
+  }
+
+  /** @param {string} client */
+  async isGone(client) {
+    return !(await this.scope.clients.get(client));
+  }
+}
