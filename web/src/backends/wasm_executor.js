@@ -1,4 +1,4 @@
-import { ABORTED, yieldToEventLoop } from "../engine/control.js";
+import { ABORTED, yieldToEventLoop } from "../control.js";
 import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
 import { planBuffers, tensorBytes } from "./executor.js";

@@ -21,7 +21,7 @@ const now = () => performance.now();
  * @param {number[]} prompt
  * @param {object} params  a checked request's fields (api/request.js)
  * @param {() => number} random  makeRandom's source
- * @param {import("./control.js").Control} control  ends it early, with finish "abort"
+ * @param {import("../control.js").Control} control  ends it early, with finish "abort"
  * @param {(id: number | null, text: string, logprob: object | null) => unknown} [onToken]
  * @returns {Promise<{tokens: number[], text: string, finish: string, logprobs: object[], timing: object}>}
  */

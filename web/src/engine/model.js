@@ -9,7 +9,7 @@ import { WasmExecutor } from "../backends/wasm_executor.js";
 import { ModelLoadError } from "../errors.js";
 import { ChatTokenizer } from "../text/tokenizer.js";
 import { Vocabulary } from "../text/vocab.js";
-import { ABORTED } from "./control.js";
+import { ABORTED } from "../control.js";
 
 // A WebGPU prefill chunk takes about GPU_CHUNK_MS (a request after an abort waits for the
 // chunk on the GPU); the first of a prefill, whose speed is not known yet, FIRST_GPU_CHUNK
@@ -17,7 +17,7 @@ import { ABORTED } from "./control.js";
 const GPU_CHUNK_MS = 200;
 const FIRST_GPU_CHUNK = 16;
 
-/** @typedef {import("./control.js").Control} Control */
+/** @typedef {import("../control.js").Control} Control */
 
 /**
  * One model on its own GPU device: its tokenizer, its kernels and weights, and its KV cache

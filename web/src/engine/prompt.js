@@ -3,7 +3,7 @@
 // "auto" so that the reply has room, and checked against the model's context window.
 import { usesTools } from "../api/request_tools.js";
 import { ContextWindowExceededError, InvalidRequestError } from "../errors.js";
-import { yieldToEventLoop } from "./control.js";
+import { yieldToEventLoop } from "../control.js";
 
 const now = () => performance.now();
 // Truncation lets the event loop run after about this many milliseconds of work.

@@ -1,7 +1,7 @@
 // The scheduler of an engine's work: one task at a time on the models (they share the GPU
 // queue and their KV caches), prompts made in the order their requests came, and the requests
 // in progress, each with its Control, which interruptGenerate() aborts.
-import { Control } from "./control.js";
+import { Control } from "../control.js";
 
 /** @typedef {import("./model.js").LoadedModel} LoadedModel */
 
