@@ -15,14 +15,13 @@ from typing import Any
 import tvm
 from tvm import relax, s_tir
 from tvm.relax.backend.gpu_generic import pipeline as gpu_pipeline
-from tvm.s_tir import dlight as dl
 
 from . import wasm
 from .models import cpu_linear
 from .models import kernels as model_kernels
 from .models.family import Family
 from .plan import build_kernels, cpu_launches, extract_plan
-from .schedules import TOKEN_TILE, cpu_rules, gpu_rules, software_rules
+from .schedules import TOKEN_TILE, ApplyRules, cpu_rules, gpu_rules, software_rules
 
 TARGET = tvm.target.Target("webgpu", host="llvm")
 # fast-math-contract lets LLVM fuse a multiply and an add into relaxed SIMD's fused
@@ -47,10 +46,12 @@ class Compiled:
     param_names: list[str]  # weight names in the order of the functions' params
     kv_cache: list[dict[str, Any]]  # {shape, dtype} of each KV-cache tensor, in plan order
     bounds: dict[str, int]  # the largest value of each symbolic size the plans use
+    # kernel -> the schedule rule that scheduled it (schedules.ApplyRules), for tests
+    rules: dict[str, str] = dataclasses.field(default_factory=dict)
     wasm: bytes | None = None  # the linked module of the "wasm" variant
 
 
-def _lower(mod: tvm.IRModule, rules: list[Any]) -> tvm.IRModule:
+def _lower(mod: tvm.IRModule, rules: list[Any], record: dict[str, str]) -> tvm.IRModule:
     """TVM's generic GPU pipeline with our schedule rules, stopped after memory planning:
     the passes after it prepare for TVM's VM, whose place the execution plan takes."""
     passes = (
@@ -61,7 +62,7 @@ def _lower(mod: tvm.IRModule, rules: list[Any]) -> tvm.IRModule:
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
             relax.transform.FuseTIR(),
-            dl.ApplyDefaultSchedule(*rules),
+            ApplyRules(rules, record),
         ]
         + gpu_pipeline.dataflow_lower_passes(TARGET)
         + [
@@ -75,7 +76,7 @@ def _lower(mod: tvm.IRModule, rules: list[Any]) -> tvm.IRModule:
         return tvm.transform.Sequential(passes)(mod)
 
 
-def _lower_cpu(mod: tvm.IRModule) -> tvm.IRModule:
+def _lower_cpu(mod: tvm.IRModule, record: dict[str, str]) -> tvm.IRModule:
     """The same passes for a CPU target: our CPU schedules for matmul-like kernels, TVM's
     default loops for the rest."""
     passes = [
@@ -84,7 +85,7 @@ def _lower_cpu(mod: tvm.IRModule) -> tvm.IRModule:
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
-        dl.ApplyDefaultSchedule(*cpu_rules()),
+        ApplyRules(cpu_rules(), record),
         relax.transform.RewriteDataflowReshape(),
         relax.transform.ToNonDataflow(),
         relax.transform.RemovePurityChecking(),
@@ -175,7 +176,11 @@ def compile_model(
     entry_points = list(model.get_default_spec().method_names)
     for name in entry_points:
         mod[name] = mod[name].with_attr("tir_var_upper_bound", bounds)
-    lowered = _lower_cpu(mod) if variant == "wasm" else _lower(mod, GPU_VARIANTS[variant]())
+    record: dict[str, str] = {}
+    if variant == "wasm":
+        lowered = _lower_cpu(mod, record)
+    else:
+        lowered = _lower(mod, GPU_VARIANTS[variant](), record)
     prim_funcs = {
         gv.name_hint: f for gv, f in lowered.functions.items() if isinstance(f, tvm.tirx.PrimFunc)
     }
@@ -191,10 +196,19 @@ def compile_model(
     names = [name for name, _ in params]
     if variant != "wasm":
         kernels = {name: _kernel_entry(name, wgsl[name]) for name in used}
-        return Compiled(kernels, functions, names, cache, bounds)
+        return Compiled(kernels, functions, names, cache, bounds, _rules(record, launches, used))
     entries = {name: _wasm_entry(prim_funcs[name]) for name in used}
     kernels_mod = _compact_tiles(tvm.IRModule({n: prim_funcs[n] for n in used}))
     with tvm.transform.PassContext(opt_level=3):
         lib = tvm.tirx.build(kernels_mod, target=WASM_TARGET)
     module = wasm.link(lib, [entry["symbol"] for entry in entries.values()])
-    return Compiled(entries, functions, names, cache, bounds, module)
+    rules = _rules(record, launches, used)
+    return Compiled(entries, functions, names, cache, bounds, rules, module)
+
+
+def _rules(record: dict[str, str], launches: dict[str, list], used: list[str]) -> dict[str, str]:
+    """The rule of each kernel the plans launch: that of the function it was lowered from."""
+    of_kernel = {
+        launch["kernel"]: record[func] for func, calls in launches.items() for launch in calls
+    }
+    return {name: of_kernel[name] for name in used}

@@ -11,10 +11,14 @@ gives them as stages of their own (`kernels.SCALE_STAGES`): they are computed on
 into registers, for the invocation's outputs, and only the codes are decoded per element.
 
 `gpu_rules()` are dlight's GPU rules (shared memory, cross-thread reductions), for real GPUs.
+
+`ApplyRules` applies a set of rules as dlight's `ApplyDefaultSchedule` does, and records which
+rule scheduled each kernel, so that a kernel falling through to a slow rule can be seen.
 """
 
 from __future__ import annotations
 
+import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.analysis import normalize_prim_func
@@ -30,6 +34,54 @@ from .models.kernels import (
 )
 
 THREADS = 64
+# What `ApplyRules` records for a kernel that came scheduled (the hand-written ones) and for
+# one that no rule took (the CPU target's plain loops).
+WRITTEN = "written"
+NO_RULE = "none"
+
+
+def rule_name(rule: ScheduleRule) -> str:
+    """A rule's name as `ApplyRules` records it: its class, and the wrapped rule's."""
+    inner = getattr(rule, "rule", None)
+    return f"{type(rule).__name__}({rule_name(inner)})" if inner else type(rule).__name__
+
+
+@tvm.transform.module_pass(opt_level=0, name="ApplyRules")
+class ApplyRules:
+    """dlight's `ApplyDefaultSchedule` (the first rule that gives a schedule schedules the
+    function; one that came scheduled is left alone) that also fills `record` with each
+    kernel's rule by name. Written out here, a few lines, because dlight's pass does not say
+    which rule it applied."""
+
+    def __init__(self, rules: list[ScheduleRule], record: dict[str, str]) -> None:
+        self.rules = rules
+        self.record = record
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext):
+        scheduled = {}
+        for gv, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc):
+                continue
+            if func.attrs is not None and func.attrs.get("tirx.is_scheduled", False):
+                self.record[gv.name_hint] = WRITTEN
+                continue
+            target = func.attrs.get("target") if func.attrs is not None else None
+            target = target or Target.current(allow_none=False)
+            self.record[gv.name_hint] = NO_RULE
+            for rule in self.rules:
+                space = rule.apply(func, target, False)
+                if space is None:
+                    continue
+                if not isinstance(space, s_tir.Schedule):
+                    (space,) = space
+                scheduled[gv] = space.mod["main"].with_attr("tirx.is_scheduled", True)
+                self.record[gv.name_hint] = rule_name(rule)
+                break
+        for gv, func in scheduled.items():
+            mod[gv] = func
+        return mod
+
+
 TOKEN_TILE = 4
 FEATURE_TILE = 4  # with a token tile (prefill)
 FEATURE_TILE_ALONE = 8  # without one (decode)

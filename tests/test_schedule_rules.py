@@ -1,0 +1,117 @@
+"""Which schedule rule scheduled each kernel, for each target: the tiny model compiled to the
+three kernel sets, unquantized and 4-bit, and every kernel the plans launch held to the rule
+meant for it (`schedules.ApplyRules` records them). A kernel that falls through to a slower
+rule, or a rule that stops applying, fails here rather than going unseen in a benchmark.
+
+The tables are the schedules as they stand, slow paths included and named as such, so that
+improving one means changing its line here."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import pytest
+
+from compiler.build import compile_cached, quantize
+from compiler.loader import load
+from compiler.quantization import get_scheme
+
+# Kernels named by their role (the name without its numbers) and the step that launches them.
+PROJECTIONS = ["qkv_proj", "fused_o_proj_add", "gate_up_proj", "fused_down_proj_add", "lm_head"]
+ELEMENTWISE = ["embedding", "rotary", "kv_append", "fused_split_silu_multiply"]
+STEPS = ("prefill", "decode")
+
+
+def every_role(rule: str) -> dict[tuple[str, str], set[str]]:
+    roles = [*PROJECTIONS, *ELEMENTWISE, "rms_norm"]
+    table = {(step, role): {rule} for step in STEPS for role in roles}
+    table[("prefill", "last_token")] = {rule}
+    for step in STEPS:
+        table[(step, "attention")] = {"written"}  # hand-written TIR, scheduled as written
+    return table
+
+
+def with_rules(table: dict, rules: dict[tuple[str, str], str]) -> dict:
+    return {**table, **{key: {rule} for key, rule in rules.items()}}
+
+
+# "software" (CPU-backed adapters): every kernel one rule of our own.
+SOFTWARE = every_role("SerialReduction")
+# "gpu" (dlight's rules, for real GPUs): matmuls and matrix-vector products by dlight's
+# Matmul and GEMV, norms by Reduction, element-wise kernels by Fallback.
+GPU_DENSE = with_rules(
+    every_role("Fallback"),
+    {
+        **{("prefill", p): "FallThrough(Matmul)" for p in PROJECTIONS},
+        **{("decode", p): "FallThrough(GEMV)" for p in PROJECTIONS},
+        ("prefill", "lm_head"): "FallThrough(GEMV)",  # the last token only
+        **{(step, "rms_norm"): "FallThrough(Reduction)" for step in STEPS},
+    },
+)
+# 4-bit weights: decode keeps GEMV, but dlight's Matmul takes no dequantizing prefill
+# projection: two fall to GeneralReduction and two to Fallback (a thread per output, no
+# tiling), the slow path on a real GPU that a prefill schedule of our own should replace.
+GPU_4BIT = with_rules(
+    GPU_DENSE,
+    {
+        ("prefill", "qkv_proj"): "Fallback",
+        ("prefill", "gate_up_proj"): "Fallback",
+        ("prefill", "fused_o_proj_add"): "GeneralReduction",
+        ("prefill", "fused_down_proj_add"): "GeneralReduction",
+    },
+)
+# "wasm" (the CPU backend): reductions by CpuReduction, element-wise kernels by
+# CpuElementwise; the final norm of prefill (one token) is left to TVM's plain loops.
+WASM_DENSE = with_rules(
+    every_role("CpuReduction"),
+    {(step, e): "CpuElementwise" for step in STEPS for e in ELEMENTWISE}
+    | {("prefill", "last_token"): "CpuElementwise"},
+)
+WASM_DENSE[("prefill", "rms_norm")] = {"CpuReduction", "none"}
+# 4-bit weights: decode's projections are the hand-written integer dot products
+# (models/cpu_linear.py), their input rounding plain loops, and the residual add apart;
+# prefill's output head too.
+WASM_4BIT = {
+    key: rules
+    for key, rules in WASM_DENSE.items()
+    if key not in {("decode", "fused_o_proj_add"), ("decode", "fused_down_proj_add")}
+}
+WASM_4BIT.update(
+    {
+        **{("decode", p): {"written"} for p in ["qkv_proj", "gate_up_proj", "lm_head"]},
+        ("decode", "o_proj"): {"written"},
+        ("decode", "down_proj"): {"written"},
+        ("decode", "add"): {"CpuElementwise"},
+        ("decode", "down_proj_input"): {"none"},
+        ("decode", "lm_head_input"): {"none"},
+        ("prefill", "lm_head"): {"written"},
+        ("prefill", "lm_head_input"): {"none"},
+    }
+)
+
+EXPECTED = {
+    ("q0f32", "software"): SOFTWARE,
+    ("q4f32", "software"): SOFTWARE,
+    ("q0f32", "gpu"): GPU_DENSE,
+    ("q4f32", "gpu"): GPU_4BIT,
+    ("q0f32", "wasm"): WASM_DENSE,
+    ("q4f32", "wasm"): WASM_4BIT,
+}
+
+
+@pytest.mark.parametrize("quantization, variant", list(EXPECTED))
+def test_each_kernel_is_scheduled_by_its_rule(tiny_hf, quantization, variant):
+    source = load(str(tiny_hf))
+    scheme = get_scheme(quantization)
+    _, formats = quantize(source, scheme)
+    # The tiny builds' sizes (conftest's tiny_built), so the kernels are those it cached.
+    compiled, _ = compile_cached(
+        source.family, source.config, formats, scheme.dtype, 128, 8, variant
+    )
+    found: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for step, plan in compiled.functions.items():
+        for launch in plan["launches"]:
+            role = re.sub(r"\d+", "", launch["kernel"]).removesuffix("_kernel")
+            found[(step, role)].add(compiled.rules[launch["kernel"]])
+    assert dict(found) == EXPECTED[(quantization, variant)]
