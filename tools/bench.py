@@ -3,21 +3,24 @@
     scripts/bench [MODEL ...] [--quantization as-stored q4f32] [--runs 3] [--variant software|gpu]
                   [--backend webgpu wasm] [--threads N]
     scripts/bench --profile ...   time each kernel of a decode step and of a prefill instead
-    scripts/bench ... --peer transformers.js|llama.cpp [--rounds N]   also run a peer
+    scripts/bench ... --peer transformers.js|wllama|llama.cpp [--rounds N]   also run a peer
+    scripts/bench ... --peer transformers.js [--peer-dtype q8 q4 fp32]   at these dtypes
     scripts/bench ... --long-prompt   also prefill prompts of 1,000 and 4,000 tokens
 
 Per chat model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
 tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and of the kernels
 (WGSL, or the WebAssembly module), and the GPU buffer (or WebAssembly memory) bytes the model
 holds (allocated once, so also the peak); the median of `runs` runs after one warm-up run, on
-each backend asked for. With `--peer`, after a model's rows: the peer's row on the same prompt
-token ids and token counts (see tools/peer.py), then one line of ratios, ours / peer, for
-each of our rows of that model; with `--rounds N`, ours and the peer's alternate N times and a
-last line gives each ratio's median over the rounds, with its range. An embedding model's row
-gives embeddings per second for requests of 1, 8 and 32 sentences instead. With
-`--long-prompt`, after each row: prefill tok/s over prompts of 1,000 and 4,000 tokens (the
-prompt's ids repeated; within the context window), where attention's share has grown, and the
-share of the shorter one's speed the longer one keeps.
+each backend asked for. With `--peer`, after a model's rows: the peer's rows on the same prompt
+token ids and token counts (see tools/peer.py; transformers.js gives one per dtype, q8 (its
+default on WebAssembly), q4 and fp32 unless `--peer-dtype` names fewer), each followed by one
+line of ratios, ours / that row's, for each of our rows of that model; with `--rounds N`, ours
+and the peer's alternate N times and a last line per peer row gives each ratio's median over
+the rounds, with its range. An embedding model's row gives embeddings per second for requests
+of 1, 8 and 32 sentences instead. With `--long-prompt`, after each row: prefill tok/s over
+prompts of 1,000 and 4,000 tokens (the prompt's ids repeated; within the context window),
+where attention's share has grown, and the share of the shorter one's speed the longer one
+keeps.
 """
 
 from __future__ import annotations
@@ -51,15 +54,19 @@ def bench_folder(
     variant: str | None = None,
     backend: str = "webgpu",
     threads: int | None = None,
-) -> tuple[dict, list[int]]:
-    """The row of figures, and the prompt's token ids as the engine fed them."""
+) -> tuple[dict, list[int], str]:
+    """The row of figures, the prompt's token ids as the engine fed them, and the text it
+    tokenized to them (the chat template applied to PROMPT, or PROMPT itself)."""
     with serve_folder(folder) as url:
         page = open_engine_page(browser, url, variant=variant, backend=backend, threads=threads)
-        prompt = page.evaluate(
-            """(t) => engine.tokenizer.template  // a base model without one reads plain text
-                ? engine.tokenizer.encode(engine.tokenizer.applyChatTemplate(
-                      [{role: 'user', content: t}]))
-                : engine.tokenizer.encodePrompt(t)""",
+        text, prompt = page.evaluate(
+            """(t) => {
+                const tokenizer = engine.tokenizer;
+                // a base model without a chat template reads plain text
+                if (!tokenizer.template) return [t, tokenizer.encodePrompt(t)];
+                const text = tokenizer.applyChatTemplate([{role: 'user', content: t}]);
+                return [text, tokenizer.encode(text)];
+            }""",
             PROMPT,
         )
         results = []
@@ -107,7 +114,7 @@ def bench_folder(
         "threads": info["threads"],
         "runs": runs,
     }
-    return row, prompt
+    return row, prompt, text
 
 
 def long_prompt_row(
@@ -215,6 +222,7 @@ def ratios(rows: list[dict], peer_row: dict) -> dict:
     return {
         "model": peer_row["model"],
         "peer": peer_row["peer"],
+        "peer_dtype": peer_row["dtype"],
         "ours_over_peer": [
             {
                 "model": row["model"],
@@ -242,6 +250,7 @@ def median_ratios(rounds: list[dict]) -> dict:
     return {
         "model": rounds[0]["model"],
         "peer": rounds[0]["peer"],
+        "peer_dtype": rounds[0]["peer_dtype"],
         "rounds": len(rounds),
         "median_ours_over_peer": rows,
     }
@@ -331,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
         "--peer", choices=peer.PEERS, help="also run this peer on the same model and prompt"
     )
     parser.add_argument(
+        "--peer-dtype",
+        nargs="+",
+        choices=peer.DTYPES,
+        help="with --peer transformers.js: its dtypes to run, a row each (default: "
+        f"{' '.join(peer.DTYPES)}; {peer.DEFAULT_DTYPE} is its default on WebAssembly)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -346,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.peer and args.profile:
         parser.error("--peer measures whole runs; it does not go with --profile")
+    if args.peer_dtype and args.peer != "transformers.js":
+        parser.error(
+            "--peer-dtype picks transformers.js's dtypes: it goes with --peer transformers.js"
+        )
     try:
         return _run(args)
     except peer.PeerError as err:
@@ -362,6 +382,7 @@ def _run(args: argparse.Namespace) -> int:
         for model in args.models:
             rows: list[dict] = []
             prompts: list[list[int]] = []
+            texts: list[str] = []
             ours: list[tuple[Path, str | None, str]] = []  # the rows' folder, variant, backend
             for quantization in args.quantization:
                 folder = build(
@@ -385,11 +406,12 @@ def _run(args: argparse.Namespace) -> int:
                     if args.profile:
                         result = profile_folder(browser, folder, variant, backend, args.threads)
                     else:
-                        result, prompt = bench_folder(
+                        result, prompt, text = bench_folder(
                             browser, folder, args.runs, variant, backend, args.threads
                         )
                         rows.append(result)
                         prompts.append(prompt)
+                        texts.append(text)
                         ours.append((folder, variant, backend))
                     print(json.dumps(result), flush=True)
                     if args.long_prompt and not args.profile:
@@ -400,7 +422,7 @@ def _run(args: argparse.Namespace) -> int:
             if args.peer:
                 if any(ids != prompts[0] for ids in prompts):
                     raise SystemExit(f"{model}: the builds tokenize the prompt differently")
-                rounds = []
+                rounds: list[list[dict]] = []  # per round, the ratios to each peer row
                 for round_index in range(args.rounds):
                     if round_index:
                         rows = [
@@ -409,16 +431,27 @@ def _run(args: argparse.Namespace) -> int:
                         ]
                         for row in rows:
                             print(json.dumps(row), flush=True)
-                    peer_row = peer.bench(
-                        args.peer, browser, model, prompts[0], PROMPT, args.runs, DECODE_TOKENS
+                    peer_rows = peer.bench(
+                        args.peer,
+                        browser,
+                        model,
+                        prompts[0],
+                        PROMPT,
+                        texts[0],
+                        args.runs,
+                        DECODE_TOKENS,
+                        args.peer_dtype or peer.DTYPES,
                     )
-                    if peer_row["prompt_tokens"] != rows[0]["prompt_tokens"]:
-                        raise SystemExit(f"{model}: the peer's prompt is not ours")
-                    print(json.dumps(peer_row), flush=True)
-                    rounds.append(ratios(rows, peer_row))
-                    print(json.dumps(rounds[-1]), flush=True)
+                    rounds.append([])
+                    for peer_row in peer_rows:
+                        if peer_row["prompt_tokens"] != rows[0]["prompt_tokens"]:
+                            raise SystemExit(f"{model}: the peer's prompt is not ours")
+                        print(json.dumps(peer_row), flush=True)
+                        rounds[-1].append(ratios(rows, peer_row))
+                        print(json.dumps(rounds[-1][-1]), flush=True)
                 if args.rounds > 1:
-                    print(json.dumps(median_ratios(rounds)), flush=True)
+                    for each_round in zip(*rounds, strict=True):
+                        print(json.dumps(median_ratios(list(each_round))), flush=True)
         browser.close()
     return 0
 

@@ -7,17 +7,18 @@ DECODE_TOKENS greedy tokens with the end-of-sequence token held off, RUNS + 1 ti
 first a warm-up); prints a JSON line of its version and the CPU features it was built for,
 then one per run: time to first token (prefill and the first pick), time from the first
 token to the last, and the tokens. Runs in the peer's own venv (tools/peer/llama-cpp.txt).
+A failure prints one line (what failed and why) and exits with status 1.
 """
 
 import json
 import sys
 import time
 
-import llama_cpp
-import numpy as np
-
 
 def main(gguf: str, ids_path: str, decode_tokens: int, runs: int, threads: int) -> None:
+    import llama_cpp
+    import numpy as np
+
     with open(ids_path) as file:
         ids = json.load(file)
     llm = llama_cpp.Llama(
@@ -60,4 +61,8 @@ def main(gguf: str, ids_path: str, decode_tokens: int, runs: int, threads: int) 
 
 if __name__ == "__main__":
     gguf, ids_path, decode_tokens, runs, threads = sys.argv[1:]
-    main(gguf, ids_path, int(decode_tokens), int(runs), int(threads))
+    try:
+        main(gguf, ids_path, int(decode_tokens), int(runs), int(threads))
+    except Exception as err:  # one line for the benchmark, not a traceback
+        first = (str(err).strip().splitlines() or [""])[0]
+        sys.exit(f"llama_cpp_run.py: {type(err).__name__}: {first}"[:500])
