@@ -18,8 +18,8 @@ from tiny_bert import make_bert
 
 from compiler.build import build
 from tools.browser import serve_folder
+from tools.node import RUNTIME
 
-RUNTIME = Path(__file__).resolve().parent.parent / "web" / "build" / "kiln.js"
 # A function whose arguments have few forms, asked for in a short question, so that the random
 # model's call (about a token a byte) closes within the tiny build's context.
 TOOLS = [
