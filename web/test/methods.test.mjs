@@ -1,14 +1,30 @@
 // The API's method table (src/api/methods.js) against the declarations apps compile with
-// (types/kiln.d.ts, its EngineInterface), and against the worker protocol that carries it: a
-// client (src/workers/client.js) wired to a handler (src/workers/handler.js) in this process,
-// the handler's engine a stand-in that records what reaches it.
+// (types/kiln.d.ts, its EngineInterface), against the in-page Engine that mounts it, and
+// against the worker protocol that carries it: a client (src/workers/client.js) wired to a
+// handler (src/workers/handler.js) in this process, the handler's engine a stand-in that
+// records what reaches it.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { register } from "node:module";
 import { test } from "node:test";
 
-import { METHODS, invoke, methodKind, mount } from "../src/api/methods.js";
+import { METHODS, invoke, methodKind, mount, mountMethods } from "../src/api/methods.js";
 import { WorkerEngine } from "../src/workers/client.js";
 import { EngineHandler } from "../src/workers/handler.js";
+
+// The engine's modules import the manifest's contract that build.mjs generates (kiln:contract):
+// here, names that make no engine load, enough to construct one.
+const CONTRACT = [
+  "export const MANIFEST_FORMAT = null, GRID_POD = null;",
+  "export const validateManifest = () => false, validateWebGPUKernels = () => false, validateWasmKernels = () => false;",
+].join("\n");
+const HOOKS = `export async function resolve(specifier, context, next) {
+  if (specifier === "kiln:contract")
+    return { url: "data:text/javascript," + encodeURIComponent(${JSON.stringify(CONTRACT)}), shortCircuit: true };
+  return next(specifier, context);
+}`;
+register(`data:text/javascript,${encodeURIComponent(HOOKS)}`);
+const { Engine } = await import("../src/engine/engine.js");
 
 const DECLARATIONS = readFileSync(new URL("../types/kiln.d.ts", import.meta.url), "utf8");
 
@@ -67,6 +83,38 @@ test("mount makes the namespaces a method goes through, and invoke calls through
   assert.deepEqual(invoke(target, "chat.completions.create", [1]), ["chat", 1]);
   assert.deepEqual(invoke(target, "completions.create", [2]), ["text", 2]);
   assert.equal(invoke(target, "unload", []), "unloaded");
+});
+
+test("the in-page Engine and the worker client have every method of the table", () => {
+  for (const engine of [
+    new Engine(),
+    new WorkerEngine(
+      () => {},
+      () => {},
+    ),
+  ]) {
+    for (const { name } of METHODS) {
+      const path = name.split(".");
+      const method = path.pop();
+      const target = path.reduce((object, key) => object[key], engine);
+      assert.equal(typeof target[method], "function", `${engine.constructor.name}: ${name}`);
+    }
+  }
+});
+
+test("mountMethods refuses a method the table does not list, and an engine that lacks one it lists", () => {
+  const all = Object.fromEntries(METHODS.map(({ name }) => [name, () => name]));
+  const target = {};
+  mountMethods(target, all);
+  assert.equal(invoke(target, "embeddings.create", []), "embeddings.create");
+  assert.throws(() => mountMethods({}, { ...all, "chat.create": () => 0 }), /chat\.create is not a method of the API/);
+  // A class's own methods count; a method of the table neither mounted nor the class's fails.
+  class Partial {
+    reload() {}
+  }
+  const { reload, "embeddings.create": embeddings, ...rest } = all;
+  assert.throws(() => mountMethods(new Partial(), rest), /^Error: Partial lacks embeddings\.create \(/);
+  assert.doesNotThrow(() => mountMethods(new Partial(), { ...rest, "embeddings.create": embeddings }));
 });
 
 /**

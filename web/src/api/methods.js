@@ -1,7 +1,8 @@
 // The engine's API as a page calls it, on an Engine or across a worker: every method, listed
-// once. The worker's handler (workers/handler.js) answers what this table lists, the client
-// (workers/client.js) forwards it, and web/test/methods.test.mjs checks it against the
-// EngineInterface that web/types/kiln.d.ts declares.
+// once. The in-page Engine (engine/engine.js) and the worker's client (workers/client.js) mount
+// what this table lists, the worker's handler (workers/handler.js) answers it, and
+// web/test/methods.test.mjs checks it against the EngineInterface that web/types/kiln.d.ts
+// declares.
 
 /**
  * Each method by its path on an engine ("chat.completions.create" is
@@ -62,4 +63,21 @@ export function mount(target, name, fn) {
   const method = path.pop();
   const namespace = path.reduce((object, key) => (object[key] ??= {}), target);
   namespace[method] = fn;
+}
+
+/**
+ * Mounts each of `implementations` (method name -> function) on `target`, then checks that
+ * every method of the table is a function of `target` (its own, mounted, or its class's): an
+ * engine that lacks a method of the table fails when it is made, not when the method is called.
+ * @param {object} target
+ * @param {Record<string, Function>} implementations
+ */
+export function mountMethods(target, implementations) {
+  for (const [name, fn] of Object.entries(implementations)) {
+    if (!KINDS.has(name)) throw new Error(`${name} is not a method of the API (api/methods.js)`);
+    mount(target, name, fn);
+  }
+  const missing = METHODS.filter(({ name }) => typeof name.split(".").reduce((o, k) => o?.[k], target) !== "function");
+  if (missing.length > 0)
+    throw new Error(`${target.constructor.name} lacks ${missing.map((m) => m.name).join(", ")} (api/methods.js)`);
 }

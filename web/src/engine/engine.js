@@ -2,6 +2,7 @@
 // serialises their work (scheduler.js), the prompt builder (prompt.js) and the generator
 // (generator.js), wired to the request checks and response shapes of api/.
 import { checkEmbeddingRequest, embeddingResponse } from "../api/embeddings.js";
+import { mountMethods } from "../api/methods.js";
 import { checkChatRequest, checkCompletionRequest, requestedModel } from "../api/request.js";
 import { completionChunks, completionResponse, usage } from "../api/responses.js";
 import { InvalidRequestError } from "../errors.js";
@@ -28,9 +29,12 @@ export class Engine {
   #scheduler = new Scheduler();
 
   constructor() {
-    this.chat = { completions: { create: (request) => this.#create("chat", request) } };
-    this.completions = { create: (request) => this.#create("text", request) };
-    this.embeddings = { create: (request) => this.#embeddings(request) };
+    // The API's namespaced methods (api/methods.js); the others are this class's own.
+    mountMethods(this, {
+      "chat.completions.create": (request) => this.#create("chat", request),
+      "completions.create": (request) => this.#create("text", request),
+      "embeddings.create": (request) => this.#embeddings(request),
+    });
     this.appConfig = null;
   }
 

@@ -1,7 +1,7 @@
 // The page's side of the worker protocol (handler.js): the same API as the in-page Engine, its
 // methods (api/methods.js) carried as messages over whatever channel reaches the handler
 // (worker_client.js connects it to a dedicated worker or a service worker).
-import { METHODS, mount } from "../api/methods.js";
+import { METHODS, mountMethods } from "../api/methods.js";
 import { checkSignal, requestedModel } from "../api/request.js";
 import { AsyncQueue } from "../engine/queue.js";
 import * as errors from "../errors.js";
@@ -76,10 +76,16 @@ export class WorkerEngine {
     );
     // The requests (engine.chat.completions.create...) and the methods forwarded as they are;
     // reload and unload are this class's own.
-    for (const { name, kind } of METHODS) {
-      if (kind === "request") mount(this, name, (request) => this.#create(name, request));
-      if (kind === "call") mount(this, name, (...args) => this.#call(name, args).done);
-    }
+    const forwarded = METHODS.filter(({ kind }) => kind === "request" || kind === "call");
+    mountMethods(
+      this,
+      Object.fromEntries(
+        forwarded.map(({ name, kind }) => [
+          name,
+          kind === "request" ? (request) => this.#create(name, request) : (...args) => this.#call(name, args).done,
+        ]),
+      ),
+    );
   }
 
   /** The ids of the loaded models, as of the handler's last reply. */
