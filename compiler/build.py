@@ -14,13 +14,14 @@ import numpy as np
 import tvm
 
 from . import manifest as contract
-from . import progress, resources, wasm
+from . import progress, resources
 from .compile import VARIANTS, Compiled, compile_model
 from .errors import BuildError
 from .loader import ModelSource, load
 from .models.family import Family
 from .quantization import Scheme, get_scheme
 from .staging import staged_folder
+from .targets.wasm import link as wasm
 from .weights import write_shards
 
 RUNTIME_DIR = resources.shipped("runtime")
@@ -53,12 +54,11 @@ COMPILING = (
     "__init__.py",
     "compile.py",
     "plan.py",
-    "schedules.py",
     "errors.py",
     "gguf_metadata.py",
     "formats",
     "models",
-    "wasm",
+    "targets",
 )
 
 

@@ -12,7 +12,6 @@ SplitHostDevice pass, where every device kernel call carries its launch extents.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -77,17 +76,7 @@ def evaluate(expr: Expr, values: dict[str, int]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Kernels: WGSL and the host-side launch of each PrimFunc
-
-
-def split_wgsl(source: str) -> dict[str, str]:
-    """The webgpu module's source holds every kernel after a `// Function: NAME` header."""
-    parts = re.split(r"^// Function: (\S+)\n//-+\n", source, flags=re.M)
-    kernels: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        if body.strip():
-            kernels[name] = body.strip() + "\n"
-    return kernels
+# The host-side launch of each PrimFunc
 
 
 def _buffer_of(arg: Any) -> Any | None:
@@ -171,47 +160,6 @@ class _Inliner:
         if isinstance(expr, tirx.Cast):
             return tirx.Cast(expr.dtype, self.visit(expr.value))
         return expr
-
-
-def build_kernels(mod: tvm.IRModule, target: tvm.target.Target):
-    """Compiles every PrimFunc of `mod`; returns (wgsl by kernel, launches by PrimFunc name,
-    device PrimFuncs by kernel name)."""
-    captured: dict[str, tvm.IRModule] = {}
-
-    @tvm.instrument.pass_instrument
-    class _Capture:
-        def run_after_pass(self, module, info):
-            if info.name.endswith("SplitHostDevice"):
-                captured["mod"] = module
-
-    tir_mod = tvm.IRModule(
-        {gv: f for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)}
-    )
-    with tvm.transform.PassContext(opt_level=3, instruments=[_Capture()]):
-        lib = tvm.tirx.build(tir_mod, target=target)
-    device = [m for m in lib.imports if m.kind == "webgpu"]
-    wgsl = split_wgsl(device[0].inspect_source()) if device else {}
-    split = captured["mod"]
-    launches, kernels = {}, {}
-    for gv, func in split.functions.items():
-        if "calling_conv" in func.attrs and int(func.attrs["calling_conv"]) == 2:
-            kernels[gv.name_hint] = func
-        else:
-            launches[gv.name_hint] = host_launches(func)
-    return wgsl, launches, kernels
-
-
-def cpu_launches(prim_funcs: dict[str, tirx.PrimFunc]) -> dict[str, list[dict[str, Any]]]:
-    """On a CPU target a PrimFunc is one kernel, called with all its parameters: tensors
-    (with their shapes, for the DLTensors the runtime passes) and scalars."""
-    launches = {}
-    for name, func in prim_funcs.items():
-        args = [
-            ("param", i) if tirx.buffer.is_buffer_var(param) else ("expr", param)
-            for i, param in enumerate(func.params)
-        ]
-        launches[name] = [{"kernel": name, "args": args, "launch": {}, "scratch": [], "cpu": True}]
-    return launches
 
 
 # ---------------------------------------------------------------------------------------------

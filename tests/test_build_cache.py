@@ -29,4 +29,4 @@ def test_every_module_compiling_imports_is_in_the_key():
     missing = [f.as_posix() for f in files if f.parts[0] not in COMPILING]
     assert not missing, f"compiler.build.COMPILING lacks {missing}"
     # The wasm runtime's C is linked into every CPU build.
-    assert "wasm" in COMPILING and (PACKAGE / "wasm" / "runtime.c").is_file()
+    assert "targets" in COMPILING and (PACKAGE / "targets" / "wasm" / "runtime.c").is_file()

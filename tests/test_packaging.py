@@ -72,7 +72,7 @@ def test_wheel_holds_the_pipeline_and_its_files_only(wheel):
         "compiler/share/runtime/kiln-thread.js",
         "compiler/share/runtime/index.html",
         "compiler/share/extension/background.js",
-        "compiler/wasm/runtime.c",
+        "compiler/targets/wasm/runtime.c",
     }
     assert shipped <= set(names)
     # The instruments around the compiler stay in the repository.

@@ -1,6 +1,6 @@
 """Which schedule rule scheduled each kernel, for each target: the tiny model compiled to the
 three kernel sets, unquantized and 4-bit, and every kernel the plans launch held to the rule
-meant for it (`schedules.ApplyRules` records them). A kernel that falls through to a slower
+meant for it (`targets.rules.ApplyRules` records them). A kernel that falls through to a slower
 rule, or a rule that stops applying, fails here rather than going unseen in a benchmark.
 
 The tables are the schedules as they stand, slow paths included and named as such, so that
@@ -70,7 +70,7 @@ WASM_DENSE = with_rules(
 )
 WASM_DENSE[("prefill", "rms_norm")] = {"CpuReduction", "none"}
 # 4-bit weights: decode's projections are the hand-written integer dot products
-# (models/cpu_linear.py), their input rounding plain loops, and the residual add apart;
+# (targets/wasm/integer_linear.py), their input rounding plain loops, and the residual add apart;
 # prefill's output head too.
 WASM_4BIT = {
     key: rules

@@ -94,7 +94,7 @@ class Format:
     # Consecutive elements of a row whose codes share one 32-bit word (CPU decode gives each
     # SIMD lane such a run, see schedules.CpuReduction).
     codes_per_word: ClassVar[int] = 8
-    # How CPU decode reads the codes as integers (models/cpu_linear.py): the part holding
+    # How CPU decode reads the codes as integers (targets/wasm/integer_linear.py): the part holding
     # them, their width (4: unsigned nibbles, 8: signed bytes; in element order, as
     # `pack_codes` writes them) and the constant `code_te` adds; None where a code is not one
     # whole field of a word.

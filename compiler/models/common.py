@@ -14,6 +14,7 @@ from tvm.relax.frontend.nn import Tensor, op
 from ..errors import BuildError
 from ..formats import Format, SourceTensor, StoredBlocks, get_format
 from ..formats.base import float_values
+from ..targets import Target
 from . import kernels
 
 
@@ -22,9 +23,16 @@ class QuantizedLinear(nn.Module):
     a bias in the activations' dtype if `bias` is set."""
 
     def __init__(
-        self, in_features: int, out_features: int, fmt: Format, bias: bool = False, dtype=""
+        self,
+        in_features: int,
+        out_features: int,
+        fmt: Format,
+        target: Target,
+        bias: bool = False,
+        dtype: str = "",
     ):
         self.format = fmt
+        self.target = target
         self.out_features = out_features
         shapes = fmt.parts(out_features, in_features)
         self.part_names = list(shapes)
@@ -36,7 +44,7 @@ class QuantizedLinear(nn.Module):
         return {name: getattr(self, name) for name in self.part_names}
 
     def forward(self, x: Tensor, name: str = "linear") -> Tensor:
-        y = kernels.linear(x, self.parts(), self.format, self.out_features, name)
+        y = kernels.linear(x, self.parts(), self.format, self.out_features, name, self.target)
         return y if self.bias is None else y + self.bias
 
 
@@ -68,6 +76,7 @@ def add_projections(
     sizes: dict[str, int],
     fused: str,
     formats: Formats,
+    target: Target,
     bias: bool = False,
     dtype: str = "",
 ) -> list[str]:
@@ -76,10 +85,11 @@ def add_projections(
     fmt = formats.find(fused)
     if fmt is not None:
         total = sum(sizes.values())
-        setattr(module, fused, QuantizedLinear(in_features, total, fmt, bias, dtype))
+        setattr(module, fused, QuantizedLinear(in_features, total, fmt, target, bias, dtype))
         return [fused]
     for name, size in sizes.items():
-        setattr(module, name, QuantizedLinear(in_features, size, formats(name), bias, dtype))
+        linear = QuantizedLinear(in_features, size, formats(name), target, bias, dtype)
+        setattr(module, name, linear)
     return list(sizes)
 
 

@@ -12,6 +12,7 @@ from tvm.relax.frontend import nn
 
 from ..formats import SourceTensor
 from ..gguf_metadata import GGUFMetadata
+from ..targets import Target
 
 # (network name, source tensor) pairs: a matrix by its module's name (its parts are stored
 # below it), a vector (norm weight, bias) by its parameter's full name
@@ -39,11 +40,11 @@ class Family:
         [Mapping[str, SourceTensor], Any, Callable[[SourceTensor, str], str], str],
         NetworkWeights,
     ]
-    # config, each weight's format, activation dtype, context window -> the network, whose
-    # `get_default_spec()` gives its entry points (prefill and decode, or embed),
-    # `upper_bounds()` the largest value of each symbolic size and `cache_spec()` the
+    # config, each weight's format, activation dtype, context window, the compile target -> the
+    # network, whose `get_default_spec()` gives its entry points (prefill and decode, or
+    # embed), `upper_bounds()` the largest value of each symbolic size and `cache_spec()` the
     # KV-cache tensors
-    network: Callable[[Any, dict[str, str], str, int], nn.Module]
+    network: Callable[[Any, dict[str, str], str, int, Target], nn.Module]
     # "chat": a decoder with prefill and decode over a KV cache (its context window the
     # largest cache); "embedding": an encoder with `embed` (its window the longest input)
     task: str = "chat"

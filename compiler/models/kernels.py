@@ -5,10 +5,7 @@ causal attention over a cache of static capacity (hand-written TIR; dlight has n
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-from collections.abc import Iterator
 
 from tvm import te, tirx
 from tvm.relax.frontend.nn import Tensor, op
@@ -16,40 +13,15 @@ from tvm.script import tirx as T
 
 from ..formats import Format
 from ..formats.base import as_dtype, scaled
-from . import cpu_linear
+from ..targets import Target
+from ..targets.stages import CODES_PER_WORD, SCALE_STAGES, Stage
+from ..targets.wasm import linear as cpu_forms
 
 ATTENTION_THREADS = 64
 
-# The hand-written kernels below serve two kinds of targets: GPUs (a thread per query and head)
-# and CPUs (the same loops, the outer one run in parallel over cores). `compile` builds the
-# network inside `for_cpu()` when it compiles for a CPU.
-_CPU = contextvars.ContextVar("cpu_kernels", default=False)
-
-
-@contextlib.contextmanager
-def for_cpu() -> Iterator[None]:
-    token = _CPU.set(True)
-    try:
-        yield
-    finally:
-        _CPU.reset(token)
-
-
-# Names of the stages that decode a weight's scales: the software schedule computes them once
-# per group of inputs, in registers, instead of inlining them into every element.
-SCALE_STAGES = ("dequant_scale", "dequant_minimum")
-# The dequantized weights as a stage (CPU kernels only), see `linear`.
-DEQUANT_WEIGHT = "dequant_weight"
-# Its annotation: the format's codes_per_word, for the CPU decode schedule.
-CODES_PER_WORD = "codes_per_word"
-# CPU decode of a grouped format (see `_lane_linear`): its stages, and the SIMD width.
-LANE_INPUTS, LANE_INPUT_SUMS, LANE_PARTIAL, LANE_SUMS = (
-    "lane_inputs",
-    "lane_input_sums",
-    "lane_partial",
-    "lane_sums",
-)
-CPU_LANES = 4
+# The ops take the target they are built for: the hand-written kernels below serve GPUs (a
+# thread per query and head) and CPUs (the same loops, the outer one run in parallel over
+# cores), and the quantized linear has CPU forms of its own (targets/wasm/linear.py).
 
 
 def weight_value(fmt: Format, parts: dict[str, te.Tensor], row, col, dtype: str):
@@ -79,27 +51,29 @@ def _scaled_weight(fmt: Format, parts: dict[str, te.Tensor], rows: int, cols, dt
     return weight
 
 
-def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, name: str):
+def linear(
+    x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, name: str, target: Target
+):
     """y[b, i, j] = sum_k x[b, i, k] * W[j, k], W dequantized on the fly."""
-    if _CPU.get() and _integer_applies(fmt, x.shape, out_features, x.dtype):
-        return _integer_linear(x, parts, fmt, out_features, name)
+    if target.cpu and cpu_forms.integer_applies(fmt, x.shape, out_features, x.dtype):
+        return cpu_forms.integer_form(x, parts, fmt, out_features, name)
     names = list(parts)
 
     def compute(xt: te.Tensor, *tensors: te.Tensor) -> te.Tensor:
         p = dict(zip(names, tensors, strict=True))
         batch, seq, cols = xt.shape
-        if _CPU.get() and _lanes_apply(fmt, xt.shape):
-            return _lane_linear(xt, p, fmt, out_features, name)
+        if target.cpu and cpu_forms.lanes_apply(fmt, xt.shape):
+            return cpu_forms.lane_linear(xt, p, fmt, out_features, name)
         k = te.reduce_axis((0, cols), name="k")
         if fmt.group:
             weight = _scaled_weight(fmt, p, out_features, cols, xt.dtype)
         else:
             weight = lambda j, c: weight_value(fmt, p, j, c, xt.dtype)  # noqa: E731
-        if _CPU.get():  # a stage of its own: CPU prefill decodes a tile once for all tokens
+        if target.cpu:  # a stage of its own: CPU prefill decodes a tile once for all tokens
             decoded = te.compute(
                 (out_features, cols),
                 weight,
-                name=DEQUANT_WEIGHT,
+                name=Stage.DEQUANT_WEIGHT,
                 attrs={CODES_PER_WORD: fmt.codes_per_word},
             )
             weight = lambda j, c: decoded[j, c]  # noqa: E731
@@ -110,106 +84,6 @@ def linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, 
         )
 
     return op.tensor_expr_op(compute, name, [x, *parts.values()])
-
-
-def _one_token_inputs(shape) -> int | None:
-    """The input size of a (1, 1, inputs) shape of constant sizes (one token's), else None."""
-    dims = [int(d) if isinstance(d, (int, tirx.IntImm)) else None for d in shape]
-    return dims[2] if dims[:2] == [1, 1] else None
-
-
-def _integer_applies(fmt: Format, shape, rows: int, dtype: str) -> bool:
-    """Whether CPU decode takes `cpu_linear`: one token of float32, a format it reads."""
-    cols = _one_token_inputs(shape)
-    return cols is not None and cpu_linear.applies(fmt, cols, rows, dtype)
-
-
-def _integer_linear(x: Tensor, parts: dict[str, Tensor], fmt: Format, rows: int, name: str):
-    """One token's product by integer dot products (see `cpu_linear`): the input quantized
-    (fused with what produces it), then the product."""
-    assert fmt.integer_codes is not None
-    width = fmt.integer_codes[1]
-    quantized = op.tensor_expr_op(
-        lambda xt: cpu_linear.quantize_input(xt, width), f"{name}_input", [x]
-    )
-    return op.tensor_ir_op(
-        cpu_linear.integer_linear_func(fmt, rows, int(x.shape[2])),
-        name,
-        [*quantized, *parts.values()],
-        Tensor.placeholder([1, 1, rows], "float32"),
-    )
-
-
-def _lanes_apply(fmt: Format, shape) -> bool:
-    """Whether CPU decode takes `_lane_linear`: one token, and a grouped format whose groups
-    hold whole runs of CPU_LANES x codes_per_word inputs."""
-    chunk = CPU_LANES * fmt.codes_per_word
-    return _one_token_inputs(shape) is not None and fmt.group > 0 and fmt.group % chunk == 0
-
-
-def _lane_linear(xt: te.Tensor, p: dict[str, te.Tensor], fmt: Format, out_features: int, name):
-    """y[j] = sum_k x[k] * (code[j, k] * scale[j, g] + minimum[j, g]) for one token on a CPU,
-    with the scales factored out of each group's sum:
-        y[j] = sum_g scale[j, g] * sum_(k in g) x[k] code[j, k] + minimum[j, g] * sum_(k in g) x[k]
-    and each group's sum kept per SIMD lane: lane l sums the runs of codes_per_word inputs
-    that start at l * codes_per_word in every CPU_LANES x codes_per_word inputs, so the lanes
-    of one step read the same position of consecutive words (one vector load, one constant
-    shift). The inputs are reordered to that lane order once (`LANE_INPUTS`), so a step's
-    inputs are one vector too; the lanes are added at the end of each output."""
-    cols = int(xt.shape[2])
-    lanes, run, group = CPU_LANES, fmt.codes_per_word, fmt.group
-    chunk, groups = lanes * run, cols // group
-    per = group // chunk
-
-    def col(g, c, r, lane):
-        return g * group + c * chunk + lane * run + r
-
-    inputs = te.compute(
-        (groups, per, run, lanes),
-        lambda g, c, r, lane: xt[0, 0, col(g, c, r, lane)],
-        name=LANE_INPUTS,
-    )
-    c = te.reduce_axis((0, per), name="c")
-    r = te.reduce_axis((0, run), name="r")
-    partial = te.compute(
-        (out_features, groups, lanes),
-        lambda j, g, lane: te.sum(
-            inputs[g, c, r, lane] * as_dtype(fmt.code_te(p, j, col(g, c, r, lane)), xt.dtype),
-            axis=[c, r],
-        ),
-        name=LANE_PARTIAL,
-    )
-    scale = te.compute(
-        (out_features, groups),
-        lambda j, g: as_dtype(fmt.scale_te(p, j, g)[0], xt.dtype),
-        name=SCALE_STAGES[0],
-    )
-    g = te.reduce_axis((0, groups), name="g")
-    if fmt.scale_te(p, 0, 0)[1] is None:
-        term = lambda j, lane: partial[j, g, lane] * scale[j, g]  # noqa: E731
-    else:
-        minimum = te.compute(
-            (out_features, groups),
-            lambda j, g: as_dtype(fmt.scale_te(p, j, g)[1], xt.dtype),
-            name=SCALE_STAGES[1],
-        )
-        c2 = te.reduce_axis((0, per), name="c")
-        r2 = te.reduce_axis((0, run), name="r")
-        sums = te.compute(
-            (groups, lanes),
-            lambda g, lane: te.sum(inputs[g, c2, r2, lane], axis=[c2, r2]),
-            name=LANE_INPUT_SUMS,
-        )
-        term = lambda j, lane: (  # noqa: E731
-            partial[j, g, lane] * scale[j, g] + minimum[j, g] * sums[g, lane]
-        )
-    lane_sums = te.compute(
-        (out_features, lanes), lambda j, lane: te.sum(term(j, lane), axis=g), name=LANE_SUMS
-    )
-    lane = te.reduce_axis((0, lanes), name="lane")
-    return te.compute(
-        (1, 1, out_features), lambda b, i, j: te.sum(lane_sums[j, lane], axis=lane), name=name
-    )
 
 
 def embedding(ids: Tensor, parts: dict[str, Tensor], fmt: Format, cols: int, dtype: str):
@@ -280,12 +154,12 @@ def kv_append_func(heads: int, kv_heads: int, head_dim: int, capacity: int, dtyp
     return kv_append
 
 
-def _invocation_loops():
+def _invocation_loops(target: Target):
     """The loops of a hand-written kernel with one invocation per item, and the scope of an
     invocation's own buffers: on a GPU, blocks and threads; on a CPU, a parallel loop over
     blocks and a plain one within, with "global" buffers (TVM keeps a CPU task's small
     "global" buffers on the stack and allocates "local" ones from the heap on every use)."""
-    if _CPU.get():
+    if target.cpu:
         return (
             (lambda extent: T.parallel(0, extent)),
             (lambda extent: T.serial(0, extent)),
@@ -304,9 +178,9 @@ def _invocation_loops():
 DOT_LANES = 8
 
 
-def _head_loops(head_dim: int):
+def _head_loops(head_dim: int, target: Target):
     """(loop over head_dim, partial sums of a dot product, loop over them)."""
-    if _CPU.get() and head_dim % DOT_LANES == 0:
+    if target.cpu and head_dim % DOT_LANES == 0:
         vector = lambda extent: T.vectorized(0, extent)  # noqa: E731
         return vector, DOT_LANES, vector
     serial = lambda extent: T.serial(0, extent)  # noqa: E731
@@ -327,6 +201,7 @@ def attention_func(
     head_dim: int,
     capacity: int,
     dtype: str,
+    target: Target,
     window: int = 0,
     scale: float | None = None,
     softcap: float = 0.0,
@@ -348,8 +223,8 @@ def attention_func(
     def capped(score):
         return T.float32(softcap) * T.tanh(score / T.float32(softcap)) if softcap else score
 
-    blocks, lanes, scope = _invocation_loops()
-    each, parts, each_part = _head_loops(head_dim)
+    blocks, lanes, scope = _invocation_loops(target)
+    each, parts, each_part = _head_loops(head_dim, target)
 
     def first_key(position):
         return T.max(position - (window - 1), T.int64(0)) if window else T.int64(0)
@@ -405,7 +280,7 @@ def attention_func(
     return attention
 
 
-def encoder_attention_func(heads: int, head_dim: int, dtype: str):
+def encoder_attention_func(heads: int, head_dim: int, dtype: str, target: Target):
     """Bidirectional attention of a batch of padded inputs, qkv (b, n, 3 heads, head_dim):
     each query of input s sees the keys of positions 0 .. lengths[s] - 1 (the padding past
     them is never read); out (b, n, heads * head_dim). Like `attention_func`, one invocation
@@ -413,8 +288,8 @@ def encoder_attention_func(heads: int, head_dim: int, dtype: str):
     treatment and are never read afterwards."""
     scale = 1.0 / math.sqrt(head_dim)
     threads = ATTENTION_THREADS
-    blocks, lanes, scope = _invocation_loops()
-    each, parts, each_part = _head_loops(head_dim)
+    blocks, lanes, scope = _invocation_loops(target)
+    each, parts, each_part = _head_loops(head_dim, target)
 
     @T.prim_func(private=True)
     def encoder_attention(var_qkv: T.handle, var_lengths: T.handle, var_out: T.handle):

@@ -14,6 +14,7 @@ from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op, spec
 
+from ...targets import Target
 from .. import kernels
 from ..common import Formats, QuantizedLinear, add_projections, project
 from .config import BertConfig
@@ -23,15 +24,20 @@ MAX_BATCH = 16
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, c: BertConfig, formats: Formats, dtype: str):
+    def __init__(self, c: BertConfig, formats: Formats, dtype: str, target: Target):
         h, eps = c.hidden_size, c.layer_norm_eps
         self.config = c
+        self.target = target
         sizes = {"q_proj": h, "k_proj": h, "v_proj": h}
-        self.qkv = add_projections(self, h, sizes, "qkv_proj", formats, True, dtype)
-        self.o_proj = QuantizedLinear(h, h, formats("o_proj"), True, dtype)
+        self.qkv = add_projections(self, h, sizes, "qkv_proj", formats, target, True, dtype)
+        self.o_proj = QuantizedLinear(h, h, formats("o_proj"), target, True, dtype)
         self.attention_norm = nn.LayerNorm(h, eps, dtype=dtype)
-        self.up_proj = QuantizedLinear(h, c.intermediate_size, formats("up_proj"), True, dtype)
-        self.down_proj = QuantizedLinear(c.intermediate_size, h, formats("down_proj"), True, dtype)
+        self.up_proj = QuantizedLinear(
+            h, c.intermediate_size, formats("up_proj"), target, True, dtype
+        )
+        self.down_proj = QuantizedLinear(
+            c.intermediate_size, h, formats("down_proj"), target, True, dtype
+        )
         self.output_norm = nn.LayerNorm(h, eps, dtype=dtype)
 
     def forward(self, x: Tensor, lengths: Tensor, b, n) -> Tensor:
@@ -40,7 +46,7 @@ class EncoderLayer(nn.Module):
         heads, dim = c.num_attention_heads, c.head_dim
         qkv = op.reshape(project(self, self.qkv, x), (b, n, 3 * heads, dim))
         attended = op.tensor_ir_op(
-            kernels.encoder_attention_func(heads, dim, x.dtype),
+            kernels.encoder_attention_func(heads, dim, x.dtype, self.target),
             "encoder_attention",
             [qkv, lengths],
             Tensor.placeholder([b, n, c.hidden_size], x.dtype),
@@ -52,21 +58,28 @@ class EncoderLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    def __init__(self, config: BertConfig, formats: dict[str, str], dtype: str, max_length: int):
+    def __init__(
+        self,
+        config: BertConfig,
+        formats: dict[str, str],
+        dtype: str,
+        max_length: int,
+        target: Target,
+    ):
         self.config = config
         self.dtype = dtype
         self.max_length = max_length
         lookup = Formats(formats)
         h = config.hidden_size
-        self.embed_tokens = QuantizedLinear(h, config.vocab_size, lookup("embed_tokens"))
+        self.embed_tokens = QuantizedLinear(h, config.vocab_size, lookup("embed_tokens"), target)
         self.embed_positions = QuantizedLinear(
-            h, config.max_position_embeddings, lookup("embed_positions")
+            h, config.max_position_embeddings, lookup("embed_positions"), target
         )
-        self.embed_types = QuantizedLinear(h, config.type_vocab_size, lookup("embed_types"))
+        self.embed_types = QuantizedLinear(h, config.type_vocab_size, lookup("embed_types"), target)
         self.embed_norm = nn.LayerNorm(h, config.layer_norm_eps, dtype=dtype)
         self.layers = nn.ModuleList(
             [
-                EncoderLayer(config, lookup.below(f"layers.{i}."), dtype)
+                EncoderLayer(config, lookup.below(f"layers.{i}."), dtype, target)
                 for i in range(config.num_hidden_layers)
             ]
         )

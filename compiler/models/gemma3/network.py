@@ -12,6 +12,7 @@ from tvm import tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
+from ...targets import Target
 from ..common import Formats
 from ..llama.network import MLP, Attention, LlamaForCausalLM
 from .config import Gemma3Config
@@ -19,7 +20,13 @@ from .config import Gemma3Config
 
 class Gemma3DecoderLayer(nn.Module):
     def __init__(
-        self, config: Gemma3Config, formats: Formats, dtype: str, capacity: int, index: int
+        self,
+        config: Gemma3Config,
+        formats: Formats,
+        dtype: str,
+        capacity: int,
+        target: Target,
+        index: int,
     ):
         local = config.sliding_layers[index]
         for norm in NORMS:
@@ -33,11 +40,12 @@ class Gemma3DecoderLayer(nn.Module):
             formats.below("self_attn."),
             dtype,
             capacity,
+            target,
             window=config.sliding_window if local else 0,
             scale=config.query_pre_attn_scalar**-0.5,
             softcap=config.attn_logit_softcapping,
         )
-        self.mlp = MLP(config, formats.below("mlp."), activation="gelu_tanh")
+        self.mlp = MLP(config, formats.below("mlp."), target, activation="gelu_tanh")
 
     def forward(
         self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var, rope_table: Tensor
@@ -62,8 +70,8 @@ class Gemma3ForCausalLM(LlamaForCausalLM):
     config: Gemma3Config
 
     @staticmethod
-    def layer(config, formats, dtype, capacity, index):
-        return Gemma3DecoderLayer(config, formats, dtype, capacity, index)
+    def layer(config, formats, dtype, capacity, target, index):
+        return Gemma3DecoderLayer(config, formats, dtype, capacity, target, index)
 
     def embed(self, input_ids: Tensor) -> Tensor:
         # transformers multiplies by sqrt(hidden) rounded to the weights' dtype.

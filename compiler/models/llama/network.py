@@ -15,6 +15,7 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op, spec
 
 from ...errors import BuildError
+from ...targets import Target
 from .. import kernels
 from ..common import Formats, QuantizedLinear, add_projections, last_token, project
 from .config import LlamaConfig
@@ -33,11 +34,13 @@ class Attention(nn.Module):
         formats: Formats,
         dtype: str,
         capacity: int,
+        target: Target,
         window: int | None = None,
         scale: float | None = None,
         softcap: float = 0.0,
     ):
         self.config = config
+        self.target = target
         self.softcap = softcap
         self.capacity = capacity
         self.scale = scale
@@ -47,10 +50,10 @@ class Attention(nn.Module):
         h, kvh, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
         sizes = {"q_proj": h * d, "k_proj": kvh * d, "v_proj": kvh * d}
         self.qkv = add_projections(
-            self, config.hidden_size, sizes, "qkv_proj", formats, config.qkv_bias, dtype
+            self, config.hidden_size, sizes, "qkv_proj", formats, target, config.qkv_bias, dtype
         )
         self.o_proj = QuantizedLinear(
-            h * d, config.hidden_size, formats("o_proj"), config.o_bias, dtype
+            h * d, config.hidden_size, formats("o_proj"), target, config.o_bias, dtype
         )
         if config.qk_norm:  # Qwen3: RMSNorm over each query and key head
             eps = config.rms_norm_eps
@@ -78,7 +81,7 @@ class Attention(nn.Module):
         )
         out = op.tensor_ir_op(
             kernels.attention_func(
-                h, kvh, d, self.capacity, dtype, self.window, self.scale, self.softcap
+                h, kvh, d, self.capacity, dtype, self.target, self.window, self.scale, self.softcap
             ),
             "attention",
             [qkv, k_cache, v_cache, total_len],
@@ -90,12 +93,18 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     """down(act(gate(x)) * up(x)), `act` SiLU or Gemma's tanh-approximated GELU."""
 
-    def __init__(self, config: LlamaConfig, formats: Formats, activation: str = "silu"):
+    def __init__(
+        self, config: LlamaConfig, formats: Formats, target: Target, activation: str = "silu"
+    ):
         self.activation = activation
         self.inter = config.intermediate_size
         sizes = {"gate_proj": self.inter, "up_proj": self.inter}
-        self.gate_up = add_projections(self, config.hidden_size, sizes, "gate_up_proj", formats)
-        self.down_proj = QuantizedLinear(self.inter, config.hidden_size, formats("down_proj"))
+        self.gate_up = add_projections(
+            self, config.hidden_size, sizes, "gate_up_proj", formats, target
+        )
+        self.down_proj = QuantizedLinear(
+            self.inter, config.hidden_size, formats("down_proj"), target
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = op.split(project(self, self.gate_up, x), 2, axis=-1)
@@ -104,14 +113,16 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: LlamaConfig, formats: Formats, dtype: str, capacity: int):
+    def __init__(
+        self, config: LlamaConfig, formats: Formats, dtype: str, capacity: int, target: Target
+    ):
         eps = config.rms_norm_eps
         self.input_layernorm = nn.RMSNorm(config.hidden_size, -1, eps, bias=False, dtype=dtype)
-        self.self_attn = Attention(config, formats.below("self_attn."), dtype, capacity)
+        self.self_attn = Attention(config, formats.below("self_attn."), dtype, capacity, target)
         self.post_attention_layernorm = nn.RMSNorm(
             config.hidden_size, -1, eps, bias=False, dtype=dtype
         )
-        self.mlp = MLP(config, formats.below("mlp."))
+        self.mlp = MLP(config, formats.below("mlp."), target)
 
     def forward(
         self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var, rope_table: Tensor
@@ -129,7 +140,12 @@ class LlamaForCausalLM(nn.Module):
     storage format; `dtype` is the activations' (float32, or float16 with shader-f16)."""
 
     def __init__(
-        self, config: LlamaConfig, formats: dict[str, str], dtype: str, context_window: int
+        self,
+        config: LlamaConfig,
+        formats: dict[str, str],
+        dtype: str,
+        context_window: int,
+        target: Target,
     ):
         self.config = config
         self.dtype = dtype
@@ -146,22 +162,31 @@ class LlamaForCausalLM(nn.Module):
                 )
             setattr(self, name, nn.Parameter((context_window, rope.rotary_dim), dtype))
         self.embed_tokens = QuantizedLinear(
-            config.hidden_size, config.vocab_size, lookup("embed_tokens")
+            config.hidden_size, config.vocab_size, lookup("embed_tokens"), target
         )
         self.layers = nn.ModuleList(
             [
-                self.layer(config, lookup.below(f"layers.{i}."), dtype, context_window, i)
+                self.layer(config, lookup.below(f"layers.{i}."), dtype, context_window, target, i)
                 for i in range(config.num_hidden_layers)
             ]
         )
         self.norm = nn.RMSNorm(config.hidden_size, -1, config.rms_norm_eps, bias=False, dtype=dtype)
         if not config.tie_word_embeddings:
-            self.lm_head = QuantizedLinear(config.hidden_size, config.vocab_size, lookup("lm_head"))
+            self.lm_head = QuantizedLinear(
+                config.hidden_size, config.vocab_size, lookup("lm_head"), target
+            )
 
     @staticmethod
-    def layer(config: LlamaConfig, formats: Formats, dtype: str, capacity: int, index: int):
+    def layer(
+        config: LlamaConfig,
+        formats: Formats,
+        dtype: str,
+        capacity: int,
+        target: Target,
+        index: int,
+    ):
         """Decoder layer `index`; a family whose layers differ overrides this."""
-        return DecoderLayer(config, formats, dtype, capacity)
+        return DecoderLayer(config, formats, dtype, capacity, target)
 
     def embed(self, input_ids: Tensor) -> Tensor:
         embed = self.embed_tokens

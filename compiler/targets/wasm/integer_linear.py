@@ -13,7 +13,7 @@ One token's product y = W x, W stored in a grouped format whose codes are whole 
        y[j] = sum_g  scale[j, g] * xscale[g] * sum_(k in g) code[j, k] * xq[k]
                    + minimum[j, g] * sum_(k in g) x[k]
 
-Against float products of decoded weights (`kernels._lane_linear`), a group of 32 weights
+Against float products of decoded weights (linear.py's `lane_linear`), a group of 32 weights
 costs four dot instructions instead of 32 conversions and multiply-adds. The inputs lose
 precision only below 1 / 65534 of their group's largest value (llama.cpp's CPU kernels round
 them to 8 bits). Written in TIR by hand, with the instruction as an LLVM intrinsic: TE
@@ -26,16 +26,15 @@ from tvm import te, tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script import builder as T
 
-from ..formats import Format
-from ..formats.base import as_dtype
+from ...formats import Format
+from ...formats.base import as_dtype
+from ..stages import VECTOR_TYPED
 
 GROUP = 32  # inputs sharing one int16 scale: one ggml block
 LANES = 8  # int16 lanes of a 128-bit vector
 TILE = 4  # output rows a task computes together, each input vector loaded once for them
 INT16_MAX = 32767
 DOT = "llvm.wasm.dot"  # i32x4.dot_i16x8_s
-# The kernel's attribute: written with vector types, its buffers sized as declared.
-VECTOR_TYPED = "kiln.vector_typed"
 
 
 def applies(fmt: Format, cols: int, rows: int, dtype: str) -> bool:

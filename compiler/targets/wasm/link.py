@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import BuildError
+from ...errors import BuildError
 
 LLVM = "19"
 CLANG = f"clang-{LLVM}"

@@ -1,0 +1,34 @@
+"""What a compile target is: the kernel set the build compiles one network into, with its own
+lowering passes and schedule rules (one folder each: webgpu_software, webgpu_gpu, wasm)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import tvm
+from tvm import tirx
+
+# Prefill tiles of tokens: the software and CPU kernels compute TOKEN_TILE tokens of an output
+# at once and run the last tile past n, so `compile` pads the activation buffers to whole tiles.
+TOKEN_TILE = 4
+
+# Launches by PrimFunc (see plan.py), and what turns the kernels the plans use into manifest
+# entries: (name -> entry, the linked WebAssembly module or None).
+Launches = dict[str, list[dict[str, Any]]]
+Emit = Callable[[list[str]], tuple[dict[str, dict[str, Any]], bytes | None]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    # The kernel set's name in the manifest: "software", "gpu" or "wasm".
+    name: str
+    # Whether kernels run as CPU tasks: hand-written kernels then take a parallel loop over
+    # cores and plain loops within, where a GPU kernel binds blocks and threads (models/kernels.py).
+    cpu: bool
+    # The Relax module and a dict to fill with each PrimFunc's schedule rule -> the module
+    # lowered up to memory planning (the plan's input).
+    lower: Callable[[tvm.IRModule, dict[str, str]], tvm.IRModule]
+    # The lowered module and its PrimFuncs by name -> each PrimFunc's launches, and `Emit`.
+    emit: Callable[[tvm.IRModule, dict[str, tirx.PrimFunc]], tuple[Launches, Emit]]

@@ -1,0 +1,30 @@
+"""The names by which schedule rules find the stages of a kernel: the ops (models/kernels.py,
+wasm/linear.py) give their stages these names, and the rules of each target match on them.
+One enumeration, so that renaming a stage on one side cannot silently turn a rule off."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Stage(enum.StrEnum):
+    # A weight format's scales (and minimums) per group of inputs, as stages of their own: the
+    # software schedule decodes them once per group, in registers, not per element.
+    DEQUANT_SCALE = "dequant_scale"
+    DEQUANT_MINIMUM = "dequant_minimum"
+    # The dequantized weights (CPU kernels only): CPU prefill decodes a tile once for all tokens.
+    DEQUANT_WEIGHT = "dequant_weight"
+    # CPU decode of a grouped format (wasm/linear.py's `lane_linear`)
+    LANE_INPUTS = "lane_inputs"
+    LANE_INPUT_SUMS = "lane_input_sums"
+    LANE_PARTIAL = "lane_partial"
+    LANE_SUMS = "lane_sums"
+
+
+# The scale stages in the order of `Format.scale_te`'s results (scale, then minimum).
+SCALE_STAGES = (Stage.DEQUANT_SCALE, Stage.DEQUANT_MINIMUM)
+# `Stage.DEQUANT_WEIGHT`'s annotation: the format's codes_per_word, for the CPU decode schedule.
+CODES_PER_WORD = "codes_per_word"
+# The attribute of a kernel written with vector types (wasm/integer_linear.py): its buffers
+# keep their declared sizes.
+VECTOR_TYPED = "kiln.vector_typed"

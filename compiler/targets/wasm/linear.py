@@ -1,0 +1,117 @@
+"""The CPU target's forms of one token's quantized linear (decode), which the `linear` op
+(models/kernels.py) takes on the wasm target where they apply: integer dot products
+(`integer_form`, see integer_linear.py) for formats whose codes are whole fields of a word, and
+float products per SIMD lane with the scales factored out of each group (`lane_linear`) for
+the other grouped formats."""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+from tvm.relax.frontend.nn import Tensor, op
+
+from ...formats import Format
+from ...formats.base import as_dtype
+from ..stages import SCALE_STAGES, Stage
+from . import integer_linear
+
+CPU_LANES = 4  # float32 lanes of a 128-bit SIMD vector
+
+
+def one_token_inputs(shape) -> int | None:
+    """The input size of a (1, 1, inputs) shape of constant sizes (one token's), else None."""
+    dims = [int(d) if isinstance(d, (int, tirx.IntImm)) else None for d in shape]
+    return dims[2] if dims[:2] == [1, 1] else None
+
+
+def integer_applies(fmt: Format, shape, rows: int, dtype: str) -> bool:
+    """Whether CPU decode takes integer_linear.py: one token of float32, a format it reads."""
+    cols = one_token_inputs(shape)
+    return cols is not None and integer_linear.applies(fmt, cols, rows, dtype)
+
+
+def integer_form(x: Tensor, parts: dict[str, Tensor], fmt: Format, rows: int, name: str):
+    """One token's product by integer dot products (see integer_linear.py): the input quantized
+    (fused with what produces it), then the product."""
+    assert fmt.integer_codes is not None
+    width = fmt.integer_codes[1]
+    quantized = op.tensor_expr_op(
+        lambda xt: integer_linear.quantize_input(xt, width), f"{name}_input", [x]
+    )
+    return op.tensor_ir_op(
+        integer_linear.integer_linear_func(fmt, rows, int(x.shape[2])),
+        name,
+        [*quantized, *parts.values()],
+        Tensor.placeholder([1, 1, rows], "float32"),
+    )
+
+
+def lanes_apply(fmt: Format, shape) -> bool:
+    """Whether CPU decode takes `lane_linear`: one token, and a grouped format whose groups
+    hold whole runs of CPU_LANES x codes_per_word inputs."""
+    chunk = CPU_LANES * fmt.codes_per_word
+    return one_token_inputs(shape) is not None and fmt.group > 0 and fmt.group % chunk == 0
+
+
+def lane_linear(xt: te.Tensor, p: dict[str, te.Tensor], fmt: Format, out_features: int, name):
+    """y[j] = sum_k x[k] * (code[j, k] * scale[j, g] + minimum[j, g]) for one token on a CPU,
+    with the scales factored out of each group's sum:
+        y[j] = sum_g scale[j, g] * sum_(k in g) x[k] code[j, k] + minimum[j, g] * sum_(k in g) x[k]
+    and each group's sum kept per SIMD lane: lane l sums the runs of codes_per_word inputs
+    that start at l * codes_per_word in every CPU_LANES x codes_per_word inputs, so the lanes
+    of one step read the same position of consecutive words (one vector load, one constant
+    shift). The inputs are reordered to that lane order once (`Stage.LANE_INPUTS`), so a step's
+    inputs are one vector too; the lanes are added at the end of each output."""
+    cols = int(xt.shape[2])
+    lanes, run, group = CPU_LANES, fmt.codes_per_word, fmt.group
+    chunk, groups = lanes * run, cols // group
+    per = group // chunk
+
+    def col(g, c, r, lane):
+        return g * group + c * chunk + lane * run + r
+
+    inputs = te.compute(
+        (groups, per, run, lanes),
+        lambda g, c, r, lane: xt[0, 0, col(g, c, r, lane)],
+        name=Stage.LANE_INPUTS,
+    )
+    c = te.reduce_axis((0, per), name="c")
+    r = te.reduce_axis((0, run), name="r")
+    partial = te.compute(
+        (out_features, groups, lanes),
+        lambda j, g, lane: te.sum(
+            inputs[g, c, r, lane] * as_dtype(fmt.code_te(p, j, col(g, c, r, lane)), xt.dtype),
+            axis=[c, r],
+        ),
+        name=Stage.LANE_PARTIAL,
+    )
+    scale = te.compute(
+        (out_features, groups),
+        lambda j, g: as_dtype(fmt.scale_te(p, j, g)[0], xt.dtype),
+        name=SCALE_STAGES[0],
+    )
+    g = te.reduce_axis((0, groups), name="g")
+    if fmt.scale_te(p, 0, 0)[1] is None:
+        term = lambda j, lane: partial[j, g, lane] * scale[j, g]  # noqa: E731
+    else:
+        minimum = te.compute(
+            (out_features, groups),
+            lambda j, g: as_dtype(fmt.scale_te(p, j, g)[1], xt.dtype),
+            name=SCALE_STAGES[1],
+        )
+        c2 = te.reduce_axis((0, per), name="c")
+        r2 = te.reduce_axis((0, run), name="r")
+        sums = te.compute(
+            (groups, lanes),
+            lambda g, lane: te.sum(inputs[g, c2, r2, lane], axis=[c2, r2]),
+            name=Stage.LANE_INPUT_SUMS,
+        )
+        term = lambda j, lane: (  # noqa: E731
+            partial[j, g, lane] * scale[j, g] + minimum[j, g] * sums[g, lane]
+        )
+    lane_sums = te.compute(
+        (out_features, lanes), lambda j, lane: te.sum(term(j, lane), axis=g), name=Stage.LANE_SUMS
+    )
+    lane = te.reduce_axis((0, lanes), name="lane")
+    return te.compute(
+        (1, 1, out_features), lambda b, i, j: te.sum(lane_sums[j, lane], axis=lane), name=name
+    )
