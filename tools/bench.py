@@ -9,19 +9,19 @@
 
 Per chat model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
 tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and of the kernels
-(WGSL, or the WebAssembly module), and the GPU buffer (or WebAssembly memory) bytes the model
-holds (allocated once, so also the peak); the median of `runs` runs after one warm-up run, on
-each backend asked for. With `--peer`, after a model's rows: the peer's rows on the same prompt
-token ids and token counts (see tools/peer.py; transformers.js gives one per dtype, q8 (its
-default on WebAssembly), q4 and fp32 unless `--peer-dtype` names fewer), each followed by one
-line of ratios, ours / that row's, for each of our rows of that model; with `--rounds N`, ours
-and the peer's alternate N times and a last line per peer row gives each ratio's median over
-the rounds, with its range. An embedding model's row gives embeddings per second for requests
-of 1, 8 and 32 sentences instead. With `--long-prompt`, after each row: prefill tok/s over
-prompts of 1,000 and 4,000 tokens (the prompt's ids repeated; within the context window),
+(WGSL, or the WebAssembly module), the GPU buffer (or WebAssembly memory) bytes the model holds
+(allocated once, so also the peak), and the kernel launches of a decode step and of a prefill
+chunk in the plans of the kernel set that ran; the median of `runs` runs after one warm-up run,
+on each backend asked for. With `--peer`, after a model's rows: the peer's rows on the same
+prompt token ids and token counts (see tools/peer.py; transformers.js gives one per dtype, q8
+(its default on WebAssembly), q4 and fp32 unless `--peer-dtype` names fewer), each followed by
+one line of ratios, ours / that row's, for each of our rows of that model; with `--rounds N`,
+ours and the peer's alternate N times and a last line per peer row gives each ratio's median
+over the rounds, with its range. An embedding model's row gives embeddings per second for
+requests of 1, 8 and 32 sentences instead. With `--long-prompt`, after each row: prefill tok/s
+over prompts of 1,000 and 4,000 tokens (the prompt's ids repeated; within the context window),
 where attention's share has grown, and the share of the shorter one's speed the longer one
-keeps.
-"""
+keeps."""
 
 from __future__ import annotations
 
@@ -108,6 +108,7 @@ def bench_folder(
         "weight_bytes": sum(s["bytes"] for s in manifest["shards"]),
         "source_tensor_bytes": manifest["source_tensor_bytes"],
         "model_bytes": info["model_bytes"],
+        **launches(manifest, info_variant),
         "adapter": info["adapter"],
         "backend": backend,
         "variant": info_variant,
@@ -115,6 +116,19 @@ def bench_folder(
         "runs": runs,
     }
     return row, prompt, text
+
+
+def launches(manifest: dict, variant: str) -> dict:
+    """Kernel launches per decode step and per prefill chunk in the plans of the kernel set that
+    ran, and per layer (a step's launches over the model's layers)."""
+    plans = manifest["variants"][variant]["functions"]
+    decode, prefill = (len(plans[step]["launches"]) for step in ("decode", "prefill"))
+    layers = manifest["config"]["num_hidden_layers"]
+    return {
+        "launches_per_decode_step": decode,
+        "launches_per_prefill_chunk": prefill,
+        "decode_launches_per_layer": round(decode / layers, 1),
+    }
 
 
 def long_prompt_row(
