@@ -1,0 +1,553 @@
+"""The ops of compiler/models/kernels.py, op by op, weight format by weight format, target by
+target, compiled by TVM for this machine's CPU (or for wasm32 and run under Node) and held to
+numpy, with no browser.
+
+- GPU targets ("software", "gpu"): their kernels bind blocks and threads, which the CPU code
+  generator cannot run, so what is tested is what they share: each op as it defines its
+  computation (the TE or TIR the two targets' rules schedule), compiled for `llvm` with no
+  schedule. The hand-written attention kernels are run with their block and thread loops made
+  plain loops (`gpu_threads_as_loops`: the same computation, since their invocations never
+  meet). The two targets' definitions are checked to be the same function.
+- "wasm": its schedule rules (compiler/targets/wasm/rules.py) applied for the native CPU, the
+  rule that took each kernel checked, compiled for `llvm`. The integer dot-product form of a
+  one-token linear (integer_linear.py) uses a WebAssembly instruction, so it is built for
+  wasm32, linked as the build links it and run under Node; its input rounding is also
+  compiled for `llvm` and checked against its bound.
+
+References are float64 numpy on weights decoded by an independent decoder (`gguf`'s numpy
+dequantization, numpy casts, the q8 formats' definition), never the formats' TE expressions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import tvm
+from cpu_kernels import (
+    UNIT_ROUNDOFF,
+    build_wasm,
+    compile_llvm,
+    gpu_threads_as_loops,
+    op_functions,
+    padded,
+    prim_module,
+    run_wasm,
+    schedule_cpu,
+    stored_weight,
+    tensor,
+)
+from tvm import s_tir, te
+from tvm.relax.frontend.nn import spec
+
+from compiler.formats import FORMATS
+from compiler.models import kernels
+from compiler.targets import TARGETS, TOKEN_TILE, Target
+from compiler.targets.stages import Stage
+from compiler.targets.wasm import integer_linear
+from compiler.targets.wasm.lowering import WASM
+
+WASM_TARGET = TARGETS["wasm"]
+GPU_TARGETS = [TARGETS["software"], TARGETS["gpu"]]
+
+# A linear of 24 outputs (3 tiles of the CPU prefill's 8, 6 of decode's 4) over 512 inputs
+# (2 K-quant super-blocks, 16 groups of 32).
+ROWS, COLS = 24, 512
+# Prefill token counts: one, and one that ends in a partial token tile.
+PREFILL = (1, 5)
+TILED = -(-max(PREFILL) // TOKEN_TILE) * TOKEN_TILE  # rows of the padded activation buffers
+
+# The CPU form of a one-token linear each format takes on the wasm target (kernels.linear):
+# integer dot products (4-bit unsigned or 8-bit signed codes, whole fields of a word), SIMD
+# lanes with the scales factored out of each group (groups of whole runs of 4 words' codes),
+# or the plain reduction of decoded weights (the float formats, and K-quants of 16-groups).
+INTEGER = {"q4_0", "q4_1", "q8_0", "q4f32", "q4f16", "q8f32", "q8f16", "q4_k"}
+LANES = {"q5_0", "q5_1", "q5_k"}
+PLAIN = set(FORMATS) - INTEGER - LANES
+# Formats whose scales are float16: the schemes that use them (q4f16, q8f16) run float16
+# activations, and the formats decode in float16 (code * scale, then + minimum).
+HALF_SCALES = {"q4f16", "q8f16"}
+
+
+def linear_reference(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    return x.astype(np.float64) @ weight.astype(np.float64).T
+
+
+def linear_tolerance(x: np.ndarray, weight: np.ndarray, u: float = UNIT_ROUNDOFF) -> np.ndarray:
+    """Per output: a float32 sum of k products errs by about sqrt(k) roundings (unit
+    roundoff u, float32's unless given) of the terms' magnitude sum_k |x_k w_jk| (rounding
+    errors as a random walk);
+    allowed 2 sqrt(k) u times it. The factor 2 covers the decoding's own roundings (code *
+    scale + minimum) and the forms that factor the scales out of a group's sum, whose partial
+    sums are larger than the terms (a group's minimum and its codes times its scale are each
+    up to about twice its largest weight)."""
+    k = x.shape[-1]
+    magnitude = np.abs(x).astype(np.float64) @ np.abs(weight).astype(np.float64).T
+    return 2 * math.sqrt(k) * u * magnitude
+
+
+def linear_op(fmt_name: str, target: Target, name: str = "linear"):
+    fmt = FORMATS[fmt_name]
+    return lambda x, parts: kernels.linear(x, parts, fmt, ROWS, name, target)
+
+
+def block_names(func: tvm.tirx.PrimFunc) -> set[str]:
+    sch = s_tir.Schedule(func)
+    return {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
+
+
+# ---------------------------------------------------------------------------------------------
+# linear
+
+
+@pytest.mark.parametrize("fmt_name", sorted(FORMATS))
+def test_linear_as_gpu_targets_define_it(fmt_name):
+    """Every format: the dequantizing matmul as both GPU targets define it, for n tokens."""
+    rng = np.random.default_rng(10)
+    parts, weight = stored_weight(fmt_name, ROWS, COLS, rng)
+    params = FORMATS[fmt_name].parts(ROWS, COLS)
+    x_spec = spec.Tensor([1, "n", COLS], "float32")
+    software, gpu = (op_functions(linear_op(fmt_name, t), params, x_spec) for t in GPU_TARGETS)
+    tvm.ir.assert_structural_equal(software, gpu)
+    lib = compile_llvm(software)
+    x = rng.standard_normal((1, 3, COLS)).astype(np.float32)
+    out = tensor(np.zeros((1, 3, ROWS), np.float32))
+    lib["linear"](tensor(x), *(tensor(parts[p]) for p in params), out)
+    error = np.abs(out.numpy() - linear_reference(x, weight))
+    assert np.all(error <= linear_tolerance(x, weight))
+
+
+@pytest.mark.parametrize("fmt_name", sorted(HALF_SCALES | {"f16-native"}))
+def test_linear_in_float16_as_gpu_targets_define_it(fmt_name):
+    """The formats of the float16 schemes (q0f16, q4f16, q8f16, for adapters with
+    shader-f16) with float16 activations, as both GPU targets define the matmul: its sums in
+    float16, so the tolerance is float16's (u = 2^-11)."""
+    rng = np.random.default_rng(17)
+    parts, weight = stored_weight(fmt_name, ROWS, COLS, rng)
+    params = FORMATS[fmt_name].parts(ROWS, COLS)
+    x_spec = spec.Tensor([1, "n", COLS], "float16")
+    software, gpu = (op_functions(linear_op(fmt_name, t), params, x_spec) for t in GPU_TARGETS)
+    tvm.ir.assert_structural_equal(software, gpu)
+    x = (rng.standard_normal((1, 3, COLS)) * 0.1).astype(np.float16)
+    out = tensor(np.zeros((1, 3, ROWS), np.float16))
+    compile_llvm(software)["linear"](tensor(x), *(tensor(parts[p]) for p in params), out)
+    error = np.abs(out.numpy().astype(np.float64) - linear_reference(x, weight))
+    assert np.all(error <= linear_tolerance(x, weight, 2.0**-11))
+
+
+@pytest.mark.parametrize("fmt_name", sorted(FORMATS))
+def test_linear_prefill_on_cpu(fmt_name):
+    """Every format: the wasm target's prefill kernel (CpuReduction's token tiles over a panel
+    of decoded weights), for 1 token and for 5 (a partial tile). The activation buffers are
+    padded to whole tiles, as `compile` sizes them: the input's padding holds NaN, which must
+    not reach an output, and the output's a marker, which must stay (rows past n are read,
+    never written)."""
+    rng = np.random.default_rng(11)
+    parts, weight = stored_weight(fmt_name, ROWS, COLS, rng)
+    params = FORMATS[fmt_name].parts(ROWS, COLS)
+    mod = op_functions(
+        linear_op(fmt_name, WASM_TARGET), params, spec.Tensor([1, "n", COLS], "float32")
+    )
+    assert Stage.DEQUANT_WEIGHT in block_names(mod["linear"])
+    scheduled, record = schedule_cpu(mod)
+    assert record == {"linear": "CpuReduction"}
+    lib = compile_llvm(scheduled)
+    for n in PREFILL:
+        x = rng.standard_normal((1, n, COLS)).astype(np.float32)
+        x_buffer, x_view = padded(x, TILED, np.nan)
+        out, out_view = padded(np.zeros((1, n, ROWS), np.float32), TILED, 7.0)
+        lib["linear"](x_view, *(tensor(parts[p]) for p in params), out_view)
+        result = out.numpy()
+        error = np.abs(result[:, :n] - linear_reference(x, weight))
+        assert np.all(error <= linear_tolerance(x, weight)), n
+        assert np.all(result[:, n:] == 7.0), n
+
+
+@pytest.mark.parametrize("fmt_name", sorted(LANES | PLAIN))
+def test_linear_decode_on_cpu(fmt_name):
+    """The wasm target's one-token kernel for the formats that take float products: the
+    lane form (`lane_linear`, its stages named as the rule expects) or the plain reduction,
+    both scheduled by CpuReduction."""
+    rng = np.random.default_rng(12)
+    parts, weight = stored_weight(fmt_name, ROWS, COLS, rng)
+    params = FORMATS[fmt_name].parts(ROWS, COLS)
+    mod = op_functions(
+        linear_op(fmt_name, WASM_TARGET), params, spec.Tensor([1, 1, COLS], "float32")
+    )
+    assert (Stage.LANE_SUMS in block_names(mod["linear"])) == (fmt_name in LANES)
+    scheduled, record = schedule_cpu(mod)
+    assert record == {"linear": "CpuReduction"}
+    x = rng.standard_normal((1, 1, COLS)).astype(np.float32)
+    out = tensor(np.zeros((1, 1, ROWS), np.float32))
+    compile_llvm(scheduled)["linear"](tensor(x), *(tensor(parts[p]) for p in params), out)
+    error = np.abs(out.numpy() - linear_reference(x, weight))
+    assert np.all(error <= linear_tolerance(x, weight))
+
+
+@pytest.mark.parametrize("fmt_name", sorted(LANES))
+def test_lane_linear_as_defined(fmt_name):
+    """The lane form's computation with no schedule: its factored sums (per group, per lane)
+    equal the plain product."""
+    rng = np.random.default_rng(13)
+    parts, weight = stored_weight(fmt_name, ROWS, COLS, rng)
+    params = FORMATS[fmt_name].parts(ROWS, COLS)
+    mod = op_functions(
+        linear_op(fmt_name, WASM_TARGET), params, spec.Tensor([1, 1, COLS], "float32")
+    )
+    x = rng.standard_normal((1, 1, COLS)).astype(np.float32)
+    out = tensor(np.zeros((1, 1, ROWS), np.float32))
+    compile_llvm(mod)["linear"](tensor(x), *(tensor(parts[p]) for p in params), out)
+    error = np.abs(out.numpy() - linear_reference(x, weight))
+    assert np.all(error <= linear_tolerance(x, weight))
+
+
+def integer_input(rng: np.random.Generator) -> np.ndarray:
+    """One token's input with the cases the int16 rounding treats apart: a group of zeros
+    (no scale), a group of one large value among small ones, groups of different sizes."""
+    x = rng.standard_normal((1, 1, COLS)).astype(np.float32)
+    x[0, 0, :32] = 0.0
+    x[0, 0, 32:64] *= 1e-3
+    x[0, 0, 70] = 40.0
+    x[0, 0, 96:128] *= 1e3
+    return x
+
+
+def integer_tolerance(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Rounding an input to int16 in steps of its group's max |x| / 32767 moves it by at most
+    half a step, 1 / 65534 of the group's largest value (integer_linear.py), so output j moves
+    by at most sum_k |w_jk| max_group(k) / 65534; the integer sums are exact, and the float32
+    scaling and sums of groups add the float tolerance."""
+    largest = np.repeat(np.abs(x).reshape(-1, integer_linear.GROUP).max(-1), integer_linear.GROUP)
+    rounding = np.abs(weight).astype(np.float64) @ largest / 65534
+    return rounding + linear_tolerance(x, weight)
+
+
+@pytest.fixture(scope="module")
+def integer_kernels() -> bytes:
+    """The one-token linear of every integer format for the wasm target, scheduled by its rules
+    for wasm32 and linked into one module: `linear_<format>_input` (the int16 rounding,
+    TVM's plain loops) and `linear_<format>` (the hand-written integer dot products)."""
+    funcs = {}
+    for fmt_name in sorted(INTEGER):
+        name = "linear_" + fmt_name
+        params = FORMATS[fmt_name].parts(ROWS, COLS)
+        mod = op_functions(
+            linear_op(fmt_name, WASM_TARGET, name), params, spec.Tensor([1, 1, COLS], "float32")
+        )
+        scheduled, record = schedule_cpu(mod, WASM)
+        assert record == {name: "written", name + "_input": "none"}
+        funcs.update({gv.name_hint: f for gv, f in scheduled.functions_items()})
+    return build_wasm(tvm.IRModule(funcs))
+
+
+@pytest.mark.parametrize("fmt_name", sorted(INTEGER))
+def test_integer_linear_under_node(integer_kernels, fmt_name):
+    """Every integer format: one token's product by the wasm build's two kernels, int16 input
+    rounding then integer dot products (WebAssembly's i32x4.dot_i16x8_s), run under Node."""
+    rng = np.random.default_rng(14)
+    parts, weight = stored_weight(fmt_name, ROWS, COLS, rng)
+    x = integer_input(rng)
+    groups = COLS // integer_linear.GROUP
+    rounded = ["xq", "xscale", "xsum"]
+    tensors = {
+        "x": x,
+        "xq": np.zeros(COLS, np.int16),
+        "xscale": np.zeros(groups, np.float32),
+        "xsum": np.zeros(groups, np.float32),
+        **parts,
+        "out": np.zeros((1, 1, ROWS), np.float32),
+    }
+    name = "linear_" + fmt_name
+    calls = [(name + "_input", ["x", *rounded]), (name, [*rounded, *parts, "out"])]
+    result = run_wasm(integer_kernels, tensors, calls)["out"]
+    error = np.abs(result - linear_reference(x, weight))
+    assert np.all(error <= integer_tolerance(x, weight))
+
+
+def read_order(width: int) -> np.ndarray:
+    """The element of a group of 32 that `integer_linear` multiplies with each position of the
+    rounded inputs, derived from how it reads the codes: four words (element e of the group in
+    bits width * (e % per) of word e // per, per = 32 / width) loaded as eight 16-bit lanes
+    (lane l: word l // 2, bits 16 (l % 2) up); 4-bit codes: vector s of the four holds, in lane
+    l, the nibble at bit 4 s of the lane; 8-bit codes, two loads of four words each: vector
+    2 h + b holds, in lane l, the byte b (low, high) of lane l of load h."""
+    per = 32 // width
+    order = []
+    if width == 4:
+        for shift in range(4):
+            for lane in range(8):
+                bit = 16 * (lane % 2) + 4 * shift
+                order.append((lane // 2) * per + bit // width)
+    else:
+        for load in range(2):
+            for byte in range(2):
+                for lane in range(8):
+                    bit = 16 * (lane % 2) + 8 * byte
+                    order.append(load * 16 + (lane // 2) * per + bit // width)
+    return np.array(order)
+
+
+@pytest.mark.parametrize("width", [4, 8])
+def test_integer_input_rounding(width):
+    """`quantize_input` compiled for the CPU: per group of 32, the scale is max |x| / 32767,
+    the sum exact to float32, and each int16 the nearest step to its input (half a step at
+    most), the inputs in the order the kernel reads the codes."""
+    rng = np.random.default_rng(15)
+    x = integer_input(rng)
+    xt = te.placeholder((1, 1, COLS), "float32", "x")
+    outs = integer_linear.quantize_input(xt, width)
+    lib = compile_llvm(prim_module(rounding=te.create_prim_func([xt, *outs])))
+    groups = COLS // integer_linear.GROUP
+    xq = tensor(np.zeros(COLS, np.int16))
+    scales, sums = tensor(np.zeros(groups, np.float32)), tensor(np.zeros(groups, np.float32))
+    lib["rounding"](tensor(x), xq, scales, sums)
+    grouped = x.reshape(groups, 32).astype(np.float64)
+    largest = np.abs(grouped).max(-1)
+    # One float32 division.
+    np.testing.assert_allclose(scales.numpy(), largest / 32767, rtol=UNIT_ROUNDOFF, atol=0)
+    # 32 float32 additions in some order: at most 31 roundings of the running sum's magnitude.
+    sum_bound = 31 * UNIT_ROUNDOFF * np.abs(grouped).sum(-1)
+    assert np.all(np.abs(sums.numpy() - grouped.sum(-1)) <= sum_bound)
+    order = read_order(width)
+    assert sorted(order) == list(range(32))
+    values = xq.numpy().reshape(groups, 32).astype(np.float64)
+    restored = np.empty_like(values)
+    restored[:, order] = values * (largest / 32767)[:, None]
+    # Half a step, plus the float32 rounding of x * (32767 / max) before rounding to int16.
+    step = largest / 32767
+    assert np.all(np.abs(restored - grouped) <= step[:, None] * (0.5 + 1e-6))
+    assert np.all(values[0] == 0) and np.abs(values).max() == 32767
+
+
+# ---------------------------------------------------------------------------------------------
+# embedding
+
+
+@pytest.mark.parametrize("scheduled", [False, True], ids=["as-defined", "wasm-rules"])
+@pytest.mark.parametrize("fmt_name", sorted(FORMATS))
+def test_embedding(fmt_name, scheduled):
+    """Every format: rows of the decoded table, as defined (every target) and with the wasm
+    target's element-wise rule. In float32 exactly (a lookup decodes, it adds nothing); the
+    float16-scale formats in float16, as their schemes run them."""
+    rng = np.random.default_rng(16)
+    vocab, cols = 40, 512
+    dtype = "float16" if fmt_name in HALF_SCALES else "float32"
+    parts, weight = stored_weight(fmt_name, vocab, cols, rng)
+    params = FORMATS[fmt_name].parts(vocab, cols)
+    fmt = FORMATS[fmt_name]
+    mod = op_functions(
+        lambda ids, p: kernels.embedding(ids, p, fmt, cols, dtype),
+        params,
+        spec.Tensor([1, "n"], "int32"),
+    )
+    if scheduled:
+        mod, record = schedule_cpu(mod)
+        assert record == {"embedding": "CpuElementwise"}
+    ids = np.array([[0, vocab - 1, 7, 7, 23]], np.int32)
+    out = tensor(np.zeros((1, 5, cols), dtype))
+    compile_llvm(mod)["embedding"](tensor(ids), *(tensor(parts[p]) for p in params), out)
+    if dtype == "float32":
+        np.testing.assert_array_equal(out.numpy(), weight[ids])
+    else:
+        # Two float16 roundings (half an ulp, 2^-11 relative, each) of code * scale (at most
+        # about twice the group's largest |w|: q4's minimum cancels part of it) and of the sum.
+        largest = np.abs(weight[ids]).max(-1, keepdims=True)
+        bound = 2.0**-11 * 3 * largest
+        assert np.all(np.abs(out.numpy().astype(np.float64) - weight[ids]) <= bound)
+
+
+# ---------------------------------------------------------------------------------------------
+# rotary
+
+
+def rotary_reference(x, table, total_len, rotated_heads):
+    """transformers' rotate-half on the first rotary_dim dimensions of the first heads."""
+    n = x.shape[1]
+    half = table.shape[1] // 2
+    rot = 2 * half
+    positions = np.arange(total_len - n, total_len)
+    cos = table[positions, :half].astype(np.float64)[None, :, None, :]
+    sin = table[positions, half:].astype(np.float64)[None, :, None, :]
+    x64 = x.astype(np.float64)
+    out = x64.copy()
+    first, second = x64[:, :, :rotated_heads, :half], x64[:, :, :rotated_heads, half:rot]
+    out[:, :, :rotated_heads, :half] = first * cos - second * sin
+    out[:, :, :rotated_heads, half:rot] = second * cos + first * sin
+    return out
+
+
+@pytest.mark.parametrize("scheduled", [False, True], ids=["as-defined", "wasm-rules"])
+@pytest.mark.parametrize("rotary_dim", [16, 8], ids=["full", "partial"])
+def test_rotary(rotary_dim, scheduled):
+    """Rope on the query and key heads of qkv (1, n, 3 + 2 + 2 heads, 16), the value heads
+    kept; a rotary_dim of 8 rotates half of each head (partial rotary) and keeps the rest."""
+    rng = np.random.default_rng(17)
+    heads, head_dim, rotated, n, total_len = 7, 16, 5, 3, 9
+    angles = np.arange(32)[:, None] * rng.uniform(0.01, 1.0, rotary_dim // 2)[None, :]
+    table = np.concatenate([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    mod = op_functions(
+        lambda x, p, total: kernels.rotary(x, p["table"], total, rotated),
+        {"table": (table.shape, "float32")},
+        spec.Tensor([1, "n", heads, head_dim], "float32"),
+        with_length=True,
+    )
+    if scheduled:
+        mod, record = schedule_cpu(mod)
+        assert record == {"rotary": "CpuElementwise"}
+    x = rng.standard_normal((1, n, heads, head_dim)).astype(np.float32)
+    out = tensor(np.zeros_like(x))
+    compile_llvm(mod)["rotary"](tensor(x), tensor(table), total_len, out)
+    expected = rotary_reference(x, table, total_len, rotated)
+    # Two float32 products and a sum per element: three roundings of the terms' magnitude.
+    bound = 3 * UNIT_ROUNDOFF * (np.abs(x) + np.abs(x).max(-1, keepdims=True))
+    assert np.all(np.abs(out.numpy() - expected) <= bound)
+    np.testing.assert_array_equal(out.numpy()[:, :, rotated:], x[:, :, rotated:])
+    if rotary_dim < head_dim:
+        np.testing.assert_array_equal(out.numpy()[:, :, :, rotary_dim:], x[:, :, :, rotary_dim:])
+
+
+# ---------------------------------------------------------------------------------------------
+# KV-cache append
+
+
+@pytest.mark.parametrize("scheduled", [False, True], ids=["as-defined", "wasm-rules"])
+def test_kv_append(scheduled):
+    """The new tokens' key and value heads of qkv are copied to cache rows total_len - n ..
+    total_len - 1, in place; every other row keeps what it held."""
+    rng = np.random.default_rng(18)
+    heads, kv_heads, head_dim, capacity, n, total_len = 4, 2, 8, 16, 3, 10
+    func = kernels.kv_append_func(heads, kv_heads, head_dim, capacity, "float32")
+    mod = prim_module(kv_append=func)
+    if scheduled:
+        mod, record = schedule_cpu(mod)
+        assert record == {"kv_append": "CpuElementwise"}
+    k_cache = rng.standard_normal((capacity, kv_heads, head_dim)).astype(np.float32)
+    v_cache = rng.standard_normal((capacity, kv_heads, head_dim)).astype(np.float32)
+    qkv = rng.standard_normal((1, n, heads + 2 * kv_heads, head_dim)).astype(np.float32)
+    k, v = tensor(k_cache), tensor(v_cache)
+    compile_llvm(mod)["kv_append"](k, v, tensor(qkv), total_len)
+    expected_k, expected_v = k_cache.copy(), v_cache.copy()
+    expected_k[total_len - n : total_len] = qkv[0, :, heads : heads + kv_heads]
+    expected_v[total_len - n : total_len] = qkv[0, :, heads + kv_heads :]
+    np.testing.assert_array_equal(k.numpy(), expected_k)
+    np.testing.assert_array_equal(v.numpy(), expected_v)
+
+
+# ---------------------------------------------------------------------------------------------
+# attention
+
+
+def softmax_attention(q, k, v, scale, softcap):
+    """One query's attention in float64 over the keys it sees: q (d,), k and v (keys, d)."""
+    scores = k.astype(np.float64) @ q.astype(np.float64) * scale
+    if softcap:
+        scores = softcap * np.tanh(scores / softcap)
+    weights = np.exp(scores - scores.max())
+    return weights @ v.astype(np.float64) / weights.sum()
+
+
+def attention_reference(qkv, k_cache, v_cache, total_len, kv_heads, window, scale, softcap):
+    n, heads, head_dim = qkv.shape[1], qkv.shape[2] - 2 * kv_heads, qkv.shape[3]
+    group = heads // kv_heads
+    out = np.zeros((1, n, heads * head_dim))
+    keys = np.arange(len(k_cache))
+    for i in range(n):
+        position = total_len - n + i
+        visible = keys <= position
+        if window:
+            visible &= keys > position - window
+        for h in range(heads):
+            kv = h // group
+            out[0, i, h * head_dim : (h + 1) * head_dim] = softmax_attention(
+                qkv[0, i, h], k_cache[visible, kv], v_cache[visible, kv], scale, softcap
+            )
+    return out
+
+
+def hand_written(form: str, make: Callable[[Target], tvm.tirx.PrimFunc]) -> tvm.tirx.PrimFunc:
+    """A hand-written kernel as a target builds it, ready for llvm: "cpu" (the wasm target's
+    parallel loops) or "gpu" (both GPU targets', checked to be the same function, its block
+    and thread loops made plain loops)."""
+    if form == "cpu":
+        return make(WASM_TARGET)
+    software, gpu = (make(t) for t in GPU_TARGETS)
+    tvm.ir.assert_structural_equal(software, gpu)
+    return gpu_threads_as_loops(software)
+
+
+# The outputs are weighted means of values below 5: float32 dot products of 16 terms, two
+# exponentials per key and running sums over up to 27 keys each err by a few roundings
+# (u = 6e-8) of the values' size, some 1e-7 each; 2e-6 allows about thirty of them.
+ATTENTION_ATOL = 2e-6
+
+ATTENTION_CASES = {
+    # name: (head_dim, n, total_len, window, scale, softcap)
+    "prefill": (16, 20, 27, 0, None, 0.0),  # 80 (query, head) invocations: two blocks of 64
+    "decode": (16, 1, 19, 0, None, 0.0),
+    "window": (16, 6, 24, 5, None, 0.0),
+    "softcap-scale": (16, 4, 11, 0, 0.5, 3.0),
+    "head-dim-12": (12, 5, 9, 0, None, 0.0),  # not a multiple of the CPU's 8 partial sums
+}
+
+
+@pytest.mark.parametrize("form", ["cpu", "gpu"])
+@pytest.mark.parametrize("case", sorted(ATTENTION_CASES))
+def test_attention(case, form):
+    """Causal attention over the cache, 4 query heads sharing 2 KV heads, for each target's
+    form. Cache rows no query may see hold NaN: past total_len, and (with a window) before
+    the first query's window."""
+    head_dim, n, total_len, window, scale, softcap = ATTENTION_CASES[case]
+    heads, kv_heads, capacity = 4, 2, 32
+    rng = np.random.default_rng(19)
+    func = hand_written(
+        form,
+        lambda target: kernels.attention_func(
+            heads, kv_heads, head_dim, capacity, "float32", target, window, scale, softcap
+        ),
+    )
+    lib = compile_llvm(prim_module(attention=func))
+    qkv = rng.standard_normal((1, n, heads + 2 * kv_heads, head_dim)).astype(np.float32)
+    k_cache = rng.standard_normal((capacity, kv_heads, head_dim)).astype(np.float32)
+    v_cache = rng.standard_normal((capacity, kv_heads, head_dim)).astype(np.float32)
+    unseen = np.arange(capacity) >= total_len
+    if window:
+        unseen |= np.arange(capacity) <= total_len - n - window
+    k_cache[unseen] = np.nan
+    v_cache[unseen] = np.nan
+    out = tensor(np.zeros((1, n, heads * head_dim), np.float32))
+    lib["attention"](tensor(qkv), tensor(k_cache), tensor(v_cache), total_len, out)
+    scores_scale = scale or 1 / math.sqrt(head_dim)
+    expected = attention_reference(
+        qkv, k_cache, v_cache, total_len, kv_heads, window, scores_scale, softcap
+    )
+    np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=ATTENTION_ATOL)
+
+
+@pytest.mark.parametrize("form", ["cpu", "gpu"])
+def test_encoder_attention(form):
+    """Bidirectional attention of two padded inputs of lengths 5 and 3 (qkv (2, 5, 3 heads,
+    head_dim)): each query sees its input's keys up to its length, never the padding (which
+    holds NaN). Rows past an input's length are computed and never read, so not compared."""
+    heads, head_dim, n = 3, 16, 5
+    lengths = np.array([5, 3], np.int32)
+    func = hand_written(
+        form, lambda target: kernels.encoder_attention_func(heads, head_dim, "float32", target)
+    )
+    lib = compile_llvm(prim_module(encoder_attention=func))
+    rng = np.random.default_rng(20)
+    qkv = rng.standard_normal((2, n, 3 * heads, head_dim)).astype(np.float32)
+    qkv[1, 3:] = np.nan
+    out = tensor(np.zeros((2, n, heads * head_dim), np.float32))
+    lib["encoder_attention"](tensor(qkv), tensor(lengths), out)
+    result = out.numpy()
+    scale = 1 / math.sqrt(head_dim)
+    for s, length in enumerate(lengths):
+        keys = qkv[s, :length]
+        for i in range(length):
+            for h in range(heads):
+                q, k, v = keys[i, h], keys[:, heads + h], keys[:, 2 * heads + h]
+                expected = softmax_attention(q, k, v, scale, 0.0)
+                got = result[s, i, h * head_dim : (h + 1) * head_dim]
+                np.testing.assert_allclose(got, expected, rtol=0, atol=ATTENTION_ATOL)
