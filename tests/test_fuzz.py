@@ -16,7 +16,10 @@ import pytest
 from tools.browser import serve_folder
 from tools.node import node_engine
 
-FUZZ = (Path(__file__).parent / "fuzz_requests.js").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+# The fuzzer, a module, and the request fields it imports (by their paths in the checkout).
+FUZZ = "tests/fuzz_requests.js"
+FUZZ_MODULES = [FUZZ, "web/src/api/request_fields.js"]
 REQUESTS = 2000
 
 # A worker like kiln-worker.js that also posts to the page whatever the engine leaves
@@ -41,6 +44,9 @@ def site(tiny_built, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("fuzz") / "model"
     shutil.copytree(tiny_built("q4f32"), folder)
     (folder / "fuzz-worker.js").write_text(WORKER)
+    for path in FUZZ_MODULES:  # where the page imports them, as they lie in the checkout
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / path, folder / path)
     return folder
 
 
@@ -60,16 +66,16 @@ def check(result: dict) -> None:
 
 def test_generated_requests_are_answered_or_named_in_node(site):
     with node_engine(site, backend="wasm") as node:
-        node.evaluate("(source) => { (0, eval)(source); }", FUZZ)  # defines fuzzRequests
         result = node.evaluate(
-            """async ([folder, seed, count, normal]) => {
+            """async ([fuzz, folder, seed, count, normal]) => {
+                const { fuzzRequests } = await import(fuzz);
                 const summary = await fuzzRequests(engine, {seed, count, timeoutMs: 60000});
                 const after = await engine.chat.completions.create(normal);
                 const fresh = await kiln.CreateEngine(folder, {backend: "wasm"});
                 const expected = await fresh.chat.completions.create(normal);
                 return {summary, after: after.choices[0], expected: expected.choices[0]};
             }""",
-            [str(site), 1, REQUESTS, NORMAL],
+            [(ROOT / FUZZ).as_uri(), str(site), 1, REQUESTS, NORMAL],
         )
     check(result)
 
@@ -79,10 +85,10 @@ def test_generated_requests_are_answered_or_named_in_a_worker(site, browser):
         page = browser.new_page()
         try:
             page.goto(f"{url}/manifest.json")
-            page.add_script_tag(content=FUZZ)
             result = page.evaluate(
-                """async ([seed, count, normal]) => {
+                """async ([fuzz, seed, count, normal]) => {
                     const kiln = await import("./kiln.js");
+                    const { fuzzRequests } = await import(fuzz);
                     const background = [];
                     const worker = new Worker("./fuzz-worker.js", {type: "module"});
                     worker.addEventListener("message",
@@ -97,7 +103,7 @@ def test_generated_requests_are_answered_or_named_in_a_worker(site, browser):
                     const expected = await fresh.chat.completions.create(normal);
                     return {summary, after: after.choices[0], expected: expected.choices[0]};
                 }""",
-                [2, REQUESTS, NORMAL],
+                [f"./{FUZZ}", 2, REQUESTS, NORMAL],
             )
         finally:
             page.close()

@@ -73,16 +73,27 @@ export type ResponseFormat =
   | { type: "json_object"; schema?: string | object }
   | { type: "json_schema"; json_schema: { name: string; schema: object; strict?: boolean; description?: string } };
 
+/** A report of a request's prefill, after each chunk of the prompt it runs through the model. */
+export interface PrefillProgressReport {
+  /** 0 to 1 */
+  progress: number;
+  /** the prompt's tokens prefilled so far, of the `total` not already in the KV cache */
+  prefilled: number;
+  total: number;
+}
+
 interface SamplingFields {
   model?: string;
   stream?: boolean;
   stream_options?: { include_usage?: boolean } | null;
+  /** 1 or more */
   max_tokens?: number | null;
   /** 0 to 2; 0 is greedy */
   temperature?: number | null;
   /** 0 to 1 */
   top_p?: number | null;
   stop?: string | string[] | null;
+  /** an integer from -9007199254740991 to 9007199254740991 (JavaScript's safe integers) */
   seed?: number | null;
   /** -2 to 2 */
   frequency_penalty?: number | null;
@@ -95,11 +106,23 @@ interface SamplingFields {
   /** 1 to 128 */
   n?: number | null;
   signal?: AbortSignal;
+  /**
+   * called after each chunk of the prompt's prefill (a long prompt's wait, for a progress bar);
+   * behind a worker, its reports come as messages
+   */
+  prefillProgressCallback?: (report: PrefillProgressReport) => void;
   response_format?: ResponseFormat;
   /** "auto" drops the oldest turns when the prompt exceeds the context window */
   truncation?: "auto" | "disabled";
   ignore_eos?: boolean;
+  /** accepted, without effect (it concerns a hosted service) */
   user?: string;
+  /** accepted, without effect (it concerns a hosted service) */
+  store?: boolean | null;
+  /** accepted, without effect (it concerns a hosted service) */
+  metadata?: Record<string, string> | null;
+  /** accepted, without effect (it concerns a hosted service) */
+  service_tier?: string | null;
 }
 
 export interface ChatCompletionRequest extends SamplingFields {
@@ -108,6 +131,7 @@ export interface ChatCompletionRequest extends SamplingFields {
   tool_choice?: ToolChoice | null;
   /** false: at most one call a reply */
   parallel_tool_calls?: boolean | null;
+  /** 1 or more */
   max_completion_tokens?: number | null;
   logprobs?: boolean | null;
   /** 0 to 20 */
@@ -119,6 +143,7 @@ export interface CompletionRequest extends SamplingFields {
   echo?: boolean | null;
   /** 0 to 5 */
   logprobs?: number | null;
+  /** only n (the default) */
   best_of?: number | null;
 }
 

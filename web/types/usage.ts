@@ -60,6 +60,7 @@ export async function example(): Promise<string> {
     stream: true,
     stream_options: { include_usage: true },
     signal: controller.signal,
+    prefillProgressCallback: ({ progress, prefilled, total }) => console.log(progress, `${prefilled}/${total}`),
   });
   let text = reply.choices[0].message.content;
   for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";

@@ -1,6 +1,6 @@
-// The checks request fields are made of: a field's range, an integer's bounds, and a JSON
-// schema held within what the grammar engine compiles. Each failure is an InvalidRequestError
-// that names the field.
+// The checks request fields are made of: a field's type and range as request_fields.js gives
+// them, and a JSON schema held within what the grammar engine compiles. Each failure is an
+// InvalidRequestError that names the field.
 import { InvalidRequestError } from "../errors.js";
 
 // XGrammar compiles a schema by recursion on a small wasm stack: nested past about 100 levels
@@ -16,21 +16,33 @@ export const fail = (field, message) => {
 };
 export const isNumber = (x) => typeof x === "number" && Number.isFinite(x);
 
-export function checkRange(request, field, low, high) {
-  const value = request[field];
-  if (value != null && !(isNumber(value) && value >= low && value <= high))
-    fail(field, `must be a number from ${low} to ${high}`);
-}
-
-export function checkInteger(request, field, low, high = Number.MAX_SAFE_INTEGER) {
-  const value = request[field];
-  if (value != null && !(Number.isInteger(value) && value >= low && value <= high))
-    fail(
-      field,
-      high === Number.MAX_SAFE_INTEGER
-        ? `must be an integer of at least ${low}`
-        : `must be an integer from ${low} to ${high}`,
-    );
+/**
+ * Checks `request[field.name]` against the field's type and range (request_fields.js); null
+ * and undefined pass (the field is left out).
+ */
+export function checkField(request, { name, type, minimum, maximum, exclusiveMinimum, enum: values }) {
+  const value = request[name];
+  if (value == null) return;
+  if (type === "number" && exclusiveMinimum !== undefined) {
+    if (!(isNumber(value) && value > exclusiveMinimum)) fail(name, `must be a number greater than ${exclusiveMinimum}`);
+  } else if (type === "number") {
+    if (!(isNumber(value) && value >= minimum && value <= maximum))
+      fail(name, `must be a number from ${minimum} to ${maximum}`);
+  } else if (type === "integer") {
+    if (!(Number.isInteger(value) && value >= minimum && value <= (maximum ?? Number.MAX_SAFE_INTEGER)))
+      fail(
+        name,
+        maximum === undefined
+          ? `must be an integer of at least ${minimum}`
+          : `must be an integer from ${minimum} to ${maximum}`,
+      );
+  } else if (values !== undefined) {
+    if (!values.includes(value)) fail(name, `must be ${values.map((v) => JSON.stringify(v)).join(" or ")}`);
+  } else if (["boolean", "string", "function"].includes(type)) {
+    if (typeof value !== type) fail(name, `must be a ${type}`);
+  } else {
+    throw new Error(`${name}: request_fields.js gives no check for its type, and request.js has none of its own`);
+  }
 }
 
 /**

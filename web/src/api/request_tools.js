@@ -11,9 +11,7 @@ const FUNCTION_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
  * name of the function that must be called.
  */
 export function checkTools(request) {
-  const { tools, tool_choice, parallel_tool_calls } = request;
-  if (parallel_tool_calls != null && typeof parallel_tool_calls !== "boolean")
-    fail("parallel_tool_calls", "must be a boolean");
+  const { tools, tool_choice, parallel_tool_calls } = request; // parallel_tool_calls checked by its type
   if (tools == null) {
     if (tool_choice != null && tool_choice !== "none") fail("tool_choice", "needs tools");
     return { tools: null, toolChoice: "none", parallel: false, schemas: [] };

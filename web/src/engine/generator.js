@@ -50,7 +50,7 @@ export async function generateCompletion(model, prompt, params, random, control,
   let finish = "length";
   try {
     const t0 = now();
-    let { logits, prefilled } = await model.prefill(prompt, control);
+    let { logits, prefilled } = await model.prefill(prompt, control, params.prefillProgressCallback);
     const t1 = now();
     for (;;) {
       if (control.aborted || logits === null) {

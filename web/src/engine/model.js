@@ -139,10 +139,13 @@ export class LoadedModel {
    * once submitted finishes on the GPU after the request has ended, so each is sized from the
    * speed of the one before to take about GPU_CHUNK_MS, and a request after an abort waits no
    * longer (a fast GPU takes the build's largest chunks).
+   * After each chunk, `onProgress` gets {progress, prefilled, total}: the tokens prefilled so
+   * far of the `total` not already in the cache, and their share.
    * @param {number[]} tokens
    * @param {Control} [control]
+   * @param {(report: {progress: number, prefilled: number, total: number}) => void} [onProgress]
    */
-  async prefill(tokens, control = undefined) {
+  async prefill(tokens, control = undefined, onProgress = undefined) {
     let start = 0;
     while (start < this.cachedTokens.length && start < tokens.length - 1 && this.cachedTokens[start] === tokens[start])
       start++;
@@ -164,6 +167,8 @@ export class LoadedModel {
         const perToken = Math.max(performance.now() - started, 1) / ids.length;
         chunk = Math.min(largest, Math.max(1, Math.floor(GPU_CHUNK_MS / perToken)));
       }
+      const total = tokens.length - start;
+      onProgress?.({ progress: (i - start) / total, prefilled: i - start, total });
     }
     return { logits, prefilled: tokens.length - start };
   }

@@ -174,10 +174,13 @@ export class WorkerEngine {
 
   async #create(method, request) {
     // What cannot cross postMessage is checked here; the rest goes as it is, for the engine
-    // to check. The signal stays here, carried as an abort message.
+    // to check. The signal stays here, carried as an abort message, and so does a prefill
+    // progress callback, which the handler's progress messages call.
     requestedModel(request);
     const { signal, ...body } = request;
     checkSignal(signal);
+    const onProgress = typeof body.prefillProgressCallback === "function" ? body.prefillProgressCallback : undefined;
+    if (onProgress) delete body.prefillProgressCallback;
     const queue = new AsyncQueue();
     let started;
     const accepted = new Promise((resolve) => (started = resolve));
@@ -188,12 +191,14 @@ export class WorkerEngine {
       // once it has run a while: a signal already fired goes with the request.
       {
         expect: this.#expect ?? undefined,
+        ...(onProgress ? { progress: true } : {}),
         ...(signal?.aborted ? { aborted: true } : {}),
         ...(body?.stream ? { window: STREAM_WINDOW } : {}),
       },
       {
         stream: started,
         chunk: (chunk) => queue.push(chunk),
+        progress: onProgress,
       },
     );
     const abort = () => this.#post({ kiln: "abort", id });

@@ -11,7 +11,7 @@
 //       method: a name of the API's method table (api/methods.js), whose kind says how it is
 //       answered; args are the engine method's arguments as they are, less what cannot be
 //       cloned: the client strips functions and `signal`. `progress: true` asks for the
-//       reload's progress reports.
+//       reload's progress reports, or a request's prefill progress reports.
 //       `expect: {model, options}` (requests only): the reload the client last made; if this
 //       handler has something else loaded (another page reloaded, or the service worker was
 //       restarted), it loads that first, so a request is never answered by another model.
@@ -23,7 +23,8 @@
 //   {kiln: "abort", id}       the request's AbortSignal fired, or its stream was left early
 //   {kiln: "keepAlive"}       sent periodically to a service worker so that it is not stopped
 // handler -> client
-//   {kiln: "progress", id, report}   an initProgressCallback report ({progress, text, ...})
+//   {kiln: "progress", id, report}   an initProgressCallback report ({progress, text, ...}),
+//                                    or a request's prefillProgressCallback report
 //   {kiln: "stream", id}             the request was accepted; its chunks follow
 //   {kiln: "chunk", id, chunk}       one streamed chunk
 //   {kiln: "return", id, value, loadedModels}   the call's result (after a stream: none)
@@ -142,9 +143,8 @@ export class EngineHandler {
         if (expect) await this.#reload(expect.model, expect.options);
         const request = args[0];
         const isObject = request !== null && typeof request === "object" && !Array.isArray(request);
-        const result = await invoke(this.engine, method, [
-          isObject ? { ...request, signal: controller.signal } : request,
-        ]);
+        const own = { signal: controller.signal, ...(onProgress && { prefillProgressCallback: onProgress }) };
+        const result = await invoke(this.engine, method, [isObject ? { ...request, ...own } : request]);
         if (result && typeof result[Symbol.asyncIterator] === "function") {
           reply({ kiln: "stream", id });
           for await (const chunk of result) {
