@@ -6,8 +6,10 @@ import { ContextWindowExceededError, InvalidRequestError } from "../errors.js";
 import { yieldToEventLoop } from "../control.js";
 
 const now = () => performance.now();
-// Truncation lets the event loop run after about this many milliseconds of work.
+// Truncation lets the event loop run after about this many milliseconds of work, or this many
+// tokenizations (of a turn's contents, or of a render of the kept turns), whichever comes first.
 const TRUNCATION_YIELD_MS = 10;
+const TRUNCATION_YIELD_UNITS = 16;
 // Without max_tokens, truncation keeps this share of the context window for the reply.
 const REPLY_SHARE = 0.25;
 
@@ -54,25 +56,32 @@ async function promptTokens(model, kind, params) {
   const render = (list) => tokenizer.encode(tokenizer.applyChatTemplate(list, true, tools));
   const turns = messages.flatMap((m, i) => (m.role === "system" ? [] : [i]));
   if (!params.truncate || turns.length <= 1) return render(messages);
-  const keep = (count) => {
-    const first = turns[turns.length - count];
-    return render(messages.filter((m, i) => m.role === "system" || i >= first));
-  };
-  const contentTokens = (m) => tokenizer.encode(m.content + (m.tool_calls ? JSON.stringify(m.tool_calls) : "")).length;
   let slice = now();
+  let units = 0; // tokenizations since the event loop last ran
   const pause = async () => {
-    if (now() - slice < TRUNCATION_YIELD_MS) return;
+    if (++units < TRUNCATION_YIELD_UNITS && now() - slice < TRUNCATION_YIELD_MS) return;
     await yieldToEventLoop();
-    slice = now();
+    [slice, units] = [now(), 0];
+  };
+  // Each tokenization is followed by a pause.
+  const keep = async (count) => {
+    const first = turns[turns.length - count];
+    const tokens = render(messages.filter((m, i) => m.role === "system" || i >= first));
+    await pause();
+    return tokens;
+  };
+  const contentTokens = async (m) => {
+    const length = tokenizer.encode(m.content + (m.tool_calls ? JSON.stringify(m.tool_calls) : "")).length;
+    await pause();
+    return length;
   };
   // The system messages' and the newest turns' contents, until they alone fill the budget.
   let fixed = 0;
-  for (const m of messages) if (m.role === "system") fixed += contentTokens(m);
+  for (const m of messages) if (m.role === "system") fixed += await contentTokens(m);
   const costs = [];
   for (let sum = fixed, k = turns.length - 1; k >= 0 && sum <= budget; k--) {
-    costs.push(contentTokens(messages[turns[k]]));
+    costs.push(await contentTokens(messages[turns[k]]));
     sum += costs[costs.length - 1];
-    await pause();
   }
   // How many of the newest turns fit with `extra` tokens of template around each.
   const fitting = (extra) => {
@@ -82,19 +91,18 @@ async function promptTokens(model, kind, params) {
     return Math.max(count, 1);
   };
   let count = fitting(0);
-  let tokens = keep(count);
+  let tokens = await keep(count);
   for (let round = 0; round < 3; round++) {
-    await pause();
     let contents = fixed;
     for (let j = 0; j < count; j++) contents += costs[j];
     const next = fitting(Math.max(0, (tokens.length - contents) / count));
     if (next === count) break;
-    [count, tokens] = [next, keep(next)];
+    [count, tokens] = [next, await keep(next)];
   }
   // What is left of the estimate's error: the template's differences between turns.
-  while (tokens.length > budget && count > 1) tokens = keep(--count);
+  while (tokens.length > budget && count > 1) tokens = await keep(--count);
   while (count < costs.length) {
-    const more = keep(count + 1);
+    const more = await keep(count + 1);
     if (more.length > budget) break;
     [count, tokens] = [count + 1, more];
   }
