@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM
 from compiler.build import build
 from compiler.cli import main
 from compiler.loader import load
-from compiler.models.rope import default_frequencies
+from compiler.models.decoder.rope import default_frequencies
 
 PROMPT = [5, 17, 42, 100, 7, 8, 9, 10, 11, 12, 13, 60, 61, 62]
 STEPS = 16

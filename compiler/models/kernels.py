@@ -105,8 +105,8 @@ def rotary(qkv: Tensor, table: Tensor, total_len: tirx.Var, rotated_heads: int) 
     """Rotary position embedding (Hugging Face's rotate-half layout) on the first
     `rotated_heads` heads of qkv (1, n, heads, head_dim); token i sits at total_len - n + i.
     `table` (positions, rotary_dim) holds each position's cos then sin per frequency (see
-    rope.py): the first rotary_dim dimensions of a head are rotated, the rest kept (partial
-    rotary)."""
+    decoder/rope.py): the first rotary_dim dimensions of a head are rotated, the rest kept
+    (partial rotary)."""
 
     def compute(x: te.Tensor, tab: te.Tensor, total: tirx.Var) -> te.Tensor:
         batch, seq, heads, dim = x.shape

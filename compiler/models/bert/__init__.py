@@ -4,6 +4,8 @@ as an unsupported architecture."""
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from ..family import Family
 from .config import BertConfig
 from .network import BertEncoder
@@ -12,11 +14,11 @@ from .weights import network_weights
 __all__ = ["FAMILY", "BertConfig", "BertEncoder"]
 
 
-def _no_gguf(*_args):
+def _no_gguf(*_args: object) -> NoReturn:
     raise AssertionError("the bert family lists no GGUF architecture")
 
 
-FAMILY = Family(
+FAMILY: Family[BertConfig] = Family(
     name="bert",
     hf_architectures=("BertModel",),
     gguf_architectures=(),

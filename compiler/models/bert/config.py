@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Never
 
 from ...errors import BuildError
 
@@ -82,7 +82,7 @@ class BertConfig:
             )
         return config
 
-    def rope_tables(self) -> dict[str, Any]:
+    def rope_tables(self) -> dict[str, Never]:
         return {}  # absolute position embeddings: no rotary tables
 
     def to_json(self) -> dict[str, Any]:

@@ -7,22 +7,24 @@ and sin), and what the network reads is a table of cos and sin per position, com
 float64 from transformers' float32 angles. Kernels never evaluate sin or cos themselves: WGSL
 lets them be off by 2^-11, and GPUs' fast versions lose more at the large angles of long
 positions.
+
+The rope types are a registry (`ROPE_TYPES`): each names the function that gives its inverse
+frequencies and its scale of cos and sin. Partial rotary (a part of each head rotated) applies
+to every type; layers with a base of their own (Gemma's local layers) read a second table
+(`LocalGlobalConfig.rope_local`, config.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from ..errors import BuildError
+from ...errors import BuildError
 
-# The rope types transformers implements that are built; any other is refused with one line.
-# "dynamic" (NTK) equals "default" up to max_position_embeddings, which a build never passes.
-IMPLEMENTED = ("default", "linear", "dynamic", "llama3", "longrope", "yarn")
 ALIASES = {"su": "longrope"}  # Phi-3's first name for LongRoPE
 
 
@@ -130,6 +132,61 @@ def longrope_attention(factor: float, original: int) -> float:
     return 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(original))
 
 
+# A rope type's inverse frequencies, scale of cos and sin, and the longest context it holds
+# for (None: any), from (theta, rotated dimensions, its parameters, max_position_embeddings).
+Computed = tuple[np.ndarray, float, int | None]
+Frequencies = Callable[[float, int, Mapping[str, Any], int], Computed]
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeType:
+    frequencies: Frequencies
+    # Whether it reads original_max_position_embeddings (filled in from config.json's top
+    # level, then from max_position_embeddings, as transformers does).
+    original_context: bool = False
+
+
+def _default(theta: float, dim: int, p: Mapping[str, Any], max_positions: int) -> Computed:
+    return default_frequencies(theta, dim), 1.0, None
+
+
+def _linear(theta: float, dim: int, p: Mapping[str, Any], max_positions: int) -> Computed:
+    return default_frequencies(theta, dim) / _f32(float(p["factor"])), 1.0, None
+
+
+def _llama3(theta: float, dim: int, p: Mapping[str, Any], max_positions: int) -> Computed:
+    return llama3_frequencies(theta, dim, p), 1.0, None
+
+
+def _yarn(theta: float, dim: int, p: Mapping[str, Any], max_positions: int) -> Computed:
+    inverse, attention = yarn_frequencies(theta, dim, p, max_positions)
+    return inverse, attention, None
+
+
+def _longrope(theta: float, dim: int, p: Mapping[str, Any], max_positions: int) -> Computed:
+    """Within its original context: its short factors (past it, the long ones, not built)."""
+    original = p["original_max_position_embeddings"]
+    short = [float(f) for f in p["short_factor"]]
+    if len(short) != dim // 2:
+        raise ValueError(f"{len(short)} short factors for {dim // 2} frequencies")
+    factor = p.get("factor") or max_positions / original
+    given = p.get("attention_factor")
+    attention = longrope_attention(factor, original) if given is None else float(given)
+    return default_frequencies(theta, dim, short), attention, original
+
+
+# The rope types transformers implements that are built; any other is refused with one line.
+# "dynamic" (NTK) equals "default" up to max_position_embeddings, which a build never passes.
+ROPE_TYPES: dict[str, RopeType] = {
+    "default": RopeType(_default),
+    "linear": RopeType(_linear),
+    "dynamic": RopeType(_default),
+    "llama3": RopeType(_llama3, original_context=True),
+    "longrope": RopeType(_longrope, original_context=True),
+    "yarn": RopeType(_yarn, original_context=True),
+}
+
+
 def rope_from_parameters(
     params: Mapping[str, Any],
     raw: Mapping[str, Any],
@@ -144,7 +201,7 @@ def rope_from_parameters(
     (Phi-3); elsewhere transformers ignores the factor or fails, so it is refused."""
     kind = str(params.get("rope_type", params.get("type", "default")))
     kind = ALIASES.get(kind, kind)
-    if kind not in IMPLEMENTED:
+    if kind not in ROPE_TYPES:
         raise BuildError(f"{where}: config field {field}={dict(params)!r} is not implemented")
     try:
         theta = float(params["rope_theta"])
@@ -160,9 +217,9 @@ def rope_from_parameters(
                 f"{where}: config field partial_rotary_factor={partial!r} gives {dim} rotated "
                 f"dimensions of {head_dim}: they must be even and positive"
             )
-        attention, max_context = 1.0, None
+        rope_type = ROPE_TYPES[kind]
         max_positions = int(raw.get("max_position_embeddings", 2048))
-        if kind in ("llama3", "longrope", "yarn"):
+        if rope_type.original_context:
             # transformers takes a top-level original context first (Phi-3 keeps it there).
             original = int(
                 raw.get("original_max_position_embeddings")
@@ -170,24 +227,7 @@ def rope_from_parameters(
                 or max_positions
             )
             params = {**params, "original_max_position_embeddings": original}
-        if kind in ("default", "dynamic"):
-            inverse = default_frequencies(theta, dim)
-        elif kind == "linear":
-            inverse = default_frequencies(theta, dim) / _f32(float(params["factor"]))
-        elif kind == "llama3":
-            inverse = llama3_frequencies(theta, dim, params)
-        elif kind == "yarn":
-            inverse, attention = yarn_frequencies(theta, dim, params, max_positions)
-        else:  # longrope, within its original context (its short factors)
-            original = params["original_max_position_embeddings"]
-            short = [float(f) for f in params["short_factor"]]
-            if len(short) != dim // 2:
-                raise ValueError(f"{len(short)} short factors for {dim // 2} frequencies")
-            factor = params.get("factor") or max_positions / original
-            given = params.get("attention_factor")
-            attention = longrope_attention(factor, original) if given is None else float(given)
-            inverse = default_frequencies(theta, dim, short)
-            max_context = original
+        inverse, attention, max_context = rope_type.frequencies(theta, dim, params, max_positions)
     except (KeyError, TypeError, ValueError) as err:
         raise BuildError(f"{where}: config field {field} is malformed ({err})") from None
     return Rope(

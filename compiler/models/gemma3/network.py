@@ -1,82 +1,40 @@
-"""Gemma 3 (text): llama's attention with RMSNorm over each query and key head, scores scaled
-by query_pre_attn_scalar^-0.5, local layers (a sliding window, their own rope base) between
-global ones; norms before and after both attention and MLP; a tanh-GELU MLP; embeddings
-scaled by sqrt(hidden); Gemma 2's soft caps on scores and logits where the config has them.
-Norm weights arrive as (1 + w), see weights.py."""
+"""The gemma3 network: norms before and after both attention and MLP; attention with RMSNorm
+over each query and key head (the config's), scores scaled by query_pre_attn_scalar^-0.5,
+local layers (a sliding window, their own rope) between global ones; a GeGLU (tanh-GELU) MLP;
+embeddings scaled by sqrt(hidden); soft caps on scores and logits where the config has them."""
 
 from __future__ import annotations
 
 import math
 
-from tvm import tirx
 from tvm.relax.frontend import nn
-from tvm.relax.frontend.nn import Tensor, op
+from tvm.relax.frontend.nn import Tensor
 
-from ...targets import Target
 from ..common import Formats
-from ..llama.network import MLP, Attention, LlamaForCausalLM
-from .config import Gemma3Config
+from ..decoder import MLP, Attention, CausalLM, LocalGlobalConfig, SandwichNormLayer, soft_cap
 
 
-class Gemma3DecoderLayer(nn.Module):
-    def __init__(
-        self,
-        config: Gemma3Config,
-        formats: Formats,
-        dtype: str,
-        capacity: int,
-        target: Target,
-        index: int,
-    ):
-        local = config.sliding_layers[index]
-        for norm in NORMS:
-            setattr(
-                self,
-                norm,
-                nn.RMSNorm(config.hidden_size, -1, config.rms_norm_eps, bias=False, dtype=dtype),
-            )
-        self.self_attn = Attention(
-            config,
+class Gemma3ForCausalLM(CausalLM):
+    config: LocalGlobalConfig
+
+    def layer(self, index: int, formats: Formats) -> nn.Module:
+        c, capacity = self.config, self.context_window
+        attention = Attention(
+            c,
             formats.below("self_attn."),
-            dtype,
+            self.dtype,
             capacity,
-            target,
-            window=config.sliding_window if local else 0,
-            scale=config.query_pre_attn_scalar**-0.5,
-            softcap=config.attn_logit_softcapping,
+            self.target,
+            window=c.sliding_window if c.sliding_layers[index] else 0,
+            scale=c.query_pre_attn_scalar**-0.5,
+            softcap=c.attn_logit_softcapping,
         )
-        self.mlp = MLP(config, formats.below("mlp."), target, activation="gelu_tanh")
-
-    def forward(
-        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var, rope_table: Tensor
-    ):
-        attn, k_cache, v_cache = self.self_attn(
-            self.input_layernorm(x), k_cache, v_cache, total_len, rope_table
-        )
-        x = x + self.post_attention_layernorm(attn)
-        x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
-        return x, k_cache, v_cache
-
-
-NORMS = (
-    "input_layernorm",
-    "post_attention_layernorm",
-    "pre_feedforward_layernorm",
-    "post_feedforward_layernorm",
-)
-
-
-class Gemma3ForCausalLM(LlamaForCausalLM):
-    config: Gemma3Config
-
-    @staticmethod
-    def layer(config, formats, dtype, capacity, target, index):
-        return Gemma3DecoderLayer(config, formats, dtype, capacity, target, index)
+        mlp = MLP(c, formats.below("mlp."), self.target, activation="gelu_tanh")
+        return SandwichNormLayer(self.hidden_norm, attention, mlp)
 
     def embed(self, input_ids: Tensor) -> Tensor:
         # transformers multiplies by sqrt(hidden) rounded to the weights' dtype.
         return super().embed(input_ids) * math.sqrt(self.config.hidden_size)
 
     def finish_logits(self, logits: Tensor) -> Tensor:
-        cap = self.config.final_logit_softcapping  # Gemma 2's
-        return op.tanh(logits / cap) * cap if cap else logits
+        return soft_cap(logits, self.config.final_logit_softcapping)

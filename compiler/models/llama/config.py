@@ -1,112 +1,23 @@
-"""Model configuration: the architecture hyper-parameters every stage reads."""
+"""The llama family's config reader: config.json and `llama` GGUF metadata -> the decoder's
+config."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from ...errors import BuildError
-from ..rope import Rope, rope_from_hf
-
-# config.json fields that change what a model computes and that the llama network does not
-# implement, with the values it does: any other value is refused, naming the field, rather
-# than ignored (which would build a model that computes something else).
-IMPLEMENTED_VALUES: dict[str, tuple[Any, ...]] = {
-    "mlp_bias": (None, False),
-    "hidden_act": (None, "silu"),
-    "final_logit_softcapping": (None,),
-    "attn_logit_softcapping": (None,),
-    "qk_norm": (None, False),
-}
+from ...gguf_metadata import GGUFMetadata
+from ..decoder import PLAIN_FIELDS, DecoderConfig, read_hf, refuse_unimplemented
+from ..decoder.gguf import gguf_config
 
 
-def refuse_unimplemented(raw: dict[str, Any], where: str) -> None:
-    """Stops the build at the first field whose value the network does not implement."""
-    for name, values in IMPLEMENTED_VALUES.items():
-        if raw.get(name) not in values:
-            raise BuildError(f"{where}: config field {name}={raw[name]!r} is not implemented")
+def config_from_hf(raw: dict[str, Any], where: str) -> DecoderConfig:
+    """Mistral's sliding window included; Llama's attention_bias sets the q/k/v and output
+    projections' biases."""
+    refuse_unimplemented(raw, where, PLAIN_FIELDS)
+    return read_hf(raw, where)
 
 
-@dataclasses.dataclass(frozen=True)
-class LlamaConfig:
-    """Hyper-parameters of a llama-family decoder (Llama, SmolLM, Mistral)."""
-
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    rms_norm_eps: float
-    rope: Rope
-    tie_word_embeddings: bool
-    max_position_embeddings: int
-    sliding_window: int | None = None  # attention span; None: the whole context
-    qk_norm: bool = False  # RMSNorm over each query and key head before rope (Qwen3)
-    qkv_bias: bool = False  # biases on the q, k and v projections
-    o_bias: bool = False  # and on the output projection (Llama's attention_bias sets both)
-
-    @classmethod
-    def from_hf(cls, raw: dict[str, Any], where: str, partial_rotary: bool = False) -> LlamaConfig:
-        """Reads a Hugging Face config.json dict, naming the missing or bad field on error.
-        `partial_rotary`: whether the family rotates a part of each head (see rope.py)."""
-        refuse_unimplemented(raw, where)
-        try:
-            heads = int(raw["num_attention_heads"])
-            hidden = int(raw["hidden_size"])
-            head_dim = int(raw.get("head_dim") or hidden // heads)
-            config = cls(
-                vocab_size=int(raw["vocab_size"]),
-                hidden_size=hidden,
-                intermediate_size=int(raw["intermediate_size"]),
-                num_hidden_layers=int(raw["num_hidden_layers"]),
-                num_attention_heads=heads,
-                num_key_value_heads=int(raw.get("num_key_value_heads", heads)),
-                head_dim=head_dim,
-                rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
-                rope=rope_from_hf(raw, head_dim, where, partial_rotary),
-                tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-                max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
-                sliding_window=int(raw["sliding_window"]) if raw.get("sliding_window") else None,
-                qkv_bias=bool(raw.get("attention_bias", False)),
-                o_bias=bool(raw.get("attention_bias", False)),
-            )
-        except KeyError as err:
-            raise BuildError(f"{where}: config.json lacks the field {err.args[0]!r}") from None
-        except (TypeError, ValueError, ZeroDivisionError) as err:
-            raise BuildError(f"{where}: config.json has a malformed value ({err})") from None
-        config.validate(where)
-        return config
-
-    def validate(self, where: str) -> None:
-        positive = [f.name for f in dataclasses.fields(self) if f.type in ("int", "float")]
-        if self.sliding_window is not None:
-            positive.append("sliding_window")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise BuildError(f"{where}: config value {name}={getattr(self, name)} must be > 0")
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise BuildError(
-                f"{where}: num_attention_heads ({self.num_attention_heads}) must be a multiple "
-                f"of num_key_value_heads ({self.num_key_value_heads})"
-            )
-        if self.head_dim % 2:
-            raise BuildError(f"{where}: head_dim ({self.head_dim}) must be even for RoPE")
-        if not self.rope.theta > 0:
-            raise BuildError(f"{where}: config value rope_theta={self.rope.theta} must be > 0")
-
-    def layer_rope(self, index: int) -> str:
-        """The name of the table of cos and sin that layer `index` reads."""
-        return "rope_table"
-
-    def rope_tables(self) -> dict[str, Rope]:
-        """Each table of cos and sin the network reads (a parameter, see rope.py) by name."""
-        return {"rope_table": self.rope}
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def fields(self) -> dict[str, Any]:
-        """The fields by name, values as they are (a subclass's constructor takes them)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+def config_from_gguf(meta: GGUFMetadata, tensor_names: set[str]) -> DecoderConfig:
+    """rope_freqs (Llama 3.1's scaling, one divisor per rotated pair) goes into the rope. The
+    files permute Q/K rows for all of each head, so none is partially rotated."""
+    return gguf_config(meta, tensor_names, arch="llama")

@@ -1,66 +1,19 @@
-"""The llama family's weights: Hugging Face names -> the network's (q/k/v and gate/up fused
-where their formats agree), and GGUF files -> Hugging Face names, layout and config."""
+"""Reading decoders from GGUF files, as llama.cpp writes them: the `arch`.* metadata keys every
+decoder has, llama.cpp's tensor names mapped to Hugging Face's (the base map, which a family
+extends or overrides), its Q/K row order, and the tensor reading of decoders named by the base
+map. A family's reader picks from these and adds what its files have of their own."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
 
 import numpy as np
 
 from ...errors import BuildError
 from ...formats import SourceTensor, StoredBlocks
 from ...gguf_metadata import GGUFMetadata
-from ..common import concat_rows, required
-from ..family import NetworkWeights
-from ..rope import Rope, default_frequencies
-from .config import LlamaConfig
-
-
-def network_weights(
-    tensors: Mapping[str, SourceTensor],
-    c: LlamaConfig,
-    format_name: Callable[[SourceTensor, str], str],
-    model_id: str,
-) -> NetworkWeights:
-    get = required(tensors, model_id)
-
-    def fused(prefix: str, names: list[str], into: str, bias: bool = False) -> NetworkWeights:
-        """Projections that read the same input, as one matmul when their weights share a
-        format (always, when the scheme quantizes them all alike); their biases alike."""
-        parts = [get(f"model.{prefix}{n}.weight") for n in names]
-        biases = [get(f"model.{prefix}{n}.bias") for n in names] if bias else []
-        if len({format_name(x, n) for x, n in zip(parts, names, strict=True)}) == 1:
-            yield prefix + into, concat_rows(parts)
-            if bias:
-                yield f"{prefix}{into}.bias", np.concatenate([np.asarray(b) for b in biases])
-            return
-        for i, name in enumerate(names):
-            yield prefix + name, parts[i]
-            if bias:
-                yield f"{prefix}{name}.bias", biases[i]
-
-    yield "embed_tokens", get("model.embed_tokens.weight")
-    for i in range(c.num_hidden_layers):
-        p = f"layers.{i}."
-        for norm in ("input_layernorm.weight", "post_attention_layernorm.weight"):
-            yield p + norm, get(f"model.{p}{norm}")
-        attn = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
-        yield from fused(p, attn, "self_attn.qkv_proj", c.qkv_bias)
-        if c.qk_norm:
-            for norm in ("self_attn.q_norm.weight", "self_attn.k_norm.weight"):
-                yield p + norm, get(f"model.{p}{norm}")
-        yield p + "self_attn.o_proj", get(f"model.{p}self_attn.o_proj.weight")
-        if c.o_bias:
-            yield p + "self_attn.o_proj.bias", get(f"model.{p}self_attn.o_proj.bias")
-        yield from fused(p, ["mlp.gate_proj", "mlp.up_proj"], "mlp.gate_up_proj")
-        yield p + "mlp.down_proj", get(f"model.{p}mlp.down_proj.weight")
-    yield "norm.weight", get("model.norm.weight")
-    if not c.tie_word_embeddings:
-        yield "lm_head", get("lm_head.weight")
-
-
-# ---------------------------------------------------------------------------------------------
-# GGUF files (llama.cpp's names and layout)
+from .config import DecoderConfig, LocalGlobalConfig
+from .rope import Rope, default_frequencies
 
 ROPE_FREQS = "rope_freqs.weight"  # per-dimension rope divisors (Llama 3.1 scaling)
 
@@ -69,6 +22,7 @@ GGUF_NAMES = {
     "output_norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
 }
+# llama.cpp's names of a layer's tensors -> Hugging Face's modules below model.layers.N
 GGUF_LAYER_NAMES = {
     "attn_q": "self_attn.q_proj",
     "attn_k": "self_attn.k_proj",
@@ -82,17 +36,24 @@ GGUF_LAYER_NAMES = {
     "attn_q_norm": "self_attn.q_norm",  # Qwen3
     "attn_k_norm": "self_attn.k_norm",
 }
+# The layer norms of llama.cpp's files whose layers have norms before and after both attention
+# and MLP (Gemma 2 and 3), where ffn_norm is the one before the MLP.
+GGUF_SANDWICH_NORMS = {
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
 
 
-def hf_name(gguf_name: str) -> str | None:
-    """The Hugging Face name of a GGUF tensor, or None for one the network has no use for
-    (a bias, rope_freqs, ...)."""
+def hf_name(gguf_name: str, layer_names: dict[str, str] = GGUF_LAYER_NAMES) -> str | None:
+    """The Hugging Face name of a GGUF tensor by the global names and `layer_names`, or None
+    for one they do not name (a bias, rope_freqs, ...)."""
     if gguf_name in GGUF_NAMES:
         return GGUF_NAMES[gguf_name]
     parts = gguf_name.split(".")
     if len(parts) != 4 or parts[0] != "blk" or not parts[1].isdigit():
         return None
-    kind = GGUF_LAYER_NAMES.get(parts[2])
+    kind = layer_names.get(parts[2])
     return f"model.layers.{parts[1]}.{kind}.{parts[3]}" if kind else None
 
 
@@ -103,26 +64,35 @@ def unpermute_rope_rows(tensor: SourceTensor, heads: int) -> SourceTensor:
     return tensor.take_rows(order) if isinstance(tensor, StoredBlocks) else tensor[order]
 
 
-def gguf_tensor(name: str, tensor: SourceTensor, c: LlamaConfig) -> tuple[str, SourceTensor] | None:
-    if name == ROPE_FREQS:
-        return None  # in the config's rope
-    hf = hf_name(name)
-    head_norm = hf is not None and hf.endswith(("q_norm.weight", "k_norm.weight"))
-    if hf is None or not hf.endswith(".weight") or (head_norm and not c.qk_norm):
-        raise BuildError(f"GGUF tensor {name} is not part of the llama network")
-    if hf.endswith("q_proj.weight"):
+def decoder_tensor(
+    name: str, tensor: SourceTensor, c: DecoderConfig, network: str, permuted: bool = False
+) -> tuple[str, SourceTensor]:
+    """A tensor of the base map by its Hugging Face name: weights, q/k head norms where the
+    config has them, q/k/v biases where it has them; anything else is refused, naming the
+    `network`. `permuted`: the file stores Q/K rows in llama.cpp's order, given back in HF's."""
+    hf = hf_name(name) or ""
+    head_norm = hf.endswith(("q_norm.weight", "k_norm.weight"))
+    qkv_bias = hf.endswith((".q_proj.bias", ".k_proj.bias", ".v_proj.bias"))
+    used = (
+        (hf.endswith(".weight") and not head_norm)
+        or (head_norm and c.qk_norm)
+        or (qkv_bias and c.qkv_bias)
+    )
+    if not used:
+        raise BuildError(f"GGUF tensor {name} is not part of the {network} network")
+    if permuted and hf.endswith("q_proj.weight"):
         tensor = unpermute_rope_rows(tensor, c.num_attention_heads)
-    elif hf.endswith("k_proj.weight"):
+    elif permuted and hf.endswith("k_proj.weight"):
         tensor = unpermute_rope_rows(tensor, c.num_key_value_heads)
     return hf, tensor
 
 
 def gguf_config(
-    meta: GGUFMetadata, tensor_names: set[str], arch: str = "llama", partial_rotary: bool = False
-) -> LlamaConfig:
+    meta: GGUFMetadata, tensor_names: set[str], arch: str, partial_rotary: bool = False
+) -> DecoderConfig:
     """The config from `arch`.* metadata; the head is tied when the file has no output.weight.
     `partial_rotary`: whether the family may rotate a part of each head (rope.dimension_count
-    below head_dim); llama's files permute Q/K rows for all of it, so it may not."""
+    below head_dim); files that permute Q/K rows for all of it may not."""
     where = str(meta.path)
     scaling = meta.field(f"{arch}.rope.scaling.type")
     if scaling not in (None, "none"):
@@ -142,7 +112,7 @@ def gguf_config(
     vocab = len(meta.field("tokenizer.ggml.tokens") or [])
     factors = meta.vector(ROPE_FREQS, rotated // 2) if ROPE_FREQS in tensor_names else None
     theta = meta.number(f"{arch}.rope.freq_base", float, 10000.0)
-    config = LlamaConfig(
+    config = DecoderConfig(
         vocab_size=meta.number(f"{arch}.vocab_size", int, vocab),
         hidden_size=hidden,
         intermediate_size=meta.number(f"{arch}.feed_forward_length"),
@@ -160,7 +130,11 @@ def gguf_config(
 
 
 def gguf_rope(
-    theta: float, rotated: int, factors=None, attention: float = 1.0, max_context=None
+    theta: float,
+    rotated: int,
+    factors: tuple[float, ...] | None = None,
+    attention: float = 1.0,
+    max_context: int | None = None,
 ) -> Rope:
     """A GGUF file's rope: its base, rotated dimensions and per-pair divisors of the inverse
     frequencies (rope_freqs, LongRoPE's factors), which llama.cpp applies as 1 / (factor *
@@ -173,3 +147,33 @@ def gguf_rope(
         attention=attention,
         max_context=max_context,
     )
+
+
+def gguf_local_global_config(
+    meta: GGUFMetadata,
+    tensor_names: set[str],
+    arch: str,
+    global_every: int,
+    local_theta: float | None,
+    qk_norm: bool,
+    wide_depth: int,
+) -> LocalGlobalConfig:
+    """The config from `arch`.* metadata, with what llama.cpp assumes of these files (they do
+    not say): a global layer every `global_every`, the local layers' rope base (None: the
+    global one). Nor do they carry query_pre_attn_scalar: like llama.cpp, it is head_dim,
+    except for the model `wide_depth` layers deep (hidden/heads, the 27B models)."""
+    base = gguf_config(meta, tensor_names, arch=arch)
+    window = meta.number(f"{arch}.attention.sliding_window", int, 0)
+    scalar = base.head_dim
+    if base.num_hidden_layers == wide_depth:
+        scalar = base.hidden_size // base.num_attention_heads
+    local = None if local_theta is None else gguf_rope(local_theta, base.rope.rotary_dim)
+    config = LocalGlobalConfig(
+        **base.fields(),
+        rope_local=local,
+        sliding_layers=tuple((i + 1) % global_every != 0 for i in range(base.num_hidden_layers)),
+        query_pre_attn_scalar=float(scalar),
+        attn_logit_softcapping=meta.number(f"{arch}.attn_logit_softcapping", float, 0.0),
+        final_logit_softcapping=meta.number(f"{arch}.final_logit_softcapping", float, 0.0),
+    )
+    return dataclasses.replace(config, sliding_window=window or None, qk_norm=qk_norm)

@@ -1,0 +1,84 @@
+"""Self-attention over a KV cache: grouped-query heads, rope from a table of cos and sin, and
+the variants families switch on (a sliding window, a score scale, a soft cap of the scores,
+RMSNorm over each query and key head, biases on the projections)."""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+
+from ...targets import Target
+from .. import kernels
+from ..common import Formats, QuantizedLinear, add_projections, project
+from .config import DecoderConfig
+from .norms import rms_norm
+
+
+class Attention(nn.Module):
+    """Self-attention with rope over a KV cache, its cos and sin read from a table (a
+    parameter of the model, see rope.py). The config gives the heads (fewer key/value heads
+    than query heads: grouped-query attention), the biases and the q/k norms. `window` and
+    `scale` (of the scores) default to the config's and 1 / sqrt(head_dim); families whose
+    layers differ (local and global layers) give them per layer. `softcap`: scores become
+    softcap * tanh(score / softcap); 0: as they are."""
+
+    def __init__(
+        self,
+        config: DecoderConfig,
+        formats: Formats,
+        dtype: str,
+        capacity: int,
+        target: Target,
+        window: int | None = None,
+        scale: float | None = None,
+        softcap: float = 0.0,
+    ):
+        self.config = config
+        self.target = target
+        self.softcap = softcap
+        self.capacity = capacity
+        self.scale = scale
+        # A sliding window at least as long as the cache changes nothing.
+        window = (config.sliding_window if window is None else window) or 0
+        self.window = window if window < capacity else 0
+        h, kvh, d = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        sizes = {"q_proj": h * d, "k_proj": kvh * d, "v_proj": kvh * d}
+        self.qkv = add_projections(
+            self, config.hidden_size, sizes, "qkv_proj", formats, target, config.qkv_bias, dtype
+        )
+        self.o_proj = QuantizedLinear(
+            h * d, config.hidden_size, formats("o_proj"), target, config.o_bias, dtype
+        )
+        if config.qk_norm:  # RMSNorm over each query and key head
+            self.q_norm = rms_norm(d, config.rms_norm_eps, dtype)
+            self.k_norm = rms_norm(d, config.rms_norm_eps, dtype)
+
+    def forward(
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var, rope_table: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        c = self.config
+        h, kvh, d = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        seq = x.shape[1]
+        qkv = op.reshape(project(self, self.qkv, x), (1, seq, h + 2 * kvh, d))
+        if c.qk_norm:
+            q, k, v = op.split(qkv, [h, h + kvh], axis=2)
+            qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
+        qkv = kernels.rotary(qkv, rope_table, total_len, h + kvh)
+        dtype = x.dtype
+        k_cache, v_cache = op.tensor_ir_inplace_op(
+            kernels.kv_append_func(h, kvh, d, self.capacity, dtype),
+            "kv_append",
+            [k_cache, v_cache, qkv, total_len],
+            [0, 1],
+            [Tensor.placeholder(k_cache.shape, dtype), Tensor.placeholder(v_cache.shape, dtype)],
+        )
+        out = op.tensor_ir_op(
+            kernels.attention_func(
+                h, kvh, d, self.capacity, dtype, self.target, self.window, self.scale, self.softcap
+            ),
+            "attention",
+            [qkv, k_cache, v_cache, total_len],
+            Tensor.placeholder([1, seq, h * d], dtype),
+        )
+        return self.o_proj(out, "o_proj"), k_cache, v_cache

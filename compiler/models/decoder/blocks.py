@@ -1,0 +1,91 @@
+"""The blocks a decoder layer is made of: gated MLPs (SwiGLU, GeGLU with tanh-GELU), and the
+two ways layers place their norms around attention and MLP. A family's network picks them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tvm import tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+
+from ...targets import Target
+from ..common import Formats, QuantizedLinear, add_projections, project
+from .attention import Attention
+from .config import DecoderConfig
+
+ACTIVATIONS = ("silu", "gelu_tanh")  # SwiGLU, GeGLU with tanh-approximated GELU (Gemma)
+
+
+class MLP(nn.Module):
+    """down(act(gate(x)) * up(x)), `act` one of ACTIVATIONS."""
+
+    def __init__(
+        self, config: DecoderConfig, formats: Formats, target: Target, activation: str = "silu"
+    ):
+        assert activation in ACTIVATIONS, activation
+        self.activation = activation
+        self.inter = config.intermediate_size
+        sizes = {"gate_proj": self.inter, "up_proj": self.inter}
+        self.gate_up = add_projections(
+            self, config.hidden_size, sizes, "gate_up_proj", formats, target
+        )
+        self.down_proj = QuantizedLinear(
+            self.inter, config.hidden_size, formats("down_proj"), target
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = op.split(project(self, self.gate_up, x), 2, axis=-1)
+        act = op.silu(gate) if self.activation == "silu" else op.gelu(gate, approximate="tanh")
+        return self.down_proj(act * up, "down_proj")
+
+
+def soft_cap(x: Tensor, cap: float) -> Tensor:
+    """cap * tanh(x / cap); 0: x as it is."""
+    return op.tanh(x / cap) * cap if cap else x
+
+
+Norm = Callable[[], nn.Module]  # makes one norm over the hidden size
+
+
+class PreNormLayer(nn.Module):
+    """x + attention(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, norm: Norm, attention: Attention, mlp: MLP):
+        self.input_layernorm = norm()
+        self.self_attn = attention
+        self.post_attention_layernorm = norm()
+        self.mlp = mlp
+
+    def forward(
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var, rope_table: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        attn, k_cache, v_cache = self.self_attn(
+            self.input_layernorm(x), k_cache, v_cache, total_len, rope_table
+        )
+        x = x + attn
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, k_cache, v_cache
+
+
+class SandwichNormLayer(nn.Module):
+    """Norms before and after both attention and MLP (Gemma 2 and 3):
+    x + norm(attention(norm(x))), then x + norm(mlp(norm(x)))."""
+
+    def __init__(self, norm: Norm, attention: Attention, mlp: MLP):
+        self.input_layernorm = norm()
+        self.post_attention_layernorm = norm()
+        self.pre_feedforward_layernorm = norm()
+        self.post_feedforward_layernorm = norm()
+        self.self_attn = attention
+        self.mlp = mlp
+
+    def forward(
+        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var, rope_table: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        attn, k_cache, v_cache = self.self_attn(
+            self.input_layernorm(x), k_cache, v_cache, total_len, rope_table
+        )
+        x = x + self.post_attention_layernorm(attn)
+        x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+        return x, k_cache, v_cache

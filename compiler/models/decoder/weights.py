@@ -1,0 +1,83 @@
+"""A decoder's weights by the network's names, from tensors by Hugging Face's: projections that
+read one input (q/k/v, gate/up) fused into one matrix where their formats agree. A family whose
+checkpoints name or lay out tensors otherwise lists its own (phi3/names.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from ...formats import SourceTensor
+from ..common import concat_rows, required
+from ..family import NetworkWeights
+from .config import DecoderConfig
+
+FormatName = Callable[[SourceTensor, str], str]
+
+# Each layer's norms, as their modules are named: before attention and MLP (PreNormLayer), or
+# before and after both (SandwichNormLayer).
+PRE_NORMS = ("input_layernorm", "post_attention_layernorm")
+SANDWICH_NORMS = (*PRE_NORMS, "pre_feedforward_layernorm", "post_feedforward_layernorm")
+
+
+def fused(
+    get: Callable[[str], SourceTensor],
+    format_name: FormatName,
+    prefix: str,
+    names: list[str],
+    into: str,
+    bias: bool = False,
+) -> NetworkWeights:
+    """Projections that read the same input, as one matmul when their weights share a format
+    (always, when the scheme quantizes them all alike); their biases alike."""
+    parts = [get(f"model.{prefix}{n}.weight") for n in names]
+    biases = [get(f"model.{prefix}{n}.bias") for n in names] if bias else []
+    if len({format_name(x, n) for x, n in zip(parts, names, strict=True)}) == 1:
+        yield prefix + into, concat_rows(parts)
+        if bias:
+            yield f"{prefix}{into}.bias", np.concatenate([np.asarray(b) for b in biases])
+        return
+    for i, name in enumerate(names):
+        yield prefix + name, parts[i]
+        if bias:
+            yield f"{prefix}{name}.bias", biases[i]
+
+
+def network_weights(
+    tensors: Mapping[str, SourceTensor],
+    c: DecoderConfig,
+    format_name: FormatName,
+    model_id: str,
+    layer_norms: tuple[str, ...] = PRE_NORMS,
+    norm_weight: Callable[[SourceTensor], SourceTensor] | None = None,
+) -> NetworkWeights:
+    """The weights of layers with `layer_norms`, attention with the config's biases and q/k
+    norms, and a gated MLP. `norm_weight`: what every norm's weight becomes (Gemma's 1 + w,
+    norms.py); None: as it is."""
+    found = required(tensors, model_id)
+
+    def get(name: str) -> SourceTensor:
+        tensor = found(name)
+        return norm_weight(tensor) if norm_weight and name.endswith("norm.weight") else tensor
+
+    yield "embed_tokens", get("model.embed_tokens.weight")
+    for i in range(c.num_hidden_layers):
+        p = f"layers.{i}."
+        for norm in layer_norms:
+            yield f"{p}{norm}.weight", get(f"model.{p}{norm}.weight")
+        attn = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]
+        yield from fused(found, format_name, p, attn, "self_attn.qkv_proj", c.qkv_bias)
+        if c.qk_norm:
+            for norm in ("self_attn.q_norm.weight", "self_attn.k_norm.weight"):
+                yield p + norm, get(f"model.{p}{norm}")
+        yield p + "self_attn.o_proj", get(f"model.{p}self_attn.o_proj.weight")
+        if c.o_bias:
+            yield p + "self_attn.o_proj.bias", get(f"model.{p}self_attn.o_proj.bias")
+        yield from fused(
+            found, format_name, p, ["mlp.gate_proj", "mlp.up_proj"], "mlp.gate_up_proj"
+        )
+        yield p + "mlp.down_proj", get(f"model.{p}mlp.down_proj.weight")
+    yield "norm.weight", get("model.norm.weight")
+    if not c.tie_word_embeddings:
+        yield "lm_head", get("lm_head.weight")
