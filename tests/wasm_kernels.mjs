@@ -10,7 +10,9 @@ import { readFileSync } from "node:fs";
 // Node 20 and 21 keep relaxed SIMD, which the kernels are built with, behind a flag that V8
 // reads when it compiles a module (on by default from Node 22).
 if (Number(process.versions.node.split(".")[0]) < 22) {
-  (await import("node:v8")).setFlagsFromString("--experimental-wasm-relaxed-simd");
+  (await import("node:v8")).setFlagsFromString(
+    "--experimental-wasm-relaxed-simd",
+  );
 }
 
 const ANY_BYTES = 16; // a TVMFFIAny: type index, padding, 8-byte value
@@ -28,7 +30,11 @@ const DTYPES = {
 
 const request = JSON.parse(readFileSync(0, "utf8"));
 const module = new WebAssembly.Module(readFileSync(request.wasm));
-const memory = new WebAssembly.Memory({ initial: 256, maximum: 65536, shared: true });
+const memory = new WebAssembly.Memory({
+  initial: 256,
+  maximum: 65536,
+  shared: true,
+});
 const { exports } = new WebAssembly.Instance(module, { env: { memory } });
 
 function alloc(bytes) {
@@ -56,7 +62,9 @@ for (const [name, { dtype, shape, data }] of Object.entries(request.tensors)) {
   view.setUint32(header + 20, header + DLTENSOR_BYTES, true);
   view.setUint32(header + 24, 0, true); // compact: no strides
   view.setBigUint64(header + 32, 0n, true);
-  shape.forEach((dim, d) => view.setBigInt64(header + DLTENSOR_BYTES + 8 * d, BigInt(dim), true));
+  shape.forEach((dim, d) =>
+    view.setBigInt64(header + DLTENSOR_BYTES + 8 * d, BigInt(dim), true),
+  );
   tensors[name] = { address, size: bytes.length, header };
 }
 
@@ -67,17 +75,25 @@ for (const { symbol, args } of request.calls) {
   args.forEach((name, i) => {
     view.setInt32(block + i * ANY_BYTES, FFI_DLTENSOR_PTR, true);
     view.setInt32(block + i * ANY_BYTES + 4, 0, true);
-    view.setBigUint64(block + i * ANY_BYTES + 8, BigInt(tensors[name].header), true);
+    view.setBigUint64(
+      block + i * ANY_BYTES + 8,
+      BigInt(tensors[name].header),
+      true,
+    );
   });
   if (exports[symbol](0, block, args.length, result) !== 0) {
     const at = exports.kiln_last_error();
     const bytes = new Uint8Array(memory.buffer, at, 1024);
-    throw new Error(`${symbol} failed: ${new TextDecoder().decode(bytes.subarray(0, bytes.indexOf(0)))}`);
+    throw new Error(
+      `${symbol} failed: ${new TextDecoder().decode(bytes.subarray(0, bytes.indexOf(0)))}`,
+    );
   }
 }
 
 const answer = {};
 for (const [name, { address, size }] of Object.entries(tensors)) {
-  answer[name] = Buffer.from(new Uint8Array(memory.buffer, address, size)).toString("base64");
+  answer[name] = Buffer.from(
+    new Uint8Array(memory.buffer, address, size),
+  ).toString("base64");
 }
 process.stdout.write(JSON.stringify(answer));
