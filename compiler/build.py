@@ -54,6 +54,7 @@ COMPILING = (
     "__init__.py",
     "compile.py",
     "plan.py",
+    "sampling.py",
     "errors.py",
     "gguf_metadata.py",
     "formats",

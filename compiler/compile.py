@@ -15,6 +15,7 @@ import tvm
 
 from .models.family import Family
 from .plan import extract_plan
+from .sampling import add_sampling
 from .targets import TARGETS, TOKEN_TILE
 
 VARIANTS = list(TARGETS)
@@ -56,6 +57,8 @@ def compile_model(
     entry_points = list(model.get_default_spec().method_names)
     for name in entry_points:
         mod[name] = mod[name].with_attr("tir_var_upper_bound", bounds)
+    if family.task == "chat":  # the greedy token picked on the device (sampling.py)
+        entry_points += add_sampling(mod, config.vocab_size, target)
     record: dict[str, str] = {}
     lowered = target.lower(mod, record)
     prim_funcs = {

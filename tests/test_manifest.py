@@ -49,7 +49,8 @@ def test_build_refuses_to_write_what_breaks_the_contract(tiny_hf, tmp_path, monk
         build_module.build(str(tiny_hf), "q4f32", out, context_window=128, prefill_chunk=8)
     message = str(caught.value)
     assert "manifest.schema.json" in message and "/functions/prefill/inputs/0/name" in message
-    assert "'token_ids' is not one of ['input_ids', 'lengths', 'kv_cache', 'total_len']" in message
+    names = "['input_ids', 'lengths', 'kv_cache', 'total_len', 'logits']"
+    assert f"'token_ids' is not one of {names}" in message
     assert not out.exists() and not list((tmp_path / "site").iterdir())
 
 
@@ -70,6 +71,10 @@ def _unknown_input(manifest: dict, kernels: dict) -> None:
     manifest["variants"]["gpu"]["functions"] = _rename_input(
         manifest["variants"]["gpu"]["functions"]
     )
+
+
+def _integer_logits(manifest: dict, kernels: dict) -> None:
+    manifest["variants"]["gpu"]["functions"]["argmax"]["inputs"][0]["dtype"] = "int32"
 
 
 def _unknown_symbol(manifest: dict, kernels: dict) -> None:
@@ -94,13 +99,25 @@ def _missing_kernel(manifest: dict, kernels: dict) -> None:
 # kernels file says; None for a fault between the two files, which the build, writing both
 # from one compile, cannot make)
 FAULTS = {
-    _older: (f"has format {contract.MANIFEST_FORMAT - 1}; this runtime reads format 3", "format"),
-    _newer: (f"has format {contract.MANIFEST_FORMAT + 1}; this runtime reads format 3", "format"),
+    _older: (
+        f"has format {contract.MANIFEST_FORMAT - 1}; this runtime reads format "
+        f"{contract.MANIFEST_FORMAT}",
+        "format",
+    ),
+    _newer: (
+        f"has format {contract.MANIFEST_FORMAT + 1}; this runtime reads format "
+        f"{contract.MANIFEST_FORMAT}",
+        "format",
+    ),
     _no_task: ("/ must have required property 'task'", "'task' is a required property"),
     _unknown_input: (
         "/variants/gpu/functions/prefill/inputs/0/name must be equal to one of the allowed "
-        "values (input_ids, lengths)",
+        "values (input_ids, lengths, logits)",
         "at /variants/gpu/functions/prefill/inputs/0/name",
+    ),
+    _integer_logits: (
+        "/variants/gpu/functions/argmax/inputs/0/dtype must be equal to constant",
+        "at /variants/gpu/functions/argmax/inputs/0/dtype",
     ),
     _unknown_symbol: (
         "/variants/gpu/functions/decode/launches/0/grid/0/1 must be equal to one of the "

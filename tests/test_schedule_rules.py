@@ -29,6 +29,7 @@ def every_role(rule: str) -> dict[tuple[str, str], set[str]]:
     table[("prefill", "last_token")] = {rule}
     for step in STEPS:
         table[(step, "attention")] = {"written"}  # hand-written TIR, scheduled as written
+    table[("argmax", "argmax_logits")] = {"written"}  # the greedy token (compiler/sampling.py)
     return table
 
 

@@ -75,9 +75,12 @@ def bench_folder(
                 page.evaluate(
                     """async ([p, n]) => {
                         engine.resetChat();
+                        const read = async () => (await engine.runtimeStats()).readback_bytes;
+                        const before = await read();
                         const r = await engine.generate(p,
                             {temperature: 0, max_tokens: n, ignore_eos: true});
-                        return r.stats;
+                        const bytes = (await read()) - before;
+                        return {...r.stats, readback_per_token: bytes / r.tokens.length};
                     }""",
                     [prompt, DECODE_TOKENS],
                 )
@@ -97,6 +100,10 @@ def bench_folder(
         "decode_tok_s": round(statistics.median(r["decode_tokens_per_s"] for r in measured), 2),
         "time_to_first_token_s": round(
             statistics.median(r["time_to_first_token_s"] for r in measured), 2
+        ),
+        # the prefill's and every decode step's reads from the device, over the tokens made
+        "readback_bytes_per_token": round(
+            statistics.median(r["readback_per_token"] for r in measured), 1
         ),
         "load_s": round(info["load_seconds"], 2),
         "js_bytes": (folder / "kiln.js").stat().st_size,

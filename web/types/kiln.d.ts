@@ -180,6 +180,11 @@ export interface RuntimeStats {
   adapter: { vendor: string; architecture: string; is_fallback_adapter: boolean } | null;
   /** bytes the model holds: weights, KV cache, activations (GPU buffers, or the CPU backend's memory) */
   model_bytes: number;
+  /**
+   * bytes read back from the device into JS since the model loaded (logits, embeddings, or a
+   * greedy step's 4-byte token id)
+   */
+  readback_bytes: number;
   /** the size of the CPU backend's WebAssembly memory; 0 on WebGPU */
   wasm_memory_bytes: number;
   load_seconds: number;

@@ -15,12 +15,17 @@ export function tensorBytes({ shape, dtype }) {
  * A plan's own buffers, its storages and tensor inputs (sized for the plan's bounds), made
  * by `allocate(bytes)`, and `resolve` from the plan's buffer references ({storage}, {input},
  * {cache}, {param}) to them, the KV cache and the weights: for either backend's executor.
+ * An input named in `bound` is that buffer instead (argmax's logits: another plan's output).
  */
-export function planBuffers(plan, manifest, allocate, cache, weights) {
+export function planBuffers(plan, manifest, allocate, cache, weights, bound = {}) {
   const storages = plan.storages.map((bytes) => allocate(bytes));
   const inputs = {};
   for (const input of plan.inputs) {
     if (input.kind !== "tensor") continue;
+    if (input.name in bound) {
+      inputs[input.name] = bound[input.name];
+      continue;
+    }
     const bounds = manifest.bounds ?? { n: manifest.prefill_chunk };
     const count = input.shape.reduce((a, d) => a * evaluate(d, bounds), 1);
     inputs[input.name] = allocate(count * 4);
@@ -49,13 +54,21 @@ export function uploadWeight(device, tensor, bytes) {
   return buffer;
 }
 
+/** The entry function that picks the greedy token on the device (compiler/sampling.py). */
+export const ARGMAX = "argmax";
+/** The functions whose logits output argmax reads in place: the steps of a chat model. */
+export const STEPS = ["prefill", "decode"];
+
 /**
  * Runs the compiled execution plans: every buffer, pipeline and bind group is created once;
  * a call writes the POD values of its launches into one uniform buffer and submits one
- * compute pass.
+ * compute pass. With `{argmax: true}`, a step's pass goes on into the argmax kernel, whose
+ * input is bound to the step's logits, and only the token comes back (4 bytes).
  */
 export class Executor {
   #previous = Promise.resolve(); // the last call, which the next waits for
+  /** Bytes copied from the GPU to JS so far (logits, embeddings, tokens). */
+  readbackBytes = 0;
 
   /**
    * @param {GPUDevice} device
@@ -74,8 +87,20 @@ export class Executor {
     this.cache = manifest.kv_cache.map((tensor) => this.#buffer(tensorBytes(tensor)));
     this.functions = {};
     for (const [name, plan] of Object.entries(variant.functions)) {
-      this.functions[name] = this.#prepare(plan);
+      if (name !== ARGMAX) this.functions[name] = this.#prepare(plan);
     }
+    // argmax once per step, reading that step's logits where they are.
+    this.argmax = {};
+    const argmax = variant.functions[ARGMAX];
+    for (const step of argmax ? STEPS : []) {
+      const source = this.functions[step];
+      if (source) this.argmax[step] = this.#prepare(argmax, { logits: source.output });
+    }
+  }
+
+  /** Whether `run` can pick the greedy token on the GPU (builds from before it cannot). */
+  get hasArgmax() {
+    return STEPS.every((step) => step in this.argmax);
   }
 
   #buffer(bytes, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST) {
@@ -104,8 +129,15 @@ export class Executor {
     return this.pipelines.get(name);
   }
 
-  #prepare(plan) {
-    const { inputs, resolve } = planBuffers(plan, this.manifest, (b) => this.#buffer(b), this.cache, this.weights);
+  #prepare(plan, bound = {}) {
+    const { inputs, resolve } = planBuffers(
+      plan,
+      this.manifest,
+      (b) => this.#buffer(b),
+      this.cache,
+      this.weights,
+      bound,
+    );
     const uniforms = this.#buffer(
       plan.launches.length * UNIFORM_SLOT,
       GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
@@ -146,14 +178,18 @@ export class Executor {
 
   /**
    * Runs `prefill` or `decode` on `ids` (the new tokens), with `totalLen` tokens in the
-   * cache afterwards; resolves to the logits of the last token, or ABORTED as soon as
-   * `control` is aborted (the GPU work submitted finishes on its own; the next call waits
-   * for it).
-   * @returns {Promise<Float32Array | typeof ABORTED>}
+   * cache afterwards; resolves to the logits of the last token, or with `argmax` (where
+   * `hasArgmax`) to the greedy token's id, or ABORTED as soon as `control` is aborted (the GPU
+   * work submitted finishes on its own; the next call waits for it).
+   * @param {{argmax?: boolean}} [options]
+   * @returns {Promise<Float32Array | number | typeof ABORTED>}
    */
-  run(name, ids, totalLen, control = undefined) {
+  run(name, ids, totalLen, control = undefined, { argmax = false } = {}) {
     const vars = { n: ids.length, total_len: totalLen };
-    const run = this.call(name, { input_ids: Int32Array.from(ids) }, vars, this.manifest.config.vocab_size);
+    const tensors = { input_ids: Int32Array.from(ids) };
+    const run = argmax
+      ? this.#serial(() => this.#submit(name, tensors, vars, 1, this.argmax[name])).then((out) => out[0])
+      : this.call(name, tensors, vars, this.manifest.config.vocab_size);
     return control ? control.race(run) : run;
   }
 
@@ -163,18 +199,21 @@ export class Executor {
    * @returns {Promise<Float32Array>}
    */
   call(name, tensors, vars, count) {
-    // One call at a time: a caller may stop waiting for one (an aborted request), whose
-    // readback buffer stays mapped until its GPU work is done.
-    const run = this.#previous.then(() => this.#submit(name, tensors, vars, count));
+    return this.#serial(() => this.#submit(name, tensors, vars, count));
+  }
+
+  /**
+   * One call at a time: a caller may stop waiting for one (an aborted request), whose
+   * readback buffer stays mapped until its GPU work is done.
+   */
+  #serial(submit) {
+    const run = this.#previous.then(submit);
     this.#previous = run.catch(() => {});
     return run;
   }
 
-  async #submit(name, tensors, vars, count) {
-    const fn = this.functions[name];
-    for (const [input, values] of Object.entries(tensors)) this.device.queue.writeBuffer(fn.inputs[input], 0, values);
-    const encoder = this.device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
+  /** Fills `fn`'s uniforms for `vars` and records its dispatches into `pass`. */
+  #record(pass, fn, vars) {
     const i32 = new Int32Array(fn.podData);
     const u32 = new Uint32Array(fn.podData);
     const f32 = new Float32Array(fn.podData);
@@ -203,13 +242,29 @@ export class Executor {
       pass.setBindGroup(0, launch.bindGroup);
       pass.dispatchWorkgroups(...launch.dispatch);
     }
+  }
+
+  /**
+   * Submits function `name`, and `then` (a prepared plan reading its output, argmax) in the
+   * same pass, and reads back the first `count` words of the last one's output: floats, or
+   * int32 after `then`.
+   */
+  async #submit(name, tensors, vars, count, then = undefined) {
+    const fn = this.functions[name];
+    for (const [input, values] of Object.entries(tensors)) this.device.queue.writeBuffer(fn.inputs[input], 0, values);
+    const encoder = this.device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    this.#record(pass, fn, vars);
+    if (then) this.#record(pass, then, {});
     pass.end();
-    encoder.copyBufferToBuffer(fn.output, 0, fn.readback, 0, count * 4);
+    const last = then ?? fn;
+    encoder.copyBufferToBuffer(last.output, 0, last.readback, 0, count * 4);
     this.device.queue.submit([encoder.finish()]);
-    await fn.readback.mapAsync(GPUMapMode.READ, 0, count * 4);
-    const output = new Float32Array(fn.readback.getMappedRange(0, count * 4).slice(0));
-    fn.readback.unmap();
-    return output;
+    await last.readback.mapAsync(GPUMapMode.READ, 0, count * 4);
+    const bytes = last.readback.getMappedRange(0, count * 4).slice(0);
+    last.readback.unmap();
+    this.readbackBytes += count * 4;
+    return then ? new Int32Array(bytes) : new Float32Array(bytes);
   }
 
   /**

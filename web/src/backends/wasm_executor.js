@@ -1,7 +1,7 @@
 import { ABORTED, yieldToEventLoop } from "../control.js";
 import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
-import { planBuffers, tensorBytes } from "./executor.js";
+import { ARGMAX, STEPS, planBuffers, tensorBytes } from "./executor.js";
 import { startThread } from "../platform.js";
 
 // TVM's packed calling convention, as its CPU kernels read it (tvm/ffi/c_api.h, dlpack.h):
@@ -64,6 +64,8 @@ export class WasmExecutor {
     this.variant = variant;
     this.weights = new Map(); // parameter name -> address
     this.bytes = 0;
+    this.readbackBytes = 0; // bytes copied out of the module's memory into JS so far
+    this.argmax = {};
     this.functions = null;
     this.threads = [];
   }
@@ -112,8 +114,19 @@ export class WasmExecutor {
     this.result = this.#alloc(ANY_BYTES);
     this.functions = {};
     for (const [name, plan] of Object.entries(this.variant.functions)) {
-      this.functions[name] = this.#prepare(plan);
+      if (name !== ARGMAX) this.functions[name] = this.#prepare(plan);
     }
+    // argmax once per step, reading that step's logits where they are.
+    const argmax = this.variant.functions[ARGMAX];
+    for (const step of argmax ? STEPS : []) {
+      const source = this.functions[step];
+      if (source) this.argmax[step] = this.#prepare(argmax, { logits: source.output });
+    }
+  }
+
+  /** Whether `run` can pick the greedy token in the module (builds from before it cannot). */
+  get hasArgmax() {
+    return STEPS.every((step) => step in this.argmax);
   }
 
   /** Bytes of memory the model holds: weights, KV cache, activations. */
@@ -121,8 +134,15 @@ export class WasmExecutor {
     return this.bytes;
   }
 
-  #prepare(plan) {
-    const { inputs, resolve } = planBuffers(plan, this.manifest, (b) => this.#alloc(b), this.cache, this.weights);
+  #prepare(plan, bound = {}) {
+    const { inputs, resolve } = planBuffers(
+      plan,
+      this.manifest,
+      (b) => this.#alloc(b),
+      this.cache,
+      this.weights,
+      bound,
+    );
     const dynamic = []; // [address of an int64, expression over the symbolic sizes]: set per call
     const int64 = (view, at, expr) => {
       if (typeof expr === "number") view.setBigInt64(at, BigInt(expr), true);
@@ -197,13 +217,21 @@ export class WasmExecutor {
 
   /**
    * Runs `prefill` or `decode` on `ids` (the new tokens), with `totalLen` tokens in the
-   * cache afterwards; resolves to the logits of the last token, or ABORTED when `control` was
-   * aborted on the way (the cache rows of `ids` then hold anything, and are written again).
-   * @returns {Promise<Float32Array | typeof ABORTED>}
+   * cache afterwards; resolves to the logits of the last token, or with `argmax` (where
+   * `hasArgmax`) to the greedy token's id, or ABORTED when `control` was aborted on the way
+   * (the cache rows of `ids` then hold anything, and are written again).
+   * @param {{argmax?: boolean}} [options]
+   * @returns {Promise<Float32Array | number | typeof ABORTED>}
    */
-  run(name, ids, totalLen, control = undefined) {
+  async run(name, ids, totalLen, control = undefined, { argmax = false } = {}) {
     const vars = { n: ids.length, total_len: totalLen };
-    return this.call(name, { input_ids: ids }, vars, this.manifest.config.vocab_size, control);
+    const count = argmax ? 0 : this.manifest.config.vocab_size;
+    const logits = await this.call(name, { input_ids: ids }, vars, count, control);
+    if (!argmax || logits === ABORTED) return logits;
+    const then = this.argmax[name];
+    for (const launch of then.launches) this.#launch(launch);
+    this.readbackBytes += 4;
+    return new Int32Array(this.memory.buffer, then.output, 1)[0];
   }
 
   /**
@@ -229,6 +257,7 @@ export class WasmExecutor {
       }
     }
     // Kernels may grow the memory (workspace), which replaces its buffer: view it afresh.
+    this.readbackBytes += count * 4;
     return new Float32Array(this.memory.buffer.slice(fn.output, fn.output + count * 4));
   }
 

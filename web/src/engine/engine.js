@@ -119,7 +119,8 @@ export class Engine {
   /**
    * Where a loaded model runs, what it holds and how fast its last request went: {model_id,
    * task, backend, variant, threads, cross_origin_isolated, adapter, model_bytes,
-   * wasm_memory_bytes, load_seconds, weights_from: {cache, network}, last_request}.
+   * readback_bytes, wasm_memory_bytes, load_seconds, weights_from: {cache, network},
+   * last_request}.
    */
   async runtimeStats(modelId = undefined) {
     return this.#models.resolve(modelId).runtimeStats();

@@ -1,7 +1,8 @@
 // The generator: the loop that prefills a prompt and decodes a reply token by token, each token
 // drawn from logits the request's penalties, bias and grammar (structured output, tool calls)
 // have shaped, the reply cut at a stop string, an end-of-sequence token or max_tokens, with its
-// logprobs; and a request's n choices, run one after another.
+// logprobs; and a request's n choices, run one after another. A greedy request that needs
+// nothing else of the logits has its tokens picked on the device (the build's argmax).
 import { usesTools } from "../api/request_tools.js";
 import { ContextWindowExceededError } from "../errors.js";
 import { GrammarEngine } from "../text/grammar.js";
@@ -49,17 +50,26 @@ export async function generateCompletion(model, prompt, params, random, control,
   let text = "";
   let finish = "length";
   try {
+    // Greedy, with nothing that reads or shapes the logits: each step picks its token where the
+    // logits are and reads back the id alone.
+    const argmax =
+      model.hasArgmax && (params.temperature ?? 1) <= 0 && !params.logprobs && !mask && !processor.changesLogits;
     const t0 = now();
-    let { logits, prefilled } = await model.prefill(prompt, control, params.prefillProgressCallback);
+    const first = await model.prefill(prompt, control, params.prefillProgressCallback, { argmax });
+    const prefilled = first.prefilled;
+    let { logits, token: picked } = first;
     const t1 = now();
     for (;;) {
-      if (control.aborted || logits === null) {
+      if (control.aborted || (argmax ? picked === null : logits === null)) {
         finish = "abort";
         break;
       }
-      processor.apply(logits);
-      if (mask) await mask.apply(logits);
-      const token = sample(logits, params, random);
+      let token = picked;
+      if (!argmax) {
+        processor.apply(logits);
+        if (mask) await mask.apply(logits);
+        token = sample(logits, params, random);
+      }
       if (eos.has(token) && !params.ignore_eos) {
         finish = "stop";
         break;
@@ -87,7 +97,9 @@ export async function generateCompletion(model, prompt, params, random, control,
         break;
       }
       if (tokens.length >= maxTokens || model.cachedTokens.length + 1 >= window) break;
-      logits = await model.decode(token, control);
+      const out = await model.decode(token, control, { argmax });
+      if (argmax) picked = out;
+      else logits = out;
     }
     // Text held back (an unfinished character or a possible stop string) is released.
     const rest = stops.push(model.tokenizer.decode(tokens).slice(decoder.emitted.length)) + stops.flush();

@@ -17,6 +17,11 @@ export class LogitsProcessor {
     this.counts = new Map(); // generated token -> times
   }
 
+  /** Whether `apply` changes anything: a request with none of the fields leaves the logits be. */
+  get changesLogits() {
+    return this.repetition !== 1 || this.frequency !== 0 || this.presence !== 0 || this.bias.length > 0;
+  }
+
   accept(token) {
     if (this.repetition !== 1) this.seen.add(token);
     this.counts.set(token, (this.counts.get(token) ?? 0) + 1);

@@ -131,10 +131,17 @@ export class LoadedModel {
     return this;
   }
 
+  /** Whether the greedy token can be picked where the logits are, reading back only its id. */
+  get hasArgmax() {
+    return Boolean(this.executor?.hasArgmax);
+  }
+
   /**
    * Runs `tokens` through the model, reusing the cached prefix; returns the last logits and the
-   * number of tokens run. A `control` aborted ends it early with `logits: null`, the cache then
-   * holding the chunks that ran whole; the executors see it within a chunk (see their `run`).
+   * number of tokens run, or with `argmax` (where `hasArgmax`) the greedy token after them as
+   * `token` instead of the logits. A `control` aborted ends it early with `logits: null` and
+   * `token: null`, the cache then holding the chunks that ran whole; the executors see it within
+   * a chunk (see their `run`).
    * On the CPU that is between kernels, so chunks keep the build's size. On WebGPU a chunk
    * once submitted finishes on the GPU after the request has ended, so each is sized from the
    * speed of the one before to take about GPU_CHUNK_MS, and a request after an abort waits no
@@ -144,8 +151,10 @@ export class LoadedModel {
    * @param {number[]} tokens
    * @param {Control} [control]
    * @param {(report: {progress: number, prefilled: number, total: number}) => void} [onProgress]
+   * @param {{argmax?: boolean}} [options]
+   * @returns {Promise<{logits: Float32Array | null, token: number | null, prefilled: number}>}
    */
-  async prefill(tokens, control = undefined, onProgress = undefined) {
+  async prefill(tokens, control = undefined, onProgress = undefined, { argmax = false } = {}) {
     let start = 0;
     while (start < this.cachedTokens.length && start < tokens.length - 1 && this.cachedTokens[start] === tokens[start])
       start++;
@@ -153,14 +162,14 @@ export class LoadedModel {
     const timed = this.backend !== "wasm";
     let chunk = timed ? Math.min(FIRST_GPU_CHUNK, largest) : largest;
     this.cachedTokens = this.cachedTokens.slice(0, start);
-    let logits = null;
+    let out = null;
     for (let i = start; i < tokens.length; ) {
-      if (control?.aborted) return { logits: null, prefilled: i - start };
+      if (control?.aborted) return { logits: null, token: null, prefilled: i - start };
       const ids = tokens.slice(i, Math.min(tokens.length, i + chunk));
       const started = performance.now();
-      const out = await this.executor.run("prefill", ids, i + ids.length, control);
-      if (out === ABORTED) return { logits: null, prefilled: i - start };
-      logits = out;
+      // Only the last chunk's result is used; with argmax the others too read back 4 bytes.
+      out = await this.executor.run("prefill", ids, i + ids.length, control, { argmax });
+      if (out === ABORTED) return { logits: null, token: null, prefilled: i - start };
       this.cachedTokens.push(...ids);
       i += ids.length;
       if (timed) {
@@ -170,18 +179,22 @@ export class LoadedModel {
       const total = tokens.length - start;
       onProgress?.({ progress: (i - start) / total, prefilled: i - start, total });
     }
-    return { logits, prefilled: tokens.length - start };
+    return argmax
+      ? { logits: null, token: out, prefilled: tokens.length - start }
+      : { logits: out, token: null, prefilled: tokens.length - start };
   }
 
   /**
-   * Appends `token` to the cache; returns the logits that follow it, or null when `control` was
-   * aborted while the step ran on the GPU.
+   * Appends `token` to the cache; returns the logits that follow it, or with `argmax` (where
+   * `hasArgmax`) the greedy token's id, or null when `control` was aborted while the step ran.
    * @param {number} token
    * @param {Control} [control]
+   * @param {{argmax?: boolean}} [options]
+   * @returns {Promise<Float32Array | number | null>}
    */
-  async decode(token, control = undefined) {
+  async decode(token, control = undefined, { argmax = false } = {}) {
     this.cachedTokens.push(token);
-    const out = await this.executor.run("decode", [token], this.cachedTokens.length, control);
+    const out = await this.executor.run("decode", [token], this.cachedTokens.length, control, { argmax });
     return out === ABORTED ? null : out;
   }
 
@@ -200,6 +213,7 @@ export class LoadedModel {
         ? { vendor: info.vendor, architecture: info.architecture, is_fallback_adapter: Boolean(info.isFallbackAdapter) }
         : null,
       model_bytes: this.executor?.modelBytes ?? 0,
+      readback_bytes: this.executor?.readbackBytes ?? 0,
       wasm_memory_bytes: cpu ? (this.executor?.memory.buffer.byteLength ?? 0) : 0,
       load_seconds: this.loadSeconds,
       weights_from: this.shardsFrom,

@@ -1,0 +1,192 @@
+"""The greedy token picked on the device (compiler/sampling.py's argmax, run in the same
+submission as the step that made the logits): equal, token for token, to the token the JS
+sampler picks from the logits read back, on every kernel set; each greedy step reads back 4
+bytes, not the vocabulary's logits. The kernels themselves are held to the JS sampler's tie
+rule (the lowest index among equal maxima) on rows made to tie."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import tvm
+
+from compiler.sampling import argmax_func
+from compiler.targets import TARGETS
+
+PROMPT = [5, 17, 42, 100, 7, 8, 9, 10, 11, 12, 13, 60, 61, 62, 63, 64, 65, 66, 67]
+SHORT = PROMPT[:8]  # one prefill chunk of the tiny builds (prefill_chunk 8)
+
+# Greedy tokens after `ids` and the bytes read back meanwhile; `extra` request fields.
+GENERATE = """async ([ids, n, extra]) => {
+    const read = async () => (await engine.runtimeStats()).readback_bytes;
+    await engine.resetChat();
+    const before = await read();
+    const greedy = {temperature: 0, max_tokens: n, ignore_eos: true};
+    const r = await engine.generate(ids, {...greedy, ...extra});
+    return {tokens: r.tokens, bytes: (await read()) - before};
+}"""
+
+
+def generate(page, ids, count, extra=None):
+    return page.evaluate(GENERATE, [ids, count, extra or {}])
+
+
+def open_variant(engine_page, folder, variant):
+    if variant == "wasm":
+        return engine_page(folder, backend="wasm")
+    return engine_page(folder, variant)
+
+
+@pytest.mark.parametrize("variant", ["software", "gpu", "wasm"])
+def test_device_argmax_equals_the_js_sampler(tiny_built, engine_page, variant):
+    folder = tiny_built("q4f32")
+    vocab = json.loads((folder / "manifest.json").read_text())["config"]["vocab_size"]
+    with open_variant(engine_page, folder, variant) as page:
+        for prompt, count in ((PROMPT, 24), (SHORT, 16)):
+            device = generate(page, prompt, count)
+            # logprobs need the logits in JS: the JS sampler's argmax picks there.
+            js = generate(page, prompt, count, {"logprobs": True})
+            assert device["tokens"] == js["tokens"]
+            assert len(device["tokens"]) == count
+        # One prefill chunk and count - 1 decode steps: 4 bytes each, where the logits path
+        # reads the vocabulary's floats each.
+        assert device["bytes"] == 4 * count
+        assert js["bytes"] == 4 * vocab * count
+        # Fields that shape the logits keep them in JS.
+        biased = generate(page, SHORT, 4, {"logit_bias": {"3": 0.5}})
+        assert biased["bytes"] == 4 * vocab * 4
+
+
+# Rows made to test the tie rule: ties at the maximum (the lowest index wins), a maximum at
+# either end, a row of -Infinity (index 0, as the JS loop gives), NaN at 0 (which no comparison
+# passes: index 0) and NaN elsewhere (never chosen).
+def tie_rows(vocab: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    rows = []
+    row = rng.standard_normal(vocab).astype(np.float32)
+    rows.append(row)
+    tied = row.copy()
+    tied[[7, 300 % vocab, vocab - 1]] = 9.0
+    rows.append(tied)
+    tied_in_lane = row.copy()  # two maxima one GPU invocation scans (256 apart)
+    tied_in_lane[[3, 3 + 256]] = 9.0
+    rows.append(tied_in_lane)
+    last = row.copy()
+    last[-1] = 9.0
+    rows.append(last)
+    first = row.copy()
+    first[0] = 9.0
+    first[vocab // 2] = 9.0
+    rows.append(first)
+    rows.append(np.full(vocab, -np.inf, np.float32))
+    masked = np.full(vocab, -np.inf, np.float32)
+    masked[[200 % vocab, vocab - 2]] = -1.0
+    rows.append(masked)
+    nan_first = row.copy()
+    nan_first[0] = np.nan
+    rows.append(nan_first)
+    nan_inside = row.copy()
+    nan_inside[5] = np.nan
+    nan_inside[9] = 9.0
+    rows.append(nan_inside)
+    rows.append(np.zeros(vocab, np.float32))
+    return rows
+
+
+def js_argmax(row: np.ndarray) -> int:
+    """web/src/engine/sampler.js's argmax, line for line."""
+    best = 0
+    for i in range(1, len(row)):
+        if row[i] > row[best]:
+            best = i
+    return best
+
+
+@pytest.mark.parametrize("vocab", [1000, 49152 + 3])
+def test_cpu_kernel_keeps_the_js_tie_rule(vocab):
+    # The wasm target's kernel (a plain loop) compiled for this machine's CPU.
+    func = argmax_func(vocab, TARGETS["wasm"]).with_attr("global_symbol", "argmax")
+    lib = tvm.tirx.build(tvm.IRModule({"argmax": func}), target="llvm")
+    for row in tie_rows(vocab):
+        out = tvm.runtime.tensor(np.zeros(1, np.int32))
+        lib["argmax"](tvm.runtime.tensor(row.reshape(1, 1, vocab)), out)
+        assert int(out.numpy()[0]) == js_argmax(row)
+
+
+# Runs one WebGPU kernel set's argmax kernel on rows given as lists (NaN and -Infinity as
+# strings) on the page's adapter, as the executor binds it: logits, out, then the uniforms.
+RUN_KERNEL = """async ([kernel, rows]) => {
+    const adapter = await navigator.gpu.requestAdapter();
+    const device = await adapter.requestDevice();
+    const module = device.createShaderModule({code: kernel.wgsl});
+    const pipeline = device.createComputePipeline(
+        {layout: "auto", compute: {module, entryPoint: kernel.name}});
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const found = [];
+    for (const row of rows) {
+        const values = Float32Array.from(row, (v) => Number(v));
+        const logits = device.createBuffer({size: values.byteLength, usage});
+        device.queue.writeBuffer(logits, 0, values);
+        const out = device.createBuffer({size: 16, usage});
+        const uniforms = device.createBuffer(
+            {size: 256, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST});
+        device.queue.writeBuffer(uniforms, 0, new Uint32Array(64));  // packGridDimX = 0
+        const read = device.createBuffer(
+            {size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
+        const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries: [
+            {binding: 0, resource: {buffer: logits}},
+            {binding: 1, resource: {buffer: out}},
+            {binding: 2, resource: {buffer: uniforms}},
+        ]});
+        const encoder = device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, group);
+        pass.dispatchWorkgroups(1, 1, 1);
+        pass.end();
+        encoder.copyBufferToBuffer(out, 0, read, 0, 16);
+        device.queue.submit([encoder.finish()]);
+        await read.mapAsync(GPUMapMode.READ);
+        found.push(new Int32Array(read.getMappedRange())[0]);
+        read.unmap();
+    }
+    device.destroy();
+    return found;
+}"""
+
+
+@pytest.mark.parametrize("variant", ["software", "gpu"])
+def test_webgpu_kernel_keeps_the_js_tie_rule(tiny_built, engine_page, variant):
+    folder = tiny_built("q4f32")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    vocab = manifest["config"]["vocab_size"]
+    plan = manifest["variants"][variant]["functions"]["argmax"]
+    (launch,) = plan["launches"]
+    assert launch["grid"] == [1, 1, 1] and launch["pods"] == []
+    kernel = json.loads((folder / f"kernels-{variant}.json").read_text())[launch["kernel"]]
+    rows = tie_rows(vocab)
+    as_lists = [[v if math.isfinite(v) else str(v) for v in row.tolist()] for row in rows]
+    as_lists = [[{"nan": "NaN", "-inf": "-Infinity"}.get(v, v) for v in r] for r in as_lists]
+    with open_variant(engine_page, folder, variant) as page:
+        found = page.evaluate(RUN_KERNEL, [{**kernel, "name": launch["kernel"]}, as_lists])
+    assert found == [js_argmax(row) for row in rows]
+
+
+def test_smollm2_device_argmax_equals_the_js_sampler_on_the_cpu(smollm2, engine_page):
+    count = 16
+    with engine_page(smollm2, backend="wasm") as page:
+        prompt = page.evaluate(
+            "(m) => engine.tokenizer.encode(engine.tokenizer.applyChatTemplate(m))",
+            [{"role": "user", "content": "Name three colours of the sea."}],
+        )
+        device = generate(page, prompt, count)
+        js = generate(page, prompt, count, {"logprobs": True})
+    assert device["tokens"] == js["tokens"] and len(device["tokens"]) == count
+    # The prompt fits one prefill chunk: 4 bytes for it and for each decode step, where the
+    # logits path reads 49,152 floats (196 KB) each.
+    assert len(prompt) <= 128
+    assert device["bytes"] == 4 * count
+    assert js["bytes"] == 4 * 49152 * count
