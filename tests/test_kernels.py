@@ -39,7 +39,7 @@ from cpu_kernels import (
     stored_weight,
     tensor,
 )
-from tvm import s_tir, te
+from tvm import s_tir
 from tvm.relax.frontend.nn import spec
 
 from compiler.formats import FORMATS
@@ -224,46 +224,68 @@ def integer_tolerance(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return rounding + linear_tolerance(x, weight)
 
 
+def integer_op(fmt_name: str, name: str, residual: bool) -> tvm.IRModule:
+    """The wasm target's one-token linear of `fmt_name`, with a residual input if asked."""
+    fmt = FORMATS[fmt_name]
+    params = fmt.parts(ROWS, COLS)
+    weights = {**params, "residual": ((1, 1, ROWS), "float32")} if residual else params
+
+    def body(x, p):
+        parts = {k: p[k] for k in params}
+        added = p["residual"] if residual else None
+        return kernels.linear(x, parts, fmt, ROWS, name, WASM_TARGET, added)
+
+    return op_functions(body, weights, spec.Tensor([1, 1, COLS], "float32"))
+
+
 @pytest.fixture(scope="module")
 def integer_kernels() -> bytes:
     """The one-token linear of every integer format for the wasm target, scheduled by its rules
-    for wasm32 and linked into one module: `linear_<format>_input` (the int16 rounding,
-    TVM's plain loops) and `linear_<format>` (the hand-written integer dot products)."""
+    for wasm32 and linked into one module: `linear_<format>` (the hand-written kernel: int16
+    input rounding, then integer dot products) and `linear_<format>_residual` (with a residual
+    added in its epilogue)."""
     funcs = {}
     for fmt_name in sorted(INTEGER):
-        name = "linear_" + fmt_name
-        params = FORMATS[fmt_name].parts(ROWS, COLS)
-        mod = op_functions(
-            linear_op(fmt_name, WASM_TARGET, name), params, spec.Tensor([1, 1, COLS], "float32")
-        )
-        scheduled, record = schedule_cpu(mod, WASM)
-        assert record == {name: "written", name + "_input": "none"}
-        funcs.update({gv.name_hint: f for gv, f in scheduled.functions_items()})
+        for name, residual in (
+            ("linear_" + fmt_name, False),
+            (f"linear_{fmt_name}_residual", True),
+        ):
+            mod = integer_op(fmt_name, name, residual)
+            scheduled, record = schedule_cpu(mod, WASM)
+            assert record == {name: "written"}
+            funcs.update({gv.name_hint: f for gv, f in scheduled.functions_items()})
     return build_wasm(tvm.IRModule(funcs))
 
 
 @pytest.mark.parametrize("fmt_name", sorted(INTEGER))
 def test_integer_linear_under_node(integer_kernels, fmt_name):
-    """Every integer format: one token's product by the wasm build's two kernels, int16 input
-    rounding then integer dot products (WebAssembly's i32x4.dot_i16x8_s), run under Node."""
+    """Every integer format: one token's product by the wasm build's kernel (int16 input
+    rounding, then integer dot products: WebAssembly's i32x4.dot_i16x8_s), run under Node; and
+    with a residual added in its epilogue."""
     rng = np.random.default_rng(14)
     parts, weight = stored_weight(fmt_name, ROWS, COLS, rng)
     x = integer_input(rng)
-    groups = COLS // integer_linear.GROUP
-    rounded = ["xq", "xscale", "xsum"]
+    residual = rng.standard_normal((1, 1, ROWS)).astype(np.float32)
     tensors = {
         "x": x,
-        "xq": np.zeros(COLS, np.int16),
-        "xscale": np.zeros(groups, np.float32),
-        "xsum": np.zeros(groups, np.float32),
         **parts,
+        "residual": residual,
         "out": np.zeros((1, 1, ROWS), np.float32),
+        "out_residual": np.zeros((1, 1, ROWS), np.float32),
     }
     name = "linear_" + fmt_name
-    calls = [(name + "_input", ["x", *rounded]), (name, [*rounded, *parts, "out"])]
-    result = run_wasm(integer_kernels, tensors, calls)["out"]
-    error = np.abs(result - linear_reference(x, weight))
+    calls = [
+        (name, ["x", *parts, "out"]),
+        (name + "_residual", ["x", *parts, "residual", "out_residual"]),
+    ]
+    result = run_wasm(integer_kernels, tensors, calls)
+    expected = linear_reference(x, weight)
+    error = np.abs(result["out"] - expected)
     assert np.all(error <= integer_tolerance(x, weight))
+    # The sum's one more rounding, of the output's size.
+    error = np.abs(result["out_residual"] - (residual + expected))
+    bound = integer_tolerance(x, weight) + UNIT_ROUNDOFF * np.abs(residual + expected)
+    assert np.all(error <= bound)
 
 
 def read_order(width: int) -> np.ndarray:
@@ -291,14 +313,13 @@ def read_order(width: int) -> np.ndarray:
 
 @pytest.mark.parametrize("width", [4, 8])
 def test_integer_input_rounding(width):
-    """`quantize_input` compiled for the CPU: per group of 32, the scale is max |x| / 32767,
+    """The integer kernel's input rounding (`input_rounding_func`) compiled for the CPU: per
+    group of 32, the scale is max |x| / 32767,
     the sum exact to float32, and each int16 the nearest step to its input (half a step at
     most), the inputs in the order the kernel reads the codes."""
     rng = np.random.default_rng(15)
     x = integer_input(rng)
-    xt = te.placeholder((1, 1, COLS), "float32", "x")
-    outs = integer_linear.quantize_input(xt, width)
-    lib = compile_llvm(prim_module(rounding=te.create_prim_func([xt, *outs])))
+    lib = compile_llvm(prim_module(rounding=integer_linear.input_rounding_func(COLS, width)))
     groups = COLS // integer_linear.GROUP
     xq = tensor(np.zeros(COLS, np.int16))
     scales, sums = tensor(np.zeros(groups, np.float32)), tensor(np.zeros(groups, np.float32))

@@ -71,8 +71,8 @@ WASM_DENSE = with_rules(
 )
 WASM_DENSE[("prefill", "rms_norm")] = {"CpuReduction", "none"}
 # 4-bit weights: decode's projections are the hand-written integer dot products
-# (targets/wasm/integer_linear.py), their input rounding plain loops, and the residual add apart;
-# prefill's output head too.
+# (targets/wasm/integer_linear.py), their input rounding and residual add inside; prefill's
+# output head too.
 WASM_4BIT = {
     key: rules
     for key, rules in WASM_DENSE.items()
@@ -83,11 +83,7 @@ WASM_4BIT.update(
         **{("decode", p): {"written"} for p in ["qkv_proj", "gate_up_proj", "lm_head"]},
         ("decode", "o_proj"): {"written"},
         ("decode", "down_proj"): {"written"},
-        ("decode", "add"): {"CpuElementwise"},
-        ("decode", "down_proj_input"): {"none"},
-        ("decode", "lm_head_input"): {"none"},
         ("prefill", "lm_head"): {"written"},
-        ("prefill", "lm_head_input"): {"none"},
     }
 )
 

@@ -43,9 +43,13 @@ class QuantizedLinear(nn.Module):
     def parts(self) -> dict[str, Tensor]:
         return {name: getattr(self, name) for name in self.part_names}
 
-    def forward(self, x: Tensor, name: str = "linear") -> Tensor:
-        y = kernels.linear(x, self.parts(), self.format, self.out_features, name, self.target)
-        return y if self.bias is None else y + self.bias
+    def forward(self, x: Tensor, name: str = "linear", residual: Tensor | None = None) -> Tensor:
+        """The product (+ bias), added to `residual` where one is given."""
+        fmt, rows, target = self.format, self.out_features, self.target
+        if self.bias is None:
+            return kernels.linear(x, self.parts(), fmt, rows, name, target, residual)
+        y = kernels.linear(x, self.parts(), fmt, rows, name, target) + self.bias
+        return y if residual is None else residual + y
 
 
 class Formats:

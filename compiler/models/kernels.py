@@ -52,11 +52,25 @@ def _scaled_weight(fmt: Format, parts: dict[str, te.Tensor], rows: int, cols, dt
 
 
 def linear(
+    x: Tensor,
+    parts: dict[str, Tensor],
+    fmt: Format,
+    out_features: int,
+    name: str,
+    target: Target,
+    residual: Tensor | None = None,
+):
+    """y[b, i, j] = sum_k x[b, i, k] * W[j, k], W dequantized on the fly; residual + y where a
+    `residual` is given (in the product's kernel: an epilogue)."""
+    if target.cpu and cpu_forms.integer_applies(fmt, x.shape, out_features, x.dtype):
+        return cpu_forms.integer_form(x, parts, fmt, out_features, name, residual)
+    y = _linear(x, parts, fmt, out_features, name, target)
+    return y if residual is None else residual + y
+
+
+def _linear(
     x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, name: str, target: Target
 ):
-    """y[b, i, j] = sum_k x[b, i, k] * W[j, k], W dequantized on the fly."""
-    if target.cpu and cpu_forms.integer_applies(fmt, x.shape, out_features, x.dtype):
-        return cpu_forms.integer_form(x, parts, fmt, out_features, name)
     names = list(parts)
 
     def compute(xt: te.Tensor, *tensors: te.Tensor) -> te.Tensor:

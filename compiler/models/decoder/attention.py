@@ -55,8 +55,15 @@ class Attention(nn.Module):
             self.k_norm = rms_norm(d, config.rms_norm_eps, dtype)
 
     def forward(
-        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var, rope_table: Tensor
+        self,
+        x: Tensor,
+        k_cache: Tensor,
+        v_cache: Tensor,
+        total_len: tirx.Var,
+        rope_table: Tensor,
+        residual: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
+        """(residual +) the attention's output, and the updated caches."""
         c = self.config
         h, kvh, d = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         seq = x.shape[1]
@@ -81,4 +88,4 @@ class Attention(nn.Module):
             [qkv, k_cache, v_cache, total_len],
             Tensor.placeholder([1, seq, h * d], dtype),
         )
-        return self.o_proj(out, "o_proj"), k_cache, v_cache
+        return self.o_proj(out, "o_proj", residual), k_cache, v_cache

@@ -34,10 +34,11 @@ class MLP(nn.Module):
             self.inter, config.hidden_size, formats("down_proj"), target
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """(residual +) the MLP's output."""
         gate, up = op.split(project(self, self.gate_up, x), 2, axis=-1)
         act = op.silu(gate) if self.activation == "silu" else op.gelu(gate, approximate="tanh")
-        return self.down_proj(act * up, "down_proj")
+        return self.down_proj(act * up, "down_proj", residual)
 
 
 def soft_cap(x: Tensor, cap: float) -> Tensor:
@@ -60,11 +61,11 @@ class PreNormLayer(nn.Module):
     def forward(
         self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var, rope_table: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        attn, k_cache, v_cache = self.self_attn(
-            self.input_layernorm(x), k_cache, v_cache, total_len, rope_table
+        # The residual adds run in the projections' kernels (their epilogues).
+        x, k_cache, v_cache = self.self_attn(
+            self.input_layernorm(x), k_cache, v_cache, total_len, rope_table, residual=x
         )
-        x = x + attn
-        x = x + self.mlp(self.post_attention_layernorm(x))
+        x = self.mlp(self.post_attention_layernorm(x), residual=x)
         return x, k_cache, v_cache
 
 

@@ -1,17 +1,19 @@
 """CPU decode of a quantized linear with integer dot products.
 
 One token's product y = W x, W stored in a grouped format whose codes are whole fields of
-32-bit words (4-bit unsigned or 8-bit signed, `Format.integer_codes`), in two kernels:
+32-bit words (4-bit unsigned or 8-bit signed, `Format.integer_codes`), in one kernel
+(`integer_linear`, TIR) whose tasks (threads) each first round x to int16 in groups of GROUP
+elements, each with its float32 scale (max |x| / 32767) and its exact sum, the elements of a
+group put in the order the codes come out of the words; then, per output row and group, the
+codes times the int16 inputs are summed with WebAssembly's `i32x4.dot_i16x8_s` (eight products
+and four pairwise adds in one instruction) and scaled once:
 
-1. `quantize_input` (TE, fused with what produces x): x as int16 in groups of GROUP
-   elements, each with its float32 scale (max |x| / 32767) and its exact sum, the elements of
-   a group put in the order the codes come out of the words.
-2. `integer_linear` (TIR): per output row and group, the codes times the int16 inputs summed
-   with WebAssembly's `i32x4.dot_i16x8_s` (eight products and four pairwise adds in one
-   instruction), then scaled once:
+    y[j] = sum_g  scale[j, g] * xscale[g] * sum_(k in g) code[j, k] * xq[k]
+                + minimum[j, g] * sum_(k in g) x[k]
 
-       y[j] = sum_g  scale[j, g] * xscale[g] * sum_(k in g) code[j, k] * xq[k]
-                   + minimum[j, g] * sum_(k in g) x[k]
+and a residual is added where the layer has one there (the epilogue). Rounding in each task
+costs a pass over the inputs, far less than the task's share of the weights, and saves the
+launch of a kernel of its own.
 
 Against float products of decoded weights (linear.py's `lane_linear`), a group of 32 weights
 costs four dot instructions instead of 32 conversions and multiply-adds. The inputs lose
@@ -22,7 +24,7 @@ describes one scalar at a time, and the instruction adds pairs of lanes.
 
 from __future__ import annotations
 
-from tvm import te, tirx
+from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script import builder as T
 
@@ -35,6 +37,8 @@ LANES = 8  # int16 lanes of a 128-bit vector
 TILE = 4  # output rows a task computes together, each input vector loaded once for them
 INT16_MAX = 32767
 DOT = "llvm.wasm.dot"  # i32x4.dot_i16x8_s
+# The attribute under which code before a parallel loop runs once per task (thread).
+LAUNCH_POINT = "pragma_parallel_launch_point"
 
 
 def applies(fmt: Format, cols: int, rows: int, dtype: str) -> bool:
@@ -61,39 +65,6 @@ def element(width: int, position):
         return (lane // 2) * 8 + (lane % 2) * 4 + step
     half, rest = position // 16, position % 16
     return half * 16 + (rest % LANES) * 2 + rest // LANES
-
-
-def quantize_input(x: te.Tensor, width: int) -> list[te.Tensor]:
-    """int16 inputs (reordered per group, see `element`), their scales and exact sums."""
-    cols = int(x.shape[2])
-    groups = cols // GROUP
-    k = te.reduce_axis((0, GROUP), name="k")
-    largest = te.compute(
-        (groups,), lambda g: te.max(te.abs(x[0, 0, g * GROUP + k]), axis=k), name="input_max"
-    )
-    k2 = te.reduce_axis((0, GROUP), name="k")
-    sums = te.compute(
-        (groups,), lambda g: te.sum(x[0, 0, g * GROUP + k2], axis=k2), name="input_sums"
-    )
-    scales = te.compute(
-        (groups,), lambda g: largest[g] / tirx.const(INT16_MAX, "float32"), name="input_scales"
-    )
-    inverses = te.compute(
-        (groups,),
-        lambda g: tirx.Select(
-            largest[g] > tirx.const(0, "float32"),
-            tirx.const(INT16_MAX, "float32") / largest[g],
-            tirx.const(0, "float32"),
-        ),
-        name="input_inverse_scales",
-    )
-
-    def quantized(p):
-        g = p // GROUP
-        value = x[0, 0, g * GROUP + element(width, p % GROUP)]
-        return tirx.Cast("int16", tirx.round(value * inverses[g]))
-
-    return [te.compute((cols,), quantized, name="input_int16"), scales, sums]
 
 
 def _vector(buffer: tirx.Buffer, row, start, dtype: str):
@@ -126,9 +97,44 @@ def _group_dot(width: int, part: tirx.Buffer, xq: tirx.Buffer, row, g):
     return total
 
 
-def integer_linear_func(fmt: Format, rows: int, cols: int) -> tirx.PrimFunc:
-    """out (1, 1, rows) = W x from the quantized inputs of `quantize_input`; W's parts as
-    `fmt.parts` gives them. Tiles of TILE rows run in parallel over cores."""
+def _quantize_input(x: tirx.Buffer, width: int, xq, xscale, xsum) -> None:
+    """x as int16 in xq (reordered per group, see `element`), each group's scale and exact sum
+    in xscale and xsum."""
+    zero, top = tirx.const(0, "float32"), tirx.const(INT16_MAX, "float32")
+    groups = int(xscale.shape[0])
+    largest = T.alloc_buffer((1,), "float32", scope="global")
+    with T.serial(0, groups) as g:
+        T.buffer_store(largest, zero, [0])
+        T.buffer_store(xsum, zero, [g])
+        with T.serial(0, GROUP) as k:
+            value = x[0, 0, g * GROUP + k]
+            T.buffer_store(largest, tirx.max(largest[0], tirx.abs(value)), [0])
+            T.buffer_store(xsum, xsum[g] + value, [g])
+        T.buffer_store(xscale, largest[0] / top, [g])
+        inverse = tirx.Select(largest[0] > zero, top / largest[0], zero)
+        for p in range(GROUP):
+            value = x[0, 0, g * GROUP + element(width, p)]
+            T.buffer_store(xq, tirx.Cast("int16", tirx.round(value * inverse)), [g * GROUP + p])
+
+
+def input_rounding_func(cols: int, width: int) -> tirx.PrimFunc:
+    """The inputs' rounding alone, as a kernel (x -> xq, xscale, xsum), for its tests."""
+    groups = cols // GROUP
+    with IRBuilder() as builder:
+        with T.prim_func(private=True):
+            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+            x = T.arg("x", T.Buffer((1, 1, cols), "float32"))
+            xq = T.arg("xq", T.Buffer((cols,), "int16"))
+            xscale = T.arg("xscale", T.Buffer((groups,), "float32"))
+            xsum = T.arg("xsum", T.Buffer((groups,), "float32"))
+            _quantize_input(x, width, xq, xscale, xsum)
+    return builder.get()
+
+
+def integer_linear_func(fmt: Format, rows: int, cols: int, residual: bool) -> tirx.PrimFunc:
+    """out (1, 1, rows) = W x (+ residual): each task (a thread) first rounds x to int16
+    (once, into buffers of its own), then takes its share of the tiles of TILE rows; W's parts
+    as `fmt.parts` gives them."""
     assert fmt.integer_codes is not None
     part_name, width, offset = fmt.integer_codes
     groups = cols // GROUP
@@ -136,40 +142,49 @@ def integer_linear_func(fmt: Format, rows: int, cols: int) -> tirx.PrimFunc:
     with IRBuilder() as builder:
         with T.prim_func(private=True):
             T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, VECTOR_TYPED: True})
-            xq = T.arg("xq", T.Buffer((cols,), "int16"))
-            xscale = T.arg("xscale", T.Buffer((groups,), "float32"))
-            xsum = T.arg("xsum", T.Buffer((groups,), "float32"))
+            x = T.arg("x", T.Buffer((1, 1, cols), "float32"))
             parts = {
                 name: T.arg(name, T.Buffer(shape, dtype)) for name, (shape, dtype) in shapes.items()
             }
+            added = T.arg("residual", T.Buffer((1, 1, rows), "float32")) if residual else None
             out = T.arg("out", T.Buffer((1, 1, rows), "float32"))
             zero = tirx.const(0, "float32")
-            with T.parallel(0, rows // TILE) as tile:
-                sums = T.alloc_buffer((TILE * 4,), "float32", scope="global")
-                low = T.alloc_buffer((TILE,), "float32", scope="global")
-                factor = T.alloc_buffer((TILE,), "float32", scope="global")
-                for r in range(TILE):
-                    T.buffer_store(sums, tirx.Broadcast(zero, 4), [tirx.Ramp(r * 4, 1, 4)])
-                T.buffer_store(low, tirx.Broadcast(zero, TILE), [tirx.Ramp(0, 1, TILE)])
-                with T.serial(0, groups) as g:
-                    with T.vectorized(0, TILE) as r:
-                        row = tile * TILE + r
-                        scale, minimum = fmt.scale_te(parts, row, g * GROUP // fmt.group)
-                        scale = as_dtype(scale, "float32")
-                        T.buffer_store(factor, scale * xscale[g], [r])
-                        terms = [] if minimum is None else [as_dtype(minimum, "float32")]
-                        if offset:
-                            terms.append(scale * tirx.const(offset, "float32"))
-                        if terms:
-                            T.buffer_store(low, low[r] + sum(terms[1:], terms[0]) * xsum[g], [r])
+            # The code before the parallel loop runs once in each task (TVM's CPU code
+            # generator), so each thread rounds the inputs once, not once per tile.
+            with T.attr(0, LAUNCH_POINT, 1):
+                xq = T.alloc_buffer((cols,), "int16", scope="global")
+                xscale = T.alloc_buffer((groups,), "float32", scope="global")
+                xsum = T.alloc_buffer((groups,), "float32", scope="global")
+                _quantize_input(x, width, xq, xscale, xsum)
+                with T.parallel(0, rows // TILE) as tile:
+                    sums = T.alloc_buffer((TILE * 4,), "float32", scope="global")
+                    low = T.alloc_buffer((TILE,), "float32", scope="global")
+                    factor = T.alloc_buffer((TILE,), "float32", scope="global")
                     for r in range(TILE):
-                        total = _group_dot(width, parts[part_name], xq, tile * TILE + r, g)
-                        lanes = tirx.Ramp(r * 4, 1, 4)
-                        scaled = tirx.Cast("float32x4", total) * tirx.Broadcast(factor[r], 4)
-                        T.buffer_store(sums, sums[lanes] + scaled, [lanes])
-                for r in range(TILE):
-                    value = low[r]
-                    for lane in range(4):
-                        value = value + sums[r * 4 + lane]
-                    T.buffer_store(out, value, [0, 0, tile * TILE + r])
+                        T.buffer_store(sums, tirx.Broadcast(zero, 4), [tirx.Ramp(r * 4, 1, 4)])
+                    T.buffer_store(low, tirx.Broadcast(zero, TILE), [tirx.Ramp(0, 1, TILE)])
+                    with T.serial(0, groups) as g:
+                        with T.vectorized(0, TILE) as r:
+                            row = tile * TILE + r
+                            scale, minimum = fmt.scale_te(parts, row, g * GROUP // fmt.group)
+                            scale = as_dtype(scale, "float32")
+                            T.buffer_store(factor, scale * xscale[g], [r])
+                            terms = [] if minimum is None else [as_dtype(minimum, "float32")]
+                            if offset:
+                                terms.append(scale * tirx.const(offset, "float32"))
+                            if terms:
+                                total = sum(terms[1:], terms[0])
+                                T.buffer_store(low, low[r] + total * xsum[g], [r])
+                        for r in range(TILE):
+                            total = _group_dot(width, parts[part_name], xq, tile * TILE + r, g)
+                            lanes = tirx.Ramp(r * 4, 1, 4)
+                            scaled = tirx.Cast("float32x4", total) * tirx.Broadcast(factor[r], 4)
+                            T.buffer_store(sums, sums[lanes] + scaled, [lanes])
+                    for r in range(TILE):
+                        value = low[r]
+                        for lane in range(4):
+                            value = value + sums[r * 4 + lane]
+                        if added is not None:
+                            value = added[0, 0, tile * TILE + r] + value
+                        T.buffer_store(out, value, [0, 0, tile * TILE + r])
     return builder.get()

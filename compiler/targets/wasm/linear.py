@@ -29,19 +29,20 @@ def integer_applies(fmt: Format, shape, rows: int, dtype: str) -> bool:
     return cols is not None and integer_linear.applies(fmt, cols, rows, dtype)
 
 
-def integer_form(x: Tensor, parts: dict[str, Tensor], fmt: Format, rows: int, name: str):
-    """One token's product by integer dot products (see integer_linear.py): the input quantized
-    (fused with what produces it), then the product."""
-    assert fmt.integer_codes is not None
-    width = fmt.integer_codes[1]
-    quantized = op.tensor_expr_op(
-        lambda xt: integer_linear.quantize_input(xt, width), f"{name}_input", [x]
-    )
+def integer_form(
+    x: Tensor,
+    parts: dict[str, Tensor],
+    fmt: Format,
+    rows: int,
+    name: str,
+    residual: Tensor | None = None,
+) -> Tensor:
+    """One token's product by integer dot products, its input rounded inside the kernel (see
+    integer_linear.py), with `residual` added to it there where one is given."""
+    func = integer_linear.integer_linear_func(fmt, rows, int(x.shape[2]), residual is not None)
+    added = [] if residual is None else [residual]
     return op.tensor_ir_op(
-        integer_linear.integer_linear_func(fmt, rows, int(x.shape[2])),
-        name,
-        [*quantized, *parts.values()],
-        Tensor.placeholder([1, 1, rows], "float32"),
+        func, name, [x, *parts.values(), *added], Tensor.placeholder([1, 1, rows], "float32")
     )
 
 
