@@ -19,19 +19,20 @@ from compiler.targets import TARGETS
 PROMPT = [5, 17, 42, 100, 7, 8, 9, 10, 11, 12, 13, 60, 61, 62, 63, 64, 65, 66, 67]
 SHORT = PROMPT[:8]  # one prefill chunk of the tiny builds (prefill_chunk 8)
 
-# Greedy tokens after `ids` and the bytes read back meanwhile; `extra` request fields.
-GENERATE = """async ([ids, n, extra]) => {
+# Greedy tokens after `ids` and the bytes read back meanwhile; `extra` request fields; the
+# KV cache emptied first unless `keep`.
+GENERATE = """async ([ids, n, extra, keep]) => {
     const read = async () => (await engine.runtimeStats()).readback_bytes;
-    await engine.resetChat();
+    if (!keep) await engine.resetChat();
     const before = await read();
     const greedy = {temperature: 0, max_tokens: n, ignore_eos: true};
     const r = await engine.generate(ids, {...greedy, ...extra});
-    return {tokens: r.tokens, bytes: (await read()) - before};
+    return {tokens: r.tokens, text: r.text, finish: r.finish, bytes: (await read()) - before};
 }"""
 
 
-def generate(page, ids, count, extra=None):
-    return page.evaluate(GENERATE, [ids, count, extra or {}])
+def generate(page, ids, count, extra=None, keep=False):
+    return page.evaluate(GENERATE, [ids, count, extra or {}, keep])
 
 
 def open_variant(engine_page, folder, variant):
@@ -58,6 +59,33 @@ def test_device_argmax_equals_the_js_sampler(tiny_built, engine_page, variant):
         # Fields that shape the logits keep them in JS.
         biased = generate(page, SHORT, 4, {"logit_bias": {"3": 0.5}})
         assert biased["bytes"] == 4 * vocab * 4
+
+
+@pytest.mark.parametrize("variant", ["software", "wasm"])
+def test_a_stop_discards_the_step_past_it(tiny_built, engine_page, variant):
+    """On WebGPU the step after the next is submitted before the next's token is read: a stop
+    string ends the reply where the JS path ends it, and the KV cache keeps only the steps read
+    (a follow-up that reuses the cached prefix continues as one run on an empty cache)."""
+    with open_variant(engine_page, tiny_built("q4f32"), variant) as page:
+        full = generate(page, PROMPT, 24)
+        middle = len(full["text"]) // 2
+        stop = full["text"][middle : middle + 2]
+        assert stop.strip()
+        device = generate(page, PROMPT, 24, {"stop": [stop]})
+        js = generate(page, PROMPT, 24, {"stop": [stop], "logprobs": True})
+        assert (device["tokens"], device["text"], device["finish"]) == (
+            js["tokens"],
+            js["text"],
+            "stop",
+        )
+        assert len(device["tokens"]) < 24
+        follow_up = PROMPT + device["tokens"] + [5, 6, 7]
+        generate(page, PROMPT, 24, {"stop": [stop]})  # the cache as the stop leaves it
+        reused = generate(page, follow_up, 8, keep=True)
+        fresh = generate(page, follow_up, 8)
+        assert reused["tokens"] == fresh["tokens"]
+        # The follow-up prefilled only its new tokens: one chunk, 4 bytes, and 7 steps.
+        assert reused["bytes"] == 4 * 8
 
 
 # Rows made to test the tie rule: ties at the maximum (the lowest index wins), a maximum at

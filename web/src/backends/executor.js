@@ -67,6 +67,8 @@ export const STEPS = ["prefill", "decode"];
  */
 export class Executor {
   #previous = Promise.resolve(); // the last call, which the next waits for
+  #lastToken = null; // the argmax plan that picked the last greedy token, whose output holds it
+  #tokenReadbacks = []; // buffers a token is read back through, not in use
   /** Bytes copied from the GPU to JS so far (logits, embeddings, tokens). */
   readbackBytes = 0;
 
@@ -180,17 +182,56 @@ export class Executor {
    * Runs `prefill` or `decode` on `ids` (the new tokens), with `totalLen` tokens in the
    * cache afterwards; resolves to the logits of the last token, or with `argmax` (where
    * `hasArgmax`) to the greedy token's id, or ABORTED as soon as `control` is aborted (the GPU
-   * work submitted finishes on its own; the next call waits for it).
+   * work submitted finishes on its own; the next call waits for it). With `argmax`, `ids` null
+   * decodes the token the last greedy step left on the device, before it is read back.
+   * @param {number[] | null} ids
    * @param {{argmax?: boolean}} [options]
    * @returns {Promise<Float32Array | number | typeof ABORTED>}
    */
   run(name, ids, totalLen, control = undefined, { argmax = false } = {}) {
-    const vars = { n: ids.length, total_len: totalLen };
-    const tensors = { input_ids: Int32Array.from(ids) };
-    const run = argmax
-      ? this.#serial(() => this.#submit(name, tensors, vars, 1, this.argmax[name])).then((out) => out[0])
-      : this.call(name, tensors, vars, this.manifest.config.vocab_size);
+    const vars = { n: ids?.length ?? 1, total_len: totalLen };
+    let run;
+    if (argmax) {
+      // In order of submission, but the next call waits for this one's submission only, not
+      // its token: a greedy step can be queued behind another before that one's token is read.
+      const submitted = this.#previous.then(() => this.#submitGreedy(name, ids, vars));
+      this.#previous = submitted.catch(() => {});
+      run = submitted.then(({ token }) => token);
+    } else {
+      run = this.call(name, { input_ids: Int32Array.from(ids) }, vars, this.manifest.config.vocab_size);
+    }
     return control ? control.race(run) : run;
+  }
+
+  /**
+   * Submits `name` then argmax in one pass, `ids` written, or (null) the token the last
+   * greedy step left on the GPU copied in; returns {token}, a promise of the id read back
+   * (each step a readback buffer of its own, so that several can be in flight).
+   */
+  #submitGreedy(name, ids, vars) {
+    const fn = this.functions[name];
+    const then = this.argmax[name];
+    const encoder = this.device.createCommandEncoder();
+    if (ids) this.device.queue.writeBuffer(fn.inputs.input_ids, 0, Int32Array.from(ids));
+    else encoder.copyBufferToBuffer(this.#lastToken.output, 0, fn.inputs.input_ids, 0, 4);
+    const pass = encoder.beginComputePass();
+    this.#record(pass, fn, vars);
+    this.#record(pass, then, {});
+    pass.end();
+    const readback =
+      this.#tokenReadbacks.pop() ??
+      this.device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    encoder.copyBufferToBuffer(then.output, 0, readback, 0, 4);
+    this.device.queue.submit([encoder.finish()]);
+    this.#lastToken = then;
+    const token = readback.mapAsync(GPUMapMode.READ, 0, 4).then(() => {
+      const id = new Int32Array(readback.getMappedRange(0, 4))[0];
+      readback.unmap();
+      this.#tokenReadbacks.push(readback);
+      this.readbackBytes += 4;
+      return id;
+    });
+    return { token };
   }
 
   /**
@@ -199,15 +240,9 @@ export class Executor {
    * @returns {Promise<Float32Array>}
    */
   call(name, tensors, vars, count) {
-    return this.#serial(() => this.#submit(name, tensors, vars, count));
-  }
-
-  /**
-   * One call at a time: a caller may stop waiting for one (an aborted request), whose
-   * readback buffer stays mapped until its GPU work is done.
-   */
-  #serial(submit) {
-    const run = this.#previous.then(submit);
+    // One call at a time: a caller may stop waiting for one (an aborted request), whose
+    // readback buffer stays mapped until its GPU work is done.
+    const run = this.#previous.then(() => this.#submit(name, tensors, vars, count));
     this.#previous = run.catch(() => {});
     return run;
   }
@@ -244,27 +279,21 @@ export class Executor {
     }
   }
 
-  /**
-   * Submits function `name`, and `then` (a prepared plan reading its output, argmax) in the
-   * same pass, and reads back the first `count` words of the last one's output: floats, or
-   * int32 after `then`.
-   */
-  async #submit(name, tensors, vars, count, then = undefined) {
+  /** Submits function `name` and reads back the first `count` floats of its output. */
+  async #submit(name, tensors, vars, count) {
     const fn = this.functions[name];
     for (const [input, values] of Object.entries(tensors)) this.device.queue.writeBuffer(fn.inputs[input], 0, values);
     const encoder = this.device.createCommandEncoder();
     const pass = encoder.beginComputePass();
     this.#record(pass, fn, vars);
-    if (then) this.#record(pass, then, {});
     pass.end();
-    const last = then ?? fn;
-    encoder.copyBufferToBuffer(last.output, 0, last.readback, 0, count * 4);
+    encoder.copyBufferToBuffer(fn.output, 0, fn.readback, 0, count * 4);
     this.device.queue.submit([encoder.finish()]);
-    await last.readback.mapAsync(GPUMapMode.READ, 0, count * 4);
-    const bytes = last.readback.getMappedRange(0, count * 4).slice(0);
-    last.readback.unmap();
+    await fn.readback.mapAsync(GPUMapMode.READ, 0, count * 4);
+    const output = new Float32Array(fn.readback.getMappedRange(0, count * 4).slice(0));
+    fn.readback.unmap();
     this.readbackBytes += count * 4;
-    return then ? new Int32Array(bytes) : new Float32Array(bytes);
+    return output;
   }
 
   /**

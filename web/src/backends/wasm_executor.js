@@ -37,6 +37,7 @@ const YIELD_MS = 50;
  * with a stack of its own) run their part of every parallel loop.
  */
 export class WasmExecutor {
+  #lastToken = null; // the argmax plan that picked the last greedy token, whose output holds it
   /**
    * @param {{functions: object, kernels: Record<string, {symbol: string, args: object[]}>,
    *          module: WebAssembly.Module, memory: {initial: number, maximum: number}}} variant
@@ -219,17 +220,22 @@ export class WasmExecutor {
    * Runs `prefill` or `decode` on `ids` (the new tokens), with `totalLen` tokens in the
    * cache afterwards; resolves to the logits of the last token, or with `argmax` (where
    * `hasArgmax`) to the greedy token's id, or ABORTED when `control` was aborted on the way
-   * (the cache rows of `ids` then hold anything, and are written again).
+   * (the cache rows of `ids` then hold anything, and are written again). With `argmax`, `ids`
+   * null decodes the token the last greedy step picked.
+   * @param {number[] | null} ids
    * @param {{argmax?: boolean}} [options]
    * @returns {Promise<Float32Array | number | typeof ABORTED>}
    */
   async run(name, ids, totalLen, control = undefined, { argmax = false } = {}) {
+    // null: the token the last greedy step left in memory (calls run one after another here).
+    ids ??= [new Int32Array(this.memory.buffer, this.#lastToken.output, 1)[0]];
     const vars = { n: ids.length, total_len: totalLen };
     const count = argmax ? 0 : this.manifest.config.vocab_size;
     const logits = await this.call(name, { input_ids: ids }, vars, count, control);
     if (!argmax || logits === ABORTED) return logits;
     const then = this.argmax[name];
     for (const launch of then.launches) this.#launch(launch);
+    this.#lastToken = then;
     this.readbackBytes += 4;
     return new Int32Array(this.memory.buffer, then.output, 1)[0];
   }

@@ -51,55 +51,80 @@ export async function generateCompletion(model, prompt, params, random, control,
   let finish = "length";
   try {
     // Greedy, with nothing that reads or shapes the logits: each step picks its token where the
-    // logits are and reads back the id alone.
+    // logits are and reads back the id alone. Where the steps queue on a GPU, the step after
+    // the next is submitted before the next's token is read (it takes that token on the
+    // device), so that the GPU does not wait for the page between steps; a step past a stop is
+    // then discarded.
     const argmax =
       model.hasArgmax && (params.temperature ?? 1) <= 0 && !params.logprobs && !mask && !processor.changesLogits;
+    const lead = argmax && model.queuesSteps ? 1 : 0;
+    const steps = []; // decode steps submitted and not read: each resolves to the next's logits or token
+    let submitted = 0; // decode steps submitted: step j decodes tokens[j]
+    let read = 0; // decode steps read back
+    // Submits the decode steps up to that of tokens[last] within max_tokens and the window.
+    const submitUpTo = (last) => {
+      for (; submitted <= last && submitted + 1 < maxTokens && prompt.length + submitted + 1 < window; submitted++) {
+        const known = submitted < tokens.length ? tokens[submitted] : null;
+        steps.push(model.decode(known, control, { argmax }));
+      }
+    };
     const t0 = now();
     const first = await model.prefill(prompt, control, params.prefillProgressCallback, { argmax });
     const prefilled = first.prefilled;
     let { logits, token: picked } = first;
     const t1 = now();
-    for (;;) {
-      if (control.aborted || (argmax ? picked === null : logits === null)) {
-        finish = "abort";
-        break;
+    try {
+      for (;;) {
+        if (control.aborted || (argmax ? picked === null : logits === null)) {
+          finish = "abort";
+          break;
+        }
+        let token = picked;
+        if (!argmax) {
+          processor.apply(logits);
+          if (mask) await mask.apply(logits);
+          token = sample(logits, params, random);
+        }
+        if (eos.has(token) && !params.ignore_eos) {
+          finish = "stop";
+          break;
+        }
+        tokens.push(token);
+        processor.accept(token);
+        mask?.accept(token);
+        let entry = null;
+        if (params.logprobs) {
+          const lp = logSoftmax(logits);
+          entry = {
+            id: token,
+            logprob: lp[token],
+            top: topK(lp, topLogprobs)
+              .filter((id) => Number.isFinite(lp[id]))
+              .map((id) => ({ id, logprob: lp[id] })),
+          };
+          logprobs.push(entry);
+        }
+        const delta = stops.push(decoder.push(token));
+        text += delta;
+        const stopping = stops.stopped || mask?.terminated;
+        if (!stopping) submitUpTo(tokens.length - 1 + lead); // the GPU works while the reader reads
+        await onToken?.(token, delta, entry); // a stream's reader sets the pace
+        if (stopping) {
+          finish = "stop";
+          break;
+        }
+        submitUpTo(tokens.length - 1);
+        if (steps.length === 0) break; // max_tokens or the context window
+        const out = await steps.shift();
+        if (out !== null) read++;
+        if (argmax) picked = out;
+        else logits = out;
       }
-      let token = picked;
-      if (!argmax) {
-        processor.apply(logits);
-        if (mask) await mask.apply(logits);
-        token = sample(logits, params, random);
-      }
-      if (eos.has(token) && !params.ignore_eos) {
-        finish = "stop";
-        break;
-      }
-      tokens.push(token);
-      processor.accept(token);
-      mask?.accept(token);
-      let entry = null;
-      if (params.logprobs) {
-        const lp = logSoftmax(logits);
-        entry = {
-          id: token,
-          logprob: lp[token],
-          top: topK(lp, topLogprobs)
-            .filter((id) => Number.isFinite(lp[id]))
-            .map((id) => ({ id, logprob: lp[id] })),
-        };
-        logprobs.push(entry);
-      }
-      const delta = stops.push(decoder.push(token));
-      text += delta;
-      await onToken?.(token, delta, entry); // a stream's reader sets the pace
-      if (stops.stopped || mask?.terminated) {
-        finish = "stop";
-        break;
-      }
-      if (tokens.length >= maxTokens || model.cachedTokens.length + 1 >= window) break;
-      const out = await model.decode(token, control, { argmax });
-      if (argmax) picked = out;
-      else logits = out;
+    } finally {
+      for (const step of steps) step.catch(() => {}); // discarded
+      // The cache holds the tokens of the steps read back; a step discarded (or aborted) may
+      // have written its row, which the next prefill writes again.
+      if (argmax) model.cachedTokens = prompt.concat(tokens.slice(0, read));
     }
     // Text held back (an unfinished character or a possible stop string) is released.
     const rest = stops.push(model.tokenizer.decode(tokens).slice(decoder.emitted.length)) + stops.flush();

@@ -137,6 +137,15 @@ export class LoadedModel {
   }
 
   /**
+   * Whether steps queue on the device: a greedy step can then be submitted before the token of
+   * the step before is read (WebGPU). The CPU backend runs one call at a time, in the page's
+   * own time.
+   */
+  get queuesSteps() {
+    return this.backend === "webgpu";
+  }
+
+  /**
    * Runs `tokens` through the model, reusing the cached prefix; returns the last logits and the
    * number of tokens run, or with `argmax` (where `hasArgmax`) the greedy token after them as
    * `token` instead of the logits. A `control` aborted ends it early with `logits: null` and
@@ -187,14 +196,17 @@ export class LoadedModel {
   /**
    * Appends `token` to the cache; returns the logits that follow it, or with `argmax` (where
    * `hasArgmax`) the greedy token's id, or null when `control` was aborted while the step ran.
-   * @param {number} token
+   * With `argmax`, `token` null is the one the last greedy step picked, not read yet: the cache
+   * holds null in its place, which the caller fills in (generator.js).
+   * @param {number | null} token
    * @param {Control} [control]
    * @param {{argmax?: boolean}} [options]
    * @returns {Promise<Float32Array | number | null>}
    */
   async decode(token, control = undefined, { argmax = false } = {}) {
     this.cachedTokens.push(token);
-    const out = await this.executor.run("decode", [token], this.cachedTokens.length, control, { argmax });
+    const ids = token === null ? null : [token];
+    const out = await this.executor.run("decode", ids, this.cachedTokens.length, control, { argmax });
     return out === ABORTED ? null : out;
   }
 
