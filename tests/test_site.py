@@ -115,10 +115,14 @@ def test_site_chats_with_streaming_stop_and_cached_reload(tiny_built, browser, r
         assert page.locator(".message.assistant .content p").count() >= 1
         assert re.search(r"prefill [\d.]+ tok/s · decode [\d.]+ tok/s", page.inner_text("#stats"))
 
-        # Stop ends a long reply early and marks it.
+        # Stop, clicked once the reply's first words are on the page, ends it early and marks it.
         page.click("#new-chat")
         setting(page, "max-tokens", "100")
         ask(page, "Tell me more")
+        page.wait_for_function(
+            "document.querySelector('.message.assistant:last-child .content')"
+            "?.textContent.trim().length > 0"
+        )
         page.click("#stop")
         page.wait_for_function("!document.getElementById('send').disabled")
         assert "stopped" in page.get_attribute(".message.assistant:last-child", "class")

@@ -301,8 +301,9 @@ def test_device_loss_is_reported_and_reload_recovers(tiny_built, engine_page):
         before = page.evaluate("async (r) => await engine.chat.completions.create(r)", request)
         result = page.evaluate(
             """async ([r, folder]) => {
-                __devices.at(-1).destroy();  // what a GPU reset looks like to the page
-                await new Promise((resolve) => setTimeout(resolve, 50));
+                const device = __devices.at(-1);
+                device.destroy();  // what a GPU reset looks like to the page
+                await device.lost;  // the engine's handler, registered first, has run
                 let error = null;
                 try { await engine.chat.completions.create(r); }
                 catch (e) { error = {name: e.name, message: e.message}; }

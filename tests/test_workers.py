@@ -38,7 +38,8 @@ def site(tiny_built, tmp_path_factory) -> Path:
     (folder / "sub").mkdir()
     shutil.copy(folder / "kiln-sw.js", folder / "sub" / "kiln-sw.js")
     # A worker like kiln-worker.js that also destroys its GPU device when told to (what a
-    # GPU reset looks like to it), for the device-loss test; the runtime has no such hook.
+    # GPU reset looks like to it) and says so once the loss is handled, for the device-loss
+    # test; the runtime has no such hook.
     (folder / "lossy-worker.js").write_text(LOSSY_WORKER.replace("RECORD_DEVICES", RECORD_DEVICES))
     return folder
 
@@ -46,8 +47,12 @@ def site(tiny_built, tmp_path_factory) -> Path:
 LOSSY_WORKER = """import { WebWorkerEngineHandler } from "./kiln.js";
 RECORD_DEVICES
 new WebWorkerEngineHandler();
-self.addEventListener("message", (event) => {
-  if (event.data?.test === "lose-device") globalThis.__devices.at(-1).destroy();
+self.addEventListener("message", async (event) => {
+  if (event.data?.test !== "lose-device") return;
+  const device = globalThis.__devices.at(-1);
+  device.destroy();
+  await device.lost;  // the engine's handler, registered first, has run
+  new BroadcastChannel("kiln-test").postMessage("lost");
 });
 """
 
@@ -428,8 +433,12 @@ def test_device_loss_in_a_worker_is_reported_and_reload_recovers(server, new_pag
             const worker = new Worker(location.origin + "/lossy-worker.js", {{type: "module"}});
             const engine = await kiln.CreateWebWorkerEngine(worker, "./", {{backend: "webgpu"}});
             const before = await engine.chat.completions.create(r);
+            const lost = new Promise((resolve) => {{
+                const channel = new BroadcastChannel("kiln-test");
+                channel.onmessage = () => (channel.close(), resolve());
+            }});
             worker.postMessage({{test: "lose-device"}});
-            await new Promise((resolve) => setTimeout(resolve, 100));
+            await lost;
             let error = null;
             try {{ await engine.chat.completions.create(r); }}
             catch (e) {{ error = {{name: e.name, code: e.code, message: e.message,
