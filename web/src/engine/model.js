@@ -195,7 +195,8 @@ export class LoadedModel {
 
   /**
    * Appends `token` to the cache; returns the logits that follow it, or with `argmax` (where
-   * `hasArgmax`) the greedy token's id, or null when `control` was aborted while the step ran.
+   * `hasArgmax`) the greedy token's id, or null when `control` was aborted while the step ran
+   * (the token is then not in the cache).
    * With `argmax`, `token` null is the one the last greedy step picked, not read yet: the cache
    * holds null in its place, which the caller fills in (generator.js).
    * @param {number | null} token
@@ -207,7 +208,11 @@ export class LoadedModel {
     this.cachedTokens.push(token);
     const ids = token === null ? null : [token];
     const out = await this.executor.run("decode", ids, this.cachedTokens.length, control, { argmax });
-    return out === ABORTED ? null : out;
+    if (out !== ABORTED) return out;
+    // The step may have stopped between its kernels, its row of the KV cache half written: the
+    // cache no longer counts its token, so a later prompt computes that row again.
+    this.cachedTokens.pop();
+    return null;
   }
 
   /** Where the model runs and what it holds (engine.runtimeStats). */
