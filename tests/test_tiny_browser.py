@@ -287,7 +287,7 @@ def test_buffer_over_device_limits_is_reported(tiny_built, tmp_path, engine_page
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["kv_cache"][0]["shape"][0] = 1 << 26  # a KV-cache tensor of 8 GiB
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(Exception, match="ModelLoadError.*needs a GPU buffer of .* bytes"):
+    with pytest.raises(Exception, match="ModelWontFitError.*needs a GPU buffer of .* bytes"):
         with engine_page(folder, backend="webgpu"):
             pass
 

@@ -43,6 +43,19 @@ export class ModelLoadError extends KilnError {
   }
 }
 
+export class ModelWontFitError extends ModelLoadError {
+  /**
+   * The model would not run here, found before any weight was fetched: `check` is what
+   * checkModel answers (`reasons`, `memory`, `limits`, `fitting_context_window`).
+   * @param {{model_id: string, reasons: string[]}} check
+   */
+  constructor(check) {
+    super(`${check.model_id} will not run here: ${check.reasons.join("; ")}.`);
+    this.code = "model_wont_fit";
+    this.check = check;
+  }
+}
+
 export class ShardIntegrityError extends KilnError {
   /**
    * @param {string} file  @param {string} detail  what was wrong with the bytes received

@@ -4,7 +4,7 @@
 import { bulkMemory, relaxedSimd, simd } from "wasm-feature-detect";
 import { InvalidRequestError, ModelLoadError, WebGPUUnavailableError } from "../errors.js";
 import { enableWasmFeatures, IN_NODE, NODE_WASM_ADVICE, parallelism } from "../platform.js";
-import { requestAdapter } from "./device.js";
+import { isFallbackAdapter, requestAdapter } from "./device.js";
 
 const BACKENDS = ["auto", "webgpu", "wasm"];
 
@@ -38,7 +38,7 @@ export async function chooseAdapter(backend, variant, manifests) {
     if (auto && err instanceof WebGPUUnavailableError) return null;
     throw err;
   }
-  if (auto && (adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter)) return null;
+  if (auto && isFallbackAdapter(adapter)) return null;
   return adapter;
 }
 

@@ -2,7 +2,6 @@
 // whose features it has, and the device opened for it, within its limits.
 import { DeviceLostError, FeatureUnsupportedError, ModelLoadError, WebGPUUnavailableError } from "../errors.js";
 import { IN_NODE } from "../platform.js";
-import { tensorBytes } from "./executor.js";
 
 /**
  * Node's WebGPU, from the optional `webgpu` package (Dawn) where it is installed: its GPU
@@ -27,6 +26,11 @@ export async function requestAdapter() {
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new WebGPUUnavailableError("no GPU adapter was found");
   return adapter;
+}
+
+/** Whether `adapter` is a fallback one: a CPU emulating a GPU, such as SwiftShader. */
+export function isFallbackAdapter(adapter) {
+  return Boolean(adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter);
 }
 
 /**
@@ -81,23 +85,7 @@ export async function openDevice(adapter, manifest, onLost) {
     adapterInfo: {
       vendor: info.vendor,
       architecture: info.architecture,
-      isFallbackAdapter: info.isFallbackAdapter ?? adapter.isFallbackAdapter,
+      isFallbackAdapter: isFallbackAdapter(adapter),
     },
   };
-}
-
-/** Fails early, with the numbers, when a buffer the model needs exceeds the device's limits. */
-export function checkLimits(device, manifest, variant) {
-  const largest = Math.max(
-    ...manifest.kv_cache.map(tensorBytes),
-    ...manifest.params.map((t) => t.bytes),
-    ...Object.values(variant.functions).flatMap((f) => f.storages),
-  );
-  const limit = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
-  if (largest > limit) {
-    throw new ModelLoadError(
-      `${manifest.model_id} needs a GPU buffer of ${largest} bytes but this device allows ${limit}. ` +
-        "Rebuild it with a smaller --context-window or --prefill-chunk.",
-    );
-  }
 }

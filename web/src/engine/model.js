@@ -1,12 +1,13 @@
 // One loaded model (LoadedModel): its tokenizer, its executor on the backend it runs on, and
 // its KV cache, with the prefill, decode and embedding passes the engine runs on it.
-import { chooseAdapter, cpuThreads } from "../backends/choose.js";
-import { checkLimits, openDevice, pickBuild } from "../backends/device.js";
+import { assessFit, chooseBuild } from "../backends/check.js";
+import { cpuThreads } from "../backends/choose.js";
+import { openDevice } from "../backends/device.js";
 import { Executor, uploadWeight } from "../backends/executor.js";
 import { fetchManifest, fetchTokenizerFiles, fetchVariant } from "../backends/loader.js";
 import { loadWeights } from "../backends/shards.js";
 import { WasmExecutor } from "../backends/wasm_executor.js";
-import { ModelLoadError } from "../errors.js";
+import { ModelLoadError, ModelWontFitError } from "../errors.js";
 import { ChatTokenizer } from "../text/tokenizer.js";
 import { Vocabulary } from "../text/vocab.js";
 import { ABORTED } from "../control.js";
@@ -40,16 +41,11 @@ export class LoadedModel {
   ) {
     const started = performance.now();
     const candidates = await Promise.all(urls.map(fetchManifest));
-    const adapter = await chooseAdapter(
-      backend,
-      variant,
-      candidates.map((c) => c.manifest),
-    );
-    const chosen = pickBuild(
-      adapter,
-      candidates.map((c) => c.manifest),
-    );
-    const { base, manifest } = candidates.find((c) => c.manifest === chosen);
+    const chosen = await chooseBuild(candidates, { backend, variant });
+    const { adapter, base, manifest } = chosen;
+    // Nothing but the manifests is fetched before the check (backends/check.js).
+    const fit = assessFit(manifest, adapter, chosen.variant);
+    if (fit.reasons.length > 0) throw new ModelWontFitError({ model_id: manifest.model_id, ...fit });
     const { tokenizer, tokenizerConfig } = await fetchTokenizerFiles(base, manifest);
     const model = new LoadedModel(id ?? manifest.model_id, urls, manifest);
     model.tokenizerJson = tokenizer;
@@ -57,7 +53,8 @@ export class LoadedModel {
     model.tokenizer = new ChatTokenizer(tokenizer, config);
     model.backend = adapter ? "webgpu" : "wasm";
     try {
-      if (adapter) await model.#loadWebGPU(adapter, base, variant, { initProgressCallback, useCache, onDeviceLost });
+      if (adapter)
+        await model.#loadWebGPU(adapter, base, chosen.variant, { initProgressCallback, useCache, onDeviceLost });
       else await model.#loadWasm(base, { initProgressCallback, threads, useCache });
     } catch (err) {
       model.destroy();
@@ -67,18 +64,15 @@ export class LoadedModel {
     return model;
   }
 
-  async #loadWebGPU(adapter, base, variant, { initProgressCallback, useCache, onDeviceLost }) {
+  async #loadWebGPU(adapter, base, name, { initProgressCallback, useCache, onDeviceLost }) {
     const manifest = this.manifest;
     const { device, adapterInfo } = await openDevice(adapter, manifest, (err) => {
       if (this.device === device) onDeviceLost(this, err); // not an unload() of ours
     });
     this.device = device;
     this.adapterInfo = adapterInfo;
-    const name = variant ?? (adapterInfo.isFallbackAdapter ? "software" : "gpu");
-    if (name === "wasm") throw new ModelLoadError('The "wasm" kernels run on the CPU backend: pass backend: "wasm"');
     const kernels = await fetchVariant(base, manifest, name);
     this.variant = kernels.name;
-    checkLimits(device, manifest, kernels);
     device.pushErrorScope("out-of-memory");
     device.pushErrorScope("validation");
     const weights = new Map();
