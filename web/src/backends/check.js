@@ -103,6 +103,10 @@ export function assessFit(manifest, adapter, variant, contextWindow = manifest.c
   const fitting = manifest.variants[variant] ? largestFitting(contextWindow, fits) : null;
   if (fitting !== contextWindow && fitting !== null)
     reasons.push(`at most ${fitting} tokens of context fit: rebuild it with --context-window ${fitting} or less`);
+  else if (fitting === null && manifest.variants[variant])
+    reasons.push(
+      "no context window fits: the weights or activations alone are over the limit (a smaller --prefill-chunk shrinks the activations)",
+    );
   if (contextWindow > built)
     reasons.push(
       `it was built for ${built} tokens of context: rebuild it with --context-window ${fitting ?? contextWindow}`,
