@@ -224,16 +224,17 @@ def integer_tolerance(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return rounding + linear_tolerance(x, weight)
 
 
-def integer_op(fmt_name: str, name: str, residual: bool) -> tvm.IRModule:
-    """The wasm target's one-token linear of `fmt_name`, with a residual input if asked."""
+def integer_op(fmt_name: str, name: str, added: bool) -> tvm.IRModule:
+    """The wasm target's one-token linear of `fmt_name`, with a bias and a residual if asked."""
     fmt = FORMATS[fmt_name]
     params = fmt.parts(ROWS, COLS)
-    weights = {**params, "residual": ((1, 1, ROWS), "float32")} if residual else params
+    extra = {"bias": ((ROWS,), "float32"), "residual": ((1, 1, ROWS), "float32")}
+    weights = {**params, **extra} if added else params
 
     def body(x, p):
         parts = {k: p[k] for k in params}
-        added = p["residual"] if residual else None
-        return kernels.linear(x, parts, fmt, ROWS, name, WASM_TARGET, added)
+        bias, residual = (p["bias"], p["residual"]) if added else (None, None)
+        return kernels.linear(x, parts, fmt, ROWS, name, WASM_TARGET, residual, bias)
 
     return op_functions(body, weights, spec.Tensor([1, 1, COLS], "float32"))
 
@@ -242,8 +243,8 @@ def integer_op(fmt_name: str, name: str, residual: bool) -> tvm.IRModule:
 def integer_kernels() -> bytes:
     """The one-token linear of every integer format for the wasm target, scheduled by its rules
     for wasm32 and linked into one module: `linear_<format>` (the hand-written kernel: int16
-    input rounding, then integer dot products) and `linear_<format>_residual` (with a residual
-    added in its epilogue)."""
+    input rounding, then integer dot products) and `linear_<format>_residual` (with a bias and
+    a residual added in its epilogue)."""
     funcs = {}
     for fmt_name in sorted(INTEGER):
         for name, residual in (
@@ -261,14 +262,16 @@ def integer_kernels() -> bytes:
 def test_integer_linear_under_node(integer_kernels, fmt_name):
     """Every integer format: one token's product by the wasm build's kernel (int16 input
     rounding, then integer dot products: WebAssembly's i32x4.dot_i16x8_s), run under Node; and
-    with a residual added in its epilogue."""
+    with a bias and a residual added in its epilogue."""
     rng = np.random.default_rng(14)
     parts, weight = stored_weight(fmt_name, ROWS, COLS, rng)
     x = integer_input(rng)
     residual = rng.standard_normal((1, 1, ROWS)).astype(np.float32)
+    bias = rng.standard_normal(ROWS).astype(np.float32)
     tensors = {
         "x": x,
         **parts,
+        "bias": bias,
         "residual": residual,
         "out": np.zeros((1, 1, ROWS), np.float32),
         "out_residual": np.zeros((1, 1, ROWS), np.float32),
@@ -276,15 +279,17 @@ def test_integer_linear_under_node(integer_kernels, fmt_name):
     name = "linear_" + fmt_name
     calls = [
         (name, ["x", *parts, "out"]),
-        (name + "_residual", ["x", *parts, "residual", "out_residual"]),
+        (name + "_residual", ["x", *parts, "bias", "residual", "out_residual"]),
     ]
     result = run_wasm(integer_kernels, tensors, calls)
     expected = linear_reference(x, weight)
     error = np.abs(result["out"] - expected)
     assert np.all(error <= integer_tolerance(x, weight))
-    # The sum's one more rounding, of the output's size.
-    error = np.abs(result["out_residual"] - (residual + expected))
-    bound = integer_tolerance(x, weight) + UNIT_ROUNDOFF * np.abs(residual + expected)
+    # The two sums' roundings, of the size of their terms.
+    total = residual + (expected + bias)
+    error = np.abs(result["out_residual"] - total)
+    sizes = np.abs(residual) + np.abs(expected) + np.abs(bias)
+    bound = integer_tolerance(x, weight) + 2 * UNIT_ROUNDOFF * sizes
     assert np.all(error <= bound)
 
 
@@ -380,83 +385,6 @@ def test_embedding(fmt_name, scheduled):
 
 
 # ---------------------------------------------------------------------------------------------
-# rotary
-
-
-def rotary_reference(x, table, total_len, rotated_heads):
-    """transformers' rotate-half on the first rotary_dim dimensions of the first heads."""
-    n = x.shape[1]
-    half = table.shape[1] // 2
-    rot = 2 * half
-    positions = np.arange(total_len - n, total_len)
-    cos = table[positions, :half].astype(np.float64)[None, :, None, :]
-    sin = table[positions, half:].astype(np.float64)[None, :, None, :]
-    x64 = x.astype(np.float64)
-    out = x64.copy()
-    first, second = x64[:, :, :rotated_heads, :half], x64[:, :, :rotated_heads, half:rot]
-    out[:, :, :rotated_heads, :half] = first * cos - second * sin
-    out[:, :, :rotated_heads, half:rot] = second * cos + first * sin
-    return out
-
-
-@pytest.mark.parametrize("scheduled", [False, True], ids=["as-defined", "wasm-rules"])
-@pytest.mark.parametrize("rotary_dim", [16, 8], ids=["full", "partial"])
-def test_rotary(rotary_dim, scheduled):
-    """Rope on the query and key heads of qkv (1, n, 3 + 2 + 2 heads, 16), the value heads
-    kept; a rotary_dim of 8 rotates half of each head (partial rotary) and keeps the rest."""
-    rng = np.random.default_rng(17)
-    heads, head_dim, rotated, n, total_len = 7, 16, 5, 3, 9
-    angles = np.arange(32)[:, None] * rng.uniform(0.01, 1.0, rotary_dim // 2)[None, :]
-    table = np.concatenate([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
-    mod = op_functions(
-        lambda x, p, total: kernels.rotary(x, p["table"], total, rotated),
-        {"table": (table.shape, "float32")},
-        spec.Tensor([1, "n", heads, head_dim], "float32"),
-        with_length=True,
-    )
-    if scheduled:
-        mod, record = schedule_cpu(mod)
-        assert record == {"rotary": "CpuElementwise"}
-    x = rng.standard_normal((1, n, heads, head_dim)).astype(np.float32)
-    out = tensor(np.zeros_like(x))
-    compile_llvm(mod)["rotary"](tensor(x), tensor(table), total_len, out)
-    expected = rotary_reference(x, table, total_len, rotated)
-    # Two float32 products and a sum per element: three roundings of the terms' magnitude.
-    bound = 3 * UNIT_ROUNDOFF * (np.abs(x) + np.abs(x).max(-1, keepdims=True))
-    assert np.all(np.abs(out.numpy() - expected) <= bound)
-    np.testing.assert_array_equal(out.numpy()[:, :, rotated:], x[:, :, rotated:])
-    if rotary_dim < head_dim:
-        np.testing.assert_array_equal(out.numpy()[:, :, :, rotary_dim:], x[:, :, :, rotary_dim:])
-
-
-# ---------------------------------------------------------------------------------------------
-# KV-cache append
-
-
-@pytest.mark.parametrize("scheduled", [False, True], ids=["as-defined", "wasm-rules"])
-def test_kv_append(scheduled):
-    """The new tokens' key and value heads of qkv are copied to cache rows total_len - n ..
-    total_len - 1, in place; every other row keeps what it held."""
-    rng = np.random.default_rng(18)
-    heads, kv_heads, head_dim, capacity, n, total_len = 4, 2, 8, 16, 3, 10
-    func = kernels.kv_append_func(heads, kv_heads, head_dim, capacity, "float32")
-    mod = prim_module(kv_append=func)
-    if scheduled:
-        mod, record = schedule_cpu(mod)
-        assert record == {"kv_append": "CpuElementwise"}
-    k_cache = rng.standard_normal((capacity, kv_heads, head_dim)).astype(np.float32)
-    v_cache = rng.standard_normal((capacity, kv_heads, head_dim)).astype(np.float32)
-    qkv = rng.standard_normal((1, n, heads + 2 * kv_heads, head_dim)).astype(np.float32)
-    k, v = tensor(k_cache), tensor(v_cache)
-    compile_llvm(mod)["kv_append"](k, v, tensor(qkv), total_len)
-    expected_k, expected_v = k_cache.copy(), v_cache.copy()
-    expected_k[total_len - n : total_len] = qkv[0, :, heads : heads + kv_heads]
-    expected_v[total_len - n : total_len] = qkv[0, :, heads + kv_heads :]
-    np.testing.assert_array_equal(k.numpy(), expected_k)
-    np.testing.assert_array_equal(v.numpy(), expected_v)
-
-
-# ---------------------------------------------------------------------------------------------
 # attention
 
 
@@ -469,7 +397,26 @@ def softmax_attention(q, k, v, scale, softcap):
     return weights @ v.astype(np.float64) / weights.sum()
 
 
+def prepared_heads(x, table, positions, norm=None, eps=1e-6):
+    """Heads x (n, heads, head_dim) as attention uses them, in float64: normalized (RMSNorm
+    over each head, weights `norm`, where given), then transformers' rotate-half on the first
+    rotary_dim dimensions (table (positions, rotary_dim): cos then sin), the rest kept."""
+    x = x.astype(np.float64)
+    if norm is not None:
+        x = x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * norm.astype(np.float64)
+    half = table.shape[1] // 2
+    cos = table[positions, :half].astype(np.float64)[:, None, :]
+    sin = table[positions, half:].astype(np.float64)[:, None, :]
+    out = x.copy()
+    first, second = x[..., :half], x[..., half : 2 * half]
+    out[..., :half] = first * cos - second * sin
+    out[..., half : 2 * half] = second * cos + first * sin
+    return out
+
+
 def attention_reference(qkv, k_cache, v_cache, total_len, kv_heads, window, scale, softcap):
+    """Attention of the prepared queries of qkv over caches that hold the new tokens' keys and
+    values too."""
     n, heads, head_dim = qkv.shape[1], qkv.shape[2] - 2 * kv_heads, qkv.shape[3]
     group = heads // kv_heads
     out = np.zeros((1, n, heads * head_dim))
@@ -500,50 +447,96 @@ def hand_written(form: str, make: Callable[[Target], tvm.tirx.PrimFunc]) -> tvm.
 
 # The outputs are weighted means of values below 5: float32 dot products of 16 terms, two
 # exponentials per key and running sums over up to 27 keys each err by a few roundings
-# (u = 6e-8) of the values' size, some 1e-7 each; 2e-6 allows about thirty of them.
-ATTENTION_ATOL = 2e-6
+# (u = 6e-8) of the values' size, some 1e-7 each; the norms and rotations of the queries and
+# the new keys add a few more; 4e-6 allows about sixty of them.
+ATTENTION_ATOL = 4e-6
 
 ATTENTION_CASES = {
-    # name: (head_dim, n, total_len, window, scale, softcap)
-    "prefill": (16, 20, 27, 0, None, 0.0),  # 80 (query, head) invocations: two blocks of 64
-    "decode": (16, 1, 19, 0, None, 0.0),
-    "window": (16, 6, 24, 5, None, 0.0),
-    "softcap-scale": (16, 4, 11, 0, 0.5, 3.0),
-    "head-dim-12": (12, 5, 9, 0, None, 0.0),  # not a multiple of the CPU's 8 partial sums
+    # name: (head_dim, rotary_dim, n, total_len, window, scale, softcap, q/k norms, q/k/v fused)
+    "prefill": (16, 16, 20, 27, 0, None, 0.0, False, True),  # 80 invocations: two blocks of 64
+    "decode": (16, 16, 1, 19, 0, None, 0.0, False, True),
+    "window": (16, 16, 6, 24, 5, None, 0.0, False, True),
+    "softcap-scale": (16, 16, 4, 11, 0, 0.5, 3.0, False, True),
+    "head-dim-12": (12, 12, 5, 9, 0, None, 0.0, False, True),  # not a multiple of the CPU's 8 sums
+    "partial-rotary": (16, 8, 5, 9, 0, None, 0.0, False, True),  # half of each head rotated
+    "qk-norms": (16, 16, 5, 12, 0, None, 0.0, True, True),
+    "qk-norms-decode": (16, 16, 1, 12, 0, None, 0.0, True, True),
+    "separate-qkv": (16, 16, 5, 12, 0, None, 0.0, True, False),  # three projections' outputs
 }
 
 
 @pytest.mark.parametrize("form", ["cpu", "gpu"])
 @pytest.mark.parametrize("case", sorted(ATTENTION_CASES))
 def test_attention(case, form):
-    """Causal attention over the cache, 4 query heads sharing 2 KV heads, for each target's
-    form. Cache rows no query may see hold NaN: past total_len, and (with a window) before
-    the first query's window."""
-    head_dim, n, total_len, window, scale, softcap = ATTENTION_CASES[case]
-    heads, kv_heads, capacity = 4, 2, 32
+    """Causal attention of the new tokens of qkv over the cache and themselves, 4 query heads
+    sharing 2 KV heads, for each target's form: the queries and new keys normalized (where the
+    case has q/k norms) and rotated, the new keys and values written to the cache rows
+    total_len - n .. total_len - 1. Cache rows no query may read hold NaN: the new tokens'
+    (written by the kernel), those past total_len, and (with a window) those before the first
+    query's window; every row but the new tokens' keeps what it held. The projections come as
+    one qkv tensor, or (where their formats differ) as three."""
+    head_dim, rotary_dim, n, total_len, window, scale, softcap, qk_norm, fused = ATTENTION_CASES[
+        case
+    ]
+    heads, kv_heads, capacity, eps = 4, 2, 32, 1e-6
     rng = np.random.default_rng(19)
+    angles = np.arange(capacity)[:, None] * rng.uniform(0.01, 1.0, rotary_dim // 2)[None, :]
+    table = np.concatenate([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
     func = hand_written(
         form,
         lambda target: kernels.attention_func(
-            heads, kv_heads, head_dim, capacity, "float32", target, window, scale, softcap
+            heads,
+            kv_heads,
+            head_dim,
+            capacity,
+            "float32",
+            target,
+            rotary_dim,
+            window,
+            scale,
+            softcap,
+            eps if qk_norm else None,
+            fused,
         ),
     )
     lib = compile_llvm(prim_module(attention=func))
     qkv = rng.standard_normal((1, n, heads + 2 * kv_heads, head_dim)).astype(np.float32)
+    norms = [rng.uniform(0.5, 1.5, head_dim).astype(np.float32) for _ in range(2)]
     k_cache = rng.standard_normal((capacity, kv_heads, head_dim)).astype(np.float32)
     v_cache = rng.standard_normal((capacity, kv_heads, head_dim)).astype(np.float32)
-    unseen = np.arange(capacity) >= total_len
+    start = total_len - n
+    unseen = np.arange(capacity) >= start
     if window:
-        unseen |= np.arange(capacity) <= total_len - n - window
+        unseen |= np.arange(capacity) <= start - window
     k_cache[unseen] = np.nan
     v_cache[unseen] = np.nan
+    k, v = tensor(k_cache), tensor(v_cache)
     out = tensor(np.zeros((1, n, heads * head_dim), np.float32))
-    lib["attention"](tensor(qkv), tensor(k_cache), tensor(v_cache), total_len, out)
+    weights = [tensor(w) for w in norms] if qk_norm else []
+    if fused:
+        inputs = [qkv]
+    else:  # q, k and v apart, each (1, n, its heads x head_dim)
+        bounds = np.cumsum([0, heads, kv_heads, kv_heads])
+        inputs = [
+            qkv[:, :, a:b].reshape(1, n, -1) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+    lib["attention"](*(tensor(x) for x in inputs), k, v, tensor(table), *weights, total_len, out)
+    positions = np.arange(start, total_len)
+    q_norm, k_norm = norms if qk_norm else (None, None)
+    queries = prepared_heads(qkv[0, :, :heads], table, positions, q_norm, eps)
+    new_keys = prepared_heads(qkv[0, :, heads : heads + kv_heads], table, positions, k_norm, eps)
+    expected_k, expected_v = k_cache.astype(np.float64), v_cache.astype(np.float64)
+    expected_k[start:total_len] = new_keys
+    expected_v[start:total_len] = qkv[0, :, heads + kv_heads :]
+    prepared = np.concatenate([queries, qkv[0, :, heads:]], axis=1)[None]
     scores_scale = scale or 1 / math.sqrt(head_dim)
     expected = attention_reference(
-        qkv, k_cache, v_cache, total_len, kv_heads, window, scores_scale, softcap
+        prepared, expected_k, expected_v, total_len, kv_heads, window, scores_scale, softcap
     )
     np.testing.assert_allclose(out.numpy(), expected, rtol=0, atol=ATTENTION_ATOL)
+    # The keys: a norm and a rotation, a few roundings of each value's size.
+    np.testing.assert_allclose(k.numpy(), expected_k, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(v.numpy(), expected_v.astype(np.float32))
 
 
 @pytest.mark.parametrize("form", ["cpu", "gpu"])

@@ -19,7 +19,7 @@ from compiler.quantization import get_scheme
 
 # Kernels named by their role (the name without its numbers) and the step that launches them.
 PROJECTIONS = ["qkv_proj", "fused_o_proj_add", "gate_up_proj", "fused_down_proj_add", "lm_head"]
-ELEMENTWISE = ["embedding", "rotary", "kv_append", "fused_split_silu_multiply"]
+ELEMENTWISE = ["embedding", "fused_split_silu_multiply"]
 STEPS = ("prefill", "decode")
 
 
@@ -28,7 +28,8 @@ def every_role(rule: str) -> dict[tuple[str, str], set[str]]:
     table = {(step, role): {rule} for step in STEPS for role in roles}
     table[("prefill", "last_token")] = {rule}
     for step in STEPS:
-        table[(step, "attention")] = {"written"}  # hand-written TIR, scheduled as written
+        # hand-written TIR (q/k norms, rope, the cache append and attention), as written
+        table[(step, "attention")] = {"written"}
     table[("argmax", "argmax_logits")] = {"written"}  # the greedy token (compiler/sampling.py)
     return table
 

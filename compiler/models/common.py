@@ -46,10 +46,7 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: Tensor, name: str = "linear", residual: Tensor | None = None) -> Tensor:
         """The product (+ bias), added to `residual` where one is given."""
         fmt, rows, target = self.format, self.out_features, self.target
-        if self.bias is None:
-            return kernels.linear(x, self.parts(), fmt, rows, name, target, residual)
-        y = kernels.linear(x, self.parts(), fmt, rows, name, target) + self.bias
-        return y if residual is None else residual + y
+        return kernels.linear(x, self.parts(), fmt, rows, name, target, residual, self.bias)
 
 
 class Formats:

@@ -1,6 +1,7 @@
 """Kernels the network needs beyond `nn.op`: dequantizing matmul and embedding lookup (TE, so
-that the dequantization fuses into the consumer), rotary embedding, and the KV-cache append and
-causal attention over a cache of static capacity (hand-written TIR; dlight has no rule for them).
+that the dequantization fuses into the consumer), and causal attention over a cache of static
+capacity, with the q/k norms, rope and the KV-cache append inside (hand-written TIR; dlight has
+no rule for it).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import math
 from tvm import te, tirx
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.script import tirx as T
+from tvm.script.ir_builder import IRBuilder
+from tvm.tirx.script import builder as B
 
 from ..formats import Format
 from ..formats.base import as_dtype, scaled
@@ -59,12 +62,14 @@ def linear(
     name: str,
     target: Target,
     residual: Tensor | None = None,
+    bias: Tensor | None = None,
 ):
-    """y[b, i, j] = sum_k x[b, i, k] * W[j, k], W dequantized on the fly; residual + y where a
-    `residual` is given (in the product's kernel: an epilogue)."""
+    """y[b, i, j] = sum_k x[b, i, k] * W[j, k], W dequantized on the fly; y + bias and then
+    residual + y where they are given (in the product's kernel: an epilogue)."""
     if target.cpu and cpu_forms.integer_applies(fmt, x.shape, out_features, x.dtype):
-        return cpu_forms.integer_form(x, parts, fmt, out_features, name, residual)
+        return cpu_forms.integer_form(x, parts, fmt, out_features, name, residual, bias)
     y = _linear(x, parts, fmt, out_features, name, target)
+    y = y if bias is None else y + bias
     return y if residual is None else residual + y
 
 
@@ -100,72 +105,26 @@ def _linear(
     return op.tensor_expr_op(compute, name, [x, *parts.values()])
 
 
-def embedding(ids: Tensor, parts: dict[str, Tensor], fmt: Format, cols: int, dtype: str):
+def embedding(
+    ids: Tensor, parts: dict[str, Tensor], fmt: Format, cols: int, dtype: str, scale: float = 1.0
+):
+    """Rows of the decoded table, each value times `scale` (in `dtype`) where it is not 1."""
     names = list(parts)
 
     def compute(idt: te.Tensor, *tensors: te.Tensor) -> te.Tensor:
         p = dict(zip(names, tensors, strict=True))
         batch, seq = idt.shape
+
+        def scaled_value(value):
+            return value if scale == 1.0 else value * tirx.const(scale, dtype)
+
         return te.compute(
             (batch, seq, cols),
-            lambda b, i, c: weight_value(fmt, p, idt[b, i], c, dtype),
+            lambda b, i, c: scaled_value(weight_value(fmt, p, idt[b, i], c, dtype)),
             name="embed",
         )
 
     return op.tensor_expr_op(compute, "embedding", [ids, *parts.values()])
-
-
-def rotary(qkv: Tensor, table: Tensor, total_len: tirx.Var, rotated_heads: int) -> Tensor:
-    """Rotary position embedding (Hugging Face's rotate-half layout) on the first
-    `rotated_heads` heads of qkv (1, n, heads, head_dim); token i sits at total_len - n + i.
-    `table` (positions, rotary_dim) holds each position's cos then sin per frequency (see
-    decoder/rope.py): the first rotary_dim dimensions of a head are rotated, the rest kept
-    (partial rotary)."""
-
-    def compute(x: te.Tensor, tab: te.Tensor, total: tirx.Var) -> te.Tensor:
-        batch, seq, heads, dim = x.shape
-        rotary_dim = int(tab.shape[1])
-        half = rotary_dim // 2
-
-        def value(b, i, h, d):
-            pos = total - seq + i
-            pair = d % half
-            cos = tirx.Cast(x.dtype, tab[pos, pair])
-            sin = tirx.Cast(x.dtype, tab[pos, pair + half])
-            other = tirx.Select(d < half, -x[b, i, h, d + half], x[b, i, h, d - half])
-            rotated = x[b, i, h, d] * cos + other * sin
-            if rotary_dim < int(dim):
-                return tirx.Select(
-                    tirx.all(h < rotated_heads, d < rotary_dim), rotated, x[b, i, h, d]
-                )
-            return tirx.Select(h < rotated_heads, rotated, x[b, i, h, d])
-
-        return te.compute((batch, seq, heads, dim), value, name="rotary")
-
-    return op.tensor_expr_op(compute, "rotary", [qkv, table, total_len])
-
-
-def kv_append_func(heads: int, kv_heads: int, head_dim: int, capacity: int, dtype: str):
-    """Writes the k and v heads of qkv (1, n, heads + 2 kv_heads, head_dim) into the caches at
-    rows total_len - n .. total_len - 1, in place."""
-    all_heads = heads + 2 * kv_heads
-
-    @T.prim_func(private=True, s_tir=True)
-    def kv_append(var_k: T.handle, var_v: T.handle, var_qkv: T.handle, total_len: T.int64):
-        T.func_attr({"tirx.noalias": True})
-        n = T.int64()
-        k_cache = T.match_buffer(var_k, (capacity, kv_heads, head_dim), dtype)
-        v_cache = T.match_buffer(var_v, (capacity, kv_heads, head_dim), dtype)
-        qkv = T.match_buffer(var_qkv, (1, n, all_heads, head_dim), dtype)
-        for i, h, d in T.grid(n, kv_heads, head_dim):
-            with T.sblock("append"):
-                vi, vh, vd = T.axis.remap("SSS", [i, h, d])
-                T.reads(qkv[0, vi, heads + vh, vd], qkv[0, vi, heads + kv_heads + vh, vd])
-                T.writes(k_cache[total_len - n + vi, vh, vd], v_cache[total_len - n + vi, vh, vd])
-                k_cache[total_len - n + vi, vh, vd] = qkv[0, vi, heads + vh, vd]
-                v_cache[total_len - n + vi, vh, vd] = qkv[0, vi, heads + kv_heads + vh, vd]
-
-    return kv_append
 
 
 def _invocation_loops(target: Target):
@@ -209,6 +168,30 @@ def _lane_sum(partial) -> tirx.PrimExpr:
     return total
 
 
+def _builder_loops(target: Target):
+    """`_invocation_loops` for kernels written with the IR builder."""
+    if target.cpu:
+        return (
+            (lambda extent: B.parallel(0, extent)),
+            (lambda extent: B.serial(0, extent)),
+            "global",
+        )
+    return (
+        lambda extent: B.thread_binding(0, extent, thread="blockIdx.x"),
+        lambda extent: B.thread_binding(0, extent, thread="threadIdx.x"),
+        "local",
+    )
+
+
+def _builder_head_loops(head_dim: int, target: Target):
+    """`_head_loops` for kernels written with the IR builder."""
+    if target.cpu and head_dim % DOT_LANES == 0:
+        vector = lambda extent: B.vectorized(0, extent)  # noqa: E731
+        return vector, DOT_LANES, vector
+    serial = lambda extent: B.serial(0, extent)  # noqa: E731
+    return serial, 1, serial
+
+
 def attention_func(
     heads: int,
     kv_heads: int,
@@ -216,14 +199,30 @@ def attention_func(
     capacity: int,
     dtype: str,
     target: Target,
+    rotary_dim: int,
     window: int = 0,
     scale: float | None = None,
     softcap: float = 0.0,
-):
-    """Causal attention of the n new queries over cache rows 0 .. total_len - 1; with a sliding
-    `window`, the query at position p sees only the `window` positions up to p (the cache
-    keeps every position, so the window is a bound on the loop, not a ring). Scores are scaled
-    by `scale`, 1 / sqrt(head_dim) unless given, then with a `softcap` become
+    qk_norm_eps: float | None = None,
+    fused_qkv: bool = True,
+) -> tirx.PrimFunc:
+    """Causal attention of the n new tokens of qkv (1, n, heads + 2 kv_heads, head_dim), as
+    the projection gives them (or, where `fused_qkv` is False, of q (1, n, heads * head_dim),
+    k and v (1, n, kv_heads * head_dim), as three projections give them), over cache rows
+    0 .. total_len - n - 1 and the new tokens themselves (at positions total_len - n ..
+    total_len - 1), whose keys and values it writes to the caches (in place).
+
+    Each query and key head is first normalized (RMSNorm over the head, weights q_norm and
+    k_norm, where `qk_norm_eps` is given) and rotated (rope: `table` (positions, rotary_dim)
+    holds each position's cos then sin per frequency, see decoder/rope.py; the first
+    rotary_dim dimensions are rotated in halves, transformers' rotate-half layout, the rest
+    kept). The new tokens' keys are taken from qkv, normalized and rotated where they are used,
+    not read back from the cache, so that no invocation reads what another writes; the
+    invocations of a key head's first query head write its keys and values.
+
+    With a sliding `window`, the query at position p sees only the `window` positions up to p
+    (the cache keeps every position, so the window is a bound on the loop, not a ring). Scores
+    are scaled by `scale`, 1 / sqrt(head_dim) unless given, then with a `softcap` become
     softcap * tanh(score / softcap).
 
     One invocation per (query, head) with an online softmax and no shared memory or
@@ -233,65 +232,161 @@ def attention_func(
     all_heads = heads + 2 * kv_heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
     threads = ATTENTION_THREADS
+    half = rotary_dim // 2
+    f32 = "float32"
+    blocks, lanes, scope = _builder_loops(target)
+    each, parts, each_part = _builder_head_loops(head_dim, target)
 
-    def capped(score):
-        return T.float32(softcap) * T.tanh(score / T.float32(softcap)) if softcap else score
+    def as_f32(value):
+        return tirx.Cast(f32, value)
 
-    blocks, lanes, scope = _invocation_loops(target)
-    each, parts, each_part = _head_loops(head_dim, target)
+    def rounded(value):
+        """A value as the activations' dtype holds it (float32: as it is)."""
+        return as_f32(tirx.Cast(dtype, value))
 
-    def first_key(position):
-        return T.max(position - (window - 1), T.int64(0)) if window else T.int64(0)
+    with IRBuilder() as builder:
+        with B.prim_func(private=True):
+            B.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+            n = B.int64()
+            if fused_qkv:
+                qkv = B.arg("qkv", B.Buffer((1, n, all_heads, head_dim), dtype))
+                offsets = (0, heads, heads + kv_heads)
 
-    @T.prim_func(private=True)
-    def attention(
-        var_qkv: T.handle, var_k: T.handle, var_v: T.handle, total_len: T.int64, var_out: T.handle
-    ):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        n = T.int64()
-        qkv = T.match_buffer(var_qkv, (1, n, all_heads, head_dim), dtype)
-        k_cache = T.match_buffer(var_k, (capacity, kv_heads, head_dim), dtype)
-        v_cache = T.match_buffer(var_v, (capacity, kv_heads, head_dim), dtype)
-        out = T.match_buffer(var_out, (1, n, heads * head_dim), dtype)
-        for bx in blocks((n * heads + threads - 1) // threads):
-            for tx in lanes(threads):
-                acc = T.alloc_buffer((head_dim,), "float32", scope=scope)
-                partial = T.alloc_buffer((parts,), "float32", scope=scope)
-                best = T.alloc_buffer((1,), "float32", scope=scope)
-                denom = T.alloc_buffer((1,), "float32", scope=scope)
-                score = T.alloc_buffer((1,), "float32", scope=scope)
-                prev = T.alloc_buffer((1,), "float32", scope=scope)
-                if bx * threads + tx < n * heads:
-                    i = T.meta_var((bx * threads + tx) // heads)
-                    h = T.meta_var((bx * threads + tx) % heads)
-                    kvh = T.meta_var(h // group)
-                    best[0] = T.float32(-3.0e38)
-                    denom[0] = T.float32(0)
-                    for d in each(head_dim):
-                        acc[d] = T.float32(0)
-                    for j in range(first_key(total_len - n + i), total_len - n + i + 1):
-                        for p in each_part(parts):
-                            partial[p] = T.float32(0)
-                        for d0 in range(head_dim // parts):
-                            for p in each_part(parts):
-                                partial[p] = partial[p] + T.Cast(
-                                    "float32", qkv[0, i, h, d0 * parts + p]
-                                ) * T.Cast("float32", k_cache[j, kvh, d0 * parts + p])
-                        score[0] = capped(_lane_sum(partial) * T.float32(scale))
-                        prev[0] = best[0]
-                        best[0] = T.max(prev[0], score[0])
-                        # Two exponentials per key, kept in registers for the head_dim loop.
-                        prev[0] = T.exp(prev[0] - best[0])
-                        score[0] = T.exp(score[0] - best[0])
-                        denom[0] = denom[0] * prev[0] + score[0]
-                        for d in each(head_dim):
-                            acc[d] = acc[d] * prev[0] + score[0] * T.Cast(
-                                "float32", v_cache[j, kvh, d]
+                def source(kind: int, token, head, d):
+                    """Element d of head `head` of the queries (0), keys (1) or values (2)."""
+                    return qkv[0, token, offsets[kind] + head, d]
+
+            else:
+                inputs = [
+                    B.arg(name, B.Buffer((1, n, count * head_dim), dtype))
+                    for name, count in (("q", heads), ("k", kv_heads), ("v", kv_heads))
+                ]
+
+                def source(kind: int, token, head, d):
+                    return inputs[kind][0, token, head * head_dim + d]
+
+            k_cache = B.arg("k_cache", B.Buffer((capacity, kv_heads, head_dim), dtype))
+            v_cache = B.arg("v_cache", B.Buffer((capacity, kv_heads, head_dim), dtype))
+            table = B.arg("table", B.Buffer((capacity, rotary_dim), dtype))
+            norms = None
+            if qk_norm_eps is not None:
+                norms = (
+                    B.arg("q_norm", B.Buffer((head_dim,), dtype)),
+                    B.arg("k_norm", B.Buffer((head_dim,), dtype)),
+                )
+            total_len = B.arg("total_len", B.int64())
+            out = B.arg("out", B.Buffer((1, n, heads * head_dim), dtype))
+            with blocks((n * heads + threads - 1) // threads) as bx:
+                with lanes(threads) as tx:
+                    query = B.alloc_buffer((head_dim,), f32, scope=scope)
+                    key = B.alloc_buffer((head_dim,), f32, scope=scope)
+                    raw = B.alloc_buffer((head_dim,), f32, scope=scope)
+                    acc = B.alloc_buffer((head_dim,), f32, scope=scope)
+                    partial = B.alloc_buffer((parts,), f32, scope=scope)
+                    best = B.alloc_buffer((1,), f32, scope=scope)
+                    denom = B.alloc_buffer((1,), f32, scope=scope)
+                    score = B.alloc_buffer((1,), f32, scope=scope)
+                    prev = B.alloc_buffer((1,), f32, scope=scope)
+                    squares = B.alloc_buffer((1,), f32, scope=scope)
+
+                    def load_head(into, token, head, position, which: int) -> None:
+                        """Query (`which` 0) or key (1) head `head` of token `token`,
+                        normalized and rotated for `position`, into `into` (float32)."""
+                        if norms is None:
+                            with B.serial(0, head_dim) as d:
+                                B.buffer_store(raw, as_f32(source(which, token, head, d)), [d])
+                        else:
+                            B.buffer_store(squares, tirx.const(0, f32), [0])
+                            with B.serial(0, head_dim) as d:
+                                value = as_f32(source(which, token, head, d))
+                                B.buffer_store(squares, squares[0] + value * value, [0])
+                            factor = tirx.rsqrt(
+                                squares[0] / tirx.const(head_dim, f32)
+                                + tirx.const(qk_norm_eps, f32)
                             )
-                    for d in each(head_dim):
-                        out[0, i, h * head_dim + d] = T.Cast(dtype, acc[d] / denom[0])
+                            with B.serial(0, head_dim) as d:
+                                value = as_f32(source(which, token, head, d)) * factor
+                                B.buffer_store(raw, rounded(value * as_f32(norms[which][d])), [d])
+                        with B.serial(0, half) as pair:
+                            cos = as_f32(table[position, pair])
+                            sin = as_f32(table[position, pair + half])
+                            first, second = raw[pair], raw[pair + half]
+                            B.buffer_store(into, rounded(first * cos - second * sin), [pair])
+                            B.buffer_store(into, rounded(second * cos + first * sin), [pair + half])
+                        if rotary_dim < head_dim:
+                            with B.serial(rotary_dim, head_dim) as d:
+                                B.buffer_store(into, raw[d], [d])
 
-    return attention
+                    def attend(key_at, value_at) -> None:
+                        """One key's score, and its value into the running softmax."""
+                        with each_part(parts) as p:
+                            B.buffer_store(partial, tirx.const(0, f32), [p])
+                        with B.serial(0, head_dim // parts) as d0:
+                            with each_part(parts) as p:
+                                d = d0 * parts + p
+                                B.buffer_store(partial, partial[p] + query[d] * key_at(d), [p])
+                        total = partial[0]
+                        for lane in range(1, parts):
+                            total = total + partial[lane]
+                        value = total * tirx.const(scale, f32)
+                        if softcap:
+                            cap = tirx.const(softcap, f32)
+                            value = cap * tirx.tanh(value / cap)
+                        B.buffer_store(score, value, [0])
+                        B.buffer_store(prev, best[0], [0])
+                        B.buffer_store(best, tirx.max(prev[0], score[0]), [0])
+                        # Two exponentials per key, kept in registers for the head_dim loop.
+                        B.buffer_store(prev, tirx.exp(prev[0] - best[0]), [0])
+                        B.buffer_store(score, tirx.exp(score[0] - best[0]), [0])
+                        B.buffer_store(denom, denom[0] * prev[0] + score[0], [0])
+                        with each(head_dim) as d:
+                            B.buffer_store(acc, acc[d] * prev[0] + score[0] * value_at(d), [d])
+
+                    with B.If(bx * threads + tx < n * heads):
+                        with B.Then():
+                            i = (bx * threads + tx) // heads
+                            h = (bx * threads + tx) % heads
+                            kvh = h // group
+                            start = total_len - n  # the first new token's position
+                            position = start + i
+                            first = tirx.const(0, "int64")
+                            if window:
+                                first = tirx.max(position - (window - 1), first)
+                            load_head(query, i, h, position, 0)
+                            B.buffer_store(best, tirx.const(-3.0e38, f32), [0])
+                            B.buffer_store(denom, tirx.const(0, f32), [0])
+                            with each(head_dim) as d:
+                                B.buffer_store(acc, tirx.const(0, f32), [d])
+                            with B.serial(first, start) as j:
+                                attend(
+                                    lambda d, j=j: as_f32(k_cache[j, kvh, d]),
+                                    lambda d, j=j: as_f32(v_cache[j, kvh, d]),
+                                )
+                            with B.serial(tirx.max(first, start), position + 1) as j:
+                                load_head(key, j - start, kvh, j, 1)
+                                attend(
+                                    lambda d: key[d],
+                                    lambda d, j=j: as_f32(source(2, j - start, kvh, d)),
+                                )
+                            with each(head_dim) as d:
+                                B.buffer_store(
+                                    out,
+                                    tirx.Cast(dtype, acc[d] / denom[0]),
+                                    [0, i, h * head_dim + d],
+                                )
+                            # `key` holds the last new key the query saw: its own token's.
+                            with B.If(h % group == 0):
+                                with B.Then():
+                                    with B.serial(0, head_dim) as d:
+                                        B.buffer_store(
+                                            k_cache, tirx.Cast(dtype, key[d]), [position, kvh, d]
+                                        )
+                                        B.buffer_store(
+                                            v_cache,
+                                            source(2, i, kvh, d),
+                                            [position, kvh, d],
+                                        )
+    return builder.get()
 
 
 def encoder_attention_func(heads: int, head_dim: int, dtype: str, target: Target):

@@ -10,7 +10,7 @@ from tvm.relax.frontend.nn import Tensor, op
 
 from ...targets import Target
 from .. import kernels
-from ..common import Formats, QuantizedLinear, add_projections, project
+from ..common import Formats, QuantizedLinear, add_projections
 from .config import DecoderConfig
 from .norms import rms_norm
 
@@ -67,25 +67,36 @@ class Attention(nn.Module):
         c = self.config
         h, kvh, d = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         seq = x.shape[1]
-        qkv = op.reshape(project(self, self.qkv, x), (1, seq, h + 2 * kvh, d))
-        if c.qk_norm:
-            q, k, v = op.split(qkv, [h, h + kvh], axis=2)
-            qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
-        qkv = kernels.rotary(qkv, rope_table, total_len, h + kvh)
+        # One fused projection, or q, k and v apart (where their formats differ), read by one
+        # kernel: the q/k norms, rope, the cache append and attention (kernels.py).
+        projections = [getattr(self, name)(x, name) for name in self.qkv]
+        if len(projections) == 1:
+            projections = [op.reshape(projections[0], (1, seq, h + 2 * kvh, d))]
         dtype = x.dtype
-        k_cache, v_cache = op.tensor_ir_inplace_op(
-            kernels.kv_append_func(h, kvh, d, self.capacity, dtype),
-            "kv_append",
-            [k_cache, v_cache, qkv, total_len],
-            [0, 1],
-            [Tensor.placeholder(k_cache.shape, dtype), Tensor.placeholder(v_cache.shape, dtype)],
+        norms = [self.q_norm.weight, self.k_norm.weight] if c.qk_norm else []
+        func = kernels.attention_func(
+            h,
+            kvh,
+            d,
+            self.capacity,
+            dtype,
+            self.target,
+            int(rope_table.shape[1]),
+            self.window,
+            self.scale,
+            self.softcap,
+            c.rms_norm_eps if c.qk_norm else None,
+            fused_qkv=len(projections) == 1,
         )
-        out = op.tensor_ir_op(
-            kernels.attention_func(
-                h, kvh, d, self.capacity, dtype, self.target, self.window, self.scale, self.softcap
-            ),
+        k_cache, v_cache, out = op.tensor_ir_inplace_op(
+            func,
             "attention",
-            [qkv, k_cache, v_cache, total_len],
-            Tensor.placeholder([1, seq, h * d], dtype),
+            [*projections, k_cache, v_cache, rope_table, *norms, total_len],
+            [len(projections), len(projections) + 1, -1],
+            [
+                Tensor.placeholder(k_cache.shape, dtype),
+                Tensor.placeholder(v_cache.shape, dtype),
+                Tensor.placeholder([1, seq, h * d], dtype),
+            ],
         )
         return self.o_proj(out, "o_proj", residual), k_cache, v_cache

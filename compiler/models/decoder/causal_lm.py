@@ -75,10 +75,11 @@ class CausalLM(nn.Module):
         """An RMSNorm over the hidden size (the final norm; layers may make theirs with it)."""
         return rms_norm(self.config.hidden_size, self.config.rms_norm_eps, self.dtype)
 
-    def embed(self, input_ids: Tensor) -> Tensor:
+    def embed(self, input_ids: Tensor, scale: float = 1.0) -> Tensor:
+        """The tokens' embeddings, times `scale` (in the same kernel) where it is not 1."""
         embed = self.embed_tokens
         return kernels.embedding(
-            input_ids, embed.parts(), embed.format, self.config.hidden_size, self.dtype
+            input_ids, embed.parts(), embed.format, self.config.hidden_size, self.dtype, scale
         )
 
     def finish_logits(self, logits: Tensor) -> Tensor:

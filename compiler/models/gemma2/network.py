@@ -31,9 +31,9 @@ class Gemma2ForCausalLM(CausalLM):
         mlp = MLP(c, formats.below("mlp."), self.target, activation="gelu_tanh")
         return SandwichNormLayer(self.hidden_norm, attention, mlp)
 
-    def embed(self, input_ids: Tensor) -> Tensor:
+    def embed(self, input_ids: Tensor, scale: float = 1.0) -> Tensor:
         # transformers multiplies by sqrt(hidden) rounded to the weights' dtype.
-        return super().embed(input_ids) * math.sqrt(self.config.hidden_size)
+        return super().embed(input_ids, scale * math.sqrt(self.config.hidden_size))
 
     def finish_logits(self, logits: Tensor) -> Tensor:
         return soft_cap(logits, self.config.final_logit_softcapping)

@@ -11,9 +11,9 @@ and four pairwise adds in one instruction) and scaled once:
     y[j] = sum_g  scale[j, g] * xscale[g] * sum_(k in g) code[j, k] * xq[k]
                 + minimum[j, g] * sum_(k in g) x[k]
 
-and a residual is added where the layer has one there (the epilogue). Rounding in each task
-costs a pass over the inputs, far less than the task's share of the weights, and saves the
-launch of a kernel of its own.
+and a bias and a residual are added where the layer has them there (the epilogue). Rounding
+in each task costs a pass over the inputs, far less than the task's share of the weights, and
+saves the launch of a kernel of its own.
 
 Against float products of decoded weights (linear.py's `lane_linear`), a group of 32 weights
 costs four dot instructions instead of 32 conversions and multiply-adds. The inputs lose
@@ -131,8 +131,10 @@ def input_rounding_func(cols: int, width: int) -> tirx.PrimFunc:
     return builder.get()
 
 
-def integer_linear_func(fmt: Format, rows: int, cols: int, residual: bool) -> tirx.PrimFunc:
-    """out (1, 1, rows) = W x (+ residual): each task (a thread) first rounds x to int16
+def integer_linear_func(
+    fmt: Format, rows: int, cols: int, residual: bool, bias: bool = False
+) -> tirx.PrimFunc:
+    """out (1, 1, rows) = (residual +) (W x (+ bias)): each task (a thread) first rounds x to int16
     (once, into buffers of its own), then takes its share of the tiles of TILE rows; W's parts
     as `fmt.parts` gives them."""
     assert fmt.integer_codes is not None
@@ -146,6 +148,7 @@ def integer_linear_func(fmt: Format, rows: int, cols: int, residual: bool) -> ti
             parts = {
                 name: T.arg(name, T.Buffer(shape, dtype)) for name, (shape, dtype) in shapes.items()
             }
+            offsets = T.arg("bias", T.Buffer((rows,), "float32")) if bias else None
             added = T.arg("residual", T.Buffer((1, 1, rows), "float32")) if residual else None
             out = T.arg("out", T.Buffer((1, 1, rows), "float32"))
             zero = tirx.const(0, "float32")
@@ -184,6 +187,8 @@ def integer_linear_func(fmt: Format, rows: int, cols: int, residual: bool) -> ti
                         value = low[r]
                         for lane in range(4):
                             value = value + sums[r * 4 + lane]
+                        if offsets is not None:
+                            value = value + offsets[tile * TILE + r]
                         if added is not None:
                             value = added[0, 0, tile * TILE + r] + value
                         T.buffer_store(out, value, [0, 0, tile * TILE + r])

@@ -36,11 +36,14 @@ def integer_form(
     rows: int,
     name: str,
     residual: Tensor | None = None,
+    bias: Tensor | None = None,
 ) -> Tensor:
     """One token's product by integer dot products, its input rounded inside the kernel (see
-    integer_linear.py), with `residual` added to it there where one is given."""
-    func = integer_linear.integer_linear_func(fmt, rows, int(x.shape[2]), residual is not None)
-    added = [] if residual is None else [residual]
+    integer_linear.py), with `bias` and `residual` added to it there where they are given."""
+    func = integer_linear.integer_linear_func(
+        fmt, rows, int(x.shape[2]), residual is not None, bias is not None
+    )
+    added = [t for t in (bias, residual) if t is not None]
     return op.tensor_ir_op(
         func, name, [x, *parts.values(), *added], Tensor.placeholder([1, 1, rows], "float32")
     )
