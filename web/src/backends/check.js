@@ -7,7 +7,7 @@
 import { KilnError, InvalidRequestError, ModelLoadError } from "../errors.js";
 import { chooseAdapter } from "./choose.js";
 import { isFallbackAdapter, pickBuild } from "./device.js";
-import { tensorBytes } from "./executor.js";
+import { tensorBytes } from "./plans.js";
 import { fetchManifest } from "./loader.js";
 import { WEIGHT_CACHE } from "./shards.js";
 

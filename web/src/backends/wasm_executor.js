@@ -1,7 +1,7 @@
 import { ABORTED, yieldToEventLoop } from "../control.js";
 import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
-import { ARGMAX, STEPS, planBuffers, tensorBytes } from "./executor.js";
+import { ARGMAX, STEPS, planBuffers, tensorBytes } from "./plans.js";
 import { startThread } from "../platform.js";
 
 // TVM's packed calling convention, as its CPU kernels read it (tvm/ffi/c_api.h, dlpack.h):

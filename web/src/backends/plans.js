@@ -1,0 +1,43 @@
+// What the WebGPU and WebAssembly executors share of a plan: its tensors' sizes, its buffers
+// and the references that name them, and the entry functions a chat model's steps run.
+import { ModelLoadError } from "../errors.js";
+import { evaluate } from "./expr.js";
+
+/** Bytes of a tensor the manifest describes ({shape, dtype}). */
+export function tensorBytes({ shape, dtype }) {
+  return shape.reduce((n, d) => n * d, 1) * (dtype === "float16" ? 2 : 4);
+}
+
+/**
+ * A plan's own buffers, its storages and tensor inputs (sized for the plan's bounds), made
+ * by `allocate(bytes)`, and `resolve` from the plan's buffer references ({storage}, {input},
+ * {cache}, {param}) to them, the KV cache and the weights: for either backend's executor.
+ * An input named in `bound` is that buffer instead (argmax's logits: another plan's output).
+ */
+export function planBuffers(plan, manifest, allocate, cache, weights, bound = {}) {
+  const storages = plan.storages.map((bytes) => allocate(bytes));
+  const inputs = {};
+  for (const input of plan.inputs) {
+    if (input.kind !== "tensor") continue;
+    if (input.name in bound) {
+      inputs[input.name] = bound[input.name];
+      continue;
+    }
+    const bounds = manifest.bounds ?? { n: manifest.prefill_chunk };
+    const count = input.shape.reduce((a, d) => a * evaluate(d, bounds), 1);
+    inputs[input.name] = allocate(count * 4);
+  }
+  const resolve = (ref) => {
+    if ("storage" in ref) return storages[ref.storage];
+    if ("cache" in ref) return cache[ref.cache];
+    if ("param" in ref) return weights.get(ref.param);
+    if ("input" in ref) return inputs[ref.input];
+    throw new ModelLoadError(`unknown buffer reference ${JSON.stringify(ref)}`);
+  };
+  return { inputs, resolve };
+}
+
+/** The entry function that picks the greedy token on the device (compiler/sampling.py). */
+export const ARGMAX = "argmax";
+/** The functions whose logits output argmax reads in place: the steps of a chat model. */
+export const STEPS = ["prefill", "decode"];
