@@ -207,6 +207,21 @@ def test_n_choices_and_seed(node):
         assert "".join(parts) == text
 
 
+def test_top_k_draws_from_the_k_most_likely_tokens(node):
+    def picks(top_k):
+        request = {"messages": USER, "max_tokens": 3, "temperature": 2.0, "seed": 5, "n": 12}
+        request |= {"logprobs": True, "top_logprobs": 2, "logit_bias": no_eos(node)}
+        reply = create(node, request if top_k is None else {**request, "top_k": top_k})
+        steps = [e for c in reply["choices"] for e in c["logprobs"]["content"]]
+        return [e["token"] in {t["token"] for t in e["top_logprobs"]} for e in steps]
+
+    assert all(picks(2))
+    assert not all(picks(None))  # hot sampling strays past the two best without it
+    greedy = create(node, {"messages": USER, "max_tokens": 6, "temperature": 0})
+    one = create(node, {"messages": USER, "max_tokens": 6, "temperature": 2.0, "top_k": 1})
+    assert one["choices"][0]["message"] == greedy["choices"][0]["message"]
+
+
 SCHEMAS = [
     {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]},
     {

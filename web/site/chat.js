@@ -2,7 +2,7 @@
 // responsive while the model loads and generates; replies stream in as Markdown.
 import DOMPurify from "dompurify";
 import { marked } from "marked";
-import { WebWorkerEngine, deleteWeightCache } from "./kiln.js";
+import { WebWorkerEngine, checkModel, deleteWeightCache } from "./kiln.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { engine: null, model: null, ready: false, messages: [], controller: null, loading: false };
@@ -26,6 +26,7 @@ function showProblem(title, text, action = null) {
 }
 
 function explain(err) {
+  if (err.name === "ModelWontFitError") return showProblem("This model will not run here", err.message);
   if (err.name === "WebGPUUnavailableError")
     return showProblem("WebGPU is not available", `${err.message} The model cannot run in this browser.`);
   if (err.name === "DeviceLostError")
@@ -34,6 +35,46 @@ function explain(err) {
 }
 
 const megabytes = (bytes) => (bytes / 1e6).toFixed(1);
+// ?backend=webgpu or ?backend=wasm picks where the model runs (by default: the runtime's choice).
+const backend = () => new URLSearchParams(location.search).get("backend") ?? undefined;
+const modelUrl = (model) => new URL(model.path, location.href).href;
+
+/**
+ * Beside the model picker, what checkModel says before anything is downloaded: the bytes to
+ * download, those already cached, and whether the model fits here or why not.
+ */
+async function showCheck(model) {
+  const fit = $("fit");
+  fit.className = "";
+  fit.textContent = "Checking…";
+  fit.title = "";
+  let text, title, verdict;
+  try {
+    const check = await checkModel(modelUrl(model), { backend: backend() });
+    const where = check.backend === "wasm" ? "on the CPU" : `on the GPU, ${check.variant} kernels`;
+    const parts = [];
+    if (check.download_bytes !== null)
+      parts.push(`${megabytes(check.download_bytes)} MB to download`, `${megabytes(check.cached_bytes)} MB cached`);
+    parts.push(check.ok ? `fits ${where}` : `will not run here: ${check.reasons[0]}`);
+    text = parts.join(" · ");
+    const memory = check.memory
+      ? [
+          `needs ${megabytes(check.memory.total)} MB: weights ${megabytes(check.memory.weights)}`,
+          `KV cache ${megabytes(check.memory.kv_cache)} (${check.context_window} tokens)`,
+          `activations ${megabytes(check.memory.activations)}`,
+        ].join(", ")
+      : "";
+    title = [memory, ...check.reasons, ...check.warnings].filter(Boolean).join("\n");
+    verdict = check.ok ? "fits" : "wont-fit";
+  } catch (err) {
+    text = `Could not check the model: ${err.message}`;
+    verdict = "wont-fit";
+  }
+  if ($("model").value !== model.model_id) return; // another model was picked meanwhile
+  fit.textContent = text;
+  fit.title = title ?? "";
+  fit.className = verdict;
+}
 
 function showProgress(report) {
   $("progress").value = report.progress;
@@ -67,15 +108,14 @@ async function load(model) {
   $("loading").hidden = false;
   $("progress").value = 0;
   $("status").textContent = `Loading ${model.model_id}…`;
-  const url = new URL(model.path, location.href).href;
+  const url = modelUrl(model);
   try {
     state.engine ??= new WebWorkerEngine(new Worker(new URL("kiln-worker.js", import.meta.url), { type: "module" }));
-    // ?backend=webgpu or ?backend=wasm picks where the model runs (by default: the runtime's choice).
-    const backend = new URLSearchParams(location.search).get("backend") ?? undefined;
-    await state.engine.reload(url, { initProgressCallback: showProgress, backend });
+    await state.engine.reload(url, { initProgressCallback: showProgress, backend: backend() });
     state.ready = true;
     $("status").textContent = `${model.model_id} is ready.`;
     newChat();
+    showCheck(model); // its weights are cached now
   } catch (err) {
     $("status").textContent = "";
     state.ready = false;
@@ -178,13 +218,17 @@ $("prompt").addEventListener("keydown", (event) => {
 });
 $("stop").addEventListener("click", () => state.controller?.abort());
 $("new-chat").addEventListener("click", newChat);
+const picked = () => state.models.find((m) => m.model_id === $("model").value);
 $("load").addEventListener("click", () => {
-  const model = state.models.find((m) => m.model_id === $("model").value);
-  if (model) load(model);
+  if (picked()) load(picked());
+});
+$("model").addEventListener("change", () => {
+  if (picked()) showCheck(picked());
 });
 $("clear-cache").addEventListener("click", async () => {
   await deleteWeightCache();
   $("status").textContent = "The weight cache is cleared: the next load downloads the weights again.";
+  if (picked()) showCheck(picked());
 });
 
 state.models = await listModels();
@@ -203,5 +247,6 @@ if (!navigator.gpu) {
   const wanted = new URLSearchParams(location.search).get("model");
   const model = state.models.find((m) => m.model_id === wanted) ?? state.models[0];
   $("model").value = model.model_id;
+  await showCheck(model);
   load(model);
 }

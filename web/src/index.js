@@ -3,6 +3,7 @@ export { CreateEngine, Engine } from "./engine/engine.js";
 export * from "./errors.js";
 export { ChatTokenizer } from "./text/tokenizer.js";
 export { deleteWeightCache, WEIGHT_CACHE } from "./backends/shards.js";
+export { checkModel } from "./backends/check.js";
 export { WebWorkerEngineHandler, ServiceWorkerEngineHandler } from "./workers/worker.js";
 export {
   CreateWebWorkerEngine,
@@ -11,3 +12,4 @@ export {
   WebWorkerEngine,
   ServiceWorkerEngine,
 } from "./workers/worker_client.js";
+export { createLanguageModel, installLanguageModel } from "./prompt_api/language_model.js";

@@ -65,6 +65,29 @@ test("temperature 0 is argmax; top_p keeps the smallest set reaching its mass", 
   assert.deepEqual([...both].sort(), [1, 2]);
 });
 
+test("top_k keeps the k most likely tokens, their shares renormalized, before top_p", () => {
+  const logits = [1.0, 3.0, -Infinity, 2.5, 0.2, 2.0];
+  assert.equal(sample(logits, { temperature: 1.5, top_k: 1 }, makeRandom(1)), 1);
+  const random = makeRandom(5);
+  const draws = 30000;
+  const counts = new Map();
+  for (let i = 0; i < draws; i++) {
+    const token = sample(logits, { temperature: 1, top_k: 3 }, random);
+    counts.set(token, (counts.get(token) ?? 0) + 1);
+  }
+  assert.deepEqual([...counts.keys()].sort(), [1, 3, 5]);
+  const weights = [3.0, 2.5, 2.0].map(Math.exp);
+  const total = weights.reduce((s, w) => s + w, 0);
+  [1, 3, 5].forEach((token, j) => assert.ok(Math.abs(counts.get(token) / draws - weights[j] / total) < 0.01));
+  // top_p then counts the mass of the kept tokens alone: token 1 holds 0.46 of all, 0.62 of two.
+  const drawn = (params) => [...new Set(Array.from({ length: 2000 }, () => sample(logits, params, random)))].sort();
+  assert.deepEqual(drawn({ top_p: 0.6 }), [1, 3]);
+  assert.deepEqual(drawn({ top_k: 2, top_p: 0.6 }), [1]);
+  // Fewer allowed tokens than top_k (a grammar's mask): the masked ones are never drawn.
+  const masked = [-Infinity, 1, -Infinity, -Infinity];
+  assert.ok(Array.from({ length: 200 }, () => sample(masked, { top_k: 3 }, random)).every((t) => t === 1));
+});
+
 test("a stop string split across deltas is never shown, and held text is released", () => {
   const stops = new StopStrings(["</end>", "STOP"]);
   assert.equal(stops.push("Hello </e"), "Hello ");

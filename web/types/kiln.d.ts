@@ -92,6 +92,8 @@ interface SamplingFields {
   temperature?: number | null;
   /** 0 to 1 */
   top_p?: number | null;
+  /** 0 or more: sampling keeps the top_k most likely tokens (1 is greedy; 0, the default, keeps all) */
+  top_k?: number | null;
   stop?: string | string[] | null;
   /** an integer from -9007199254740991 to 9007199254740991 (JavaScript's safe integers) */
   seed?: number | null;
@@ -392,6 +394,63 @@ export const WEIGHT_CACHE: string;
 /** Deletes the cached shards of the model folder at `baseUrl`, or all cached shards. */
 export function deleteWeightCache(baseUrl?: string): Promise<void>;
 
+export interface CheckOptions {
+  appConfig?: AppConfig;
+  backend?: "auto" | "webgpu" | "wasm";
+  variant?: "software" | "gpu";
+  /** the tokens of context to check for (default: the build's context window) */
+  contextWindow?: number;
+}
+
+/** What checkModel answers, from the manifest alone (no weight is fetched). */
+export interface ModelCheck {
+  /** the model loads here at `context_window` tokens (`reasons` is empty) */
+  ok: boolean;
+  model_id: string;
+  /** where it would run; null where no backend runs it here (`reasons` says why) */
+  backend: "webgpu" | "wasm" | null;
+  /** the kernel set: "gpu", "software" (a fallback adapter) or "wasm" (the CPU backend) */
+  variant: "gpu" | "software" | "wasm" | null;
+  /** why it would not load, each saying what to do */
+  reasons: string[];
+  /** what would not stop it loading, e.g. too little storage quota to cache the weights */
+  warnings: string[];
+  /** bytes of the weight shards not in the weight cache: what a load downloads */
+  download_bytes: number | null;
+  /** bytes of the weight shards already in the weight cache */
+  cached_bytes: number | null;
+  /** the CPU backend's kernel module (fetched on each load through the HTTP cache); null on WebGPU */
+  kernel_bytes: number | null;
+  /** bytes it holds at `context_window` tokens: weights, KV cache, activations (the plans' storages) */
+  memory: { weights: number; kv_cache: number; activations: number; total: number } | null;
+  limits: {
+    /** WebGPU features the build needs (shader-f16) */
+    required_features: string[];
+    /** the WebGPU adapter's limits, and the largest buffer the model needs (WebGPU) */
+    max_buffer_size?: number;
+    max_storage_buffer_binding_size?: number;
+    largest_buffer?: number;
+    /** the memory the CPU backend's WebAssembly module can address (CPU backend) */
+    wasm_memory_bytes?: number;
+  };
+  /** navigator.storage.estimate(), and whether the shards to cache fit in what is left; null where unknown */
+  storage: { quota: number | null; usage: number | null; fits: boolean | null } | null;
+  /** the context window checked */
+  context_window: number;
+  /**
+   * the largest context window at most `context_window` that fits here (its KV cache shrinks
+   * with it), or null where none does; the runtime runs a model at the context window it was
+   * built with, so a smaller one means a rebuild with --context-window
+   */
+  fitting_context_window: number | null;
+}
+
+/**
+ * Whether the model at `model` (a model folder's URL, or a model id of `options.appConfig`)
+ * would run here, answered from its manifest before any weight is fetched.
+ */
+export function checkModel(model: string, options?: CheckOptions): Promise<ModelCheck>;
+
 export class ChatTokenizer {
   constructor(tokenizerJson: object, tokenizerConfig: object);
   encode(text: string): number[];
@@ -408,6 +467,11 @@ export class WebGPUUnavailableError extends KilnError {}
 export class FeatureUnsupportedError extends KilnError {}
 export class DeviceLostError extends KilnError {}
 export class ModelLoadError extends KilnError {}
+/** The model would not run here (CreateEngine finds it before fetching any weight). */
+export class ModelWontFitError extends ModelLoadError {
+  /** checkModel's answer, in part (an in-page engine's error; not carried from a worker) */
+  check?: Pick<ModelCheck, "model_id" | "reasons" | "memory" | "limits" | "context_window" | "fitting_context_window">;
+}
 export class ShardIntegrityError extends KilnError {}
 export class GrammarError extends KilnError {}
 export class WorkerError extends KilnError {}
@@ -421,3 +485,113 @@ export class ModelNotFoundError extends KilnError {
 export class ContextWindowExceededError extends KilnError {
   code: "context_length_exceeded";
 }
+
+// The Prompt API (github.com/webmachinelearning/prompt-api): a LanguageModel over a Kiln model.
+
+export interface LanguageModelMessage {
+  role: "system" | "user" | "assistant";
+  /** a string, or text parts (other types are a NotSupportedError) */
+  content: string | { type: "text"; value: string }[];
+}
+
+/** a string is one user message */
+export type LanguageModelPrompt = string | LanguageModelMessage[];
+
+export type LanguageModelAvailability = "unavailable" | "downloadable" | "downloading" | "available";
+
+export type LanguageModelSamplingMode = "most-predictable" | "predictable" | "balanced" | "creative" | "most-creative";
+
+export interface LanguageModelParams {
+  defaultTopK: number;
+  maxTopK: number;
+  defaultTemperature: number;
+  maxTemperature: number;
+}
+
+export interface LanguageModelExpected {
+  /** only "text" is supported */
+  type: "text" | "image" | "audio" | "tool-call" | "tool-response";
+  languages?: string[];
+}
+
+export interface LanguageModelCreateCoreOptions {
+  /** 1 or more (fractions rounded down, past maxTopK clamped); 1 is greedy */
+  topK?: number;
+  /** 0 or more (past maxTemperature clamped); 0 is greedy */
+  temperature?: number;
+  /** instead of topK and temperature */
+  samplingMode?: LanguageModelSamplingMode;
+  expectedInputs?: LanguageModelExpected[];
+  expectedOutputs?: LanguageModelExpected[];
+}
+
+/** The target create() passes to `monitor`, which fires "downloadprogress" events. */
+export interface LanguageModelMonitor extends EventTarget {
+  addEventListener(type: "downloadprogress", listener: (event: ProgressEvent) => void): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null): void;
+}
+
+export interface LanguageModelCreateOptions extends LanguageModelCreateCoreOptions {
+  /** aborts create(), and destroys the session later */
+  signal?: AbortSignal;
+  /** "downloadprogress" events' `loaded` goes from 0 to 1 (both always fired) */
+  monitor?: (monitor: LanguageModelMonitor) => void;
+  /** kept in the session whatever the overflow; a system message only first */
+  initialPrompts?: LanguageModelMessage[];
+}
+
+export interface LanguageModelPromptOptions {
+  /** a JSON schema the reply follows (a RegExp is a NotSupportedError) */
+  responseConstraint?: object;
+  /** true: the schema is not put in the prompt (by default it is appended to the input) */
+  omitResponseConstraintInput?: boolean;
+  signal?: AbortSignal;
+}
+
+/** A session: an instance of a LanguageModel class. */
+export interface LanguageModelSession extends EventTarget {
+  prompt(input: LanguageModelPrompt, options?: LanguageModelPromptOptions): Promise<string>;
+  /** the reply's text, a new piece per chunk, generated as it is read */
+  promptStreaming(input: LanguageModelPrompt, options?: LanguageModelPromptOptions): ReadableStream<string>;
+  /** adds to the conversation without a reply (prefilled now) */
+  append(input: LanguageModelPrompt, options?: { signal?: AbortSignal }): Promise<void>;
+  /** the tokens `input` would add */
+  measureContextUsage(input: LanguageModelPrompt, options?: LanguageModelPromptOptions): Promise<number>;
+  /** the former name of measureContextUsage */
+  measureInputUsage(input: LanguageModelPrompt, options?: LanguageModelPromptOptions): Promise<number>;
+  /** the tokens the conversation takes */
+  readonly contextUsage: number;
+  /** the model's context window */
+  readonly contextWindow: number;
+  readonly inputUsage: number;
+  readonly inputQuota: number;
+  /** fired when the oldest turns were dropped to make room */
+  oncontextoverflow: ((event: Event) => void) | null;
+  onquotaoverflow: ((event: Event) => void) | null;
+  readonly topK: number;
+  readonly temperature: number;
+  readonly samplingMode: LanguageModelSamplingMode;
+  clone(options?: { signal?: AbortSignal }): Promise<LanguageModelSession>;
+  destroy(): void;
+}
+
+/** A LanguageModel class: the Prompt API's static methods, its instances sessions. */
+export interface LanguageModelClass {
+  /** "downloadable" until the model is loaded; "unavailable" where checkModel finds it would not run, or a load failed */
+  availability(options?: LanguageModelCreateCoreOptions): Promise<LanguageModelAvailability>;
+  params(): Promise<LanguageModelParams>;
+  /** the first loads the model */
+  create(options?: LanguageModelCreateOptions): Promise<LanguageModelSession>;
+  readonly prototype: LanguageModelSession;
+}
+
+/**
+ * A LanguageModel class bound to `model`: a model folder's URL (loaded with `options` by the
+ * first create()) or an engine made by CreateEngine.
+ */
+export function createLanguageModel(model: string | Engine, options?: EngineOptions): LanguageModelClass;
+/**
+ * Sets globalThis.LanguageModel to createLanguageModel(model, options) where it is undefined;
+ * returns globalThis.LanguageModel (the browser's own where it has one).
+ */
+export function installLanguageModel(model: string | Engine, options?: EngineOptions): LanguageModelClass;

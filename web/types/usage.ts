@@ -1,15 +1,20 @@
 // Compiled by `npm run typecheck` (never shipped): the declarations in kiln.d.ts must accept
 // what README.md shows and type what the engine returns.
 import {
+  checkModel,
   ChatCompletion,
   ChatCompletionChunk,
   Completion,
   ContextWindowExceededError,
   CreateEngine,
   CreateWebWorkerEngine,
+  createLanguageModel,
+  installLanguageModel,
   Engine,
   EngineInterface,
   InvalidRequestError,
+  ModelCheck,
+  ModelWontFitError,
   newEngineWorker,
   Tool,
   WebWorkerEngine,
@@ -121,4 +126,31 @@ export async function tooling(engine: Engine): Promise<number> {
     launches.length +
     (engine.manifest?.context_window ?? 0)
   );
+}
+
+export async function beforeDownloading(url: string): Promise<string> {
+  const check: ModelCheck = await checkModel(url, { backend: "auto", contextWindow: 2048 });
+  if (!check.ok) return `${check.reasons.join("; ")} (fits: ${check.fitting_context_window ?? "none"})`;
+  try {
+    await CreateEngine(url);
+  } catch (err) {
+    if (err instanceof ModelWontFitError) return err.check?.reasons.join("; ") ?? err.message;
+  }
+  return `${check.download_bytes} to download, ${check.cached_bytes} cached, ${check.memory?.total} bytes in all`;
+}
+
+// The Prompt API's shape, as README.md shows it.
+export async function promptApi(url: string): Promise<string> {
+  const LanguageModel = installLanguageModel(url, { backend: "wasm" });
+  if ((await LanguageModel.availability()) === "unavailable") return "";
+  const session = await LanguageModel.create({
+    initialPrompts: [{ role: "system", content: "Answer in one sentence." }],
+    monitor: (m) => m.addEventListener("downloadprogress", (e) => console.log(e.loaded)),
+  });
+  let text = "";
+  for await (const chunk of session.promptStreaming("What is WebGPU?")) text += chunk;
+  const bound = createLanguageModel(await CreateEngine(url), {});
+  const twin = await (await bound.create({ topK: 1 })).clone();
+  const json = await twin.prompt("Rate it.", { responseConstraint: { type: "object" } });
+  return text + json + twin.contextUsage + "/" + twin.contextWindow;
 }

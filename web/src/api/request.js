@@ -122,6 +122,7 @@ function checkRequest(request, kind, vocabSize) {
   const sampling = {
     temperature: request.temperature ?? 1,
     top_p: request.top_p ?? 1,
+    top_k: request.top_k ?? 0,
     frequency_penalty: request.frequency_penalty ?? 0,
     presence_penalty: request.presence_penalty ?? 0,
     repetition_penalty: request.repetition_penalty ?? 1,

@@ -34,6 +34,7 @@ export const REQUEST_FIELDS = Object.freeze(
     { name: "tool_choice", kinds: CHAT, type: ["string", "object"] },
     { name: "temperature", kinds: BOTH, type: "number", minimum: 0, maximum: 2 },
     { name: "top_p", kinds: BOTH, type: "number", minimum: 0, maximum: 1 },
+    { name: "top_k", kinds: BOTH, type: "integer", minimum: 0 },
     { name: "frequency_penalty", kinds: BOTH, type: "number", minimum: -2, maximum: 2 },
     { name: "presence_penalty", kinds: BOTH, type: "number", minimum: -2, maximum: 2 },
     { name: "repetition_penalty", kinds: BOTH, type: "number", exclusiveMinimum: 0 },

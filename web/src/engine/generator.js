@@ -56,7 +56,11 @@ export async function generateCompletion(model, prompt, params, random, control,
     // device), so that the GPU does not wait for the page between steps; a step past a stop is
     // then discarded.
     const argmax =
-      model.hasArgmax && (params.temperature ?? 1) <= 0 && !params.logprobs && !mask && !processor.changesLogits;
+      model.hasArgmax &&
+      ((params.temperature ?? 1) <= 0 || params.top_k === 1) &&
+      !params.logprobs &&
+      !mask &&
+      !processor.changesLogits;
     const lead = argmax && model.queuesSteps ? 1 : 0;
     const steps = []; // decode steps submitted and not read: each resolves to the next's logits or token
     let submitted = 0; // decode steps submitted: step j decodes tokens[j]

@@ -1,3 +1,5 @@
+import { topK } from "./logits.js";
+
 /**
  * A random source in [0, 1): Math.random, or a generator fixed by `seed`, any safe integer
  * (|seed| < 2^53; api/request.js refuses others). Every bit of the seed and its sign set the
@@ -31,11 +33,13 @@ export function argmax(logits) {
 }
 
 /**
- * Picks the next token from last-position logits: greedy when temperature is 0, otherwise
- * softmax(logits / temperature) restricted to the smallest set whose mass reaches top_p.
+ * Picks the next token from last-position logits: greedy when temperature is 0 or top_k 1,
+ * otherwise softmax(logits / temperature) restricted to the top_k most likely tokens (all
+ * where top_k is 0), then to the smallest set of those whose mass reaches top_p of theirs (as
+ * transformers chains its top-k and top-p warpers).
  */
-export function sample(logits, { temperature = 1, top_p = 1 }, random) {
-  if (temperature <= 0) return argmax(logits);
+export function sample(logits, { temperature = 1, top_p = 1, top_k = 0 }, random) {
+  if (temperature <= 0 || top_k === 1) return argmax(logits);
   const max = logits[argmax(logits)];
   const probs = new Float64Array(logits.length);
   let sum = 0;
@@ -43,11 +47,18 @@ export function sample(logits, { temperature = 1, top_p = 1 }, random) {
     probs[i] = Math.exp((logits[i] - max) / temperature);
     sum += probs[i];
   }
-  // Candidates above a negligible share are sorted; the tail cannot reach any top_p < 1.
-  const floor = top_p < 1 ? 1e-9 * sum : 0;
-  const order = [];
-  for (let i = 0; i < probs.length; i++) if (probs[i] > floor) order.push(i);
-  order.sort((a, b) => probs[b] - probs[a]);
+  let order;
+  if (top_k > 0 && top_k < logits.length) {
+    // Masked tokens (probability 0) stay out where fewer than top_k are allowed.
+    order = topK(probs, top_k).filter((i) => probs[i] > 0);
+    sum = order.reduce((total, i) => total + probs[i], 0);
+  } else {
+    // Candidates above a negligible share are sorted; the tail cannot reach any top_p < 1.
+    const floor = top_p < 1 ? 1e-9 * sum : 0;
+    order = [];
+    for (let i = 0; i < probs.length; i++) if (probs[i] > floor) order.push(i);
+    order.sort((a, b) => probs[b] - probs[a]);
+  }
   let kept = 1; // top_p 0 keeps the most likely token
   let mass = probs[order[0]];
   while (kept < order.length && mass < top_p * sum) mass += probs[order[kept++]];
