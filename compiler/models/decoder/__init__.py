@@ -7,6 +7,7 @@
   norm placements, the norms.
 - `causal_lm.py`: the causal LM (embedding, layers, final norm, head, logits; prefill and decode
   over a KV cache) that a family's network subclasses, giving its layers.
+- `compositions.py`: the layer stacks families are made of (`PreNormSwiGLU`, `SandwichGeGLU`).
 - `weights.py`, `gguf.py`: Hugging Face tensors -> the network's weights (fused projections),
   and GGUF files -> Hugging Face names, layout and config.
 """

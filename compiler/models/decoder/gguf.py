@@ -13,6 +13,7 @@ from ...errors import BuildError
 from ...formats import SourceTensor, StoredBlocks
 from ...gguf_metadata import GGUFMetadata
 from .config import DecoderConfig, LocalGlobalConfig
+from .norms import minus_one
 from .rope import Rope, default_frequencies
 
 ROPE_FREQS = "rope_freqs.weight"  # per-dimension rope divisors (Llama 3.1 scaling)
@@ -55,6 +56,20 @@ def hf_name(gguf_name: str, layer_names: dict[str, str] = GGUF_LAYER_NAMES) -> s
         return None
     kind = layer_names.get(parts[2])
     return f"model.layers.{parts[1]}.{kind}.{parts[3]}" if kind else None
+
+
+def sandwich_tensor(name: str, tensor: SourceTensor, network: str) -> tuple[str, SourceTensor]:
+    """A tensor of a file whose layers have norms before and after both attention and MLP, each
+    scaling by 1 + w (Gemma's), by its Hugging Face name; Q/K rows as they are (llama.cpp runs
+    Gemma's rope in HF's rotate-half layout). llama.cpp's converter stores such a norm as 1 + w:
+    HF's w is given back (`sandwich_weights` adds the 1 again, as transformers' forward does).
+    Anything else is refused, naming the `network`."""
+    hf = hf_name(name, {**GGUF_LAYER_NAMES, **GGUF_SANDWICH_NORMS})
+    if hf is None or not hf.endswith(".weight"):
+        raise BuildError(f"GGUF tensor {name} is not part of the {network} network")
+    if hf.endswith("norm.weight"):
+        return hf, minus_one(tensor)
+    return hf, tensor
 
 
 def unpermute_rope_rows(tensor: SourceTensor, heads: int) -> SourceTensor:

@@ -12,6 +12,7 @@ from ...formats import SourceTensor
 from ..common import concat_rows, required
 from ..family import NetworkWeights
 from .config import DecoderConfig
+from .norms import plus_one
 
 FormatName = Callable[[SourceTensor, str], str]
 
@@ -81,3 +82,11 @@ def network_weights(
     yield "norm.weight", get("model.norm.weight")
     if not c.tie_word_embeddings:
         yield "lm_head", get("lm_head.weight")
+
+
+def sandwich_weights(
+    tensors: Mapping[str, SourceTensor], c: DecoderConfig, format_name: FormatName, model_id: str
+) -> NetworkWeights:
+    """The weights of Gemma's layers: norms before and after both attention and MLP, each
+    scaling by 1 + w (stored so, norms.py)."""
+    return network_weights(tensors, c, format_name, model_id, SANDWICH_NORMS, plus_one)

@@ -1,40 +1,10 @@
-"""The gemma3 network: norms before and after both attention and MLP; attention with RMSNorm
-over each query and key head (the config's), scores scaled by query_pre_attn_scalar^-0.5,
-local layers (a sliding window, their own rope) between global ones; a GeGLU (tanh-GELU) MLP;
-embeddings scaled by sqrt(hidden); soft caps on scores and logits where the config has them."""
+"""The gemma3 network, composed of the decoder's blocks."""
 
 from __future__ import annotations
 
-import math
-
-from tvm.relax.frontend import nn
-from tvm.relax.frontend.nn import Tensor
-
-from ..common import Formats
-from ..decoder import MLP, Attention, CausalLM, LocalGlobalConfig, SandwichNormLayer, soft_cap
+from ..decoder.compositions import SandwichGeGLU
 
 
-class Gemma3ForCausalLM(CausalLM):
-    config: LocalGlobalConfig
-
-    def layer(self, index: int, formats: Formats) -> nn.Module:
-        c, capacity = self.config, self.context_window
-        attention = Attention(
-            c,
-            formats.below("self_attn."),
-            self.dtype,
-            capacity,
-            self.target,
-            window=c.sliding_window if c.sliding_layers[index] else 0,
-            scale=c.query_pre_attn_scalar**-0.5,
-            softcap=c.attn_logit_softcapping,
-        )
-        mlp = MLP(c, formats.below("mlp."), self.target, activation="gelu_tanh")
-        return SandwichNormLayer(self.hidden_norm, attention, mlp)
-
-    def embed(self, input_ids: Tensor, scale: float = 1.0) -> Tensor:
-        # transformers multiplies by sqrt(hidden) rounded to the weights' dtype.
-        return super().embed(input_ids, scale * math.sqrt(self.config.hidden_size))
-
-    def finish_logits(self, logits: Tensor) -> Tensor:
-        return soft_cap(logits, self.config.final_logit_softcapping)
+class Gemma3ForCausalLM(SandwichGeGLU):
+    """Gemma's sandwich-norm layers (decoder/compositions.py) with an RMSNorm over each
+    query and key head, and the local layers' own rope."""

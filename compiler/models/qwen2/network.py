@@ -1,19 +1,10 @@
-"""The qwen2 network: pre-norm layers of RMSNorm, attention (grouped-query, rope, biases on
-q, k and v) and a SwiGLU MLP."""
+"""The qwen2 network, composed of the decoder's blocks."""
 
 from __future__ import annotations
 
-from tvm.relax.frontend import nn
-
-from ..common import Formats
-from ..decoder import MLP, Attention, CausalLM, PreNormLayer
+from ..decoder.compositions import PreNormSwiGLU
 
 
-class Qwen2ForCausalLM(CausalLM):
-    def layer(self, index: int, formats: Formats) -> nn.Module:
-        c, capacity = self.config, self.context_window
-        return PreNormLayer(
-            self.hidden_norm,
-            Attention(c, formats.below("self_attn."), self.dtype, capacity, self.target),
-            MLP(c, formats.below("mlp."), self.target, activation="silu"),
-        )
+class Qwen2ForCausalLM(PreNormSwiGLU):
+    """Pre-norm layers with grouped-query attention (rope, biases on q, k and v) and a
+    SwiGLU MLP (decoder/compositions.py)."""

@@ -1,19 +1,10 @@
-"""The qwen3 network: pre-norm layers of RMSNorm, attention (grouped-query, RMSNorm over each
-query and key head before rope) and a SwiGLU MLP."""
+"""The qwen3 network, composed of the decoder's blocks."""
 
 from __future__ import annotations
 
-from tvm.relax.frontend import nn
-
-from ..common import Formats
-from ..decoder import MLP, Attention, CausalLM, PreNormLayer
+from ..decoder.compositions import PreNormSwiGLU
 
 
-class Qwen3ForCausalLM(CausalLM):
-    def layer(self, index: int, formats: Formats) -> nn.Module:
-        c, capacity = self.config, self.context_window
-        return PreNormLayer(
-            self.hidden_norm,
-            Attention(c, formats.below("self_attn."), self.dtype, capacity, self.target),
-            MLP(c, formats.below("mlp."), self.target, activation="silu"),
-        )
+class Qwen3ForCausalLM(PreNormSwiGLU):
+    """Pre-norm layers with grouped-query attention (an RMSNorm over each query and key head
+    before rope) and a SwiGLU MLP (decoder/compositions.py)."""

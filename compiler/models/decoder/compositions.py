@@ -1,0 +1,60 @@
+"""The layer stacks decoder families are made of: each a `CausalLM` that says what its layers
+are. A family's network names one (and its docstring what the family switches on in it)."""
+
+from __future__ import annotations
+
+import math
+
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor
+
+from ..common import Formats
+from .attention import Attention
+from .blocks import MLP, PreNormLayer, SandwichNormLayer, soft_cap
+from .causal_lm import CausalLM
+from .config import LocalGlobalConfig
+
+
+class PreNormSwiGLU(CausalLM):
+    """Pre-norm layers of RMSNorm, attention as the config sets it (grouped-query heads, rope,
+    an optional sliding window, biases, q/k norms) and a SwiGLU MLP: Llama, Qwen2, Qwen3,
+    Phi-3."""
+
+    def layer(self, index: int, formats: Formats) -> nn.Module:
+        c, capacity = self.config, self.context_window
+        return PreNormLayer(
+            self.hidden_norm,
+            Attention(c, formats.below("self_attn."), self.dtype, capacity, self.target),
+            MLP(c, formats.below("mlp."), self.target, activation="silu"),
+        )
+
+
+class SandwichGeGLU(CausalLM):
+    """Gemma's: norms before and after both attention and MLP; attention with scores scaled by
+    query_pre_attn_scalar^-0.5 and soft-capped where the config says, local layers (a sliding
+    window, their own rope where the config has one) between global ones; a GeGLU (tanh-GELU)
+    MLP; embeddings scaled by sqrt(hidden); logits soft-capped where the config says."""
+
+    config: LocalGlobalConfig
+
+    def layer(self, index: int, formats: Formats) -> nn.Module:
+        c, capacity = self.config, self.context_window
+        attention = Attention(
+            c,
+            formats.below("self_attn."),
+            self.dtype,
+            capacity,
+            self.target,
+            window=c.sliding_window if c.sliding_layers[index] else 0,
+            scale=c.query_pre_attn_scalar**-0.5,
+            softcap=c.attn_logit_softcapping,
+        )
+        mlp = MLP(c, formats.below("mlp."), self.target, activation="gelu_tanh")
+        return SandwichNormLayer(self.hidden_norm, attention, mlp)
+
+    def embed(self, input_ids: Tensor, scale: float = 1.0) -> Tensor:
+        # transformers multiplies by sqrt(hidden) rounded to the weights' dtype.
+        return super().embed(input_ids, scale * math.sqrt(self.config.hidden_size))
+
+    def finish_logits(self, logits: Tensor) -> Tensor:
+        return soft_cap(logits, self.config.final_logit_softcapping)
