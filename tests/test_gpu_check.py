@@ -1,5 +1,6 @@
 """scripts/gpu-check, where WebGPU has no GPU (this machine's only adapter is SwiftShader, a CPU
-fallback): it stops before building anything, with one line saying why, and exit status 2."""
+fallback, or none): it stops before building anything, with one line saying why, and exit
+status 2."""
 
 from __future__ import annotations
 
@@ -20,11 +21,15 @@ def test_gpu_check_refuses_a_cpu_fallback_adapter_in_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert result.stdout == ""
+    # With the GPU switches, Chromium here gives SwiftShader or, at times, no adapter at all.
     lines = result.stderr.strip().splitlines()
-    assert lines == [
-        "gpu-check: WebGPU's only adapter is a CPU fallback (google swiftshader); "
-        "run it on a machine with a GPU"
-    ]
+    assert lines in (
+        [
+            "gpu-check: WebGPU's only adapter is a CPU fallback (google swiftshader); "
+            "run it on a machine with a GPU"
+        ],
+        ["gpu-check: WebGPU gives no adapter here; run it on a machine with a GPU"],
+    ), lines
     assert not any(tmp_path.iterdir())  # nothing built
 
 

@@ -6,6 +6,7 @@ import { ARGMAX, STEPS, planBuffers, tensorBytes } from "./plans.js";
 
 const UNIFORM_SLOT = 256; // minUniformBufferOffsetAlignment
 const MAX_GROUPS = 65535; // maxComputeWorkgroupsPerDimension (WebGPU's default limit)
+const TOKEN_READBACKS = 3; // greedy steps in flight at most (see the constructor)
 
 /** Copies one weight tensor into a GPU buffer of its own. */
 export function uploadWeight(device, tensor, bytes) {
@@ -60,6 +61,10 @@ export class Executor {
       const source = this.functions[step];
       if (source) this.argmax[step] = this.#prepare(argmax, { logits: source.output });
     }
+    // The buffers greedy tokens are read back through, made once: as many as steps can be in
+    // flight (the one read, the one queued ahead, one discarded and still mapping).
+    for (let i = 0; argmax && i < TOKEN_READBACKS; i++)
+      this.#tokenReadbacks.push(this.#buffer(4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
   }
 
   /** Whether `run` can pick the greedy token on the GPU (builds from before it cannot). */
@@ -180,9 +185,7 @@ export class Executor {
     this.#record(pass, fn, vars);
     this.#record(pass, then, {});
     pass.end();
-    const readback =
-      this.#tokenReadbacks.pop() ??
-      this.device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const readback = this.#tokenReadbacks.pop() ?? this.#buffer(4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
     encoder.copyBufferToBuffer(then.output, 0, readback, 0, 4);
     this.device.queue.submit([encoder.finish()]);
     this.#lastToken = then;

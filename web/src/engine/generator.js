@@ -126,9 +126,13 @@ export async function generateCompletion(model, prompt, params, random, control,
       }
     } finally {
       for (const step of steps) step.catch(() => {}); // discarded
-      // The cache holds the tokens of the steps read back; a step discarded (or aborted) may
-      // have written its row, which the next prefill writes again.
-      if (argmax) model.cachedTokens = prompt.concat(tokens.slice(0, read));
+      // The cache holds the prompt's chunks that ran (all of them unless the prefill was
+      // aborted) and the tokens of the steps read back; a step discarded (or aborted) may have
+      // written its row, which the next prefill writes again.
+      if (argmax) {
+        const kept = Math.min(model.cachedTokens.length, prompt.length + read);
+        model.cachedTokens = prompt.concat(tokens).slice(0, kept);
+      }
     }
     // Text held back (an unfinished character or a possible stop string) is released.
     const rest = stops.push(model.tokenizer.decode(tokens).slice(decoder.emitted.length)) + stops.flush();
