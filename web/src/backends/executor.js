@@ -193,9 +193,11 @@ export class Executor {
       const id = new Int32Array(readback.getMappedRange(0, 4))[0];
       readback.unmap();
       this.#tokenReadbacks.push(readback);
-      this.readbackBytes += 4;
       return id;
     });
+    // Counted with the submission, so that the copy of a step queued ahead and discarded is the
+    // request's that made it, not the next one's (its mapping may end during the next request).
+    this.readbackBytes += 4;
     return { token };
   }
 

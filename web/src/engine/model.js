@@ -199,13 +199,16 @@ export class LoadedModel {
    * @returns {Promise<Float32Array | number | null>}
    */
   async decode(token, control = undefined, { argmax = false } = {}) {
-    this.cachedTokens.push(token);
+    const cache = this.cachedTokens;
+    cache.push(token);
+    const count = cache.length;
     const ids = token === null ? null : [token];
-    const out = await this.executor.run("decode", ids, this.cachedTokens.length, control, { argmax });
+    const out = await this.executor.run("decode", ids, count, control, { argmax });
     if (out !== ABORTED) return out;
     // The step may have stopped between its kernels, its row of the KV cache half written: the
-    // cache no longer counts its token, so a later prompt computes that row again.
-    this.cachedTokens.pop();
+    // cache no longer counts its token, so a later prompt computes that row again. (Unless the
+    // count moved on meanwhile: greedy steps queued ahead are settled by generator.js.)
+    if (this.cachedTokens === cache && cache.length === count) cache.pop();
     return null;
   }
 
