@@ -1,20 +1,9 @@
 // assessFit (src/backends/check.js) on manifests made here: what keeps a build from running on
 // a device's limits, and the largest context window that would, with no browser and no GPU.
+import "./contract_stub.mjs";
 import assert from "node:assert/strict";
-import { register } from "node:module";
 import { test } from "node:test";
 
-// check.js reaches the loader, which imports the contract build.mjs generates (kiln:contract).
-const CONTRACT = [
-  "export const MANIFEST_FORMAT = null, GRID_POD = null;",
-  "export const validateManifest = () => false, validateWebGPUKernels = () => false, validateWasmKernels = () => false;",
-].join("\n");
-const HOOKS = `export async function resolve(specifier, context, next) {
-  if (specifier === "kiln:contract")
-    return { url: "data:text/javascript," + encodeURIComponent(${JSON.stringify(CONTRACT)}), shortCircuit: true };
-  return next(specifier, context);
-}`;
-register(`data:text/javascript,${encodeURIComponent(HOOKS)}`);
 const { assessFit } = await import("../src/backends/check.js");
 
 /** A chat build of `context` tokens: two KV tensors of 64 bytes a token, one weight, one plan. */

@@ -3,27 +3,15 @@
 // against the worker protocol that carries it: a client (src/workers/client.js) wired to a
 // handler (src/workers/handler.js) in this process, the handler's engine a stand-in that
 // records what reaches it.
+import "./contract_stub.mjs";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { register } from "node:module";
 import { test } from "node:test";
 
 import { METHODS, invoke, methodKind, mount, mountMethods } from "../src/api/methods.js";
 import { WorkerEngine } from "../src/workers/client.js";
 import { EngineHandler } from "../src/workers/handler.js";
 
-// The engine's modules import the manifest's contract that build.mjs generates (kiln:contract):
-// here, names that make no engine load, enough to construct one.
-const CONTRACT = [
-  "export const MANIFEST_FORMAT = null, GRID_POD = null;",
-  "export const validateManifest = () => false, validateWebGPUKernels = () => false, validateWasmKernels = () => false;",
-].join("\n");
-const HOOKS = `export async function resolve(specifier, context, next) {
-  if (specifier === "kiln:contract")
-    return { url: "data:text/javascript," + encodeURIComponent(${JSON.stringify(CONTRACT)}), shortCircuit: true };
-  return next(specifier, context);
-}`;
-register(`data:text/javascript,${encodeURIComponent(HOOKS)}`);
 const { Engine } = await import("../src/engine/engine.js");
 
 const DECLARATIONS = readFileSync(new URL("../types/kiln.d.ts", import.meta.url), "utf8");
