@@ -21,6 +21,15 @@ PLAIN_FIELDS: dict[str, tuple[Any, ...]] = {
     "attn_logit_softcapping": (None,),
     "qk_norm": (None, False),
 }
+# The same for Gemma's sandwich layers (compositions.py's SandwichGeGLU, tanh-GELU MLP, no
+# biases), and the config.json fields of their soft caps, which the config reads.
+SANDWICH_FIELDS: dict[str, tuple[Any, ...]] = {
+    "hidden_activation": (None, "gelu_pytorch_tanh"),
+    "hidden_act": (None, "gelu_pytorch_tanh"),
+    "attention_bias": (None, False),
+    "use_bidirectional_attention": (None, False),
+}
+SOFT_CAPS = ("attn_logit_softcapping", "final_logit_softcapping")
 
 
 def refuse_unimplemented(raw: dict[str, Any], where: str, implemented: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from ...errors import BuildError
 from ...gguf_metadata import GGUFMetadata
 from ..decoder import PLAIN_FIELDS, LocalGlobalConfig, read_hf, refuse_unimplemented
+from ..decoder.config import SANDWICH_FIELDS, SOFT_CAPS
 from ..decoder.gguf import gguf_local_global_config
 from ..decoder.rope import rope_from_hf
 
@@ -25,17 +26,6 @@ DEFAULTS = {
     "rope_theta": 10000.0,
 }
 
-# config.json fields that change what the model computes, with the values the network
-# implements; anything else is refused with one line.
-IMPLEMENTED_VALUES: dict[str, tuple[Any, ...]] = {
-    "hidden_activation": (None, "gelu_pytorch_tanh"),
-    "hidden_act": (None, "gelu_pytorch_tanh"),
-    "attention_bias": (None, False),
-    "use_bidirectional_attention": (None, False),
-}
-
-SOFT_CAPS = ("attn_logit_softcapping", "final_logit_softcapping")
-
 
 def config_from_hf(raw: dict[str, Any], where: str) -> LocalGlobalConfig:
     raw = {**DEFAULTS, **raw}
@@ -43,8 +33,8 @@ def config_from_hf(raw: dict[str, Any], where: str) -> LocalGlobalConfig:
     types = raw.get("layer_types") or [
         "sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)
     ]
-    refuse_unimplemented(raw, where, IMPLEMENTED_VALUES)
-    ours = {*IMPLEMENTED_VALUES, *SOFT_CAPS, "rope_parameters", "rope_scaling"}
+    refuse_unimplemented(raw, where, SANDWICH_FIELDS)
+    ours = {*SANDWICH_FIELDS, *SOFT_CAPS, "rope_parameters", "rope_scaling"}
     plain = {k: v for k, v in raw.items() if k not in ours}  # read here, not by the decoder's
     plain.setdefault("tie_word_embeddings", True)
     refuse_unimplemented(plain, where, PLAIN_FIELDS)

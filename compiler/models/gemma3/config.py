@@ -9,6 +9,7 @@ from typing import Any
 from ...errors import BuildError
 from ...gguf_metadata import GGUFMetadata
 from ..decoder import PLAIN_FIELDS, LocalGlobalConfig, read_hf, refuse_unimplemented
+from ..decoder.config import SANDWICH_FIELDS, SOFT_CAPS
 from ..decoder.gguf import gguf_local_global_config
 from ..decoder.rope import Rope, rope_from_parameters
 
@@ -18,20 +19,9 @@ GGUF_GLOBAL_EVERY = 6
 GGUF_LOCAL_THETA = 10000.0
 GGUF_27B_LAYERS = 62
 
-# config.json fields that change what the model computes, with the values the network
-# implements; anything else is refused with one line.
-IMPLEMENTED_VALUES: dict[str, tuple[Any, ...]] = {
-    "hidden_activation": (None, "gelu_pytorch_tanh"),
-    "hidden_act": (None, "gelu_pytorch_tanh"),
-    "attention_bias": (None, False),
-    "use_bidirectional_attention": (None, False),
-}
-
-SOFT_CAPS = ("attn_logit_softcapping", "final_logit_softcapping")
-
 
 def config_from_hf(raw: dict[str, Any], where: str) -> LocalGlobalConfig:
-    refuse_unimplemented(raw, where, IMPLEMENTED_VALUES)
+    refuse_unimplemented(raw, where, SANDWICH_FIELDS)
     layers = int(raw.get("num_hidden_layers", 0))
     types = raw.get("layer_types") or [
         "full_attention"
@@ -39,7 +29,7 @@ def config_from_hf(raw: dict[str, Any], where: str) -> LocalGlobalConfig:
         else "sliding_attention"
         for i in range(layers)
     ]
-    ours = {*IMPLEMENTED_VALUES, *SOFT_CAPS, "rope_parameters", "rope_scaling"}
+    ours = {*SANDWICH_FIELDS, *SOFT_CAPS, "rope_parameters", "rope_scaling"}
     plain = {k: v for k, v in raw.items() if k not in ours}  # read here, not by the decoder's
     plain.setdefault("tie_word_embeddings", True)
     refuse_unimplemented(plain, where, PLAIN_FIELDS)
