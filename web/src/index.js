@@ -4,7 +4,7 @@ export * from "./errors.js";
 export { ChatTokenizer } from "./text/tokenizer.js";
 export { deleteWeightCache, WEIGHT_CACHE } from "./backends/shards.js";
 export { checkModel } from "./backends/check.js";
-export { WebWorkerEngineHandler, ServiceWorkerEngineHandler } from "./workers/worker.js";
+export { WebWorkerEngineHandler, ServiceWorkerEngineHandler, SharedWorkerEngineHandler } from "./workers/worker.js";
 export {
   CreateWebWorkerEngine,
   newEngineWorker,
@@ -12,4 +12,5 @@ export {
   WebWorkerEngine,
   ServiceWorkerEngine,
 } from "./workers/worker_client.js";
+export { CreateSharedWorkerEngine, newSharedEngineWorker, SharedEngine } from "./workers/shared.js";
 export { createLanguageModel, installLanguageModel } from "./prompt_api/language_model.js";

@@ -141,6 +141,12 @@ test("a worker client forwards every method of the table, and the handler dispat
   for (const { name, kind } of METHODS) {
     calls.length = 0;
     const value = await invoke(client, name, ARGS[kind]);
+    if (name === "interruptGenerate") {
+      // The handler ends the caller's requests itself: the engine's would end every page's
+      // (test/fair_queue.test.mjs).
+      assert.deepEqual(calls, []);
+      continue;
+    }
     assert.equal(calls.length, 1, `${name}: ${JSON.stringify(calls)}`);
     assert.equal(calls[0].name, name);
     if (kind === "request") {

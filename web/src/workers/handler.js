@@ -22,6 +22,8 @@
 //   {kiln: "read", id}        the client's reader took one chunk of the stream
 //   {kiln: "abort", id}       the request's AbortSignal fired, or its stream was left early
 //   {kiln: "keepAlive"}       sent periodically to a service worker so that it is not stopped
+//   {kiln: "hello", lock}     (shared worker) the first message on a port: `lock` names a Web
+//                             Lock the client's page holds while it lives (see watchClient)
 // handler -> client
 //   {kiln: "progress", id, report}   an initProgressCallback report ({progress, text, ...}),
 //                                    or a request's prefillProgressCallback report
@@ -29,12 +31,22 @@
 //   {kiln: "chunk", id, chunk}       one streamed chunk
 //   {kiln: "return", id, value, loadedModels}   the call's result (after a stream: none)
 //   {kiln: "error", id, error: {name, message, code, param}, loadedModels}
+//   {kiln: "hello", gpu, threads}    (shared worker) the answer to hello: whether this scope
+//                                    has WebGPU, and threads for the CPU backend
+//
+// Turns. The handler gives the engine one request at a time, the clients' requests in rotation
+// (fair_queue.js): with several pages on one engine, each page's next request waits for one
+// request of each other page that waits, not for every request sent before it. A reload of
+// another model waits its turn too (it would end the request running). interruptGenerate ends
+// the requests of the client that calls it, not the other pages'.
 //
 // A reload of what is already loaded (same model specs and options) does nothing but report
 // `{progress: 1, alreadyLoaded: true}`: with a service worker, a page that is reloaded finds
 // its model still in GPU memory.
 
 import { invoke, methodKind } from "../api/methods.js";
+import { WorkerError } from "../errors.js";
+import { FairQueue } from "./fair_queue.js";
 
 // While a stream waits for its client to read, how often the handler checks the client is there.
 const GONE_CHECK_MS = 1000;
@@ -94,7 +106,9 @@ function serializeError(err) {
 export class EngineHandler {
   #loadedKey = null; // what the engine holds, as a reload key; null if unknown or nothing
   #loading = null; // {key, promise, listeners} of the reload in progress
-  #requests = new Map(); // client/id -> {controller, credit} of a request in progress
+  #requests = new Map(); // client/id -> {client, controller, credit} of a request in progress
+  #turns = new FairQueue(); // the engine's work, the clients in rotation
+  #gone = new Set(); // clients whose page is gone (watchClient)
 
   /** @param {import("../engine/engine.js").Engine} engine */
   constructor(engine) {
@@ -119,11 +133,38 @@ export class EngineHandler {
 
   /**
    * Whether the client that sent a request is gone (its page closed): a stream it no longer
-   * reads is then aborted. Dedicated workers go with their page; service workers override this.
+   * reads is then aborted, and one that waits for its turn is not run. Dedicated workers go
+   * with their page; service workers override this, pages watched by watchClient are known.
    * @param {string} client
    */
   async isGone(client) {
-    return false;
+    return this.#gone.has(client);
+  }
+
+  /**
+   * Watches the page of `client` through the Web Lock named `lock`, which that page holds
+   * while it lives: the lock is granted here once the page is gone (closed, crashed or
+   * navigated away), and then its running request is aborted and its waiting ones dropped,
+   * so that the next page's request runs. A lock rather than a message: a closing page sends
+   * none, and a MessagePort or BroadcastChannel says nothing when the other side goes.
+   * @param {string} client
+   * @param {string} lock
+   */
+  watchClient(client, lock) {
+    navigator.locks.request(lock, () => {
+      this.#gone.add(client);
+      this.#turns.drop(client, new WorkerError("The page that sent this request is gone."));
+      this.#abortClient(client);
+    });
+  }
+
+  /** Aborts the requests of `client`, running or waiting for their turn. */
+  #abortClient(client) {
+    for (const request of this.#requests.values()) {
+      if (request.client !== client) continue;
+      request.controller.abort();
+      request.credit.lift();
+    }
   }
 
   async #call({ id, method, args = [], progress, expect, aborted, window }, reply, client) {
@@ -133,34 +174,22 @@ export class EngineHandler {
     // Registered before anything is awaited: the abort message may be the very next one.
     const controller = kind === "request" ? new AbortController() : null;
     const credit = new Credit(Number.isInteger(window) && window > 0 ? window : Infinity);
-    if (controller) this.#requests.set(key, { controller, credit });
+    if (controller) this.#requests.set(key, { client, controller, credit });
     if (aborted) controller?.abort();
     try {
       let value;
       if (kind === "load") {
-        await this.#reload(args[0], args[1], onProgress);
+        const load = () => this.#reload(args[0], args[1], onProgress);
+        // What is loaded, or loading, is joined at once; another model waits for its turn.
+        await (this.#holds(args[0], args[1]) ? load() : this.#turns.run(client, load));
       } else if (controller) {
-        if (expect) await this.#reload(expect.model, expect.options);
-        const request = args[0];
-        const isObject = request !== null && typeof request === "object" && !Array.isArray(request);
-        const own = { signal: controller.signal, ...(onProgress && { prefillProgressCallback: onProgress }) };
-        const result = await invoke(this.engine, method, [isObject ? { ...request, ...own } : request]);
-        if (result && typeof result[Symbol.asyncIterator] === "function") {
-          reply({ kiln: "stream", id });
-          for await (const chunk of result) {
-            reply({ kiln: "chunk", id, chunk });
-            credit.sent();
-            while (credit.full) {
-              await credit.wait(GONE_CHECK_MS);
-              if (credit.full && (await this.isGone(client))) {
-                controller.abort();
-                credit.lift();
-              }
-            }
-          }
-        } else {
-          value = result;
-        }
+        value = await this.#turns.run(client, async () => {
+          if (await this.isGone(client)) throw new WorkerError("The page that sent this request is gone.");
+          return this.#request(id, method, args[0], expect, { controller, credit, onProgress, reply, client });
+        });
+      } else if (method === "interruptGenerate") {
+        // The engine's own interruptGenerate would end the other pages' requests too.
+        this.#abortClient(client);
       } else if (kind === "unload" || kind === "call") {
         if (kind === "unload") this.#forget();
         value = await invoke(this.engine, method, args);
@@ -177,9 +206,37 @@ export class EngineHandler {
     }
   }
 
+  /** Runs one request in its turn: a stream's chunks are sent as the client reads them. */
+  async #request(id, method, request, expect, { controller, credit, onProgress, reply, client }) {
+    if (expect) await this.#reload(expect.model, expect.options);
+    const isObject = request !== null && typeof request === "object" && !Array.isArray(request);
+    const own = { signal: controller.signal, ...(onProgress && { prefillProgressCallback: onProgress }) };
+    const result = await invoke(this.engine, method, [isObject ? { ...request, ...own } : request]);
+    if (!result || typeof result[Symbol.asyncIterator] !== "function") return result;
+    reply({ kiln: "stream", id });
+    for await (const chunk of result) {
+      reply({ kiln: "chunk", id, chunk });
+      credit.sent();
+      while (credit.full) {
+        await credit.wait(GONE_CHECK_MS);
+        if (credit.full && (await this.isGone(client))) {
+          controller.abort();
+          credit.lift();
+        }
+      }
+    }
+    return undefined;
+  }
+
   #forget() {
     this.#loadedKey = null;
     this.#loading = null;
+  }
+
+  /** Whether the engine holds, or is loading, `model` with `options`. */
+  #holds(model, options = {}) {
+    const key = JSON.stringify([model, options]);
+    return this.#loading ? this.#loading.key === key : this.#loadedKey === key;
   }
 
   /** Loads unless the same reload is done or under way; concurrent callers share one load. */

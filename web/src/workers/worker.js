@@ -42,3 +42,37 @@ export class ServiceWorkerEngineHandler extends EngineHandler {
     return !(await this.scope.clients.get(client));
   }
 }
+
+/**
+ * Hosts an engine in a SharedWorker, one for every page of the origin that connects to it
+ * (kiln-shared-worker.js starts one; CreateSharedWorkerEngine connects). Each port is a client:
+ * its first message names the Web Lock its page holds, by which the handler learns that the
+ * page is gone.
+ */
+export class SharedWorkerEngineHandler extends EngineHandler {
+  #ports = 0;
+
+  /**
+   * @param {Engine} [engine]
+   * @param {any} [scope]  the shared worker's global scope
+   */
+  constructor(engine = new Engine(), scope = globalThis) {
+    super(engine);
+    scope.addEventListener("connect", (event) => {
+      const port = event.ports[0];
+      const client = `port-${++this.#ports}`;
+      const reply = (m) => port.postMessage(m);
+      port.addEventListener("message", (message) => {
+        const data = message.data;
+        if (data?.kiln !== "hello") return this.handle(data, reply, client);
+        if (typeof data.lock === "string") this.watchClient(client, data.lock);
+        // What the page weighs against its own (CreateSharedWorkerEngine): Chromium gives a
+        // shared worker WebGPU, but neither nested workers nor cross-origin isolation, so the
+        // CPU backend runs there on one thread.
+        const threads = Boolean(scope.crossOriginIsolated) && typeof scope.Worker === "function";
+        reply({ kiln: "hello", gpu: Boolean(scope.navigator?.gpu), threads });
+      });
+      port.start();
+    });
+  }
+}
