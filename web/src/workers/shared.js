@@ -7,11 +7,11 @@
 // isolation, hence no SharedArrayBuffer: the CPU backend would run there on one thread where
 // the page has one per core. So the shared worker is used where the backend that would run
 // has all it has in a page (WebGPU; threads where the page would have them), and a leader tab
-// where it does not, or where there is no SharedWorker at all (Chrome on Android).
+// where it does not, or where there is no SharedWorker at all.
 //
-// The leader tab. Every page asks for the Web Lock `kiln-leader:NAME`; the one granted it
-// runs the engine (an Engine in the page and an EngineHandler over it, its own calls going to
-// that handler without a message) and says so on the BroadcastChannel `kiln-engine:NAME`; the
+// The leader tab. Every page asks for the Web Lock `kiln-leader`; the one granted it runs the
+// engine (an Engine in the page and an EngineHandler over it, its own calls going to that
+// handler without a message) and says so on the BroadcastChannel `kiln-engine`; the
 // others send their calls there, addressed to it. Each page holds a lock of its own while it
 // lives (`kiln-page:ID`): the leader asks for a follower's to learn that it is gone (its
 // requests are then aborted, its turn freed), and the followers ask for the leader's. When
@@ -75,11 +75,11 @@ function thisPage() {
 
 /**
  * The runtime's own shared worker script (kiln-shared-worker.js), found beside the bundled
- * runtime; written in the form bundlers recognise, as newEngineWorker is.
- * @param {string} [name]  pages that name the same worker share it
+ * runtime; written in the form bundlers recognise, as newEngineWorker is (its options a
+ * literal: Vite refuses options it cannot evaluate while bundling).
  */
-export function newSharedEngineWorker(name = "kiln") {
-  return new SharedWorker(new URL("./kiln-shared-worker.js", import.meta.url), { type: "module", name });
+export function newSharedEngineWorker() {
+  return new SharedWorker(new URL("./kiln-shared-worker.js", import.meta.url), { type: "module", name: "kiln" });
 }
 
 /** The calls of one page to a leader tab's engine, whichever tab leads. */
@@ -94,16 +94,15 @@ class TabRelay {
   #receive = (message) => {};
 
   /**
-   * @param {string} name
    * @param {{id: string, lock: string}} page
    * @param {number} index  tells this page's relays apart
    */
-  constructor(name, page, index) {
+  constructor(page, index) {
     this.#id = `${page.id}/${index}`;
     this.#lock = page.lock;
-    this.#channel = new BroadcastChannel(`kiln-engine:${name}`);
+    this.#channel = new BroadcastChannel("kiln-engine");
     this.#channel.addEventListener("message", (event) => this.#onMessage(event.data));
-    navigator.locks.request(`kiln-leader:${name}`, () => this.#lead());
+    navigator.locks.request("kiln-leader", () => this.#lead());
     this.#channel.postMessage({ kilnTab: "who" });
   }
 
@@ -196,7 +195,7 @@ class TabRelay {
 let relays = 0;
 
 /**
- * An engine shared by every page of the origin that makes one with the same name: held by a
+ * An engine shared by every page of the origin that makes one: held by a
  * SharedWorker (`host` "shared-worker") or by one of the pages (`host` "tab"; `leading` says
  * whether it is this one). CreateSharedWorkerEngine makes one.
  */
@@ -243,14 +242,13 @@ function greet(worker, lock) {
  * Connects to the engine every page of the origin shares (see SharedEngine) and loads `model`
  * there, or finds it loaded. `worker` is a SharedWorker running kiln-shared-worker.js, or null
  * for the runtime's own (newSharedEngineWorker). `options.host` "auto" (the default) takes the
- * shared worker where it has what the backend needs and a leader tab where not (see above);
- * `options.name` (default "kiln") tells apart engines meant to be separate.
+ * shared worker where it has what the backend needs and a leader tab where not (see above).
  * @param {SharedWorker | null} worker
  * @param {string | string[]} model
- * @param {Parameters<WorkerEngine["reload"]>[1] & {host?: "auto" | "shared-worker" | "tab", name?: string}} [options]
+ * @param {Parameters<WorkerEngine["reload"]>[1] & {host?: "auto" | "shared-worker" | "tab"}} [options]
  */
 export async function CreateSharedWorkerEngine(worker, model, options = {}) {
-  const { host = "auto", name = "kiln", ...reload } = options ?? {};
+  const { host = "auto", ...reload } = options ?? {};
   if (!["auto", "shared-worker", "tab"].includes(host))
     throw new errors.InvalidRequestError("host", 'must be "auto", "shared-worker" or "tab"');
   if (!globalThis.navigator?.locks)
@@ -263,7 +261,7 @@ export async function CreateSharedWorkerEngine(worker, model, options = {}) {
     throw new errors.WorkerError("This browser has no SharedWorker.");
   let where = host === "auto" ? null : host;
   if (where !== "tab" && (worker || hasSharedWorker)) {
-    worker ??= newSharedEngineWorker(name);
+    worker ??= newSharedEngineWorker();
     const offers = await greet(worker, me.lock);
     if (!where) {
       const threads =
@@ -286,7 +284,7 @@ export async function CreateSharedWorkerEngine(worker, model, options = {}) {
     );
   } else {
     worker?.port.close(); // asked, and not used
-    const relay = new TabRelay(name, me, relays++);
+    const relay = new TabRelay(me, relays++);
     engine = new SharedEngine(
       "tab",
       (message) => relay.post(message),
