@@ -24,6 +24,9 @@
 //   {kiln: "keepAlive"}       sent periodically to a service worker so that it is not stopped
 //   {kiln: "hello", lock}     (shared worker) the first message on a port: `lock` names a Web
 //                             Lock the client's page holds while it lives (see watchClient)
+//   {kiln: "relay", client, lock?, message}   (dedicated worker) a leader tab's page relaying
+//                             the message of one of the pages it serves, its own included;
+//                             the replies go back wrapped alike, {kiln: "relay", client, message}
 // handler -> client
 //   {kiln: "progress", id, report}   an initProgressCallback report ({progress, text, ...}),
 //                                    or a request's prefillProgressCallback report

@@ -10,20 +10,22 @@
 // where it does not, or where there is no SharedWorker at all.
 //
 // The leader tab. Every page asks for the Web Lock `kiln-leader`; the one granted it runs the
-// engine (an Engine in the page and an EngineHandler over it, its own calls going to that
-// handler without a message) and says so on the BroadcastChannel `kiln-engine`; the
-// others send their calls there, addressed to it. Each page holds a lock of its own while it
+// engine and says so on the BroadcastChannel `kiln-engine`; the others send their calls there,
+// addressed to it. The leader runs the engine in a dedicated worker of its own (kiln-worker.js),
+// relaying the other pages' calls to it: there the CPU backend has its threads, the leader's
+// page stays responsive while it serves the others, and a hidden leader's timers are not
+// throttled as a background page's are (to one wake-up a second in Chrome), which would stall
+// the CPU backend, whose kernels yield to the event loop every 50 ms. Each page holds a lock of its own while it
 // lives (`kiln-page:ID`): the leader asks for a follower's to learn that it is gone (its
 // requests are then aborted, its turn freed), and the followers ask for the leader's. When
 // the leader goes, its leader lock passes to another page, which loads the model again on its
 // first request (every request carries the last reload of its page); the calls the old leader
 // had not begun to answer are sent to the new one, and a stream it was sending fails with a
 // WorkerError.
-import { Engine } from "../engine/engine.js";
 import { isFallbackAdapter, requestAdapter } from "../backends/device.js";
 import * as errors from "../errors.js";
 import { WorkerEngine } from "./client.js";
-import { EngineHandler } from "./handler.js";
+import { newEngineWorker } from "./worker_client.js";
 
 /** @typedef {{gpu: boolean, threads: boolean}} Abilities  what a scope offers the engine */
 
@@ -88,9 +90,10 @@ class TabRelay {
   #id;
   #lock;
   #leader = null; // the id of the relay that runs the engine; null while unknown
-  #handler = null; // the engine's handler, while this relay leads
+  #worker = null; // the engine's dedicated worker, while this relay leads
+  #relayed = new Map(); // "client id" -> [client, id] of the calls relayed to it and not answered
+  #failure = null; // why the worker failed, once it has
   #pending = new Map(); // call id -> {message, streaming} not yet answered
-  #watched = new Set(); // followers whose page lock the leader asked for
   #receive = (message) => {};
 
   /**
@@ -107,7 +110,7 @@ class TabRelay {
   }
 
   get leading() {
-    return this.#handler !== null;
+    return this.#worker !== null;
   }
 
   /** @param {(message: any) => void} receive */
@@ -126,8 +129,7 @@ class TabRelay {
 
   #send(message) {
     if (this.#leader === this.#id) {
-      const handler = this.#handler;
-      queueMicrotask(() => handler.handle(message, (m) => this.#deliver(structuredClone(m)), this.#id));
+      this.#relay(this.#id, undefined, message);
     } else {
       this.#channel.postMessage({ kilnTab: "call", from: this.#id, to: this.#leader, lock: this.#lock, message });
     }
@@ -146,21 +148,38 @@ class TabRelay {
     else if (data?.kilnTab === "who" && this.leading) this.#announce();
     else if (data?.to !== this.#id) return;
     else if (data.kilnTab === "reply" && data.from === this.#leader) this.#deliver(data.message);
-    else if (data.kilnTab === "call" && this.#handler) this.#serve(data);
+    else if (data.kilnTab === "call" && this.#worker) this.#relay(data.from, data.lock, data.message);
   }
 
-  #serve({ from, lock, message }) {
-    if (!this.#watched.has(from)) {
-      this.#watched.add(from);
-      if (typeof lock === "string") this.#handler.watchClient(from, lock);
+  /** The leader's part: a call of a page (this one included) to the engine's worker. */
+  #relay(client, lock, message) {
+    if (message?.kiln === "call") {
+      if (this.#failure) return this.#reply(client, failed(message.id, this.#failure));
+      this.#relayed.set(`${client} ${message.id}`, [client, message.id]);
     }
-    const reply = (m) => this.#channel.postMessage({ kilnTab: "reply", from: this.#id, to: from, message: m });
-    this.#handler.handle(message, reply, from);
+    this.#worker.postMessage({ kiln: "relay", client, lock, message });
+  }
+
+  /** The leader's part: a message of the engine's worker to a page (this one included). */
+  #reply(client, message) {
+    if (message?.kiln === "return" || message?.kiln === "error") this.#relayed.delete(`${client} ${message.id}`);
+    if (client === this.#id) this.#deliver(message);
+    else this.#channel.postMessage({ kilnTab: "reply", from: this.#id, to: client, message });
   }
 
   /** Granted the leader lock: runs the engine until the page goes. */
   #lead() {
-    this.#handler = new EngineHandler(new Engine());
+    const worker = newEngineWorker();
+    worker.addEventListener("message", ({ data }) => {
+      if (data?.kiln === "relay") this.#reply(data.client, data.message);
+    });
+    // The worker's script failed or the worker crashed: the calls it had, and those that come
+    // later, fail as a WebWorkerEngine's do.
+    worker.addEventListener("error", (event) => {
+      this.#failure = `The shared engine's worker failed: ${event.message ?? "it could not be started"}`;
+      for (const [client, id] of [...this.#relayed.values()]) this.#reply(client, failed(id, this.#failure));
+    });
+    this.#worker = worker;
     this.#announce();
     this.#follow(this.#id, this.#lock);
     return new Promise(() => {});
@@ -180,19 +199,18 @@ class TabRelay {
       });
     }
     for (const [callId, pending] of this.#pending) {
-      if (!pending.streaming) {
-        this.#send(pending.message);
-        continue;
-      }
-      this.#pending.delete(callId);
-      const message =
-        "The tab that ran the shared engine closed during this stream; another tab runs it now: ask again.";
-      this.#receive({ kiln: "error", id: callId, error: { name: "WorkerError", code: "worker_failed", message } });
+      if (!pending.streaming) this.#send(pending.message);
+      else this.#deliver(failed(callId, "The tab that ran the shared engine closed during this stream; ask again."));
     }
   }
 }
 
 let relays = 0;
+
+/** The handler's answer to call `id` that failed with a WorkerError saying `message`. */
+function failed(id, message) {
+  return { kiln: "error", id, error: { name: "WorkerError", code: "worker_failed", message } };
+}
 
 /**
  * An engine shared by every page of the origin that makes one: held by a

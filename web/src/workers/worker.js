@@ -14,7 +14,17 @@ export class WebWorkerEngineHandler extends EngineHandler {
    */
   constructor(engine = new Engine(), scope = globalThis) {
     super(engine);
-    scope.addEventListener("message", (event) => this.handle(event.data, (m) => scope.postMessage(m)));
+    const watched = new Set();
+    scope.addEventListener("message", ({ data }) => {
+      if (data?.kiln !== "relay") return this.handle(data, (m) => scope.postMessage(m));
+      // A leader tab's page relaying its own calls and the other pages' (shared.js).
+      const { client, lock, message } = data;
+      if (typeof lock === "string" && !watched.has(client)) {
+        watched.add(client);
+        this.watchClient(client, lock);
+      }
+      this.handle(message, (m) => scope.postMessage({ kiln: "relay", client, message: m }), client);
+    });
   }
 }
 
