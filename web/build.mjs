@@ -1,6 +1,7 @@
 // Bundles the runtime (ES module), its worker scripts and the chat page into build/.
+import { createHash } from "node:crypto";
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { basename } from "node:path";
+import { basename, join } from "node:path";
 import Ajv2020 from "ajv/dist/2020.js";
 import standaloneCode from "ajv/dist/standalone/index.js";
 import * as esbuild from "esbuild";
@@ -74,6 +75,25 @@ const contract = {
   },
 };
 
+// `kiln:runtime`: RUNTIME_HASH, the SHA-256 of the runtime's sources, which names the runtime
+// that computed a stored KV snapshot (src/engine/prefix_store.js): any change to the runtime
+// makes the snapshots of the one before stale.
+const runtimeHash = {
+  name: "kiln-runtime",
+  setup(build) {
+    build.onResolve({ filter: /^kiln:runtime$/ }, () => ({ path: "runtime", namespace: "kiln" }));
+    build.onLoad({ filter: /^runtime$/, namespace: "kiln" }, () => {
+      const hash = createHash("sha256");
+      const files = readdirSync("src", { recursive: true, withFileTypes: true })
+        .filter((entry) => entry.isFile())
+        .map((entry) => join(entry.parentPath, entry.name))
+        .sort();
+      for (const file of files) hash.update(file).update("\0").update(readFileSync(file)).update("\0");
+      return { contents: `export const RUNTIME_HASH = ${JSON.stringify(hash.digest("hex"))};`, loader: "js" };
+    });
+  },
+};
+
 const common = {
   bundle: true,
   format: "esm",
@@ -85,7 +105,7 @@ const common = {
   keepNames: true, // error classes are told apart by name
   sourcemap: false,
   logLevel: "warning",
-  plugins: [xgrammarReset, contract],
+  plugins: [xgrammarReset, contract, runtimeHash],
 };
 // The runtime and the dedicated worker script (kiln-worker.js) share their chunks; the CPU
 // backend's thread script (kiln-thread.js) imports nothing. Every entry and chunk is written to

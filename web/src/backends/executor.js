@@ -2,7 +2,7 @@ import { GRID_POD } from "kiln:contract";
 
 import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
-import { ARGMAX, STEPS, planBuffers, tensorBytes } from "./plans.js";
+import { ARGMAX, STEPS, planBuffers, snapshotLayout, tensorBytes } from "./plans.js";
 
 const UNIFORM_SLOT = 256; // minUniformBufferOffsetAlignment
 const MAX_GROUPS = 65535; // maxComputeWorkgroupsPerDimension (WebGPU's default limit)
@@ -261,6 +261,109 @@ export class Executor {
     fn.readback.unmap();
     this.readbackBytes += count * 4;
     return output;
+  }
+
+  /**
+   * A copy of the KV cache's first `count` rows (snapshotLayout) in a GPU buffer of its own,
+   * taken after the calls made before it; null where the GPU has no memory for it, or the
+   * model's rows cannot be copied.
+   * @returns {Promise<{buffer: GPUBuffer, count: number, bytes: number} | null>}
+   */
+  snapshot(count) {
+    return this.#inTurn(async () => {
+      const layout = snapshotLayout(this.manifest, count);
+      if (!layout || count === 0) return null;
+      this.device.pushErrorScope("out-of-memory");
+      const buffer = this.device.createBuffer({
+        size: layout.bytes,
+        usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      });
+      const encoder = this.device.createCommandEncoder();
+      layout.segments.forEach(({ offset, rowBytes }, i) =>
+        encoder.copyBufferToBuffer(this.cache[i], 0, buffer, offset, count * rowBytes),
+      );
+      this.device.queue.submit([encoder.finish()]);
+      if (await this.device.popErrorScope()) {
+        buffer.destroy();
+        return null;
+      }
+      return { buffer, count, bytes: layout.bytes };
+    });
+  }
+
+  /** Copies rows `from`..`to` of a snapshot into the KV cache, after the calls made before. */
+  restore(snapshot, from, to) {
+    return this.#inTurn(() => {
+      const { segments } = snapshotLayout(this.manifest, snapshot.count);
+      const encoder = this.device.createCommandEncoder();
+      segments.forEach(({ offset, rowBytes }, i) =>
+        encoder.copyBufferToBuffer(
+          snapshot.buffer,
+          offset + from * rowBytes,
+          this.cache[i],
+          from * rowBytes,
+          (to - from) * rowBytes,
+        ),
+      );
+      this.device.queue.submit([encoder.finish()]);
+    });
+  }
+
+  /**
+   * The bytes of a snapshot's first `count` rows, in snapshotLayout's order (to be stored).
+   * Not counted in readbackBytes: they are no step's output.
+   * @returns {Promise<Uint8Array>}
+   */
+  async readSnapshot(snapshot, count) {
+    const from = snapshotLayout(this.manifest, snapshot.count);
+    const to = snapshotLayout(this.manifest, count);
+    const readback = this.device.createBuffer({
+      size: to.bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const encoder = this.device.createCommandEncoder();
+    from.segments.forEach(({ offset, rowBytes }, i) =>
+      encoder.copyBufferToBuffer(snapshot.buffer, offset, readback, to.segments[i].offset, count * rowBytes),
+    );
+    this.device.queue.submit([encoder.finish()]);
+    try {
+      await readback.mapAsync(GPUMapMode.READ);
+      return new Uint8Array(readback.getMappedRange().slice(0));
+    } finally {
+      readback.destroy();
+    }
+  }
+
+  /**
+   * A snapshot of `count` rows made from stored bytes (readSnapshot's), or null where the GPU
+   * has no memory for it.
+   * @param {Uint8Array} bytes
+   * @returns {Promise<{buffer: GPUBuffer, count: number, bytes: number} | null>}
+   */
+  async snapshotFrom(bytes, count) {
+    this.device.pushErrorScope("out-of-memory");
+    const buffer = this.device.createBuffer({
+      size: bytes.length,
+      usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    this.device.queue.writeBuffer(buffer, 0, bytes);
+    if (await this.device.popErrorScope()) {
+      buffer.destroy();
+      return null;
+    }
+    return { buffer, count, bytes: bytes.length };
+  }
+
+  /** Frees a snapshot's memory. */
+  freeSnapshot(snapshot) {
+    snapshot.buffer.destroy();
+  }
+
+  /** Runs `task` once the calls made before it are submitted; the next call waits for it. */
+  #inTurn(task) {
+    const run = this.#previous.then(task);
+    this.#previous = run.catch(() => {});
+    return run;
   }
 
   /**

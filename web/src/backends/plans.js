@@ -41,3 +41,22 @@ export function planBuffers(plan, manifest, allocate, cache, weights, bound = {}
 export const ARGMAX = "argmax";
 /** The functions whose logits output argmax reads in place: the steps of a chat model. */
 export const STEPS = ["prefill", "decode"];
+
+/**
+ * Where the first `count` rows of each KV-cache tensor lie in a snapshot of them (prefix
+ * caching): the tensors one after another, each its rows 0..count (a row: one position's keys or
+ * values, the tensor's first dimension being the position). Null where a row is not a whole
+ * number of 4-byte words, which WebGPU cannot copy: such a model takes no snapshots.
+ * @returns {{segments: {offset: number, rowBytes: number}[], bytes: number} | null}
+ */
+export function snapshotLayout(manifest, count) {
+  let offset = 0;
+  const segments = [];
+  for (const tensor of manifest.kv_cache) {
+    const rowBytes = tensorBytes(tensor) / tensor.shape[0];
+    if (rowBytes % 4 !== 0) return null;
+    segments.push({ offset, rowBytes });
+    offset += count * rowBytes;
+  }
+  return { segments, bytes: offset };
+}

@@ -1,7 +1,7 @@
 import { ABORTED, yieldToEventLoop } from "../control.js";
 import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
-import { ARGMAX, STEPS, planBuffers, tensorBytes } from "./plans.js";
+import { ARGMAX, STEPS, planBuffers, snapshotLayout, tensorBytes } from "./plans.js";
 import { startThread } from "../platform.js";
 
 // TVM's packed calling convention, as its CPU kernels read it (tvm/ffi/c_api.h, dlpack.h):
@@ -266,6 +266,58 @@ export class WasmExecutor {
     this.readbackBytes += count * 4;
     return new Float32Array(this.memory.buffer.slice(fn.output, fn.output + count * 4));
   }
+
+  /**
+   * A copy of the KV cache's first `count` rows (snapshotLayout) out of the module's memory.
+   * @returns {Promise<{data: Uint8Array, count: number, bytes: number} | null>}
+   */
+  async snapshot(count) {
+    const layout = snapshotLayout(this.manifest, count);
+    if (!layout || count === 0) return null;
+    const data = new Uint8Array(layout.bytes);
+    layout.segments.forEach(({ offset, rowBytes }, i) =>
+      data.set(new Uint8Array(this.memory.buffer, this.cache[i], count * rowBytes), offset),
+    );
+    return { data, count, bytes: layout.bytes };
+  }
+
+  /** Copies rows `from`..`to` of a snapshot into the KV cache. */
+  async restore(snapshot, from, to) {
+    const { segments } = snapshotLayout(this.manifest, snapshot.count);
+    const memory = new Uint8Array(this.memory.buffer);
+    segments.forEach(({ offset, rowBytes }, i) =>
+      memory.set(
+        snapshot.data.subarray(offset + from * rowBytes, offset + to * rowBytes),
+        this.cache[i] + from * rowBytes,
+      ),
+    );
+  }
+
+  /**
+   * The bytes of a snapshot's first `count` rows, in snapshotLayout's order (to be stored).
+   * @returns {Promise<Uint8Array>}
+   */
+  async readSnapshot(snapshot, count) {
+    if (count === snapshot.count) return snapshot.data;
+    const from = snapshotLayout(this.manifest, snapshot.count);
+    const to = snapshotLayout(this.manifest, count);
+    const data = new Uint8Array(to.bytes);
+    from.segments.forEach(({ offset, rowBytes }, i) =>
+      data.set(snapshot.data.subarray(offset, offset + count * rowBytes), to.segments[i].offset),
+    );
+    return data;
+  }
+
+  /**
+   * A snapshot of `count` rows made from stored bytes (readSnapshot's).
+   * @param {Uint8Array} bytes
+   */
+  async snapshotFrom(bytes, count) {
+    return { data: bytes, count, bytes: bytes.length };
+  }
+
+  /** A snapshot is JS memory, freed with its last reference. */
+  freeSnapshot() {}
 
   /**
    * Times every launch of one call separately: for `scripts/bench --profile`.
