@@ -651,9 +651,15 @@ def test_follow_up_turn_prefills_only_new_tokens_and_reset(node):
     assert reused >= a["usage"]["prompt_tokens"]
     stats = node.evaluate("engine.runtimeStatsText()")
     assert stats.startswith("prefill: ") and "tok/s, decode: " in stats
+    assert b["usage"]["prompt_tokens_details"]["cached_tokens"] == reused
     node.evaluate("engine.resetChat()")
     c = create(node, {"messages": second, "max_tokens": 5, "temperature": 0})
-    assert c["usage"]["extra"]["prefill_tokens"] == c["usage"]["prompt_tokens"]
+    # The conversation is forgotten; the prefix cache's snapshot of the first turn, kept when
+    # the second turn wrote past it, stays: at most its rows (the prompt and the reply's tokens
+    # decoded) are reused.
+    cached = c["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert c["usage"]["extra"]["prefill_tokens"] == c["usage"]["prompt_tokens"] - cached
+    assert cached <= a["usage"]["prompt_tokens"] + a["usage"]["completion_tokens"] - 1
     assert c["choices"][0]["message"] == b["choices"][0]["message"]
 
 

@@ -96,13 +96,20 @@ def object_bytes(cdp) -> int:
 def memory(page, cdp) -> dict:
     cdp.send("HeapProfiler.collectGarbage")
     heap = cdp.send("Runtime.getHeapUsage")["usedSize"]
-    wasm = page.evaluate("async () => (await engine.runtimeStats()).wasm_memory_bytes")
+    stats = page.evaluate("async () => await engine.runtimeStats()")
+    wasm = stats["wasm_memory_bytes"]
+    # The prefix cache's KV snapshots (a GPU buffer each on WebGPU, JS memory on the CPU
+    # backend) come and go within its budget: reported apart, and left out of the counts below.
+    prefixes = stats["prefix_cache"] or {"entries": 0, "bytes": 0}
+    on_gpu = stats["backend"] == "webgpu"
     return {
-        "gpu_buffers": page.evaluate("window.__liveBuffers"),
+        "gpu_buffers": page.evaluate("window.__liveBuffers")
+        - (prefixes["entries"] if on_gpu else 0),
         "wasm_memory_bytes": wasm,
-        "heap_bytes": heap,
+        "prefix_cache": prefixes,
+        "heap_bytes": heap - (0 if on_gpu else prefixes["bytes"]),
         # the CPU backend's memory is in the snapshot too: reported apart, above
-        "heap_object_bytes": object_bytes(cdp) - wasm,
+        "heap_object_bytes": object_bytes(cdp) - wasm - (0 if on_gpu else prefixes["bytes"]),
     }
 
 

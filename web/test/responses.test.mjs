@@ -32,6 +32,7 @@ const RESULT = {
   text: "Helloé",
   finish: "stop",
   logprobs: [entry(0, -0.1), entry(1, -0.2), entry(2, -0.3), entry(3, -0.4)],
+  timing: { cached: 2 }, // two of the prompt's tokens were not prefilled
 };
 const job = (kind, params) => ({ kind, id: "x-1", created: 1, model, params: { n: 1, ...params }, prompt: [0, 1, 0] });
 
@@ -61,7 +62,13 @@ test("a chat completion: message, logprobs (a split character named by its bytes
   );
   assert.deepEqual(choice.logprobs.content[2].bytes, [0xc3]);
   assert.deepEqual(choice.logprobs.content[0].top_logprobs[1], { token: "He", bytes: [72, 101], logprob: -3 });
-  assert.deepEqual(response.usage, { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7, extra: model.lastStats });
+  assert.deepEqual(response.usage, {
+    prompt_tokens: 3,
+    completion_tokens: 4,
+    total_tokens: 7,
+    prompt_tokens_details: { cached_tokens: 2 },
+    extra: model.lastStats,
+  });
 });
 
 test("a text completion with echo: the prompt before the reply, offsets counted from it", () => {

@@ -41,6 +41,19 @@ export interface EngineOptions {
   threads?: number;
   /** false keeps weights out of the browser's Cache API store (default true) */
   useCache?: boolean;
+  /**
+   * bytes of memory (GPU buffers, or JS memory on the CPU backend) the prefix cache's KV
+   * snapshots of earlier prompts may take, least recently used out first (default 128 MiB; 0
+   * turns prefix caching off, stored prefixes included)
+   */
+  prefixCacheBytes?: number;
+  /**
+   * prompts of this many tokens or more have their KV rows stored in the browser's storage
+   * (OPFS) for later page loads (default 256; 0 stores none)
+   */
+  prefixCachePersistTokens?: number;
+  /** bytes of the browser's storage the stored prefixes may take (default 512 MiB) */
+  prefixCacheStorageBytes?: number;
 }
 
 export type Role = "system" | "developer" | "user" | "assistant" | "tool";
@@ -165,6 +178,8 @@ export interface CompletionUsage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** `cached_tokens`: the prompt's tokens not prefilled (their KV rows were cached) */
+  prompt_tokens_details: { cached_tokens: number };
   extra: RequestStats;
 }
 
@@ -187,6 +202,17 @@ export interface RuntimeStats {
    * greedy step's 4-byte token id)
    */
   readback_bytes: number;
+  /**
+   * the prefix cache: its KV snapshots in memory (entries, bytes), those in the browser's
+   * storage, and the writes to it not finished; null where it is off (or for an embedding model)
+   */
+  prefix_cache: {
+    entries: number;
+    bytes: number;
+    stored_entries: number;
+    stored_bytes: number;
+    pending_writes: number;
+  } | null;
   /** the size of the CPU backend's WebAssembly memory; 0 on WebGPU */
   wasm_memory_bytes: number;
   load_seconds: number;

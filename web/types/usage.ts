@@ -40,6 +40,18 @@ export async function inAWorker(base: string): Promise<string> {
   return (reply.choices[0].message.content ?? "") + stats.backend + threads + stats.last_request?.decode_tokens_per_s;
 }
 
+// The prefix cache: its budget, what a reply says it reused, and what it holds.
+export async function withAPrefixCache(url: string): Promise<number> {
+  const engine = await CreateEngine(url, {
+    prefixCacheBytes: 64 * 2 ** 20,
+    prefixCachePersistTokens: 512,
+    prefixCacheStorageBytes: 2 ** 30,
+  });
+  const reply = await engine.chat.completions.create({ messages: [{ role: "user", content: "Hi" }] });
+  const held = (await engine.runtimeStats()).prefix_cache;
+  return reply.usage.prompt_tokens_details.cached_tokens + (held ? held.entries + held.stored_bytes : 0);
+}
+
 export async function example(): Promise<string> {
   const engine = await CreateEngine("tiny", {
     appConfig: { model_list: [{ model_id: "tiny", model: ["/q4f16/", "/q4f32/"] }] },

@@ -11,7 +11,11 @@ import { ToolCallParser, parseReply } from "./tools.js";
 
 const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
 
-/** OpenAI's `usage`, with the request's speeds as `extra`. */
+/**
+ * OpenAI's `usage`, with the request's speeds as `extra`; `prompt_tokens_details.cached_tokens`:
+ * the prompt's tokens that were not prefilled, their keys and values taken from the KV cache or
+ * the prefix cache (the first choice's).
+ */
 export function usage(job, results) {
   const completion = results.reduce((sum, r) => sum + r.tokens.length, 0);
   return {
@@ -19,6 +23,7 @@ export function usage(job, results) {
     completion_tokens: completion,
     total_tokens: job.prompt.length + completion,
     extra: job.model.lastStats,
+    prompt_tokens_details: { cached_tokens: results[0]?.timing?.cached ?? 0 },
   };
 }
 

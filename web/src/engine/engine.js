@@ -64,25 +64,41 @@ export class Engine {
    * @param {{initProgressCallback?: (p: {progress: number, text: string}) => void,
    *          appConfig?: {model_list: {model_id: string, model: string | string[], chat_template?: string}[]},
    *          variant?: "software" | "gpu", backend?: "auto" | "webgpu" | "wasm", threads?: number,
-   *          useCache?: boolean}} [options]
+   *          useCache?: boolean, prefixCacheBytes?: number, prefixCachePersistTokens?: number,
+   *          prefixCacheStorageBytes?: number}} [options]
    *          `variant` overrides the kernel set chosen from the adapter; `backend` "wasm" runs on
    *          the CPU (WebAssembly), "webgpu" on the GPU, "auto" (the default) on WebGPU where the
    *          browser has it; `threads` caps the CPU backend's threads (default: one per core);
    *          `useCache: false` keeps weights out of the browser's Cache API store (by default
-   *          shards are cached after the first download)
+   *          shards are cached after the first download); the prefix cache's: `prefixCacheBytes`
+   *          the memory its KV snapshots may take (0 turns it off), `prefixCachePersistTokens` how
+   *          long a prompt is kept in the browser's storage for later page loads (0: none is), and
+   *          `prefixCacheStorageBytes` the storage those take (model.js PREFIX_CACHE_DEFAULTS)
    */
-  reload(model, { initProgressCallback, appConfig, variant, backend, threads, useCache = true } = {}) {
+  reload(model, { initProgressCallback, appConfig, variant, backend, threads, useCache = true, ...prefix } = {}) {
     const specs = Array.isArray(model) ? model : [model];
     if (specs.length === 0 || !specs.every((s) => typeof s === "string" && s.length > 0))
       throw new InvalidRequestError("model", "must be a model id or a URL, or a non-empty array of them");
     if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1))
       throw new InvalidRequestError("threads", "must be a whole number of threads, 1 or more");
+    for (const name of ["prefixCacheBytes", "prefixCachePersistTokens", "prefixCacheStorageBytes"]) {
+      const value = prefix[name];
+      if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0))
+        throw new InvalidRequestError(name, "must be a whole number, 0 or more (0 turns it off)");
+    }
     this.interruptGenerate();
     return this.#scheduler.exclusive(null, async () => {
       this.#models.unload();
       if (appConfig !== undefined) this.appConfig = appConfig;
       const started = now();
-      await this.#models.load(specs, this.appConfig, { initProgressCallback, variant, backend, threads, useCache });
+      await this.#models.load(specs, this.appConfig, {
+        initProgressCallback,
+        variant,
+        backend,
+        threads,
+        useCache,
+        ...prefix,
+      });
       const seconds = (now() - started) / 1000;
       initProgressCallback?.({
         progress: 1,
@@ -211,10 +227,29 @@ export class Engine {
     }
     if (request.stream) return this.#stream(job, Boolean(request.stream_options?.include_usage));
     try {
-      return completionResponse(job, await this.#scheduler.exclusive(model, () => runChoices(job)));
+      const results = await this.#scheduler.exclusive(model, () => runChoices(job));
+      this.#persist(job);
+      return completionResponse(job, results);
     } finally {
       this.#scheduler.end(control);
     }
+  }
+
+  /**
+   * Once a request is answered, its prompt's KV rows are stored for later page loads where
+   * long enough (model.persist): taken in a turn of the scheduler's own, from the KV cache or,
+   * where a request queued meanwhile went first, from the snapshot its prefill kept of them;
+   * copied out and written with no request waiting on it.
+   */
+  #persist(job) {
+    const model = job.model;
+    if (!model.store) return;
+    model.persisting++;
+    this.#scheduler
+      .exclusive(model, () => model.persist(job.prompt))
+      .then((started) => started?.written)
+      .catch(() => {})
+      .finally(() => model.persisting--);
   }
 
   /** engine.embeddings.create: OpenAI's embeddings endpoint (see api/embeddings.js). */
@@ -253,7 +288,7 @@ export class Engine {
     this.#scheduler
       .exclusive(job.model, () => runChoices(job, emit))
       .then(
-        (r) => ((results = r), events.close()),
+        (r) => ((results = r), this.#persist(job), events.close()),
         (err) => events.close(err),
       )
       .finally(() => this.#scheduler.end(job.control));

@@ -30,7 +30,7 @@ export async function generateCompletion(model, prompt, params, random, control,
   const window = model.contextWindow;
   if (prompt.length >= window) throw new ContextWindowExceededError(prompt.length, window, "prompt");
   if (control.aborted) {
-    const timing = { prefilled: 0, prefillMs: 0, decodeSteps: 0, decodeMs: 0 };
+    const timing = { prefilled: 0, cached: 0, prefillMs: 0, decodeSteps: 0, decodeMs: 0 };
     return { tokens: [], text: "", finish: "abort", logprobs: [], timing };
   }
   const processor = new LogitsProcessor(params, prompt);
@@ -74,7 +74,7 @@ export async function generateCompletion(model, prompt, params, random, control,
     };
     const t0 = now();
     const first = await model.prefill(prompt, control, params.prefillProgressCallback, { argmax });
-    const prefilled = first.prefilled;
+    const { prefilled, reused: cached } = first;
     let { logits, token: picked } = first;
     const t1 = now();
     try {
@@ -141,7 +141,13 @@ export async function generateCompletion(model, prompt, params, random, control,
       onToken?.(null, rest, null);
     }
     const t2 = now();
-    const timing = { prefilled, prefillMs: t1 - t0, decodeSteps: Math.max(tokens.length - 1, 0), decodeMs: t2 - t1 };
+    const timing = {
+      prefilled,
+      cached,
+      prefillMs: t1 - t0,
+      decodeSteps: Math.max(tokens.length - 1, 0),
+      decodeMs: t2 - t1,
+    };
     model.lastStats = requestStats([timing], model.backend);
     return { tokens, text, finish, logprobs, timing };
   } finally {

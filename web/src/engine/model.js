@@ -6,17 +6,35 @@ import { openDevice } from "../backends/device.js";
 import { Executor, uploadWeight } from "../backends/executor.js";
 import { fetchManifest, fetchTokenizerFiles, fetchVariant } from "../backends/loader.js";
 import { loadWeights } from "../backends/shards.js";
+import { snapshotLayout } from "../backends/plans.js";
 import { WasmExecutor } from "../backends/wasm_executor.js";
 import { ModelLoadError, ModelWontFitError } from "../errors.js";
 import { ChatTokenizer } from "../text/tokenizer.js";
 import { Vocabulary } from "../text/vocab.js";
 import { ABORTED } from "../control.js";
+import { RUNTIME_HASH } from "kiln:runtime";
+import { PrefixCache } from "./prefix_cache.js";
+import { PrefixStore, hashText } from "./prefix_store.js";
 
 // A WebGPU prefill chunk takes about GPU_CHUNK_MS (a request after an abort waits for the
 // chunk on the GPU); the first of a prefill, whose speed is not known yet, FIRST_GPU_CHUNK
 // tokens; none more than the build's prefill_chunk.
 const GPU_CHUNK_MS = 200;
 const FIRST_GPU_CHUNK = 16;
+
+/** The prefix cache's defaults (Engine.reload's options of the same names). */
+export const PREFIX_CACHE_DEFAULTS = {
+  prefixCacheBytes: 128 * 2 ** 20,
+  prefixCachePersistTokens: 256,
+  prefixCacheStorageBytes: 512 * 2 ** 20,
+};
+
+/** How many of the first `limit` tokens of `a` and `b` agree. */
+function agreement(a, b, limit = Math.min(a.length, b.length)) {
+  let n = 0;
+  while (n < limit && n < a.length && n < b.length && a[n] === b[n]) n++;
+  return n;
+}
 
 /** @typedef {import("../control.js").Control} Control */
 
@@ -31,13 +49,15 @@ export class LoadedModel {
    * @param {string} id  the name requests use in `model`
    * @param {string[]} urls  builds of one model, in order of preference
    * @param {{initProgressCallback?: Function, variant?: string, backend?: "auto" | "webgpu" | "wasm",
-   *          threads?: number, useCache?: boolean, onDeviceLost: Function, chatTemplate?: string}} options
-   *   `chatTemplate`: a Jinja chat template used instead of the model's own
+   *          threads?: number, useCache?: boolean, onDeviceLost: Function, chatTemplate?: string,
+   *          prefixCacheBytes?: number, prefixCachePersistTokens?: number, prefixCacheStorageBytes?: number}} options
+   *   `chatTemplate`: a Jinja chat template used instead of the model's own; the prefix cache's
+   *   options as Engine.reload takes them
    */
   static async load(
     id,
     urls,
-    { initProgressCallback, variant, backend = "auto", threads, useCache, onDeviceLost, chatTemplate },
+    { initProgressCallback, variant, backend = "auto", threads, useCache, onDeviceLost, chatTemplate, ...prefix },
   ) {
     const started = performance.now();
     const candidates = await Promise.all(urls.map(fetchManifest));
@@ -53,9 +73,10 @@ export class LoadedModel {
     model.tokenizer = new ChatTokenizer(tokenizer, config);
     model.backend = adapter ? "webgpu" : "wasm";
     try {
-      if (adapter)
-        await model.#loadWebGPU(adapter, base, chosen.variant, { initProgressCallback, useCache, onDeviceLost });
-      else await model.#loadWasm(base, { initProgressCallback, threads, useCache });
+      const kernels = adapter
+        ? await model.#loadWebGPU(adapter, base, chosen.variant, { initProgressCallback, useCache, onDeviceLost })
+        : await model.#loadWasm(base, { initProgressCallback, threads, useCache });
+      if (!model.isEncoder) await model.#openPrefixCache({ ...PREFIX_CACHE_DEFAULTS, ...prefix }, kernels);
     } catch (err) {
       model.destroy();
       throw err;
@@ -83,6 +104,7 @@ export class LoadedModel {
     for (const error of [await device.popErrorScope(), await device.popErrorScope()]) {
       if (error) throw new ModelLoadError(`The GPU rejected the model's buffers or kernels: ${error.message}`);
     }
+    return kernels;
   }
 
   async #loadWasm(base, { initProgressCallback, threads, useCache }) {
@@ -96,6 +118,24 @@ export class LoadedModel {
     });
     this.shardsFrom = { cache: fromCache, network: fromNetwork };
     executor.prepare();
+    return kernels;
+  }
+
+  /**
+   * The prefix cache: KV snapshots of earlier prompts within `prefixCacheBytes` of memory (GPU
+   * buffers, or JS memory on the CPU backend), and those of `prefixCachePersistTokens` tokens
+   * or more in the browser's storage within `prefixCacheStorageBytes`, under the name of this
+   * exact build: the manifest (weights' and kernel module's hashes, plans), the WGSL on WebGPU,
+   * the backend and kernel set, and the runtime's sources.
+   */
+  async #openPrefixCache({ prefixCacheBytes, prefixCachePersistTokens, prefixCacheStorageBytes }, kernels) {
+    if (prefixCacheBytes <= 0) return;
+    this.prefixes = new PrefixCache(prefixCacheBytes, (snapshot) => this.executor?.freeSnapshot(snapshot));
+    this.persistTokens = prefixCachePersistTokens;
+    if (prefixCachePersistTokens <= 0 || prefixCacheStorageBytes <= 0) return;
+    const wgsl = this.backend === "webgpu" ? kernels.kernels : null;
+    const build = await hashText(JSON.stringify([RUNTIME_HASH, this.backend, this.variant, this.manifest, wgsl]));
+    this.store = await PrefixStore.open(this.manifest.model_id, build, prefixCacheStorageBytes);
   }
 
   constructor(id, urls, manifest) {
@@ -103,6 +143,10 @@ export class LoadedModel {
     this.urls = urls;
     this.manifest = manifest;
     this.cachedTokens = [];
+    this.prefixes = null; // the prefix cache's snapshots in memory (null: off)
+    this.store = null; // and in the browser's storage (null: not kept)
+    this.persistTokens = 0;
+    this.persisting = 0; // prompts to store, from the request's end to the write's
     this.lastStats = null;
     this.grammar = null; // built on the first structured-output request
     this.lostError = null; // the DeviceLostError, once the model's device is lost
@@ -151,28 +195,29 @@ export class LoadedModel {
    * longer (a fast GPU takes the build's largest chunks).
    * After each chunk, `onProgress` gets {progress, prefilled, total}: the tokens prefilled so
    * far of the `total` not already in the cache, and their share.
+   * The prompt's first tokens come from the KV cache as the last request left it or, where a
+   * snapshot of the prefix cache agrees with more of them, from that snapshot (`reused`: how
+   * many; at least the last token is run, for its logits).
    * @param {number[]} tokens
    * @param {Control} [control]
    * @param {(report: {progress: number, prefilled: number, total: number}) => void} [onProgress]
    * @param {{argmax?: boolean}} [options]
-   * @returns {Promise<{logits: Float32Array | null, token: number | null, prefilled: number}>}
+   * @returns {Promise<{logits: Float32Array | null, token: number | null, prefilled: number, reused: number}>}
    */
   async prefill(tokens, control = undefined, onProgress = undefined, { argmax = false } = {}) {
-    let start = 0;
-    while (start < this.cachedTokens.length && start < tokens.length - 1 && this.cachedTokens[start] === tokens[start])
-      start++;
+    const start = await this.#reuse(tokens);
     const largest = this.manifest.prefill_chunk;
     const timed = this.backend !== "wasm";
     let chunk = timed ? Math.min(FIRST_GPU_CHUNK, largest) : largest;
-    this.cachedTokens = this.cachedTokens.slice(0, start);
+    this.cachedTokens = tokens.slice(0, start);
     let out = null;
     for (let i = start; i < tokens.length; ) {
-      if (control?.aborted) return { logits: null, token: null, prefilled: i - start };
+      if (control?.aborted) return { logits: null, token: null, prefilled: i - start, reused: start };
       const ids = tokens.slice(i, Math.min(tokens.length, i + chunk));
       const started = performance.now();
       // Only the last chunk's result is used; with argmax the others too read back 4 bytes.
       out = await this.executor.run("prefill", ids, i + ids.length, control, { argmax });
-      if (out === ABORTED) return { logits: null, token: null, prefilled: i - start };
+      if (out === ABORTED) return { logits: null, token: null, prefilled: i - start, reused: start };
       this.cachedTokens.push(...ids);
       i += ids.length;
       if (timed) {
@@ -182,9 +227,90 @@ export class LoadedModel {
       const total = tokens.length - start;
       onProgress?.({ progress: (i - start) / total, prefilled: i - start, total });
     }
+    const prefilled = tokens.length - start;
     return argmax
-      ? { logits: null, token: out, prefilled: tokens.length - start }
-      : { logits: out, token: null, prefilled: tokens.length - start };
+      ? { logits: null, token: out, prefilled, reused: start }
+      : { logits: out, token: null, prefilled, reused: start };
+  }
+
+  /**
+   * Makes the KV cache hold the longest prefix of `tokens` (but the last token) that the cache
+   * or a snapshot has; returns its length. The rows the cache holds beyond what `tokens` shares
+   * with it are kept as a snapshot first, since they are about to be written over.
+   * @param {number[]} tokens
+   */
+  async #reuse(tokens) {
+    const limit = tokens.length - 1;
+    const live = agreement(this.cachedTokens, tokens, limit);
+    if (!this.prefixes) return live;
+    if (this.cachedTokens.length > live) await this.#keep(this.cachedTokens);
+    let { depth, entry } = this.prefixes.match(tokens, limit);
+    let snapshot = entry?.value ?? null;
+    let kept = true;
+    const stored = this.store?.match(tokens, limit);
+    if (stored?.entry && stored.depth > Math.max(depth, live)) {
+      const loaded = await this.#loadStored(stored.entry);
+      if (loaded) (({ snapshot, kept } = loaded), (depth = stored.depth));
+    }
+    if (!snapshot || depth <= live) return live;
+    await this.executor.restore(snapshot, live, depth);
+    if (!kept) this.executor.freeSnapshot(snapshot);
+    return depth;
+  }
+
+  /** Keeps the KV cache's rows of `tokens` as a snapshot, unless one holds them already. */
+  async #keep(tokens) {
+    if (this.prefixes.depth(tokens) === tokens.length) return;
+    const bytes = snapshotLayout(this.manifest, tokens.length)?.bytes ?? Infinity;
+    if (bytes > this.prefixes.budget) return; // the cache would refuse it
+    const snapshot = await this.executor.snapshot(tokens.length);
+    if (snapshot) this.prefixes.add(tokens.slice(), snapshot, snapshot.bytes);
+  }
+
+  /**
+   * A stored entry as a snapshot, kept in memory where the budget allows (`kept`); null where
+   * it fails its checks (then deleted) or the memory for it is lacking.
+   */
+  async #loadStored(entry) {
+    const count = entry.tokens.length;
+    const payload = await this.store.read(entry);
+    if (!payload || payload.length !== (snapshotLayout(this.manifest, count)?.bytes ?? -1)) {
+      if (payload) this.store.index.delete(entry);
+      return null;
+    }
+    const snapshot = await this.executor.snapshotFrom(payload, count);
+    if (!snapshot) return null;
+    const kept = snapshot.bytes <= this.prefixes.budget;
+    if (kept) this.prefixes.add(entry.tokens.slice(), snapshot, snapshot.bytes);
+    return { snapshot, kept };
+  }
+
+  /**
+   * Stores the KV rows of `prompt` (a request's, once it is answered) in the browser's
+   * storage, where it is `persistTokens` long or more and that many tokens longer than what the
+   * storage holds of it. Takes the rows now (from the KV cache, or the snapshot that holds them);
+   * the copy out of the device and the write go on after this resolves.
+   * @param {number[]} prompt
+   * @returns {Promise<{written: Promise<void>} | null>} the write, where one was started
+   */
+  async persist(prompt) {
+    const store = this.store;
+    if (!store || !this.executor || prompt.length < this.persistTokens) return null;
+    if (prompt.length - store.index.depth(prompt) < this.persistTokens) return null;
+    let snapshot;
+    let temporary = false;
+    if (agreement(this.cachedTokens, prompt) === prompt.length) {
+      snapshot = await this.executor.snapshot(prompt.length);
+      temporary = true;
+    } else {
+      const { depth, entry } = this.prefixes.match(prompt);
+      snapshot = depth === prompt.length ? entry?.value : null;
+    }
+    if (!snapshot) return null;
+    const executor = this.executor;
+    const bytes = executor.readSnapshot(snapshot, prompt.length);
+    if (temporary) executor.freeSnapshot(snapshot); // its copy is submitted (GPU) or made
+    return { written: bytes.then((payload) => store.write(prompt.slice(), payload)).catch(() => {}) };
   }
 
   /**
@@ -227,6 +353,13 @@ export class LoadedModel {
         ? { vendor: info.vendor, architecture: info.architecture, is_fallback_adapter: Boolean(info.isFallbackAdapter) }
         : null,
       model_bytes: this.executor?.modelBytes ?? 0,
+      prefix_cache: this.prefixes && {
+        entries: this.prefixes.size,
+        bytes: this.prefixes.bytes,
+        stored_entries: this.store?.index.size ?? 0,
+        stored_bytes: this.store?.index.bytes ?? 0,
+        pending_writes: this.persisting,
+      },
       readback_bytes: this.executor?.readbackBytes ?? 0,
       wasm_memory_bytes: cpu ? (this.executor?.memory.buffer.byteLength ?? 0) : 0,
       load_seconds: this.loadSeconds,
@@ -279,6 +412,9 @@ export class LoadedModel {
   }
 
   destroy() {
+    this.prefixes?.clear();
+    this.prefixes = null;
+    this.store = null;
     const device = this.device;
     this.device = null;
     this.executor?.destroy();

@@ -31,9 +31,10 @@ export class ModelSet {
    * @param {string[]} specs
    * @param {{model_list?: {model_id: string, model: string | string[], chat_template?: string}[]} | null} appConfig
    * @param {{initProgressCallback?: Function, variant?: string, backend?: "auto" | "webgpu" | "wasm",
-   *          threads?: number, useCache?: boolean}} options
+   *          threads?: number, useCache?: boolean, prefixCacheBytes?: number,
+   *          prefixCachePersistTokens?: number, prefixCacheStorageBytes?: number}} options
    */
-  async load(specs, appConfig, { initProgressCallback, variant, backend, threads, useCache }) {
+  async load(specs, appConfig, { initProgressCallback, variant, backend, threads, useCache, ...prefix }) {
     try {
       for (const spec of specs) {
         const entry = appConfig?.model_list?.find((e) => e.model_id === spec);
@@ -47,6 +48,7 @@ export class ModelSet {
           backend,
           threads,
           useCache,
+          ...prefix,
           onDeviceLost: (m, err) => (m.lostError = err),
         });
         if (this.#models.has(loaded.id)) {
