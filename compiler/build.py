@@ -22,6 +22,7 @@ from .models.family import Family
 from .quantization import Scheme, get_scheme
 from .staging import staged_folder
 from .targets.wasm import link as wasm
+from .tool_format import tool_call_format
 from .weights import write_shards
 
 RUNTIME_DIR = resources.shipped("runtime")
@@ -298,6 +299,8 @@ def _write_folder(
         # The KV-cache tensors the plans' "cache" references index, allocated by the runtime.
         "kv_cache": next(iter(variants.values())).kv_cache,
         "eos_token_ids": source.eos_token_ids,
+        # how the chat template asks for a tool call (web/src/text/tool_formats.js), or null
+        "tool_call_format": tool_call_format(source.tokenizer_config.get("chat_template")),
         "tokenizer": "tokenizer.json",
         "tokenizer_config": "tokenizer_config.json",
         "shards": shards,

@@ -1,7 +1,9 @@
 """llama.cpp's own tokenizer test files: vocabulary-only GGUF files of several model families,
 each with test strings (`.inp`) and the token ids Hugging Face's tokenizer gives for them
 (`.out`, written by llama.cpp's convert_hf_to_gguf_update.py). They ship inside the
-llama-cpp-python source distribution on PyPI, fetched once with pip and kept in the user's cache."""
+llama-cpp-python source distribution on PyPI, fetched once with pip and kept in the user's cache.
+The same distribution carries llama.cpp's collection of real chat templates (models/templates/,
+as their models publish them), read by `template_file`."""
 
 from __future__ import annotations
 
@@ -28,6 +30,13 @@ def vocab_file(name: str) -> Path:
     return CACHE / f"ggml-vocab-{name}.gguf"
 
 
+def template_file(name: str) -> Path:
+    """The path of models/templates/`name`.jinja."""
+    if not (CACHE / "templates" / SDIST_SHA256).is_file():
+        _extract("templates/", CACHE / "templates")
+    return CACHE / "templates" / f"{name}.jinja"
+
+
 def cases(path: Path) -> list[tuple[str, list[int]]]:
     """(text, expected ids) pairs of a vocab file's tests."""
     texts = path.with_name(path.name + ".inp").read_text(encoding="utf-8").split(SEPARATOR)
@@ -35,8 +44,9 @@ def cases(path: Path) -> list[tuple[str, list[int]]]:
     return [(text, [int(i) for i in line.split()]) for text, line in zip(texts, ids, strict=False)]
 
 
-def _extract() -> None:
-    CACHE.mkdir(parents=True, exist_ok=True)
+def _extract(prefix: str = "ggml-vocab-", folder: Path = CACHE) -> None:
+    """Extracts the members of models/ whose path begins with `prefix` into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary",
@@ -48,10 +58,10 @@ def _extract() -> None:
         assert digest == SDIST_SHA256, f"{SDIST} has sha256 {digest}, not {SDIST_SHA256}"
         with tarfile.open(sdist) as archive:
             for member in archive.getmembers():
-                if member.isfile() and member.name.startswith(MEMBERS + "ggml-vocab-"):
+                if member.isfile() and member.name.startswith(MEMBERS + prefix):
                     data = archive.extractfile(member)
                     assert data is not None
                     partial = Path(tmp) / Path(member.name).name
                     partial.write_bytes(data.read())
-                    partial.replace(CACHE / partial.name)
-    (CACHE / SDIST_SHA256).touch()
+                    partial.replace(folder / partial.name)
+    (folder / SDIST_SHA256).touch()

@@ -6,6 +6,7 @@
 // A `job` is one checked request: {kind: "chat" | "text", id, created, model, params, prompt},
 // `model` a LoadedModel (its id, vocabulary and tokenizer are read here). A result is one
 // choice: {tokens, text, finish, logprobs: [{id, logprob, top: [{id, logprob}]}]}.
+import { toolCallFormat } from "../text/tool_formats.js";
 import { usesTools } from "./request_tools.js";
 import { ToolCallParser, parseReply } from "./tools.js";
 
@@ -36,7 +37,7 @@ export function completionResponse(job, results) {
       ...head,
       model: model.id,
       choices: results.map((r, index) => {
-        const message = usesTools(params) ? parseReply(r.text) : { content: r.text };
+        const message = usesTools(params) ? parseReply(r.text, toolCallFormat(model.manifest)) : { content: r.text };
         return {
           index,
           message: { role: "assistant", ...message, refusal: null },
@@ -105,7 +106,7 @@ export async function* completionChunks(job, events, finalUsage) {
       // With tools, text and calls arrive as their deltas (tools.js); no logprobs.
       const { index } = event;
       if (event.start) {
-        parsers[index] = new ToolCallParser();
+        parsers[index] = new ToolCallParser(toolCallFormat(model.manifest));
         yield chunk(index, { role: "assistant", content: "" }, null);
       } else {
         const parser = parsers[index];

@@ -1,27 +1,57 @@
-import { TOOL_CALL_OPEN } from "../text/grammar.js";
+import { TOOL_CALL_FORMATS, callId } from "../text/tool_formats.js";
 
-// A reply with tool calls, read as it streams: text, then calls in the Hermes format chat
-// templates ask for (Qwen2.5's among them), each
-//     <tool_call>\n{"name": "NAME", "arguments": {...}}\n</tool_call>
-// turned into OpenAI's deltas: `content` for the text, and per call a first `tool_calls`
-// entry with its index, id and name, then its arguments' JSON text in pieces as it comes.
-// The grammar (text/grammar.js, toolCallTag) makes every call the model begins well formed; one
-// cut short (max_tokens) never reaches the caller.
+// A reply with tool calls, read as it streams: text, then calls in the model's own format
+// (text/tool_formats.js: Hermes' <tool_call>{"name": ..., "arguments": {...}}</tool_call>,
+// Mistral's [TOOL_CALLS][...], ...) turned into OpenAI's deltas: `content` for the text, and
+// per call a first `tool_calls` entry with its index, id and name, then its arguments' JSON
+// text in pieces as it comes. The grammar (text/grammar.js, toolCallTag) makes every call the
+// model begins well formed; one cut short (max_tokens) never reaches the caller.
 
-const HEAD = /^<tool_call>\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*/;
-const TAIL = /^\s*\}\s*<\/tool_call>/;
+/**
+ * A regex source for `literal` that also takes whitespace around its JSON punctuation, and
+ * any whitespace where it has some: what a model writes need not space a call as the
+ * grammar's text does (without a grammar, or before it was held to it).
+ */
+function loose(literal) {
+  let out = "\\s*";
+  for (const ch of literal) {
+    if (/\s/.test(ch)) {
+      if (!out.endsWith("\\s*")) out += "\\s*";
+    } else if ("{}[],:".includes(ch)) {
+      if (!out.endsWith("\\s*")) out += "\\s*";
+      out += `\\${ch}\\s*`;
+    } else {
+      out += ch.replace(/[.*+?^$|()\\/<>-]/g, "\\$&");
+    }
+  }
+  return out;
+}
 
-let counter = 0;
-const callId = () => `call_${Date.now().toString(36)}${(counter++).toString(36)}`;
+/** The format's patterns, each anchored at the buffer's start. */
+function patterns(format) {
+  const at = (literal) => new RegExp(`^${loose(literal)}`);
+  return {
+    open: at(format.open),
+    head: new RegExp(`^${loose(format.begin)}((?:[^"\\\\]|\\\\.)*)${loose(`", "${format.argumentsKey}": `)}`),
+    tail: at(format.end),
+    separator: at(format.separator),
+    close: at(format.close),
+  };
+}
 
 export class ToolCallParser {
-  #state = "text"; // "text" | "head" (the call's name) | "arguments" | "tail"
+  // "text", "open" (a list's opening), "head" (a call up to its arguments), "arguments",
+  // "tail" (a call's end), "next" (in a list: another call, or its close)
+  #state = "text";
   #buffer = ""; // text not yet turned into deltas
   #depth = 0; // of the arguments' braces and brackets
   #inString = false;
   #escaped = false;
 
-  constructor() {
+  /** @param {import("../text/tool_formats.js").ToolCallFormat} [format] */
+  constructor(format = TOOL_CALL_FORMATS.hermes) {
+    this.format = format;
+    this.patterns = patterns(format);
     /** @type {{id: string, type: "function", function: {name: string, arguments: string}}[]} */
     this.calls = [];
     this.content = "";
@@ -31,26 +61,35 @@ export class ToolCallParser {
   push(text) {
     this.#buffer += text;
     const deltas = [];
+    const { trigger, open } = this.format;
+    // Consumes what `pattern` matches at the buffer's start, if it does.
+    const take = (pattern) => {
+      const match = pattern.exec(this.#buffer);
+      if (match) this.#buffer = this.#buffer.slice(match[0].length);
+      return match;
+    };
     for (let progress = true; progress; ) {
       progress = false;
       if (this.#state === "text") {
-        const at = this.#buffer.indexOf(TOOL_CALL_OPEN);
+        const at = this.#buffer.indexOf(trigger);
         // Text that may be the start of a call is held back until it is known not to be, and
         // so is trailing whitespace until what follows it is known (before a call it is
         // dropped).
-        const safe = at >= 0 ? at : this.#buffer.length - heldBack(this.#buffer);
+        const safe = at >= 0 ? at : this.#buffer.length - heldBack(this.#buffer, trigger);
         const text = this.#buffer.slice(0, safe).trimEnd();
         if (text) {
           deltas.push({ content: text });
           this.content += text;
         }
         this.#buffer = this.#buffer.slice(at >= 0 ? at : text.length);
-        if (at >= 0) [this.#state, progress] = ["head", true];
+        if (at >= 0) [this.#state, progress] = [open ? "open" : "head", true];
+      } else if (this.#state === "open") {
+        if (take(this.patterns.open)) [this.#state, progress] = ["head", true];
       } else if (this.#state === "head") {
-        const match = HEAD.exec(this.#buffer);
+        const match = take(this.patterns.head);
         if (match) {
           const call = {
-            id: callId(),
+            id: callId(this.format),
             type: "function",
             function: { name: JSON.parse(`"${match[1]}"`), arguments: "" },
           };
@@ -61,7 +100,6 @@ export class ToolCallParser {
               { index, id: call.id, type: "function", function: { name: call.function.name, arguments: "" } },
             ],
           });
-          this.#buffer = this.#buffer.slice(match[0].length);
           [this.#state, this.#depth, this.#inString, this.#escaped] = ["arguments", 0, false, false];
           progress = true;
         }
@@ -74,12 +112,12 @@ export class ToolCallParser {
           deltas.push({ tool_calls: [{ index: this.calls.length - 1, function: { arguments: piece } }] });
         }
         if (done) [this.#state, progress] = ["tail", true];
-      } else {
-        const match = TAIL.exec(this.#buffer);
-        if (match) {
-          this.#buffer = this.#buffer.slice(match[0].length);
-          [this.#state, progress] = ["text", true];
-        }
+      } else if (this.#state === "tail") {
+        if (take(this.patterns.tail)) [this.#state, progress] = [open ? "next" : "text", true];
+      } else if (take(this.patterns.close)) {
+        [this.#state, progress] = ["text", true];
+      } else if (this.#buffer.trim() && take(this.patterns.separator)) {
+        [this.#state, progress] = ["head", true];
       }
     }
     return deltas;
@@ -133,17 +171,17 @@ export class ToolCallParser {
   }
 }
 
-/** How many characters at the end of `text` could begin TOOL_CALL_OPEN. */
-function heldBack(text) {
-  for (let n = Math.min(TOOL_CALL_OPEN.length - 1, text.length); n > 0; n--) {
-    if (TOOL_CALL_OPEN.startsWith(text.slice(-n))) return n;
+/** How many characters at the end of `text` could begin `trigger`. */
+function heldBack(text, trigger) {
+  for (let n = Math.min(trigger.length - 1, text.length); n > 0; n--) {
+    if (trigger.startsWith(text.slice(-n))) return n;
   }
   return 0;
 }
 
-/** A whole reply's message, as the stream of it would build it. */
-export function parseReply(text) {
-  const parser = new ToolCallParser();
+/** A whole reply's message in `format`, as the stream of it would build it. */
+export function parseReply(text, format = TOOL_CALL_FORMATS.hermes) {
+  const parser = new ToolCallParser(format);
   parser.push(text);
   parser.flush();
   return parser.message();

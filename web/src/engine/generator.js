@@ -8,6 +8,7 @@ import { ContextWindowExceededError } from "../errors.js";
 import { GrammarEngine } from "../text/grammar.js";
 import { StopStrings } from "../text/stop.js";
 import { StreamDecoder } from "../text/tokenizer.js";
+import { markerTokens, toolCallFormat } from "../text/tool_formats.js";
 import { LogitsProcessor, logSoftmax, topK } from "./logits.js";
 import { makeRandom, sample } from "./sampler.js";
 import { requestStats } from "./stats.js";
@@ -38,11 +39,11 @@ export async function generateCompletion(model, prompt, params, random, control,
   const mask = params.response_format
     ? await grammar().matcher(params.response_format)
     : usesTools(params)
-      ? await grammar().toolMatcher(params.tools, params.toolChoice, params.parallel)
+      ? await grammar().toolMatcher(toolCallFormat(model.manifest), params.tools, params.toolChoice, params.parallel)
       : null;
   const stops = new StopStrings(params.stop ?? []);
   const eos = new Set(model.manifest.eos_token_ids);
-  const decoder = new StreamDecoder(model.tokenizer);
+  const decoder = new StreamDecoder(model.tokenizer, usesTools(params) ? toolMarkers(model) : undefined);
   const maxTokens = params.max_tokens ?? Infinity;
   const topLogprobs = params.top_logprobs ?? 0;
   const tokens = [];
@@ -135,7 +136,7 @@ export async function generateCompletion(model, prompt, params, random, control,
       }
     }
     // Text held back (an unfinished character or a possible stop string) is released.
-    const rest = stops.push(model.tokenizer.decode(tokens).slice(decoder.emitted.length)) + stops.flush();
+    const rest = stops.push(decoder.rest()) + stops.flush();
     if (rest) {
       text += rest;
       onToken?.(null, rest, null);
@@ -157,8 +158,15 @@ export async function generateCompletion(model, prompt, params, random, control,
 
 /** The model's grammar engine, made on its first structured-output request. */
 function grammarOf(model) {
-  model.grammar ??= new GrammarEngine(model.vocabulary, model.manifest.config.vocab_size, model.manifest.eos_token_ids);
+  const { config, eos_token_ids } = model.manifest;
+  model.grammar ??= new GrammarEngine(model.vocabulary, config.vocab_size, eos_token_ids, toolMarkers(model));
   return model.grammar;
+}
+
+/** The special tokens the model writes its tool calls with (tool_formats.js). */
+function toolMarkers(model) {
+  model.toolMarkers ??= markerTokens(toolCallFormat(model.manifest), model.vocabulary);
+  return model.toolMarkers;
 }
 
 /** Runs the request's n choices one after another (the prompt stays in the KV cache). */

@@ -4,6 +4,7 @@
 import { usesTools } from "../api/request_tools.js";
 import { ContextWindowExceededError, InvalidRequestError } from "../errors.js";
 import { yieldToEventLoop } from "../control.js";
+import { messagesWithTools, toolCallFormat } from "../text/tool_formats.js";
 
 const now = () => performance.now();
 // Truncation lets the event loop run after about this many milliseconds of work, or this many
@@ -53,7 +54,9 @@ async function promptTokens(model, kind, params) {
   const tools = usesTools(params) ? params.tools : null;
   if (tools && !tokenizer.supportsTools)
     throw new InvalidRequestError("tools", "this model's chat template has no place for tools: it cannot call them");
-  const render = (list) => tokenizer.encode(tokenizer.applyChatTemplate(list, true, tools));
+  const format = toolCallFormat(model.manifest);
+  const render = (list) =>
+    tokenizer.encode(tokenizer.applyChatTemplate(messagesWithTools(format, list, tools), true, tools));
   const turns = messages.flatMap((m, i) => (m.role === "system" ? [] : [i]));
   if (!params.truncate || turns.length <= 1) return render(messages);
   let slice = now();

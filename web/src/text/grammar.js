@@ -1,5 +1,6 @@
 import { GrammarError, InvalidRequestError } from "../errors.js";
 import { warn } from "../log.js";
+import { callHead } from "./tool_formats.js";
 
 /**
  * A trap of XGrammar's wasm, or its recursion overflowing the JS stack, rather than an error
@@ -17,11 +18,13 @@ export class GrammarEngine {
    * @param {import("./vocab.js").Vocabulary} vocabulary
    * @param {number} vocabSize  the model's logits width (may exceed the tokenizer's)
    * @param {number[]} stopTokenIds
+   * @param {Map<number, string>} [markers]  special tokens a tool call is written with (tool_formats.js)
    */
-  constructor(vocabulary, vocabSize, stopTokenIds) {
+  constructor(vocabulary, vocabSize, stopTokenIds, markers = new Map()) {
     this.vocabulary = vocabulary;
     this.vocabSize = vocabSize;
     this.stopTokenIds = stopTokenIds;
+    this.markers = markers;
     this.compiled = new Map(); // grammar key -> Promise<CompiledGrammar>
   }
 
@@ -32,8 +35,9 @@ export class GrammarEngine {
       // neither `exports` nor AMD and publishes itself as globalThis.xgrammar.
       this.xgr = module.TokenizerInfo ? module : (module.default ?? globalThis.xgrammar);
       const { tokens, special, type, prependSpace } = this.vocabulary;
-      // Special tokens become "": XGrammar never allows them inside structured text.
-      const encoded = tokens.map((t, id) => (special.has(id) ? "" : t));
+      // Special tokens become "": XGrammar never allows them inside structured text. Those a
+      // tool call is written with keep their text, so that the model can write a call its way.
+      const encoded = tokens.map((t, id) => (special.has(id) && !this.markers.has(id) ? "" : t));
       const info = await this.xgr.TokenizerInfo.createTokenizerInfo(
         encoded,
         type,
@@ -62,13 +66,14 @@ export class GrammarEngine {
   }
 
   /**
-   * A fresh matcher for a reply with `tools` (see toolCallTag): with `choice` "auto", free
-   * text in which a tool call, once begun, follows its tool's parameters; "required" or a
-   * function's name ({name}), one call or more (one if not `parallel`) and nothing else.
+   * A fresh matcher for a reply with `tools` in `format` (tool_formats.js; see toolCallTag):
+   * with `choice` "auto", free text in which a tool call, once begun, follows its tool's
+   * parameters; "required" or a function's name ({name}), one call or more (one if not
+   * `parallel`) and nothing else.
    */
-  async toolMatcher(tools, choice, parallel) {
+  async toolMatcher(format, tools, choice, parallel) {
     const chosen = typeof choice === "object" ? tools.filter((t) => t.function.name === choice.name) : tools;
-    const key = `tools:${JSON.stringify([chosen, choice, parallel])}`;
+    const key = `tools:${JSON.stringify([format.name, chosen, choice, parallel])}`;
     // Each call's arguments as compact JSON on one line (as for response_format): the grammar
     // of its parameters in XGrammar's EBNF, inside the call's tag.
     const compile = async (compiler) => {
@@ -79,7 +84,7 @@ export class GrammarEngine {
         grammars.push(grammar.toString());
         grammar.dispose();
       }
-      return compiler.compileStructuralTag(toolCallTag(chosen, grammars, choice === "auto", parallel));
+      return compiler.compileStructuralTag(toolCallTag(format, chosen, grammars, choice === "auto", parallel));
     };
     // No token is banned: the call's format has newlines (its strings cannot hold raw ones).
     return this.#matcher(key, "tools", "the tools' parameters", compile, []);
@@ -151,11 +156,6 @@ export function schemaOf(responseFormat) {
   return typeof schema === "string" ? schema : JSON.stringify(schema);
 }
 
-// How Hermes-style chat templates (Qwen2.5's among them) ask a model to call a function.
-export const TOOL_CALL_OPEN = "<tool_call>";
-export const TOOL_CALL_BEGIN = '<tool_call>\n{"name": "';
-export const TOOL_CALL_END = "}\n</tool_call>";
-
 /**
  * `schema` with each number bounded by whole numbers rewritten for XGrammar 0.1.27, which
  * bounds only a number's integer part (for a maximum of 1 it lets 1.6 through): a whole
@@ -187,22 +187,50 @@ export function exactNumberBounds(schema) {
 }
 
 /**
- * XGrammar's structural tag for a reply that may (`auto`) or must call one of `tools`: each
- * call is `<tool_call>\n{"name": "NAME", "arguments": ARGS}\n</tool_call>`, ARGS following
- * the tool's grammar (`grammars`, in order); with `auto` free text around calls, else calls
- * only; one call unless `parallel`.
+ * XGrammar's structural tag for a reply in `format` (tool_formats.js) that may (`auto`) or
+ * must call one of `tools`: each call its `callHead`, then ARGS following the tool's grammar
+ * (`grammars`, in order), then its `end`; in a list between `open` and `close` where the
+ * format has one. With `auto`, free text until the format's trigger (and, for a format
+ * without a list, between calls), else calls only; one call unless `parallel` (and the
+ * format takes several).
  */
-export function toolCallTag(tools, grammars, auto, parallel) {
+export function toolCallTag(format, tools, grammars, auto, parallel) {
+  const one = !parallel || !format.parallel;
   const tags = tools.map(({ function: fn }, i) => ({
     type: "tag",
-    begin: `${TOOL_CALL_BEGIN}${fn.name}", "arguments": `,
+    begin: callHead(format, fn.name),
     content: { type: "grammar", grammar: grammars[i] },
-    end: TOOL_CALL_END,
+    end: format.end,
   }));
-  const format = auto
-    ? { type: "triggered_tags", triggers: [TOOL_CALL_OPEN], tags, at_least_one: false, stop_after_first: !parallel }
-    : { type: "tags_with_separator", tags, separator: "\n", at_least_one: true, stop_after_first: !parallel };
-  return { type: "structural_tag", format };
+  // XGrammar refuses an empty separator: a format without one takes one call (Llama 3's).
+  const calls = !format.separator
+    ? { type: "or", elements: tags }
+    : {
+        type: "tags_with_separator",
+        tags,
+        separator: format.separator,
+        at_least_one: true,
+        stop_after_first: one,
+      };
+  if (format.open) {
+    const list = { type: "tag", begin: format.open, content: calls, end: format.close };
+    const listed = auto
+      ? {
+          type: "triggered_tags",
+          triggers: [format.trigger],
+          tags: [list],
+          at_least_one: false,
+          stop_after_first: true,
+        }
+      : list;
+    return { type: "structural_tag", format: listed };
+  }
+  return {
+    type: "structural_tag",
+    format: auto
+      ? { type: "triggered_tags", triggers: [format.trigger], tags, at_least_one: false, stop_after_first: one }
+      : calls,
+  };
 }
 
 /** A matcher for one generation: masks logits, follows the accepted tokens. */

@@ -170,17 +170,33 @@ export class ChatTokenizer {
  * sequence (decoded as U+FFFD) until the next token completes it. Each step decodes only the
  * tokens since the last emitted text and the one before them (which gives decoders that strip
  * a leading space their context), so the cost per token stays flat however long the reply.
+ * `markers` (id -> text) are special tokens whose text is kept, which decoding leaves out: the
+ * tokens a tool call is written with (text/tool_formats.js).
  */
 export class StreamDecoder {
-  constructor(tokenizer) {
+  /** @param {ChatTokenizer} tokenizer @param {Map<number, string>} [markers] */
+  constructor(tokenizer, markers = new Map()) {
     this.tokenizer = tokenizer;
+    this.markers = markers;
     this.ids = [];
     this.emitted = "";
     this.prefixStart = 0; // the tokens decoded before the new ones, for context
     this.newStart = 0; // the first token whose text is not emitted yet
+    this.base = 0; // the first token after the last marker, and the text emitted by then
+    this.emittedBase = 0;
   }
 
   push(id) {
+    const marker = this.markers.get(id);
+    if (marker !== undefined) {
+      // The text before it is complete: released whole, then the marker's.
+      const delta = this.rest() + marker;
+      this.ids.push(id);
+      [this.prefixStart, this.newStart, this.base] = [this.ids.length, this.ids.length, this.ids.length];
+      this.emitted += delta;
+      this.emittedBase = this.emitted.length;
+      return delta;
+    }
     this.ids.push(id);
     const prefix = this.tokenizer.decode(this.ids.slice(this.prefixStart, this.newStart));
     const text = this.tokenizer.decode(this.ids.slice(this.prefixStart));
@@ -190,5 +206,10 @@ export class StreamDecoder {
     this.newStart = this.ids.length;
     this.emitted += delta;
     return delta;
+  }
+
+  /** The text held back so far (an unfinished character), as the end of the reply releases it. */
+  rest() {
+    return this.tokenizer.decode(this.ids.slice(this.base)).slice(this.emitted.length - this.emittedBase);
   }
 }
