@@ -132,8 +132,17 @@ class Format:
 def scaled(code: tirx.PrimExpr, scale, minimum) -> tirx.PrimExpr:
     """code * scale (+ minimum), in the scale's float type."""
     scale = as_expr(scale)
-    value = tirx.Cast(str(scale.ty), code) * scale
+    value = code_value(code, str(scale.ty)) * scale
     return value if minimum is None else value + as_expr(minimum)
+
+
+def code_value(code: tirx.PrimExpr, dtype: str) -> tirx.PrimExpr:
+    """A code as a `dtype` float. Codes are a few bits wide: an unsigned one is converted as a
+    signed integer, which CPUs convert in one instruction (x86 has no unsigned conversion:
+    SwiftShader's and WebAssembly's take several)."""
+    if str(code.ty).startswith("uint"):
+        code = tirx.Cast("int32", code)
+    return tirx.Cast(dtype, code)
 
 
 def as_expr(value) -> tirx.PrimExpr:

@@ -15,7 +15,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script import builder as B
 
 from ..formats import Format
-from ..formats.base import as_dtype, scaled
+from ..formats.base import as_dtype, code_value, scaled
 from ..targets import Target
 from ..targets.stages import CODES_PER_WORD, SCALE_STAGES, Stage
 from ..targets.wasm import linear as cpu_forms
@@ -32,10 +32,9 @@ def weight_value(fmt: Format, parts: dict[str, te.Tensor], row, col, dtype: str)
     return as_dtype(fmt.weight_te(parts, row, col), dtype)
 
 
-def _scaled_weight(fmt: Format, parts: dict[str, te.Tensor], rows: int, cols, dtype: str):
-    """weight(row, col) = code * scale + minimum, the scales (and minimums) as stages of their
-    own over (rows, groups)."""
-    groups = cols // fmt.group
+def _scale_stages(fmt: Format, parts: dict[str, te.Tensor], rows: int, groups, dtype: str):
+    """A grouped format's scales (and minimums, where it has them) as stages of their own over
+    (rows, groups)."""
     _, minimum = fmt.scale_te(parts, 0, 0)  # whether the format has minimums
 
     def stage(i: int) -> te.Tensor:
@@ -45,13 +44,59 @@ def _scaled_weight(fmt: Format, parts: dict[str, te.Tensor], rows: int, cols, dt
             name=SCALE_STAGES[i],
         )
 
-    stages = [stage(i) for i in range(1 if minimum is None else 2)]
+    return [stage(i) for i in range(1 if minimum is None else 2)]
+
+
+def _scaled_weight(fmt: Format, parts: dict[str, te.Tensor], rows: int, cols, dtype: str):
+    """weight(row, col) = code * scale + minimum, the scales (and minimums) as stages of their
+    own over (rows, groups)."""
+    stages = _scale_stages(fmt, parts, rows, cols // fmt.group, dtype)
 
     def weight(row, col):
         scale, *minimum = (stage[row, col // fmt.group] for stage in stages)
         return scaled(fmt.code_te(parts, row, col), scale, minimum[0] if minimum else None)
 
     return weight
+
+
+def group_sums(xt: te.Tensor, parts: dict[str, te.Tensor], fmt: Format, rows: int, name: str):
+    """x times a grouped format's weight, summed group by group: y = sum over groups of
+    scale * sum(x * code) + minimum * sum(x), the two inner sums stages of their own
+    (`Stage.GROUP_DOT`, `Stage.GROUP_SUM`). The same products as `_scaled_weight`'s, in
+    another order: a multiply-add per weight instead of two."""
+    batch, seq, cols = xt.shape
+    size = fmt.group
+    groups = cols // size
+    stages = _scale_stages(fmt, parts, rows, groups, xt.dtype)
+    k = te.reduce_axis((0, size), name="k")
+    dots = te.compute(
+        (batch, seq, rows, groups),
+        lambda b, i, j, g: te.sum(
+            xt[b, i, g * size + k] * code_value(fmt.code_te(parts, j, g * size + k), xt.dtype),
+            axis=k,
+        ),
+        name=Stage.GROUP_DOT,
+    )
+    g = te.reduce_axis((0, groups), name="g")
+    if len(stages) == 1:
+        return te.compute(
+            (batch, seq, rows),
+            lambda b, i, j: te.sum(stages[0][j, g] * dots[b, i, j, g], axis=g),
+            name=name,
+        )
+    k = te.reduce_axis((0, size), name="k")
+    sums = te.compute(
+        (batch, seq, groups),
+        lambda b, i, h: te.sum(xt[b, i, h * size + k], axis=k),
+        name=Stage.GROUP_SUM,
+    )
+    return te.compute(
+        (batch, seq, rows),
+        lambda b, i, j: te.sum(
+            stages[0][j, g] * dots[b, i, j, g] + stages[1][j, g] * sums[b, i, g], axis=g
+        ),
+        name=name,
+    )
 
 
 def linear(
@@ -83,6 +128,8 @@ def _linear(
         batch, seq, cols = xt.shape
         if target.cpu and cpu_forms.lanes_apply(fmt, xt.shape):
             return cpu_forms.lane_linear(xt, p, fmt, out_features, name)
+        if fmt.group and target.group_sums:
+            return group_sums(xt, p, fmt, out_features, name)
         k = te.reduce_axis((0, cols), name="k")
         if fmt.group:
             weight = _scaled_weight(fmt, p, out_features, cols, xt.dtype)

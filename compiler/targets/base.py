@@ -32,3 +32,7 @@ class Target:
     lower: Callable[[tvm.IRModule, dict[str, str]], tvm.IRModule]
     # The lowered module and its PrimFuncs by name -> each PrimFunc's launches, and `Emit`.
     emit: Callable[[tvm.IRModule, dict[str, tirx.PrimFunc]], tuple[Launches, Emit]]
+    # Whether a linear of a grouped format sums x * code over each group before it scales
+    # the sum (models/kernels.py's `group_sums`): an operation fewer per weight, for kernels
+    # that arithmetic bounds rather than memory (SwiftShader's).
+    group_sums: bool = False

@@ -8,7 +8,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
-from .stages import SCALE_STAGES
+from .stages import GROUP_STAGES, SCALE_STAGES
 
 # What `ApplyRules` records for a kernel that came scheduled (the hand-written ones) and for
 # one that no rule took (the CPU target's plain loops).
@@ -72,6 +72,10 @@ def loop_kinds(sch: s_tir.Schedule, block) -> list[str]:
 
 def is_scale_stage(sch: s_tir.Schedule, block) -> bool:
     return sch.get(block).name_hint.startswith(SCALE_STAGES)
+
+
+def is_group_stage(sch: s_tir.Schedule, block) -> bool:
+    return sch.get(block).name_hint.startswith(GROUP_STAGES)
 
 
 def scale_group(sch: s_tir.Schedule, stage, r_loops) -> int:

@@ -12,6 +12,10 @@ class Stage(enum.StrEnum):
     # software schedule decodes them once per group, in registers, not per element.
     DEQUANT_SCALE = "dequant_scale"
     DEQUANT_MINIMUM = "dequant_minimum"
+    # A grouped format's linear as the software target computes it (models/kernels.py's
+    # `group_sums`): per group, the sum of x * code and the sum of x.
+    GROUP_DOT = "group_dot"
+    GROUP_SUM = "group_sum"
     # The dequantized weights (CPU kernels only): CPU prefill decodes a tile once for all tokens.
     DEQUANT_WEIGHT = "dequant_weight"
     # CPU decode of a grouped format (wasm/linear.py's `lane_linear`)
@@ -23,6 +27,7 @@ class Stage(enum.StrEnum):
 
 # The scale stages in the order of `Format.scale_te`'s results (scale, then minimum).
 SCALE_STAGES = (Stage.DEQUANT_SCALE, Stage.DEQUANT_MINIMUM)
+GROUP_STAGES = (Stage.GROUP_DOT, Stage.GROUP_SUM)
 # `Stage.DEQUANT_WEIGHT`'s annotation: the format's codes_per_word, for the CPU decode schedule.
 CODES_PER_WORD = "codes_per_word"
 # The attribute of a kernel written with vector types (wasm/integer_linear.py): its buffers

@@ -7,7 +7,12 @@ prefill each invocation computes TOKEN_TILE tokens of one output feature so that
 dequantized weight is used several times. A weight format with scales per group of inputs
 gives them as stages of their own (`Stage.DEQUANT_SCALE`, `Stage.DEQUANT_MINIMUM`): they are
 computed once per group, into registers, for the invocation's outputs, and only the codes are
-decoded per element."""
+decoded per element. Its linear sums each group of products before scaling it
+(`Stage.GROUP_DOT`, `Stage.GROUP_SUM`, see models/kernels.py's `group_sums`): those sums are
+computed per group, in registers, for the invocation's outputs, and the reduction runs over
+the groups.
+Arrays in registers are indexed by unrolled loops only: SwiftShader keeps an array that a loop
+indexes in memory."""
 
 from __future__ import annotations
 
@@ -18,12 +23,13 @@ from tvm.s_tir.dlight.base import ScheduleRule, try_inline
 from tvm.target import Target
 
 from ..base import TOKEN_TILE
-from ..rules import const, is_scale_stage, loop_kinds, scale_group
+from ..rules import const, is_group_stage, is_scale_stage, loop_kinds, scale_group
 
 THREADS = 64
 FEATURE_TILE = 4  # with a token tile (prefill)
 FEATURE_TILE_ALONE = 8  # without one (decode)
 K_UNROLL = 8  # one uint32 word of 4-bit codes
+MAX_TILE = FEATURE_TILE_ALONE * TOKEN_TILE  # the most outputs an invocation computes
 
 
 class SerialReduction(ScheduleRule):
@@ -37,9 +43,10 @@ class SerialReduction(ScheduleRule):
         if infos is None:
             return None
         scales = [i for i in infos if is_scale_stage(sch, i.block_rv)]
-        infos = try_inline(sch, [i for i in infos if i not in scales])
+        groups = [i for i in infos if is_group_stage(sch, i.block_rv)]
+        infos = try_inline(sch, [i for i in infos if i not in scales and i not in groups])
         reductions = [i for i in infos if i.is_reduction()]
-        if len(reductions) > 1 or (scales and not reductions):
+        if len(reductions) > 1 or ((scales or groups) and not reductions):
             return None  # e.g. softmax-like chains: leave them to the generic rules
         if reductions:
             done = self._reduction(
@@ -47,11 +54,29 @@ class SerialReduction(ScheduleRule):
                 reductions[0].block_rv,
                 [i.block_rv for i in infos],
                 [i.block_rv for i in scales],
+                [i.block_rv for i in groups],
             )
             return sch if done else None
         for info in infos:
             self._spatial(sch, info.block_rv)
         return sch
+
+    @staticmethod
+    def _group_stage(sch: s_tir.Schedule, stage, group_loop) -> None:
+        """A group stage computed, in registers, at the start of each group for the outputs of
+        the invocation: its sum over the group outermost, in runs of K_UNROLL unrolled, and
+        inside each step the tile's outputs (one load of an input feeds them all)."""
+        sch.compute_at(stage, group_loop)
+        sch.set_scope(stage, 0, "local")
+        *spatial, k = _loops_inside(sch, stage, group_loop)
+        size = const(sch.get(k).extent) or 0
+        runs = [k]
+        if size % K_UNROLL == 0 and size > K_UNROLL:
+            runs = list(sch.split(k, factors=[None, K_UNROLL]))
+        sch.reorder(*runs, *spatial)
+        _unroll_tile(sch, sch.decompose_reduction(stage, runs[0]), group_loop)
+        for loop in [*runs[1:], *spatial]:
+            sch.unroll(loop)
 
     @staticmethod
     def _spatial(sch: s_tir.Schedule, block) -> None:
@@ -62,7 +87,7 @@ class SerialReduction(ScheduleRule):
         sch.bind(bx, "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
 
-    def _reduction(self, sch: s_tir.Schedule, block, all_blocks, scales) -> bool:
+    def _reduction(self, sch: s_tir.Schedule, block, all_blocks, scales, groups) -> bool:
         loops = sch.get_loops(block)
         kinds = loop_kinds(sch, block)
         s_loops = [loop for loop, kind in zip(loops, kinds, strict=True) if kind == "S"]
@@ -85,7 +110,10 @@ class SerialReduction(ScheduleRule):
             s_loops = [loop for loop in s_loops if loop != symbolic[0]]
         k_loops = list(r_loops)
         group = scale_group(sch, scales[0], r_loops) if scales else K_UNROLL
-        if (
+        if groups:  # the reduction runs over groups, each summed by the group stages
+            if len(r_loops) != 1:
+                return False
+        elif (
             len(r_loops) == 1
             and group % K_UNROLL == 0
             and (const(sch.get(r_loops[0]).extent) or 1) % group == 0
@@ -140,22 +168,39 @@ class SerialReduction(ScheduleRule):
                 continue
             sch.set_scope(write_back, 0, "local")  # the intermediate never leaves the thread
         # Each group's scales are decoded once, into registers, for the outputs of the tile.
-        group_loop = sch.get_sref(k_loops[0])
         for stage in scales:
             sch.compute_at(stage, k_loops[0])
             sch.set_scope(stage, 0, "local")
-            loops = sch.get_loops(stage)
-            depth = next(
-                i for i, loop in enumerate(loops) if sch.get_sref(loop).same_as(group_loop)
-            )
-            for loop in loops[depth + 1 :]:
+            for loop in _loops_inside(sch, stage, k_loops[0]):
                 sch.unroll(loop)
-        sch.decompose_reduction(block, k_loops[0])
+        for stage in groups:
+            self._group_stage(sch, stage, k_loops[0])
+        init = sch.decompose_reduction(block, k_loops[0])
+        # The accumulators' initial and final copies unrolled: an array in registers that
+        # a loop indexes is kept in memory instead (SwiftShader then loads and stores the
+        # accumulator at every multiply-add: a kernel ran ~25% slower).
+        for tile_block in (init, write_back):
+            _unroll_tile(sch, tile_block, tx)
         if len(k_loops) >= 2:
             sch.unroll(k_loops[-1])
         for loop in tail:
             sch.unroll(loop)
         return True
+
+
+def _loops_inside(sch: s_tir.Schedule, block, outer) -> list:
+    """The loops of `block` inside the loop `outer`."""
+    loops = sch.get_loops(block)
+    outer_sref = sch.get_sref(outer)
+    depth = next(i for i, loop in enumerate(loops) if sch.get_sref(loop).same_as(outer_sref))
+    return loops[depth + 1 :]
+
+
+def _unroll_tile(sch: s_tir.Schedule, block, outer) -> None:
+    """Unrolls the loops of `block` inside `outer` that run over a tile (at most MAX_TILE)."""
+    for loop in _loops_inside(sch, block, outer):
+        if (const(sch.get(loop).extent) or MAX_TILE + 1) <= MAX_TILE:
+            sch.unroll(loop)
 
 
 def rules() -> list[ScheduleRule]:
