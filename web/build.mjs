@@ -107,17 +107,19 @@ const common = {
   logLevel: "warning",
   plugins: [xgrammarReset, contract, runtimeHash],
 };
-// The runtime and the dedicated worker script (kiln-worker.js) share their chunks; the CPU
-// backend's thread script (kiln-thread.js) imports nothing. Every entry and chunk is written to
-// build/ itself: the runtime finds its worker scripts by `new URL("./kiln-worker.js",
-// import.meta.url)` (src/workers/worker_client.js, src/platform.js), which esbuild leaves as
-// written, so the URL resolves against the bundled file, wherever its source lies in src/.
+// The runtime and the dedicated and shared worker scripts (kiln-worker.js,
+// kiln-shared-worker.js) share their chunks; the CPU backend's thread script (kiln-thread.js)
+// imports nothing. Every entry and chunk is written to build/ itself: the runtime finds its
+// worker scripts by `new URL("./kiln-worker.js", import.meta.url)` (src/workers/, src/platform.js),
+// which esbuild leaves as written, so the URL resolves against the bundled file, wherever its
+// source lies in src/.
 const split = await esbuild.build({
   ...common,
   metafile: true,
   entryPoints: {
     kiln: "src/index.js",
     "kiln-worker": "src/workers/kiln-worker.js",
+    "kiln-shared-worker": "src/workers/kiln-shared-worker.js",
     "kiln-thread": "src/backends/wasm_thread.js",
   },
   outdir: "build",

@@ -406,12 +406,49 @@ export function CreateServiceWorkerEngine(
   options?: EngineOptions,
 ): Promise<ServiceWorkerEngine>;
 
+/**
+ * One engine shared by every page of an origin that makes one: held by a
+ * SharedWorker running kiln-shared-worker.js (`host` "shared-worker"), or by one of the pages,
+ * elected with a Web Lock (`host` "tab"; `leading` says whether it is this page).
+ */
+export interface SharedEngine extends EngineInterface {}
+export class SharedEngine {
+  readonly host: "shared-worker" | "tab";
+  /** whether this page runs the engine (a leader tab) */
+  readonly leading: boolean;
+}
+
+export interface SharedEngineOptions extends EngineOptions {
+  /**
+   * where the engine runs: "auto" (the default) takes the shared worker where it has what the
+   * backend needs (WebGPU; threads for the CPU backend where the page has them), a leader tab
+   * where it has not or where there is no SharedWorker
+   */
+  host?: "auto" | "shared-worker" | "tab";
+}
+
+/**
+ * Connects to the engine the origin's pages share, and loads `model` there or finds it loaded.
+ * `worker` null: the runtime's own kiln-shared-worker.js (newSharedEngineWorker).
+ */
+export function CreateSharedWorkerEngine(
+  worker: SharedWorker | null,
+  model: string | string[],
+  options?: SharedEngineOptions,
+): Promise<SharedEngine>;
+/** A module SharedWorker running the runtime's kiln-shared-worker.js, found beside the runtime. */
+export function newSharedEngineWorker(): SharedWorker;
+
 /** Answers a WebWorkerEngine from inside its worker (what kiln-worker.js starts). */
 export class WebWorkerEngineHandler {
   constructor(engine?: Engine, scope?: object);
 }
 /** Answers ServiceWorkerEngines from inside a service worker (what kiln-sw.js starts). */
 export class ServiceWorkerEngineHandler {
+  constructor(engine?: Engine, scope?: object);
+}
+/** Answers SharedEngines from inside a shared worker (what kiln-shared-worker.js starts). */
+export class SharedWorkerEngineHandler {
   constructor(engine?: Engine, scope?: object);
 }
 
