@@ -166,6 +166,7 @@ def reference(page, folder: Path, backend: str) -> dict:
         ("webgpu", "page"),
         ("webgpu", "worker"),
         ("wasm", "service-worker"),
+        ("webgpu", "shared"),
     ],
 )
 def test_the_bundled_app_chats_with_a_model_on_another_origin(
@@ -198,6 +199,9 @@ def test_the_bundled_app_chats_with_a_model_on_another_origin(
         assert any(re.fullmatch(r"/assets/kiln-worker-[\w-]+\.js", p) for p in app_log), app_log
     if where == "service-worker":
         assert "/kiln-sw.js" in app_log
+    if where == "shared":  # WebGPU: the shared worker holds the engine
+        shared = r"/assets/kiln-shared-worker-[\w-]+\.js"
+        assert any(re.fullmatch(shared, p) for p in app_log), app_log
     if backend == "wasm" and where != "service-worker" and int(threads) > 1:
         assert any(re.fullmatch(r"/assets/kiln-thread-[\w-]+\.js", p) for p in app_log), app_log
 

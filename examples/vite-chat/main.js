@@ -1,6 +1,6 @@
 // The runtime as an app gets it from npm: one import, no files copied by hand. The model
 // folder (built by `build-web`) may live on any origin that sends CORS headers.
-import { CreateEngine, CreateServiceWorkerEngine, CreateWebWorkerEngine } from "kiln-web";
+import { CreateEngine, CreateServiceWorkerEngine, CreateSharedWorkerEngine, CreateWebWorkerEngine } from "kiln-web";
 
 const query = new URLSearchParams(location.search);
 const model = query.get("model");
@@ -17,6 +17,8 @@ const status = (text) => ($("status").textContent = text);
 async function createEngine() {
   const options = { backend, initProgressCallback: (p) => status(p.text) };
   if (where === "worker") return CreateWebWorkerEngine(null, model, options); // the runtime's own worker script
+  // One engine for the app's tabs: the runtime's own shared worker, or a leader tab.
+  if (where === "shared") return CreateSharedWorkerEngine(null, model, options);
   if (where === "service-worker") {
     // The app serves kiln-sw.js at its root (vite.config.js copies it there), so that it
     // controls this page.
