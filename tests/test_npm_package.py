@@ -63,7 +63,7 @@ def test_the_tarball_carries_the_runtime_and_its_types_only(tarball):
         for t in ([entry] if isinstance(entry, str) else entry.values())
     ]
     assert targets and all(t.removeprefix("./") in names for t in targets)
-    for script in ("kiln-worker.js", "kiln-sw.js", "kiln-thread.js"):
+    for script in ("kiln-worker.js", "kiln-shared-worker.js", "kiln-sw.js", "kiln-thread.js"):
         assert f"./{script}" in packed["exports"]
     # The runtime is bundled: installing it pulls in nothing else.
     assert not packed.get("dependencies")
@@ -87,10 +87,11 @@ def app(tarball, tmp_path_factory) -> Path:
 
 
 def test_vite_bundles_the_worker_scripts_found_from_import_meta_url(app):
-    """The runtime's dedicated worker and CPU thread scripts became bundled worker entries
-    of the app, and the service worker script sits at the app's root."""
+    """The runtime's dedicated worker, shared worker and CPU thread scripts became bundled
+    worker entries of the app, and the service worker script sits at the app's root."""
     assets = [p.name for p in (app / "assets").iterdir()]
     assert any(re.fullmatch(r"kiln-worker-[\w-]+\.js", n) for n in assets), assets
+    assert any(re.fullmatch(r"kiln-shared-worker-[\w-]+\.js", n) for n in assets), assets
     assert any(re.fullmatch(r"kiln-thread-[\w-]+\.js", n) for n in assets), assets
     assert (app / "kiln-sw.js").is_file()
     # Every worker the page's and the worker's bundles start is one of those entries (a
