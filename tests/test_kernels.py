@@ -137,6 +137,45 @@ def test_linear_in_float16_as_gpu_targets_define_it(fmt_name, target):
     assert np.all(error <= linear_tolerance(x, weight, 2.0**-11))
 
 
+def gelu_tanh(v: np.ndarray) -> np.ndarray:
+    return 0.5 * v * (1 + np.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3)))
+
+
+GATES = {"silu": lambda v: v / (1 + np.exp(-v)), "gelu_tanh": gelu_tanh}
+
+
+@pytest.mark.parametrize("activation", sorted(GATES))
+@pytest.mark.parametrize("fmt_name", ["f32", "q4_1", "q4_k", "q8_0", "q4f32"])
+def test_gated_linear_as_the_software_target_defines_it(fmt_name, activation):
+    """The gate/up projection with the MLP's gating as its epilogue (the software target's
+    one kernel), for n tokens: act(x Wg^T) * (x Wu^T), W's first half of rows the gate's.
+    Allowed: each product's tolerance carried through the gating (the activations' slopes
+    are below 1.2), and a few roundings of the result."""
+    target = TARGETS["software"]
+    assert target.gated_epilogue
+    rng = np.random.default_rng(12)
+    fmt = FORMATS[fmt_name]
+    parts, weight = stored_weight(fmt_name, 2 * ROWS, COLS, rng)
+    params = fmt.parts(2 * ROWS, COLS)
+    x_spec = spec.Tensor([1, "n", COLS], "float32")
+    mod = op_functions(
+        lambda x, p: kernels.gated_linear(x, p, fmt, ROWS, activation, target), params, x_spec
+    )
+    lib = compile_llvm(mod)
+    x = rng.standard_normal((1, 3, COLS)).astype(np.float32)
+    out = tensor(np.zeros((1, 3, ROWS), np.float32))
+    lib["gate_up_proj"](tensor(x), *(tensor(parts[p]) for p in params), out)
+    gate_w, up_w = weight[:ROWS], weight[ROWS:]
+    gate, up = linear_reference(x, gate_w), linear_reference(x, up_w)
+    expected = GATES[activation](gate) * up
+    bound = (
+        1.2 * linear_tolerance(x, gate_w) * np.abs(up)
+        + np.abs(GATES[activation](gate)) * linear_tolerance(x, up_w)
+        + 8 * UNIT_ROUNDOFF * np.abs(expected)
+    )
+    assert np.all(np.abs(out.numpy() - expected) <= bound)
+
+
 @pytest.mark.parametrize("fmt_name", sorted(FORMATS))
 def test_linear_prefill_on_cpu(fmt_name):
     """Every format: the wasm target's prefill kernel (CpuReduction's token tiles over a panel

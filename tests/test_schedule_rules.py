@@ -38,8 +38,13 @@ def with_rules(table: dict, rules: dict[tuple[str, str], str]) -> dict:
     return {**table, **{key: {rule} for key, rule in rules.items()}}
 
 
-# "software" (CPU-backed adapters): every kernel one rule of our own.
-SOFTWARE = every_role("SerialReduction")
+# "software" (CPU-backed adapters): every kernel one rule of our own; the gating of the MLP
+# is the gate/up projection's epilogue (no kernel of its own).
+SOFTWARE = {
+    key: rule
+    for key, rule in every_role("SerialReduction").items()
+    if key[1] != "fused_split_silu_multiply"
+}
 # "gpu" (dlight's rules, for real GPUs): matmuls and matrix-vector products by dlight's
 # Matmul and GEMV, norms by Reduction, element-wise kernels by Fallback.
 GPU_DENSE = with_rules(

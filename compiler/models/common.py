@@ -48,6 +48,11 @@ class QuantizedLinear(nn.Module):
         fmt, rows, target = self.format, self.out_features, self.target
         return kernels.linear(x, self.parts(), fmt, rows, name, target, residual, self.bias)
 
+    def gated(self, x: Tensor, activation: str) -> Tensor:
+        """act(gate) * up of a gated MLP whose gate and up rows this linear holds (in halves)."""
+        inter = self.out_features // 2
+        return kernels.gated_linear(x, self.parts(), self.format, inter, activation, self.target)
+
 
 class Formats:
     """Each weight's format, by network name below `prefix`; `find` gives None for a weight

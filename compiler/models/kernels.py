@@ -7,6 +7,8 @@ no rule for it).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from tvm import te, tirx
 from tvm.relax.frontend.nn import Tensor, op
@@ -17,7 +19,7 @@ from tvm.tirx.script import builder as B
 from ..formats import Format
 from ..formats.base import as_dtype, code_value, scaled
 from ..targets import Target
-from ..targets.stages import CODES_PER_WORD, SCALE_STAGES, Stage
+from ..targets.stages import CODES_PER_WORD, OUTPUT_RUN, SCALE_STAGES, Stage
 from ..targets.wasm import linear as cpu_forms
 
 ATTENTION_THREADS = 64
@@ -32,34 +34,52 @@ def weight_value(fmt: Format, parts: dict[str, te.Tensor], row, col, dtype: str)
     return as_dtype(fmt.weight_te(parts, row, col), dtype)
 
 
-def _scale_stages(fmt: Format, parts: dict[str, te.Tensor], rows: int, groups, dtype: str):
+Rows = Callable[[Any], Any]  # an output's row of the stored weight
+
+
+def _same_row(j: tirx.PrimExpr) -> tirx.PrimExpr:
+    return j
+
+
+def _scale_stages(
+    fmt: Format, parts: dict[str, te.Tensor], rows: int, groups, dtype: str, row: Rows
+):
     """A grouped format's scales (and minimums, where it has them) as stages of their own over
-    (rows, groups)."""
+    (outputs, groups)."""
     _, minimum = fmt.scale_te(parts, 0, 0)  # whether the format has minimums
 
     def stage(i: int) -> te.Tensor:
         return te.compute(
             (rows, groups),
-            lambda r, g: as_dtype(fmt.scale_te(parts, r, g)[i], dtype),
+            lambda r, g: as_dtype(fmt.scale_te(parts, row(r), g)[i], dtype),
             name=SCALE_STAGES[i],
         )
 
     return [stage(i) for i in range(1 if minimum is None else 2)]
 
 
-def _scaled_weight(fmt: Format, parts: dict[str, te.Tensor], rows: int, cols, dtype: str):
-    """weight(row, col) = code * scale + minimum, the scales (and minimums) as stages of their
-    own over (rows, groups)."""
-    stages = _scale_stages(fmt, parts, rows, cols // fmt.group, dtype)
+def _scaled_weight(
+    fmt: Format, parts: dict[str, te.Tensor], rows: int, cols, dtype: str, row: Rows
+):
+    """weight(output, col) = code * scale + minimum, the scales (and minimums) as stages of
+    their own over (outputs, groups)."""
+    stages = _scale_stages(fmt, parts, rows, cols // fmt.group, dtype, row)
 
-    def weight(row, col):
-        scale, *minimum = (stage[row, col // fmt.group] for stage in stages)
-        return scaled(fmt.code_te(parts, row, col), scale, minimum[0] if minimum else None)
+    def weight(j, col):
+        scale, *minimum = (stage[j, col // fmt.group] for stage in stages)
+        return scaled(fmt.code_te(parts, row(j), col), scale, minimum[0] if minimum else None)
 
     return weight
 
 
-def group_sums(xt: te.Tensor, parts: dict[str, te.Tensor], fmt: Format, rows: int, name: str):
+def group_sums(
+    xt: te.Tensor,
+    parts: dict[str, te.Tensor],
+    fmt: Format,
+    rows: int,
+    name: str,
+    row: Rows = _same_row,
+):
     """x times a grouped format's weight, summed group by group: y = sum over groups of
     scale * sum(x * code) + minimum * sum(x), the two inner sums stages of their own
     (`Stage.GROUP_DOT`, `Stage.GROUP_SUM`). The same products as `_scaled_weight`'s, in
@@ -67,12 +87,12 @@ def group_sums(xt: te.Tensor, parts: dict[str, te.Tensor], fmt: Format, rows: in
     batch, seq, cols = xt.shape
     size = fmt.group
     groups = cols // size
-    stages = _scale_stages(fmt, parts, rows, groups, xt.dtype)
+    stages = _scale_stages(fmt, parts, rows, groups, xt.dtype, row)
     k = te.reduce_axis((0, size), name="k")
     dots = te.compute(
         (batch, seq, rows, groups),
         lambda b, i, j, g: te.sum(
-            xt[b, i, g * size + k] * code_value(fmt.code_te(parts, j, g * size + k), xt.dtype),
+            xt[b, i, g * size + k] * code_value(fmt.code_te(parts, row(j), g * size + k), xt.dtype),
             axis=k,
         ),
         name=Stage.GROUP_DOT,
@@ -124,32 +144,93 @@ def _linear(
     names = list(parts)
 
     def compute(xt: te.Tensor, *tensors: te.Tensor) -> te.Tensor:
-        p = dict(zip(names, tensors, strict=True))
-        batch, seq, cols = xt.shape
-        if target.cpu and cpu_forms.lanes_apply(fmt, xt.shape):
-            return cpu_forms.lane_linear(xt, p, fmt, out_features, name)
-        if fmt.group and target.group_sums:
-            return group_sums(xt, p, fmt, out_features, name)
-        k = te.reduce_axis((0, cols), name="k")
-        if fmt.group:
-            weight = _scaled_weight(fmt, p, out_features, cols, xt.dtype)
-        else:
-            weight = lambda j, c: weight_value(fmt, p, j, c, xt.dtype)  # noqa: E731
-        if target.cpu:  # a stage of its own: CPU prefill decodes a tile once for all tokens
-            decoded = te.compute(
-                (out_features, cols),
-                weight,
-                name=Stage.DEQUANT_WEIGHT,
-                attrs={CODES_PER_WORD: fmt.codes_per_word},
-            )
-            weight = lambda j, c: decoded[j, c]  # noqa: E731
-        return te.compute(
-            (batch, seq, out_features),
-            lambda b, i, j: te.sum(xt[b, i, k] * weight(j, k), axis=k),
-            name=name,
-        )
+        return _product(xt, dict(zip(names, tensors, strict=True)), fmt, out_features, name, target)
 
     return op.tensor_expr_op(compute, name, [x, *parts.values()])
+
+
+def _product(
+    xt: te.Tensor,
+    p: dict[str, te.Tensor],
+    fmt: Format,
+    out_features: int,
+    name: str,
+    target: Target,
+    row: Rows = _same_row,
+) -> te.Tensor:
+    """The stage of x times the weight's `row`s (on the CPU, the weight's own rows only)."""
+    batch, seq, cols = xt.shape
+    if target.cpu and cpu_forms.lanes_apply(fmt, xt.shape):
+        return cpu_forms.lane_linear(xt, p, fmt, out_features, name)
+    if fmt.group and target.group_sums:
+        return group_sums(xt, p, fmt, out_features, name, row)
+    k = te.reduce_axis((0, cols), name="k")
+    if fmt.group:
+        weight = _scaled_weight(fmt, p, out_features, cols, xt.dtype, row)
+    else:
+        weight = lambda j, c: weight_value(fmt, p, row(j), c, xt.dtype)  # noqa: E731
+    if target.cpu:  # a stage of its own: CPU prefill decodes a tile once for all tokens
+        decoded = te.compute(
+            (out_features, cols),
+            weight,
+            name=Stage.DEQUANT_WEIGHT,
+            attrs={CODES_PER_WORD: fmt.codes_per_word},
+        )
+        weight = lambda j, c: decoded[j, c]  # noqa: E731
+    return te.compute(
+        (batch, seq, out_features),
+        lambda b, i, j: te.sum(xt[b, i, k] * weight(j, k), axis=k),
+        name=name,
+    )
+
+
+# The gated MLPs' activations, as TVM's legalization of relax's silu and gelu_tanh writes them.
+ACTIVATIONS: dict[str, Callable[[Any], Any]] = {
+    "silu": lambda v: v * tirx.sigmoid(v),
+    "gelu_tanh": lambda v: (
+        tirx.const(0.5, v.dtype)
+        * v
+        * (
+            tirx.const(1.0, v.dtype)
+            + tirx.tanh(
+                tirx.const(math.sqrt(2.0 / math.pi), v.dtype)
+                * v
+                * (1 + tirx.const(0.044715, v.dtype) * v * v)
+            )
+        )
+    ),
+}
+
+
+def gated_linear(
+    x: Tensor, parts: dict[str, Tensor], fmt: Format, inter: int, activation: str, target: Target
+) -> Tensor:
+    """act(x W_gate^T) * (x W_up^T), W holding the gate's `inter` rows then the up's. Where the
+    target has `gated_epilogue`, one kernel: its outputs are computed in the order gate 0,
+    up 0, gate 1, up 1, ..., so that the invocation that computes a gate also computes its up
+    and multiplies them (an epilogue). Elsewhere the product and the gating are kernels of
+    their own (dlight's GEMV and Matmul rules take no epilogue that reads two outputs)."""
+    if not target.gated_epilogue:
+        gate, up = op.split(linear(x, parts, fmt, 2 * inter, "gate_up_proj", target), 2, axis=-1)
+        gated = op.silu(gate) if activation == "silu" else op.gelu(gate, approximate="tanh")
+        return gated * up
+    names = list(parts)
+    act = ACTIVATIONS[activation]
+
+    def compute(xt: te.Tensor, *tensors: te.Tensor) -> te.Tensor:
+        p = dict(zip(names, tensors, strict=True))
+        y = _product(
+            xt, p, fmt, 2 * inter, "gate_up_proj", target, lambda o: o % 2 * inter + o // 2
+        )
+        batch, seq, _ = xt.shape
+        return te.compute(
+            (batch, seq, inter),
+            lambda b, i, j: act(y[b, i, 2 * j]) * y[b, i, 2 * j + 1],
+            name="gated",
+            attrs={OUTPUT_RUN: 2},
+        )
+
+    return op.tensor_expr_op(compute, "gate_up_proj", [x, *parts.values()])
 
 
 def embedding(

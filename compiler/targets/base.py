@@ -36,3 +36,6 @@ class Target:
     # the sum (models/kernels.py's `group_sums`): an operation fewer per weight, for kernels
     # that arithmetic bounds rather than memory (SwiftShader's).
     group_sums: bool = False
+    # Whether a gated MLP's gating is the gate/up projection's epilogue (`gated_linear`): the
+    # target's rule must compute an output's gate and up in one invocation.
+    gated_epilogue: bool = False

@@ -8,7 +8,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import Target
 
-from .stages import GROUP_STAGES, SCALE_STAGES
+from .stages import GROUP_STAGES, OUTPUT_RUN, SCALE_STAGES
 
 # What `ApplyRules` records for a kernel that came scheduled (the hand-written ones) and for
 # one that no rule took (the CPU target's plain loops).
@@ -76,6 +76,13 @@ def is_scale_stage(sch: s_tir.Schedule, block) -> bool:
 
 def is_group_stage(sch: s_tir.Schedule, block) -> bool:
     return sch.get(block).name_hint.startswith(GROUP_STAGES)
+
+
+def output_run(sch: s_tir.Schedule, block) -> int:
+    """The run of consecutive outputs `block` reads of its producer for each of its own
+    (`OUTPUT_RUN`), 1 where it is not annotated."""
+    run = sch.get(block).annotations.get(OUTPUT_RUN)
+    return 1 if run is None else int(run)
 
 
 def scale_group(sch: s_tir.Schedule, stage, r_loops) -> int:

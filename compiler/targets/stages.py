@@ -28,6 +28,10 @@ class Stage(enum.StrEnum):
 # The scale stages in the order of `Format.scale_te`'s results (scale, then minimum).
 SCALE_STAGES = (Stage.DEQUANT_SCALE, Stage.DEQUANT_MINIMUM)
 GROUP_STAGES = (Stage.GROUP_DOT, Stage.GROUP_SUM)
+# The annotation of a consumer that reads a run of consecutive outputs of its producer for
+# each output of its own (a gated MLP's gating: a gate and its up, models/kernels.py): a
+# schedule that computes the consumer with the producer keeps such runs in one invocation.
+OUTPUT_RUN = "kiln.output_run"
 # `Stage.DEQUANT_WEIGHT`'s annotation: the format's codes_per_word, for the CPU decode schedule.
 CODES_PER_WORD = "codes_per_word"
 # The attribute of a kernel written with vector types (wasm/integer_linear.py): its buffers

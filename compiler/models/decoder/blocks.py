@@ -36,9 +36,13 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """(residual +) the MLP's output."""
-        gate, up = op.split(project(self, self.gate_up, x), 2, axis=-1)
-        act = op.silu(gate) if self.activation == "silu" else op.gelu(gate, approximate="tanh")
-        return self.down_proj(act * up, "down_proj", residual)
+        if len(self.gate_up) == 1:  # one weight: the gating is its kernel's epilogue
+            gated = getattr(self, self.gate_up[0]).gated(x, self.activation)
+        else:
+            gate, up = op.split(project(self, self.gate_up, x), 2, axis=-1)
+            act = op.silu(gate) if self.activation == "silu" else op.gelu(gate, approximate="tanh")
+            gated = act * up
+        return self.down_proj(gated, "down_proj", residual)
 
 
 def soft_cap(x: Tensor, cap: float) -> Tensor:

@@ -5,4 +5,11 @@ from ..base import Target
 from ..webgpu import emit, lowering
 from .rules import rules
 
-TARGET = Target(name="software", cpu=False, lower=lowering(rules), emit=emit, group_sums=True)
+TARGET = Target(
+    name="software",
+    cpu=False,
+    lower=lowering(rules),
+    emit=emit,
+    group_sums=True,
+    gated_epilogue=True,
+)

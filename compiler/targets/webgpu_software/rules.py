@@ -23,7 +23,14 @@ from tvm.s_tir.dlight.base import ScheduleRule, try_inline
 from tvm.target import Target
 
 from ..base import TOKEN_TILE
-from ..rules import const, is_group_stage, is_scale_stage, loop_kinds, scale_group
+from ..rules import (
+    const,
+    is_group_stage,
+    is_scale_stage,
+    loop_kinds,
+    output_run,
+    scale_group,
+)
 
 THREADS = 64
 FEATURE_TILE = 4  # with a token tile (prefill)
@@ -131,7 +138,14 @@ class SerialReduction(ScheduleRule):
         # Matmul-like: each invocation also takes FEATURE_TILE adjacent outputs, so one load
         # of an input value feeds FEATURE_TILE x TOKEN_TILE multiply-adds.
         feature = FEATURE_TILE if tile_inner is not None else FEATURE_TILE_ALONE
-        if extent is not None and extent >= THREADS * feature and extent % feature == 0:
+        # A consumer that reads runs of outputs (the gating of a gated MLP: a gate and its
+        # up) runs in the invocation only if the tile holds whole runs.
+        run = max((output_run(sch, b) for b in all_blocks if b != block), default=1)
+        if extent is None:
+            feature = 1
+        elif not (extent >= THREADS * feature and extent % feature == 0):
+            feature = run if run > 1 and extent % run == 0 else 1
+        if extent is not None and feature > 1:
             fused, feature_inner = sch.split(fused, factors=[None, feature])
             sch.reorder(*k_loops, feature_inner, *tail)
             tail = [feature_inner, *tail]
@@ -161,6 +175,9 @@ class SerialReduction(ScheduleRule):
         # A consumer that needs only this invocation's outputs (the normalization after the
         # sum of squares in RMSNorm) runs in the same invocation; others get their own kernel.
         for consumer in rest:
+            if feature % output_run(sch, consumer):
+                self._spatial(sch, consumer)
+                continue
             try:
                 sch.reverse_compute_at(consumer, tx)
             except Exception:  # noqa: BLE001 - needs other invocations' outputs
