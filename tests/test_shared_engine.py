@@ -129,6 +129,16 @@ def test_shared_worker_one_load_fair_turns_and_a_page_that_closes(server, expect
     assert weight_loads(log) == before + 1  # one download, one load, for three pages
     for page in (first, second, third):
         assert page.evaluate(ASK, REQUEST) == expected["request"]
+    # Errors keep their class across.
+    error = third.evaluate(
+        f"""async (r) => {{
+            {IMPORT}
+            try {{ await engine.chat.completions.create({{...r, temperature: 3}}); }}
+            catch (e) {{ return [e.name, e.param, e instanceof kiln.InvalidRequestError]; }}
+        }}""",
+        REQUEST,
+    )
+    assert error == ["InvalidRequestError", "temperature", True]
 
     # Turns in rotation: while the first page's stream holds the engine, the second page
     # sends three requests, then the third page one; the third's runs after the second's
