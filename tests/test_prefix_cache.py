@@ -4,7 +4,7 @@ not the last one, prefills only the rest (`usage.prompt_tokens_details.cached_to
 the reply an engine without the cache gives (exactly on the CPU backend; on WebGPU, whose
 prefill chunks differ, the same tokens and log-probabilities within float32's rounding); a
 budget of one snapshot keeps the newest; a prompt stored in the Origin Private File System is
-used after a page reload, and a corrupt or stale stored entry is deleted, never used."""
+used after a page reload, and a corrupt, stale or half-written stored entry is never used."""
 
 from __future__ import annotations
 
@@ -95,7 +95,9 @@ STORED = """async () => {
     return out.sort();
 }"""
 
-# Rewrites stored entry `name`: `edit` gets its bytes and the header's end (uint32 at byte 8).
+# Rewrites stored entry `name`: one bit of its KV bytes flipped ("corrupt"), or its build's
+# name changed ("stale"); or ("half") copies its first half to a temporary file, as a write
+# cut short leaves it.
 EDIT = """async ([name, how]) => {
     const root = await navigator.storage.getDirectory();
     const folder = await (await root.getDirectoryHandle("kiln-prefix-cache"))
@@ -104,6 +106,12 @@ EDIT = """async ([name, how]) => {
     const bytes = new Uint8Array(await (await handle.getFile()).arrayBuffer());
     const headerEnd = 12 + new DataView(bytes.buffer).getUint32(8, true);
     const header = new TextDecoder().decode(bytes.subarray(12, headerEnd));
+    if (how === "half") {
+        const cut = await folder.getFileHandle(name + ".cut.tmp", {create: true});
+        const writable = await cut.createWritable();
+        await writable.write(bytes.subarray(0, bytes.length >> 1));
+        return await writable.close();
+    }
     if (how === "corrupt") bytes[bytes.length - 5] ^= 0x40; // one bit of a stored key or value
     else {
         // another build's entry, whole and checksummed: its build name differs
@@ -117,12 +125,18 @@ EDIT = """async ([name, how]) => {
 }"""
 
 
+# The prefix cache's figures once the writes asked for are done.
+WRITTEN = """async () => {
+    for (;;) {
+        const held = (await engine.runtimeStats()).prefix_cache;
+        if (held.pending_writes === 0) return held;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+}"""
+
+
 def written(page) -> dict:
-    """The prefix cache's figures once the writes asked for are done."""
-    page.wait_for_function(
-        "async () => (await engine.runtimeStats()).prefix_cache.pending_writes === 0"
-    )
-    return page.evaluate(STATS)
+    return page.evaluate(WRITTEN)
 
 
 @pytest.mark.parametrize("backend", ["wasm", "webgpu"])
@@ -156,11 +170,14 @@ def test_a_stored_prefix_is_used_after_a_reload_and_a_bad_one_never(tiny_built, 
         [[second, _]] = page.evaluate(STORED)
         assert second != first
 
+        page.evaluate(EDIT, [second, "half"])
         page.evaluate(EDIT, [second, "stale"])
         page.reload()
         page.evaluate(OPEN, [options])
-        assert page.evaluate(STATS)["stored_entries"] == 0  # dropped as the engine loaded
-        assert page.evaluate(STORED) == []
+        # The stale entry is dropped as the engine loads; the half-written file is never read
+        # (it is deleted once old enough to be no write in progress).
+        assert page.evaluate(STATS)["stored_entries"] == 0
+        assert [name for name, _ in page.evaluate(STORED)] == [second + ".cut.tmp"]
         [got] = page.evaluate(ASK, [[P + Y], None])
         assert got["cached"] == 0
         same_reply(got, want, backend)
