@@ -12,10 +12,8 @@
 // The leader tab. Every page asks for the Web Lock `kiln-leader`; the one granted it runs the
 // engine and says so on the BroadcastChannel `kiln-engine`; the others send their calls there,
 // addressed to it. The leader runs the engine in a dedicated worker of its own (kiln-worker.js),
-// relaying the other pages' calls to it: there the CPU backend has its threads, the leader's
-// page stays responsive while it serves the others, and a hidden leader's timers are not
-// throttled as a background page's are (to one wake-up a second in Chrome), which would stall
-// the CPU backend, whose kernels yield to the event loop every 50 ms. Each page holds a lock of its own while it
+// relaying the other pages' calls to it: there the CPU backend has its threads, and the
+// leader's page stays responsive while it serves the others. Each page holds a lock of its own while it
 // lives (`kiln-page:ID`): the leader asks for a follower's to learn that it is gone (its
 // requests are then aborted, its turn freed), and the followers ask for the leader's. When
 // the leader goes, its leader lock passes to another page, which loads the model again on its
