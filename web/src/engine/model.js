@@ -296,7 +296,7 @@ export class LoadedModel {
   async persist(prompt) {
     const store = this.store;
     if (!store || !this.executor || prompt.length < this.persistTokens) return null;
-    if (prompt.length - store.index.depth(prompt) < this.persistTokens) return null;
+    if (prompt.length - store.depth(prompt) < this.persistTokens) return null;
     let snapshot;
     let temporary = false;
     if (agreement(this.cachedTokens, prompt) === prompt.length) {
@@ -310,7 +310,7 @@ export class LoadedModel {
     const executor = this.executor;
     const bytes = executor.readSnapshot(snapshot, prompt.length);
     if (temporary) executor.freeSnapshot(snapshot); // its copy is submitted (GPU) or made
-    return { written: bytes.then((payload) => store.write(prompt.slice(), payload)).catch(() => {}) };
+    return { written: store.write(prompt.slice(), bytes) };
   }
 
   /**

@@ -43,6 +43,7 @@ export function hashText(text) {
 export class PrefixStore {
   #folder;
   #writes = Promise.resolve(); // one write at a time
+  #queued = new Set(); // the token sequences being written
 
   /**
    * The store of `modelId`'s build `build`, its entries read (their headers and tokens; the
@@ -108,6 +109,20 @@ export class PrefixStore {
   }
 
   /**
+   * How far `tokens` agrees with what is stored, or being written.
+   * @param {number[]} tokens
+   */
+  depth(tokens) {
+    let depth = this.index.depth(tokens);
+    for (const queued of this.#queued) {
+      let n = 0;
+      while (n < queued.length && n < tokens.length && queued[n] === tokens[n]) n++;
+      depth = Math.max(depth, n);
+    }
+    return depth;
+  }
+
+  /**
    * An entry's KV bytes, checked whole (header, length, build and checksum); null, the file
    * deleted and the entry forgotten, where any check fails.
    * @returns {Promise<Uint8Array | null>}
@@ -129,18 +144,24 @@ export class PrefixStore {
   }
 
   /**
-   * Stores `payload`, the KV snapshot of `tokens`' rows, once the writes asked for before are
-   * done; dropping the least recently used entries past the budget. Failures are silent: the
-   * entry is simply not kept.
+   * Stores `payload`, the KV snapshot of `tokens`' rows (or the promise of it), once the
+   * writes asked for before are done; dropping the least recently used entries past the budget.
+   * `depth` counts it from now on. Failures are silent: the entry is simply not kept.
    * @param {number[]} tokens
-   * @param {Uint8Array} payload
+   * @param {Uint8Array | Promise<Uint8Array>} payload
    */
   write(tokens, payload) {
-    this.#writes = this.#writes.then(() => this.#write(tokens, payload)).catch(() => {});
+    Promise.resolve(payload).catch(() => {}); // a failed read is this write's failure, below
+    this.#queued.add(tokens);
+    this.#writes = this.#writes
+      .then(() => this.#write(tokens, payload))
+      .catch(() => {})
+      .finally(() => this.#queued.delete(tokens));
     return this.#writes;
   }
 
-  async #write(tokens, payload) {
+  async #write(tokens, bytes) {
+    const payload = await bytes;
     const body = new Uint8Array(tokens.length * 4 + payload.length);
     const ids = new DataView(body.buffer);
     tokens.forEach((t, i) => ids.setInt32(i * 4, t, true));
