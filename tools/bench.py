@@ -6,6 +6,7 @@
     scripts/bench ... --peer transformers.js|wllama|llama.cpp [--rounds N]   also run a peer
     scripts/bench ... --peer transformers.js [--peer-dtype q8 q4 fp32]   at these dtypes
     scripts/bench ... --long-prompt   also prefill prompts of 1,000 and 4,000 tokens
+    scripts/bench ... --prefix-cache  also time to first token with a cached system prompt
 
 Per chat model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
 tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and of the kernels
@@ -21,7 +22,10 @@ over the rounds, with its range. An embedding model's row gives embeddings per s
 requests of 1, 8 and 32 sentences instead. With `--long-prompt`, after each row: prefill tok/s
 over prompts of 1,000 and 4,000 tokens (the prompt's ids repeated; within the context window),
 where attention's share has grown, and the share of the shorter one's speed the longer one
-keeps."""
+keeps. With `--prefix-cache`, after each row: the time to first token of a chat request whose
+system prompt is about 1,000 tokens, cold (an engine and storage that never saw it), cached
+(the same system prompt, another question) and after a reload (the page reloaded, a new
+engine, the prefix read from the browser's storage), with the prompt tokens each reused."""
 
 from __future__ import annotations
 
@@ -45,6 +49,12 @@ PROMPT = (
 )
 DECODE_TOKENS = 64
 LONG_PROMPTS = (1000, 4000)
+SYSTEM_PROMPT_TOKENS = 1000
+QUESTIONS = (
+    "In two sentences, what does WebGPU make possible?",
+    "Which language are the compute shaders written in?",
+    "Does the page need a server to run the model?",
+)
 
 
 def bench_folder(
@@ -166,6 +176,76 @@ def long_prompt_row(
         "backend": backend,
         "long_prompt_prefill_tok_s": {str(k): round(v, 2) for k, v in speeds.items()},
         "kept_at_longest": round(speeds[longest] / speeds[shortest], 2),
+    }
+
+
+# A system prompt of SYSTEM_PROMPT_TOKENS tokens or a few more (sentences added until it is that
+# long), the page's engine made (again, after a reload), and a request timed to its first token.
+SYSTEM_PROMPT = """([sentences, length]) => {
+    let text = "Answer from these notes only.";
+    for (let i = 0; engine.tokenizer.encode(text).length < length; i++)
+        text += " " + sentences[i % sentences.length];
+    return text;
+}"""
+REOPEN = """async (options) => {
+    window.kiln = await import(location.origin + "/kiln.js");
+    window.engine = await kiln.CreateEngine(location.origin + "/", options);
+}"""
+FIRST_TOKEN = """async ([system, question]) => {
+    const messages = [{role: "system", content: system}, {role: "user", content: question}];
+    const start = performance.now();
+    const r = await engine.chat.completions.create({messages, max_tokens: 1, temperature: 0});
+    return {s: (performance.now() - start) / 1000, prompt: r.usage.prompt_tokens,
+            cached: r.usage.prompt_tokens_details.cached_tokens};
+}"""
+
+
+# The prefix cache's figures once the writes to the browser's storage asked for are done.
+WRITTEN = """async () => {
+    for (;;) {
+        const held = (await engine.runtimeStats()).prefix_cache;
+        if (held.pending_writes === 0) return held;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+}"""
+
+
+def prefix_cache_row(
+    browser, folder: Path, variant: str | None, backend: str, threads: int | None
+) -> dict:
+    """Time to first token (a request of one token, in the page) for a system prompt of about
+    1,000 tokens and a short question: cold, cached (another question) and after a reload; one
+    run each, in a browser context of its own (an empty storage)."""
+    options = {
+        k: v
+        for k, v in (("variant", variant), ("backend", backend), ("threads", threads))
+        if v is not None
+    }
+    with serve_folder(folder) as url:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{url}/manifest.json")
+        page.evaluate(REOPEN, options)
+        system = page.evaluate(SYSTEM_PROMPT, [SENTENCES, SYSTEM_PROMPT_TOKENS])
+        page.evaluate(FIRST_TOKEN, ["", "Hi"])  # warms the kernels up
+        cold = page.evaluate(FIRST_TOKEN, [system, QUESTIONS[0]])
+        cached = page.evaluate(FIRST_TOKEN, [system, QUESTIONS[1]])
+        stored = page.evaluate(WRITTEN)
+        page.reload()
+        page.evaluate(REOPEN, options)
+        reloaded = page.evaluate(FIRST_TOKEN, [system, QUESTIONS[2]])
+        context.close()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return {
+        "model": manifest["model_id"],
+        "quantization": manifest["quantization"],
+        "backend": backend,
+        "prompt_tokens": [r["prompt"] for r in (cold, cached, reloaded)],
+        "ttft_cold_s": round(cold["s"], 3),
+        "ttft_cached_s": round(cached["s"], 3),
+        "ttft_after_reload_s": round(reloaded["s"], 3),
+        "cached_tokens": [r["cached"] for r in (cold, cached, reloaded)],
+        "stored_bytes": stored["stored_bytes"],
     }
 
 
@@ -379,6 +459,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also prefill prompts of 1,000 and 4,000 tokens (one run each)",
     )
+    parser.add_argument(
+        "--prefix-cache",
+        action="store_true",
+        help="also time to first token with a system prompt of about 1,000 tokens: cold, "
+        "cached and after a reload (one run each)",
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("dist/bench"))
     args = parser.parse_args(argv)
     if args.peer and args.profile:
@@ -440,6 +526,11 @@ def _run(args: argparse.Namespace) -> int:
                             browser, folder, prompt, variant, backend, args.threads
                         )
                         print(json.dumps(long_row), flush=True)
+                    if args.prefix_cache and not args.profile:
+                        prefix_row = prefix_cache_row(
+                            browser, folder, variant, backend, args.threads
+                        )
+                        print(json.dumps(prefix_row), flush=True)
             if args.peer:
                 if any(ids != prompts[0] for ids in prompts):
                     raise SystemExit(f"{model}: the builds tokenize the prompt differently")
