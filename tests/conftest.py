@@ -63,6 +63,6 @@ def qwen(tmp_path_factory) -> Path:
 @pytest.fixture
 def engine_page(browser):
     """Opens a page with `window.engine` loaded from a built folder."""
-    return lambda folder, variant=None, backend=None: engine_page_for(
-        browser, folder, variant, backend
+    return lambda folder, variant=None, backend=None, options=None: engine_page_for(
+        browser, folder, variant, backend, options
     )

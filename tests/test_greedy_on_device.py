@@ -36,9 +36,12 @@ def generate(page, ids, count, extra=None, keep=False):
 
 
 def open_variant(engine_page, folder, variant):
+    # Prompt-lookup speculation needs the logits in JS: off, so that every greedy step is the
+    # device's (tests/test_speculation.py holds speculation to these steps).
+    options = {"speculation": False}
     if variant == "wasm":
-        return engine_page(folder, backend="wasm")
-    return engine_page(folder, variant)
+        return engine_page(folder, backend="wasm", options=options)
+    return engine_page(folder, variant, options=options)
 
 
 @pytest.mark.parametrize("variant", ["software", "gpu", "wasm"])
@@ -205,7 +208,7 @@ def test_webgpu_kernel_keeps_the_js_tie_rule(tiny_built, engine_page, variant):
 
 def test_smollm2_device_argmax_equals_the_js_sampler_on_the_cpu(smollm2, engine_page):
     count = 16
-    with engine_page(smollm2, backend="wasm") as page:
+    with engine_page(smollm2, backend="wasm", options={"speculation": False}) as page:
         prompt = page.evaluate(
             "(m) => engine.tokenizer.encode(engine.tokenizer.applyChatTemplate(m))",
             [{"role": "user", "content": "Name three colours of the sea."}],

@@ -45,6 +45,7 @@ from tvm.relax.frontend.nn import spec
 from compiler.formats import FORMATS
 from compiler.models import kernels
 from compiler.targets import TARGETS, TOKEN_TILE, Target
+from compiler.targets.base import VERIFY_VAR
 from compiler.targets.stages import Stage
 from compiler.targets.wasm import integer_linear
 from compiler.targets.wasm.lowering import WASM
@@ -263,11 +264,12 @@ def integer_tolerance(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return rounding + linear_tolerance(x, weight)
 
 
-def integer_op(fmt_name: str, name: str, added: bool) -> tvm.IRModule:
-    """The wasm target's one-token linear of `fmt_name`, with a bias and a residual if asked."""
+def integer_op(fmt_name: str, name: str, added: bool, tokens: int | str = 1) -> tvm.IRModule:
+    """The wasm target's one-token linear of `fmt_name` (or a verify step's, `tokens` being
+    its symbolic size), with a bias and a residual if asked."""
     fmt = FORMATS[fmt_name]
     params = fmt.parts(ROWS, COLS)
-    extra = {"bias": ((ROWS,), "float32"), "residual": ((1, 1, ROWS), "float32")}
+    extra = {"bias": ((ROWS,), "float32"), "residual": ((1, tokens, ROWS), "float32")}
     weights = {**params, **extra} if added else params
 
     def body(x, p):
@@ -275,7 +277,7 @@ def integer_op(fmt_name: str, name: str, added: bool) -> tvm.IRModule:
         bias, residual = (p["bias"], p["residual"]) if added else (None, None)
         return kernels.linear(x, parts, fmt, ROWS, name, WASM_TARGET, residual, bias)
 
-    return op_functions(body, weights, spec.Tensor([1, 1, COLS], "float32"))
+    return op_functions(body, weights, spec.Tensor([1, tokens, COLS], "float32"))
 
 
 @pytest.fixture(scope="module")
@@ -291,6 +293,12 @@ def integer_kernels() -> bytes:
             (f"linear_{fmt_name}_residual", True),
         ):
             mod = integer_op(fmt_name, name, residual)
+            scheduled, record = schedule_cpu(mod, WASM)
+            assert record == {name: "written"}
+            funcs.update({gv.name_hint: f for gv, f in scheduled.functions_items()})
+            # A verify step's few tokens (symbolic size VERIFY_VAR), in the same kernel form.
+            name = name.replace("linear_", "verify_")
+            mod = integer_op(fmt_name, name, residual, VERIFY_VAR)
             scheduled, record = schedule_cpu(mod, WASM)
             assert record == {name: "written"}
             funcs.update({gv.name_hint: f for gv, f in scheduled.functions_items()})
@@ -330,6 +338,42 @@ def test_integer_linear_under_node(integer_kernels, fmt_name):
     sizes = np.abs(residual) + np.abs(expected) + np.abs(bias)
     bound = integer_tolerance(x, weight) + 2 * UNIT_ROUNDOFF * sizes
     assert np.all(error <= bound)
+
+
+@pytest.mark.parametrize("fmt_name", sorted(INTEGER))
+def test_integer_linear_of_a_verify_step_under_node(integer_kernels, fmt_name):
+    """Every integer format: the product of a verify step's tokens (speculative decoding) by
+    the kernel that reads each group's codes once for all of them: each token as one token's
+    product would be, with its own int16 rounding, its bias and its residual."""
+    rng = np.random.default_rng(15)
+    parts, weight = stored_weight(fmt_name, ROWS, COLS, rng)
+    count = 5
+    x = np.concatenate([integer_input(rng) * (t + 1) for t in range(count)], axis=1)
+    residual = rng.standard_normal((1, count, ROWS)).astype(np.float32)
+    bias = rng.standard_normal(ROWS).astype(np.float32)
+    tensors = {
+        "x": x,
+        **parts,
+        "bias": bias,
+        "residual": residual,
+        "out": np.zeros((1, count, ROWS), np.float32),
+        "out_residual": np.zeros((1, count, ROWS), np.float32),
+    }
+    name = "verify_" + fmt_name
+    calls = [
+        (name, ["x", *parts, "out"]),
+        (name + "_residual", ["x", *parts, "bias", "residual", "out_residual"]),
+    ]
+    result = run_wasm(integer_kernels, tensors, calls)
+    for t in range(count):
+        row = x[:, t : t + 1]
+        expected = linear_reference(row, weight)
+        tolerance = integer_tolerance(row, weight)
+        assert np.all(np.abs(result["out"][:, t : t + 1] - expected) <= tolerance)
+        total = residual[:, t : t + 1] + (expected + bias)
+        sizes = np.abs(residual[:, t : t + 1]) + np.abs(expected) + np.abs(bias)
+        error = np.abs(result["out_residual"][:, t : t + 1] - total)
+        assert np.all(error <= tolerance + 2 * UNIT_ROUNDOFF * sizes)
 
 
 def read_order(width: int) -> np.ndarray:

@@ -121,7 +121,7 @@ FAULTS = {
     ),
     _unknown_symbol: (
         "/variants/gpu/functions/decode/launches/0/grid/0/1 must be equal to one of the "
-        "allowed values (n, total_len, b)",
+        "allowed values (n, v, total_len, b)",
         "at /variants/gpu/functions/decode/launches/0/grid/0",
     ),
     _path_in_file_name: ('/shards/0/file must match pattern "^[A-Za-z0-9_-]', "at /shards/0/file"),

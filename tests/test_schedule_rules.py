@@ -38,6 +38,15 @@ def with_rules(table: dict, rules: dict[tuple[str, str], str]) -> dict:
     return {**table, **{key: {rule} for key, rule in rules.items()}}
 
 
+def with_verify(table: dict, rules: dict[str, set[str]] | None = None) -> dict:
+    """`table` and the verify step's kernels (speculative decoding: prefill keeping every
+    token's logits), prefill's but where `rules` says otherwise (None: no such kernel)."""
+    verify = {role: found for (step, role), found in table.items() if step == "prefill"}
+    del verify["last_token"]
+    verify.update(rules or {})
+    return {**table, **{("verify", r): found for r, found in verify.items() if found is not None}}
+
+
 # "software" (CPU-backed adapters): every kernel one rule of our own; the gating of the MLP
 # is the gate/up projection's epilogue (no kernel of its own).
 SOFTWARE = {
@@ -93,13 +102,28 @@ WASM_4BIT.update(
     }
 )
 
+# The verify step: its output head a matmul over every token (prefill's, the last token's,
+# is a matrix-vector product on gpu); on wasm its norms are TVM's plain loops (as prefill's
+# final one), and its 4-bit projections the integer dot products of decode, taking its few
+# tokens at once (integer_linear.py).
+WRITTEN_4BIT = {
+    p: {"written"} for p in ["qkv_proj", "gate_up_proj", "lm_head", "o_proj", "down_proj"]
+}
 EXPECTED = {
-    ("q0f32", "software"): SOFTWARE,
-    ("q4f32", "software"): SOFTWARE,
-    ("q0f32", "gpu"): GPU_DENSE,
-    ("q4f32", "gpu"): GPU_4BIT,
-    ("q0f32", "wasm"): WASM_DENSE,
-    ("q4f32", "wasm"): WASM_4BIT,
+    ("q0f32", "software"): with_verify(SOFTWARE),
+    ("q4f32", "software"): with_verify(SOFTWARE),
+    ("q0f32", "gpu"): with_verify(GPU_DENSE, {"lm_head": {"FallThrough(Matmul)"}}),
+    ("q4f32", "gpu"): with_verify(GPU_4BIT, {"lm_head": {"Fallback"}}),
+    ("q0f32", "wasm"): with_verify(WASM_DENSE, {"rms_norm": {"none"}}),
+    ("q4f32", "wasm"): with_verify(
+        WASM_4BIT,
+        {
+            "rms_norm": {"none"},
+            **WRITTEN_4BIT,
+            "fused_o_proj_add": None,
+            "fused_down_proj_add": None,
+        },
+    ),
 }
 
 

@@ -90,9 +90,11 @@ def open_engine_page(
     variant: str | None = None,
     backend: str | None = None,
     threads: int | None = None,
+    options: dict | None = None,
 ):
     """A page at the model folder with the engine loaded as `window.engine` (on `backend`,
-    with `variant`'s kernels, the CPU backend on at most `threads` threads, where given)."""
+    with `variant`'s kernels, the CPU backend on at most `threads` threads, where given, and the
+    other engine `options`)."""
     page = browser.new_page()
     page.on(
         "console",
@@ -108,9 +110,12 @@ def open_engine_page(
         [
             f"{base_url}{model_path}",
             {
-                k: v
-                for k, v in (("variant", variant), ("backend", backend), ("threads", threads))
-                if v is not None
+                **(options or {}),
+                **{
+                    k: v
+                    for k, v in (("variant", variant), ("backend", backend), ("threads", threads))
+                    if v is not None
+                },
             },
         ],
     )
@@ -118,10 +123,17 @@ def open_engine_page(
 
 
 @contextlib.contextmanager
-def engine_page_for(browser, folder: Path, variant: str | None = None, backend: str | None = None):
-    """Serves a built model folder and yields a page with its engine loaded as `window.engine`."""
+def engine_page_for(
+    browser,
+    folder: Path,
+    variant: str | None = None,
+    backend: str | None = None,
+    options: dict | None = None,
+):
+    """Serves a built model folder and yields a page with its engine loaded as `window.engine`
+    (with the engine `options` given)."""
     with serve_folder(folder) as url:
-        page = open_engine_page(browser, url, variant=variant, backend=backend)
+        page = open_engine_page(browser, url, variant=variant, backend=backend, options=options)
         try:
             yield page
         finally:

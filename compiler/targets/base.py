@@ -14,6 +14,12 @@ from tvm import tirx
 # at once and run the last tile past n, so `compile` pads the activation buffers to whole tiles.
 TOKEN_TILE = 4
 
+# A verify step (speculative decoding, models/decoder/causal_lm.py) takes a token and its draft,
+# VERIFY_TOKENS at most, as the symbolic size VERIFY_VAR: kernels may take that few tokens as
+# decode does, reading the weights once for all of them.
+VERIFY_TOKENS = 16
+VERIFY_VAR = "v"
+
 # Launches by PrimFunc (see plan.py), and what turns the kernels the plans use into manifest
 # entries: (name -> entry, the linked WebAssembly module or None).
 Launches = dict[str, list[dict[str, Any]]]

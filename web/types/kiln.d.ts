@@ -54,6 +54,21 @@ export interface EngineOptions {
   prefixCachePersistTokens?: number;
   /** bytes of the browser's storage the stored prefixes may take (default 512 MiB) */
   prefixCacheStorageBytes?: number;
+  /**
+   * prompt-lookup speculation: draft tokens looked up in the prompt and reply, checked in one
+   * step and kept as far as the model agrees (replies are those of plain decoding). On by
+   * default on the CPU backend; true or options turn it on, false off
+   */
+  speculation?: boolean | SpeculationOptions;
+}
+
+export interface SpeculationOptions {
+  /** the longest draft (default 15; a build's verify step takes 15 at most) */
+  draftTokens?: number;
+  /** the shortest n-gram ending the text that is looked up earlier in it (default 3) */
+  minMatch?: number;
+  /** the longest (default 4; the longest one found wins, its latest occurrence) */
+  maxMatch?: number;
 }
 
 export type Role = "system" | "developer" | "user" | "assistant" | "tool";
@@ -170,6 +185,11 @@ export interface RequestStats {
   prefill_tokens_per_s: number;
   decode_tokens_per_s: number;
   time_to_first_token_s: number;
+  /**
+   * prompt-lookup speculation: the verify steps run, the draft tokens they checked, and those
+   * kept (all 0 where it was off)
+   */
+  speculation: { verify_steps: number; draft_tokens: number; accepted_tokens: number };
   /** where the request ran: on the GPU, or on the CPU (WebAssembly) */
   backend: "webgpu" | "wasm";
 }
@@ -213,6 +233,8 @@ export interface RuntimeStats {
     stored_bytes: number;
     pending_writes: number;
   } | null;
+  /** prompt-lookup speculation's options; null where it is off */
+  speculation: Required<SpeculationOptions> | null;
   /** the size of the CPU backend's WebAssembly memory; 0 on WebGPU */
   wasm_memory_bytes: number;
   load_seconds: number;

@@ -2,6 +2,12 @@
 
     prefill(input_ids[1, n], kv_cache, total_len) -> logits of the last token [1, 1, vocab]
     decode(input_ids[1, 1],  kv_cache, total_len) -> logits [1, 1, vocab]
+    verify(input_ids[1, v],  kv_cache, total_len) -> logits of every token [1, v, vocab]
+
+`verify` is prefill that keeps every position's logits, for speculative decoding: the runtime
+runs a token and the draft tokens guessed to follow it in one step, and keeps the draft while
+it agrees with what the model picks. Its v is at most VERIFY_TOKENS, which keeps its logits
+buffer small (v * vocab floats) where prefill's n goes to the build's prefill chunk.
 
 `total_len` counts the tokens in the cache after this call; the n new tokens sit at positions
 total_len - n .. total_len - 1. The cache is 2 tensors per layer (keys, values), each of
@@ -20,6 +26,7 @@ from tvm.relax.frontend.nn import Tensor, spec
 
 from ...errors import BuildError
 from ...targets import Target
+from ...targets.base import VERIFY_TOKENS, VERIFY_VAR
 from .. import kernels
 from ..common import Formats, QuantizedLinear, last_token
 from .config import DecoderConfig
@@ -87,7 +94,9 @@ class CausalLM(nn.Module):
         scales them overrides this."""
         return logits
 
-    def _forward(self, input_ids: Tensor, kv_cache: list[Tensor], total_len: tirx.Var):
+    def _forward(
+        self, input_ids: Tensor, kv_cache: list[Tensor], total_len: tirx.Var, every: bool = False
+    ):
         c = self.config
         x = self.embed(input_ids)
         new_cache = []
@@ -95,7 +104,7 @@ class CausalLM(nn.Module):
             table = getattr(self, c.layer_rope(i))
             x, k, v = layer(x, kv_cache[2 * i], kv_cache[2 * i + 1], total_len, table)
             new_cache += [k, v]
-        if not (isinstance(x.shape[1], int) and x.shape[1] == 1):
+        if not every and not (isinstance(x.shape[1], int) and x.shape[1] == 1):
             x = last_token(x)
         x = self.norm(x)
         head = self.embed_tokens if c.tie_word_embeddings else self.lm_head
@@ -110,9 +119,12 @@ class CausalLM(nn.Module):
     def decode(self, input_ids: Tensor, kv_cache: list[Tensor], total_len: tirx.Var):
         return self._forward(input_ids, kv_cache, total_len)
 
+    def verify(self, input_ids: Tensor, kv_cache: list[Tensor], total_len: tirx.Var):
+        return self._forward(input_ids, kv_cache, total_len, every=True)
+
     def upper_bounds(self, prefill_chunk: int) -> dict[str, int]:
         """The largest value of each symbolic size, which sizes the activation buffers."""
-        return {"n": prefill_chunk, "total_len": self.context_window}
+        return {"n": prefill_chunk, VERIFY_VAR: VERIFY_TOKENS, "total_len": self.context_window}
 
     def cache_spec(self) -> list[spec.Tensor]:
         c = self.config
@@ -130,6 +142,12 @@ class CausalLM(nn.Module):
             },
             "decode": {
                 "input_ids": spec.Tensor([1, 1], "int32"),
+                "kv_cache": cache,
+                "total_len": spec.Int(),
+                "$": {"param_mode": "plain", "effect_mode": "none"},
+            },
+            "verify": {
+                "input_ids": spec.Tensor([1, VERIFY_VAR], "int32"),
                 "kv_cache": cache,
                 "total_len": spec.Int(),
                 "$": {"param_mode": "plain", "effect_mode": "none"},

@@ -11,7 +11,12 @@ and four pairwise adds in one instruction) and scaled once:
     y[j] = sum_g  scale[j, g] * xscale[g] * sum_(k in g) code[j, k] * xq[k]
                 + minimum[j, g] * sum_(k in g) x[k]
 
-and a bias and a residual are added where the layer has them there (the epilogue). Rounding
+and a bias and a residual are added where the layer has them there (the epilogue). The same
+kernel takes a few tokens at once (`tokens`, a speculative draft's verify step, up to
+`max_tokens`): each task rounds every token's inputs, and each group's codes, unpacked once,
+are dotted with each token's, so that the weights are read and unpacked once for all of them
+(the prefill's float products decode a panel of weights for tiles of tokens, which pays only
+over many tokens). Rounding
 in each task costs a pass over the inputs, far less than the task's share of the weights, and
 saves the launch of a kernel of its own.
 
@@ -72,8 +77,9 @@ def _vector(buffer: tirx.Buffer, row, start, dtype: str):
     return tirx.reinterpret(dtype, buffer[row, tirx.Ramp(start, 1, 4)])
 
 
-def _group_dot(width: int, part: tirx.Buffer, xq: tirx.Buffer, row, g):
-    """int32x4 partial sums of code * xq over group g of a row (codes `width` bits wide)."""
+def _group_codes(width: int, part: tirx.Buffer, row, g):
+    """Group g of a row's codes (`width` bits wide) as int16x8 vectors, each with the offset in
+    the reordered group of the inputs it multiplies."""
     words = GROUP * width // 32
     products = []
     if width == 4:
@@ -89,32 +95,42 @@ def _group_dot(width: int, part: tirx.Buffer, xq: tirx.Buffer, row, g):
             eight = tirx.Broadcast(tirx.const(8, "int16"), LANES)
             products.append(((pairs << eight) >> eight, half * 16))
             products.append((pairs >> eight, half * 16 + LANES))
+    return products
+
+
+def _group_dot(width: int, part: tirx.Buffer, xq: tirx.Buffer, row, g, base=0):
+    """int32x4 partial sums of code * xq over group g of a row (codes `width` bits wide), the
+    inputs from `base` of xq (a token's)."""
     total = None
-    for codes, offset in products:
-        inputs = xq[tirx.Ramp(g * GROUP + offset, 1, LANES)]
+    for codes, offset in _group_codes(width, part, row, g):
+        inputs = xq[tirx.Ramp(base + g * GROUP + offset, 1, LANES)]
         dot = tirx.call_llvm_pure_intrin("int32x4", DOT, codes, inputs)
         total = dot if total is None else total + dot
     return total
 
 
-def _quantize_input(x: tirx.Buffer, width: int, xq, xscale, xsum) -> None:
-    """x as int16 in xq (reordered per group, see `element`), each group's scale and exact sum
-    in xscale and xsum."""
+def _quantize_input(x: tirx.Buffer, width: int, xq, xscale, xsum, token=0) -> None:
+    """x's `token` as int16 in xq (reordered per group, see `element`), each group's scale and
+    exact sum in xscale and xsum, from the token's place in each (token * their length)."""
     zero, top = tirx.const(0, "float32"), tirx.const(INT16_MAX, "float32")
-    groups = int(xscale.shape[0])
+    cols = int(x.shape[2])
+    groups = cols // GROUP
+    at, gat = token * cols, token * groups
     largest = T.alloc_buffer((1,), "float32", scope="global")
     with T.serial(0, groups) as g:
         T.buffer_store(largest, zero, [0])
-        T.buffer_store(xsum, zero, [g])
+        T.buffer_store(xsum, zero, [gat + g])
         with T.serial(0, GROUP) as k:
-            value = x[0, 0, g * GROUP + k]
+            value = x[0, token, g * GROUP + k]
             T.buffer_store(largest, tirx.max(largest[0], tirx.abs(value)), [0])
-            T.buffer_store(xsum, xsum[g] + value, [g])
-        T.buffer_store(xscale, largest[0] / top, [g])
+            T.buffer_store(xsum, xsum[gat + g] + value, [gat + g])
+        T.buffer_store(xscale, largest[0] / top, [gat + g])
         inverse = tirx.Select(largest[0] > zero, top / largest[0], zero)
         for p in range(GROUP):
-            value = x[0, 0, g * GROUP + element(width, p)]
-            T.buffer_store(xq, tirx.Cast("int16", tirx.round(value * inverse)), [g * GROUP + p])
+            value = x[0, token, g * GROUP + element(width, p)]
+            T.buffer_store(
+                xq, tirx.Cast("int16", tirx.round(value * inverse)), [at + g * GROUP + p]
+            )
 
 
 def input_rounding_func(cols: int, width: int) -> tirx.PrimFunc:
@@ -192,4 +208,81 @@ def integer_linear_func(
                         if added is not None:
                             value = added[0, 0, tile * TILE + r] + value
                         T.buffer_store(out, value, [0, 0, tile * TILE + r])
+    return builder.get()
+
+
+def integer_linear_tokens_func(
+    fmt: Format, rows: int, cols: int, residual: bool, bias: bool, max_tokens: int
+) -> tirx.PrimFunc:
+    """out (1, v, rows) = (residual +) (W x (+ bias)) for v tokens, v (symbolic) at most
+    `max_tokens`: each task rounds every token's inputs, then takes its share of the tiles of
+    TILE rows, the codes of each group and row read once and dotted with each token's inputs."""
+    assert fmt.integer_codes is not None
+    part_name, width, offset = fmt.integer_codes
+    groups = cols // GROUP
+    shapes = fmt.parts(rows, cols)
+    tokens = tirx.Var("v", "int64")
+    with IRBuilder() as builder:
+        with T.prim_func(private=True):
+            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, VECTOR_TYPED: True})
+            x = T.arg("x", T.Buffer((1, tokens, cols), "float32"))
+            parts = {
+                name: T.arg(name, T.Buffer(shape, dtype)) for name, (shape, dtype) in shapes.items()
+            }
+            offsets = T.arg("bias", T.Buffer((rows,), "float32")) if bias else None
+            added = T.arg("residual", T.Buffer((1, tokens, rows), "float32")) if residual else None
+            out = T.arg("out", T.Buffer((1, tokens, rows), "float32"))
+            zero = tirx.const(0, "float32")
+            with T.attr(0, LAUNCH_POINT, 1):
+                xq = T.alloc_buffer((max_tokens * cols,), "int16", scope="global")
+                xscale = T.alloc_buffer((max_tokens * groups,), "float32", scope="global")
+                xsum = T.alloc_buffer((max_tokens * groups,), "float32", scope="global")
+                with T.serial(0, tokens) as token:
+                    _quantize_input(x, width, xq, xscale, xsum, token)
+                with T.parallel(0, rows // TILE) as tile:
+                    sums = T.alloc_buffer((max_tokens * TILE * 4,), "float32", scope="global")
+                    low = T.alloc_buffer((max_tokens * TILE,), "float32", scope="global")
+                    scales = T.alloc_buffer((TILE,), "float32", scope="global")
+                    minimums = T.alloc_buffer((TILE,), "float32", scope="global")
+                    with T.serial(0, tokens) as token:
+                        for r in range(TILE):
+                            lanes = tirx.Ramp(token * (TILE * 4) + r * 4, 1, 4)
+                            T.buffer_store(sums, tirx.Broadcast(zero, 4), [lanes])
+                            T.buffer_store(low, zero, [token * TILE + r])
+                    has_low = False
+                    with T.serial(0, groups) as g:
+                        with T.vectorized(0, TILE) as r:
+                            row = tile * TILE + r
+                            scale, minimum = fmt.scale_te(parts, row, g * GROUP // fmt.group)
+                            scale = as_dtype(scale, "float32")
+                            T.buffer_store(scales, scale, [r])
+                            terms = [] if minimum is None else [as_dtype(minimum, "float32")]
+                            if offset:
+                                terms.append(scale * tirx.const(offset, "float32"))
+                            if terms:
+                                has_low = True
+                                T.buffer_store(minimums, sum(terms[1:], terms[0]), [r])
+                        with T.serial(0, tokens) as token:
+                            for r in range(TILE):
+                                total = _group_dot(
+                                    width, parts[part_name], xq, tile * TILE + r, g, token * cols
+                                )
+                                lanes = tirx.Ramp(token * (TILE * 4) + r * 4, 1, 4)
+                                factor = scales[r] * xscale[token * groups + g]
+                                scaled = tirx.Cast("float32x4", total) * tirx.Broadcast(factor, 4)
+                                T.buffer_store(sums, sums[lanes] + scaled, [lanes])
+                                if has_low:
+                                    at = token * TILE + r
+                                    term = minimums[r] * xsum[token * groups + g]
+                                    T.buffer_store(low, low[at] + term, [at])
+                    with T.serial(0, tokens) as token:
+                        for r in range(TILE):
+                            value = low[token * TILE + r]
+                            for lane in range(4):
+                                value = value + sums[token * (TILE * 4) + r * 4 + lane]
+                            if offsets is not None:
+                                value = value + offsets[tile * TILE + r]
+                            if added is not None:
+                                value = added[0, token, tile * TILE + r] + value
+                            T.buffer_store(out, value, [0, token, tile * TILE + r])
     return builder.get()

@@ -11,6 +11,7 @@ from tvm.relax.frontend.nn import Tensor, op
 
 from ...formats import Format
 from ...formats.base import as_dtype
+from ..base import VERIFY_TOKENS, VERIFY_VAR
 from ..stages import SCALE_STAGES, Stage
 from . import integer_linear
 
@@ -23,9 +24,19 @@ def one_token_inputs(shape) -> int | None:
     return dims[2] if dims[:2] == [1, 1] else None
 
 
+def verify_inputs(shape) -> int | None:
+    """The input size of a (1, v, inputs) shape, v being a verify step's tokens (at most
+    VERIFY_TOKENS, see models/decoder/causal_lm.py), else None."""
+    dims = [int(d) if isinstance(d, (int, tirx.IntImm)) else d for d in shape]
+    tokens = dims[1]
+    verify = isinstance(tokens, tirx.Var) and tokens.name == VERIFY_VAR
+    return dims[2] if dims[0] == 1 and verify and isinstance(dims[2], int) else None
+
+
 def integer_applies(fmt: Format, shape, rows: int, dtype: str) -> bool:
-    """Whether CPU decode takes integer_linear.py: one token of float32, a format it reads."""
-    cols = one_token_inputs(shape)
+    """Whether CPU decode (or a verify step) takes integer_linear.py: one token (or a verify
+    step's few) of float32, a format it reads."""
+    cols = one_token_inputs(shape) or verify_inputs(shape)
     return cols is not None and integer_linear.applies(fmt, cols, rows, dtype)
 
 
@@ -38,14 +49,23 @@ def integer_form(
     residual: Tensor | None = None,
     bias: Tensor | None = None,
 ) -> Tensor:
-    """One token's product by integer dot products, its input rounded inside the kernel (see
-    integer_linear.py), with `bias` and `residual` added to it there where they are given."""
-    func = integer_linear.integer_linear_func(
-        fmt, rows, int(x.shape[2]), residual is not None, bias is not None
-    )
+    """One token's product (or a verify step's tokens') by integer dot products, its input
+    rounded inside the kernel (see integer_linear.py), with `bias` and `residual` added to it
+    there where they are given."""
+    if one_token_inputs(x.shape) is not None:
+        func = integer_linear.integer_linear_func(
+            fmt, rows, int(x.shape[2]), residual is not None, bias is not None
+        )
+    else:
+        func = integer_linear.integer_linear_tokens_func(
+            fmt, rows, int(x.shape[2]), residual is not None, bias is not None, VERIFY_TOKENS
+        )
     added = [t for t in (bias, residual) if t is not None]
     return op.tensor_ir_op(
-        func, name, [x, *parts.values(), *added], Tensor.placeholder([1, 1, rows], "float32")
+        func,
+        name,
+        [x, *parts.values(), *added],
+        Tensor.placeholder([1, x.shape[1], rows], "float32"),
     )
 
 

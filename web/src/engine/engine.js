@@ -8,6 +8,7 @@ import { completionChunks, completionResponse, usage } from "../api/responses.js
 import { InvalidRequestError } from "../errors.js";
 import { generateCompletion, runChoices } from "./generator.js";
 import { ModelSet } from "./model_set.js";
+import { checkSpeculation } from "./prompt_lookup.js";
 import { buildPrompt } from "./prompt.js";
 import { AsyncQueue } from "./queue.js";
 import { makeRandom } from "./sampler.js";
@@ -65,7 +66,8 @@ export class Engine {
    *          appConfig?: {model_list: {model_id: string, model: string | string[], chat_template?: string}[]},
    *          variant?: "software" | "gpu", backend?: "auto" | "webgpu" | "wasm", threads?: number,
    *          useCache?: boolean, prefixCacheBytes?: number, prefixCachePersistTokens?: number,
-   *          prefixCacheStorageBytes?: number}} [options]
+   *          prefixCacheStorageBytes?: number, speculation?: boolean | {draftTokens?: number,
+   *          minMatch?: number, maxMatch?: number}}} [options]
    *          `variant` overrides the kernel set chosen from the adapter; `backend` "wasm" runs on
    *          the CPU (WebAssembly), "webgpu" on the GPU, "auto" (the default) on WebGPU where the
    *          browser has it; `threads` caps the CPU backend's threads (default: one per core);
@@ -73,7 +75,9 @@ export class Engine {
    *          shards are cached after the first download); the prefix cache's: `prefixCacheBytes`
    *          the memory its KV snapshots may take (0 turns it off), `prefixCachePersistTokens` how
    *          long a prompt is kept in the browser's storage for later page loads (0: none is), and
-   *          `prefixCacheStorageBytes` the storage those take (model.js PREFIX_CACHE_DEFAULTS)
+   *          `prefixCacheStorageBytes` the storage those take (model.js PREFIX_CACHE_DEFAULTS);
+   *          `speculation` prompt-lookup speculation's options, or false to turn it off
+   *          (prompt_lookup.js SPECULATION_DEFAULTS)
    */
   reload(model, { initProgressCallback, appConfig, variant, backend, threads, useCache = true, ...prefix } = {}) {
     const specs = Array.isArray(model) ? model : [model];
@@ -86,6 +90,7 @@ export class Engine {
       if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0))
         throw new InvalidRequestError(name, "must be a whole number, 0 or more (0 turns it off)");
     }
+    checkSpeculation(prefix.speculation);
     this.interruptGenerate();
     return this.#scheduler.exclusive(null, async () => {
       this.#models.unload();

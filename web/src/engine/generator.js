@@ -2,7 +2,9 @@
 // drawn from logits the request's penalties, bias and grammar (structured output, tool calls)
 // have shaped, the reply cut at a stop string, an end-of-sequence token or max_tokens, with its
 // logprobs; and a request's n choices, run one after another. A greedy request that needs
-// nothing else of the logits has its tokens picked on the device (the build's argmax).
+// nothing else of the logits has its tokens picked on the device (the build's argmax). Where
+// the reply may repeat what came before, draft tokens looked up in the prompt and reply are
+// checked in one step (prompt_lookup.js), and kept as far as the model agrees with them.
 import { usesTools } from "../api/request_tools.js";
 import { ContextWindowExceededError } from "../errors.js";
 import { GrammarEngine } from "../text/grammar.js";
@@ -10,7 +12,8 @@ import { StopStrings } from "../text/stop.js";
 import { StreamDecoder } from "../text/tokenizer.js";
 import { markerTokens, toolCallFormat } from "../text/tool_formats.js";
 import { LogitsProcessor, logSoftmax, topK } from "./logits.js";
-import { makeRandom, sample } from "./sampler.js";
+import { lookupDraft } from "./prompt_lookup.js";
+import { makeRandom, sample, sampleDraft } from "./sampler.js";
 import { requestStats } from "./stats.js";
 
 const now = () => performance.now();
@@ -51,18 +54,35 @@ export async function generateCompletion(model, prompt, params, random, control,
   let text = "";
   let finish = "length";
   try {
+    // Speculation, where the model can verify drafts and nothing reads or shapes the logits
+    // (logprobs, structured output and tools, penalties and biases keep it off for now): it
+    // needs the logits of every draft token in JS, so its steps never pick on the device.
+    const speculation =
+      model.speculation && model.hasVerify && !params.logprobs && !mask && !processor.changesLogits
+        ? model.speculation
+        : null;
     // Greedy, with nothing that reads or shapes the logits: each step picks its token where the
     // logits are and reads back the id alone. Where the steps queue on a GPU, the step after
     // the next is submitted before the next's token is read (it takes that token on the
     // device), so that the GPU does not wait for the page between steps; a step past a stop is
     // then discarded.
     const argmax =
+      !speculation &&
       model.hasArgmax &&
       ((params.temperature ?? 1) <= 0 || params.top_k === 1) &&
       !params.logprobs &&
       !mask &&
       !processor.changesLogits;
     const lead = argmax && model.queuesSteps ? 1 : 0;
+    let rows = null; // a verify step's logits, and the draft token each row was checked against
+    let row = 0; // the next of them to use
+    let draftToken = null; // the draft token guessed for the token picked from `logits`
+    const spec = { drafted: 0, accepted: 0, steps: 0 };
+    // The longest draft to try next: halved when a draft's first token is rejected, doubled when
+    // a whole draft is kept, so that text that does not repeat costs few wasted rows and text
+    // that copies takes long drafts.
+    let draftSize = Math.min(4, speculation?.draftTokens ?? 0);
+    let drafting = null; // the draft being checked: its length and how many were kept
     const steps = []; // decode steps submitted and not read: each resolves to the next's logits or token
     let submitted = 0; // decode steps submitted: step j decodes tokens[j]
     let read = 0; // decode steps read back
@@ -88,7 +108,18 @@ export async function generateCompletion(model, prompt, params, random, control,
         if (!argmax) {
           processor.apply(logits);
           if (mask) await mask.apply(logits);
-          token = sample(logits, params, random);
+          token =
+            draftToken === null ? sample(logits, params, random) : sampleDraft(logits, params, random, draftToken);
+        }
+        if (draftToken !== null) {
+          if (token === draftToken) {
+            spec.accepted++;
+            drafting.kept++;
+          } else {
+            // The rest of the draft is rejected: the cache keeps what the reply holds so far.
+            rows = null;
+            model.rewind(prompt.length + tokens.length);
+          }
         }
         if (eos.has(token) && !params.ignore_eos) {
           finish = "stop";
@@ -112,11 +143,49 @@ export async function generateCompletion(model, prompt, params, random, control,
         const delta = stops.push(decoder.push(token));
         text += delta;
         const stopping = stops.stopped || mask?.terminated;
-        if (!stopping) submitUpTo(tokens.length - 1 + lead); // the GPU works while the reader reads
+        if (!stopping && !speculation) submitUpTo(tokens.length - 1 + lead); // the GPU works while the reader reads
         await onToken?.(token, delta, entry); // a stream's reader sets the pace
         if (stopping) {
           finish = "stop";
           break;
+        }
+        if (speculation) {
+          if (!rows) {
+            // Up to the draft whose every row's token stays within max_tokens and the window.
+            const room = Math.min(maxTokens - tokens.length, window - prompt.length - tokens.length) - 1;
+            if (room < 0) break; // max_tokens or the context window
+            if (drafting) {
+              if (drafting.kept === drafting.length) draftSize = Math.min(2 * draftSize, speculation.draftTokens);
+              else if (drafting.kept === 0) draftSize = Math.max(1, draftSize >> 1);
+              drafting = null;
+            }
+            const limit = Math.min(draftSize, model.maxDraft, room);
+            const draft = limit > 0 ? lookupDraft(prompt.concat(tokens), { ...speculation, draftTokens: limit }) : [];
+            if (draft.length > 0) {
+              const out = await model.verify(token, draft, control);
+              if (out === null) {
+                logits = null;
+                continue;
+              }
+              read++;
+              spec.steps++;
+              spec.drafted += draft.length;
+              drafting = { length: draft.length, kept: 0 };
+              const vocab = model.manifest.config.vocab_size;
+              rows = draft
+                .concat([null])
+                .map((d, i) => ({ logits: out.subarray(i * vocab, (i + 1) * vocab), draft: d }));
+              row = 0;
+            } else {
+              logits = await model.decode(token, control);
+              if (logits !== null) read++;
+              draftToken = null;
+              continue;
+            }
+          }
+          ({ logits, draft: draftToken } = rows[row++]);
+          if (row === rows.length) rows = null;
+          continue;
         }
         submitUpTo(tokens.length - 1);
         if (steps.length === 0) break; // max_tokens or the context window
@@ -148,6 +217,7 @@ export async function generateCompletion(model, prompt, params, random, control,
       prefillMs: t1 - t0,
       decodeSteps: Math.max(tokens.length - 1, 0),
       decodeMs: t2 - t1,
+      speculation: spec,
     };
     model.lastStats = requestStats([timing], model.backend);
     return { tokens, text, finish, logprobs, timing };

@@ -15,12 +15,16 @@ import { ABORTED } from "../control.js";
 import { RUNTIME_HASH } from "kiln:runtime";
 import { PrefixCache } from "./prefix_cache.js";
 import { PrefixStore, hashText } from "./prefix_store.js";
+import { SPECULATION_DEFAULTS } from "./prompt_lookup.js";
 
 // A WebGPU prefill chunk takes about GPU_CHUNK_MS (a request after an abort waits for the
 // chunk on the GPU); the first of a prefill, whose speed is not known yet, FIRST_GPU_CHUNK
-// tokens; none more than the build's prefill_chunk.
+// tokens; none more than the build's prefill_chunk, nor fewer than MIN_GPU_CHUNK: a chunk's
+// time is mostly the reading of the weights, once a chunk, so on a slow adapter (SwiftShader)
+// chunks of a token or two would prefill at the pace of decoding.
 const GPU_CHUNK_MS = 200;
 const FIRST_GPU_CHUNK = 16;
+const MIN_GPU_CHUNK = 8;
 
 /** The prefix cache's defaults (Engine.reload's options of the same names). */
 export const PREFIX_CACHE_DEFAULTS = {
@@ -50,14 +54,25 @@ export class LoadedModel {
    * @param {string[]} urls  builds of one model, in order of preference
    * @param {{initProgressCallback?: Function, variant?: string, backend?: "auto" | "webgpu" | "wasm",
    *          threads?: number, useCache?: boolean, onDeviceLost: Function, chatTemplate?: string,
-   *          prefixCacheBytes?: number, prefixCachePersistTokens?: number, prefixCacheStorageBytes?: number}} options
+   *          prefixCacheBytes?: number, prefixCachePersistTokens?: number, prefixCacheStorageBytes?: number,
+   *          speculation?: boolean | object}} options
    *   `chatTemplate`: a Jinja chat template used instead of the model's own; the prefix cache's
-   *   options as Engine.reload takes them
+   *   options and `speculation` as Engine.reload takes them
    */
   static async load(
     id,
     urls,
-    { initProgressCallback, variant, backend = "auto", threads, useCache, onDeviceLost, chatTemplate, ...prefix },
+    {
+      initProgressCallback,
+      variant,
+      backend = "auto",
+      threads,
+      useCache,
+      onDeviceLost,
+      chatTemplate,
+      speculation,
+      ...prefix
+    },
   ) {
     const started = performance.now();
     const candidates = await Promise.all(urls.map(fetchManifest));
@@ -72,6 +87,12 @@ export class LoadedModel {
     const config = chatTemplate === undefined ? tokenizerConfig : { ...tokenizerConfig, chat_template: chatTemplate };
     model.tokenizer = new ChatTokenizer(tokenizer, config);
     model.backend = adapter ? "webgpu" : "wasm";
+    // Speculation is on by default where it was measured to pay (README, "Benchmark"): on the
+    // CPU backend, whose verify step reads the weights once for all its tokens. On WebGPU it
+    // would give up the greedy steps queued on the device, for a verify step of prefill's kernels.
+    const speculate = speculation ?? model.backend === "wasm";
+    model.speculation =
+      speculate === false ? null : { ...SPECULATION_DEFAULTS, ...(speculate === true ? {} : speculate) };
     try {
       const kernels = adapter
         ? await model.#loadWebGPU(adapter, base, chosen.variant, { initProgressCallback, useCache, onDeviceLost })
@@ -150,6 +171,7 @@ export class LoadedModel {
     this.lastStats = null;
     this.grammar = null; // built on the first structured-output request
     this.lostError = null; // the DeviceLostError, once the model's device is lost
+    this.speculation = null; // prompt-lookup speculation's options (prompt_lookup.js); null: off
   }
 
   /** The tokenizer's vocabulary by id (for structured output and logprobs), built on first use. */
@@ -172,6 +194,16 @@ export class LoadedModel {
   /** Whether the greedy token can be picked where the logits are, reading back only its id. */
   get hasArgmax() {
     return Boolean(this.executor?.hasArgmax);
+  }
+
+  /** Whether the build can check a speculative draft in one step (its verify function). */
+  get hasVerify() {
+    return Boolean(this.executor?.functions?.verify);
+  }
+
+  /** The most draft tokens one verify step takes (the build's bound on its tokens, less one). */
+  get maxDraft() {
+    return (this.manifest.bounds?.v ?? 1) - 1;
   }
 
   /**
@@ -222,7 +254,7 @@ export class LoadedModel {
       i += ids.length;
       if (timed) {
         const perToken = Math.max(performance.now() - started, 1) / ids.length;
-        chunk = Math.min(largest, Math.max(1, Math.floor(GPU_CHUNK_MS / perToken)));
+        chunk = Math.min(largest, Math.max(MIN_GPU_CHUNK, Math.floor(GPU_CHUNK_MS / perToken)));
       }
       const total = tokens.length - start;
       onProgress?.({ progress: (i - start) / total, prefilled: i - start, total });
@@ -338,6 +370,40 @@ export class LoadedModel {
     return null;
   }
 
+  /**
+   * Appends `token` and the `draft` tokens guessed to follow it to the cache in one step (the
+   * build's verify); returns the logits after each of them, draft.length + 1 rows of the
+   * vocabulary's size one after another, or null when `control` was aborted while the step ran
+   * (none of them is then in the cache). The caller takes back the draft tokens it rejects
+   * (`rewind`).
+   * @param {number} token
+   * @param {number[]} draft  at most `maxDraft`
+   * @param {Control} [control]
+   * @returns {Promise<Float32Array | null>}
+   */
+  async verify(token, draft, control = undefined) {
+    const cache = this.cachedTokens;
+    const ids = [token, ...draft];
+    cache.push(...ids);
+    const count = cache.length;
+    const vars = { v: ids.length, total_len: count };
+    const rows = ids.length * this.manifest.config.vocab_size;
+    const run = this.executor.call("verify", { input_ids: Int32Array.from(ids) }, vars, rows, control);
+    const out = await (control ? control.race(run) : run);
+    if (out !== ABORTED) return out;
+    if (this.cachedTokens === cache && cache.length === count) cache.length -= ids.length;
+    return null;
+  }
+
+  /**
+   * Makes the cache count its first `count` tokens alone (draft tokens rejected after a verify
+   * step): the rows past them hold the rejected tokens' keys and values, written over later.
+   * @param {number} count
+   */
+  rewind(count) {
+    if (this.cachedTokens.length > count) this.cachedTokens.length = count;
+  }
+
   /** Where the model runs and what it holds (engine.runtimeStats). */
   runtimeStats() {
     const cpu = this.backend === "wasm";
@@ -353,6 +419,7 @@ export class LoadedModel {
         ? { vendor: info.vendor, architecture: info.architecture, is_fallback_adapter: Boolean(info.isFallbackAdapter) }
         : null,
       model_bytes: this.executor?.modelBytes ?? 0,
+      speculation: this.speculation,
       prefix_cache: this.prefixes && {
         entries: this.prefixes.size,
         bytes: this.prefixes.bytes,

@@ -33,13 +33,13 @@ export function argmax(logits) {
 }
 
 /**
- * Picks the next token from last-position logits: greedy when temperature is 0 or top_k 1,
- * otherwise softmax(logits / temperature) restricted to the top_k most likely tokens (all
- * where top_k is 0), then to the smallest set of those whose mass reaches top_p of theirs (as
- * transformers chains its top-k and top-p warpers).
+ * The distribution a sampled token is drawn from: softmax(logits / temperature) restricted to
+ * the top_k most likely tokens (all where top_k is 0), then to the smallest set of those whose
+ * mass reaches top_p of theirs (as transformers chains its top-k and top-p warpers). Returns
+ * the candidates most likely first, `probs` their unnormalized probabilities by token id, and
+ * how many of them (`kept`) and what mass (`mass`) the draw is among.
  */
-export function sample(logits, { temperature = 1, top_p = 1, top_k = 0 }, random) {
-  if (temperature <= 0 || top_k === 1) return argmax(logits);
+function candidates(logits, { temperature = 1, top_p = 1, top_k = 0 }) {
   const max = logits[argmax(logits)];
   const probs = new Float64Array(logits.length);
   let sum = 0;
@@ -62,10 +62,51 @@ export function sample(logits, { temperature = 1, top_p = 1, top_k = 0 }, random
   let kept = 1; // top_p 0 keeps the most likely token
   let mass = probs[order[0]];
   while (kept < order.length && mass < top_p * sum) mass += probs[order[kept++]];
+  return { order, probs, kept, mass };
+}
+
+/** Whether the request picks its tokens greedily: temperature 0 or top_k 1. */
+export function isGreedy({ temperature = 1, top_k = 0 }) {
+  return temperature <= 0 || top_k === 1;
+}
+
+/**
+ * Picks the next token from last-position logits: greedy when temperature is 0 or top_k 1,
+ * otherwise drawn from the distribution `candidates` describes.
+ */
+export function sample(logits, params, random) {
+  if (isGreedy(params)) return argmax(logits);
+  const { order, probs, kept, mass } = candidates(logits, params);
   let r = random() * mass;
   for (let k = 0; k < kept; k++) {
     r -= probs[order[k]];
     if (r <= 0) return order[k];
   }
   return order[kept - 1];
+}
+
+/**
+ * Picks the next token where a speculative `draft` token was guessed for it, with the
+ * distribution `sample` draws from (speculative sampling, Leviathan et al. 2023, with a draft
+ * that is one token for sure): the draft is kept with its probability p(draft); otherwise a
+ * token is drawn from p with the draft taken out. Each token t then comes with probability
+ * p(draft) [t = draft] + (1 - p(draft)) p(t) / (1 - p(draft)) [t != draft] = p(t), as `sample`
+ * gives it; only the random numbers used differ. Greedy requests take the greedy token.
+ */
+export function sampleDraft(logits, params, random, draft) {
+  if (isGreedy(params)) return argmax(logits);
+  const { order, probs, kept, mass } = candidates(logits, params);
+  let among = false;
+  for (let k = 0; k < kept && !among; k++) among = order[k] === draft;
+  const p = among ? probs[draft] : 0;
+  if (p > 0 && random() * mass < p) return draft;
+  let r = random() * (mass - p);
+  let last = -1;
+  for (let k = 0; k < kept; k++) {
+    if (order[k] === draft) continue;
+    last = order[k];
+    r -= probs[last];
+    if (r <= 0) return last;
+  }
+  return last === -1 ? draft : last;
 }

@@ -11,6 +11,12 @@ export function requestStats(timings, backend) {
     prefill_tokens_per_s: first.prefillMs > 0 ? first.prefilled / (first.prefillMs / 1000) : 0,
     decode_tokens_per_s: steps > 0 ? steps / (ms / 1000) : 0,
     time_to_first_token_s: first.prefillMs / 1000,
+    // Prompt-lookup speculation: verify steps run, draft tokens checked, and those kept.
+    speculation: {
+      verify_steps: timings.reduce((s, t) => s + (t.speculation?.steps ?? 0), 0),
+      draft_tokens: timings.reduce((s, t) => s + (t.speculation?.drafted ?? 0), 0),
+      accepted_tokens: timings.reduce((s, t) => s + (t.speculation?.accepted ?? 0), 0),
+    },
     backend,
   };
 }
