@@ -7,6 +7,7 @@
     scripts/bench ... --peer transformers.js [--peer-dtype q8 q4 fp32]   at these dtypes
     scripts/bench ... --long-prompt   also prefill prompts of 1,000 and 4,000 tokens
     scripts/bench ... --prefix-cache  also time to first token with a cached system prompt
+    scripts/bench ... --speculation   also decode with and without prompt-lookup speculation
 
 Per chat model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
 tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and of the kernels
@@ -25,7 +26,12 @@ where attention's share has grown, and the share of the shorter one's speed the 
 keeps. With `--prefix-cache`, after each row: the time to first token of a chat request whose
 system prompt is about 1,000 tokens, cold (an engine and storage that never saw it), cached
 (the same system prompt, another question) and after a reload (the page reloaded, a new
-engine, the prefix read from the browser's storage), with the prompt tokens each reused."""
+engine, the prefix read from the browser's storage), with the prompt tokens each reused. With
+`--speculation`, after each row: decode tok/s over SPECULATION_TOKENS greedy tokens of a
+copy-heavy request (a code snippet of about 200 tokens to give back with one name changed) and
+of a free-form one (a short story), by two engines on the same backend, prompt-lookup
+speculation on and off, their runs alternating (`runs` each); the medians, their ratio, the
+draft tokens checked and kept, and whether the replies were the same."""
 
 from __future__ import annotations
 
@@ -208,6 +214,86 @@ WRITTEN = """async () => {
         await new Promise((resolve) => setTimeout(resolve, 20));
     }
 }"""
+
+
+# Prompt-lookup speculation: a request whose reply copies much of its prompt, and one whose reply
+# does not.
+SPECULATION_CODE = """def load_scores(path):
+    scores = {}
+    with open(path) as handle:
+        for line in handle:
+            name, value = line.strip().split(",")
+            scores.setdefault(name, []).append(float(value))
+    return scores
+
+
+def average(values):
+    if not values:
+        return 0.0
+    return sum(values) / len(values)
+
+
+def report(scores):
+    lines = []
+    for name in sorted(scores):
+        lines.append(f"{name}: {average(scores[name]):.2f}")
+    return "\\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(report(load_scores("scores.csv")))
+"""
+SPECULATION_TASKS = {
+    "copy": "Copy this Python code exactly, but rename the function average to mean:\n\n"
+    f"```python\n{SPECULATION_CODE}```",
+    "free": "Write a short story about a lighthouse keeper who finds a message in a bottle.",
+}
+SPECULATION_TOKENS = 128
+SPECULATE = """async ([content, count]) => {
+    const messages = [{role: "user", content}];
+    const r = await engine.chat.completions.create({messages, max_tokens: count, temperature: 0});
+    const stats = (await engine.runtimeStats()).last_request;
+    return {text: r.choices[0].message.content, tokens: r.usage.completion_tokens,
+            tok_s: stats.decode_tokens_per_s, speculation: stats.speculation};
+}"""
+
+
+def speculation_row(
+    browser, folder: Path, runs: int, variant: str | None, backend: str, threads: int | None
+) -> dict:
+    """Decode tok/s of each of SPECULATION_TASKS, speculation off and on: two engines (pages)
+    on the same backend, their runs alternating after a warm-up each, the medians."""
+    row: dict = {"backend": backend}
+    with serve_folder(folder) as url:
+        pages = {
+            name: open_engine_page(
+                browser, url, variant=variant, backend=backend, threads=threads, options=options
+            )
+            for name, options in (("off", {"speculation": False}), ("on", {"speculation": True}))
+        }
+        for page in pages.values():
+            page.evaluate(SPECULATE, ["Hi", 4])
+        for task, content in SPECULATION_TASKS.items():
+            results: dict[str, list[dict]] = {"off": [], "on": []}
+            for _ in range(runs):
+                for name, page in pages.items():
+                    results[name].append(page.evaluate(SPECULATE, [content, SPECULATION_TOKENS]))
+            off, on = (statistics.median(r["tok_s"] for r in results[k]) for k in ("off", "on"))
+            row[task] = {
+                "tokens": results["on"][0]["tokens"],
+                "decode_tok_s_off": round(off, 2),
+                "decode_tok_s_on": round(on, 2),
+                "ratio": round(on / off, 2),
+                "draft_tokens": results["on"][0]["speculation"]["draft_tokens"],
+                "accepted_tokens": results["on"][0]["speculation"]["accepted_tokens"],
+                "same_reply": all(
+                    r["text"] == results["off"][0]["text"] for r in results["on"] + results["off"]
+                ),
+            }
+        for page in pages.values():
+            page.close()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return {"model": manifest["model_id"], "quantization": manifest["quantization"], **row}
 
 
 def prefix_cache_row(
@@ -465,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also time to first token with a system prompt of about 1,000 tokens: cold, "
         "cached and after a reload (one run each)",
     )
+    parser.add_argument(
+        "--speculation",
+        action="store_true",
+        help="also decode tok/s with and without prompt-lookup speculation, on a copy-heavy and "
+        "a free-form request (runs alternating)",
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("dist/bench"))
     args = parser.parse_args(argv)
     if args.peer and args.profile:
@@ -531,6 +623,11 @@ def _run(args: argparse.Namespace) -> int:
                             browser, folder, variant, backend, args.threads
                         )
                         print(json.dumps(prefix_row), flush=True)
+                    if args.speculation and not args.profile:
+                        spec_row = speculation_row(
+                            browser, folder, args.runs, variant, backend, args.threads
+                        )
+                        print(json.dumps(spec_row), flush=True)
             if args.peer:
                 if any(ids != prompts[0] for ids in prompts):
                     raise SystemExit(f"{model}: the builds tokenize the prompt differently")

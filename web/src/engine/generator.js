@@ -13,7 +13,7 @@ import { StreamDecoder } from "../text/tokenizer.js";
 import { markerTokens, toolCallFormat } from "../text/tool_formats.js";
 import { LogitsProcessor, logSoftmax, topK } from "./logits.js";
 import { lookupDraft } from "./prompt_lookup.js";
-import { makeRandom, sample, sampleDraft } from "./sampler.js";
+import { isGreedy, makeRandom, sample, sampleDraft } from "./sampler.js";
 import { requestStats } from "./stats.js";
 
 const now = () => performance.now();
@@ -67,16 +67,16 @@ export async function generateCompletion(model, prompt, params, random, control,
     // device), so that the GPU does not wait for the page between steps; a step past a stop is
     // then discarded.
     const argmax =
-      !speculation &&
-      model.hasArgmax &&
-      ((params.temperature ?? 1) <= 0 || params.top_k === 1) &&
-      !params.logprobs &&
-      !mask &&
-      !processor.changesLogits;
+      !speculation && model.hasArgmax && isGreedy(params) && !params.logprobs && !mask && !processor.changesLogits;
     const lead = argmax && model.queuesSteps ? 1 : 0;
     let rows = null; // a verify step's logits, and the draft token each row was checked against
     let row = 0; // the next of them to use
     let draftToken = null; // the draft token guessed for the token picked from `logits`
+    // Whether the next token was picked on the device (`picked`), not from `logits`: every
+    // step's with argmax; with speculation, a greedy request's prefill's and steps' that checked
+    // no draft.
+    const draftlessOnDevice = Boolean(speculation) && model.hasArgmax && isGreedy(params);
+    let onDevice = argmax || draftlessOnDevice;
     const spec = { drafted: 0, accepted: 0, steps: 0 };
     // The longest draft to try next: halved when a draft's first token is rejected, doubled when
     // a whole draft is kept, so that text that does not repeat costs few wasted rows and text
@@ -94,18 +94,18 @@ export async function generateCompletion(model, prompt, params, random, control,
       }
     };
     const t0 = now();
-    const first = await model.prefill(prompt, control, params.prefillProgressCallback, { argmax });
+    const first = await model.prefill(prompt, control, params.prefillProgressCallback, { argmax: onDevice });
     const { prefilled, reused: cached } = first;
     let { logits, token: picked } = first;
     const t1 = now();
     try {
       for (;;) {
-        if (control.aborted || (argmax ? picked === null : logits === null)) {
+        if (control.aborted || (onDevice ? picked === null : logits === null)) {
           finish = "abort";
           break;
         }
         let token = picked;
-        if (!argmax) {
+        if (!onDevice) {
           processor.apply(logits);
           if (mask) await mask.apply(logits);
           token =
@@ -164,10 +164,10 @@ export async function generateCompletion(model, prompt, params, random, control,
             if (draft.length > 0) {
               const out = await model.verify(token, draft, control);
               if (out === null) {
+                onDevice = false;
                 logits = null;
                 continue;
               }
-              read++;
               spec.steps++;
               spec.drafted += draft.length;
               drafting = { length: draft.length, kept: 0 };
@@ -177,12 +177,15 @@ export async function generateCompletion(model, prompt, params, random, control,
                 .map((d, i) => ({ logits: out.subarray(i * vocab, (i + 1) * vocab), draft: d }));
               row = 0;
             } else {
-              logits = await model.decode(token, control);
-              if (logits !== null) read++;
+              const out = await model.decode(token, control, { argmax: draftlessOnDevice });
+              if (draftlessOnDevice) picked = out;
+              else logits = out;
+              onDevice = draftlessOnDevice;
               draftToken = null;
               continue;
             }
           }
+          onDevice = false;
           ({ logits, draft: draftToken } = rows[row++]);
           if (row === rows.length) rows = null;
           continue;
