@@ -7,6 +7,7 @@ import {
   Completion,
   ContextWindowExceededError,
   CreateEngine,
+  CreateSharedWorkerEngine,
   CreateWebWorkerEngine,
   createLanguageModel,
   installLanguageModel,
@@ -16,6 +17,8 @@ import {
   ModelCheck,
   ModelWontFitError,
   newEngineWorker,
+  newSharedEngineWorker,
+  SharedEngine,
   Tool,
   WebWorkerEngine,
 } from "./kiln.js";
@@ -26,6 +29,14 @@ export async function inItsOwnWorker(url: string): Promise<Worker> {
   const other = new WebWorkerEngine(newEngineWorker());
   await other.reload(url);
   return engine.worker;
+}
+
+// One engine for every tab: the runtime's own shared worker, or a leader tab.
+export async function sharedByTheTabs(url: string): Promise<string> {
+  const engine: SharedEngine = await CreateSharedWorkerEngine(null, url, { host: "auto", backend: "webgpu" });
+  const inTheirWorker = await CreateSharedWorkerEngine(newSharedEngineWorker(), url, { host: "shared-worker" });
+  const reply = await engine.chat.completions.create({ messages: [{ role: "user", content: "Hi" }] });
+  return `${engine.host} ${engine.leading} ${inTheirWorker.host} ${reply.choices[0].message.content}`;
 }
 
 export async function inAWorker(base: string): Promise<string> {
