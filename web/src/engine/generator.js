@@ -55,8 +55,8 @@ export async function generateCompletion(model, prompt, params, random, control,
   let finish = "length";
   try {
     // Speculation, where the model can verify drafts and nothing reads or shapes the logits
-    // (logprobs, structured output and tools, penalties and biases keep it off for now): it
-    // needs the logits of every draft token in JS, so its steps never pick on the device.
+    // (logprobs, structured output and tools, penalties and biases keep it off for now): a
+    // verify step reads back the logits of every draft token, and the steps are not queued ahead.
     const speculation =
       model.speculation && model.hasVerify && !params.logprobs && !mask && !processor.changesLogits
         ? model.speculation

@@ -66,8 +66,8 @@ function candidates(logits, { temperature = 1, top_p = 1, top_k = 0 }) {
 }
 
 /** Whether the request picks its tokens greedily: temperature 0 or top_k 1. */
-export function isGreedy({ temperature = 1, top_k = 0 }) {
-  return temperature <= 0 || top_k === 1;
+export function isGreedy({ temperature, top_k }) {
+  return (temperature ?? 1) <= 0 || top_k === 1;
 }
 
 /**
