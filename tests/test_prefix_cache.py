@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tools.browser import serve_folder
+from tools.browser import PREFIX_CACHE_WRITTEN, serve_folder
 
 # Token ids of the tiny model's vocabulary: P the shared prefix, X and Y two endings, Q a prompt
 # that shares nothing with them.
@@ -125,18 +125,8 @@ EDIT = """async ([name, how]) => {
 }"""
 
 
-# The prefix cache's figures once the writes asked for are done.
-WRITTEN = """async () => {
-    for (;;) {
-        const held = (await engine.runtimeStats()).prefix_cache;
-        if (held.pending_writes === 0) return held;
-        await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-}"""
-
-
 def written(page) -> dict:
-    return page.evaluate(WRITTEN)
+    return page.evaluate(PREFIX_CACHE_WRITTEN)
 
 
 @pytest.mark.parametrize("backend", ["wasm", "webgpu"])

@@ -44,7 +44,13 @@ from pathlib import Path
 from compiler.build import build
 
 from . import peer
-from .browser import CHROMIUM, CHROMIUM_ARGS, open_engine_page, serve_folder
+from .browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PREFIX_CACHE_WRITTEN,
+    open_engine_page,
+    serve_folder,
+)
 
 PROMPT = (
     "You are given a short passage. Passage: WebGPU is a web standard that exposes modern "
@@ -206,16 +212,6 @@ FIRST_TOKEN = """async ([system, question]) => {
 }"""
 
 
-# The prefix cache's figures once the writes to the browser's storage asked for are done.
-WRITTEN = """async () => {
-    for (;;) {
-        const held = (await engine.runtimeStats()).prefix_cache;
-        if (held.pending_writes === 0) return held;
-        await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-}"""
-
-
 # Prompt-lookup speculation: a request whose reply copies much of its prompt, and one whose reply
 # does not.
 SPECULATION_CODE = """def load_scores(path):
@@ -316,7 +312,7 @@ def prefix_cache_row(
         page.evaluate(FIRST_TOKEN, ["", "Hi"])  # warms the kernels up
         cold = page.evaluate(FIRST_TOKEN, [system, QUESTIONS[0]])
         cached = page.evaluate(FIRST_TOKEN, [system, QUESTIONS[1]])
-        stored = page.evaluate(WRITTEN)
+        stored = page.evaluate(PREFIX_CACHE_WRITTEN)
         page.reload()
         page.evaluate(REOPEN, options)
         reloaded = page.evaluate(FIRST_TOKEN, [system, QUESTIONS[2]])

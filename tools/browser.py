@@ -24,6 +24,16 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# The engine's prefix cache's figures (runtimeStats().prefix_cache) once the writes to the
+# browser's storage it was asked for are done.
+PREFIX_CACHE_WRITTEN = """async () => {
+    for (;;) {
+        const held = (await engine.runtimeStats()).prefix_cache;
+        if (held.pending_writes === 0) return held;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+}"""
+
 # Run in a page or worker before an engine loads: every WebGPU device it opens is kept in
 # `globalThis.__devices`, so that a test can destroy one (what a GPU reset looks like to the
 # page) without a hook in the runtime.
