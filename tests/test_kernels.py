@@ -103,35 +103,40 @@ def block_names(func: tvm.tirx.PrimFunc) -> set[str]:
 # linear
 
 
+@pytest.mark.parametrize("tokens", ["n", 1])
 @pytest.mark.parametrize("target", GPU_TARGETS, ids=lambda t: t.name)
 @pytest.mark.parametrize("fmt_name", sorted(FORMATS))
-def test_linear_as_gpu_targets_define_it(fmt_name, target):
-    """Every format: the dequantizing matmul as each GPU target defines it (the software
-    target's sums each group before scaling it), for n tokens."""
+def test_linear_as_gpu_targets_define_it(fmt_name, target, tokens):
+    """Every format: the dequantizing matmul as each GPU target defines it, for n tokens
+    (prefill) and for one (decode, where the software target's sums each group before
+    scaling it)."""
     rng = np.random.default_rng(10)
     parts, weight = stored_weight(fmt_name, ROWS, COLS, rng)
     params = FORMATS[fmt_name].parts(ROWS, COLS)
-    x_spec = spec.Tensor([1, "n", COLS], "float32")
+    x_spec = spec.Tensor([1, tokens, COLS], "float32")
     lib = compile_llvm(op_functions(linear_op(fmt_name, target), params, x_spec))
-    x = rng.standard_normal((1, 3, COLS)).astype(np.float32)
-    out = tensor(np.zeros((1, 3, ROWS), np.float32))
+    count = 3 if tokens == "n" else tokens
+    x = rng.standard_normal((1, count, COLS)).astype(np.float32)
+    out = tensor(np.zeros((1, count, ROWS), np.float32))
     lib["linear"](tensor(x), *(tensor(parts[p]) for p in params), out)
     error = np.abs(out.numpy() - linear_reference(x, weight))
     assert np.all(error <= linear_tolerance(x, weight))
 
 
+@pytest.mark.parametrize("tokens", ["n", 1])
 @pytest.mark.parametrize("target", GPU_TARGETS, ids=lambda t: t.name)
 @pytest.mark.parametrize("fmt_name", sorted(HALF_SCALES | {"f16-native"}))
-def test_linear_in_float16_as_gpu_targets_define_it(fmt_name, target):
+def test_linear_in_float16_as_gpu_targets_define_it(fmt_name, target, tokens):
     """The formats of the float16 schemes (q0f16, q4f16, q8f16, for adapters with
     shader-f16) with float16 activations, as each GPU target defines the matmul: its sums in
     float16, so the tolerance is float16's (u = 2^-11)."""
     rng = np.random.default_rng(17)
     parts, weight = stored_weight(fmt_name, ROWS, COLS, rng)
     params = FORMATS[fmt_name].parts(ROWS, COLS)
-    x_spec = spec.Tensor([1, "n", COLS], "float16")
-    x = (rng.standard_normal((1, 3, COLS)) * 0.1).astype(np.float16)
-    out = tensor(np.zeros((1, 3, ROWS), np.float16))
+    x_spec = spec.Tensor([1, tokens, COLS], "float16")
+    count = 3 if tokens == "n" else tokens
+    x = (rng.standard_normal((1, count, COLS)) * 0.1).astype(np.float16)
+    out = tensor(np.zeros((1, count, ROWS), np.float16))
     lib = compile_llvm(op_functions(linear_op(fmt_name, target), params, x_spec))
     lib["linear"](tensor(x), *(tensor(parts[p]) for p in params), out)
     error = np.abs(out.numpy().astype(np.float64) - linear_reference(x, weight))
@@ -145,9 +150,10 @@ def gelu_tanh(v: np.ndarray) -> np.ndarray:
 GATES = {"silu": lambda v: v / (1 + np.exp(-v)), "gelu_tanh": gelu_tanh}
 
 
+@pytest.mark.parametrize("tokens", ["n", 1])
 @pytest.mark.parametrize("activation", sorted(GATES))
 @pytest.mark.parametrize("fmt_name", ["f32", "q4_1", "q4_k", "q8_0", "q4f32"])
-def test_gated_linear_as_the_software_target_defines_it(fmt_name, activation):
+def test_gated_linear_as_the_software_target_defines_it(fmt_name, activation, tokens):
     """The gate/up projection with the MLP's gating as its epilogue (the software target's
     one kernel), for n tokens: act(x Wg^T) * (x Wu^T), W's first half of rows the gate's.
     Allowed: each product's tolerance carried through the gating (the activations' slopes
@@ -158,13 +164,14 @@ def test_gated_linear_as_the_software_target_defines_it(fmt_name, activation):
     fmt = FORMATS[fmt_name]
     parts, weight = stored_weight(fmt_name, 2 * ROWS, COLS, rng)
     params = fmt.parts(2 * ROWS, COLS)
-    x_spec = spec.Tensor([1, "n", COLS], "float32")
+    x_spec = spec.Tensor([1, tokens, COLS], "float32")
     mod = op_functions(
         lambda x, p: kernels.gated_linear(x, p, fmt, ROWS, activation, target), params, x_spec
     )
     lib = compile_llvm(mod)
-    x = rng.standard_normal((1, 3, COLS)).astype(np.float32)
-    out = tensor(np.zeros((1, 3, ROWS), np.float32))
+    count = 3 if tokens == "n" else tokens
+    x = rng.standard_normal((1, count, COLS)).astype(np.float32)
+    out = tensor(np.zeros((1, count, ROWS), np.float32))
     lib["gate_up_proj"](tensor(x), *(tensor(parts[p]) for p in params), out)
     gate_w, up_w = weight[:ROWS], weight[ROWS:]
     gate, up = linear_reference(x, gate_w), linear_reference(x, up_w)
