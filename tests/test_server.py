@@ -301,9 +301,14 @@ def test_hashed_name_rule():
         "kernels-gpu.json",
     ]:
         assert not is_content_hashed(name), name
-    # The runtime's own chunks, as esbuild names them today, are recognized.
-    chunks = [p.name for p in RUNTIME_DIR.glob("kiln-*-*.js")]
+    # The runtime's own chunks, as esbuild names them today, are recognized; its entry scripts
+    # (web/build.mjs), whose names never change, are not.
+    entries = {"kiln.js", "kiln-worker.js", "kiln-shared-worker.js", "kiln-thread.js", "kiln-sw.js"}
+    names = {p.name for p in RUNTIME_DIR.glob("kiln*.js")}
+    assert entries <= names
+    chunks = names - entries
     assert chunks and all(is_content_hashed(n) for n in chunks)
+    assert not any(is_content_hashed(n) for n in entries)
 
 
 def test_index_pages_redirects_and_404(server, site):
