@@ -205,6 +205,12 @@ ACTIVATIONS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def gating(gate: Tensor, up: Tensor, activation: str) -> Tensor:
+    """act(gate) * up as relax's operators (kernels of their own, fused by TVM)."""
+    act = op.silu(gate) if activation == "silu" else op.gelu(gate, approximate="tanh")
+    return act * up
+
+
 def gated_linear(
     x: Tensor, parts: dict[str, Tensor], fmt: Format, inter: int, activation: str, target: Target
 ) -> Tensor:
@@ -215,8 +221,7 @@ def gated_linear(
     their own (dlight's GEMV and Matmul rules take no epilogue that reads two outputs)."""
     if not target.gated_epilogue:
         gate, up = op.split(linear(x, parts, fmt, 2 * inter, "gate_up_proj", target), 2, axis=-1)
-        gated = op.silu(gate) if activation == "silu" else op.gelu(gate, approximate="tanh")
-        return gated * up
+        return gating(gate, up, activation)
     names = list(parts)
     act = ACTIVATIONS[activation]
 

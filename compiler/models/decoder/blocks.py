@@ -10,20 +10,20 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
 from ...targets import Target
+from .. import kernels
 from ..common import Formats, QuantizedLinear, add_projections, project
 from .attention import Attention
 from .config import DecoderConfig
 
-ACTIVATIONS = ("silu", "gelu_tanh")  # SwiGLU, GeGLU with tanh-approximated GELU (Gemma)
-
 
 class MLP(nn.Module):
-    """down(act(gate(x)) * up(x)), `act` one of ACTIVATIONS."""
+    """down(act(gate(x)) * up(x)), `act` one of kernels.ACTIVATIONS: "silu" (SwiGLU) or
+    "gelu_tanh" (GeGLU with tanh-approximated GELU, Gemma)."""
 
     def __init__(
         self, config: DecoderConfig, formats: Formats, target: Target, activation: str = "silu"
     ):
-        assert activation in ACTIVATIONS, activation
+        assert activation in kernels.ACTIVATIONS, activation
         self.activation = activation
         self.inter = config.intermediate_size
         sizes = {"gate_proj": self.inter, "up_proj": self.inter}
@@ -40,8 +40,7 @@ class MLP(nn.Module):
             gated = getattr(self, self.gate_up[0]).gated(x, self.activation)
         else:
             gate, up = op.split(project(self, self.gate_up, x), 2, axis=-1)
-            act = op.silu(gate) if self.activation == "silu" else op.gelu(gate, approximate="tanh")
-            gated = act * up
+            gated = kernels.gating(gate, up, self.activation)
         return self.down_proj(gated, "down_proj", residual)
 
 
