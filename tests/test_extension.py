@@ -18,14 +18,18 @@ from tools.browser import CHROMIUM, CHROMIUM_ARGS, serve_folder
 SENTENCE = "Quillfeather counts nine violet herons."
 QUESTION = "Who counts herons?"
 
-# Asks the offscreen document, over the popup's protocol, what it holds.
-STATUS = """() => new Promise((resolve) => {
-    const port = chrome.runtime.connect({name: "kiln-chat"});
-    port.onMessage.addListener((m) => {
-        if (m.type === "status") { port.disconnect(); resolve(m); }
-    });
-    port.postMessage({type: "status"});
-})"""
+# Connects an extension page to the extension's one engine (engine.js) as window.engine,
+# with `backend` (null: "auto"); says whether the model was found loaded.
+CONNECT = """async (backend) => {
+    const { connectEngine } = await import(chrome.runtime.getURL("engine.js"));
+    window.kiln = await import(chrome.runtime.getURL("kiln.js"));
+    const progress = [];
+    window.engine = await connectEngine({backend: backend ?? undefined,
+        initProgressCallback: (p) => progress.push(p)});
+    return {alreadyLoaded: progress.some((p) => p.alreadyLoaded),
+            backend: (await engine.runtimeStats()).backend,
+            weightCache: await caches.has(kiln.WEIGHT_CACHE)};
+}"""
 
 # Records every state of the answer being written, to tell a streamed answer from one that
 # appears at once.
@@ -158,6 +162,7 @@ def test_package_holds_model_runtime_and_strict_manifest(extension, tiny_built):
     assert any(re.fullmatch(r"kiln-chunk-.*\.js", n) for n in names)
     assert not names & {"index.html", "chat.js", "chat.css", "model/kiln.js", "model/index.html"}
     assert {"popup.html", "popup.js", "offscreen.html", "offscreen.js", "background.js"} <= names
+    assert {"engine.js", "prompt_api.js"} <= names
     # No inline script or style in the extension's pages.
     for page in ("popup.html", "offscreen.html"):
         html = (folder / page).read_text()
@@ -178,19 +183,16 @@ def test_popup_streams_an_answer_and_the_model_stays_loaded(context, worker):
     states = popup.evaluate("window.answerStates")
     assert len(states) >= 3 and states[-1] == answer  # written piece by piece
     assert all(answer.startswith(s) for s in states)
-    first = popup.evaluate(STATUS)
-    assert first["loads"] == 1 and first["loadedModels"]
-    (sources,) = first["weightSources"].values()
-    assert sources["network"] > 0 and sources["cache"] == 0  # from model/, no Cache API copy
+    first = popup.evaluate(CONNECT)
+    # Loaded once, by the popup; read from model/, with no copy in the Cache API.
+    assert first == {"alreadyLoaded": True, "backend": "wasm", "weightCache": False}
     popup.close()
 
     # The popup closed, the engine did not: a new popup carries on without loading again.
     popup = open_popup(context, worker)
     assert popup.locator("#log li.assistant").count() == 1  # the conversation was kept
     assert ask(popup, "And what else?")
-    second = popup.evaluate(STATUS)
-    assert second["loads"] == 1
-    assert second["weightSources"] == first["weightSources"]
+    assert popup.evaluate(CONNECT) == first
     offscreen = worker.evaluate(
         "chrome.runtime.getContexts({contextTypes: ['OFFSCREEN_DOCUMENT']}).then((c) => c.length)"
     )
@@ -256,12 +258,21 @@ def test_ask_about_this_page_reads_the_active_tab(context, worker, tmp_path):
     assert answer
     assert len(popup.evaluate("window.answerStates")) >= 2
     assert SENTENCE in popup.text_content("#page-text")
-    status = popup.evaluate(STATUS)
-    sent = status["lastRequest"]["messages"][-1]["content"]
-    assert SENTENCE in sent and QUESTION in sent and "Herons" in sent
-    assert status["lastRequest"]["usage"]["prompt_tokens"] == prompt_tokens(popup)
-    assert prompt_tokens(popup) > plain_tokens + 10
-    assert status["loads"] == 1
+    assert popup.evaluate(CONNECT)["alreadyLoaded"]
+    # The conversation as the model saw it: the page quoted in the question, every token of it
+    # counted in the reply's usage.
+    sent = popup.evaluate(
+        """async () => {
+            const {conversation} = await chrome.storage.session.get("conversation");
+            const messages = conversation.map(({role, content}) => ({role, content}));
+            const prompt = engine.tokenizer.applyChatTemplate(messages.slice(0, -1), true);
+            return {content: messages.at(-2).content,
+                    tokens: engine.tokenizer.encode(prompt).length};
+        }"""
+    )
+    assert SENTENCE in sent["content"] and QUESTION in sent["content"]
+    assert "Herons" in sent["content"]
+    assert sent["tokens"] == prompt_tokens(popup) > plain_tokens + 10
     popup.close()
 
 
@@ -269,24 +280,24 @@ def test_structured_output_runs_under_the_csp(context, worker):
     """The grammar engine compiles its wasm (the CSP's 'wasm-unsafe-eval' is enough for it)
     and the streamed reply is JSON that its schema accepts."""
     popup = open_popup(context, worker)
+    popup.evaluate(CONNECT)
     reply = popup.evaluate(
-        """(schema) => new Promise((resolve) => {
-            const port = chrome.runtime.connect({name: "kiln-chat"});
-            let text = "";
-            port.onMessage.addListener((m) => {
-                if (m.id !== "json") return;
-                if (m.type === "chunk") text += m.content;
-                if (m.type === "done" || m.type === "error") resolve({...m, text});
-            });
-            port.postMessage({type: "chat", id: "json", max_tokens: 60, temperature: 0,
-                messages: [{role: "user", content: "A JSON object, please."}],
+        """async (schema) => {
+            const stream = await engine.chat.completions.create({max_tokens: 60, temperature: 0,
+                messages: [{role: "user", content: "A JSON object, please."}], stream: true,
                 response_format: {type: "json_schema",
                                   json_schema: {name: "answer", schema, strict: true}}});
-        })""",
+            let text = "", finishReason = null;
+            for await (const chunk of stream) {
+                text += chunk.choices[0]?.delta.content ?? "";
+                finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
+            }
+            return {text, finishReason};
+        }""",
         SCHEMA,
     )
     popup.close()
-    assert reply["type"] == "done" and reply["finishReason"] == "stop", reply
+    assert reply["finishReason"] == "stop", reply
     jsonschema.validate(json.loads(reply["text"]), SCHEMA)
 
 
@@ -311,3 +322,186 @@ def test_build_web_extension_flag(tiny_hf, tmp_path, capsys):
     with zipfile.ZipFile(f"{folder}.zip") as z:
         assert json.loads(z.read("manifest.json"))["permissions"]
     assert not list(tmp_path.glob(".*")), "staging left behind"
+
+
+# The one engine for every extension page: requests as test_shared_engine.py sends them.
+MESSAGES = [{"role": "user", "content": "Say something about kilns."}]
+# ignore_eos: the random-weight model could end early, and the streams below must run long.
+REQUEST = {"messages": MESSAGES, "max_tokens": 8, "temperature": 0, "ignore_eos": True}
+OTHER = {**REQUEST, "messages": [{"role": "user", "content": "And about glaze?"}]}
+ASK = "async (r) => (await engine.chat.completions.create(r)).choices"
+# Starts a long stream and reads one chunk of it: the engine's turn stays with this page.
+HOLD = """async (r) => {
+    const stream = await engine.chat.completions.create({...r, max_tokens: 100, stream: true});
+    window.held = stream[Symbol.asyncIterator]();
+    await held.next();
+}"""
+# Sends requests without awaiting them; `done` lists their ends in order.
+SEND = """(requests) => {
+    window.done = [];
+    window.answers = Promise.all(requests.map(async (r, i) => {
+        const reply = await engine.chat.completions.create(r);
+        done.push([i, performance.timeOrigin + performance.now()]);
+        return reply.choices;
+    }));
+}"""
+ANSWERS = """() => Promise.race([answers,
+    new Promise((resolve) => setTimeout(() => resolve("no answer in 30 s"), 30_000))])"""
+
+# (the backend a page asks for, the one that runs): "auto" takes the CPU backend on
+# SwiftShader's fallback adapter; WebGPU runs there when asked for.
+BACKENDS = [
+    pytest.param(None, "wasm", id="cpu"),
+    pytest.param("webgpu", "webgpu", id="webgpu"),
+]
+
+
+def extension_page(context, worker):
+    """A page of the extension's origin that does nothing by itself (one of its files, as
+    Chrome shows it), with the extension's APIs: the popup would connect its own client."""
+    page = context.new_page()
+    page.goto(f"chrome-extension://{extension_id(worker)}/model/manifest.json")
+    return page
+
+
+@pytest.mark.parametrize(("backend", "runs"), BACKENDS)
+def test_extension_pages_share_one_engine_in_turns(context, worker, backend, runs):
+    first, second, third = (extension_page(context, worker) for _ in range(3))
+    connected = [page.evaluate(CONNECT, backend) for page in (first, second, third)]
+    assert {c["backend"] for c in connected} == {runs}
+    # One instance: the pages after the first found the model loaded.
+    assert [c["alreadyLoaded"] for c in connected[1:]] == [True, True]
+    offscreen = "chrome.runtime.getContexts({contextTypes: ['OFFSCREEN_DOCUMENT']})"
+    assert len(worker.evaluate(offscreen)) == 1
+    # What each request gets alone, greedily: the reference for the answers given in turns.
+    expected = {"request": first.evaluate(ASK, REQUEST), "other": second.evaluate(ASK, OTHER)}
+    assert third.evaluate(ASK, REQUEST) == expected["request"]
+
+    # Turns in rotation: while the first page's stream holds the engine, the second page
+    # sends three requests, then the third page one; the third's runs after the second's
+    # first, not after all three.
+    first.evaluate(HOLD, REQUEST)
+    second.evaluate(SEND, [REQUEST, REQUEST, OTHER])
+    third.evaluate(SEND, [OTHER])
+    first.evaluate("async () => { while (!(await held.next()).done); }")
+    assert second.evaluate(ANSWERS) == [expected["request"]] * 2 + [expected["other"]]
+    assert third.evaluate(ANSWERS) == [expected["other"]]
+    ends = sorted(
+        [("second", i, t) for i, t in second.evaluate("done")]
+        + [("third", i, t) for i, t in third.evaluate("done")],
+        key=lambda end: end[2],
+    )
+    assert [(who, i) for who, i, _ in ends] == [
+        ("second", 0),
+        ("third", 0),
+        ("second", 1),
+        ("second", 2),
+    ]
+
+    # The first page closes in the middle of its stream: its request is aborted, its turn
+    # freed, and the requests the other pages sent meanwhile run.
+    first.evaluate(HOLD, REQUEST)
+    second.evaluate(SEND, [REQUEST])
+    third.evaluate(SEND, [OTHER])
+    first.close()
+    assert second.evaluate(ANSWERS) == [expected["request"]]
+    assert third.evaluate(ANSWERS) == [expected["other"]]
+    assert len(worker.evaluate(offscreen)) == 1
+    second.close()
+    third.close()
+
+
+PROMPT_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+
+
+@pytest.mark.parametrize(("backend", "runs"), BACKENDS)
+def test_prompt_api_in_an_extension_page(context, worker, backend, runs):
+    """The LanguageModel the extension ships (prompt_api.js), over its one engine: each
+    method's shapes, replies equal to the engine's own for the same messages, the explainer's
+    errors, and a constrained reply that parses."""
+    page = extension_page(context, worker)
+    page.evaluate(CONNECT, backend)  # the reference: the same engine's chat.completions
+    got = page.evaluate(
+        """async ([backend, system, schema]) => {
+            const api = await import(chrome.runtime.getURL("prompt_api.js"));
+            const LM = api.extensionLanguageModel({backend: backend ?? undefined});
+            const native = globalThis.LanguageModel;
+            const installed = api.installLanguageModel();
+            const caught = async (f) => { try { await f(); return null; } catch (e) {
+                return {name: e.name, requested: e.requested, quota: e.quota}; } };
+            const reference = async (messages, fields = {}) => (await engine.chat.completions
+                .create({messages, temperature: 0, ...fields})).choices[0].message.content;
+            const before = await LM.availability();
+            const loaded = [];
+            const s = await LM.create({topK: 1, initialPrompts: [system], monitor(m) {
+                m.addEventListener("downloadprogress", (e) => loaded.push(e.loaded)); }});
+            const afterInitial = s.inputUsage;
+            const reply = await s.prompt("Tell me about the browser.");
+            const chunks = [];
+            const g = await LM.create({temperature: 0});
+            for await (const chunk of g.promptStreaming([system, {role: "user", content: "Hi"}]))
+                chunks.push(chunk);
+            const m = await LM.create({temperature: 0});
+            const measured = await m.measureInputUsage("Hello there");
+            await m.append("Hello there");
+            const appended = m.inputUsage;
+            const twin = await m.clone();
+            const twinUsage = twin.inputUsage;
+            const json = await twin.prompt("Is it?",
+                {responseConstraint: schema, omitResponseConstraintInput: true});
+            const quotaSession = await LM.create({temperature: 0});
+            const quota = await caught(() => quotaSession.prompt("word ".repeat(300)));
+            const aborted = await caught(() => g.prompt("Hi", {signal: AbortSignal.abort()}));
+            const controller = new AbortController();
+            const midStream = await caught(async () => {
+                for await (const c of g.promptStreaming("Hi", {signal: controller.signal}))
+                    controller.abort();
+            });
+            const createAborted = await caught(() => LM.create({signal: AbortSignal.abort()}));
+            m.destroy();
+            return {
+                kept: native === undefined ? installed === globalThis.LanguageModel : true,
+                before, after: await LM.availability(), params: await LM.params(), loaded,
+                afterInitial, inputQuota: s.inputQuota, reply, chunks, measured,
+                appended, twinUsage, json,
+                quota, aborted, midStream, createAborted, usageAfterErrors: quotaSession.inputUsage,
+                destroyed: await caught(() => m.prompt("Hi")),
+                fields: [s.topK, s.temperature, g.topK, g.temperature],
+                backend: (await engine.runtimeStats()).backend,
+                expected: {
+                    reply: await reference([system,
+                                            {role: "user", content: "Tell me about the browser."}]),
+                    chunks: await reference([system, {role: "user", content: "Hi"}]),
+                    json: await reference([{role: "user", content: "Hello there"},
+                                           {role: "user", content: "Is it?"}],
+                        {response_format: {type: "json_schema",
+                                           json_schema: {name: "r", schema}}}),
+                },
+            };
+        }""",
+        [backend, SYSTEM, PROMPT_SCHEMA],
+    )
+    page.close()
+    assert got["backend"] == runs
+    assert got["kept"]
+    assert got["before"] in ("downloadable", "available") and got["after"] == "available"
+    assert got["params"]["maxTopK"] >= 1
+    assert got["loaded"][0] == 0 and got["loaded"][-1] == 1
+    assert got["loaded"] == sorted(got["loaded"])
+    assert got["fields"] == [1, 1, got["params"]["defaultTopK"], 0]
+    assert got["inputQuota"] == 128 and got["afterInitial"] > 0
+    assert got["reply"] == got["expected"]["reply"]
+    assert all(isinstance(c, str) and c for c in got["chunks"])
+    assert "".join(got["chunks"]) == got["expected"]["chunks"]
+    assert got["appended"] == got["twinUsage"] == got["measured"] > 0
+    assert got["json"] == got["expected"]["json"]
+    jsonschema.validate(json.loads(got["json"]), PROMPT_SCHEMA)
+    quota = got["quota"]
+    assert quota["name"] == "QuotaExceededError" and quota["requested"] > quota["quota"]
+    assert got["usageAfterErrors"] == 0
+    assert got["aborted"]["name"] == got["midStream"]["name"] == "AbortError"
+    assert got["createAborted"]["name"] == "AbortError"
+    assert got["destroyed"]["name"] == "InvalidStateError"
+
+
+SYSTEM = {"role": "system", "content": "Be brief."}

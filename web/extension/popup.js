@@ -1,22 +1,22 @@
-// The chat popup. The engine lives in the offscreen document (offscreen.js); this page only
-// talks to it over a port, so closing the popup leaves the model loaded.
+// The chat popup. The engine lives in the offscreen document (offscreen.js), shared with the
+// extension's other pages; this page is one of its clients (engine.js), so closing the popup
+// leaves the model loaded, and ends the request it had running.
 //
 // popup.html?tab=ID reads tab ID for "Ask about this page" instead of the active tab, for the
 // popup opened in a tab of its own. Reading a page still needs the activeTab grant that a
 // click on the extension's toolbar button gives for that tab.
-import { PORT_NAME } from "./protocol.js";
+import { connectEngine } from "./engine.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const DEFAULT_PAGE_QUESTION = "What is this page about?";
 
-/** @type {chrome.runtime.Port | null} */
-let port = null;
-/** The request in progress: {id, item, text, page}. */
+/** @type {import("./kiln.js").ExtensionEngine | null} */
+let engine = null;
+/** The request in progress: {controller, item, text}. */
 let current = null;
 /** {role, content, display}[]: `content` is what the model saw, `display` what the user typed. */
 let conversation = [];
-let requestCount = 0;
 
 function showProblem(text) {
   $("problem").textContent = text;
@@ -24,8 +24,8 @@ function showProblem(text) {
 }
 
 function setBusy(busy) {
-  $("send").disabled = busy || !port;
-  $("ask-page").disabled = busy || !port;
+  $("send").disabled = busy || !engine;
+  $("ask-page").disabled = busy || !engine;
   $("stop").hidden = !busy;
 }
 
@@ -77,14 +77,44 @@ async function readPage() {
   return page;
 }
 
-async function ask(withPage) {
-  if (current || !port) return;
+/**
+ * The user message with the page quoted in it, the page's text cut so that the question and
+ * room for the answer fit in the context window (older turns are dropped by truncation).
+ */
+function withPage(question, page, maxTokens) {
+  const compose = (text) => `Web page "${page.title}":\n${text}\n\nQuestion: ${question}`;
+  const window = engine.manifest.context_window;
+  const reserve = Math.min(maxTokens, Math.floor(window / 4));
+  const fits = (text) => {
+    const prompt = engine.tokenizer.applyChatTemplate([{ role: "user", content: compose(text) }]);
+    return engine.tokenizer.encode(prompt).length + reserve < window;
+  };
+  let [low, high] = [0, page.text.length];
+  if (!fits(page.text)) {
+    while (low < high) {
+      const mid = Math.ceil((low + high) / 2);
+      if (fits(page.text.slice(0, mid))) low = mid;
+      else high = mid - 1;
+    }
+    high = low;
+  }
+  return { content: compose(page.text.slice(0, high)), pageChars: high };
+}
+
+function showPageSent(page, pageChars) {
+  $("page-summary").textContent = `${pageChars} of ${page.text.length} characters of “${page.title}” sent to the model`;
+  $("page-text").textContent = page.text.slice(0, pageChars);
+  $("page-context").hidden = false;
+}
+
+async function ask(withPageText) {
+  if (current || !engine) return;
   showProblem("");
   let question = $("prompt").value.trim();
-  if (!question && withPage) question = DEFAULT_PAGE_QUESTION;
+  if (!question && withPageText) question = DEFAULT_PAGE_QUESTION;
   if (!question) return;
   let page = null;
-  if (withPage) {
+  if (withPageText) {
     try {
       page = await readPage();
     } catch (err) {
@@ -92,20 +122,53 @@ async function ask(withPage) {
       return;
     }
   }
+  const { temperature, max_tokens } = settings();
+  const quoted = page ? withPage(question, page, max_tokens) : null;
   const display = page ? `${question}\n(about “${page.title || "this page"}”)` : question;
-  conversation.push({ role: "user", content: question, display });
+  conversation.push({ role: "user", content: quoted?.content ?? question, display });
   addItem("user", display);
   $("prompt").value = "";
-  const id = `r${Date.now().toString(36)}-${requestCount++}`;
-  current = { id, item: addItem("assistant", ""), text: "", page };
+  if (page && quoted) showPageSent(page, quoted.pageChars);
+  const request = { controller: new AbortController(), item: addItem("assistant", ""), text: "" };
+  current = request;
   setBusy(true);
-  port.postMessage({
-    type: "chat",
-    id,
-    messages: conversation.map(({ role, content }) => ({ role, content })),
-    page,
-    ...settings(),
-  });
+  try {
+    const stream = await engine.chat.completions.create({
+      messages: conversation.map(({ role, content }) => ({ role, content })),
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens,
+      temperature,
+      truncation: "auto",
+      signal: request.controller.signal,
+    });
+    let finishReason = null;
+    let usage = null;
+    for await (const chunk of stream) {
+      const delta = chunk.choices[0]?.delta.content;
+      if (delta && current === request) {
+        request.text += delta;
+        request.item.textContent = request.text;
+        request.item.scrollIntoView({ block: "end" });
+      }
+      finishReason = chunk.choices[0]?.finish_reason ?? finishReason;
+      usage = chunk.usage ?? usage;
+    }
+    if (current !== request) return; // "New chat" dropped it
+    $("stats").textContent =
+      `${usage?.prompt_tokens} prompt tokens, ${usage?.completion_tokens} generated. ` +
+      (await engine.runtimeStatsText());
+    finish(finishReason === "abort");
+  } catch (err) {
+    if (current !== request) return;
+    showProblem(`${err.name}: ${err.message}`);
+    request.item.remove();
+    conversation.pop(); // the question the model could not answer
+    current = null;
+    setBusy(false);
+    saveConversation();
+    render();
+  }
 }
 
 function finish(aborted) {
@@ -114,59 +177,6 @@ function finish(aborted) {
   current = null;
   setBusy(false);
   saveConversation();
-}
-
-function onMessage(message) {
-  const mine = current && message.id === current.id;
-  switch (message.type) {
-    case "progress":
-      $("loading").hidden = false;
-      $("progress").value = message.progress;
-      $("status").textContent = message.text;
-      break;
-    case "ready":
-      $("loading").hidden = true;
-      $("model").textContent = message.modelId;
-      setBusy(Boolean(current));
-      break;
-    case "start":
-      if (!mine) break;
-      conversation.at(-1).content = message.content; // the page quoted in it
-      if (current.page) {
-        const { title, text } = current.page;
-        $("page-summary").textContent =
-          `${message.pageChars} of ${text.length} characters of “${title}” sent to the model`;
-        $("page-text").textContent = text.slice(0, message.pageChars);
-        $("page-context").hidden = false;
-      }
-      break;
-    case "chunk":
-      if (!mine) break;
-      current.text += message.content;
-      current.item.textContent = current.text;
-      current.item.scrollIntoView({ block: "end" });
-      break;
-    case "done":
-      if (!mine) break;
-      $("stats").textContent =
-        `${message.usage?.prompt_tokens} prompt tokens, ${message.usage?.completion_tokens} ` +
-        `generated. ${message.stats}`;
-      finish(message.finishReason === "abort");
-      break;
-    case "error":
-      showProblem(`${message.name}: ${message.message}`);
-      if (mine) {
-        current.item.remove();
-        conversation.pop(); // the question the model could not answer
-        current = null;
-        setBusy(false);
-        saveConversation();
-        render();
-      } else if (!current) {
-        $("loading").hidden = true;
-      }
-      break;
-  }
 }
 
 async function start() {
@@ -178,16 +188,23 @@ async function start() {
   if (stored.temperature !== undefined) $("temperature").value = stored.temperature;
   if (stored.maxTokens !== undefined) $("max-tokens").value = stored.maxTokens;
 
-  const reply = await chrome.runtime.sendMessage({ type: "ensure-offscreen" });
-  if (!reply?.ok) throw new Error(`Could not start the engine: ${reply?.error ?? "no answer"}`);
-  port = chrome.runtime.connect({ name: PORT_NAME });
-  port.onMessage.addListener(onMessage);
-  port.onDisconnect.addListener(() => {
-    port = null;
+  const loaded = await connectEngine({
+    initProgressCallback: (p) => {
+      $("loading").hidden = p.progress >= 1;
+      $("progress").value = p.progress;
+      $("status").textContent = p.text;
+    },
+  });
+  $("loading").hidden = true;
+  $("model").textContent = loaded.loadedModels[0] ?? loaded.manifest.model_id;
+  loaded.port.onDisconnect.addListener(() => {
+    engine = null;
+    current?.controller.abort();
     setBusy(false);
     showProblem("The engine stopped. Close and reopen the popup.");
   });
-  port.postMessage({ type: "load" });
+  engine = loaded;
+  setBusy(false);
 }
 
 $("ask").addEventListener("submit", (event) => {
@@ -201,11 +218,11 @@ $("prompt").addEventListener("keydown", (event) => {
   }
 });
 $("ask-page").addEventListener("click", () => ask(true));
-$("stop").addEventListener("click", () => current && port?.postMessage({ type: "stop", id: current.id }));
+$("stop").addEventListener("click", () => current?.controller.abort());
 $("new-chat").addEventListener("click", () => {
   if (current) {
-    port?.postMessage({ type: "stop", id: current.id });
-    current = null; // its last messages are ignored
+    current.controller.abort();
+    current = null; // its last pieces are not shown
     setBusy(false);
   }
   conversation = [];
@@ -214,7 +231,10 @@ $("new-chat").addEventListener("click", () => {
   render();
   $("page-context").hidden = true;
   $("stats").textContent = "";
-  port?.postMessage({ type: "reset" });
+  engine?.resetChat().catch(() => {});
 });
 
-start().catch((err) => showProblem(err.message));
+start().catch((err) => {
+  $("loading").hidden = true;
+  showProblem(err.message);
+});

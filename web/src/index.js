@@ -13,4 +13,5 @@ export {
   ServiceWorkerEngine,
 } from "./workers/worker_client.js";
 export { CreateSharedWorkerEngine, newSharedEngineWorker, SharedEngine } from "./workers/shared.js";
+export { CreateExtensionEngine, ExtensionEngine, ExtensionEngineHandler } from "./workers/extension.js";
 export { createLanguageModel, installLanguageModel } from "./prompt_api/language_model.js";

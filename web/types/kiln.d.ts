@@ -461,6 +461,40 @@ export function CreateSharedWorkerEngine(
 /** A module SharedWorker running the runtime's kiln-shared-worker.js, found beside the runtime. */
 export function newSharedEngineWorker(): SharedWorker;
 
+/** A chrome.runtime.Port, as much of it as the extension's engine uses. */
+export interface ExtensionPort {
+  readonly name: string;
+  postMessage(message: unknown): void;
+  onMessage: { addListener(listener: (message: any) => void): void };
+  onDisconnect: { addListener(listener: () => void): void };
+}
+
+/**
+ * An engine held by one extension page (an offscreen document running an
+ * ExtensionEngineHandler) for every page of the extension, reached over a port: the pages'
+ * requests take turns, and a page that closes ends its request.
+ */
+export interface ExtensionEngine extends EngineInterface {}
+export class ExtensionEngine {
+  constructor(port: ExtensionPort);
+  readonly port: ExtensionPort;
+  /** the first loaded model's manifest, read in this page */
+  readonly manifest: Engine["manifest"];
+  /** the first loaded model's tokenizer, in this page (to count or render prompts) */
+  readonly tokenizer: ChatTokenizer | undefined;
+}
+/** An ExtensionEngine over `port`, with `model` loaded in the engine's page or found loaded there. */
+export function CreateExtensionEngine(
+  port: ExtensionPort,
+  model: string | string[],
+  options?: EngineOptions,
+): Promise<ExtensionEngine>;
+/** Holds the engine in an extension page: `serve(port)` for each port of the other pages. */
+export class ExtensionEngineHandler {
+  constructor(engine?: Engine);
+  serve(port: ExtensionPort): void;
+}
+
 /** Answers a WebWorkerEngine from inside its worker (what kiln-worker.js starts). */
 export class WebWorkerEngineHandler {
   constructor(engine?: Engine, scope?: object);
@@ -670,13 +704,27 @@ export interface LanguageModelClass {
   readonly prototype: LanguageModelSession;
 }
 
+/** An engine the Prompt API can use: one with its model's tokenizer and manifest in this page. */
+export type LanguageModelEngine = Engine | ExtensionEngine;
+
+export interface LanguageModelOptions extends EngineOptions {
+  /** makes the engine instead of CreateEngine (say, an ExtensionEngine), from the model and these options */
+  createEngine?: (model: string, options: EngineOptions) => Promise<LanguageModelEngine>;
+}
+
 /**
  * A LanguageModel class bound to `model`: a model folder's URL (loaded with `options` by the
  * first create()) or an engine made by CreateEngine.
  */
-export function createLanguageModel(model: string | Engine, options?: EngineOptions): LanguageModelClass;
+export function createLanguageModel(
+  model: string | LanguageModelEngine,
+  options?: LanguageModelOptions,
+): LanguageModelClass;
 /**
  * Sets globalThis.LanguageModel to createLanguageModel(model, options) where it is undefined;
  * returns globalThis.LanguageModel (the browser's own where it has one).
  */
-export function installLanguageModel(model: string | Engine, options?: EngineOptions): LanguageModelClass;
+export function installLanguageModel(
+  model: string | LanguageModelEngine,
+  options?: LanguageModelOptions,
+): LanguageModelClass;

@@ -7,12 +7,15 @@ import {
   Completion,
   ContextWindowExceededError,
   CreateEngine,
+  CreateExtensionEngine,
   CreateSharedWorkerEngine,
   CreateWebWorkerEngine,
   createLanguageModel,
   installLanguageModel,
   Engine,
   EngineInterface,
+  ExtensionEngineHandler,
+  ExtensionPort,
   InvalidRequestError,
   ModelCheck,
   ModelWontFitError,
@@ -176,4 +179,21 @@ export async function promptApi(url: string): Promise<string> {
   const twin = await (await bound.create({ topK: 1 })).clone();
   const json = await twin.prompt("Rate it.", { responseConstraint: { type: "object" } });
   return text + json + twin.contextUsage + "/" + twin.contextWindow;
+}
+
+// A Chrome extension's one engine: held by its offscreen document, reached by its pages over
+// ports; the Prompt API over it.
+export function holdTheExtensionsEngine(onConnect: (listener: (port: ExtensionPort) => void) => void): void {
+  const handler = new ExtensionEngineHandler();
+  onConnect((port) => handler.serve(port));
+}
+
+export async function fromAnExtensionPage(port: ExtensionPort, url: string): Promise<string> {
+  const engine = await CreateExtensionEngine(port, url, { useCache: false });
+  const window = engine.manifest?.context_window ?? 0;
+  const LanguageModel = createLanguageModel(url, {
+    createEngine: (model, options) => CreateExtensionEngine(port, model, options),
+  });
+  const session = await LanguageModel.create({ temperature: 0 });
+  return (await session.prompt("Hi")) + window + engine.tokenizer?.encode("Hi").length;
 }

@@ -42,9 +42,14 @@ class ModelHost {
   #runs = null; // a promise: whether checkModel finds that the model would run here
   #watchers = new Set(); // the progress callbacks of the create() calls waiting for the load
 
-  constructor(model, options) {
+  #create; // makes the engine: CreateEngine, or the createEngine option
+
+  constructor(model, { createEngine = CreateEngine, ...options }) {
+    if (typeof createEngine !== "function")
+      throw new TypeError("createEngine must be a function (model, options) => Promise<engine>");
     this.#model = model;
     this.#options = options;
+    this.#create = createEngine;
     if (typeof model !== "string") {
       if (!model?.chat?.completions || !model.tokenizer)
         throw new TypeError("createLanguageModel takes a model folder's URL or an engine made by CreateEngine");
@@ -73,8 +78,10 @@ class ModelHost {
         this.#options.initProgressCallback?.(report);
       };
       this.#state = "downloading";
-      this.#engine = CreateEngine(this.#model, { ...this.#options, initProgressCallback }).then(
+      this.#engine = this.#create(this.#model, { ...this.#options, initProgressCallback }).then(
         (engine) => {
+          if (!engine?.chat?.completions || !engine.tokenizer || !engine.manifest)
+            throw new TypeError("createEngine must give an engine with its model's tokenizer and manifest");
           this.#state = "available";
           return engine;
         },
@@ -100,12 +107,14 @@ class ModelHost {
 /**
  * A LanguageModel class (the Prompt API's) bound to `model`: the URL of a model folder written
  * by build-web (loaded, with CreateEngine's `options`, by the first create()), or an engine
- * made by CreateEngine. Its sessions share the model.
+ * made by CreateEngine. Its sessions share the model. `options.createEngine` makes the engine
+ * instead of CreateEngine, from the model and the other options: an engine that runs elsewhere
+ * and has the model's tokenizer and manifest in this page (an ExtensionEngine), say.
  * @param {string | import("../engine/engine.js").Engine} model
- * @param {object} [options]  CreateEngine's options
+ * @param {object} [options]  CreateEngine's options, and createEngine
  */
 export function createLanguageModel(model, options = {}) {
-  const host = new ModelHost(model, options);
+  const host = new ModelHost(model, options ?? {});
   return class LanguageModel extends LanguageModelSession {
     /**
      * "available" once the model is loaded, "downloading" while it loads, "downloadable"

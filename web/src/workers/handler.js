@@ -154,11 +154,18 @@ export class EngineHandler {
    * @param {string} lock
    */
   watchClient(client, lock) {
-    navigator.locks.request(lock, () => {
-      this.#gone.add(client);
-      this.#turns.drop(client, new WorkerError("The page that sent this request is gone."));
-      this.#abortClient(client);
-    });
+    navigator.locks.request(lock, () => this.clientGone(client));
+  }
+
+  /**
+   * The page of `client` is gone (a transport that says so calls this; watchClient does for
+   * pages watched by a lock): its running request is aborted and its waiting ones dropped.
+   * @param {string} client
+   */
+  clientGone(client) {
+    this.#gone.add(client);
+    this.#turns.drop(client, new WorkerError("The page that sent this request is gone."));
+    this.#abortClient(client);
   }
 
   /** Aborts the requests of `client`, running or waiting for their turn. */
