@@ -173,15 +173,59 @@ def test_gated_linear_as_the_software_target_defines_it(fmt_name, activation, to
     x = rng.standard_normal((1, count, COLS)).astype(np.float32)
     out = tensor(np.zeros((1, count, ROWS), np.float32))
     lib["gate_up_proj"](tensor(x), *(tensor(parts[p]) for p in params), out)
+    expected, bound = gated_bound(x, weight, activation, linear_tolerance)
+    assert np.all(np.abs(out.numpy() - expected) <= bound)
+
+
+def gated_bound(x: np.ndarray, weight: np.ndarray, activation: str, tolerance) -> tuple:
+    """The gated MLP's act(x Wg^T) * (x Wu^T) (W's first ROWS rows the gate's), and what a
+    result may differ from it by: each product's `tolerance` carried through the gating (the
+    activations' slopes are below 1.2), and a few roundings of the result."""
     gate_w, up_w = weight[:ROWS], weight[ROWS:]
     gate, up = linear_reference(x, gate_w), linear_reference(x, up_w)
     expected = GATES[activation](gate) * up
     bound = (
-        1.2 * linear_tolerance(x, gate_w) * np.abs(up)
-        + np.abs(GATES[activation](gate)) * linear_tolerance(x, up_w)
+        1.2 * tolerance(x, gate_w) * np.abs(up)
+        + np.abs(GATES[activation](gate)) * tolerance(x, up_w)
         + 8 * UNIT_ROUNDOFF * np.abs(expected)
     )
-    assert np.all(np.abs(out.numpy() - expected) <= bound)
+    return expected, bound
+
+
+@pytest.mark.parametrize(
+    ("fmt_name", "tokens"),
+    [("f32", 1), ("q5_0", 1), ("q5_k", 1), ("q6_k", 1)]
+    + [(name, "n") for name in ("f32", "q4_1", "q4_k", "q5_0", "q6_k", "q8_0")],
+)
+@pytest.mark.parametrize("activation", sorted(GATES))
+def test_gated_linear_on_cpu(fmt_name, activation, tokens):
+    """The gate/up projection with the gating as its epilogue on the wasm target, one kernel
+    scheduled by CpuReduction: prefill's token tiles over a panel of decoded weights (5 tokens,
+    a partial tile, on padded buffers as in `test_linear_prefill_on_cpu`), and one token's
+    lane form (q5_0, q5_k) or plain reduction (f32, q6_k); the integer formats' one-token
+    kernel is `test_integer_gated_linear_under_node`'s."""
+    target = WASM_TARGET
+    assert target.gated_epilogue
+    rng = np.random.default_rng(16)
+    fmt = FORMATS[fmt_name]
+    parts, weight = stored_weight(fmt_name, 2 * ROWS, COLS, rng)
+    params = fmt.parts(2 * ROWS, COLS)
+    x_spec = spec.Tensor([1, tokens, COLS], "float32")
+    mod = op_functions(
+        lambda x, p: kernels.gated_linear(x, p, fmt, ROWS, activation, target), params, x_spec
+    )
+    scheduled, record = schedule_cpu(mod)
+    assert record == {"gate_up_proj": "CpuReduction"}
+    lib = compile_llvm(scheduled)
+    count = 5 if tokens == "n" else 1
+    x = rng.standard_normal((1, count, COLS)).astype(np.float32)
+    x_buffer, x_view = padded(x, TILED, np.nan)
+    out, out_view = padded(np.zeros((1, count, ROWS), np.float32), TILED, 7.0)
+    lib["gate_up_proj"](x_view, *(tensor(parts[p]) for p in params), out_view)
+    expected, bound = gated_bound(x, weight, activation, linear_tolerance)
+    result = out.numpy()
+    assert np.all(np.abs(result[:, :count] - expected) <= bound)
+    assert np.all(result[:, count:] == 7.0)
 
 
 @pytest.mark.parametrize("fmt_name", sorted(FORMATS))
@@ -309,6 +353,23 @@ def integer_kernels() -> bytes:
             scheduled, record = schedule_cpu(mod, WASM)
             assert record == {name: "written"}
             funcs.update({gv.name_hint: f for gv, f in scheduled.functions_items()})
+        # A gated MLP's gate/up projection with its gating as the epilogue (the wasm target's
+        # `gated_linear`), for one token and for a verify step's: `gated_<activation>_<format>`
+        # and `gated_verify_<activation>_<format>`.
+        fmt = FORMATS[fmt_name]
+        for activation in sorted(GATES):
+            for prefix, tokens in (("gated_", 1), ("gated_verify_", VERIFY_VAR)):
+                mod = op_functions(
+                    lambda x, p, fmt=fmt, activation=activation: kernels.gated_linear(
+                        x, p, fmt, ROWS, activation, WASM_TARGET
+                    ),
+                    fmt.parts(2 * ROWS, COLS),
+                    spec.Tensor([1, tokens, COLS], "float32"),
+                )
+                scheduled, record = schedule_cpu(mod, WASM)
+                assert record == {"gate_up_proj": "written"}
+                name = f"{prefix}{activation}_{fmt_name}"
+                funcs[name] = scheduled["gate_up_proj"].with_attr("global_symbol", name)
     return build_wasm(tvm.IRModule(funcs))
 
 
@@ -381,6 +442,36 @@ def test_integer_linear_of_a_verify_step_under_node(integer_kernels, fmt_name):
         sizes = np.abs(residual[:, t : t + 1]) + np.abs(expected) + np.abs(bias)
         error = np.abs(result["out_residual"][:, t : t + 1] - total)
         assert np.all(error <= tolerance + 2 * UNIT_ROUNDOFF * sizes)
+
+
+@pytest.mark.parametrize("activation", sorted(GATES))
+@pytest.mark.parametrize("fmt_name", sorted(INTEGER))
+def test_integer_gated_linear_under_node(integer_kernels, fmt_name, activation):
+    """Every integer format: a gated MLP's gate/up projection with the gating as its epilogue,
+    in the integer kernel (each tile computing its outputs' gate and up rows), for one token and
+    for a verify step's five, run under Node."""
+    rng = np.random.default_rng(18)
+    parts, weight = stored_weight(fmt_name, 2 * ROWS, COLS, rng)
+    count = 5
+    tokens = np.concatenate([integer_input(rng) * 0.1 * (t + 1) for t in range(count)], axis=1)
+    tensors = {
+        "x": tokens[:, :1],
+        "tokens": tokens,
+        **parts,
+        "out": np.zeros((1, 1, ROWS), np.float32),
+        "out_tokens": np.zeros((1, count, ROWS), np.float32),
+    }
+    calls = [
+        (f"gated_{activation}_{fmt_name}", ["x", *parts, "out"]),
+        (f"gated_verify_{activation}_{fmt_name}", ["tokens", *parts, "out_tokens"]),
+    ]
+    result = run_wasm(integer_kernels, tensors, calls)
+    for t, got in [(0, result["out"])] + [
+        (t, result["out_tokens"][:, t : t + 1]) for t in range(count)
+    ]:
+        x = tokens[:, t : t + 1]
+        expected, bound = gated_bound(x, weight, activation, integer_tolerance)
+        assert np.all(np.abs(got - expected) <= bound), t
 
 
 def read_order(width: int) -> np.ndarray:
@@ -655,3 +746,4 @@ def test_encoder_attention(form):
                 expected = softmax_attention(q, k, v, scale, 0.0)
                 got = result[s, i, h * head_dim : (h + 1) * head_dim]
                 np.testing.assert_allclose(got, expected, rtol=0, atol=ATTENTION_ATOL)
+

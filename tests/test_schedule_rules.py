@@ -78,10 +78,15 @@ GPU_4BIT = with_rules(
     },
 )
 # "wasm" (the CPU backend): reductions by CpuReduction, element-wise kernels by
-# CpuElementwise; the final norm of prefill (one token) is left to TVM's plain loops.
+# CpuElementwise; the final norm of prefill (one token) is left to TVM's plain loops. The
+# gating of the MLP is the gate/up projection's epilogue, as on "software".
 WASM_DENSE = with_rules(
-    every_role("CpuReduction"),
-    {(step, e): "CpuElementwise" for step in STEPS for e in ELEMENTWISE}
+    {
+        key: rule
+        for key, rule in every_role("CpuReduction").items()
+        if key[1] != "fused_split_silu_multiply"
+    },
+    {(step, "embedding"): "CpuElementwise" for step in STEPS}
     | {("prefill", "last_token"): "CpuElementwise"},
 )
 WASM_DENSE[("prefill", "rms_norm")] = {"CpuReduction", "none"}

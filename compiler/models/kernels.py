@@ -158,10 +158,10 @@ def _product(
     target: Target,
     row: Rows = _same_row,
 ) -> te.Tensor:
-    """The stage of x times the weight's `row`s (on the CPU, the weight's own rows only)."""
+    """The stage of x times the weight's `row`s."""
     batch, seq, cols = xt.shape
     if target.cpu and cpu_forms.lanes_apply(fmt, xt.shape):
-        return cpu_forms.lane_linear(xt, p, fmt, out_features, name)
+        return cpu_forms.lane_linear(xt, p, fmt, out_features, name, row)
     # Group sums for a known number of tokens (decode's one) only: under prefill's token tiles
     # over n tokens the group stages are computed with a bounds check on every element (their
     # rows past n do not exist), which made prefill seven times slower on SwiftShader.
@@ -187,18 +187,19 @@ def _product(
     )
 
 
-# The gated MLPs' activations, as TVM's legalization of relax's silu and gelu_tanh writes them.
-ACTIVATIONS: dict[str, Callable[[Any], Any]] = {
-    "silu": lambda v: v * tirx.sigmoid(v),
-    "gelu_tanh": lambda v: (
-        tirx.const(0.5, v.dtype)
+# The gated MLPs' activations of a value of a dtype, as TVM's legalization of relax's silu and
+# gelu_tanh writes them.
+ACTIVATIONS: dict[str, Callable[[Any, str], Any]] = {
+    "silu": lambda v, dtype: v * tirx.sigmoid(v),
+    "gelu_tanh": lambda v, dtype: (
+        tirx.const(0.5, dtype)
         * v
         * (
-            tirx.const(1.0, v.dtype)
+            tirx.const(1.0, dtype)
             + tirx.tanh(
-                tirx.const(math.sqrt(2.0 / math.pi), v.dtype)
+                tirx.const(math.sqrt(2.0 / math.pi), dtype)
                 * v
-                * (1 + tirx.const(0.044715, v.dtype) * v * v)
+                * (1 + tirx.const(0.044715, dtype) * v * v)
             )
         )
     ),
@@ -217,13 +218,17 @@ def gated_linear(
     """act(x W_gate^T) * (x W_up^T), W holding the gate's `inter` rows then the up's. Where the
     target has `gated_epilogue`, one kernel: its outputs are computed in the order gate 0,
     up 0, gate 1, up 1, ..., so that the invocation that computes a gate also computes its up
-    and multiplies them (an epilogue). Elsewhere the product and the gating are kernels of
-    their own (dlight's GEMV and Matmul rules take no epilogue that reads two outputs)."""
+    and multiplies them (an epilogue); the CPU's integer form computes a tile's gates and ups
+    side by side. Elsewhere the product and the gating are kernels of their own (dlight's GEMV
+    and Matmul rules take no epilogue that reads two outputs)."""
     if not target.gated_epilogue:
         gate, up = op.split(linear(x, parts, fmt, 2 * inter, "gate_up_proj", target), 2, axis=-1)
         return gating(gate, up, activation)
     names = list(parts)
     act = ACTIVATIONS[activation]
+    if target.cpu and cpu_forms.integer_applies(fmt, x.shape, inter, x.dtype):
+        gated = lambda v: act(v, "float32")  # noqa: E731
+        return cpu_forms.integer_form(x, parts, fmt, 2 * inter, "gate_up_proj", gating=gated)
 
     def compute(xt: te.Tensor, *tensors: te.Tensor) -> te.Tensor:
         p = dict(zip(names, tensors, strict=True))
@@ -233,7 +238,7 @@ def gated_linear(
         batch, seq, _ = xt.shape
         return te.compute(
             (batch, seq, inter),
-            lambda b, i, j: act(y[b, i, 2 * j]) * y[b, i, 2 * j + 1],
+            lambda b, i, j: act(y[b, i, 2 * j], xt.dtype) * y[b, i, 2 * j + 1],
             name="gated",
             attrs={OUTPUT_RUN: 2},
         )

@@ -43,5 +43,5 @@ class Target:
     # that arithmetic bounds rather than memory (SwiftShader's).
     group_sums: bool = False
     # Whether a gated MLP's gating is the gate/up projection's epilogue (`gated_linear`): the
-    # target's rule must compute an output's gate and up in one invocation.
+    # target's rule must compute an output's gate and up in one invocation (or task).
     gated_epilogue: bool = False

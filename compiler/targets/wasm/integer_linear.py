@@ -11,7 +11,9 @@ and four pairwise adds in one instruction) and scaled once:
     y[j] = sum_g  scale[j, g] * xscale[g] * sum_(k in g) code[j, k] * xq[k]
                 + minimum[j, g] * sum_(k in g) x[k]
 
-and a bias and a residual are added where the layer has them there (the epilogue). The same
+and a bias and a residual are added where the layer has them there (the epilogue). A gated
+MLP's gate/up projection takes the gating as its epilogue instead (`gating`): each tile then
+computes TILE outputs' gate rows and their up rows, and writes act(gate) * up. The same
 kernel takes a few tokens at once (`tokens`, a speculative draft's verify step, up to
 `max_tokens`): each task rounds every token's inputs, and each group's codes, unpacked once,
 are dotted with each token's, so that the weights are read and unpacked once for all of them
@@ -29,6 +31,9 @@ describes one scalar at a time, and the instruction adds pairs of lanes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script import builder as T
@@ -44,6 +49,9 @@ INT16_MAX = 32767
 DOT = "llvm.wasm.dot"  # i32x4.dot_i16x8_s
 # The attribute under which code before a parallel loop runs once per task (thread).
 LAUNCH_POINT = "pragma_parallel_launch_point"
+
+# A gated MLP's activation (models/kernels.py's ACTIVATIONS): act(gate) as a TIR expression.
+Gating = Callable[[Any], Any]
 
 
 def applies(fmt: Format, cols: int, rows: int, dtype: str) -> bool:
@@ -148,15 +156,25 @@ def input_rounding_func(cols: int, width: int) -> tirx.PrimFunc:
 
 
 def integer_linear_func(
-    fmt: Format, rows: int, cols: int, residual: bool, bias: bool = False
+    fmt: Format,
+    rows: int,
+    cols: int,
+    residual: bool,
+    bias: bool = False,
+    gating: Gating | None = None,
 ) -> tirx.PrimFunc:
     """out (1, 1, rows) = (residual +) (W x (+ bias)): each task (a thread) first rounds x to int16
     (once, into buffers of its own), then takes its share of the tiles of TILE rows; W's parts
-    as `fmt.parts` gives them."""
+    as `fmt.parts` gives them. With `gating`, W holds a gated MLP's gate rows then its up rows
+    and out (1, 1, rows / 2) = gating(gate) * up, each tile computing TILE outputs' gate and up
+    rows (no bias or residual then)."""
     assert fmt.integer_codes is not None
+    assert gating is None or not (residual or bias)
     part_name, width, offset = fmt.integer_codes
     groups = cols // GROUP
     shapes = fmt.parts(rows, cols)
+    halves = 1 if gating is None else 2  # the blocks of rows an output reads
+    outputs = rows // halves
     with IRBuilder() as builder:
         with T.prim_func(private=True):
             T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, VECTOR_TYPED: True})
@@ -166,7 +184,7 @@ def integer_linear_func(
             }
             offsets = T.arg("bias", T.Buffer((rows,), "float32")) if bias else None
             added = T.arg("residual", T.Buffer((1, 1, rows), "float32")) if residual else None
-            out = T.arg("out", T.Buffer((1, 1, rows), "float32"))
+            out = T.arg("out", T.Buffer((1, 1, outputs), "float32"))
             zero = tirx.const(0, "float32")
             # The code before the parallel loop runs once in each task (TVM's CPU code
             # generator), so each thread rounds the inputs once, not once per tile.
@@ -175,34 +193,43 @@ def integer_linear_func(
                 xscale = T.alloc_buffer((groups,), "float32", scope="global")
                 xsum = T.alloc_buffer((groups,), "float32", scope="global")
                 _quantize_input(x, width, xq, xscale, xsum)
-                with T.parallel(0, rows // TILE) as tile:
-                    sums = T.alloc_buffer((TILE * 4,), "float32", scope="global")
-                    low = T.alloc_buffer((TILE,), "float32", scope="global")
-                    factor = T.alloc_buffer((TILE,), "float32", scope="global")
-                    for r in range(TILE):
-                        T.buffer_store(sums, tirx.Broadcast(zero, 4), [tirx.Ramp(r * 4, 1, 4)])
-                    T.buffer_store(low, tirx.Broadcast(zero, TILE), [tirx.Ramp(0, 1, TILE)])
+                with T.parallel(0, outputs // TILE) as tile:
+                    # Tile row t = h * TILE + r: row h * outputs + tile * TILE + r of W.
+                    tiled = halves * TILE
+                    sums = T.alloc_buffer((tiled * 4,), "float32", scope="global")
+                    low = T.alloc_buffer((tiled,), "float32", scope="global")
+                    factor = T.alloc_buffer((tiled,), "float32", scope="global")
+                    for t in range(tiled):
+                        T.buffer_store(sums, tirx.Broadcast(zero, 4), [tirx.Ramp(t * 4, 1, 4)])
+                    T.buffer_store(low, tirx.Broadcast(zero, tiled), [tirx.Ramp(0, 1, tiled)])
                     with T.serial(0, groups) as g:
-                        with T.vectorized(0, TILE) as r:
-                            row = tile * TILE + r
-                            scale, minimum = fmt.scale_te(parts, row, g * GROUP // fmt.group)
-                            scale = as_dtype(scale, "float32")
-                            T.buffer_store(factor, scale * xscale[g], [r])
-                            terms = [] if minimum is None else [as_dtype(minimum, "float32")]
-                            if offset:
-                                terms.append(scale * tirx.const(offset, "float32"))
-                            if terms:
-                                total = sum(terms[1:], terms[0])
-                                T.buffer_store(low, low[r] + total * xsum[g], [r])
-                        for r in range(TILE):
-                            total = _group_dot(width, parts[part_name], xq, tile * TILE + r, g)
-                            lanes = tirx.Ramp(r * 4, 1, 4)
-                            scaled = tirx.Cast("float32x4", total) * tirx.Broadcast(factor[r], 4)
+                        for h in range(halves):
+                            with T.vectorized(0, TILE) as r:
+                                row = h * outputs + tile * TILE + r
+                                scale, minimum = fmt.scale_te(parts, row, g * GROUP // fmt.group)
+                                scale = as_dtype(scale, "float32")
+                                T.buffer_store(factor, scale * xscale[g], [h * TILE + r])
+                                terms = [] if minimum is None else [as_dtype(minimum, "float32")]
+                                if offset:
+                                    terms.append(scale * tirx.const(offset, "float32"))
+                                if terms:
+                                    total = sum(terms[1:], terms[0])
+                                    at = h * TILE + r
+                                    T.buffer_store(low, low[at] + total * xsum[g], [at])
+                        for t in range(tiled):
+                            row = t // TILE * outputs + tile * TILE + t % TILE
+                            total = _group_dot(width, parts[part_name], xq, row, g)
+                            lanes = tirx.Ramp(t * 4, 1, 4)
+                            scaled = tirx.Cast("float32x4", total) * tirx.Broadcast(factor[t], 4)
                             T.buffer_store(sums, sums[lanes] + scaled, [lanes])
-                    for r in range(TILE):
-                        value = low[r]
+
+                    for t in range(tiled):  # each row's sum into `low`
+                        value = low[t]
                         for lane in range(4):
-                            value = value + sums[r * 4 + lane]
+                            value = value + sums[t * 4 + lane]
+                        T.buffer_store(low, value, [t])
+                    for r in range(TILE):
+                        value = low[r] if gating is None else gating(low[r]) * low[TILE + r]
                         if offsets is not None:
                             value = value + offsets[tile * TILE + r]
                         if added is not None:
@@ -212,15 +239,26 @@ def integer_linear_func(
 
 
 def integer_linear_tokens_func(
-    fmt: Format, rows: int, cols: int, residual: bool, bias: bool, max_tokens: int
+    fmt: Format,
+    rows: int,
+    cols: int,
+    residual: bool,
+    bias: bool,
+    max_tokens: int,
+    gating: Gating | None = None,
 ) -> tirx.PrimFunc:
     """out (1, v, rows) = (residual +) (W x (+ bias)) for v tokens, v (symbolic) at most
     `max_tokens`: each task rounds every token's inputs, then takes its share of the tiles of
-    TILE rows, the codes of each group and row read once and dotted with each token's inputs."""
+    TILE rows, the codes of each group and row read once and dotted with each token's inputs.
+    With `gating`, as `integer_linear_func`'s: out (1, v, rows / 2) = gating(gate) * up."""
     assert fmt.integer_codes is not None
+    assert gating is None or not (residual or bias)
     part_name, width, offset = fmt.integer_codes
     groups = cols // GROUP
     shapes = fmt.parts(rows, cols)
+    halves = 1 if gating is None else 2
+    outputs = rows // halves
+    tiled = halves * TILE
     tokens = tirx.Var("v", "int64")
     with IRBuilder() as builder:
         with T.prim_func(private=True):
@@ -231,7 +269,7 @@ def integer_linear_tokens_func(
             }
             offsets = T.arg("bias", T.Buffer((rows,), "float32")) if bias else None
             added = T.arg("residual", T.Buffer((1, tokens, rows), "float32")) if residual else None
-            out = T.arg("out", T.Buffer((1, tokens, rows), "float32"))
+            out = T.arg("out", T.Buffer((1, tokens, outputs), "float32"))
             zero = tirx.const(0, "float32")
             with T.attr(0, LAUNCH_POINT, 1):
                 xq = T.alloc_buffer((max_tokens * cols,), "int16", scope="global")
@@ -239,47 +277,56 @@ def integer_linear_tokens_func(
                 xsum = T.alloc_buffer((max_tokens * groups,), "float32", scope="global")
                 with T.serial(0, tokens) as token:
                     _quantize_input(x, width, xq, xscale, xsum, token)
-                with T.parallel(0, rows // TILE) as tile:
-                    sums = T.alloc_buffer((max_tokens * TILE * 4,), "float32", scope="global")
-                    low = T.alloc_buffer((max_tokens * TILE,), "float32", scope="global")
-                    scales = T.alloc_buffer((TILE,), "float32", scope="global")
-                    minimums = T.alloc_buffer((TILE,), "float32", scope="global")
+                with T.parallel(0, outputs // TILE) as tile:
+                    # Tile row t = h * TILE + r: row h * outputs + tile * TILE + r of W.
+                    sums = T.alloc_buffer((max_tokens * tiled * 4,), "float32", scope="global")
+                    low = T.alloc_buffer((max_tokens * tiled,), "float32", scope="global")
+                    scales = T.alloc_buffer((tiled,), "float32", scope="global")
+                    minimums = T.alloc_buffer((tiled,), "float32", scope="global")
                     with T.serial(0, tokens) as token:
-                        for r in range(TILE):
-                            lanes = tirx.Ramp(token * (TILE * 4) + r * 4, 1, 4)
+                        for t in range(tiled):
+                            lanes = tirx.Ramp(token * (tiled * 4) + t * 4, 1, 4)
                             T.buffer_store(sums, tirx.Broadcast(zero, 4), [lanes])
-                            T.buffer_store(low, zero, [token * TILE + r])
+                            T.buffer_store(low, zero, [token * tiled + t])
                     has_low = False
                     with T.serial(0, groups) as g:
-                        with T.vectorized(0, TILE) as r:
-                            row = tile * TILE + r
-                            scale, minimum = fmt.scale_te(parts, row, g * GROUP // fmt.group)
-                            scale = as_dtype(scale, "float32")
-                            T.buffer_store(scales, scale, [r])
-                            terms = [] if minimum is None else [as_dtype(minimum, "float32")]
-                            if offset:
-                                terms.append(scale * tirx.const(offset, "float32"))
-                            if terms:
-                                has_low = True
-                                T.buffer_store(minimums, sum(terms[1:], terms[0]), [r])
+                        for h in range(halves):
+                            with T.vectorized(0, TILE) as r:
+                                row = h * outputs + tile * TILE + r
+                                scale, minimum = fmt.scale_te(parts, row, g * GROUP // fmt.group)
+                                scale = as_dtype(scale, "float32")
+                                T.buffer_store(scales, scale, [h * TILE + r])
+                                terms = [] if minimum is None else [as_dtype(minimum, "float32")]
+                                if offset:
+                                    terms.append(scale * tirx.const(offset, "float32"))
+                                if terms:
+                                    has_low = True
+                                    total = sum(terms[1:], terms[0])
+                                    T.buffer_store(minimums, total, [h * TILE + r])
                         with T.serial(0, tokens) as token:
-                            for r in range(TILE):
+                            for t in range(tiled):
+                                row = t // TILE * outputs + tile * TILE + t % TILE
                                 total = _group_dot(
-                                    width, parts[part_name], xq, tile * TILE + r, g, token * cols
+                                    width, parts[part_name], xq, row, g, token * cols
                                 )
-                                lanes = tirx.Ramp(token * (TILE * 4) + r * 4, 1, 4)
-                                factor = scales[r] * xscale[token * groups + g]
+                                lanes = tirx.Ramp(token * (tiled * 4) + t * 4, 1, 4)
+                                factor = scales[t] * xscale[token * groups + g]
                                 scaled = tirx.Cast("float32x4", total) * tirx.Broadcast(factor, 4)
                                 T.buffer_store(sums, sums[lanes] + scaled, [lanes])
                                 if has_low:
-                                    at = token * TILE + r
-                                    term = minimums[r] * xsum[token * groups + g]
+                                    at = token * tiled + t
+                                    term = minimums[t] * xsum[token * groups + g]
                                     T.buffer_store(low, low[at] + term, [at])
                     with T.serial(0, tokens) as token:
-                        for r in range(TILE):
-                            value = low[token * TILE + r]
+                        for t in range(tiled):  # each row's sum into `low`
+                            at = token * tiled + t
+                            value = low[at]
                             for lane in range(4):
-                                value = value + sums[token * (TILE * 4) + r * 4 + lane]
+                                value = value + sums[token * (tiled * 4) + t * 4 + lane]
+                            T.buffer_store(low, value, [at])
+                        for r in range(TILE):
+                            at = token * tiled + r
+                            value = low[at] if gating is None else gating(low[at]) * low[at + TILE]
                             if offsets is not None:
                                 value = value + offsets[tile * TILE + r]
                             if added is not None:

@@ -6,6 +6,9 @@ the other grouped formats."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from tvm import te, tirx
 from tvm.relax.frontend.nn import Tensor, op
 
@@ -48,24 +51,26 @@ def integer_form(
     name: str,
     residual: Tensor | None = None,
     bias: Tensor | None = None,
+    gating: integer_linear.Gating | None = None,
 ) -> Tensor:
     """One token's product (or a verify step's tokens') by integer dot products, its input
     rounded inside the kernel (see integer_linear.py), with `bias` and `residual` added to it
-    there where they are given."""
+    there where they are given. With `gating` (a gated MLP's gate/up projection, the gate's
+    rows/2 rows first), gating(gate) * up: rows / 2 outputs."""
+    cols, has_residual, has_bias = int(x.shape[2]), residual is not None, bias is not None
     if one_token_inputs(x.shape) is not None:
-        func = integer_linear.integer_linear_func(
-            fmt, rows, int(x.shape[2]), residual is not None, bias is not None
-        )
+        func = integer_linear.integer_linear_func(fmt, rows, cols, has_residual, has_bias, gating)
     else:
         func = integer_linear.integer_linear_tokens_func(
-            fmt, rows, int(x.shape[2]), residual is not None, bias is not None, VERIFY_TOKENS
+            fmt, rows, cols, has_residual, has_bias, VERIFY_TOKENS, gating
         )
     added = [t for t in (bias, residual) if t is not None]
+    outputs = rows if gating is None else rows // 2
     return op.tensor_ir_op(
         func,
         name,
         [x, *parts.values(), *added],
-        Tensor.placeholder([1, x.shape[1], rows], "float32"),
+        Tensor.placeholder([1, x.shape[1], outputs], "float32"),
     )
 
 
@@ -76,8 +81,20 @@ def lanes_apply(fmt: Format, shape) -> bool:
     return one_token_inputs(shape) is not None and fmt.group > 0 and fmt.group % chunk == 0
 
 
-def lane_linear(xt: te.Tensor, p: dict[str, te.Tensor], fmt: Format, out_features: int, name):
+def _same_row(j):
+    return j
+
+
+def lane_linear(
+    xt: te.Tensor,
+    p: dict[str, te.Tensor],
+    fmt: Format,
+    out_features: int,
+    name: str,
+    row: Callable[[Any], Any] = _same_row,
+):
     """y[j] = sum_k x[k] * (code[j, k] * scale[j, g] + minimum[j, g]) for one token on a CPU,
+    (output j reading the weight's row `row(j)`),
     with the scales factored out of each group's sum:
         y[j] = sum_g scale[j, g] * sum_(k in g) x[k] code[j, k] + minimum[j, g] * sum_(k in g) x[k]
     and each group's sum kept per SIMD lane: lane l sums the runs of codes_per_word inputs
@@ -103,14 +120,14 @@ def lane_linear(xt: te.Tensor, p: dict[str, te.Tensor], fmt: Format, out_feature
     partial = te.compute(
         (out_features, groups, lanes),
         lambda j, g, lane: te.sum(
-            inputs[g, c, r, lane] * as_dtype(fmt.code_te(p, j, col(g, c, r, lane)), xt.dtype),
+            inputs[g, c, r, lane] * as_dtype(fmt.code_te(p, row(j), col(g, c, r, lane)), xt.dtype),
             axis=[c, r],
         ),
         name=Stage.LANE_PARTIAL,
     )
     scale = te.compute(
         (out_features, groups),
-        lambda j, g: as_dtype(fmt.scale_te(p, j, g)[0], xt.dtype),
+        lambda j, g: as_dtype(fmt.scale_te(p, row(j), g)[0], xt.dtype),
         name=SCALE_STAGES[0],
     )
     g = te.reduce_axis((0, groups), name="g")
@@ -119,7 +136,7 @@ def lane_linear(xt: te.Tensor, p: dict[str, te.Tensor], fmt: Format, out_feature
     else:
         minimum = te.compute(
             (out_features, groups),
-            lambda j, g: as_dtype(fmt.scale_te(p, j, g)[1], xt.dtype),
+            lambda j, g: as_dtype(fmt.scale_te(p, row(j), g)[1], xt.dtype),
             name=SCALE_STAGES[1],
         )
         c2 = te.reduce_axis((0, per), name="c")
