@@ -1,5 +1,7 @@
 """The Chrome extension: built from the tiny model, loaded unpacked in real Chromium (new
-headless mode), its popup answering with the real model on WebGPU."""
+headless mode): its popup answering with the real model, its pages sharing the one engine of
+its offscreen document in turns, and the Prompt API in its pages, on the CPU backend and
+WebGPU."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import zipfile
 
 import jsonschema
 import pytest
+from fair_turns import ASK, OTHER, REQUEST, check_closed_mid_stream, check_rotation
 
 from compiler.extension import CONTENT_SECURITY_POLICY, build_extension
 from tools.browser import CHROMIUM, CHROMIUM_ARGS, serve_folder
@@ -324,30 +327,6 @@ def test_build_web_extension_flag(tiny_hf, tmp_path, capsys):
     assert not list(tmp_path.glob(".*")), "staging left behind"
 
 
-# The one engine for every extension page: requests as test_shared_engine.py sends them.
-MESSAGES = [{"role": "user", "content": "Say something about kilns."}]
-# ignore_eos: the random-weight model could end early, and the streams below must run long.
-REQUEST = {"messages": MESSAGES, "max_tokens": 8, "temperature": 0, "ignore_eos": True}
-OTHER = {**REQUEST, "messages": [{"role": "user", "content": "And about glaze?"}]}
-ASK = "async (r) => (await engine.chat.completions.create(r)).choices"
-# Starts a long stream and reads one chunk of it: the engine's turn stays with this page.
-HOLD = """async (r) => {
-    const stream = await engine.chat.completions.create({...r, max_tokens: 100, stream: true});
-    window.held = stream[Symbol.asyncIterator]();
-    await held.next();
-}"""
-# Sends requests without awaiting them; `done` lists their ends in order.
-SEND = """(requests) => {
-    window.done = [];
-    window.answers = Promise.all(requests.map(async (r, i) => {
-        const reply = await engine.chat.completions.create(r);
-        done.push([i, performance.timeOrigin + performance.now()]);
-        return reply.choices;
-    }));
-}"""
-ANSWERS = """() => Promise.race([answers,
-    new Promise((resolve) => setTimeout(() => resolve("no answer in 30 s"), 30_000))])"""
-
 # (the backend a page asks for, the one that runs): "auto" takes the CPU backend on
 # SwiftShader's fallback adapter; WebGPU runs there when asked for.
 BACKENDS = [
@@ -377,35 +356,8 @@ def test_extension_pages_share_one_engine_in_turns(context, worker, backend, run
     expected = {"request": first.evaluate(ASK, REQUEST), "other": second.evaluate(ASK, OTHER)}
     assert third.evaluate(ASK, REQUEST) == expected["request"]
 
-    # Turns in rotation: while the first page's stream holds the engine, the second page
-    # sends three requests, then the third page one; the third's runs after the second's
-    # first, not after all three.
-    first.evaluate(HOLD, REQUEST)
-    second.evaluate(SEND, [REQUEST, REQUEST, OTHER])
-    third.evaluate(SEND, [OTHER])
-    first.evaluate("async () => { while (!(await held.next()).done); }")
-    assert second.evaluate(ANSWERS) == [expected["request"]] * 2 + [expected["other"]]
-    assert third.evaluate(ANSWERS) == [expected["other"]]
-    ends = sorted(
-        [("second", i, t) for i, t in second.evaluate("done")]
-        + [("third", i, t) for i, t in third.evaluate("done")],
-        key=lambda end: end[2],
-    )
-    assert [(who, i) for who, i, _ in ends] == [
-        ("second", 0),
-        ("third", 0),
-        ("second", 1),
-        ("second", 2),
-    ]
-
-    # The first page closes in the middle of its stream: its request is aborted, its turn
-    # freed, and the requests the other pages sent meanwhile run.
-    first.evaluate(HOLD, REQUEST)
-    second.evaluate(SEND, [REQUEST])
-    third.evaluate(SEND, [OTHER])
-    first.close()
-    assert second.evaluate(ANSWERS) == [expected["request"]]
-    assert third.evaluate(ANSWERS) == [expected["other"]]
+    check_rotation(first, second, third, expected)
+    check_closed_mid_stream(first, second, third, expected)
     assert len(worker.evaluate(offscreen)) == 1
     second.close()
     third.close()

@@ -12,13 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fair_turns import (
+    ANSWERS,
+    ASK,
+    HOLD,
+    OTHER,
+    REQUEST,
+    SEND,
+    check_closed_mid_stream,
+    check_rotation,
+)
 
 from tools.browser import serve_folder
-
-MESSAGES = [{"role": "user", "content": "Say something about kilns."}]
-# ignore_eos: the random-weight model could end early, and the streams below must run long.
-REQUEST = {"messages": MESSAGES, "max_tokens": 8, "temperature": 0, "ignore_eos": True}
-OTHER = {**REQUEST, "messages": [{"role": "user", "content": "And about glaze?"}]}
 
 IMPORT = "const kiln = await import(location.origin + '/kiln.js');"
 # useCache: false, so that every load of the weights shows in the server's log.
@@ -31,22 +36,6 @@ CONNECT = f"""async (host) => {{
              alreadyLoaded: progress.some((p) => p.alreadyLoaded),
              cores: navigator.hardwareConcurrency}};
 }}"""
-ASK = "async (r) => (await engine.chat.completions.create(r)).choices"
-# Starts a long stream and reads one chunk of it: the engine's turn stays with this page.
-HOLD = """async (r) => {
-    const stream = await engine.chat.completions.create({...r, max_tokens: 100, stream: true});
-    window.held = stream[Symbol.asyncIterator]();
-    await held.next();
-}"""
-# Sends requests without awaiting them; `done` lists their ends in order.
-SEND = """(requests) => {
-    window.done = [];
-    window.answers = Promise.all(requests.map(async (r, i) => {
-        const reply = await engine.chat.completions.create(r);
-        done.push([i, performance.timeOrigin + performance.now()]);
-        return reply.choices;
-    }));
-}"""
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +99,6 @@ def pages(browser):
         context.close()
 
 
-# The answers of SEND, or a string if they do not come (a closed page held the engine).
-ANSWERS = """Promise.race([answers,
-    new Promise((resolve) => setTimeout(() => resolve("no answer in 30 s"), 30_000))])"""
-
-
 def weight_loads(log: list[str]) -> int:
     return sum(p.endswith(".bin") for p in log)
 
@@ -140,35 +124,8 @@ def test_shared_worker_one_load_fair_turns_and_a_page_that_closes(server, expect
     )
     assert error == ["InvalidRequestError", "temperature", True]
 
-    # Turns in rotation: while the first page's stream holds the engine, the second page
-    # sends three requests, then the third page one; the third's runs after the second's
-    # first, not after all three.
-    first.evaluate(HOLD, REQUEST)
-    second.evaluate(SEND, [REQUEST, REQUEST, OTHER])
-    third.evaluate(SEND, [OTHER])
-    first.evaluate("async () => { while (!(await held.next()).done); }")
-    assert second.evaluate(ANSWERS) == [expected["request"]] * 2 + [expected["other"]]
-    assert third.evaluate(ANSWERS) == [expected["other"]]
-    ends = sorted(
-        [("second", i, t) for i, t in second.evaluate("done")]
-        + [("third", i, t) for i, t in third.evaluate("done")],
-        key=lambda end: end[2],
-    )
-    assert [(who, i) for who, i, _ in ends] == [
-        ("second", 0),
-        ("third", 0),
-        ("second", 1),
-        ("second", 2),
-    ]
-
-    # The first page closes in the middle of its stream: its request is aborted, and the
-    # requests the other pages sent meanwhile run.
-    first.evaluate(HOLD, REQUEST)
-    second.evaluate(SEND, [REQUEST])
-    third.evaluate(SEND, [OTHER])
-    first.close()
-    assert second.evaluate(ANSWERS) == [expected["request"]]
-    assert third.evaluate(ANSWERS) == [expected["other"]]
+    check_rotation(first, second, third, expected)
+    check_closed_mid_stream(first, second, third, expected)
     assert weight_loads(log) == before + 1
 
 
