@@ -55,10 +55,10 @@ def compile_model(
     tiled_chunk = -(-prefill_chunk // TOKEN_TILE) * TOKEN_TILE
     bounds = model.upper_bounds(tiled_chunk)
     entry_points = list(model.get_default_spec().method_names)
+    if family.task == "chat":  # the greedy tokens picked on the device (sampling.py)
+        entry_points += add_sampling(mod, config.vocab_size, target)
     for name in entry_points:
         mod[name] = mod[name].with_attr("tir_var_upper_bound", bounds)
-    if family.task == "chat":  # the greedy token picked on the device (sampling.py)
-        entry_points += add_sampling(mod, config.vocab_size, target)
     record: dict[str, str] = {}
     lowered = target.lower(mod, record)
     prim_funcs = {

@@ -2,12 +2,14 @@
 reads back 4 bytes instead of the vocabulary's float32 logits (196 KB a token for SmolLM2,
 1 MB for Gemma 3).
 
-`add_sampling` puts the entry function `argmax(logits[1, 1, vocab] f32) -> int32[1]` into a
-network's module before it is lowered: it is compiled by the same target with the network (on
-the CPU target its kernel is linked into the one WebAssembly module), and planned like any
-entry function. It depends on the vocabulary's size alone, never on the family. The runtime
-binds the plan's `logits` input to the logits that prefill or decode leaves on the device and
-runs both in one submission.
+`add_sampling` puts the entry functions `argmax(logits[1, 1, vocab] f32) -> int32[1]` and
+`argmax_rows(logits[1, v, vocab] f32) -> int32[v]` (each row's, for a verify step's v rows of
+logits, v at most VERIFY_TOKENS) into a network's module before it is lowered: they are compiled
+by the same target with the network (on the CPU target their kernels are linked into the one
+WebAssembly module), and planned like any entry function. They depend on the vocabulary's
+size alone, never on the family. The runtime binds a plan's `logits` input to the logits that
+prefill, decode or verify leaves on the device and runs both in one submission: a greedy
+verify step reads back v tokens, not v rows of the vocabulary's logits.
 
 The tie rule is the JS sampler's (web/src/engine/sampler.js `argmax`): the lowest index among
 equal maxima. Each candidate (value, index) replaces the best so far when its value is
@@ -25,9 +27,11 @@ from tvm.relax.frontend.nn import Tensor, op, spec
 from tvm.script import tirx as T
 
 from .targets import Target
+from .targets.base import VERIFY_VAR
 
-# The entry function's name in the manifest, and its one input's.
+# The entry functions' names in the manifest, and their one input's.
 ARGMAX = "argmax"
+ARGMAX_ROWS = "argmax_rows"
 LOGITS = "logits"
 # Invocations of the one GPU workgroup: each scans every THREADS-th logit, then the first
 # combines their candidates (one barrier: SwiftShader runs invocations as CPU threads, where
@@ -35,26 +39,29 @@ LOGITS = "logits"
 THREADS = 256
 
 
-def argmax_func(vocab: int, target: Target) -> tirx.PrimFunc:
-    """The kernel: logits (1, 1, vocab) float32 -> out (1,) int32, the index of the largest,
-    the lowest among equal ones. On a CPU, one plain loop (a few hundred microseconds for
-    Gemma 3's 262,144 logits, well under a decode step); on a GPU, one workgroup."""
+def argmax_func(vocab: int, target: Target, rows: int | None = 1) -> tirx.PrimFunc:
+    """The kernel: logits (1, rows, vocab) float32 -> out (rows,) int32, each row's index of
+    its largest, the lowest among equal ones; rows None: as many as the symbolic size
+    VERIFY_VAR. On a CPU, plain loops (a few hundred microseconds a row for Gemma 3's 262,144
+    logits, well under a decode step); on a GPU, one workgroup a row."""
+    count = tirx.Var(VERIFY_VAR, "int64") if rows is None else rows
     if target.cpu:
 
         @T.prim_func(private=True)
         def argmax_cpu(var_logits: T.handle, var_out: T.handle):
             T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-            logits = T.match_buffer(var_logits, (1, 1, vocab), "float32")
-            out = T.match_buffer(var_out, (1,), "int32")
+            logits = T.match_buffer(var_logits, (1, count, vocab), "float32")
+            out = T.match_buffer(var_out, (count,), "int32")
             best = T.alloc_buffer((1,), "float32", scope="global")
             index = T.alloc_buffer((1,), "int32", scope="global")
-            best[0] = logits[0, 0, 0]
-            index[0] = 0
-            for i in range(1, vocab):
-                if logits[0, 0, i] > best[0]:
-                    best[0] = logits[0, 0, i]
-                    index[0] = T.Cast("int32", i)
-            out[0] = index[0]
+            for r in range(count):
+                best[0] = logits[0, r, 0]
+                index[0] = 0
+                for i in range(1, vocab):
+                    if logits[0, r, i] > best[0]:
+                        best[0] = logits[0, r, i]
+                        index[0] = T.Cast("int32", i)
+                out[r] = index[0]
 
         return argmax_cpu
 
@@ -63,9 +70,9 @@ def argmax_func(vocab: int, target: Target) -> tirx.PrimFunc:
     @T.prim_func(private=True)
     def argmax_gpu(var_logits: T.handle, var_out: T.handle):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        logits = T.match_buffer(var_logits, (1, 1, vocab), "float32")
-        out = T.match_buffer(var_out, (1,), "int32")
-        for bx in T.thread_binding(1, thread="blockIdx.x"):
+        logits = T.match_buffer(var_logits, (1, count, vocab), "float32")
+        out = T.match_buffer(var_out, (count,), "int32")
+        for bx in T.thread_binding(count, thread="blockIdx.x"):
             for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
                 best = T.alloc_buffer((1,), "float32", scope="local")
                 index = T.alloc_buffer((1,), "int32", scope="local")
@@ -73,14 +80,14 @@ def argmax_func(vocab: int, target: Target) -> tirx.PrimFunc:
                 at = T.alloc_buffer((1,), "int32", scope="local")
                 shared_best = T.alloc_buffer((THREADS,), "float32", scope="shared")
                 shared_index = T.alloc_buffer((THREADS,), "int32", scope="shared")
-                best[0] = logits[0, 0, 0]
+                best[0] = logits[0, bx, 0]
                 index[0] = 0
                 for k in range(steps):
                     i = T.meta_var(k * THREADS + tx)
                     if i < vocab:
                         # Ascending within an invocation: a greater value alone replaces.
-                        if logits[0, 0, i] > best[0]:
-                            best[0] = logits[0, 0, i]
+                        if logits[0, bx, i] > best[0]:
+                            best[0] = logits[0, bx, i]
                             index[0] = T.Cast("int32", i)
                 shared_best[tx] = best[0]
                 shared_index[tx] = index[0]
@@ -114,13 +121,23 @@ class Sampling(nn.Module):
             out=Tensor.placeholder([1], "int32"),
         )
 
+    def argmax_rows(self, logits: Tensor) -> Tensor:
+        return op.tensor_ir_op(
+            argmax_func(self.vocab, self.target, None),
+            "argmax_rows_logits",
+            args=[logits],
+            out=Tensor.placeholder([logits.shape[1]], "int32"),
+        )
+
     def spec(self) -> spec.ModuleSpec:
+        plain = {"param_mode": "none", "effect_mode": "none"}
         return spec.ModuleSpec.from_raw(
             {
-                ARGMAX: {
-                    LOGITS: spec.Tensor([1, 1, self.vocab], "float32"),
-                    "$": {"param_mode": "none", "effect_mode": "none"},
-                }
+                ARGMAX: {LOGITS: spec.Tensor([1, 1, self.vocab], "float32"), "$": plain},
+                ARGMAX_ROWS: {
+                    LOGITS: spec.Tensor([1, VERIFY_VAR, self.vocab], "float32"),
+                    "$": plain,
+                },
             },
             self,
         )
@@ -137,4 +154,4 @@ def add_sampling(mod: tvm.IRModule, vocab: int, target: Target) -> list[str]:
         if gv.name_hint in taken:
             raise ValueError(f"the network already has a function named {gv.name_hint}")
         mod[gv] = func
-    return [ARGMAX]
+    return [ARGMAX, ARGMAX_ROWS]

@@ -1,8 +1,9 @@
 """The greedy token picked on the device (compiler/sampling.py's argmax, run in the same
 submission as the step that made the logits): equal, token for token, to the token the JS
 sampler picks from the logits read back, on every kernel set; each greedy step reads back 4
-bytes, not the vocabulary's logits. The kernels themselves are held to the JS sampler's tie
-rule (the lowest index among equal maxima) on rows made to tie."""
+bytes, not the vocabulary's logits. The kernels themselves (argmax, and argmax_rows for a
+verify step's rows) are held to the JS sampler's tie rule (the lowest index among equal
+maxima) on rows made to tie."""
 
 from __future__ import annotations
 
@@ -136,20 +137,24 @@ def js_argmax(row: np.ndarray) -> int:
     return best
 
 
+@pytest.mark.parametrize("rows", [1, None], ids=["argmax", "argmax_rows"])
 @pytest.mark.parametrize("vocab", [1000, 49152 + 3])
-def test_cpu_kernel_keeps_the_js_tie_rule(vocab):
-    # The wasm target's kernel (a plain loop) compiled for this machine's CPU.
-    func = argmax_func(vocab, TARGETS["wasm"]).with_attr("global_symbol", "argmax")
+def test_cpu_kernel_keeps_the_js_tie_rule(vocab, rows):
+    # The wasm target's kernel (plain loops) compiled for this machine's CPU: one row at a time
+    # (argmax), or all the rows at once (argmax_rows, a verify step's).
+    func = argmax_func(vocab, TARGETS["wasm"], rows).with_attr("global_symbol", "argmax")
     lib = tvm.tirx.build(tvm.IRModule({"argmax": func}), target="llvm")
-    for row in tie_rows(vocab):
-        out = tvm.runtime.tensor(np.zeros(1, np.int32))
-        lib["argmax"](tvm.runtime.tensor(row.reshape(1, 1, vocab)), out)
-        assert int(out.numpy()[0]) == js_argmax(row)
+    batches = [[row] for row in tie_rows(vocab)] if rows else [tie_rows(vocab)]
+    for batch in batches:
+        out = tvm.runtime.tensor(np.zeros(len(batch), np.int32))
+        lib["argmax"](tvm.runtime.tensor(np.stack(batch)[None]), out)
+        assert out.numpy().tolist() == [js_argmax(row) for row in batch]
 
 
-# Runs one WebGPU kernel set's argmax kernel on rows given as lists (NaN and -Infinity as
-# strings) on the page's adapter, as the executor binds it: logits, out, then the uniforms.
-RUN_KERNEL = """async ([kernel, rows]) => {
+# Runs one WebGPU kernel set's argmax kernel on batches of rows given as lists (NaN and
+# -Infinity as strings) on the page's adapter, as the executor binds it: logits, out, then the
+# uniforms; a workgroup a row of the batch.
+RUN_KERNEL = """async ([kernel, batches]) => {
     const adapter = await navigator.gpu.requestAdapter();
     const device = await adapter.requestDevice();
     const module = device.createShaderModule({code: kernel.wgsl});
@@ -157,16 +162,19 @@ RUN_KERNEL = """async ([kernel, rows]) => {
         {layout: "auto", compute: {module, entryPoint: kernel.name}});
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
     const found = [];
-    for (const row of rows) {
-        const values = Float32Array.from(row, (v) => Number(v));
+    for (const rows of batches) {
+        const values = Float32Array.from(rows.flat(), (v) => Number(v));
         const logits = device.createBuffer({size: values.byteLength, usage});
         device.queue.writeBuffer(logits, 0, values);
-        const out = device.createBuffer({size: 16, usage});
+        const size = 16 * rows.length;
+        const out = device.createBuffer({size, usage});
         const uniforms = device.createBuffer(
             {size: 256, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST});
-        device.queue.writeBuffer(uniforms, 0, new Uint32Array(64));  // packGridDimX = 0
+        // The kernel's scalars: v (argmax_rows') and packGridDimX, the x workgroup count less one.
+        const pods = kernel.pods.map((p) => (p.name === "v" ? rows.length : rows.length - 1));
+        device.queue.writeBuffer(uniforms, 0, Uint32Array.from(pods));
         const read = device.createBuffer(
-            {size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
+            {size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
         const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries: [
             {binding: 0, resource: {buffer: logits}},
             {binding: 1, resource: {buffer: out}},
@@ -176,12 +184,12 @@ RUN_KERNEL = """async ([kernel, rows]) => {
         const pass = encoder.beginComputePass();
         pass.setPipeline(pipeline);
         pass.setBindGroup(0, group);
-        pass.dispatchWorkgroups(1, 1, 1);
+        pass.dispatchWorkgroups(rows.length, 1, 1);
         pass.end();
-        encoder.copyBufferToBuffer(out, 0, read, 0, 16);
+        encoder.copyBufferToBuffer(out, 0, read, 0, size);
         device.queue.submit([encoder.finish()]);
         await read.mapAsync(GPUMapMode.READ);
-        found.push(new Int32Array(read.getMappedRange())[0]);
+        found.push(...new Int32Array(read.getMappedRange()).slice(0, rows.length));
         read.unmap();
     }
     device.destroy();
@@ -189,20 +197,25 @@ RUN_KERNEL = """async ([kernel, rows]) => {
 }"""
 
 
+@pytest.mark.parametrize("function", ["argmax", "argmax_rows"])
 @pytest.mark.parametrize("variant", ["software", "gpu"])
-def test_webgpu_kernel_keeps_the_js_tie_rule(tiny_built, engine_page, variant):
+def test_webgpu_kernel_keeps_the_js_tie_rule(tiny_built, engine_page, variant, function):
+    """argmax takes one row (a step's logits), argmax_rows a workgroup for each of v rows (a
+    verify step's)."""
     folder = tiny_built("q4f32")
     manifest = json.loads((folder / "manifest.json").read_text())
     vocab = manifest["config"]["vocab_size"]
-    plan = manifest["variants"][variant]["functions"]["argmax"]
+    plan = manifest["variants"][variant]["functions"][function]
     (launch,) = plan["launches"]
-    assert launch["grid"] == [1, 1, 1] and launch["pods"] == []
+    assert launch["grid"] == ([1, 1, 1] if function == "argmax" else ["v", 1, 1])
+    assert launch["pods"] == ([] if function == "argmax" else ["v"])
     kernel = json.loads((folder / f"kernels-{variant}.json").read_text())[launch["kernel"]]
     rows = tie_rows(vocab)
     as_lists = [[v if math.isfinite(v) else str(v) for v in row.tolist()] for row in rows]
     as_lists = [[{"nan": "NaN", "-inf": "-Infinity"}.get(v, v) for v in r] for r in as_lists]
+    batches = [[row] for row in as_lists] if function == "argmax" else [as_lists]
     with open_variant(engine_page, folder, variant) as page:
-        found = page.evaluate(RUN_KERNEL, [{**kernel, "name": launch["kernel"]}, as_lists])
+        found = page.evaluate(RUN_KERNEL, [{**kernel, "name": launch["kernel"]}, batches])
     assert found == [js_argmax(row) for row in rows]
 
 

@@ -30,7 +30,9 @@ def every_role(rule: str) -> dict[tuple[str, str], set[str]]:
     for step in STEPS:
         # hand-written TIR (q/k norms, rope, the cache append and attention), as written
         table[(step, "attention")] = {"written"}
-    table[("argmax", "argmax_logits")] = {"written"}  # the greedy token (compiler/sampling.py)
+    # the greedy token (compiler/sampling.py), and each of a verify step's rows'
+    table[("argmax", "argmax_logits")] = {"written"}
+    table[("argmax_rows", "argmax_rows_logits")] = {"written"}
     return table
 
 

@@ -1,8 +1,9 @@
 """Prompt-lookup speculation (web/src/engine/prompt_lookup.js and generator.js, the build's
 verify function): greedy replies equal plain decoding's token for token, on WebGPU and on the
-CPU backend, with drafts both kept and rejected; seeded sampling gives valid, reproducible
-replies; max_tokens, stop strings and an abort end a reply where plain decoding ends it. Plain
-decoding is the same engine's with logprobs asked for, which keeps speculation off.
+CPU backend, with drafts both kept and rejected, each verify row's token picked on the device
+(argmax_rows); seeded sampling gives valid, reproducible replies; max_tokens, stop strings and
+an abort end a reply where plain decoding ends it. Plain decoding is the same engine's with
+logprobs asked for, which keeps speculation off.
 
 The tiny random model seldom repeats itself, so its engine drafts after a single matching token
 (minMatch 1): most drafts are rejected, some kept."""
@@ -17,9 +18,11 @@ PROMPTS = [([7, 7, 7, 7, 7, 7], 100), ([5, 17, 42, 100, 7, 8, 9, 10, 11, 12, 5, 
 # The reply to `ids` and the request's speculation counters; `extra` request fields.
 GENERATE = """async ([ids, extra]) => {
     await engine.resetChat();
+    const before = (await engine.runtimeStats()).readback_bytes;
     const r = await engine.generate(ids, {temperature: 0, ignore_eos: true, ...extra});
-    const speculation = (await engine.runtimeStats()).last_request.speculation;
-    return {tokens: r.tokens, text: r.text, finish: r.finish, speculation};
+    const stats = await engine.runtimeStats();
+    return {tokens: r.tokens, text: r.text, finish: r.finish,
+            speculation: stats.last_request.speculation, read: stats.readback_bytes - before};
 }"""
 
 
@@ -44,6 +47,10 @@ def test_greedy_replies_equal_plain_decoding(tiny_built, engine_page, variant):
             assert plain["speculation"]["draft_tokens"] == 0
             drafted += fast["speculation"]["draft_tokens"]
             accepted += fast["speculation"]["accepted_tokens"]
+            # Every token picked on the device, a verify step's too (argmax_rows): 4 bytes a
+            # token read (each step's, each verify row's, the prefill chunks'), no row of logits.
+            steps = count + fast["speculation"]["draft_tokens"] + len(ids)
+            assert 0 < fast["read"] <= 4 * steps
     # Both happened: drafts kept (rows of the verify step used), and drafts rejected (the
     # cache rewound past them, and written over by the steps after).
     assert 0 < accepted < drafted

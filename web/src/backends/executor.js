@@ -2,7 +2,7 @@ import { GRID_POD } from "kiln:contract";
 
 import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
-import { ARGMAX, STEPS, planBuffers, snapshotLayout, tensorBytes } from "./plans.js";
+import { ARGMAX, ARGMAX_ROWS, STEPS, planBuffers, snapshotLayout, tensorBytes } from "./plans.js";
 
 const UNIFORM_SLOT = 256; // minUniformBufferOffsetAlignment
 const MAX_GROUPS = 65535; // maxComputeWorkgroupsPerDimension (WebGPU's default limit)
@@ -52,7 +52,7 @@ export class Executor {
     this.cache = manifest.kv_cache.map((tensor) => this.#buffer(tensorBytes(tensor)));
     this.functions = {};
     for (const [name, plan] of Object.entries(variant.functions)) {
-      if (name !== ARGMAX) this.functions[name] = this.#prepare(plan);
+      if (name !== ARGMAX && name !== ARGMAX_ROWS) this.functions[name] = this.#prepare(plan);
     }
     // argmax once per step, reading that step's logits where they are.
     this.argmax = {};
@@ -61,6 +61,10 @@ export class Executor {
       const source = this.functions[step];
       if (source) this.argmax[step] = this.#prepare(argmax, { logits: source.output });
     }
+    // argmax of each row of a verify step's logits, where the build has it.
+    const rows = variant.functions[ARGMAX_ROWS];
+    this.argmaxRows =
+      rows && this.functions.verify ? this.#prepare(rows, { logits: this.functions.verify.output }) : null;
     // The buffers greedy tokens are read back through, made once: as many as steps can be in
     // flight (the one read, the one queued ahead, one discarded and still mapping).
     for (let i = 0; argmax && i < TOKEN_READBACKS; i++)
@@ -246,21 +250,38 @@ export class Executor {
     }
   }
 
-  /** Submits function `name` and reads back the first `count` floats of its output. */
-  async #submit(name, tensors, vars, count) {
+  /**
+   * Runs verify with its inputs and the values of its symbolic sizes, then argmax_rows on its
+   * logits in the same pass (where `argmaxRows`); resolves to the greedy token of each of its
+   * `vars.v` rows.
+   * @returns {Promise<Int32Array>}
+   */
+  callArgmaxRows(tensors, vars) {
+    const run = this.#previous.then(() => this.#submit("verify", tensors, vars, vars.v, this.argmaxRows));
+    this.#previous = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Submits function `name` (and `then`, a function reading its output, in the same pass) and
+   * reads back the first `count` floats of its output (or int32s of `then`'s).
+   */
+  async #submit(name, tensors, vars, count, then = null) {
     const fn = this.functions[name];
     for (const [input, values] of Object.entries(tensors)) this.device.queue.writeBuffer(fn.inputs[input], 0, values);
     const encoder = this.device.createCommandEncoder();
     const pass = encoder.beginComputePass();
     this.#record(pass, fn, vars);
+    if (then) this.#record(pass, then, vars);
     pass.end();
-    encoder.copyBufferToBuffer(fn.output, 0, fn.readback, 0, count * 4);
+    const { output: source, readback } = then ?? fn;
+    encoder.copyBufferToBuffer(source, 0, readback, 0, count * 4);
     this.device.queue.submit([encoder.finish()]);
-    await fn.readback.mapAsync(GPUMapMode.READ, 0, count * 4);
-    const output = new Float32Array(fn.readback.getMappedRange(0, count * 4).slice(0));
-    fn.readback.unmap();
+    await readback.mapAsync(GPUMapMode.READ, 0, count * 4);
+    const bytes = readback.getMappedRange(0, count * 4).slice(0);
+    readback.unmap();
     this.readbackBytes += count * 4;
-    return output;
+    return then ? new Int32Array(bytes) : new Float32Array(bytes);
   }
 
   /**

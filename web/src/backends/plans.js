@@ -39,6 +39,8 @@ export function planBuffers(plan, manifest, allocate, cache, weights, bound = {}
 
 /** The entry function that picks the greedy token on the device (compiler/sampling.py). */
 export const ARGMAX = "argmax";
+/** The entry function that picks the greedy token of each row of verify's logits. */
+export const ARGMAX_ROWS = "argmax_rows";
 /** The functions whose logits output argmax reads in place: the steps of a chat model. */
 export const STEPS = ["prefill", "decode"];
 

@@ -1,7 +1,7 @@
 import { ABORTED, yieldToEventLoop } from "../control.js";
 import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
-import { ARGMAX, STEPS, planBuffers, snapshotLayout, tensorBytes } from "./plans.js";
+import { ARGMAX, ARGMAX_ROWS, STEPS, planBuffers, snapshotLayout, tensorBytes } from "./plans.js";
 import { startThread } from "../platform.js";
 
 // TVM's packed calling convention, as its CPU kernels read it (tvm/ffi/c_api.h, dlpack.h):
@@ -67,6 +67,7 @@ export class WasmExecutor {
     this.bytes = 0;
     this.readbackBytes = 0; // bytes copied out of the module's memory into JS so far
     this.argmax = {};
+    this.argmaxRows = null;
     this.functions = null;
     this.threads = [];
   }
@@ -115,7 +116,7 @@ export class WasmExecutor {
     this.result = this.#alloc(ANY_BYTES);
     this.functions = {};
     for (const [name, plan] of Object.entries(this.variant.functions)) {
-      if (name !== ARGMAX) this.functions[name] = this.#prepare(plan);
+      if (name !== ARGMAX && name !== ARGMAX_ROWS) this.functions[name] = this.#prepare(plan);
     }
     // argmax once per step, reading that step's logits where they are.
     const argmax = this.variant.functions[ARGMAX];
@@ -123,6 +124,10 @@ export class WasmExecutor {
       const source = this.functions[step];
       if (source) this.argmax[step] = this.#prepare(argmax, { logits: source.output });
     }
+    // argmax of each row of a verify step's logits, where the build has it.
+    const rows = this.variant.functions[ARGMAX_ROWS];
+    this.argmaxRows =
+      rows && this.functions.verify ? this.#prepare(rows, { logits: this.functions.verify.output }) : null;
   }
 
   /** Whether `run` can pick the greedy token in the module (builds from before it cannot). */
@@ -238,6 +243,21 @@ export class WasmExecutor {
     this.#lastToken = then;
     this.readbackBytes += 4;
     return new Int32Array(this.memory.buffer, then.output, 1)[0];
+  }
+
+  /**
+   * Runs verify with its inputs and the values of its symbolic sizes, then argmax_rows on its
+   * logits (where `argmaxRows`); resolves to the greedy token of each of its `vars.v` rows, or
+   * ABORTED as `call` does.
+   * @returns {Promise<Int32Array | typeof ABORTED>}
+   */
+  async callArgmaxRows(tensors, vars, control = undefined) {
+    if ((await this.call("verify", tensors, vars, 0, control)) === ABORTED) return ABORTED;
+    const then = this.argmaxRows;
+    this.#setup(then, {}, vars);
+    for (const launch of then.launches) this.#launch(launch);
+    this.readbackBytes += vars.v * 4;
+    return new Int32Array(this.memory.buffer.slice(then.output, then.output + vars.v * 4));
   }
 
   /**

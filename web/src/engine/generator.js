@@ -69,13 +69,15 @@ export async function generateCompletion(model, prompt, params, random, control,
     const argmax =
       !speculation && model.hasArgmax && isGreedy(params) && !params.logprobs && !mask && !processor.changesLogits;
     const lead = argmax && model.queuesSteps ? 1 : 0;
-    let rows = null; // a verify step's logits, and the draft token each row was checked against
+    let rows = null; // a verify step's logits (or tokens), and the draft token each row was checked against
     let row = 0; // the next of them to use
     let draftToken = null; // the draft token guessed for the token picked from `logits`
     // Whether the next token was picked on the device (`picked`), not from `logits`: every
     // step's with argmax; with speculation, a greedy request's prefill's and steps' that checked
     // no draft.
     const draftlessOnDevice = Boolean(speculation) && model.hasArgmax && isGreedy(params);
+    // and a greedy request's verify steps pick each row's token there too, reading back the ids.
+    const verifyOnDevice = draftlessOnDevice && model.hasVerifyArgmax;
     let onDevice = argmax || draftlessOnDevice;
     const spec = { drafted: 0, accepted: 0, steps: 0 };
     // The longest draft to try next: halved when a draft's first token is rejected, doubled when
@@ -162,7 +164,7 @@ export async function generateCompletion(model, prompt, params, random, control,
             const limit = Math.min(draftSize, model.maxDraft, room);
             const draft = limit > 0 ? lookupDraft(prompt.concat(tokens), { ...speculation, draftTokens: limit }) : [];
             if (draft.length > 0) {
-              const out = await model.verify(token, draft, control);
+              const out = await model.verify(token, draft, control, { argmax: verifyOnDevice });
               if (out === null) {
                 onDevice = false;
                 logits = null;
@@ -174,7 +176,11 @@ export async function generateCompletion(model, prompt, params, random, control,
               const vocab = model.manifest.config.vocab_size;
               rows = draft
                 .concat([null])
-                .map((d, i) => ({ logits: out.subarray(i * vocab, (i + 1) * vocab), draft: d }));
+                .map((d, i) =>
+                  verifyOnDevice
+                    ? { token: out[i], draft: d }
+                    : { logits: out.subarray(i * vocab, (i + 1) * vocab), draft: d },
+                );
               row = 0;
             } else {
               const out = await model.decode(token, control, { argmax: draftlessOnDevice });
@@ -185,8 +191,11 @@ export async function generateCompletion(model, prompt, params, random, control,
               continue;
             }
           }
-          onDevice = false;
-          ({ logits, draft: draftToken } = rows[row++]);
+          const next = rows[row++];
+          onDevice = next.logits === undefined;
+          if (onDevice) picked = next.token;
+          else logits = next.logits;
+          draftToken = next.draft;
           if (row === rows.length) rows = null;
           continue;
         }

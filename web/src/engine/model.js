@@ -201,6 +201,11 @@ export class LoadedModel {
     return Boolean(this.executor?.functions?.verify);
   }
 
+  /** Whether a verify step can pick each row's greedy token on the device (argmax_rows). */
+  get hasVerifyArgmax() {
+    return Boolean(this.executor?.argmaxRows);
+  }
+
   /** The most draft tokens one verify step takes (the build's bound on its tokens, less one). */
   get maxDraft() {
     return (this.manifest.bounds?.v ?? 1) - 1;
@@ -373,22 +378,26 @@ export class LoadedModel {
   /**
    * Appends `token` and the `draft` tokens guessed to follow it to the cache in one step (the
    * build's verify); returns the logits after each of them, draft.length + 1 rows of the
-   * vocabulary's size one after another, or null when `control` was aborted while the step ran
-   * (none of them is then in the cache). The caller takes back the draft tokens it rejects
-   * (`rewind`).
+   * vocabulary's size one after another, or with `argmax` (where `hasVerifyArgmax`) the greedy
+   * token after each of them; or null when `control` was aborted while the step ran (none of
+   * them is then in the cache). The caller takes back the draft tokens it rejects (`rewind`).
    * @param {number} token
    * @param {number[]} draft  at most `maxDraft`
    * @param {Control} [control]
-   * @returns {Promise<Float32Array | null>}
+   * @param {{argmax?: boolean}} [options]
+   * @returns {Promise<Float32Array | Int32Array | null>}
    */
-  async verify(token, draft, control = undefined) {
+  async verify(token, draft, control = undefined, { argmax = false } = {}) {
     const cache = this.cachedTokens;
     const ids = [token, ...draft];
     cache.push(...ids);
     const count = cache.length;
     const vars = { v: ids.length, total_len: count };
+    const tensors = { input_ids: Int32Array.from(ids) };
     const rows = ids.length * this.manifest.config.vocab_size;
-    const run = this.executor.call("verify", { input_ids: Int32Array.from(ids) }, vars, rows, control);
+    const run = argmax
+      ? this.executor.callArgmaxRows(tensors, vars, control)
+      : this.executor.call("verify", tensors, vars, rows, control);
     const out = await (control ? control.race(run) : run);
     if (out !== ABORTED) return out;
     if (this.cachedTokens === cache && cache.length === count) cache.length -= ids.length;
