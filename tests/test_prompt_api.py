@@ -237,20 +237,22 @@ def test_overflow_drops_the_oldest_turns_and_keeps_the_initial_prompts(node):
     assert got["reply"] == engine_reply(node, [SYSTEM, {"role": "user", "content": "Again."}])
 
 
-def test_polyfill_in_chromium_installs_once_and_streams(browser, tiny):
+@pytest.mark.parametrize("backend", ["wasm", "webgpu"])
+def test_polyfill_in_chromium_installs_once_and_streams(browser, tiny, backend):
+    """In a page, on each backend: the polyfill, a streamed reply equal to the engine's."""
     with serve_folder(tiny) as url:
         page = browser.new_page()
         page.goto(f"{url}/manifest.json")
         got = page.evaluate(
-            """async ([url, system]) => {
+            """async ([url, system, backend]) => {
                 const kiln = await import(url + "kiln.js");
                 // Where the page has a LanguageModel (the browser's own, or this stand-in), the
                 // polyfill leaves it.
                 const native = globalThis.LanguageModel;
                 globalThis.LanguageModel = {standIn: true};
-                const kept = kiln.installLanguageModel(url, {backend: "wasm"}).standIn === true;
+                const kept = kiln.installLanguageModel(url, {backend}).standIn === true;
                 delete globalThis.LanguageModel;
-                const ours = kiln.installLanguageModel(url, {backend: "wasm"});
+                const ours = kiln.installLanguageModel(url, {backend});
                 const before = await ours.availability();
                 const installed = globalThis.LanguageModel;
                 const again = kiln.installLanguageModel("elsewhere/") === installed;
@@ -263,16 +265,17 @@ def test_polyfill_in_chromium_installs_once_and_streams(browser, tiny):
                 const reader = s.promptStreaming("Hi").getReader();
                 for (let r = await reader.read(); !r.done; r = await reader.read())
                     chunks.push(r.value);
-                const engine = await kiln.CreateEngine(url, {backend: "wasm"});
+                const engine = await kiln.CreateEngine(url, {backend});
                 const expected = (await engine.chat.completions.create({temperature: 0,
                     messages: [system, {role: "user", content: "Hi"}]})).choices[0].message.content;
                 const missing = await kiln.createLanguageModel(url + "missing/").availability();
                 const after = await LanguageModel.availability();
                 return {native: native === undefined ? "none" : typeof native, kept, before,
                     missing, after, again, loaded, chunks, expected,
-                    isStream: s.promptStreaming("Hi") instanceof ReadableStream};
+                    isStream: s.promptStreaming("Hi") instanceof ReadableStream,
+                    backend: (await engine.runtimeStats()).backend};
             }""",
-            [url + "/", SYSTEM],
+            [url + "/", SYSTEM, backend],
         )
         page.close()
     print("the browser's own LanguageModel:", got["native"])
@@ -285,4 +288,4 @@ def test_polyfill_in_chromium_installs_once_and_streams(browser, tiny):
     assert got["loaded"][0] == 0 and got["loaded"][-1] == 1
     assert got["loaded"] == sorted(got["loaded"]) and len(got["loaded"]) > 2
     assert got["isStream"] and len(got["chunks"]) > 1
-    assert "".join(got["chunks"]) == got["expected"]
+    assert "".join(got["chunks"]) == got["expected"] and got["backend"] == backend
