@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 import torch
 from as_distributed import assert_config_equal
-from compare import assert_backends_close, transformers_logits_and_greedy
+from compare import (
+    assert_backends_close,
+    assert_close,
+    page_logits_and_greedy,
+    transformers_logits_and_greedy,
+)
 from gguf import GGMLQuantizationType as Q
 from reference import ReferenceModel
 from tiny_gguf import write_gguf
@@ -157,6 +162,22 @@ def test_family_matches_transformers(case, tmp_path, engine_page):
     reference = ReferenceModel(quantized)
     expected = reference.forward(PROMPT), reference.greedy(PROMPT, STEPS)
     assert_backends_close(engine_page, quantized, PROMPT, expected, STEPS)
+
+
+def test_sandwich_layers_on_the_gpu_kernel_set(tmp_path, engine_page):
+    """Gemma's sandwich layers on the "gpu" kernel set (forced; the adapter here picks the
+    software one), whose kernel of an add and the next norm shares each token row among a
+    workgroup's invocations (models/add_norm.py): the gemma3 case against transformers, a
+    hidden size (96) that is not a multiple of the 64 invocations."""
+    architecture, settings = CASES["gemma3"]
+    settings = {**settings, "hidden_size": 96}
+    hf = make_llama(tmp_path / "hf", seed=7, architecture=architecture, **settings)
+    folder = build(str(hf), "q0f32", tmp_path / "q0f32", context_window=64, prefill_chunk=8)
+    model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
+    expected = transformers_logits_and_greedy(model, PROMPT, STEPS)
+    with engine_page(folder, variant="gpu", backend="webgpu") as page:
+        assert page.evaluate("async () => (await engine.runtimeStats()).variant") == "gpu"
+        assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected, "gpu", exact=True)
 
 
 def test_qwen2_sliding_window_layers_are_refused(tmp_path, capsys):

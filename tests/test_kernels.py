@@ -43,7 +43,7 @@ from tvm import s_tir
 from tvm.relax.frontend.nn import spec
 
 from compiler.formats import FORMATS
-from compiler.models import kernels
+from compiler.models import add_norm, kernels
 from compiler.targets import TARGETS, TOKEN_TILE, Target
 from compiler.targets.base import VERIFY_VAR
 from compiler.targets.stages import Stage
@@ -64,8 +64,8 @@ TILED = -(-max(PREFILL) // TOKEN_TILE) * TOKEN_TILE  # rows of the padded activa
 # integer dot products (4-bit unsigned or 8-bit signed codes, whole fields of a word), SIMD
 # lanes with the scales factored out of each group (groups of whole runs of 4 words' codes),
 # or the plain reduction of decoded weights (the float formats, and K-quants of 16-groups).
-INTEGER = {"q4_0", "q4_1", "q8_0", "q4f32", "q4f16", "q8f32", "q8f16", "q4_k"}
-LANES = {"q5_0", "q5_1", "q5_k"}
+INTEGER = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4f32", "q4f16", "q8f32", "q8f16", "q4_k"}
+LANES = {"q5_k"}
 PLAIN = set(FORMATS) - INTEGER - LANES
 # Formats whose scales are float16: the schemes that use them (q4f16, q8f16) run float16
 # activations, and the formats decode in float16 (code * scale, then + minimum).
@@ -747,3 +747,48 @@ def test_encoder_attention(form):
                 got = result[s, i, h * head_dim : (h + 1) * head_dim]
                 np.testing.assert_allclose(got, expected, rtol=0, atol=ATTENTION_ATOL)
 
+
+# ---------------------------------------------------------------------------------------------
+# the add of a normed branch and the next norm (Gemma's sandwich layers)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("form", ["cpu", "software"])
+def test_add_norm(form, rows, dtype):
+    """x_out = x + rms_norm(branch, w_branch), normed = rms_norm(x_out, w_next), one kernel
+    (models/add_norm.py), on the CPU (the rows in turn) and as the software target writes it (a
+    workgroup of one invocation per row, its block loop made a plain loop), with float32 and
+    float16 activations; the gpu target's form, whose invocations share a row through
+    workgroup memory, runs in Chromium (tests/test_families.py). Reference: float64 numpy on
+    the same inputs. Allowed: a float32 sum of `hidden` squares errs by up to hidden / 2
+    roundings of its size, relatively, and its reciprocal square root by half that and a few
+    more; then a rounding to the activations' dtype of the normed value and of the sum."""
+    hidden, eps_branch, eps_next = 640, 1e-6, 1e-5
+    target = WASM_TARGET if form == "cpu" else TARGETS["software"]
+    func = add_norm.add_norm_func(hidden, dtype, eps_branch, eps_next, target)
+    if form != "cpu":
+        func = gpu_threads_as_loops(func)
+    lib = compile_llvm(prim_module(add_norm=func))
+    rng = np.random.default_rng(21)
+    x = (rng.standard_normal((1, rows, hidden)) * 3).astype(dtype)
+    branch = (rng.standard_normal((1, rows, hidden)) * 50).astype(dtype)
+    w_branch, w_next = (1 + rng.standard_normal((2, hidden))).astype(dtype)
+    x_out = tensor(np.zeros((1, rows, hidden), dtype))
+    normed = tensor(np.zeros((1, rows, hidden), dtype))
+    lib["add_norm"](tensor(x), tensor(branch), tensor(w_branch), tensor(w_next), x_out, normed)
+
+    def rms_norm(v: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+        v = v.astype(np.float64)
+        return v / np.sqrt(np.mean(v * v, axis=-1, keepdims=True) + eps) * w.astype(np.float64)
+
+    relative = (hidden / 2 + 4) * UNIT_ROUNDOFF
+    rounding = UNIT_ROUNDOFF if dtype == "float32" else 2.0**-11
+    normed_branch = rms_norm(branch, w_branch, eps_branch)
+    expected = x.astype(np.float64) + normed_branch
+    bound = (relative + rounding) * np.abs(normed_branch) + rounding * np.abs(expected)
+    assert np.all(np.abs(x_out.numpy().astype(np.float64) - expected) <= bound)
+    # The second norm, of the kernel's own sum.
+    expected = rms_norm(x_out.numpy(), w_next, eps_next)
+    error = np.abs(normed.numpy().astype(np.float64) - expected)
+    assert np.all(error <= (relative + rounding) * np.abs(expected))

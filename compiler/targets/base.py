@@ -45,3 +45,6 @@ class Target:
     # Whether a gated MLP's gating is the gate/up projection's epilogue (`gated_linear`): the
     # target's rule must compute an output's gate and up in one invocation (or task).
     gated_epilogue: bool = False
+    # Invocations of a workgroup that share a token row's sums in the hand-written norm kernels
+    # (models/add_norm.py): one where workgroup barriers cost more than they save (SwiftShader).
+    row_threads: int = 1

@@ -11,6 +11,7 @@ from tvm.relax.frontend.nn import Tensor, op
 
 from ...targets import Target
 from .. import kernels
+from ..add_norm import add_norm
 from ..common import Formats, QuantizedLinear, add_projections, project
 from .attention import Attention
 from .config import DecoderConfig
@@ -74,22 +75,39 @@ class PreNormLayer(nn.Module):
 
 class SandwichNormLayer(nn.Module):
     """Norms before and after both attention and MLP (Gemma 2 and 3):
-    x + norm(attention(norm(x))), then x + norm(mlp(norm(x)))."""
+    x + norm(attention(norm(x))), then x + norm(mlp(norm(x))).
 
-    def __init__(self, norm: Norm, attention: Attention, mlp: MLP):
+    Each add of a normed branch runs with the norm of the sum that follows it in one kernel
+    (add_norm.py): the layer takes x with its input norm already applied (`normed`, from the
+    previous layer's last kernel) and returns its x with `next_norm` applied (the next layer's
+    input norm, or the final norm)."""
+
+    def __init__(self, norm: Norm, attention: Attention, mlp: MLP, target: Target):
         self.input_layernorm = norm()
         self.post_attention_layernorm = norm()
         self.pre_feedforward_layernorm = norm()
         self.post_feedforward_layernorm = norm()
         self.self_attn = attention
         self.mlp = mlp
+        self.target = target
 
     def forward(
-        self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var, rope_table: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        attn, k_cache, v_cache = self.self_attn(
-            self.input_layernorm(x), k_cache, v_cache, total_len, rope_table
+        self,
+        x: Tensor,
+        normed: Tensor,
+        next_norm: nn.Module,
+        k_cache: Tensor,
+        v_cache: Tensor,
+        total_len: tirx.Var,
+        rope_table: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(x, next_norm(x), k_cache, v_cache) after the layer, `normed` being
+        input_layernorm(x)."""
+        attn, k_cache, v_cache = self.self_attn(normed, k_cache, v_cache, total_len, rope_table)
+        x, normed = add_norm(
+            x, attn, self.post_attention_layernorm, self.pre_feedforward_layernorm, self.target
         )
-        x = x + self.post_attention_layernorm(attn)
-        x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
-        return x, k_cache, v_cache
+        x, normed = add_norm(
+            x, self.mlp(normed), self.post_feedforward_layernorm, next_norm, self.target
+        )
+        return x, normed, k_cache, v_cache

@@ -15,10 +15,13 @@ shape [context_window, kv_heads, head_dim], updated in place.
 
 Token embedding, the layers, a final RMSNorm, the output head (the embedding when tied) and
 the logits' finish. A family says which layer each index is (`layer`), and may change how
-tokens are embedded (`embed`) and how logits are finished (`finish_logits`).
+tokens are embedded (`embed`), how the layers hand on to each other and to the final norm
+(`hidden_states`), and how logits are finished (`finish_logits`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from tvm import tirx
 from tvm.relax.frontend import nn
@@ -31,6 +34,9 @@ from .. import kernels
 from ..common import Formats, QuantizedLinear, last_token
 from .config import DecoderConfig
 from .norms import rms_norm
+
+# The positions of the hidden states whose logits a step needs: all of them, or the last.
+Keep = Callable[[Tensor], Tensor]
 
 
 class CausalLM(nn.Module):
@@ -94,19 +100,29 @@ class CausalLM(nn.Module):
         scales them overrides this."""
         return logits
 
+    def hidden_states(
+        self, x: Tensor, kv_cache: list[Tensor], total_len: tirx.Var, keep: Keep
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The layers over the embeddings x, then the final norm, of the positions `keep` keeps
+        (what the output head reads), and the new cache tensors."""
+        new_cache = []
+        for i, layer in enumerate(self.layers):
+            table = getattr(self, self.config.layer_rope(i))
+            x, k, v = layer(x, kv_cache[2 * i], kv_cache[2 * i + 1], total_len, table)
+            new_cache += [k, v]
+        return self.norm(keep(x)), new_cache
+
     def _forward(
         self, input_ids: Tensor, kv_cache: list[Tensor], total_len: tirx.Var, every: bool = False
     ):
         c = self.config
-        x = self.embed(input_ids)
-        new_cache = []
-        for i, layer in enumerate(self.layers):
-            table = getattr(self, c.layer_rope(i))
-            x, k, v = layer(x, kv_cache[2 * i], kv_cache[2 * i + 1], total_len, table)
-            new_cache += [k, v]
-        if not every and not (isinstance(x.shape[1], int) and x.shape[1] == 1):
-            x = last_token(x)
-        x = self.norm(x)
+
+        def keep(x: Tensor) -> Tensor:
+            if every or (isinstance(x.shape[1], int) and x.shape[1] == 1):
+                return x
+            return last_token(x)
+
+        x, new_cache = self.hidden_states(self.embed(input_ids), kv_cache, total_len, keep)
         head = self.embed_tokens if c.tie_word_embeddings else self.lm_head
         logits = head(x, "lm_head")
         if logits.dtype != "float32":

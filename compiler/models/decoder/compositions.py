@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 
+from tvm import tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor
 
 from ..common import Formats
 from .attention import Attention
 from .blocks import MLP, PreNormLayer, SandwichNormLayer, soft_cap
-from .causal_lm import CausalLM
+from .causal_lm import CausalLM, Keep
 from .config import LocalGlobalConfig
 
 
@@ -50,7 +51,24 @@ class SandwichGeGLU(CausalLM):
             softcap=c.attn_logit_softcapping,
         )
         mlp = MLP(c, formats.below("mlp."), self.target, activation="gelu_tanh")
-        return SandwichNormLayer(self.hidden_norm, attention, mlp)
+        return SandwichNormLayer(self.hidden_norm, attention, mlp, self.target)
+
+    def hidden_states(
+        self, x: Tensor, kv_cache: list[Tensor], total_len: tirx.Var, keep: Keep
+    ) -> tuple[Tensor, list[Tensor]]:
+        # Each layer hands the next its x and x's input norm (SandwichNormLayer), the last
+        # layer the final norm's.
+        layers = list(self.layers)
+        normed = layers[0].input_layernorm(x)
+        new_cache = []
+        for i, layer in enumerate(layers):
+            next_norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.norm
+            table = getattr(self, self.config.layer_rope(i))
+            x, normed, k, v = layer(
+                x, normed, next_norm, kv_cache[2 * i], kv_cache[2 * i + 1], total_len, table
+            )
+            new_cache += [k, v]
+        return keep(normed), new_cache
 
     def embed(self, input_ids: Tensor, scale: float = 1.0) -> Tensor:
         # transformers multiplies by sqrt(hidden) rounded to the weights' dtype.

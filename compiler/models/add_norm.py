@@ -1,0 +1,152 @@
+"""The add of a normed branch to the residual stream, and the next RMSNorm of the sum, in one
+kernel (Gemma's sandwich layers: x + post_norm(branch), then the next pre-norm of it):
+
+    x_out  = x + rms_norm(branch, w_branch)
+    normed = rms_norm(x_out, w_next)
+
+written out by hand (two reductions over a row and two outputs, a pattern no schedule rule
+takes), as one workgroup per token row on WebGPU, as a norm's kernel is: `Target.row_threads`
+invocations share the row's sums of squares (a tree in workgroup memory where there are
+several); on the CPU the rows one after another in the calling thread. Like the separate
+kernels it replaces (TVM's legalization of relax's rms_norm and the add), the norms compute
+in float32: each sum of squares in float32, the normed value (x * rsqrt(mean + eps)) * w,
+then rounded to the activations' dtype, and the sum x + that in the activations' dtype.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+from tvm.script.ir_builder import IRBuilder
+from tvm.tirx.script import builder as B
+
+from ..targets import Target
+
+F32 = "float32"
+
+
+def _builder_loops(target: Target):
+    """(loop over rows, loop over a row's invocations, scope of an invocation's buffers): on
+    a GPU, blocks and threads; on a CPU, plain loops, with "global" buffers (TVM keeps a small
+    one on the stack). Not a parallel loop: a row takes about a microsecond, and a parallel
+    launch waits for the CPU backend's worker threads: with one, this kernel took 1.4 ms a
+    launch in Gemma 3's decode step (`scripts/bench --profile` on a loaded machine), where the
+    two norm kernels it replaces took a few microseconds."""
+    if target.cpu:
+        return (
+            (lambda extent: B.serial(0, extent)),
+            (lambda extent: B.serial(0, extent)),
+            "global",
+        )
+    return (
+        lambda extent: B.thread_binding(0, extent, thread="blockIdx.x"),
+        lambda extent: B.thread_binding(0, extent, thread="threadIdx.x"),
+        "local",
+    )
+
+
+def _sync() -> None:
+    """A workgroup barrier over workgroup memory."""
+    B.evaluate(tirx.call_intrin("int32", "tirx.tvm_storage_sync", "shared"))
+
+
+def add_norm_func(
+    hidden: int, dtype: str, branch_eps: float, next_eps: float, target: Target
+) -> tirx.PrimFunc:
+    """x (1, n, hidden), branch, w_branch (hidden,), w_next -> x_out = x + rms_norm(branch,
+    w_branch), normed = rms_norm(x_out, w_next), one workgroup (or task) per token row."""
+    threads = 1 if target.cpu else target.row_threads
+    assert threads & (threads - 1) == 0, "the tree of partial sums halves the invocations"
+    per = -(-hidden // threads)  # the elements of a row each invocation takes
+    rows_of, invocations, scope = _builder_loops(target)
+
+    def f32(value):
+        return tirx.Cast(F32, value)
+
+    with IRBuilder() as builder:
+        with B.prim_func(private=True):
+            B.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+            n = B.int64()
+            x = B.arg("x", B.Buffer((1, n, hidden), dtype))
+            branch = B.arg("branch", B.Buffer((1, n, hidden), dtype))
+            w_branch = B.arg("w_branch", B.Buffer((hidden,), dtype))
+            w_next = B.arg("w_next", B.Buffer((hidden,), dtype))
+            x_out = B.arg("x_out", B.Buffer((1, n, hidden), dtype))
+            normed = B.arg("normed", B.Buffer((1, n, hidden), dtype))
+            with rows_of(n) as row:
+                with invocations(threads) as tx:
+                    partial = B.alloc_buffer((1,), F32, scope=scope)
+                    factor = B.alloc_buffer((1,), F32, scope=scope)
+                    shared = (
+                        B.alloc_buffer((threads,), F32, scope="shared") if threads > 1 else None
+                    )
+
+                    def each(body) -> None:
+                        """body(element) for this invocation's elements of the row."""
+                        with B.serial(0, per) as j:
+                            element = j * threads + tx
+                            if hidden % threads:
+                                with B.If(element < hidden):
+                                    with B.Then():
+                                        body(element)
+                            else:
+                                body(element)
+
+                    def rsqrt_of_mean_square(source, eps: float) -> None:
+                        """factor = 1 / sqrt(mean(source[row]^2) + eps), the sum in float32."""
+                        B.buffer_store(partial, tirx.const(0, F32), [0])
+
+                        def square(k) -> None:
+                            value = f32(source[0, row, k])
+                            B.buffer_store(partial, partial[0] + value * value, [0])
+
+                        each(square)
+                        total = partial[0]
+                        if shared is not None:
+                            B.buffer_store(shared, partial[0], [tx])
+                            _sync()
+                            half = threads // 2
+                            while half:
+                                with B.If(tx < half):
+                                    with B.Then():
+                                        B.buffer_store(shared, shared[tx] + shared[tx + half], [tx])
+                                _sync()
+                                half //= 2
+                            total = shared[0]
+                        mean = total / tirx.const(hidden, F32)
+                        B.buffer_store(factor, tirx.rsqrt(mean + tirx.const(eps, F32)), [0])
+                        if shared is not None:
+                            _sync()  # every invocation has read shared[0] before it is reused
+
+                    rsqrt_of_mean_square(branch, branch_eps)
+
+                    def add(k) -> None:
+                        scaled = factor[0] * f32(branch[0, row, k]) * f32(w_branch[k])
+                        B.buffer_store(x_out, x[0, row, k] + tirx.Cast(dtype, scaled), [0, row, k])
+
+                    each(add)
+                    # x_out read back by the invocation that wrote each element.
+                    rsqrt_of_mean_square(x_out, next_eps)
+
+                    def norm(k) -> None:
+                        scaled = factor[0] * f32(x_out[0, row, k]) * f32(w_next[k])
+                        B.buffer_store(normed, tirx.Cast(dtype, scaled), [0, row, k])
+
+                    each(norm)
+    return builder.get()
+
+
+def add_norm(
+    x: Tensor, branch: Tensor, branch_norm: nn.RMSNorm, next_norm: nn.RMSNorm, target: Target
+) -> tuple[Tensor, Tensor]:
+    """(x + branch_norm(branch), next_norm of that), in one kernel."""
+    hidden = int(x.shape[-1])
+    func = add_norm_func(hidden, x.dtype, branch_norm.epsilon, next_norm.epsilon, target)
+    x_out, normed = op.tensor_ir_op(
+        func,
+        "add_norm",
+        [x, branch, branch_norm.weight, next_norm.weight],
+        [Tensor.placeholder(x.shape, x.dtype), Tensor.placeholder(x.shape, x.dtype)],
+    )
+    return x_out, normed
