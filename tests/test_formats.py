@@ -101,7 +101,8 @@ def test_q4_carries_gguf_q4_blocks_exactly():
 def test_integer_codes_are_the_codes_the_decoder_reads(name):
     """CPU decode reads a format's codes as integers straight from the words
     (`Format.integer_codes`: which part, 4-bit unsigned or 8-bit signed fields in element
-    order, a constant added): the same codes as its TE decoder, on random words."""
+    order, a constant added; `integer_high_bits`: a fifth bit of each 4-bit code): the same
+    codes as its TE decoder, on random words."""
     fmt = FORMATS[name]
     part, width, offset = fmt.integer_codes
     rng = np.random.default_rng(5)
@@ -125,4 +126,8 @@ def test_integer_codes_are_the_codes_the_decoder_reads(name):
     else:
         fields = words.view(np.int8)
     expected = fields.reshape(ROWS, -1)[:, :COLS].astype(np.int32) + offset
+    if fmt.integer_high_bits:  # a fifth bit a code: bit e of its group's word, as 16
+        column = np.arange(COLS)
+        words = parts[fmt.integer_high_bits][:, column // 32]
+        expected += 16 * ((words >> (column % 32).astype(np.uint32)) & 1).astype(np.int32)
     np.testing.assert_array_equal(result.numpy(), expected)

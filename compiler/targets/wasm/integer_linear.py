@@ -1,7 +1,8 @@
 """CPU decode of a quantized linear with integer dot products.
 
 One token's product y = W x, W stored in a grouped format whose codes are whole fields of
-32-bit words (4-bit unsigned or 8-bit signed, `Format.integer_codes`), in one kernel
+32-bit words (4-bit unsigned or 8-bit signed, `Format.integer_codes`; GGUF's Q5_0 and Q5_1
+add a fifth bit to each 4-bit code from a word a group, `Format.integer_high_bits`), in one kernel
 (`integer_linear`, TIR) whose tasks (threads) each first round x to int16 in groups of GROUP
 elements, each with its float32 scale (max |x| / 32767) and its exact sum, the elements of a
 group put in the order the codes come out of the words; then, per output row and group, the
@@ -85,17 +86,40 @@ def _vector(buffer: tirx.Buffer, row, start, dtype: str):
     return tirx.reinterpret(dtype, buffer[row, tirx.Ramp(start, 1, 4)])
 
 
-def _group_codes(width: int, part: tirx.Buffer, row, g):
-    """Group g of a row's codes (`width` bits wide) as int16x8 vectors, each with the offset in
-    the reordered group of the inputs it multiplies."""
+def _fifth_bits(high: tirx.Buffer, row, g):
+    """Group g's fifth bits (its word of `high`, bit e element e's) as uint16x8 lanes ready for
+    `_group_codes`: lane l holds the 4-bit codes of elements 4l .. 4l + 3 (see `element`), whose
+    bits are 4l .. 4l + 3 of the word, so lanes 0-3 take its low half and lanes 4-7 its high
+    half, with the lane's four bits at 4 (l % 4) .. 4 (l % 4) + 3; multiplied by
+    2^(12 - 4 (l % 4)) (a shift by a constant of each lane, which SIMD has only as a product),
+    every lane's four bits sit at 12 .. 15, the bit of step s at 12 + s."""
+    word = high[row, g]
+    low = tirx.Broadcast(tirx.Cast("uint16", word & tirx.const(0xFFFF, "uint32")), LANES)
+    top = tirx.Broadcast(tirx.Cast("uint16", word >> tirx.const(16, "uint32")), LANES)
+    lanes = tirx.Ramp(tirx.const(0, "int32"), 1, LANES)
+    first = lanes < tirx.Broadcast(tirx.const(4, "int32"), LANES)
+    shifts = tirx.Broadcast(tirx.const(12, "int32"), LANES) - lanes % 4 * 4
+    factors = tirx.Broadcast(tirx.const(1, "uint16"), LANES) << tirx.Cast("uint16x8", shifts)
+    return tirx.Select(first, low, top) * factors
+
+
+def _group_codes(width: int, part: tirx.Buffer, row, g, high: tirx.Buffer | None = None):
+    """Group g of a row's codes (`width` bits wide, with a fifth bit from `high` where given)
+    as int16x8 vectors, each with the offset in the reordered group of the inputs it
+    multiplies."""
     words = GROUP * width // 32
     products = []
     if width == 4:
         halves = _vector(part, row, g * words, "uint16x8")
+        bits = None if high is None else _fifth_bits(high, row, g)
+        sixteen = tirx.Broadcast(tirx.const(16, "uint16"), LANES)
         for step in range(4):
             codes = halves >> tirx.Broadcast(tirx.const(4 * step, "uint16"), LANES)
             if step < 3:
                 codes = codes & tirx.Broadcast(tirx.const(15, "uint16"), LANES)
+            if bits is not None:  # the bit of the step, from 12 + step to 4: 16 or 0
+                fifth = bits >> tirx.Broadcast(tirx.const(8 + step, "uint16"), LANES)
+                codes = codes | (fifth & sixteen)
             products.append((tirx.reinterpret("int16x8", codes), step * LANES))
     else:
         for half in range(2):
@@ -106,11 +130,11 @@ def _group_codes(width: int, part: tirx.Buffer, row, g):
     return products
 
 
-def _group_dot(width: int, part: tirx.Buffer, xq: tirx.Buffer, row, g, base=0):
-    """int32x4 partial sums of code * xq over group g of a row (codes `width` bits wide), the
-    inputs from `base` of xq (a token's)."""
+def _group_dot(width: int, part: tirx.Buffer, xq: tirx.Buffer, row, g, base=0, high=None):
+    """int32x4 partial sums of code * xq over group g of a row (codes `width` bits wide, with
+    their fifth bits in `high` where given), the inputs from `base` of xq (a token's)."""
     total = None
-    for codes, offset in _group_codes(width, part, row, g):
+    for codes, offset in _group_codes(width, part, row, g, high):
         inputs = xq[tirx.Ramp(base + g * GROUP + offset, 1, LANES)]
         dot = tirx.call_llvm_pure_intrin("int32x4", DOT, codes, inputs)
         total = dot if total is None else total + dot
@@ -182,6 +206,7 @@ def integer_linear_func(
             parts = {
                 name: T.arg(name, T.Buffer(shape, dtype)) for name, (shape, dtype) in shapes.items()
             }
+            high = parts[fmt.integer_high_bits] if fmt.integer_high_bits else None
             offsets = T.arg("bias", T.Buffer((rows,), "float32")) if bias else None
             added = T.arg("residual", T.Buffer((1, 1, rows), "float32")) if residual else None
             out = T.arg("out", T.Buffer((1, 1, outputs), "float32"))
@@ -218,7 +243,7 @@ def integer_linear_func(
                                     T.buffer_store(low, low[at] + total * xsum[g], [at])
                         for t in range(tiled):
                             row = t // TILE * outputs + tile * TILE + t % TILE
-                            total = _group_dot(width, parts[part_name], xq, row, g)
+                            total = _group_dot(width, parts[part_name], xq, row, g, 0, high)
                             lanes = tirx.Ramp(t * 4, 1, 4)
                             scaled = tirx.Cast("float32x4", total) * tirx.Broadcast(factor[t], 4)
                             T.buffer_store(sums, sums[lanes] + scaled, [lanes])
@@ -267,6 +292,7 @@ def integer_linear_tokens_func(
             parts = {
                 name: T.arg(name, T.Buffer(shape, dtype)) for name, (shape, dtype) in shapes.items()
             }
+            high = parts[fmt.integer_high_bits] if fmt.integer_high_bits else None
             offsets = T.arg("bias", T.Buffer((rows,), "float32")) if bias else None
             added = T.arg("residual", T.Buffer((1, tokens, rows), "float32")) if residual else None
             out = T.arg("out", T.Buffer((1, tokens, outputs), "float32"))
@@ -307,7 +333,7 @@ def integer_linear_tokens_func(
                             for t in range(tiled):
                                 row = t // TILE * outputs + tile * TILE + t % TILE
                                 total = _group_dot(
-                                    width, parts[part_name], xq, row, g, token * cols
+                                    width, parts[part_name], xq, row, g, token * cols, high
                                 )
                                 lanes = tirx.Ramp(token * (tiled * 4) + t * 4, 1, 4)
                                 factor = scales[t] * xscale[token * groups + g]
