@@ -20,8 +20,8 @@ from compiler.cli import main
 
 STEPS = 16
 PROMPT = "The quick brown fox jumps."
-# Mixed: q/k/v of different types (so they are not fused), tied Q8_0 embeddings as the
-# output head, head_dim != hidden / heads.
+# Mixed: v of another type than q and k (q and k one projection, v another), tied Q8_0
+# embeddings as the output head, head_dim != hidden / heads.
 MIXED = {
     "*": Q.Q4_1,
     "v_proj.weight": Q.Q8_0,

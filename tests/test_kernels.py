@@ -634,7 +634,8 @@ def hand_written(form: str, make: Callable[[Target], tvm.tirx.PrimFunc]) -> tvm.
 ATTENTION_ATOL = 4e-6
 
 ATTENTION_CASES = {
-    # name: (head_dim, rotary_dim, n, total_len, window, scale, softcap, q/k norms, q/k/v fused)
+    # name: (head_dim, rotary_dim, n, total_len, window, scale, softcap, q/k norms, q/k/v
+    # fused (True) or how many of q, k and v each projection holds)
     "prefill": (16, 16, 20, 27, 0, None, 0.0, False, True),  # 80 invocations: two blocks of 64
     "decode": (16, 16, 1, 19, 0, None, 0.0, False, True),
     "window": (16, 16, 6, 24, 5, None, 0.0, False, True),
@@ -643,7 +644,9 @@ ATTENTION_CASES = {
     "partial-rotary": (16, 8, 5, 9, 0, None, 0.0, False, True),  # half of each head rotated
     "qk-norms": (16, 16, 5, 12, 0, None, 0.0, True, True),
     "qk-norms-decode": (16, 16, 1, 12, 0, None, 0.0, True, True),
-    "separate-qkv": (16, 16, 5, 12, 0, None, 0.0, True, False),  # three projections' outputs
+    "separate-qkv": (16, 16, 5, 12, 0, None, 0.0, True, (1, 1, 1)),  # three projections' outputs
+    "qk-and-v": (16, 16, 5, 12, 0, None, 0.0, True, (2, 1)),  # q and k one projection, v another
+    "q-and-kv": (16, 16, 1, 12, 0, None, 0.0, False, (1, 2)),
 }
 
 
@@ -656,7 +659,7 @@ def test_attention(case, form):
     total_len - n .. total_len - 1. Cache rows no query may read hold NaN: the new tokens'
     (written by the kernel), those past total_len, and (with a window) those before the first
     query's window; every row but the new tokens' keeps what it held. The projections come as
-    one qkv tensor, or (where their formats differ) as three."""
+    one qkv tensor, or (where their formats differ) as two or three."""
     head_dim, rotary_dim, n, total_len, window, scale, softcap, qk_norm, fused = ATTENTION_CASES[
         case
     ]
@@ -678,7 +681,8 @@ def test_attention(case, form):
             scale,
             softcap,
             eps if qk_norm else None,
-            fused,
+            fused is True,
+            () if fused is True else fused,
         ),
     )
     lib = compile_llvm(prim_module(attention=func))
@@ -695,10 +699,12 @@ def test_attention(case, form):
     k, v = tensor(k_cache), tensor(v_cache)
     out = tensor(np.zeros((1, n, heads * head_dim), np.float32))
     weights = [tensor(w) for w in norms] if qk_norm else []
-    if fused:
+    if fused is True:
         inputs = [qkv]
-    else:  # q, k and v apart, each (1, n, its heads x head_dim)
-        bounds = np.cumsum([0, heads, kv_heads, kv_heads])
+    else:  # runs of q, k and v, each (1, n, its heads x head_dim)
+        counts = [heads, kv_heads, kv_heads]
+        ends = np.cumsum(fused)
+        bounds = [0] + [sum(counts[:end]) for end in ends]
         inputs = [
             qkv[:, :, a:b].reshape(1, n, -1) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]

@@ -76,6 +76,15 @@ class Formats:
         return Formats(self.names, self.prefix + prefix)
 
 
+def run_name(names: list[str]) -> str:
+    """The name of a run of projections fused into one where not all of theirs could be (their
+    formats differ): `self_attn.q_proj`, `self_attn.k_proj` -> `self_attn.qk_proj`."""
+    prefix = names[0].rpartition(".")[0]
+    stems = [name.rpartition(".")[2].removesuffix("_proj") for name in names]
+    joined = "".join(stems) if all(len(stem) == 1 for stem in stems) else "_".join(stems)
+    return f"{prefix}.{joined}_proj" if prefix else f"{joined}_proj"
+
+
 def add_projections(
     module: nn.Module,
     in_features: int,
@@ -87,16 +96,23 @@ def add_projections(
     dtype: str = "",
 ) -> list[str]:
     """Linears reading one input, set on `module`: one fused matmul when the build fused their
-    weights (they share a format), else one each. Returns their attribute names."""
-    fmt = formats.find(fused)
-    if fmt is not None:
-        total = sum(sizes.values())
-        setattr(module, fused, QuantizedLinear(in_features, total, fmt, target, bias, dtype))
-        return [fused]
-    for name, size in sizes.items():
-        linear = QuantizedLinear(in_features, size, formats(name), target, bias, dtype)
-        setattr(module, name, linear)
-    return list(sizes)
+    weights (they share a format), else one per run of neighbours that the build fused (a
+    format each, `run_name`) or per projection. Returns their attribute names, in order."""
+    keys, names, start = list(sizes), [], 0
+    while start < len(keys):
+        for end in range(len(keys), start, -1):  # the longest run from `start` there is
+            run = keys[start:end]
+            name = fused if len(run) == len(keys) else run[0] if len(run) == 1 else run_name(run)
+            fmt = formats.find(name)
+            if fmt is not None:
+                break
+        else:
+            fmt = formats(keys[start])  # a one-line error naming the weight
+        total = sum(sizes[key] for key in run)
+        setattr(module, name, QuantizedLinear(in_features, total, fmt, target, bias, dtype))
+        names.append(name)
+        start = end
+    return names
 
 
 def project(module: nn.Module, names: list[str], x: Tensor) -> Tensor:

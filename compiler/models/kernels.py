@@ -346,10 +346,12 @@ def attention_func(
     softcap: float = 0.0,
     qk_norm_eps: float | None = None,
     fused_qkv: bool = True,
+    runs: tuple[int, ...] = (1, 1, 1),
 ) -> tirx.PrimFunc:
     """Causal attention of the n new tokens of qkv (1, n, heads + 2 kv_heads, head_dim), as
     the projection gives them (or, where `fused_qkv` is False, of q (1, n, heads * head_dim),
-    k and v (1, n, kv_heads * head_dim), as three projections give them), over cache rows
+    k and v (1, n, kv_heads * head_dim), as three projections give them; `runs`: how many of
+    q, k and v each input holds, in order, (2, 1) for a q/k projection and v's), over cache rows
     0 .. total_len - n - 1 and the new tokens themselves (at positions total_len - n ..
     total_len - 1), whose keys and values it writes to the caches (in place).
 
@@ -398,13 +400,19 @@ def attention_func(
                     return qkv[0, token, offsets[kind] + head, d]
 
             else:
-                inputs = [
-                    B.arg(name, B.Buffer((1, n, count * head_dim), dtype))
-                    for name, count in (("q", heads), ("k", kv_heads), ("v", kv_heads))
-                ]
+                counts = (heads, kv_heads, kv_heads)
+                inputs, where, kind = [], [], 0  # where[kind]: (input, its first head there)
+                for run in runs:
+                    held = range(kind, kind + run)
+                    size = sum(counts[k] for k in held)
+                    name = "qkv"[kind : kind + run]
+                    inputs.append(B.arg(name, B.Buffer((1, n, size * head_dim), dtype)))
+                    where += [(len(inputs) - 1, sum(counts[kind:k])) for k in held]
+                    kind += run
 
                 def source(kind: int, token, head, d):
-                    return inputs[kind][0, token, head * head_dim + d]
+                    at, first = where[kind]
+                    return inputs[at][0, token, (first + head) * head_dim + d]
 
             k_cache = B.arg("k_cache", B.Buffer((capacity, kv_heads, head_dim), dtype))
             v_cache = B.arg("v_cache", B.Buffer((capacity, kv_heads, head_dim), dtype))

@@ -67,9 +67,18 @@ class Attention(nn.Module):
         c = self.config
         h, kvh, d = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         seq = x.shape[1]
-        # One fused projection, or q, k and v apart (where their formats differ), read by one
-        # kernel: the q/k norms, rope, the cache append and attention (kernels.py).
+        # One fused projection, or q, k and v in runs of those whose formats agree (q/k and v,
+        # or each apart), read by one kernel: the q/k norms, rope, the cache append and
+        # attention (kernels.py).
         projections = [getattr(self, name)(x, name) for name in self.qkv]
+        sizes = (h * d, kvh * d, kvh * d)
+        runs, kind = [], 0
+        for projection in projections:  # how many of q, k and v each holds
+            run, total = 0, 0
+            while total < int(projection.shape[-1]):
+                total, run = total + sizes[kind + run], run + 1
+            runs.append(run)
+            kind += run
         if len(projections) == 1:
             projections = [op.reshape(projections[0], (1, seq, h + 2 * kvh, d))]
         dtype = x.dtype
@@ -87,6 +96,7 @@ class Attention(nn.Module):
             self.softcap,
             c.rms_norm_eps if c.qk_norm else None,
             fused_qkv=len(projections) == 1,
+            runs=tuple(runs),
         )
         k_cache, v_cache, out = op.tensor_ir_inplace_op(
             func,

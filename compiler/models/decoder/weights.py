@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ...formats import SourceTensor
-from ..common import concat_rows, required
+from ..common import concat_rows, required, run_name
 from ..family import NetworkWeights
 from .config import DecoderConfig
 from .norms import plus_one
@@ -31,18 +31,22 @@ def fused(
     bias: bool = False,
 ) -> NetworkWeights:
     """Projections that read the same input, as one matmul when their weights share a format
-    (always, when the scheme quantizes them all alike); their biases alike."""
+    (always, when the scheme quantizes them all alike), else one per run of neighbours that
+    share one (`run_name`: a GGUF file may store q and k alike and v apart); their biases
+    alike."""
     parts = [get(f"model.{prefix}{n}.weight") for n in names]
     biases = [get(f"model.{prefix}{n}.bias") for n in names] if bias else []
-    if len({format_name(x, n) for x, n in zip(parts, names, strict=True)}) == 1:
-        yield prefix + into, concat_rows(parts)
+    formats = [format_name(x, n) for x, n in zip(parts, names, strict=True)]
+    start = 0
+    for end in range(1, len(names) + 1):
+        if end < len(names) and formats[end] == formats[start]:
+            continue
+        run = names[start:end]
+        name = into if len(run) == len(names) else run[0] if len(run) == 1 else run_name(run)
+        yield prefix + name, parts[start] if len(run) == 1 else concat_rows(parts[start:end])
         if bias:
-            yield f"{prefix}{into}.bias", np.concatenate([np.asarray(b) for b in biases])
-        return
-    for i, name in enumerate(names):
-        yield prefix + name, parts[i]
-        if bias:
-            yield f"{prefix}{name}.bias", biases[i]
+            yield f"{prefix}{name}.bias", np.concatenate([np.asarray(b) for b in biases[start:end]])
+        start = end
 
 
 def network_weights(
