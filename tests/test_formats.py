@@ -101,7 +101,7 @@ def test_q4_carries_gguf_q4_blocks_exactly():
 def test_integer_codes_are_the_codes_the_decoder_reads(name):
     """CPU decode reads a format's codes as integers straight from the words
     (`Format.integer_codes`: which part, 4-bit unsigned or 8-bit signed fields in element
-    order, a constant added; `integer_high_bits`: a fifth bit of each 4-bit code): the same
+    order, a constant added; `integer_high_bits`: bits above each 4-bit code): the same
     codes as its TE decoder, on random words."""
     fmt = FORMATS[name]
     part, width, offset = fmt.integer_codes
@@ -126,8 +126,10 @@ def test_integer_codes_are_the_codes_the_decoder_reads(name):
     else:
         fields = words.view(np.int8)
     expected = fields.reshape(ROWS, -1)[:, :COLS].astype(np.int32) + offset
-    if fmt.integer_high_bits:  # a fifth bit a code: bit e of its group's word, as 16
-        column = np.arange(COLS)
-        words = parts[fmt.integer_high_bits][:, column // 32]
-        expected += 16 * ((words >> (column % 32).astype(np.uint32)) & 1).astype(np.int32)
+    if fmt.integer_high_bits:  # bits above the nibble: element e's at bits * e, in words
+        high, bits = fmt.integer_high_bits
+        at = np.arange(COLS) * bits
+        words = parts[high][:, at // 32]
+        top = (words >> (at % 32).astype(np.uint32)) & np.uint32((1 << bits) - 1)
+        expected += 16 * top.astype(np.int32)
     np.testing.assert_array_equal(result.numpy(), expected)

@@ -61,11 +61,23 @@ PREFILL = (1, 5)
 TILED = -(-max(PREFILL) // TOKEN_TILE) * TOKEN_TILE  # rows of the padded activation buffers
 
 # The CPU form of a one-token linear each format takes on the wasm target (kernels.linear):
-# integer dot products (4-bit unsigned codes, with a fifth bit in Q5_0 and Q5_1, or 8-bit
-# signed codes, whole fields of a word), SIMD
+# integer dot products (4-bit unsigned codes, with high bits in Q5_0, Q5_1 and Q6_K, or
+# 8-bit signed codes, whole fields of a word), SIMD
 # lanes with the scales factored out of each group (groups of whole runs of 4 words' codes),
 # or the plain reduction of decoded weights (the float formats, and K-quants of 16-groups).
-INTEGER = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4f32", "q4f16", "q8f32", "q8f16", "q4_k"}
+INTEGER = {
+    "q4_0",
+    "q4_1",
+    "q5_0",
+    "q5_1",
+    "q8_0",
+    "q4f32",
+    "q4f16",
+    "q8f32",
+    "q8f16",
+    "q4_k",
+    "q6_k",
+}
 LANES = {"q5_k"}
 PLAIN = set(FORMATS) - INTEGER - LANES
 # Formats whose scales are float16: the schemes that use them (q4f16, q8f16) run float16
@@ -195,7 +207,7 @@ def gated_bound(x: np.ndarray, weight: np.ndarray, activation: str, tolerance) -
 
 @pytest.mark.parametrize(
     ("fmt_name", "tokens"),
-    [("f32", 1), ("q5_k", 1), ("q6_k", 1)]
+    [("f32", 1), ("q5_k", 1), ("q3_k", 1)]
     + [(name, "n") for name in ("f32", "q4_1", "q4_k", "q5_0", "q6_k", "q8_0")],
 )
 @pytest.mark.parametrize("activation", sorted(GATES))
@@ -203,7 +215,7 @@ def test_gated_linear_on_cpu(fmt_name, activation, tokens):
     """The gate/up projection with the gating as its epilogue on the wasm target, one kernel
     scheduled by CpuReduction: prefill's token tiles over a panel of decoded weights (5 tokens,
     a partial tile, on padded buffers as in `test_linear_prefill_on_cpu`), and one token's
-    lane form (q5_k) or plain reduction (f32, q6_k); the integer formats' one-token
+    lane form (q5_k) or plain reduction (f32, q3_k); the integer formats' one-token
     kernel is `test_integer_gated_linear_under_node`'s."""
     target = WASM_TARGET
     assert target.gated_epilogue

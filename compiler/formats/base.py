@@ -99,9 +99,10 @@ class Format:
     # `pack_codes` writes them) and the constant `code_te` adds; None where a code is not one
     # whole field of a word.
     integer_codes: ClassVar[tuple[str, int, int] | None] = None
-    # The part holding a fifth bit of each 4-bit code (GGUF's Q5_0 and Q5_1: one uint32 word a
-    # group of 32, bit e element e's), which CPU decode adds to the nibble as 16; None if none.
-    integer_high_bits: ClassVar[str | None] = None
+    # The part holding the bits of each 4-bit code above its nibble, and how many (GGUF's Q5_0
+    # and Q5_1: a fifth bit, one uint32 word a group of 32, bit e element e's; Q6_K: two,
+    # sixteen codes a word, in element order), which CPU decode joins to the nibble; None if none.
+    integer_high_bits: ClassVar[tuple[str, int] | None] = None
 
     def parts(self, rows: int, cols: int) -> dict[str, tuple[tuple[int, ...], str]]:
         """Shape and dtype of each stored part of a (rows, cols) weight."""

@@ -111,13 +111,13 @@ class Q4_1(GGMLBlock):
 @register
 class Q5_0(GGMLBlock):
     name, type_name, block_bytes, qs_offset, qh_offset = "q5_0", "Q5_0", 22, 6, 2
-    integer_codes, integer_high_bits = ("qs", 4, -16), "qh"
+    integer_codes, integer_high_bits = ("qs", 4, -16), ("qh", 1)
 
 
 @register
 class Q5_1(GGMLBlock):
     name, type_name, block_bytes, qs_offset, minimum, qh_offset = "q5_1", "Q5_1", 24, 8, True, 4
-    integer_codes, integer_high_bits = ("qs", 4, 0), "qh"
+    integer_codes, integer_high_bits = ("qs", 4, 0), ("qh", 1)
 
 
 @register

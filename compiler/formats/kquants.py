@@ -204,6 +204,7 @@ class Q6_K(KQuant):
     name, type_name, block_bytes, group = "q6_k", "Q6_K", 210, 16
     fields = {"ql": (0, 128), "qh": (128, 64), "scales": (192, 16), "d": (208, 2)}
     codes = {"ql": Q6_LOW, "qh": PAIRS_BY_128}
+    integer_codes, integer_high_bits = ("ql", 4, -32), ("qh", 2)
 
     def code_te(self, parts: Parts, row, col):
         q = code_at(parts["ql"], row, col, 4) | (code_at(parts["qh"], row, col, 2) << u32(4))

@@ -40,7 +40,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script import builder as T
 
 from ...formats import Format
-from ...formats.base import as_dtype
+from ...formats.base import as_dtype, u32
 from ..stages import VECTOR_TYPED
 
 GROUP = 32  # inputs sharing one int16 scale: one ggml block
@@ -61,10 +61,31 @@ def applies(fmt: Format, cols: int, rows: int, dtype: str) -> bool:
     return (
         codes is not None
         and dtype == "float32"
-        and fmt.group % GROUP == 0
-        and cols % fmt.group == 0
+        and (fmt.group % GROUP == 0 or fmt.group == GROUP // 2)
+        and cols % GROUP == 0
         and rows % TILE == 0
     )
+
+
+def _layout(fmt: Format):
+    """A format's codes as the kernels read them: (part, width, the constant added to each
+    code as a low term (scale * constant * the inputs' sum), the constant added in the lanes,
+    the high bits (part, bits) or None, scales per group of GROUP inputs). A format with two
+    scales a group (Q6_K's 16-element sub-blocks) has no low term of one scale: its constant
+    is added to each code in the lanes, and each half of the group's int32 sums (see
+    `_group_dot`) is scaled by its own."""
+    assert fmt.integer_codes is not None
+    part, width, offset = fmt.integer_codes
+    split = 1 if fmt.group % GROUP == 0 else GROUP // fmt.group
+    high = fmt.integer_high_bits
+    return part, width, offset if split == 1 else 0, 0 if split == 1 else offset, high, split
+
+
+def _lane_factors(first, second):
+    """A float32x4 of `first` in lanes 0-1 and `second` in lanes 2-3."""
+    lanes = tirx.Ramp(tirx.const(0, "int32"), 1, 4)
+    two = tirx.Broadcast(tirx.const(2, "int32"), 4)
+    return tirx.Select(lanes < two, tirx.Broadcast(first, 4), tirx.Broadcast(second, 4))
 
 
 def element(width: int, position):
@@ -86,41 +107,52 @@ def _vector(buffer: tirx.Buffer, row, start, dtype: str):
     return tirx.reinterpret(dtype, buffer[row, tirx.Ramp(start, 1, 4)])
 
 
-def _fifth_bits(high: tirx.Buffer, row, g):
-    """Group g's fifth bits (its word of `high`, bit e element e's) as uint16x8 lanes ready for
-    `_group_codes`: lane l holds the 4-bit codes of elements 4l .. 4l + 3 (see `element`), whose
-    bits are 4l .. 4l + 3 of the word, so lanes 0-3 take its low half and lanes 4-7 its high
-    half, with the lane's four bits at 4 (l % 4) .. 4 (l % 4) + 3; multiplied by
-    2^(12 - 4 (l % 4)) (a shift by a constant of each lane, which SIMD has only as a product),
-    every lane's four bits sit at 12 .. 15, the bit of step s at 12 + s."""
-    word = high[row, g]
-    low = tirx.Broadcast(tirx.Cast("uint16", word & tirx.const(0xFFFF, "uint32")), LANES)
-    top = tirx.Broadcast(tirx.Cast("uint16", word >> tirx.const(16, "uint32")), LANES)
-    lanes = tirx.Ramp(tirx.const(0, "int32"), 1, LANES)
-    first = lanes < tirx.Broadcast(tirx.const(4, "int32"), LANES)
-    shifts = tirx.Broadcast(tirx.const(12, "int32"), LANES) - lanes % 4 * 4
+def _high_bits(high: tirx.Buffer, bits: int, row, g):
+    """Group g's high bits (`bits` of each code above its nibble: Q5's fifth bit, a word a
+    group; Q6_K's two, two words a group; element e's at bits * e of the group's bits) as
+    uint16x8 lanes ready for `_group_codes`. Lane l holds the nibbles of elements 4l .. 4l + 3
+    (see `element`), whose high bits are the 4 * bits bits from 4 * bits * l, in halfword
+    4 * bits * l // 16 of the group's words, from bit `first` of it; multiplied by
+    2^(16 - 4 * bits - first) (a shift by a constant of each lane, which SIMD has only as a
+    product) each lane's bits sit at the top of its lane, those of step s from
+    16 - 4 * bits + bits * s."""
+    words = [high[row, g * bits + i] for i in range(bits)]
+    halves = [half for w in words for half in (w & tirx.const(0xFFFF, "uint32"), w >> u32(16))]
+    lane = tirx.Ramp(tirx.const(0, "int32"), 1, LANES)
+    start = lane * (4 * bits)  # the lane's first bit in the group's bits
+    which = start // 16
+    first = start % 16
+    value = tirx.Broadcast(tirx.Cast("uint16", halves[0]), LANES)
+    for i, half in enumerate(halves[1:], 1):
+        chosen = which == tirx.Broadcast(tirx.const(i, "int32"), LANES)
+        value = tirx.Select(chosen, tirx.Broadcast(tirx.Cast("uint16", half), LANES), value)
+    shifts = tirx.Broadcast(tirx.const(16 - 4 * bits, "int32"), LANES) - first
     factors = tirx.Broadcast(tirx.const(1, "uint16"), LANES) << tirx.Cast("uint16x8", shifts)
-    return tirx.Select(first, low, top) * factors
+    return value * factors
 
 
-def _group_codes(width: int, part: tirx.Buffer, row, g, high: tirx.Buffer | None = None):
-    """Group g of a row's codes (`width` bits wide, with a fifth bit from `high` where given)
-    as int16x8 vectors, each with the offset in the reordered group of the inputs it
-    multiplies."""
+def _group_codes(width: int, part: tirx.Buffer, row, g, high=None, add: int = 0):
+    """Group g of a row's codes (`width` bits wide, with high bits from `high` where given:
+    (buffer, bits)) as int16x8 vectors, each with the offset in the reordered group of the
+    inputs it multiplies; `add` added to each code."""
     words = GROUP * width // 32
     products = []
     if width == 4:
         halves = _vector(part, row, g * words, "uint16x8")
-        bits = None if high is None else _fifth_bits(high, row, g)
-        sixteen = tirx.Broadcast(tirx.const(16, "uint16"), LANES)
+        tops = None if high is None else _high_bits(high[0], high[1], row, g)
         for step in range(4):
             codes = halves >> tirx.Broadcast(tirx.const(4 * step, "uint16"), LANES)
             if step < 3:
                 codes = codes & tirx.Broadcast(tirx.const(15, "uint16"), LANES)
-            if bits is not None:  # the bit of the step, from 12 + step to 4: 16 or 0
-                fifth = bits >> tirx.Broadcast(tirx.const(8 + step, "uint16"), LANES)
-                codes = codes | (fifth & sixteen)
-            products.append((tirx.reinterpret("int16x8", codes), step * LANES))
+            if tops is not None:  # the step's high bits, from the top of the lane to 4
+                bits = high[1]
+                shift = tirx.Broadcast(tirx.const(12 - 4 * bits + bits * step, "uint16"), LANES)
+                mask = tirx.Broadcast(tirx.const(((1 << bits) - 1) << 4, "uint16"), LANES)
+                codes = codes | ((tops >> shift) & mask)
+            codes = tirx.reinterpret("int16x8", codes)
+            if add:
+                codes = codes + tirx.Broadcast(tirx.const(add, "int16"), LANES)
+            products.append((codes, step * LANES))
     else:
         for half in range(2):
             pairs = _vector(part, row, g * words + half * 4, "int16x8")
@@ -130,11 +162,15 @@ def _group_codes(width: int, part: tirx.Buffer, row, g, high: tirx.Buffer | None
     return products
 
 
-def _group_dot(width: int, part: tirx.Buffer, xq: tirx.Buffer, row, g, base=0, high=None):
+def _group_dot(
+    width: int, part: tirx.Buffer, xq: tirx.Buffer, row, g, base=0, high=None, add: int = 0
+):
     """int32x4 partial sums of code * xq over group g of a row (codes `width` bits wide, with
-    their fifth bits in `high` where given), the inputs from `base` of xq (a token's)."""
+    high bits and a constant added as `_group_codes` takes them), the inputs from `base` of xq
+    (a token's). Lanes 0 and 1 hold the group's first 16 inputs' products, 2 and 3 its last
+    16's (each lane sums lanes 2i and 2i + 1 of the int16 vectors: elements 8i .. 8i + 7)."""
     total = None
-    for codes, offset in _group_codes(width, part, row, g, high):
+    for codes, offset in _group_codes(width, part, row, g, high, add):
         inputs = xq[tirx.Ramp(base + g * GROUP + offset, 1, LANES)]
         dot = tirx.call_llvm_pure_intrin("int32x4", DOT, codes, inputs)
         total = dot if total is None else total + dot
@@ -194,7 +230,7 @@ def integer_linear_func(
     rows (no bias or residual then)."""
     assert fmt.integer_codes is not None
     assert gating is None or not (residual or bias)
-    part_name, width, offset = fmt.integer_codes
+    part_name, width, offset, add, high_bits, split = _layout(fmt)
     groups = cols // GROUP
     shapes = fmt.parts(rows, cols)
     halves = 1 if gating is None else 2  # the blocks of rows an output reads
@@ -206,7 +242,7 @@ def integer_linear_func(
             parts = {
                 name: T.arg(name, T.Buffer(shape, dtype)) for name, (shape, dtype) in shapes.items()
             }
-            high = parts[fmt.integer_high_bits] if fmt.integer_high_bits else None
+            high = (parts[high_bits[0]], high_bits[1]) if high_bits else None
             offsets = T.arg("bias", T.Buffer((rows,), "float32")) if bias else None
             added = T.arg("residual", T.Buffer((1, 1, rows), "float32")) if residual else None
             out = T.arg("out", T.Buffer((1, 1, outputs), "float32"))
@@ -223,7 +259,7 @@ def integer_linear_func(
                     tiled = halves * TILE
                     sums = T.alloc_buffer((tiled * 4,), "float32", scope="global")
                     low = T.alloc_buffer((tiled,), "float32", scope="global")
-                    factor = T.alloc_buffer((tiled,), "float32", scope="global")
+                    factor = T.alloc_buffer((split * tiled,), "float32", scope="global")
                     for t in range(tiled):
                         T.buffer_store(sums, tirx.Broadcast(zero, 4), [tirx.Ramp(t * 4, 1, 4)])
                     T.buffer_store(low, tirx.Broadcast(zero, tiled), [tirx.Ramp(0, 1, tiled)])
@@ -231,21 +267,29 @@ def integer_linear_func(
                         for h in range(halves):
                             with T.vectorized(0, TILE) as r:
                                 row = h * outputs + tile * TILE + r
-                                scale, minimum = fmt.scale_te(parts, row, g * GROUP // fmt.group)
-                                scale = as_dtype(scale, "float32")
-                                T.buffer_store(factor, scale * xscale[g], [h * TILE + r])
+                                at = h * TILE + r
+                                for q in range(split - 1, -1, -1):  # the first's kept below
+                                    scale, minimum = fmt.scale_te(
+                                        parts, row, (g * GROUP + q * fmt.group) // fmt.group
+                                    )
+                                    scale = as_dtype(scale, "float32")
+                                    T.buffer_store(factor, scale * xscale[g], [q * tiled + at])
                                 terms = [] if minimum is None else [as_dtype(minimum, "float32")]
                                 if offset:
                                     terms.append(scale * tirx.const(offset, "float32"))
                                 if terms:
                                     total = sum(terms[1:], terms[0])
-                                    at = h * TILE + r
                                     T.buffer_store(low, low[at] + total * xsum[g], [at])
                         for t in range(tiled):
                             row = t // TILE * outputs + tile * TILE + t % TILE
-                            total = _group_dot(width, parts[part_name], xq, row, g, 0, high)
+                            total = _group_dot(width, parts[part_name], xq, row, g, 0, high, add)
                             lanes = tirx.Ramp(t * 4, 1, 4)
-                            scaled = tirx.Cast("float32x4", total) * tirx.Broadcast(factor[t], 4)
+                            factors = (
+                                tirx.Broadcast(factor[t], 4)
+                                if split == 1
+                                else _lane_factors(factor[t], factor[tiled + t])
+                            )
+                            scaled = tirx.Cast("float32x4", total) * factors
                             T.buffer_store(sums, sums[lanes] + scaled, [lanes])
 
                     for t in range(tiled):  # each row's sum into `low`
@@ -278,7 +322,7 @@ def integer_linear_tokens_func(
     With `gating`, as `integer_linear_func`'s: out (1, v, rows / 2) = gating(gate) * up."""
     assert fmt.integer_codes is not None
     assert gating is None or not (residual or bias)
-    part_name, width, offset = fmt.integer_codes
+    part_name, width, offset, add, high_bits, split = _layout(fmt)
     groups = cols // GROUP
     shapes = fmt.parts(rows, cols)
     halves = 1 if gating is None else 2
@@ -292,7 +336,7 @@ def integer_linear_tokens_func(
             parts = {
                 name: T.arg(name, T.Buffer(shape, dtype)) for name, (shape, dtype) in shapes.items()
             }
-            high = parts[fmt.integer_high_bits] if fmt.integer_high_bits else None
+            high = (parts[high_bits[0]], high_bits[1]) if high_bits else None
             offsets = T.arg("bias", T.Buffer((rows,), "float32")) if bias else None
             added = T.arg("residual", T.Buffer((1, tokens, rows), "float32")) if residual else None
             out = T.arg("out", T.Buffer((1, tokens, outputs), "float32"))
@@ -307,7 +351,7 @@ def integer_linear_tokens_func(
                     # Tile row t = h * TILE + r: row h * outputs + tile * TILE + r of W.
                     sums = T.alloc_buffer((max_tokens * tiled * 4,), "float32", scope="global")
                     low = T.alloc_buffer((max_tokens * tiled,), "float32", scope="global")
-                    scales = T.alloc_buffer((tiled,), "float32", scope="global")
+                    scales = T.alloc_buffer((split * tiled,), "float32", scope="global")
                     minimums = T.alloc_buffer((tiled,), "float32", scope="global")
                     with T.serial(0, tokens) as token:
                         for t in range(tiled):
@@ -319,9 +363,12 @@ def integer_linear_tokens_func(
                         for h in range(halves):
                             with T.vectorized(0, TILE) as r:
                                 row = h * outputs + tile * TILE + r
-                                scale, minimum = fmt.scale_te(parts, row, g * GROUP // fmt.group)
-                                scale = as_dtype(scale, "float32")
-                                T.buffer_store(scales, scale, [h * TILE + r])
+                                for q in range(split - 1, -1, -1):  # the first's kept below
+                                    scale, minimum = fmt.scale_te(
+                                        parts, row, (g * GROUP + q * fmt.group) // fmt.group
+                                    )
+                                    scale = as_dtype(scale, "float32")
+                                    T.buffer_store(scales, scale, [q * tiled + h * TILE + r])
                                 terms = [] if minimum is None else [as_dtype(minimum, "float32")]
                                 if offset:
                                     terms.append(scale * tirx.const(offset, "float32"))
@@ -333,11 +380,18 @@ def integer_linear_tokens_func(
                             for t in range(tiled):
                                 row = t // TILE * outputs + tile * TILE + t % TILE
                                 total = _group_dot(
-                                    width, parts[part_name], xq, row, g, token * cols, high
+                                    width, parts[part_name], xq, row, g, token * cols, high, add
                                 )
                                 lanes = tirx.Ramp(token * (tiled * 4) + t * 4, 1, 4)
                                 factor = scales[t] * xscale[token * groups + g]
-                                scaled = tirx.Cast("float32x4", total) * tirx.Broadcast(factor, 4)
+                                factors = (
+                                    tirx.Broadcast(factor, 4)
+                                    if split == 1
+                                    else _lane_factors(
+                                        factor, scales[tiled + t] * xscale[token * groups + g]
+                                    )
+                                )
+                                scaled = tirx.Cast("float32x4", total) * factors
                                 T.buffer_store(sums, sums[lanes] + scaled, [lanes])
                                 if has_low:
                                     at = token * tiled + t
