@@ -24,10 +24,11 @@ import os
 import statistics
 import struct
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
+
+from compiler.plan import evaluate
 
 from .browser import CHROMIUM, CHROMIUM_ARGS, serve_folder
 
@@ -76,25 +77,6 @@ _SCHEMA = json.loads((ROOT / "web" / "src" / "manifest.schema.json").read_text()
 GRID_POD = _SCHEMA["$defs"]["webgpuKernels"]["additionalProperties"]["properties"]["pods"][
     "contains"
 ]["properties"]["name"]["const"]
-OPS: dict[str, Callable[[int, int], int]] = {
-    "+": lambda a, b: a + b,
-    "-": lambda a, b: a - b,
-    "*": lambda a, b: a * b,
-    "//": lambda a, b: a // b,
-    "%": lambda a, b: a % b,
-    "min": min,
-    "max": max,
-}
-
-
-def evaluate(expr, values: dict[str, int]) -> int:
-    """A plan's integer expression (web/src/backends/expr.js reads the same form)."""
-    if isinstance(expr, int):
-        return expr
-    if isinstance(expr, str):
-        return values[expr]
-    op, a, b = expr
-    return OPS[op](evaluate(a, values), evaluate(b, values))
 
 
 def kernels_of(folder: Path, function: str, n: int, names: list[str]) -> list[dict]:
