@@ -22,28 +22,9 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script import builder as B
 
 from ..targets import Target
+from .kernels import builder_loops
 
 F32 = "float32"
-
-
-def _builder_loops(target: Target):
-    """(loop over rows, loop over a row's invocations, scope of an invocation's buffers): on
-    a GPU, blocks and threads; on a CPU, plain loops, with "global" buffers (TVM keeps a small
-    one on the stack). Not a parallel loop: a row takes about a microsecond, and a parallel
-    launch waits for the CPU backend's worker threads: with one, this kernel took 1.4 ms a
-    launch in Gemma 3's decode step (`scripts/bench --profile` on a loaded machine), where the
-    two norm kernels it replaces took a few microseconds."""
-    if target.cpu:
-        return (
-            (lambda extent: B.serial(0, extent)),
-            (lambda extent: B.serial(0, extent)),
-            "global",
-        )
-    return (
-        lambda extent: B.thread_binding(0, extent, thread="blockIdx.x"),
-        lambda extent: B.thread_binding(0, extent, thread="threadIdx.x"),
-        "local",
-    )
 
 
 def _sync() -> None:
@@ -59,7 +40,12 @@ def add_norm_func(
     threads = 1 if target.cpu else target.row_threads
     assert threads & (threads - 1) == 0, "the tree of partial sums halves the invocations"
     per = -(-hidden // threads)  # the elements of a row each invocation takes
-    rows_of, invocations, scope = _builder_loops(target)
+    # (loop over rows, loop over a row's invocations, scope of an invocation's buffers). On a
+    # CPU not a parallel loop: a row takes about a microsecond, and a parallel launch waits for
+    # the CPU backend's worker threads: with one, this kernel took 1.4 ms a launch in Gemma 3's
+    # decode step (`scripts/bench --profile` on a loaded machine), where the two norm kernels
+    # it replaces took a few microseconds.
+    rows_of, invocations, scope = builder_loops(target, parallel=False)
 
     def f32(value):
         return tirx.Cast(F32, value)

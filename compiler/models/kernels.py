@@ -309,11 +309,12 @@ def _lane_sum(partial) -> tirx.PrimExpr:
     return total
 
 
-def _builder_loops(target: Target):
-    """`_invocation_loops` for kernels written with the IR builder."""
+def builder_loops(target: Target, parallel: bool = True):
+    """`_invocation_loops` for kernels written with the IR builder; on a CPU the outer loop a
+    parallel one unless `parallel` is false."""
     if target.cpu:
         return (
-            (lambda extent: B.parallel(0, extent)),
+            (lambda extent: B.parallel(0, extent) if parallel else B.serial(0, extent)),
             (lambda extent: B.serial(0, extent)),
             "global",
         )
@@ -377,7 +378,7 @@ def attention_func(
     threads = ATTENTION_THREADS
     half = rotary_dim // 2
     f32 = "float32"
-    blocks, lanes, scope = _builder_loops(target)
+    blocks, lanes, scope = builder_loops(target)
     each, parts, each_part = _builder_head_loops(head_dim, target)
 
     def as_f32(value):
