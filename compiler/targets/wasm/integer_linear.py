@@ -110,25 +110,23 @@ def _vector(buffer: tirx.Buffer, row, start, dtype: str):
 def _high_bits(high: tirx.Buffer, bits: int, row, g):
     """Group g's high bits (`bits` of each code above its nibble: Q5's fifth bit, a word a
     group; Q6_K's two, two words a group; element e's at bits * e of the group's bits) as
-    uint16x8 lanes ready for `_group_codes`. Lane l holds the nibbles of elements 4l .. 4l + 3
-    (see `element`), whose high bits are the 4 * bits bits from 4 * bits * l, in halfword
-    4 * bits * l // 16 of the group's words, from bit `first` of it; multiplied by
-    2^(16 - 4 * bits - first) (a shift by a constant of each lane, which SIMD has only as a
-    product) each lane's bits sit at the top of its lane, those of step s from
-    16 - 4 * bits + bits * s."""
-    words = [high[row, g * bits + i] for i in range(bits)]
-    halves = [half for w in words for half in (w & tirx.const(0xFFFF, "uint32"), w >> u32(16))]
-    lane = tirx.Ramp(tirx.const(0, "int32"), 1, LANES)
-    start = lane * (4 * bits)  # the lane's first bit in the group's bits
-    which = start // 16
-    first = start % 16
-    value = tirx.Broadcast(tirx.Cast("uint16", halves[0]), LANES)
-    for i, half in enumerate(halves[1:], 1):
-        chosen = which == tirx.Broadcast(tirx.const(i, "int32"), LANES)
-        value = tirx.Select(chosen, tirx.Broadcast(tirx.Cast("uint16", half), LANES), value)
-    shifts = tirx.Broadcast(tirx.const(16 - 4 * bits, "int32"), LANES) - first
-    factors = tirx.Broadcast(tirx.const(1, "uint16"), LANES) << tirx.Cast("uint16x8", shifts)
-    return value * factors
+    uint16x8 lanes, each lane's at its top: lane l holds the nibbles of elements 4l .. 4l + 3
+    (see `element`), whose high bits are the 4 * bits bits from 4 * bits * l, and one byte
+    shuffle puts the byte holding them in the lane's high byte, so that the bits of step s sit
+    at 16 - 4 * bits + bits * s in every lane. Q6_K: byte l of the two words. Q5: byte l // 2
+    of the word, whose high nibble is lane l's where l is odd; where l is even, its low nibble
+    is, which the word shifted left by 4 holds as the high nibble of the same byte. (SIMD has
+    no shift by a different amount a lane.)"""
+    if bits == 1:
+        word = high[row, g]
+        sources = (word, word << u32(4))
+        index = [lane // 2 if lane % 2 else 16 + lane // 2 for lane in range(LANES)]
+    else:
+        sources = (high[row, 2 * g], high[row, 2 * g + 1])
+        index = [lane if lane < 4 else 16 + lane - 4 for lane in range(LANES)]
+    vectors = [tirx.reinterpret("uint8x16", tirx.Broadcast(w, 4)) for w in sources]
+    picked = tirx.Shuffle(vectors, [tirx.const(i, "int32") for i in index for _ in range(2)])
+    return tirx.reinterpret("uint16x8", picked)
 
 
 def _group_codes(width: int, part: tirx.Buffer, row, g, high=None, add: int = 0):
