@@ -1,8 +1,10 @@
 """CPU decode of a quantized linear with integer dot products.
 
 One token's product y = W x, W stored in a grouped format whose codes are whole fields of
-32-bit words (4-bit unsigned or 8-bit signed, `Format.integer_codes`; GGUF's Q5_0 and Q5_1
-add a fifth bit to each 4-bit code from a word a group, `Format.integer_high_bits`), in one kernel
+32-bit words (4-bit unsigned or 8-bit signed, `Format.integer_codes`; GGUF's Q5_0, Q5_1 and
+Q6_K keep bits above each 4-bit code in a part of their own, `Format.integer_high_bits`, which
+the kernel joins to the nibbles in the lanes; Q6_K's two scales a group of 32 each scale half
+of the group's sums, see `_layout`), in one kernel
 (`integer_linear`, TIR) whose tasks (threads) each first round x to int16 in groups of GROUP
 elements, each with its float32 scale (max |x| / 32767) and its exact sum, the elements of a
 group put in the order the codes come out of the words; then, per output row and group, the
@@ -62,7 +64,7 @@ def applies(fmt: Format, cols: int, rows: int, dtype: str) -> bool:
         codes is not None
         and dtype == "float32"
         and (fmt.group % GROUP == 0 or fmt.group == GROUP // 2)
-        and cols % GROUP == 0
+        and cols % max(fmt.group, GROUP) == 0
         and rows % TILE == 0
     )
 
@@ -266,7 +268,9 @@ def integer_linear_func(
                             with T.vectorized(0, TILE) as r:
                                 row = h * outputs + tile * TILE + r
                                 at = h * TILE + r
-                                for q in range(split - 1, -1, -1):  # the first's kept below
+                                # Each scale of the group (q = 0 last: its scale and
+                                # minimum are those the low term below takes).
+                                for q in range(split - 1, -1, -1):
                                     scale, minimum = fmt.scale_te(
                                         parts, row, (g * GROUP + q * fmt.group) // fmt.group
                                     )
@@ -361,7 +365,9 @@ def integer_linear_tokens_func(
                         for h in range(halves):
                             with T.vectorized(0, TILE) as r:
                                 row = h * outputs + tile * TILE + r
-                                for q in range(split - 1, -1, -1):  # the first's kept below
+                                # Each scale of the group (q = 0 last: its scale and
+                                # minimum are those the low term below takes).
+                                for q in range(split - 1, -1, -1):
                                     scale, minimum = fmt.scale_te(
                                         parts, row, (g * GROUP + q * fmt.group) // fmt.group
                                     )

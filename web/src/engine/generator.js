@@ -56,7 +56,8 @@ export async function generateCompletion(model, prompt, params, random, control,
   try {
     // Speculation, where the model can verify drafts and nothing reads or shapes the logits
     // (logprobs, structured output and tools, penalties and biases keep it off for now): a
-    // verify step reads back the logits of every draft token, and the steps are not queued ahead.
+    // sampled request's verify step reads back the logits of every draft token (a greedy one's
+    // only their tokens, picked on the device), and the steps are not queued ahead.
     const speculation =
       model.speculation && model.hasVerify && !params.logprobs && !mask && !processor.changesLogits
         ? model.speculation
