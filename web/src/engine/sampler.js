@@ -1,5 +1,3 @@
-import { topK } from "./logits.js";
-
 /**
  * A random source in [0, 1): Math.random, or a generator fixed by `seed`, any safe integer
  * (|seed| < 2^53; api/request.js refuses others). Every bit of the seed and its sign set the
@@ -32,37 +30,80 @@ export function argmax(logits) {
   return best;
 }
 
+// A truncated draw (top_k or top_p) keeps no token under 1e-9 of the most likely's weight (so
+// that a GPU finds its thresholds without sorting the vocabulary); a full draw none whose
+// weight float32 cannot hold as a normal number. Float32, as the kernels compare them.
+const TRUNCATED_FLOOR = Math.fround(Math.log(1e-9));
+const UNDERFLOW_FLOOR = -87;
+const U_STEPS = 2 ** 24; // u's resolution: every multiple of 2^-24 below 1 is a float32
+
 /**
- * The distribution a sampled token is drawn from: softmax(logits / temperature) restricted to
- * the top_k most likely tokens (all where top_k is 0), then to the smallest set of those whose
- * mass reaches top_p of theirs (as transformers chains its top-k and top-p warpers). Returns
- * the candidates most likely first, `probs` their unnormalized probabilities by token id, and
- * how many of them (`kept`) and what mass (`mass`) the draw is among.
+ * The float32 parameters of a sampled draw, as the device's kernel takes them
+ * (compiler/sampling.py): 1 / temperature, top_p (1: none), top_k (0: none), u (a random
+ * number in [0, 1), a multiple of 2^-24) and the candidates' floor.
  */
-function candidates(logits, { temperature = 1, top_p = 1, top_k = 0 }) {
-  const max = logits[argmax(logits)];
-  const probs = new Float64Array(logits.length);
+export function drawParams({ temperature = 1, top_p = 1, top_k = 0 }, vocab, random) {
+  const k = top_k > 0 && top_k < vocab ? top_k : 0;
+  const p = top_p < 1 ? top_p : 1;
+  const u = Math.floor(random() * U_STEPS) / U_STEPS;
+  return Float32Array.of(1 / temperature, p, k, u, k > 0 || p < 1 ? TRUNCATED_FLOOR : UNDERFLOW_FLOOR);
+}
+
+/**
+ * The tokens a sampled draw keeps, in index order, and their weights: with x the token's
+ * (logit - largest) / temperature in float32 and weight exp(x), the candidates are the
+ * tokens whose x reaches the floor; top_k keeps those whose logit is at or above the k-th
+ * largest candidate's, ties included; top_p then the smallest such top set (by logit, ties
+ * included) whose weight reaches top_p of what top_k kept (as transformers chains its top-k
+ * and top-p warpers). The device's kernels find the same thresholds by halving the range of
+ * float32 keys; here the candidates' logits are sorted (a token's weight follows from its
+ * logit, and -0 ties with +0 as the kernels' keys make it).
+ */
+function kept(logits, [inv, topP, topK, , floor]) {
+  const values = Float32Array.from(logits);
+  const max = values[argmax(values)];
+  const x = (v) => Math.fround(Math.fround(v - max) * inv);
+  let low = -Infinity; // the least logit kept
+  if (topK > 0 || topP < 1) {
+    const sorted = values.filter((v) => x(v) >= floor).sort();
+    const n = sorted.length;
+    if (topK > 0 && n >= topK) low = sorted[n - topK];
+    if (topP < 1) {
+      let limit = 0;
+      for (let i = n - 1; i >= 0 && sorted[i] >= low; i--) limit += Math.exp(x(sorted[i]));
+      let mass = 0;
+      for (let i = n - 1; i >= 0; i--) {
+        mass += Math.exp(x(sorted[i]));
+        // the threshold lies between distinct logits: ties are kept together
+        if (mass >= topP * limit && (i === 0 || sorted[i - 1] !== sorted[i])) {
+          low = Math.max(low, sorted[i]);
+          break;
+        }
+      }
+    }
+  }
+  const tokens = [];
+  const weights = [];
+  for (let i = 0; i < values.length; i++) {
+    if (x(values[i]) >= floor && values[i] >= low) {
+      tokens.push(i);
+      weights.push(Math.exp(x(values[i])));
+    }
+  }
+  return { tokens, weights };
+}
+
+/** The first kept token whose running weight passes `r`, else the last (rounding). */
+function walk(tokens, weights, r, skip = -1) {
   let sum = 0;
-  for (let i = 0; i < logits.length; i++) {
-    probs[i] = Math.exp((logits[i] - max) / temperature);
-    sum += probs[i];
+  let last = tokens[tokens.length - 1];
+  for (let j = 0; j < tokens.length; j++) {
+    if (tokens[j] === skip) continue;
+    last = tokens[j];
+    sum += weights[j];
+    if (sum > r) return tokens[j];
   }
-  let order;
-  if (top_k > 0 && top_k < logits.length) {
-    // Masked tokens (probability 0) stay out where fewer than top_k are allowed.
-    order = topK(probs, top_k).filter((i) => probs[i] > 0);
-    sum = order.reduce((total, i) => total + probs[i], 0);
-  } else {
-    // Candidates above a negligible share are sorted; the tail cannot reach any top_p < 1.
-    const floor = top_p < 1 ? 1e-9 * sum : 0;
-    order = [];
-    for (let i = 0; i < probs.length; i++) if (probs[i] > floor) order.push(i);
-    order.sort((a, b) => probs[b] - probs[a]);
-  }
-  let kept = 1; // top_p 0 keeps the most likely token
-  let mass = probs[order[0]];
-  while (kept < order.length && mass < top_p * sum) mass += probs[order[kept++]];
-  return { order, probs, kept, mass };
+  return last;
 }
 
 /** Whether the request picks its tokens greedily: temperature 0 or top_k 1. */
@@ -72,17 +113,22 @@ export function isGreedy({ temperature, top_k }) {
 
 /**
  * Picks the next token from last-position logits: greedy when temperature is 0 or top_k 1,
- * otherwise drawn from the distribution `candidates` describes.
+ * otherwise drawn from the tokens `kept` keeps in proportion to their weights, by one random
+ * number u: the first in index order whose running weight passes u times theirs (the walk
+ * the device's kernel takes, so that the two pick the same token from the same u).
  */
 export function sample(logits, params, random) {
   if (isGreedy(params)) return argmax(logits);
-  const { order, probs, kept, mass } = candidates(logits, params);
-  let r = random() * mass;
-  for (let k = 0; k < kept; k++) {
-    r -= probs[order[k]];
-    if (r <= 0) return order[k];
-  }
-  return order[kept - 1];
+  const draw = drawParams(params, logits.length, random);
+  return pick(logits, draw);
+}
+
+/** The token a draw's float32 parameters (`drawParams`) pick from `logits`. */
+export function pick(logits, draw) {
+  const { tokens, weights } = kept(logits, draw);
+  if (tokens.length === 0) return 0; // no finite logit
+  const total = weights.reduce((sum, w) => sum + w, 0);
+  return walk(tokens, weights, draw[3] * total);
 }
 
 /**
@@ -95,18 +141,15 @@ export function sample(logits, params, random) {
  */
 export function sampleDraft(logits, params, random, draft) {
   if (isGreedy(params)) return argmax(logits);
-  const { order, probs, kept, mass } = candidates(logits, params);
-  let among = false;
-  for (let k = 0; k < kept && !among; k++) among = order[k] === draft;
-  const p = among ? probs[draft] : 0;
-  if (p > 0 && random() * mass < p) return draft;
-  let r = random() * (mass - p);
-  let last = -1;
-  for (let k = 0; k < kept; k++) {
-    if (order[k] === draft) continue;
-    last = order[k];
-    r -= probs[last];
-    if (r <= 0) return last;
-  }
-  return last === -1 ? draft : last;
+  const { tokens, weights } = kept(
+    logits,
+    drawParams(params, logits.length, () => 0),
+  );
+  if (tokens.length === 0) return 0;
+  const total = weights.reduce((sum, w) => sum + w, 0);
+  const at = tokens.indexOf(draft);
+  const p = at >= 0 ? weights[at] : 0;
+  if (p > 0 && random() * total < p) return draft;
+  if (p === total) return draft;
+  return walk(tokens, weights, random() * (total - p), draft);
 }

@@ -1,0 +1,205 @@
+"""A sampled token drawn on the device (compiler/sampling.py's sample, run in the same
+submission as the step that made the logits): the kernels of every target pick, from the same
+logits and the same float32 parameters (u included), the token the JS sampler picks
+(web/src/engine/sampler.js `pick`, which the runtime uses where it reads the logits back).
+
+The rule is exact but for sums: which tokens are candidates, the top_k threshold and the
+walk's order do not depend on rounding; a top_p threshold or the walk's end do, where the
+kernels' float32 sums (of a chunk's weights, then of the chunks' in order: at most
+chunk + 256 roundings, and a few ulps of exp) and JS's float64 ones fall on either side of a
+token. So a case counts where the JS pick stays the same with u and top_p moved by that
+relative error either way; nearly every case does, and there the kernels agree to the
+token."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+
+from compiler.sampling import sample_func
+from compiler.targets import TARGETS
+
+SAMPLER = Path(__file__).resolve().parent.parent / "web" / "src" / "engine" / "sampler.js"
+
+# Each case: its row's index, the request's fields and the random number its draw takes.
+# JS draws the parameters (drawParams) and picks (pick); out come both.
+JS_PICKS = """
+import { drawParams, pick } from %s;
+const input = JSON.parse(require("fs").readFileSync(0, "utf8"));
+const rows = input.rows.map((row) => Float32Array.from(row, Number));
+const out = input.cases.map(([row, fields, u]) => {
+  const params = drawParams(fields, rows[row].length, () => u);
+  const token = pick(rows[row], params);
+  // The picks with u, then top_p, moved by the sums' relative error either way.
+  const most = [0, 1, 0, 1 - 2 ** -24]; // top_p's and u's largest
+  const moved = (i, f) =>
+    Float32Array.from(params, (v, j) => (j === i ? Math.min(v * f, most[i]) : v));
+  const scales = [1 - input.error, 1 + input.error];
+  const [low, high] = scales.map((f) => pick(rows[row], moved(3, f)));
+  const unmoved = params[1] === 1 || scales.every((f) => pick(rows[row], moved(1, f)) === token);
+  const sharp = unmoved && low === token && high === token;
+  return { params: Array.from(params), token, sharp, low, high, unmoved };
+});
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+def sum_error(vocab: int) -> float:
+    """The relative error a kernel's float32 mass may carry: a rounding an addition (a chunk's
+    weights, then the chunks'), and 8 ulps for exp and the parameters."""
+    return (-(-vocab // 256) + 256 + 8) * 2.0**-24
+
+
+def js_picks(rows: list[np.ndarray], cases: list) -> list[dict]:
+    script = JS_PICKS % json.dumps(SAMPLER.as_uri())
+    script = 'import { createRequire } from "node:module";\n' + (
+        "const require = createRequire(import.meta.url);\n" + script
+    )
+    as_lists = [[v if math.isfinite(v) else str(v) for v in row.tolist()] for row in rows]
+    as_lists = [[{"-inf": "-Infinity", "inf": "Infinity"}.get(v, v) for v in r] for r in as_lists]
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", script],
+        input=json.dumps({"rows": as_lists, "cases": cases, "error": sum_error(len(rows[0]))}),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def sample_rows(vocab: int) -> list[np.ndarray]:
+    """Rows of logits: spread as a model's, flat, tied at the top and within a top_k, masked
+    all but a few (a grammar's), and one whose largest are zeros of both signs."""
+    rng = np.random.default_rng(0)
+    rows = [(rng.standard_normal(vocab) * 3).astype(np.float32)]
+    rows.append((rng.standard_normal(vocab) * 0.2).astype(np.float32))
+    tied = rows[0].copy()
+    tied[[2, vocab // 3, vocab - 1]] = 12.0  # three equal maxima, far from the rest
+    tied[[5, 6, 7, 8]] = 10.0  # four equal runners-up: a top_k of 5 keeps all of them
+    rows.append(tied)
+    masked = np.full(vocab, -np.inf, np.float32)
+    masked[[1, vocab // 2, vocab - 3]] = [0.5, 2.0, 1.0]
+    rows.append(masked)
+    zeros = np.full(vocab, -np.inf, np.float32)
+    zeros[[0, 3, 10, 11, vocab - 2, vocab - 1]] = [-0.0, 0.0, -0.0, 0.0, -0.0, -1.0]
+    rows.append(zeros)
+    return rows
+
+
+def sample_cases(rows: list[np.ndarray], vocab: int) -> list:
+    rng = np.random.default_rng(1)
+    limits = [(1, 0), (0.9, 0), (0.5, 0), (0, 0), (1, 5), (0.8, 40), (0.95, vocab - 1), (1, 10**6)]
+    cases = []
+    for row in range(len(rows)):
+        for temperature in (0.7, 1.0, 1.6):
+            for top_p, top_k in limits:
+                for u in (0.0, 0.5, 1 - 2**-24, float(rng.random())):
+                    fields = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
+                    cases.append([row, fields, u])
+    return cases
+
+
+@pytest.mark.parametrize("vocab", [1000, 49152 + 3])
+def test_cpu_kernel_picks_the_js_samplers_token(vocab):
+    # The wasm target's kernel (loops over the candidates) compiled for this machine's CPU.
+    func = sample_func(vocab, TARGETS["wasm"]).with_attr("global_symbol", "sample")
+    lib = tvm.tirx.build(tvm.IRModule({"sample": func}), target="llvm")
+    rows = sample_rows(vocab)
+    cases = sample_cases(rows, vocab)
+    expected = js_picks(rows, cases)
+    found = []
+    out = tvm.runtime.tensor(np.zeros(1, np.int32))
+    for (row, _, _), js in zip(cases, expected, strict=True):
+        params = tvm.runtime.tensor(np.array(js["params"], np.float32))
+        lib["sample"](tvm.runtime.tensor(rows[row][None, None]), params, out)
+        found.append(int(out.numpy()[0]))
+    assert_agree(found, expected, cases)
+
+
+def assert_agree(found: list[int], expected: list[dict], cases: list) -> None:
+    """Where the JS pick is sharp, the kernel's is the same token; where only u's move changes
+    it, the kernel's lies between the two moved picks (the walk goes in index order)."""
+    sharp = [js["sharp"] for js in expected]
+    assert sum(sharp) >= 0.8 * len(sharp)
+    assert [t for t, s in zip(found, sharp, strict=True) if s] == [
+        js["token"] for js in expected if js["sharp"]
+    ]
+    for token, js in zip(found, expected, strict=True):
+        if js["unmoved"]:
+            assert js["low"] <= token <= js["high"]
+    # The cases draw many tokens: each row more than one.
+    assert len({(case[0], token) for case, token in zip(cases, found, strict=True)}) > 20
+
+
+# Runs one WebGPU kernel set's sample kernel on the page's adapter, as the executor binds it:
+# the buffers in the launch's order (each given as logits, sampling or the output), then the
+# uniforms; one workgroup.
+RUN_KERNEL = """async ([kernel, order, rows, params]) => {
+    const adapter = await navigator.gpu.requestAdapter();
+    const device = await adapter.requestDevice();
+    const module = device.createShaderModule({code: kernel.wgsl});
+    const pipeline = device.createComputePipeline(
+        {layout: "auto", compute: {module, entryPoint: kernel.name}});
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const buffer = (data) => {
+        const b = device.createBuffer({size: Math.max(16, data.byteLength), usage});
+        device.queue.writeBuffer(b, 0, data);
+        return b;
+    };
+    const logits = rows.map((row) => buffer(Float32Array.from(row, Number)));
+    const uniforms = device.createBuffer(
+        {size: 256, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST});
+    device.queue.writeBuffer(uniforms, 0, new Uint32Array(kernel.pods.length));
+    const found = [];
+    for (const [row, values] of params) {
+        const sampling = buffer(Float32Array.from(values));
+        const out = buffer(new Int32Array(4));
+        const read = device.createBuffer(
+            {size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
+        const bound = {logits: logits[row], sampling, out};
+        const entries = order.map((name, binding) => ({binding, resource: {buffer: bound[name]}}));
+        entries.push({binding: order.length, resource: {buffer: uniforms}});
+        const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries});
+        const encoder = device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, group);
+        pass.dispatchWorkgroups(1, 1, 1);
+        pass.end();
+        encoder.copyBufferToBuffer(out, 0, read, 0, 16);
+        device.queue.submit([encoder.finish()]);
+        await read.mapAsync(GPUMapMode.READ);
+        found.push(new Int32Array(read.getMappedRange())[0]);
+        read.unmap();
+    }
+    device.destroy();
+    return found;
+}"""
+
+
+@pytest.mark.parametrize("variant", ["software", "gpu"])
+def test_webgpu_kernel_picks_the_js_samplers_token(tiny_built, engine_page, variant):
+    folder = tiny_built("q4f32")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    vocab = manifest["config"]["vocab_size"]
+    (launch,) = manifest["variants"][variant]["functions"]["sample"]["launches"]
+    assert launch["grid"] == [1, 1, 1]
+    order = [ref.get("input", "out") for ref in launch["buffers"]]
+    assert sorted(order) == ["logits", "out", "sampling"]
+    kernel = json.loads((folder / f"kernels-{variant}.json").read_text())[launch["kernel"]]
+    rows = sample_rows(vocab)
+    cases = sample_cases(rows, vocab)
+    expected = js_picks(rows, cases)
+    as_lists = [[v if math.isfinite(v) else str(v) for v in row.tolist()] for row in rows]
+    as_lists = [[{"-inf": "-Infinity"}.get(v, v) for v in r] for r in as_lists]
+    params = [[case[0], js["params"]] for case, js in zip(cases, expected, strict=True)]
+    with engine_page(folder, variant) as page:
+        kernel = {**kernel, "name": launch["kernel"]}
+        found = page.evaluate(RUN_KERNEL, [kernel, order, as_lists, params])
+    assert_agree(found, expected, cases)
