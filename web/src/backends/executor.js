@@ -2,11 +2,21 @@ import { GRID_POD } from "kiln:contract";
 
 import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
-import { ARGMAX, ARGMAX_ROWS, STEPS, planBuffers, snapshotLayout, tensorBytes } from "./plans.js";
+import {
+  ARGMAX,
+  ARGMAX_ROWS,
+  GREEDY,
+  PICKS,
+  SAMPLE,
+  STEPS,
+  planBuffers,
+  snapshotLayout,
+  tensorBytes,
+} from "./plans.js";
 
 const UNIFORM_SLOT = 256; // minUniformBufferOffsetAlignment
 const MAX_GROUPS = 65535; // maxComputeWorkgroupsPerDimension (WebGPU's default limit)
-const TOKEN_READBACKS = 3; // greedy steps in flight at most (see the constructor)
+const TOKEN_READBACKS = 3; // steps picking on the GPU in flight at most (see the constructor)
 
 /** Copies one weight tensor into a GPU buffer of its own. */
 export function uploadWeight(device, tensor, bytes) {
@@ -25,12 +35,12 @@ export function uploadWeight(device, tensor, bytes) {
 /**
  * Runs the compiled execution plans: every buffer, pipeline and bind group is created once;
  * a call writes the POD values of its launches into one uniform buffer and submits one
- * compute pass. With `{argmax: true}`, a step's pass goes on into the argmax kernel, whose
+ * compute pass. With `{pick}`, a step's pass goes on into the argmax or sample kernel, whose
  * input is bound to the step's logits, and only the token comes back (4 bytes).
  */
 export class Executor {
   #previous = Promise.resolve(); // the last call, which the next waits for
-  #lastToken = null; // the argmax plan that picked the last greedy token, whose output holds it
+  #lastToken = null; // the argmax or sample plan that picked the last token, whose output holds it
   #tokenReadbacks = []; // buffers a token is read back through, not in use
   /** Bytes copied from the GPU to JS so far (logits, embeddings, tokens). */
   readbackBytes = 0;
@@ -52,28 +62,39 @@ export class Executor {
     this.cache = manifest.kv_cache.map((tensor) => this.#buffer(tensorBytes(tensor)));
     this.functions = {};
     for (const [name, plan] of Object.entries(variant.functions)) {
-      if (name !== ARGMAX && name !== ARGMAX_ROWS) this.functions[name] = this.#prepare(plan);
+      if (!PICKS.includes(name)) this.functions[name] = this.#prepare(plan);
     }
-    // argmax once per step, reading that step's logits where they are.
-    this.argmax = {};
-    const argmax = variant.functions[ARGMAX];
-    for (const step of argmax ? STEPS : []) {
-      const source = this.functions[step];
-      if (source) this.argmax[step] = this.#prepare(argmax, { logits: source.output });
-    }
+    // argmax and sample once per step, reading that step's logits where they are.
+    this.argmax = this.#perStep(variant.functions[ARGMAX]);
+    this.sample = this.#perStep(variant.functions[SAMPLE]);
     // argmax of each row of a verify step's logits, where the build has it.
     const rows = variant.functions[ARGMAX_ROWS];
     this.argmaxRows =
       rows && this.functions.verify ? this.#prepare(rows, { logits: this.functions.verify.output }) : null;
-    // The buffers greedy tokens are read back through, made once: as many as steps can be in
+    // The buffers picked tokens are read back through, made once: as many as steps can be in
     // flight (the one read, the one queued ahead, one discarded and still mapping).
-    for (let i = 0; argmax && i < TOKEN_READBACKS; i++)
+    for (let i = 0; (this.hasArgmax || this.hasSample) && i < TOKEN_READBACKS; i++)
       this.#tokenReadbacks.push(this.#buffer(4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
+  }
+
+  /** `plan` prepared for each step, its logits bound to the step's output; none without it. */
+  #perStep(plan) {
+    const prepared = {};
+    for (const step of plan ? STEPS : []) {
+      const source = this.functions[step];
+      if (source) prepared[step] = this.#prepare(plan, { logits: source.output });
+    }
+    return prepared;
   }
 
   /** Whether `run` can pick the greedy token on the GPU (builds from before it cannot). */
   get hasArgmax() {
     return STEPS.every((step) => step in this.argmax);
+  }
+
+  /** Whether `run` can draw a sampled token on the GPU (builds from before it cannot). */
+  get hasSample() {
+    return STEPS.every((step) => step in this.sample);
   }
 
   #buffer(bytes, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST) {
@@ -151,21 +172,22 @@ export class Executor {
 
   /**
    * Runs `prefill` or `decode` on `ids` (the new tokens), with `totalLen` tokens in the
-   * cache afterwards; resolves to the logits of the last token, or with `argmax` (where
-   * `hasArgmax`) to the greedy token's id, or ABORTED as soon as `control` is aborted (the GPU
-   * work submitted finishes on its own; the next call waits for it). With `argmax`, `ids` null
-   * decodes the token the last greedy step left on the device, before it is read back.
+   * cache afterwards; resolves to the logits of the last token, or with `pick` (plans.js
+   * GREEDY where `hasArgmax`, a draw's parameters where `hasSample`) to the picked token's id,
+   * or ABORTED as soon as `control` is aborted (the GPU work submitted finishes on its own; the
+   * next call waits for it). With `pick`, `ids` null decodes the token the last step that
+   * picked left on the device, before it is read back.
    * @param {number[] | null} ids
-   * @param {{argmax?: boolean}} [options]
+   * @param {{pick?: string | Float32Array | null}} [options]
    * @returns {Promise<Float32Array | number | typeof ABORTED>}
    */
-  run(name, ids, totalLen, control = undefined, { argmax = false } = {}) {
+  run(name, ids, totalLen, control = undefined, { pick = null } = {}) {
     const vars = { n: ids?.length ?? 1, total_len: totalLen };
     let run;
-    if (argmax) {
+    if (pick !== null) {
       // In order of submission, but the next call waits for this one's submission only, not
-      // its token: a greedy step can be queued behind another before that one's token is read.
-      const submitted = this.#previous.then(() => this.#submitGreedy(name, ids, vars));
+      // its token: a step can be queued behind another before that one's token is read.
+      const submitted = this.#previous.then(() => this.#submitPicking(name, ids, vars, pick));
       this.#previous = submitted.catch(() => {});
       run = submitted.then(({ token }) => token);
     } else {
@@ -175,13 +197,16 @@ export class Executor {
   }
 
   /**
-   * Submits `name` then argmax in one pass, `ids` written, or (null) the token the last
-   * greedy step left on the GPU copied in; returns {token}, a promise of the id read back
-   * (each step a readback buffer of its own, so that several can be in flight).
+   * Submits `name` then argmax or sample in one pass, `ids` written, or (null) the token the
+   * last step left on the GPU copied in; returns {token}, a promise of the id read back (each
+   * step a readback buffer of its own, so that several can be in flight).
    */
-  #submitGreedy(name, ids, vars) {
+  #submitPicking(name, ids, vars, pick) {
     const fn = this.functions[name];
-    const then = this.argmax[name];
+    const then = pick === GREEDY ? this.argmax[name] : this.sample[name];
+    // Queued writes keep their order with the submissions: a step queued behind another writes
+    // the parameters after that one's pass was submitted.
+    if (pick !== GREEDY) this.device.queue.writeBuffer(then.inputs.sampling, 0, pick);
     const encoder = this.device.createCommandEncoder();
     if (ids) this.device.queue.writeBuffer(fn.inputs.input_ids, 0, Int32Array.from(ids));
     else encoder.copyBufferToBuffer(this.#lastToken.output, 0, fn.inputs.input_ids, 0, 4);

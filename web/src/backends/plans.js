@@ -41,7 +41,16 @@ export function planBuffers(plan, manifest, allocate, cache, weights, bound = {}
 export const ARGMAX = "argmax";
 /** The entry function that picks the greedy token of each row of verify's logits. */
 export const ARGMAX_ROWS = "argmax_rows";
-/** The functions whose logits output argmax reads in place: the steps of a chat model. */
+/** The entry function that draws a sampled token on the device, from a draw's parameters. */
+export const SAMPLE = "sample";
+/** The entry functions that pick a step's token, run after the step on its logits. */
+export const PICKS = [ARGMAX, ARGMAX_ROWS, SAMPLE];
+/**
+ * What a step picks on the device (executors' `run`): GREEDY, the greedy token (argmax), or
+ * a draw's float32 parameters (engine/sampler.js drawParams), the token drawn (sample).
+ */
+export const GREEDY = "greedy";
+/** The functions whose logits output argmax and sample read in place: a chat model's steps. */
 export const STEPS = ["prefill", "decode"];
 
 /**

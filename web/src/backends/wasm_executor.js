@@ -1,7 +1,17 @@
 import { ABORTED, yieldToEventLoop } from "../control.js";
 import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
-import { ARGMAX, ARGMAX_ROWS, STEPS, planBuffers, snapshotLayout, tensorBytes } from "./plans.js";
+import {
+  ARGMAX,
+  ARGMAX_ROWS,
+  GREEDY,
+  PICKS,
+  SAMPLE,
+  STEPS,
+  planBuffers,
+  snapshotLayout,
+  tensorBytes,
+} from "./plans.js";
 import { startThread } from "../platform.js";
 
 // TVM's packed calling convention, as its CPU kernels read it (tvm/ffi/c_api.h, dlpack.h):
@@ -37,7 +47,7 @@ const YIELD_MS = 50;
  * with a stack of its own) run their part of every parallel loop.
  */
 export class WasmExecutor {
-  #lastToken = null; // the argmax plan that picked the last greedy token, whose output holds it
+  #lastToken = null; // the argmax or sample plan that picked the last token, whose output holds it
   /**
    * @param {{functions: object, kernels: Record<string, {symbol: string, args: object[]}>,
    *          module: WebAssembly.Module, memory: {initial: number, maximum: number}}} variant
@@ -67,6 +77,7 @@ export class WasmExecutor {
     this.bytes = 0;
     this.readbackBytes = 0; // bytes copied out of the module's memory into JS so far
     this.argmax = {};
+    this.sample = {};
     this.argmaxRows = null;
     this.functions = null;
     this.threads = [];
@@ -116,23 +127,35 @@ export class WasmExecutor {
     this.result = this.#alloc(ANY_BYTES);
     this.functions = {};
     for (const [name, plan] of Object.entries(this.variant.functions)) {
-      if (name !== ARGMAX && name !== ARGMAX_ROWS) this.functions[name] = this.#prepare(plan);
+      if (!PICKS.includes(name)) this.functions[name] = this.#prepare(plan);
     }
-    // argmax once per step, reading that step's logits where they are.
-    const argmax = this.variant.functions[ARGMAX];
-    for (const step of argmax ? STEPS : []) {
-      const source = this.functions[step];
-      if (source) this.argmax[step] = this.#prepare(argmax, { logits: source.output });
-    }
+    // argmax and sample once per step, reading that step's logits where they are.
+    this.argmax = this.#perStep(this.variant.functions[ARGMAX]);
+    this.sample = this.#perStep(this.variant.functions[SAMPLE]);
     // argmax of each row of a verify step's logits, where the build has it.
     const rows = this.variant.functions[ARGMAX_ROWS];
     this.argmaxRows =
       rows && this.functions.verify ? this.#prepare(rows, { logits: this.functions.verify.output }) : null;
   }
 
+  /** `plan` prepared for each step, its logits bound to the step's output; none without it. */
+  #perStep(plan) {
+    const prepared = {};
+    for (const step of plan ? STEPS : []) {
+      const source = this.functions[step];
+      if (source) prepared[step] = this.#prepare(plan, { logits: source.output });
+    }
+    return prepared;
+  }
+
   /** Whether `run` can pick the greedy token in the module (builds from before it cannot). */
   get hasArgmax() {
     return STEPS.every((step) => step in this.argmax);
+  }
+
+  /** Whether `run` can draw a sampled token in the module (builds from before it cannot). */
+  get hasSample() {
+    return STEPS.every((step) => step in this.sample);
   }
 
   /** Bytes of memory the model holds: weights, KV cache, activations. */
@@ -223,22 +246,24 @@ export class WasmExecutor {
 
   /**
    * Runs `prefill` or `decode` on `ids` (the new tokens), with `totalLen` tokens in the
-   * cache afterwards; resolves to the logits of the last token, or with `argmax` (where
-   * `hasArgmax`) to the greedy token's id, or ABORTED when `control` was aborted on the way
-   * (the cache rows of `ids` then hold anything, and are written again). With `argmax`, `ids`
-   * null decodes the token the last greedy step picked.
+   * cache afterwards; resolves to the logits of the last token, or with `pick` (plans.js
+   * GREEDY where `hasArgmax`, a draw's parameters where `hasSample`) to the picked token's id,
+   * or ABORTED when `control` was aborted on the way (the cache rows of `ids` then hold
+   * anything, and are written again). With `pick`, `ids` null decodes the token the last step
+   * that picked left in memory.
    * @param {number[] | null} ids
-   * @param {{argmax?: boolean}} [options]
+   * @param {{pick?: string | Float32Array | null}} [options]
    * @returns {Promise<Float32Array | number | typeof ABORTED>}
    */
-  async run(name, ids, totalLen, control = undefined, { argmax = false } = {}) {
-    // null: the token the last greedy step left in memory (calls run one after another here).
+  async run(name, ids, totalLen, control = undefined, { pick = null } = {}) {
+    // null: the token the last step that picked left in memory (calls run one after another).
     ids ??= [new Int32Array(this.memory.buffer, this.#lastToken.output, 1)[0]];
     const vars = { n: ids.length, total_len: totalLen };
-    const count = argmax ? 0 : this.manifest.config.vocab_size;
+    const count = pick === null ? this.manifest.config.vocab_size : 0;
     const logits = await this.call(name, { input_ids: ids }, vars, count, control);
-    if (!argmax || logits === ABORTED) return logits;
-    const then = this.argmax[name];
+    if (pick === null || logits === ABORTED) return logits;
+    const then = pick === GREEDY ? this.argmax[name] : this.sample[name];
+    if (pick !== GREEDY) new Float32Array(this.memory.buffer, then.inputs.sampling, pick.length).set(pick);
     for (const launch of then.launches) this.#launch(launch);
     this.#lastToken = then;
     this.readbackBytes += 4;

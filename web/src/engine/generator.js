@@ -1,8 +1,9 @@
 // The generator: the loop that prefills a prompt and decodes a reply token by token, each token
 // drawn from logits the request's penalties, bias and grammar (structured output, tool calls)
 // have shaped, the reply cut at a stop string, an end-of-sequence token or max_tokens, with its
-// logprobs; and a request's n choices, run one after another. A greedy request that needs
-// nothing else of the logits has its tokens picked on the device (the build's argmax). Where
+// logprobs; and a request's n choices, run one after another. A request that needs nothing
+// else of the logits has its tokens picked on the device (the build's argmax, or its sample
+// for a sampled request, from the same random numbers as the JS sampler would take). Where
 // the reply may repeat what came before, draft tokens looked up in the prompt and reply are
 // checked in one step (prompt_lookup.js), and kept as far as the model agrees with them.
 import { usesTools } from "../api/request_tools.js";
@@ -13,7 +14,8 @@ import { StreamDecoder } from "../text/tokenizer.js";
 import { markerTokens, toolCallFormat } from "../text/tool_formats.js";
 import { LogitsProcessor, logSoftmax, topK } from "./logits.js";
 import { lookupDraft } from "./prompt_lookup.js";
-import { isGreedy, makeRandom, sample, sampleDraft } from "./sampler.js";
+import { GREEDY } from "../backends/plans.js";
+import { drawParams, isGreedy, makeRandom, sample, sampleDraft } from "./sampler.js";
 import { requestStats } from "./stats.js";
 
 const now = () => performance.now();
@@ -25,7 +27,7 @@ const now = () => performance.now();
  * @param {import("./model.js").LoadedModel} model
  * @param {number[]} prompt
  * @param {object} params  a checked request's fields (api/request.js)
- * @param {() => number} random  makeRandom's source
+ * @param {ReturnType<typeof makeRandom>} random  makeRandom's source
  * @param {import("../control.js").Control} control  ends it early, with finish "abort"
  * @param {(id: number | null, text: string, logprob: object | null) => unknown} [onToken]
  * @returns {Promise<{tokens: number[], text: string, finish: string, logprobs: object[], timing: object}>}
@@ -62,42 +64,56 @@ export async function generateCompletion(model, prompt, params, random, control,
       model.speculation && model.hasVerify && !params.logprobs && !mask && !processor.changesLogits
         ? model.speculation
         : null;
-    // Greedy, with nothing that reads or shapes the logits: each step picks its token where the
-    // logits are and reads back the id alone. Where the steps queue on a GPU, the step after
+    // With nothing that reads or shapes the logits, a step picks its token where the logits are
+    // (greedy, or drawn from a random number taken as the step is submitted, in the tokens'
+    // order) and reads back the id alone.
+    const greedy = isGreedy(params);
+    const canPick =
+      !params.logprobs && !mask && !processor.changesLogits && (greedy ? model.hasArgmax : model.hasSample);
+    const vocab = model.manifest.config.vocab_size;
+    const drawn = () => {
+      if (greedy) return { pick: GREEDY, u: null };
+      const u = random();
+      return { pick: drawParams(params, vocab, () => u), u };
+    };
+    // Without speculation, every step picks so; where the steps queue on a GPU, the step after
     // the next is submitted before the next's token is read (it takes that token on the
     // device), so that the GPU does not wait for the page between steps; a step past a stop is
-    // then discarded.
-    const argmax =
-      !speculation && model.hasArgmax && isGreedy(params) && !params.logprobs && !mask && !processor.changesLogits;
-    const lead = argmax && model.queuesSteps ? 1 : 0;
+    // then discarded, and its random number put back.
+    const picking = !speculation && canPick;
+    const lead = picking && model.queuesSteps ? 1 : 0;
     let rows = null; // a verify step's logits (or tokens), and the draft token each row was checked against
     let row = 0; // the next of them to use
     let draftToken = null; // the draft token guessed for the token picked from `logits`
     // Whether the next token was picked on the device (`picked`), not from `logits`: every
-    // step's with argmax; with speculation, a greedy request's prefill's and steps' that checked
-    // no draft.
-    const draftlessOnDevice = Boolean(speculation) && model.hasArgmax && isGreedy(params);
+    // step's when picking; with speculation, the prefill's and the steps' that checked no draft.
+    const draftlessOnDevice = Boolean(speculation) && canPick;
     // and a greedy request's verify steps pick each row's token there too, reading back the ids.
-    const verifyOnDevice = draftlessOnDevice && model.hasVerifyArgmax;
-    let onDevice = argmax || draftlessOnDevice;
+    const verifyOnDevice = draftlessOnDevice && greedy && model.hasVerifyArgmax;
+    let onDevice = picking || draftlessOnDevice;
     const spec = { drafted: 0, accepted: 0, steps: 0 };
     // The longest draft to try next: halved when a draft's first token is rejected, doubled when
     // a whole draft is kept, so that text that does not repeat costs few wasted rows and text
     // that copies takes long drafts.
     let draftSize = Math.min(4, speculation?.draftTokens ?? 0);
     let drafting = null; // the draft being checked: its length and how many were kept
-    const steps = []; // decode steps submitted and not read: each resolves to the next's logits or token
+    // Decode steps submitted and not read: each its `out`, the next's logits or token, and the
+    // random number it drew (`u`, where it draws).
+    const steps = [];
     let submitted = 0; // decode steps submitted: step j decodes tokens[j]
     let read = 0; // decode steps read back
     // Submits the decode steps up to that of tokens[last] within max_tokens and the window.
     const submitUpTo = (last) => {
       for (; submitted <= last && submitted + 1 < maxTokens && prompt.length + submitted + 1 < window; submitted++) {
         const known = submitted < tokens.length ? tokens[submitted] : null;
-        steps.push(model.decode(known, control, { argmax }));
+        const { pick, u } = picking ? drawn() : { pick: null, u: null };
+        steps.push({ out: model.decode(known, control, { pick }), u });
       }
     };
     const t0 = now();
-    const first = await model.prefill(prompt, control, params.prefillProgressCallback, { argmax: onDevice });
+    const first = await model.prefill(prompt, control, params.prefillProgressCallback, {
+      pick: onDevice ? drawn().pick : null,
+    });
     const { prefilled, reused: cached } = first;
     let { logits, token: picked } = first;
     const t1 = now();
@@ -184,7 +200,7 @@ export async function generateCompletion(model, prompt, params, random, control,
                 );
               row = 0;
             } else {
-              const out = await model.decode(token, control, { argmax: draftlessOnDevice });
+              const out = await model.decode(token, control, { pick: draftlessOnDevice ? drawn().pick : null });
               if (draftlessOnDevice) picked = out;
               else logits = out;
               onDevice = draftlessOnDevice;
@@ -202,17 +218,18 @@ export async function generateCompletion(model, prompt, params, random, control,
         }
         submitUpTo(tokens.length - 1);
         if (steps.length === 0) break; // max_tokens or the context window
-        const out = await steps.shift();
+        const out = await steps.shift().out;
         if (out !== null) read++;
-        if (argmax) picked = out;
+        if (picking) picked = out;
         else logits = out;
       }
     } finally {
-      for (const step of steps) step.catch(() => {}); // discarded
+      for (const step of steps) step.out.catch(() => {}); // discarded
+      random.putBack(steps.flatMap((step) => (step.u === null ? [] : [step.u])));
       // The cache holds the prompt's chunks that ran (all of them unless the prefill was
       // aborted) and the tokens of the steps read back; a step discarded (or aborted) may have
       // written its row, which the next prefill writes again.
-      if (argmax) {
+      if (picking) {
         const kept = Math.min(model.cachedTokens.length, prompt.length + read);
         model.cachedTokens = prompt.concat(tokens).slice(0, kept);
       }

@@ -201,6 +201,11 @@ export class LoadedModel {
     return Boolean(this.executor?.functions?.verify);
   }
 
+  /** Whether a sampled token can be drawn where the logits are, reading back only its id. */
+  get hasSample() {
+    return Boolean(this.executor?.hasSample);
+  }
+
   /** Whether a verify step can pick each row's greedy token on the device (argmax_rows). */
   get hasVerifyArgmax() {
     return Boolean(this.executor?.argmaxRows);
@@ -212,9 +217,9 @@ export class LoadedModel {
   }
 
   /**
-   * Whether steps queue on the device: a greedy step can then be submitted before the token of
-   * the step before is read (WebGPU). The CPU backend runs one call at a time, in the page's
-   * own time.
+   * Whether steps queue on the device: a step that picks its token there can then be submitted
+   * before the token of the step before is read (WebGPU). The CPU backend runs one call at a
+   * time, in the page's own time.
    */
   get queuesSteps() {
     return this.backend === "webgpu";
@@ -222,7 +227,7 @@ export class LoadedModel {
 
   /**
    * Runs `tokens` through the model, reusing the cached prefix; returns the last logits and the
-   * number of tokens run, or with `argmax` (where `hasArgmax`) the greedy token after them as
+   * number of tokens run, or with `pick` (the executors' `run`) the token picked after them as
    * `token` instead of the logits. A `control` aborted ends it early with `logits: null` and
    * `token: null`, the cache then holding the chunks that ran whole; the executors see it within
    * a chunk (see their `run`).
@@ -238,10 +243,10 @@ export class LoadedModel {
    * @param {number[]} tokens
    * @param {Control} [control]
    * @param {(report: {progress: number, prefilled: number, total: number}) => void} [onProgress]
-   * @param {{argmax?: boolean}} [options]
+   * @param {{pick?: string | Float32Array | null}} [options]
    * @returns {Promise<{logits: Float32Array | null, token: number | null, prefilled: number, reused: number}>}
    */
-  async prefill(tokens, control = undefined, onProgress = undefined, { argmax = false } = {}) {
+  async prefill(tokens, control = undefined, onProgress = undefined, { pick = null } = {}) {
     const start = await this.#reuse(tokens);
     const largest = this.manifest.prefill_chunk;
     const timed = this.backend !== "wasm";
@@ -252,8 +257,8 @@ export class LoadedModel {
       if (control?.aborted) return { logits: null, token: null, prefilled: i - start, reused: start };
       const ids = tokens.slice(i, Math.min(tokens.length, i + chunk));
       const started = performance.now();
-      // Only the last chunk's result is used; with argmax the others too read back 4 bytes.
-      out = await this.executor.run("prefill", ids, i + ids.length, control, { argmax });
+      // Only the last chunk's result is used; with pick the others too read back 4 bytes.
+      out = await this.executor.run("prefill", ids, i + ids.length, control, { pick });
       if (out === ABORTED) return { logits: null, token: null, prefilled: i - start, reused: start };
       this.cachedTokens.push(...ids);
       i += ids.length;
@@ -265,7 +270,7 @@ export class LoadedModel {
       onProgress?.({ progress: (i - start) / total, prefilled: i - start, total });
     }
     const prefilled = tokens.length - start;
-    return argmax
+    return pick !== null
       ? { logits: null, token: out, prefilled, reused: start }
       : { logits: out, token: null, prefilled, reused: start };
   }
@@ -351,26 +356,26 @@ export class LoadedModel {
   }
 
   /**
-   * Appends `token` to the cache; returns the logits that follow it, or with `argmax` (where
-   * `hasArgmax`) the greedy token's id, or null when `control` was aborted while the step ran
-   * (the token is then not in the cache).
-   * With `argmax`, `token` null is the one the last greedy step picked, not read yet: the cache
-   * holds null in its place, which the caller fills in (generator.js).
+   * Appends `token` to the cache; returns the logits that follow it, or with `pick` (the
+   * executors' `run`) the picked token's id, or null when `control` was aborted while the step
+   * ran (the token is then not in the cache).
+   * With `pick`, `token` null is the one the last step that picked left on the device, not read
+   * yet: the cache holds null in its place, which the caller fills in (generator.js).
    * @param {number | null} token
    * @param {Control} [control]
-   * @param {{argmax?: boolean}} [options]
+   * @param {{pick?: string | Float32Array | null}} [options]
    * @returns {Promise<Float32Array | number | null>}
    */
-  async decode(token, control = undefined, { argmax = false } = {}) {
+  async decode(token, control = undefined, { pick = null } = {}) {
     const cache = this.cachedTokens;
     cache.push(token);
     const count = cache.length;
     const ids = token === null ? null : [token];
-    const out = await this.executor.run("decode", ids, count, control, { argmax });
+    const out = await this.executor.run("decode", ids, count, control, { pick });
     if (out !== ABORTED) return out;
     // The step may have stopped between its kernels, its row of the KV cache half written: the
     // cache no longer counts its token, so a later prompt computes that row again. (Unless the
-    // count moved on meanwhile: greedy steps queued ahead are settled by generator.js.)
+    // count moved on meanwhile: steps queued ahead are settled by generator.js.)
     if (this.cachedTokens === cache && cache.length === count) cache.pop();
     return null;
   }

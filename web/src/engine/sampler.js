@@ -3,9 +3,20 @@
  * (|seed| < 2^53; api/request.js refuses others). Every bit of the seed and its sign set the
  * state, so no two seeds share a sequence. The generator is SFC32 (small, fast, and passes
  * PractRand), written here as JS has no seedable generator.
+ * Numbers drawn and not used (by decode steps submitted ahead and discarded) are handed back
+ * with `putBack(numbers)`, and drawn again first, in their order: a seeded request's tokens,
+ * and those of its next choice, do not depend on how far ahead its steps ran.
  */
 export function makeRandom(seed) {
-  if (seed === undefined || seed === null) return Math.random;
+  const returned = [];
+  const source = seed === undefined || seed === null ? Math.random : generator(seed);
+  const random = () => (returned.length > 0 ? returned.shift() : source());
+  random.putBack = (numbers) => returned.unshift(...numbers);
+  return random;
+}
+
+/** SFC32 seeded with every bit of `seed` (makeRandom). */
+function generator(seed) {
   const magnitude = Math.abs(seed);
   let a = magnitude >>> 0; // the low 32 bits
   let b = Math.floor(magnitude / 4294967296) >>> 0; // the high 21
