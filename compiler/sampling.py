@@ -5,12 +5,13 @@ token for SmolLM2, 1 MB for Gemma 3).
 `add_sampling` puts the entry functions `argmax(logits[1, 1, vocab] f32) -> int32[1]`,
 `argmax_rows(logits[1, v, vocab] f32) -> int32[v]` (each row's, for a verify step's v rows of
 logits, v at most VERIFY_TOKENS) and `sample(logits[1, 1, vocab] f32, sampling[PARAMS] f32) ->
-int32[1]` into a network's module before it is lowered: they are compiled by the same target
-with the network (on the CPU target their kernels are linked into the one WebAssembly module),
-and planned like any entry function. They depend on the vocabulary's size alone, never on the
-family. The runtime binds a plan's `logits` input to the logits that prefill, decode or verify
-leaves on the device and runs both in one submission: a greedy verify step reads back v
-tokens, not v rows of the vocabulary's logits.
+int32[1]`, and `edit` (compiler/logit_edits.py: a request's penalties, biases and grammar mask,
+applied to the logits before either picks) into a network's module before it is lowered: they
+are compiled by the same target with the network (on the CPU target their kernels are linked
+into the one WebAssembly module), and planned like any entry function. They depend on the
+vocabulary's size alone, never on the family. The runtime binds a plan's `logits` input to the
+logits that prefill, decode or verify leaves on the device and runs both in one submission: a
+greedy verify step reads back v tokens, not v rows of the vocabulary's logits.
 
 The tie rule is the JS sampler's (web/src/engine/sampler.js `argmax`): the lowest index among
 equal maxima. Each candidate (value, index) replaces the best so far when its value is
@@ -43,6 +44,7 @@ from tvm.relax.frontend.nn import Tensor, op, spec
 from tvm.script import tirx as T
 
 from .formats.base import u32
+from .logit_edits import EDIT_COLUMNS, EDITS, edit_func, mask_words
 from .targets import Target
 from .targets.base import VERIFY_VAR
 
@@ -50,7 +52,11 @@ from .targets.base import VERIFY_VAR
 ARGMAX = "argmax"
 ARGMAX_ROWS = "argmax_rows"
 SAMPLE = "sample"
+EDIT = "edit"  # compiler/logit_edits.py
 LOGITS = "logits"
+# edit's inputs beside the logits: a grammar's mask and the edit rows (logit_edits.py).
+MASK = "mask"
+EDIT_ROWS = "edits"
 # sample's second input: float32 [PARAMS], written by the runtime for each step.
 SAMPLING = "sampling"
 PARAMS = 5  # 1 / temperature, top_p, top_k (0: no limit), u in [0, 1), the candidates' floor
@@ -483,10 +489,24 @@ class Sampling(nn.Module):
             out=Tensor.placeholder([1], "int32"),
         )
 
+    def edit(self, logits: Tensor, mask: Tensor, edits: Tensor) -> Tensor:
+        return op.tensor_ir_op(
+            edit_func(self.vocab, self.target),
+            "edit_logits",
+            args=[logits, mask, edits],
+            out=Tensor.placeholder([1, 1, self.vocab], "float32"),
+        )
+
     def spec(self) -> spec.ModuleSpec:
         plain = {"param_mode": "none", "effect_mode": "none"}
         return spec.ModuleSpec.from_raw(
             {
+                EDIT: {
+                    LOGITS: spec.Tensor([1, 1, self.vocab], "float32"),
+                    MASK: spec.Tensor([mask_words(self.vocab)], "int32"),
+                    EDIT_ROWS: spec.Tensor([EDITS + 1, EDIT_COLUMNS], "float32"),
+                    "$": plain,
+                },
                 ARGMAX: {LOGITS: spec.Tensor([1, 1, self.vocab], "float32"), "$": plain},
                 SAMPLE: {
                     LOGITS: spec.Tensor([1, 1, self.vocab], "float32"),
@@ -513,4 +533,4 @@ def add_sampling(mod: tvm.IRModule, vocab: int, target: Target) -> list[str]:
         if gv.name_hint in taken:
             raise ValueError(f"the network already has a function named {gv.name_hint}")
         mod[gv] = func
-    return [ARGMAX, ARGMAX_ROWS, SAMPLE]
+    return [ARGMAX, ARGMAX_ROWS, SAMPLE, EDIT]

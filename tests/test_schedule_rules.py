@@ -30,10 +30,12 @@ def every_role(rule: str) -> dict[tuple[str, str], set[str]]:
     for step in STEPS:
         # hand-written TIR (q/k norms, rope, the cache append and attention), as written
         table[(step, "attention")] = {"written"}
-    # the greedy token (compiler/sampling.py), each of a verify step's rows', a drawn token
+    # the greedy token (compiler/sampling.py), each of a verify step's rows', a drawn token,
+    # and the logits edited before either (compiler/logit_edits.py)
     table[("argmax", "argmax_logits")] = {"written"}
     table[("argmax_rows", "argmax_rows_logits")] = {"written"}
     table[("sample", "sample_logits")] = {"written"}
+    table[("edit", "edit_logits")] = {"written"}
     return table
 
 

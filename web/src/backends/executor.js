@@ -5,10 +5,12 @@ import { evaluate } from "./expr.js";
 import {
   ARGMAX,
   ARGMAX_ROWS,
+  EDIT,
   GREEDY,
   PICKS,
   SAMPLE,
   STEPS,
+  maxEdits,
   planBuffers,
   snapshotLayout,
   tensorBytes,
@@ -64,9 +66,13 @@ export class Executor {
     for (const [name, plan] of Object.entries(variant.functions)) {
       if (!PICKS.includes(name)) this.functions[name] = this.#prepare(plan);
     }
-    // argmax and sample once per step, reading that step's logits where they are.
-    this.argmax = this.#perStep(variant.functions[ARGMAX]);
-    this.sample = this.#perStep(variant.functions[SAMPLE]);
+    // argmax and sample once per step, reading that step's logits where they are, and once
+    // more reading what edit (a request's penalties, biases and mask) makes of them.
+    this.argmax = this.#perStep(variant.functions[ARGMAX], this.functions);
+    this.sample = this.#perStep(variant.functions[SAMPLE], this.functions);
+    this.edit = this.#perStep(variant.functions[EDIT], this.functions);
+    this.editedArgmax = this.#perStep(variant.functions[ARGMAX], this.edit);
+    this.editedSample = this.#perStep(variant.functions[SAMPLE], this.edit);
     // argmax of each row of a verify step's logits, where the build has it.
     const rows = variant.functions[ARGMAX_ROWS];
     this.argmaxRows =
@@ -77,11 +83,11 @@ export class Executor {
       this.#tokenReadbacks.push(this.#buffer(4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
   }
 
-  /** `plan` prepared for each step, its logits bound to the step's output; none without it. */
-  #perStep(plan) {
+  /** `plan` prepared for each step, its logits bound to the output of `sources[step]`. */
+  #perStep(plan, sources) {
     const prepared = {};
     for (const step of plan ? STEPS : []) {
-      const source = this.functions[step];
+      const source = sources[step];
       if (source) prepared[step] = this.#prepare(plan, { logits: source.output });
     }
     return prepared;
@@ -95,6 +101,11 @@ export class Executor {
   /** Whether `run` can draw a sampled token on the GPU (builds from before it cannot). */
   get hasSample() {
     return STEPS.every((step) => step in this.sample);
+  }
+
+  /** The most edit rows `run` takes (0: builds from before edits on the GPU). */
+  get maxEdits() {
+    return maxEdits(this.edit);
   }
 
   #buffer(bytes, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST) {
@@ -176,18 +187,19 @@ export class Executor {
    * GREEDY where `hasArgmax`, a draw's parameters where `hasSample`) to the picked token's id,
    * or ABORTED as soon as `control` is aborted (the GPU work submitted finishes on its own; the
    * next call waits for it). With `pick`, `ids` null decodes the token the last step that
-   * picked left on the device, before it is read back.
+   * picked left on the device, before it is read back. With `edit` too (the edit rows, at
+   * most `maxEdits`, and a grammar's mask or null), the logits go through edit first.
    * @param {number[] | null} ids
-   * @param {{pick?: string | Float32Array | null}} [options]
+   * @param {{pick?: string | Float32Array | null, edit?: {rows: Float32Array, mask: Int32Array | null} | null}} [options]
    * @returns {Promise<Float32Array | number | typeof ABORTED>}
    */
-  run(name, ids, totalLen, control = undefined, { pick = null } = {}) {
+  run(name, ids, totalLen, control = undefined, { pick = null, edit = null } = {}) {
     const vars = { n: ids?.length ?? 1, total_len: totalLen };
     let run;
     if (pick !== null) {
       // In order of submission, but the next call waits for this one's submission only, not
       // its token: a step can be queued behind another before that one's token is read.
-      const submitted = this.#previous.then(() => this.#submitPicking(name, ids, vars, pick));
+      const submitted = this.#previous.then(() => this.#submitPicking(name, ids, vars, pick, edit));
       this.#previous = submitted.catch(() => {});
       run = submitted.then(({ token }) => token);
     } else {
@@ -201,17 +213,24 @@ export class Executor {
    * last step left on the GPU copied in; returns {token}, a promise of the id read back (each
    * step a readback buffer of its own, so that several can be in flight).
    */
-  #submitPicking(name, ids, vars, pick) {
+  #submitPicking(name, ids, vars, pick, edit) {
     const fn = this.functions[name];
-    const then = pick === GREEDY ? this.argmax[name] : this.sample[name];
+    const edited = edit ? this.edit[name] : null;
+    const picks = pick === GREEDY ? [this.argmax, this.editedArgmax] : [this.sample, this.editedSample];
+    const then = picks[edited ? 1 : 0][name];
     // Queued writes keep their order with the submissions: a step queued behind another writes
-    // the parameters after that one's pass was submitted.
+    // its inputs after that one's pass was submitted.
     if (pick !== GREEDY) this.device.queue.writeBuffer(then.inputs.sampling, 0, pick);
+    if (edited) {
+      this.device.queue.writeBuffer(edited.inputs.edits, 0, edit.rows);
+      if (edit.mask) this.device.queue.writeBuffer(edited.inputs.mask, 0, edit.mask);
+    }
     const encoder = this.device.createCommandEncoder();
     if (ids) this.device.queue.writeBuffer(fn.inputs.input_ids, 0, Int32Array.from(ids));
     else encoder.copyBufferToBuffer(this.#lastToken.output, 0, fn.inputs.input_ids, 0, 4);
     const pass = encoder.beginComputePass();
     this.#record(pass, fn, vars);
+    if (edited) this.#record(pass, edited, {});
     this.#record(pass, then, {});
     pass.end();
     const readback = this.#tokenReadbacks.pop() ?? this.#buffer(4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);

@@ -43,8 +43,10 @@ export const ARGMAX = "argmax";
 export const ARGMAX_ROWS = "argmax_rows";
 /** The entry function that draws a sampled token on the device, from a draw's parameters. */
 export const SAMPLE = "sample";
-/** The entry functions that pick a step's token, run after the step on its logits. */
-export const PICKS = [ARGMAX, ARGMAX_ROWS, SAMPLE];
+/** The entry function that applies a request's penalties, biases and grammar mask on the device. */
+export const EDIT = "edit";
+/** The entry functions run after a step on its logits, to pick its token. */
+export const PICKS = [ARGMAX, ARGMAX_ROWS, SAMPLE, EDIT];
 /**
  * What a step picks on the device (executors' `run`): GREEDY, the greedy token (argmax), or
  * a draw's float32 parameters (engine/sampler.js drawParams), the token drawn (sample).
@@ -52,6 +54,12 @@ export const PICKS = [ARGMAX, ARGMAX_ROWS, SAMPLE];
 export const GREEDY = "greedy";
 /** The functions whose logits output argmax and sample read in place: a chat model's steps. */
 export const STEPS = ["prefill", "decode"];
+
+/** The most edit rows the edit plans prepared for each step take (0: the build has none). */
+export function maxEdits(prepared) {
+  if (!STEPS.every((step) => step in prepared)) return 0;
+  return prepared.decode.plan.inputs.find((input) => input.name === "edits").shape[0] - 1;
+}
 
 /**
  * Where the first `count` rows of each KV-cache tensor lie in a snapshot of them (prefix

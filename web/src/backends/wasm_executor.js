@@ -4,10 +4,12 @@ import { evaluate } from "./expr.js";
 import {
   ARGMAX,
   ARGMAX_ROWS,
+  EDIT,
   GREEDY,
   PICKS,
   SAMPLE,
   STEPS,
+  maxEdits,
   planBuffers,
   snapshotLayout,
   tensorBytes,
@@ -78,6 +80,9 @@ export class WasmExecutor {
     this.readbackBytes = 0; // bytes copied out of the module's memory into JS so far
     this.argmax = {};
     this.sample = {};
+    this.edit = {};
+    this.editedArgmax = {};
+    this.editedSample = {};
     this.argmaxRows = null;
     this.functions = null;
     this.threads = [];
@@ -129,20 +134,25 @@ export class WasmExecutor {
     for (const [name, plan] of Object.entries(this.variant.functions)) {
       if (!PICKS.includes(name)) this.functions[name] = this.#prepare(plan);
     }
-    // argmax and sample once per step, reading that step's logits where they are.
-    this.argmax = this.#perStep(this.variant.functions[ARGMAX]);
-    this.sample = this.#perStep(this.variant.functions[SAMPLE]);
+    // argmax and sample once per step, reading that step's logits where they are, and once
+    // more reading what edit (a request's penalties, biases and mask) makes of them.
+    const plans = this.variant.functions;
+    this.argmax = this.#perStep(plans[ARGMAX], this.functions);
+    this.sample = this.#perStep(plans[SAMPLE], this.functions);
+    this.edit = this.#perStep(plans[EDIT], this.functions);
+    this.editedArgmax = this.#perStep(plans[ARGMAX], this.edit);
+    this.editedSample = this.#perStep(plans[SAMPLE], this.edit);
     // argmax of each row of a verify step's logits, where the build has it.
     const rows = this.variant.functions[ARGMAX_ROWS];
     this.argmaxRows =
       rows && this.functions.verify ? this.#prepare(rows, { logits: this.functions.verify.output }) : null;
   }
 
-  /** `plan` prepared for each step, its logits bound to the step's output; none without it. */
-  #perStep(plan) {
+  /** `plan` prepared for each step, its logits bound to the output of `sources[step]`. */
+  #perStep(plan, sources) {
     const prepared = {};
     for (const step of plan ? STEPS : []) {
-      const source = this.functions[step];
+      const source = sources[step];
       if (source) prepared[step] = this.#prepare(plan, { logits: source.output });
     }
     return prepared;
@@ -156,6 +166,11 @@ export class WasmExecutor {
   /** Whether `run` can draw a sampled token in the module (builds from before it cannot). */
   get hasSample() {
     return STEPS.every((step) => step in this.sample);
+  }
+
+  /** The most edit rows `run` takes (0: builds from before edits in the module). */
+  get maxEdits() {
+    return maxEdits(this.edit);
   }
 
   /** Bytes of memory the model holds: weights, KV cache, activations. */
@@ -250,20 +265,28 @@ export class WasmExecutor {
    * GREEDY where `hasArgmax`, a draw's parameters where `hasSample`) to the picked token's id,
    * or ABORTED when `control` was aborted on the way (the cache rows of `ids` then hold
    * anything, and are written again). With `pick`, `ids` null decodes the token the last step
-   * that picked left in memory.
+   * that picked left in memory. With `edit` too (the edit rows, at most `maxEdits`, and a
+   * grammar's mask or null), the logits go through edit first.
    * @param {number[] | null} ids
-   * @param {{pick?: string | Float32Array | null}} [options]
+   * @param {{pick?: string | Float32Array | null, edit?: {rows: Float32Array, mask: Int32Array | null} | null}} [options]
    * @returns {Promise<Float32Array | number | typeof ABORTED>}
    */
-  async run(name, ids, totalLen, control = undefined, { pick = null } = {}) {
+  async run(name, ids, totalLen, control = undefined, { pick = null, edit = null } = {}) {
     // null: the token the last step that picked left in memory (calls run one after another).
     ids ??= [new Int32Array(this.memory.buffer, this.#lastToken.output, 1)[0]];
     const vars = { n: ids.length, total_len: totalLen };
     const count = pick === null ? this.manifest.config.vocab_size : 0;
     const logits = await this.call(name, { input_ids: ids }, vars, count, control);
     if (pick === null || logits === ABORTED) return logits;
-    const then = pick === GREEDY ? this.argmax[name] : this.sample[name];
+    const edited = edit ? this.edit[name] : null;
+    const picks = pick === GREEDY ? [this.argmax, this.editedArgmax] : [this.sample, this.editedSample];
+    const then = picks[edited ? 1 : 0][name];
     if (pick !== GREEDY) new Float32Array(this.memory.buffer, then.inputs.sampling, pick.length).set(pick);
+    if (edited) {
+      new Float32Array(this.memory.buffer, edited.inputs.edits, edit.rows.length).set(edit.rows);
+      if (edit.mask) new Int32Array(this.memory.buffer, edited.inputs.mask, edit.mask.length).set(edit.mask);
+      for (const launch of edited.launches) this.#launch(launch);
+    }
     for (const launch of then.launches) this.#launch(launch);
     this.#lastToken = then;
     this.readbackBytes += 4;

@@ -1,18 +1,19 @@
 // The generator: the loop that prefills a prompt and decodes a reply token by token, each token
 // drawn from logits the request's penalties, bias and grammar (structured output, tool calls)
 // have shaped, the reply cut at a stop string, an end-of-sequence token or max_tokens, with its
-// logprobs; and a request's n choices, run one after another. A request that needs nothing
-// else of the logits has its tokens picked on the device (the build's argmax, or its sample
-// for a sampled request, from the same random numbers as the JS sampler would take). Where
-// the reply may repeat what came before, draft tokens looked up in the prompt and reply are
-// checked in one step (prompt_lookup.js), and kept as far as the model agrees with them.
+// logprobs; and a request's n choices, run one after another. A request that does not read the
+// logits has its tokens picked on the device (the build's argmax, or its sample for a sampled
+// request, from the same random numbers as the JS sampler would take), its penalties, biases
+// and grammar mask applied there first (the build's edit). Where the reply may repeat what
+// came before, draft tokens looked up in the prompt and reply are checked in one step
+// (prompt_lookup.js), and kept as far as the model agrees with them.
 import { usesTools } from "../api/request_tools.js";
 import { ContextWindowExceededError } from "../errors.js";
 import { GrammarEngine } from "../text/grammar.js";
 import { StopStrings } from "../text/stop.js";
 import { StreamDecoder } from "../text/tokenizer.js";
 import { markerTokens, toolCallFormat } from "../text/tool_formats.js";
-import { LogitsProcessor, logSoftmax, topK } from "./logits.js";
+import { LogitsProcessor, editRows, logSoftmax, topK } from "./logits.js";
 import { lookupDraft } from "./prompt_lookup.js";
 import { GREEDY } from "../backends/plans.js";
 import { drawParams, isGreedy, makeRandom, sample, sampleDraft } from "./sampler.js";
@@ -64,13 +65,22 @@ export async function generateCompletion(model, prompt, params, random, control,
       model.speculation && model.hasVerify && !params.logprobs && !mask && !processor.changesLogits
         ? model.speculation
         : null;
-    // With nothing that reads or shapes the logits, a step picks its token where the logits are
+    // Unless the logits are to be read (logprobs), a step picks its token where they are
     // (greedy, or drawn from a random number taken as the step is submitted, in the tokens'
-    // order) and reads back the id alone.
+    // order) and reads back the id alone. Penalties, biases and a grammar's mask are applied
+    // there first (edit), where the request's edits, one per token touched, stay within the
+    // build's bound however long the reply grows.
     const greedy = isGreedy(params);
-    const canPick =
-      !params.logprobs && !mask && !processor.changesLogits && (greedy ? model.hasArgmax : model.hasSample);
     const vocab = model.manifest.config.vocab_size;
+    const shapes = Boolean(mask) || processor.changesLogits;
+    const growth = Math.min(maxTokens, window - prompt.length);
+    const editable = !shapes || processor.edits().length + growth <= model.maxEdits;
+    const canPick = !params.logprobs && editable && (greedy ? model.hasArgmax : model.hasSample);
+    // The edits of the next step: from the tokens accepted so far, the grammar's next mask.
+    const edit = async () =>
+      shapes
+        ? { rows: editRows(processor.edits(), Boolean(mask)), mask: mask ? await mask.bitmask(vocab) : null }
+        : null;
     const drawn = () => {
       if (greedy) return { pick: GREEDY, u: null };
       const u = random();
@@ -79,9 +89,10 @@ export async function generateCompletion(model, prompt, params, random, control,
     // Without speculation, every step picks so; where the steps queue on a GPU, the step after
     // the next is submitted before the next's token is read (it takes that token on the
     // device), so that the GPU does not wait for the page between steps; a step past a stop is
-    // then discarded, and its random number put back.
+    // then discarded, and its random number put back. Not where the logits are edited: each
+    // step's edits follow from the token before.
     const picking = !speculation && canPick;
-    const lead = picking && model.queuesSteps ? 1 : 0;
+    const lead = picking && model.queuesSteps && !shapes ? 1 : 0;
     let rows = null; // a verify step's logits (or tokens), and the draft token each row was checked against
     let row = 0; // the next of them to use
     let draftToken = null; // the draft token guessed for the token picked from `logits`
@@ -103,16 +114,18 @@ export async function generateCompletion(model, prompt, params, random, control,
     let submitted = 0; // decode steps submitted: step j decodes tokens[j]
     let read = 0; // decode steps read back
     // Submits the decode steps up to that of tokens[last] within max_tokens and the window.
-    const submitUpTo = (last) => {
+    const submitUpTo = async (last) => {
       for (; submitted <= last && submitted + 1 < maxTokens && prompt.length + submitted + 1 < window; submitted++) {
         const known = submitted < tokens.length ? tokens[submitted] : null;
         const { pick, u } = picking ? drawn() : { pick: null, u: null };
-        steps.push({ out: model.decode(known, control, { pick }), u });
+        const edits = picking && shapes ? await edit() : null;
+        steps.push({ out: model.decode(known, control, { pick, edit: edits }), u });
       }
     };
     const t0 = now();
     const first = await model.prefill(prompt, control, params.prefillProgressCallback, {
       pick: onDevice ? drawn().pick : null,
+      edit: onDevice ? await edit() : null,
     });
     const { prefilled, reused: cached } = first;
     let { logits, token: picked } = first;
@@ -162,7 +175,7 @@ export async function generateCompletion(model, prompt, params, random, control,
         const delta = stops.push(decoder.push(token));
         text += delta;
         const stopping = stops.stopped || mask?.terminated;
-        if (!stopping && !speculation) submitUpTo(tokens.length - 1 + lead); // the GPU works while the reader reads
+        if (!stopping && !speculation) await submitUpTo(tokens.length - 1 + lead); // the GPU works while the reader reads
         await onToken?.(token, delta, entry); // a stream's reader sets the pace
         if (stopping) {
           finish = "stop";
@@ -216,7 +229,7 @@ export async function generateCompletion(model, prompt, params, random, control,
           if (row === rows.length) rows = null;
           continue;
         }
-        submitUpTo(tokens.length - 1);
+        await submitUpTo(tokens.length - 1);
         if (steps.length === 0) break; // max_tokens or the context window
         const out = await steps.shift().out;
         if (out !== null) read++;

@@ -206,6 +206,14 @@ export class LoadedModel {
     return Boolean(this.executor?.hasSample);
   }
 
+  /**
+   * The most edits (a request's penalties and biases, one per token touched) the device applies
+   * before it picks, with a grammar's mask (0: the build cannot: such requests read the logits).
+   */
+  get maxEdits() {
+    return this.executor?.maxEdits ?? 0;
+  }
+
   /** Whether a verify step can pick each row's greedy token on the device (argmax_rows). */
   get hasVerifyArgmax() {
     return Boolean(this.executor?.argmaxRows);
@@ -227,8 +235,8 @@ export class LoadedModel {
 
   /**
    * Runs `tokens` through the model, reusing the cached prefix; returns the last logits and the
-   * number of tokens run, or with `pick` (the executors' `run`) the token picked after them as
-   * `token` instead of the logits. A `control` aborted ends it early with `logits: null` and
+   * number of tokens run, or with `pick` (and `edit`: the executors' `run`) the token picked
+   * after them as `token` instead of the logits. A `control` aborted ends it early with `logits: null` and
    * `token: null`, the cache then holding the chunks that ran whole; the executors see it within
    * a chunk (see their `run`).
    * On the CPU that is between kernels, so chunks keep the build's size. On WebGPU a chunk
@@ -243,10 +251,10 @@ export class LoadedModel {
    * @param {number[]} tokens
    * @param {Control} [control]
    * @param {(report: {progress: number, prefilled: number, total: number}) => void} [onProgress]
-   * @param {{pick?: string | Float32Array | null}} [options]
+   * @param {{pick?: string | Float32Array | null, edit?: object | null}} [options]
    * @returns {Promise<{logits: Float32Array | null, token: number | null, prefilled: number, reused: number}>}
    */
-  async prefill(tokens, control = undefined, onProgress = undefined, { pick = null } = {}) {
+  async prefill(tokens, control = undefined, onProgress = undefined, { pick = null, edit = null } = {}) {
     const start = await this.#reuse(tokens);
     const largest = this.manifest.prefill_chunk;
     const timed = this.backend !== "wasm";
@@ -258,7 +266,7 @@ export class LoadedModel {
       const ids = tokens.slice(i, Math.min(tokens.length, i + chunk));
       const started = performance.now();
       // Only the last chunk's result is used; with pick the others too read back 4 bytes.
-      out = await this.executor.run("prefill", ids, i + ids.length, control, { pick });
+      out = await this.executor.run("prefill", ids, i + ids.length, control, { pick, edit });
       if (out === ABORTED) return { logits: null, token: null, prefilled: i - start, reused: start };
       this.cachedTokens.push(...ids);
       i += ids.length;
@@ -356,22 +364,22 @@ export class LoadedModel {
   }
 
   /**
-   * Appends `token` to the cache; returns the logits that follow it, or with `pick` (the
-   * executors' `run`) the picked token's id, or null when `control` was aborted while the step
-   * ran (the token is then not in the cache).
+   * Appends `token` to the cache; returns the logits that follow it, or with `pick` (and
+   * `edit`: the executors' `run`) the picked token's id, or null when `control` was aborted
+   * while the step ran (the token is then not in the cache).
    * With `pick`, `token` null is the one the last step that picked left on the device, not read
    * yet: the cache holds null in its place, which the caller fills in (generator.js).
    * @param {number | null} token
    * @param {Control} [control]
-   * @param {{pick?: string | Float32Array | null}} [options]
+   * @param {{pick?: string | Float32Array | null, edit?: object | null}} [options]
    * @returns {Promise<Float32Array | number | null>}
    */
-  async decode(token, control = undefined, { pick = null } = {}) {
+  async decode(token, control = undefined, { pick = null, edit = null } = {}) {
     const cache = this.cachedTokens;
     cache.push(token);
     const count = cache.length;
     const ids = token === null ? null : [token];
-    const out = await this.executor.run("decode", ids, count, control, { pick });
+    const out = await this.executor.run("decode", ids, count, control, { pick, edit });
     if (out !== ABORTED) return out;
     // The step may have stopped between its kernels, its row of the KV cache half written: the
     // cache no longer counts its token, so a later prompt computes that row again. (Unless the

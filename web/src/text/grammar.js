@@ -268,6 +268,18 @@ class TokenMask {
     for (const id of this.banned) logits[id] = -Infinity;
   }
 
+  /**
+   * The tokens the grammar allows next as a bit each (token i: bit i & 31 of word i >> 5), the
+   * banned ones cleared: the mask the device applies (compiler/logit_edits.py) as `apply` does.
+   */
+  async bitmask(vocab) {
+    const words = new Int32Array(Math.ceil(vocab / 32));
+    const allowed = await this.#call("getNextTokenBitmask");
+    words.set(allowed.subarray(0, words.length));
+    for (const id of this.banned) words[id >> 5] &= ~(1 << (id & 31));
+    return words;
+  }
+
   accept(token) {
     if (!this.#call("acceptToken", token)) throw new GrammarError(`the grammar rejected token ${token}`);
   }
