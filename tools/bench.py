@@ -10,7 +10,8 @@
     scripts/bench ... --speculation   also decode with and without prompt-lookup speculation
 
 Per chat model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
-tok/s over 64 greedy tokens, time to first token, load time, bytes of JS and of the kernels
+tok/s over 64 greedy tokens and over 64 seeded sampled ones (SAMPLED), the bytes read back from
+the device per token of each, time to first token, load time, bytes of JS and of the kernels
 (WGSL, or the WebAssembly module), the GPU buffer (or WebAssembly memory) bytes the model holds
 (allocated once, so also the peak), and the kernel launches of a decode step and of a prefill
 chunk in the plans of the kernel set that ran; the median of `runs` runs after one warm-up run,
@@ -60,6 +61,8 @@ PROMPT = (
     "the page with no server. Question: in two sentences, what does WebGPU make possible?"
 )
 DECODE_TOKENS = 64
+# The sampled request timed beside the greedy one: as a chat page sends it.
+SAMPLED = {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "seed": 1}
 LONG_PROMPTS = (1000, 4000)
 SYSTEM_PROMPT_TOKENS = 1000
 QUESTIONS = (
@@ -95,16 +98,19 @@ def bench_folder(
         for _ in range(runs + 1):  # the first run warms up pipelines and caches
             results.append(
                 page.evaluate(
-                    """async ([p, n]) => {
-                        engine.resetChat();
+                    """async ([p, n, sampled]) => {
                         const read = async () => (await engine.runtimeStats()).readback_bytes;
-                        const before = await read();
-                        const r = await engine.generate(p,
-                            {temperature: 0, max_tokens: n, ignore_eos: true});
-                        const bytes = (await read()) - before;
-                        return {...r.stats, readback_per_token: bytes / r.tokens.length};
+                        const run = async (fields) => {
+                            await engine.resetChat();
+                            const before = await read();
+                            const r = await engine.generate(p,
+                                {max_tokens: n, ignore_eos: true, ...fields});
+                            const bytes = (await read()) - before;
+                            return {...r.stats, readback_per_token: bytes / r.tokens.length};
+                        };
+                        return {...await run({temperature: 0}), sampled: await run(sampled)};
                     }""",
-                    [prompt, DECODE_TOKENS],
+                    [prompt, DECODE_TOKENS, SAMPLED],
                 )
             )
         info = page.evaluate("async () => await engine.runtimeStats()")
@@ -126,6 +132,12 @@ def bench_folder(
         # the prefill's and every decode step's reads from the device, over the tokens made
         "readback_bytes_per_token": round(
             statistics.median(r["readback_per_token"] for r in measured), 1
+        ),
+        "sampled_decode_tok_s": round(
+            statistics.median(r["sampled"]["decode_tokens_per_s"] for r in measured), 2
+        ),
+        "sampled_readback_bytes_per_token": round(
+            statistics.median(r["sampled"]["readback_per_token"] for r in measured), 1
         ),
         "load_s": round(info["load_seconds"], 2),
         "js_bytes": (folder / "kiln.js").stat().st_size,
