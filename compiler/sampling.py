@@ -66,6 +66,15 @@ KEY_BITS = 32
 # combines their candidates (one barrier: SwiftShader runs invocations as CPU threads, where
 # barriers are dear).
 THREADS = 256
+# A truncated draw's thresholds are found among the candidates at or above a lower bound of
+# them, known after one pass: for top_k (up to THREADS), the k-th largest of the chunks' largest
+# keys; for top_p alone, the buckets (BUCKETS equal spans of x over [floor, 0]) from the top
+# whose mass passes top_p by BUCKET_MARGIN, far above the sums' rounding. On the GPU each
+# invocation keeps those of its chunk in SLOTS slots of shared memory where they fit, so that
+# the halvings pass over a few elements instead of the row (else they pass over the chunks).
+BUCKETS = 8
+BUCKET_MARGIN = 1e-3
+SLOTS = 8
 
 
 def argmax_func(vocab: int, target: Target, rows: int | None = 1) -> tirx.PrimFunc:
@@ -135,6 +144,16 @@ def argmax_func(vocab: int, target: Target, rows: int | None = 1) -> tirx.PrimFu
     return argmax_gpu
 
 
+def x_of(logit: tirx.PrimExpr, best: tirx.PrimExpr, sampling: tirx.Buffer) -> tirx.PrimExpr:
+    """A token's x: (logit - the largest) * (1 / temperature), each operation in float32."""
+    return (logit - best) * sampling[0]
+
+
+def bucket_of(x: tirx.PrimExpr, sampling: tirx.Buffer) -> tirx.PrimExpr:
+    """Which of BUCKETS equal spans of [floor, 0] a candidate's x falls in, 0 the top one."""
+    return T.min(T.Cast("int32", x * (T.float32(BUCKETS) / sampling[4])), BUCKETS - 1)
+
+
 def order_key(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """A uint32 that orders float32 values as the floats do (a negative's bits all flipped,
     others' sign bit set; -0 is +0), so that a threshold among logits is found by halving
@@ -178,19 +197,68 @@ def _sample_cpu(vocab: int) -> tirx.PrimFunc:
         best = T.alloc_buffer((1,), "float32", scope="global")
         mass = T.alloc_buffer((3,), "float32", scope="global")  # the limit's, a sum, r
         bound = T.alloc_buffer((2,), "uint32", scope="global")  # lo (holds), hi (does not)
+        high = T.alloc_buffer((THREADS,), "uint32", scope="global")  # the chunks' largest keys
+        near = T.alloc_buffer((BUCKETS,), "float32", scope="global")
+        cut = T.alloc_buffer((1,), "int32", scope="global")  # the last bucket kept
+        x = T.alloc_buffer((1,), "float32", scope="global")
         best[0] = logits[0, 0, 0]
         for i in range(1, vocab):
             if logits[0, 0, i] > best[0]:
                 best[0] = logits[0, 0, i]
+        # A truncated draw's lower bound of its thresholds, as the GPU kernel finds it: the
+        # chunks' largest candidate keys, all candidates' mass (the limit where top_k keeps
+        # all) in the chunks' order, and their masses by bucket.
+        mass[0] = T.float32(0)
+        bound[0] = T.uint32(0)
+        cut[0] = BUCKETS - 1
+        if sampling[2] > T.float32(0) or sampling[1] < T.float32(1):
+            for b in range(BUCKETS):
+                near[b] = T.float32(0)
+            for t in range(THREADS):
+                part[t] = T.float32(0)
+                high[t] = T.uint32(0)
+                for k in range(chunk):
+                    if t * chunk + k < vocab:
+                        x[0] = x_of(logits[0, 0, t * chunk + k], best[0], sampling)
+                        if x[0] >= sampling[4]:
+                            if order_key(logits[0, 0, t * chunk + k]) > high[t]:
+                                high[t] = order_key(logits[0, 0, t * chunk + k])
+                            part[t] = part[t] + T.exp(x[0])
+                            near[bucket_of(x[0], sampling)] = near[
+                                bucket_of(x[0], sampling)
+                            ] + T.exp(x[0])
+                mass[0] = mass[0] + part[t]
+            bound[1] = order_key(best[0]) + T.uint32(1)
+            if sampling[2] > T.float32(0) and sampling[2] <= T.float32(THREADS):
+                for _halving in range(KEY_BITS):
+                    if bound[1] - bound[0] > T.uint32(1):
+                        count[1] = 0
+                        for t in range(THREADS):
+                            if high[t] >= halve(bound[0], bound[1]):
+                                count[1] = count[1] + 1
+                        if T.Cast("float32", count[1]) >= sampling[2]:
+                            bound[0] = halve(bound[0], bound[1])
+                        else:
+                            bound[1] = halve(bound[0], bound[1])
+            if sampling[2] <= T.float32(0) and sampling[1] < T.float32(1):
+                mass[1] = T.float32(0)
+                for b in range(BUCKETS):
+                    mass[1] = mass[1] + near[b]
+                    if cut[0] == BUCKETS - 1 and mass[1] >= sampling[1] * mass[0] * (
+                        T.float32(1 + BUCKET_MARGIN)
+                    ):
+                        cut[0] = b
+        # The candidates at or above the bound, in index order.
         count[0] = 0
         for i in range(vocab):
-            if (logits[0, 0, i] - best[0]) * sampling[0] >= sampling[4]:
-                tokens[count[0]] = T.Cast("int32", i)
-                keys[count[0]] = order_key(logits[0, 0, i])
-                weights[count[0]] = T.exp((logits[0, 0, i] - best[0]) * sampling[0])
-                count[0] = count[0] + 1
+            x[0] = x_of(logits[0, 0, i], best[0], sampling)
+            if x[0] >= sampling[4]:
+                if order_key(logits[0, 0, i]) >= bound[0] and bucket_of(x[0], sampling) <= cut[0]:
+                    tokens[count[0]] = T.Cast("int32", i)
+                    keys[count[0]] = order_key(logits[0, 0, i])
+                    weights[count[0]] = T.exp(x[0])
+                    count[0] = count[0] + 1
         # top_k: the largest key that at least top_k candidates reach.
-        bound[0] = T.uint32(0)
         bound[1] = order_key(best[0]) + T.uint32(1)
         if sampling[2] > T.float32(0):
             for _halving in range(KEY_BITS):
@@ -203,14 +271,15 @@ def _sample_cpu(vocab: int) -> tirx.PrimFunc:
                         bound[0] = halve(bound[0], bound[1])
                     else:
                         bound[1] = halve(bound[0], bound[1])
-        for t in range(THREADS):
-            part[t] = T.float32(0)
-        for j in T.serial(count[0]):
-            if keys[j] >= bound[0]:
-                part[tokens[j] // chunk] = part[tokens[j] // chunk] + weights[j]
-        mass[0] = T.float32(0)
-        for t in range(THREADS):
-            mass[0] = mass[0] + part[t]
+        if sampling[2] > T.float32(0):
+            for t in range(THREADS):
+                part[t] = T.float32(0)
+            for j in T.serial(count[0]):
+                if keys[j] >= bound[0]:
+                    part[tokens[j] // chunk] = part[tokens[j] // chunk] + weights[j]
+            mass[0] = T.float32(0)
+            for t in range(THREADS):
+                mass[0] = mass[0] + part[t]
         # top_p: the largest key whose candidates at or above it hold top_p of that mass.
         bound[1] = order_key(best[0]) + T.uint32(1)
         if sampling[1] < T.float32(1):
@@ -274,6 +343,13 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
     def halve(lo: tirx.PrimExpr, hi: tirx.PrimExpr) -> tirx.PrimExpr:
         return lo + (hi - lo) // u32(2)
 
+    @T.macro
+    def locate(spot, own, pool, tx, k):
+        # The k-th of the invocation's elements: its k-th slot, or its chunk's k-th token.
+        spot[0] = tx * chunk + k
+        if own[1] == 1:
+            spot[0] = T.Cast("int32", pool[tx * SLOTS + k])
+
     @T.prim_func(private=True)
     def sample_gpu(var_logits: T.handle, var_sampling: T.handle, var_out: T.handle):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
@@ -288,11 +364,18 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                 bound = T.alloc_buffer((2,), "uint32", scope="local")  # lo (holds), hi (not)
                 tally = T.alloc_buffer((4,), "int32", scope="local")  # count, sum, chosen, last
                 walk = T.alloc_buffer((2,), "int32", scope="local")  # found, last
+                own = T.alloc_buffer((3,), "int32", scope="local")  # elements, in slots, cut
+                spot = T.alloc_buffer((1,), "int32", scope="local")
+                near = T.alloc_buffer((BUCKETS,), "float32", scope="local")
+                high = T.alloc_buffer((1,), "uint32", scope="local")
                 part = T.alloc_buffer((THREADS,), "float32", scope="shared")
                 part_count = T.alloc_buffer((THREADS,), "int32", scope="shared")
+                part_key = T.alloc_buffer((THREADS,), "uint32", scope="shared")
+                # The buckets' masses of each invocation, then each invocation's slots.
+                pool = T.alloc_buffer((SLOTS * THREADS,), "float32", scope="shared")
                 shared_f = T.alloc_buffer((2,), "float32", scope="shared")
                 shared_u = T.alloc_buffer((2,), "uint32", scope="shared")
-                shared_i = T.alloc_buffer((1,), "int32", scope="shared")
+                shared_i = T.alloc_buffer((2,), "int32", scope="shared")
                 # The row's largest logit.
                 best[0] = logits[0, 0, 0]
                 for k in range(chunk):
@@ -309,20 +392,110 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                     shared_f[0] = best[0]
                 T.tvm_storage_sync("shared")
                 best[0] = shared_f[0]
-                # top_k's key, halving: every halving is a pass and two barriers, taken by
-                # every invocation (a barrier must be), the work skipped where none is left.
-                bound[0] = T.uint32(0)
+                # A truncated draw's candidates in the chunk: their largest key, their mass (the
+                # limit where top_k keeps all) and their masses by bucket.
+                high[0] = T.uint32(0)
+                total[1] = T.float32(0)
+                for b in range(BUCKETS):
+                    near[b] = T.float32(0)
+                if sampling[2] > T.float32(0) or sampling[1] < T.float32(1):
+                    for k in range(chunk):
+                        if tx * chunk + k < vocab:
+                            value[0] = x_of(logits[0, 0, tx * chunk + k], best[0], sampling)
+                            if value[0] >= sampling[4]:
+                                if order_key(logits[0, 0, tx * chunk + k]) > high[0]:
+                                    high[0] = order_key(logits[0, 0, tx * chunk + k])
+                                spot[0] = bucket_of(value[0], sampling)
+                                value[0] = T.exp(value[0])
+                                total[1] = total[1] + value[0]
+                                near[spot[0]] = near[spot[0]] + value[0]
+                part[tx] = total[1]
+                part_key[tx] = high[0]
+                for b in range(BUCKETS):
+                    pool[b * THREADS + tx] = near[b]
+                T.tvm_storage_sync("shared")
+                if tx == 0:
+                    total[0] = T.float32(0)
+                    for t in range(THREADS):
+                        value[0] = part[t]
+                        total[0] = total[0] + value[0]
+                    shared_f[1] = total[0]
+                    # top_k's lower bound: the k-th largest of the chunks' largest keys.
+                    bound[0] = T.uint32(0)
+                    bound[1] = order_key(best[0]) + T.uint32(1)
+                    if sampling[2] > T.float32(0) and sampling[2] <= T.float32(THREADS):
+                        for _halving in range(KEY_BITS):
+                            if bound[1] - bound[0] > T.uint32(1):
+                                tally[0] = 0
+                                for t in range(THREADS):
+                                    high[0] = part_key[t]
+                                    if high[0] >= halve(bound[0], bound[1]):
+                                        tally[0] = tally[0] + 1
+                                if T.Cast("float32", tally[0]) >= sampling[2]:
+                                    bound[0] = halve(bound[0], bound[1])
+                                else:
+                                    bound[1] = halve(bound[0], bound[1])
+                    shared_u[0] = bound[0]
+                    # top_p's (where top_k keeps all): the buckets from the top that hold
+                    # clearly more than top_p of the mass.
+                    own[2] = BUCKETS - 1
+                    if sampling[2] <= T.float32(0) and sampling[1] < T.float32(1):
+                        total[1] = T.float32(0)
+                        for b in range(BUCKETS):
+                            for t in range(THREADS):
+                                value[0] = pool[b * THREADS + t]
+                                total[1] = total[1] + value[0]
+                            if own[2] == BUCKETS - 1 and total[1] >= sampling[1] * total[0] * (
+                                T.float32(1 + BUCKET_MARGIN)
+                            ):
+                                own[2] = b
+                    shared_i[0] = own[2]
+                T.tvm_storage_sync("shared")
+                bound[0] = shared_u[0]
+                own[2] = shared_i[0]
+                # Each invocation's candidates at or above both bounds, into its slots.
+                own[0] = 0
+                if sampling[2] > T.float32(0) or sampling[1] < T.float32(1):
+                    for k in range(chunk):
+                        if tx * chunk + k < vocab:
+                            value[0] = x_of(logits[0, 0, tx * chunk + k], best[0], sampling)
+                            if value[0] >= sampling[4]:
+                                if order_key(logits[0, 0, tx * chunk + k]) >= bound[0]:
+                                    if bucket_of(value[0], sampling) <= own[2]:
+                                        if own[0] < SLOTS:
+                                            pool[tx * SLOTS + own[0]] = T.Cast(
+                                                "float32", tx * chunk + k
+                                            )
+                                        own[0] = own[0] + 1
+                part_count[tx] = own[0]
+                T.tvm_storage_sync("shared")
+                if tx == 0:
+                    # In slots where the draw is truncated and every invocation's fit.
+                    own[1] = 0
+                    if sampling[2] > T.float32(0) or sampling[1] < T.float32(1):
+                        own[1] = 1
+                    for t in range(THREADS):
+                        tally[0] = part_count[t]
+                        if tally[0] > SLOTS:
+                            own[1] = 0
+                    shared_i[1] = own[1]
+                T.tvm_storage_sync("shared")
+                own[1] = shared_i[1]
+                if own[1] == 0:
+                    own[0] = chunk
+                # top_k's key, halving from its lower bound: every halving is a pass over the
+                # elements and two barriers, taken by every invocation (a barrier must be), the
+                # work skipped where none is left.
                 bound[1] = order_key(best[0]) + T.uint32(1)
                 for _halving in range(KEY_BITS):
                     tally[0] = 0
                     if sampling[2] > T.float32(0) and bound[1] - bound[0] > T.uint32(1):
-                        for k in range(chunk):
-                            if tx * chunk + k < vocab:
-                                if (logits[0, 0, tx * chunk + k] - best[0]) * sampling[
-                                    0
-                                ] >= sampling[4] and order_key(
-                                    logits[0, 0, tx * chunk + k]
-                                ) >= halve(bound[0], bound[1]):
+                        for k in T.serial(own[0]):
+                            locate(spot, own, pool, tx, k)
+                            if spot[0] < vocab:
+                                if x_of(logits[0, 0, spot[0]], best[0], sampling) >= sampling[
+                                    4
+                                ] and order_key(logits[0, 0, spot[0]]) >= halve(bound[0], bound[1]):
                                     tally[0] = tally[0] + 1
                     part_count[tx] = tally[0]
                     T.tvm_storage_sync("shared")
@@ -341,40 +514,41 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                     T.tvm_storage_sync("shared")
                     bound[0] = shared_u[0]
                     bound[1] = shared_u[1]
-                # The mass within top_k, then top_p's key the same way.
+                # The mass within top_k (all candidates' without it), then top_p's key the
+                # same way.
                 total[1] = T.float32(0)
-                for k in range(chunk):
-                    if tx * chunk + k < vocab:
-                        if (logits[0, 0, tx * chunk + k] - best[0]) * sampling[0] >= sampling[
-                            4
-                        ] and order_key(logits[0, 0, tx * chunk + k]) >= bound[0]:
-                            total[1] = total[1] + T.exp(
-                                (logits[0, 0, tx * chunk + k] - best[0]) * sampling[0]
-                            )
+                if sampling[2] > T.float32(0):
+                    for k in T.serial(own[0]):
+                        locate(spot, own, pool, tx, k)
+                        if spot[0] < vocab:
+                            value[0] = x_of(logits[0, 0, spot[0]], best[0], sampling)
+                            if value[0] >= sampling[4]:
+                                if order_key(logits[0, 0, spot[0]]) >= bound[0]:
+                                    total[1] = total[1] + T.exp(value[0])
                 part[tx] = total[1]
                 T.tvm_storage_sync("shared")
                 if tx == 0:
-                    total[0] = T.float32(0)
-                    for t in range(THREADS):
-                        value[0] = part[t]
-                        total[0] = total[0] + value[0]
-                    shared_f[1] = total[0]
+                    if sampling[2] > T.float32(0):
+                        total[0] = T.float32(0)
+                        for t in range(THREADS):
+                            value[0] = part[t]
+                            total[0] = total[0] + value[0]
+                        shared_f[1] = total[0]
                 T.tvm_storage_sync("shared")
                 total[0] = shared_f[1]
                 bound[1] = order_key(best[0]) + T.uint32(1)
                 for _halving in range(KEY_BITS):
                     total[1] = T.float32(0)
                     if sampling[1] < T.float32(1) and bound[1] - bound[0] > T.uint32(1):
-                        for k in range(chunk):
-                            if tx * chunk + k < vocab:
-                                if (logits[0, 0, tx * chunk + k] - best[0]) * sampling[
-                                    0
-                                ] >= sampling[4] and order_key(
-                                    logits[0, 0, tx * chunk + k]
-                                ) >= halve(bound[0], bound[1]):
-                                    total[1] = total[1] + T.exp(
-                                        (logits[0, 0, tx * chunk + k] - best[0]) * sampling[0]
-                                    )
+                        for k in T.serial(own[0]):
+                            locate(spot, own, pool, tx, k)
+                            if spot[0] < vocab:
+                                value[0] = x_of(logits[0, 0, spot[0]], best[0], sampling)
+                                if value[0] >= sampling[4]:
+                                    if order_key(logits[0, 0, spot[0]]) >= halve(
+                                        bound[0], bound[1]
+                                    ):
+                                        total[1] = total[1] + T.exp(value[0])
                     part[tx] = total[1]
                     T.tvm_storage_sync("shared")
                     if tx == 0:
@@ -393,16 +567,15 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                     bound[0] = shared_u[0]
                     bound[1] = shared_u[1]
                 # The walk: each invocation's kept mass; the first whose running sum passes u
-                # of the whole walks its chunk (else, rounding, the last holding any mass).
+                # of the whole walks its elements (else, rounding, the last holding any mass).
                 total[1] = T.float32(0)
-                for k in range(chunk):
-                    if tx * chunk + k < vocab:
-                        if (logits[0, 0, tx * chunk + k] - best[0]) * sampling[0] >= sampling[
-                            4
-                        ] and order_key(logits[0, 0, tx * chunk + k]) >= bound[0]:
-                            total[1] = total[1] + T.exp(
-                                (logits[0, 0, tx * chunk + k] - best[0]) * sampling[0]
-                            )
+                for k in T.serial(own[0]):
+                    locate(spot, own, pool, tx, k)
+                    if spot[0] < vocab:
+                        value[0] = x_of(logits[0, 0, spot[0]], best[0], sampling)
+                        if value[0] >= sampling[4]:
+                            if order_key(logits[0, 0, spot[0]]) >= bound[0]:
+                                total[1] = total[1] + T.exp(value[0])
                 part[tx] = total[1]
                 T.tvm_storage_sync("shared")
                 if tx == 0:
@@ -438,18 +611,17 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                     total[1] = T.float32(0)
                     walk[0] = -1
                     walk[1] = -1
-                    for k in range(chunk):
-                        if tx * chunk + k < vocab:
-                            if (logits[0, 0, tx * chunk + k] - best[0]) * sampling[0] >= sampling[
-                                4
-                            ] and order_key(logits[0, 0, tx * chunk + k]) >= bound[0]:
-                                walk[1] = tx * chunk + k
-                                if walk[0] < 0:
-                                    total[1] = total[1] + T.exp(
-                                        (logits[0, 0, tx * chunk + k] - best[0]) * sampling[0]
-                                    )
-                                    if total[1] > total[2]:
-                                        walk[0] = tx * chunk + k
+                    for k in T.serial(own[0]):
+                        locate(spot, own, pool, tx, k)
+                        if spot[0] < vocab:
+                            value[0] = x_of(logits[0, 0, spot[0]], best[0], sampling)
+                            if value[0] >= sampling[4]:
+                                if order_key(logits[0, 0, spot[0]]) >= bound[0]:
+                                    walk[1] = spot[0]
+                                    if walk[0] < 0:
+                                        total[1] = total[1] + T.exp(value[0])
+                                        if total[1] > total[2]:
+                                            walk[0] = spot[0]
                     if walk[0] >= 0:
                         out[0] = walk[0]
                     else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from test_greedy_on_device import PROMPT, SHORT, open_variant
 
 from compiler.sampling import sample_func
 from compiler.targets import TARGETS
+from compiler.targets.webgpu import WEBGPU, build_kernels, kernel_entry
 
 SAMPLER = Path(__file__).resolve().parent.parent / "web" / "src" / "engine" / "sampler.js"
 
@@ -248,3 +250,26 @@ def test_seeded_sampling_on_the_device_equals_the_js_path(tiny_built, engine_pag
         js = complete(PROMPT, max_tokens=24, n=3, stop=[stop], logprobs=1)
         assert device["choices"] == js["choices"]
         assert device["choices"][0][1] == "stop"
+
+
+def test_webgpu_kernel_picks_the_js_samplers_token_at_a_large_vocabulary(tiny_built, engine_page):
+    """SmolLM2's vocabulary (and 3): chunks of 193 tokens, where a truncated draw's elements
+    at or above its lower bound fit the slots (a spread row under top_k or top_p) or do not (a
+    flat one: the passes then scan the chunks)."""
+    vocab = 49152 + 3
+    func = sample_func(vocab, TARGETS["gpu"]).with_attr("global_symbol", "sample")
+    wgsl, _, _ = build_kernels(tvm.IRModule({"sample": func}), WEBGPU)
+    (name,) = wgsl
+    kernel = {**kernel_entry(wgsl[name]), "name": name}
+    # The buffers in binding order, as the WGSL declares them (NAME_ptr).
+    order = re.findall(r"@binding\(\d+\) var<storage, [a-z_]+> (\w+)_ptr", wgsl[name])
+    assert sorted(order) == ["logits", "out", "sampling"]
+    rows = sample_rows(vocab)
+    cases = sample_cases(rows, vocab)
+    expected = js_picks(rows, cases)
+    as_lists = [[v if math.isfinite(v) else str(v) for v in row.tolist()] for row in rows]
+    as_lists = [[{"-inf": "-Infinity"}.get(v, v) for v in r] for r in as_lists]
+    params = [[case[0], js["params"]] for case, js in zip(cases, expected, strict=True)]
+    with engine_page(tiny_built("q4f32"), "software") as page:
+        found = page.evaluate(RUN_KERNEL, [kernel, order, as_lists, params])
+    assert_agree(found, expected, cases)
