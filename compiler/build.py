@@ -56,6 +56,7 @@ COMPILING = (
     "compile.py",
     "plan.py",
     "sampling.py",
+    "logit_edits.py",
     "errors.py",
     "gguf_metadata.py",
     "formats",
