@@ -11,7 +11,8 @@
 
 Per chat model and quantization: prefill tok/s on a fixed prompt of about 100 tokens, decode
 tok/s over 64 greedy tokens and over 64 seeded sampled ones (SAMPLED), the bytes read back from
-the device per token of each, time to first token, load time, bytes of JS and of the kernels
+the device and the page's own milliseconds (host_ms_per_token) per token of each, time to
+first token, load time, bytes of JS and of the kernels
 (WGSL, or the WebAssembly module), the GPU buffer (or WebAssembly memory) bytes the model holds
 (allocated once, so also the peak), and the kernel launches of a decode step and of a prefill
 chunk in the plans of the kernel set that ran; the median of `runs` runs after one warm-up run,
@@ -132,6 +133,11 @@ def bench_folder(
         # the prefill's and every decode step's reads from the device, over the tokens made
         "readback_bytes_per_token": round(
             statistics.median(r["readback_per_token"] for r in measured), 1
+        ),
+        # the page's own work per decoded token (engine stats' host_ms_per_token)
+        "host_ms_per_token": round(statistics.median(r["host_ms_per_token"] for r in measured), 2),
+        "sampled_host_ms_per_token": round(
+            statistics.median(r["sampled"]["host_ms_per_token"] for r in measured), 2
         ),
         "sampled_decode_tok_s": round(
             statistics.median(r["sampled"]["decode_tokens_per_s"] for r in measured), 2

@@ -8,11 +8,12 @@ import { MAX_INPUTS, checkEmbeddingRequest, embeddingResponse } from "../src/api
 import { InvalidRequestError } from "../src/errors.js";
 import { exactNumberBounds } from "../src/text/grammar.js";
 import { evaluate } from "../src/backends/expr.js";
-import { LogitsProcessor, logSoftmax, topK } from "../src/engine/logits.js";
+import { LogitsProcessor, editRows, logSoftmax, topK } from "../src/engine/logits.js";
 import { AsyncQueue } from "../src/engine/queue.js";
 import { checkChatRequest, checkSignal } from "../src/api/request.js";
 import { argmax, makeRandom, sample } from "../src/engine/sampler.js";
 import { endlessRef, placeIn } from "../src/api/schema.js";
+import { requestStats } from "../src/engine/stats.js";
 import { StopStrings } from "../src/text/stop.js";
 import { ToolCallParser, parseReply } from "../src/api/tools.js";
 
@@ -123,6 +124,38 @@ test("penalties and biases change the logits as transformers and OpenAI define t
   // token 0: in the prompt, positive: / 2; token 1: generated twice, negative: * 2, then
   // minus 2 * 0.5 + 0.25; token 2: untouched; token 3: + 10.
   assert.deepEqual(logits, [2, -5.25, 1, 10]);
+});
+
+test("the device's edit rows hold one edit per token touched, after a first row", () => {
+  const processor = new LogitsProcessor(
+    { repetition_penalty: 1.5, frequency_penalty: 0.5, logit_bias: { 7: -3, 0: 1 } },
+    [0, 2],
+  );
+  processor.accept(2);
+  const edits = new Map(processor.edits().map(([id, divisor, offset]) => [id, [divisor, offset]]));
+  // 0: seen and biased; 2: seen, generated once; 7: biased alone.
+  assert.deepEqual(Object.fromEntries(edits), { 0: [1.5, 1], 2: [1.5, -0.5], 7: [1, -3] });
+  const rows = editRows(processor.edits(), true);
+  assert.deepEqual(Array.from(rows.subarray(0, 3)), [-Infinity, 3, 1]);
+  assert.equal(rows.length, 3 * 4);
+  assert.deepEqual(Array.from(editRows([], false)), [-Infinity, 0, 0]);
+});
+
+test("a request's stats: the page's own milliseconds per decoded token over its choices", () => {
+  const timing = (decodeSteps, decodeMs, hostMs) => ({ prefilled: 4, prefillMs: 100, decodeSteps, decodeMs, hostMs });
+  const stats = requestStats([timing(10, 1000, 30), timing(5, 600, 15)], "webgpu");
+  assert.equal(stats.decode_tokens_per_s, 15 / 1.6);
+  assert.equal(stats.host_ms_per_token, 45 / 15);
+  assert.equal(requestStats([timing(0, 0, 0)], "wasm").host_ms_per_token, 0);
+});
+
+test("random numbers put back are drawn again first, in their order", () => {
+  const a = makeRandom(7);
+  const b = makeRandom(7);
+  const drawn = [a(), a(), a()];
+  const again = [b(), b()];
+  b.putBack(again);
+  assert.deepEqual([b(), b(), b()], drawn);
 });
 
 test("log-softmax sums to one in probability; topK is ordered", () => {

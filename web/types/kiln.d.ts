@@ -186,6 +186,11 @@ export interface RequestStats {
   decode_tokens_per_s: number;
   time_to_first_token_s: number;
   /**
+   * the page's own work per decoded token, in milliseconds: the decode loop's time less its
+   * waits for the model's steps and for a stream's reader
+   */
+  host_ms_per_token: number;
+  /**
    * prompt-lookup speculation: the verify steps run, the draft tokens they checked, and those
    * kept (all 0 where it was off)
    */

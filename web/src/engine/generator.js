@@ -122,6 +122,17 @@ export async function generateCompletion(model, prompt, params, random, control,
         steps.push({ out: model.decode(known, control, { pick, edit: edits }), u });
       }
     };
+    // Time the decode loop spends waiting for the model's steps and for a stream's reader; the
+    // rest is the page's own work (sampling in JS, grammar, detokenizing, stop strings).
+    let waited = 0;
+    const waiting = async (promise) => {
+      const start = now();
+      try {
+        return await promise;
+      } finally {
+        waited += now() - start;
+      }
+    };
     const t0 = now();
     const first = await model.prefill(prompt, control, params.prefillProgressCallback, {
       pick: onDevice ? drawn().pick : null,
@@ -176,7 +187,7 @@ export async function generateCompletion(model, prompt, params, random, control,
         text += delta;
         const stopping = stops.stopped || mask?.terminated;
         if (!stopping && !speculation) await submitUpTo(tokens.length - 1 + lead); // the GPU works while the reader reads
-        await onToken?.(token, delta, entry); // a stream's reader sets the pace
+        await waiting(onToken?.(token, delta, entry)); // a stream's reader sets the pace
         if (stopping) {
           finish = "stop";
           break;
@@ -194,7 +205,7 @@ export async function generateCompletion(model, prompt, params, random, control,
             const limit = Math.min(draftSize, model.maxDraft, room);
             const draft = limit > 0 ? lookupDraft(prompt.concat(tokens), { ...speculation, draftTokens: limit }) : [];
             if (draft.length > 0) {
-              const out = await model.verify(token, draft, control, { argmax: verifyOnDevice });
+              const out = await waiting(model.verify(token, draft, control, { argmax: verifyOnDevice }));
               if (out === null) {
                 onDevice = false;
                 logits = null;
@@ -213,7 +224,9 @@ export async function generateCompletion(model, prompt, params, random, control,
                 );
               row = 0;
             } else {
-              const out = await model.decode(token, control, { pick: draftlessOnDevice ? drawn().pick : null });
+              const out = await waiting(
+                model.decode(token, control, { pick: draftlessOnDevice ? drawn().pick : null }),
+              );
               if (draftlessOnDevice) picked = out;
               else logits = out;
               onDevice = draftlessOnDevice;
@@ -231,7 +244,7 @@ export async function generateCompletion(model, prompt, params, random, control,
         }
         await submitUpTo(tokens.length - 1);
         if (steps.length === 0) break; // max_tokens or the context window
-        const out = await steps.shift().out;
+        const out = await waiting(steps.shift().out);
         if (out !== null) read++;
         if (picking) picked = out;
         else logits = out;
@@ -260,6 +273,7 @@ export async function generateCompletion(model, prompt, params, random, control,
       prefillMs: t1 - t0,
       decodeSteps: Math.max(tokens.length - 1, 0),
       decodeMs: t2 - t1,
+      hostMs: t2 - t1 - waited,
       speculation: spec,
     };
     model.lastStats = requestStats([timing], model.backend);

@@ -6,11 +6,15 @@ export function requestStats(timings, backend) {
   const first = timings[0];
   const steps = timings.reduce((s, t) => s + t.decodeSteps, 0);
   const ms = timings.reduce((s, t) => s + t.decodeMs, 0);
+  const hostMs = timings.reduce((s, t) => s + (t.hostMs ?? 0), 0);
   return {
     prefill_tokens: first.prefilled,
     prefill_tokens_per_s: first.prefillMs > 0 ? first.prefilled / (first.prefillMs / 1000) : 0,
     decode_tokens_per_s: steps > 0 ? steps / (ms / 1000) : 0,
     time_to_first_token_s: first.prefillMs / 1000,
+    // The page's own work per decoded token: the decode loop's time less its waits for the
+    // model's steps and for a stream's reader (sampling in JS, grammar, detokenizing).
+    host_ms_per_token: steps > 0 ? hostMs / steps : 0,
     // Prompt-lookup speculation: verify steps run, draft tokens checked, and those kept.
     speculation: {
       verify_steps: timings.reduce((s, t) => s + (t.speculation?.steps ?? 0), 0),
