@@ -14,7 +14,6 @@ token."""
 from __future__ import annotations
 
 import json
-import math
 import re
 import subprocess
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tvm
+from kernel_page import as_text, f32, i32, run_kernel
 from test_greedy_on_device import PROMPT, SHORT, open_variant
 
 from compiler.sampling import sample_func
@@ -64,8 +64,7 @@ def js_picks(rows: list[np.ndarray], cases: list) -> list[dict]:
     script = 'import { createRequire } from "node:module";\n' + (
         "const require = createRequire(import.meta.url);\n" + script
     )
-    as_lists = [[v if math.isfinite(v) else str(v) for v in row.tolist()] for row in rows]
-    as_lists = [[{"-inf": "-Infinity", "inf": "Infinity"}.get(v, v) for v in r] for r in as_lists]
+    as_lists = [as_text(row) for row in rows]
     done = subprocess.run(
         ["node", "--input-type=module", "-e", script],
         input=json.dumps({"rows": as_lists, "cases": cases, "error": sum_error(len(rows[0]))}),
@@ -140,50 +139,22 @@ def assert_agree(found: list[int], expected: list[dict], cases: list) -> None:
     assert len({(case[0], token) for case, token in zip(cases, found, strict=True)}) > 20
 
 
-# Runs one WebGPU kernel set's sample kernel on the page's adapter, as the executor binds it:
-# the buffers in the launch's order (each given as logits, sampling or the output), then the
-# uniforms; one workgroup.
-RUN_KERNEL = """async ([kernel, order, rows, params]) => {
-    const adapter = await navigator.gpu.requestAdapter();
-    const device = await adapter.requestDevice();
-    const module = device.createShaderModule({code: kernel.wgsl});
-    const pipeline = device.createComputePipeline(
-        {layout: "auto", compute: {module, entryPoint: kernel.name}});
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
-    const buffer = (data) => {
-        const b = device.createBuffer({size: Math.max(16, data.byteLength), usage});
-        device.queue.writeBuffer(b, 0, data);
-        return b;
-    };
-    const logits = rows.map((row) => buffer(Float32Array.from(row, Number)));
-    const uniforms = device.createBuffer(
-        {size: 256, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST});
-    device.queue.writeBuffer(uniforms, 0, new Uint32Array(kernel.pods.length));
-    const found = [];
-    for (const [row, values] of params) {
-        const sampling = buffer(Float32Array.from(values));
-        const out = buffer(new Int32Array(4));
-        const read = device.createBuffer(
-            {size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
-        const bound = {logits: logits[row], sampling, out};
-        const entries = order.map((name, binding) => ({binding, resource: {buffer: bound[name]}}));
-        entries.push({binding: order.length, resource: {buffer: uniforms}});
-        const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries});
-        const encoder = device.createCommandEncoder();
-        const pass = encoder.beginComputePass();
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, group);
-        pass.dispatchWorkgroups(1, 1, 1);
-        pass.end();
-        encoder.copyBufferToBuffer(out, 0, read, 0, 16);
-        device.queue.submit([encoder.finish()]);
-        await read.mapAsync(GPUMapMode.READ);
-        found.push(new Int32Array(read.getMappedRange())[0]);
-        read.unmap();
-    }
-    device.destroy();
-    return found;
-}"""
+def gpu_picks(page, kernel: dict, order: list[str], rows: list, expected: list, cases: list):
+    """The tokens a WebGPU sample kernel picks for the cases, from the JS sampler's parameters:
+    one workgroup a case."""
+    data = {f"row{i}": f32(row) for i, row in enumerate(rows)}
+    data.update({f"case{j}": f32(js["params"]) for j, js in enumerate(expected)})
+    data["out"] = i32([0])
+    runs = [
+        {
+            "bind": {"logits": f"row{case[0]}", "sampling": f"case{j}", "out": "out"},
+            "pods": [0] * len(kernel["pods"]),
+            "groups": 1,
+            "count": 1,
+        }
+        for j, case in enumerate(cases)
+    ]
+    return [out[0] for out in run_kernel(page, kernel, order, data, runs)]
 
 
 @pytest.mark.parametrize("variant", ["software", "gpu"])
@@ -199,12 +170,9 @@ def test_webgpu_kernel_picks_the_js_samplers_token(tiny_built, engine_page, vari
     rows = sample_rows(vocab)
     cases = sample_cases(rows, vocab)
     expected = js_picks(rows, cases)
-    as_lists = [[v if math.isfinite(v) else str(v) for v in row.tolist()] for row in rows]
-    as_lists = [[{"-inf": "-Infinity"}.get(v, v) for v in r] for r in as_lists]
-    params = [[case[0], js["params"]] for case, js in zip(cases, expected, strict=True)]
     with engine_page(folder, variant) as page:
         kernel = {**kernel, "name": launch["kernel"]}
-        found = page.evaluate(RUN_KERNEL, [kernel, order, as_lists, params])
+        found = gpu_picks(page, kernel, order, rows, expected, cases)
     assert_agree(found, expected, cases)
 
 
@@ -267,9 +235,6 @@ def test_webgpu_kernel_picks_the_js_samplers_token_at_a_large_vocabulary(tiny_bu
     rows = sample_rows(vocab)
     cases = sample_cases(rows, vocab)
     expected = js_picks(rows, cases)
-    as_lists = [[v if math.isfinite(v) else str(v) for v in row.tolist()] for row in rows]
-    as_lists = [[{"-inf": "-Infinity"}.get(v, v) for v in r] for r in as_lists]
-    params = [[case[0], js["params"]] for case, js in zip(cases, expected, strict=True)]
     with engine_page(tiny_built("q4f32"), "software") as page:
-        found = page.evaluate(RUN_KERNEL, [kernel, order, as_lists, params])
+        found = gpu_picks(page, kernel, order, rows, expected, cases)
     assert_agree(found, expected, cases)

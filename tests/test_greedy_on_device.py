@@ -8,11 +8,11 @@ maxima) on rows made to tie."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
 import tvm
+from kernel_page import f32, i32, run_kernel
 
 from compiler.sampling import argmax_func
 from compiler.targets import TARGETS
@@ -151,52 +151,6 @@ def test_cpu_kernel_keeps_the_js_tie_rule(vocab, rows):
         assert out.numpy().tolist() == [js_argmax(row) for row in batch]
 
 
-# Runs one WebGPU kernel set's argmax kernel on batches of rows given as lists (NaN and
-# -Infinity as strings) on the page's adapter, as the executor binds it: logits, out, then the
-# uniforms; a workgroup a row of the batch.
-RUN_KERNEL = """async ([kernel, batches]) => {
-    const adapter = await navigator.gpu.requestAdapter();
-    const device = await adapter.requestDevice();
-    const module = device.createShaderModule({code: kernel.wgsl});
-    const pipeline = device.createComputePipeline(
-        {layout: "auto", compute: {module, entryPoint: kernel.name}});
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
-    const found = [];
-    for (const rows of batches) {
-        const values = Float32Array.from(rows.flat(), (v) => Number(v));
-        const logits = device.createBuffer({size: values.byteLength, usage});
-        device.queue.writeBuffer(logits, 0, values);
-        const size = 16 * rows.length;
-        const out = device.createBuffer({size, usage});
-        const uniforms = device.createBuffer(
-            {size: 256, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST});
-        // The kernel's scalars: v (argmax_rows') and packGridDimX, the x workgroup count less one.
-        const pods = kernel.pods.map((p) => (p.name === "v" ? rows.length : rows.length - 1));
-        device.queue.writeBuffer(uniforms, 0, Uint32Array.from(pods));
-        const read = device.createBuffer(
-            {size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
-        const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries: [
-            {binding: 0, resource: {buffer: logits}},
-            {binding: 1, resource: {buffer: out}},
-            {binding: 2, resource: {buffer: uniforms}},
-        ]});
-        const encoder = device.createCommandEncoder();
-        const pass = encoder.beginComputePass();
-        pass.setPipeline(pipeline);
-        pass.setBindGroup(0, group);
-        pass.dispatchWorkgroups(rows.length, 1, 1);
-        pass.end();
-        encoder.copyBufferToBuffer(out, 0, read, 0, size);
-        device.queue.submit([encoder.finish()]);
-        await read.mapAsync(GPUMapMode.READ);
-        found.push(...new Int32Array(read.getMappedRange()).slice(0, rows.length));
-        read.unmap();
-    }
-    device.destroy();
-    return found;
-}"""
-
-
 @pytest.mark.parametrize("function", ["argmax", "argmax_rows"])
 @pytest.mark.parametrize("variant", ["software", "gpu"])
 def test_webgpu_kernel_keeps_the_js_tie_rule(tiny_built, engine_page, variant, function):
@@ -210,13 +164,25 @@ def test_webgpu_kernel_keeps_the_js_tie_rule(tiny_built, engine_page, variant, f
     assert launch["grid"] == ([1, 1, 1] if function == "argmax" else ["v", 1, 1])
     assert launch["pods"] == ([] if function == "argmax" else ["v"])
     kernel = json.loads((folder / f"kernels-{variant}.json").read_text())[launch["kernel"]]
+    kernel = {**kernel, "name": launch["kernel"]}
+    order = [ref.get("input", "out") for ref in launch["buffers"]]
     rows = tie_rows(vocab)
-    as_lists = [[v if math.isfinite(v) else str(v) for v in row.tolist()] for row in rows]
-    as_lists = [[{"nan": "NaN", "-inf": "-Infinity"}.get(v, v) for v in r] for r in as_lists]
-    batches = [[row] for row in as_lists] if function == "argmax" else [as_lists]
+    batches = [[row] for row in rows] if function == "argmax" else [rows]
+    data = {f"rows{i}": f32(np.stack(batch)) for i, batch in enumerate(batches)}
+    data["out"] = i32(np.zeros(len(rows)))
+    # The kernel's scalars: v (argmax_rows') and packGridDimX, the x workgroup count less one.
+    runs = [
+        {
+            "bind": {"logits": f"rows{i}", "out": "out"},
+            "pods": [len(batch) - (p["name"] != "v") for p in kernel["pods"]],
+            "groups": len(batch),
+            "count": len(batch),
+        }
+        for i, batch in enumerate(batches)
+    ]
     with open_variant(engine_page, folder, variant) as page:
-        found = page.evaluate(RUN_KERNEL, [{**kernel, "name": launch["kernel"]}, batches])
-    assert found == [js_argmax(row) for row in rows]
+        found = run_kernel(page, kernel, order, data, runs)
+    assert [token for out in found for token in out] == [js_argmax(row) for row in rows]
 
 
 def test_smollm2_device_argmax_equals_the_js_sampler_on_the_cpu(smollm2, engine_page):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tvm
+from kernel_page import as_floats, as_text, f32, i32, run_kernel
 from test_greedy_on_device import SHORT, open_variant
 
 from compiler.logit_edits import EDIT_COLUMNS, EDITS, edit_func, mask_words
@@ -43,10 +44,6 @@ if (input.mask !== null) {
 const text = (a) => Array.from(a, (v) => (Number.isFinite(v) ? v : String(v)));
 process.stdout.write(JSON.stringify({ rows: text(rows), logits: text(logits) }));
 """
-
-
-def as_floats(values: list) -> np.ndarray:
-    return np.array([float(v) for v in values], np.float32)
 
 
 def js_edits(logits: np.ndarray, fields: dict, prompt, generated, mask) -> tuple:
@@ -112,55 +109,6 @@ def test_cpu_kernel_edits_as_js_does(vocab):
         assert int(rows[0, 1]) > 20  # the cases edit many tokens
 
 
-# Runs one WebGPU kernel set's edit kernel as the executor binds it: its buffers in the
-# launch's order (each named logits, mask, edits or out), then the uniforms; one workgroup.
-RUN_EDIT = """async ([kernel, order, inputs, vocab]) => {
-    const adapter = await navigator.gpu.requestAdapter();
-    const device = await adapter.requestDevice();
-    const module = device.createShaderModule({code: kernel.wgsl});
-    const pipeline = device.createComputePipeline(
-        {layout: "auto", compute: {module, entryPoint: kernel.name}});
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
-    const buffer = (data) => {
-        const b = device.createBuffer({size: Math.max(16, data.byteLength), usage});
-        device.queue.writeBuffer(b, 0, data);
-        return b;
-    };
-    const bound = {
-        logits: buffer(Float32Array.from(inputs.logits, Number)),
-        mask: buffer(Int32Array.from(inputs.mask)),
-        edits: buffer(Float32Array.from(inputs.edits, Number)),
-        out: buffer(new Float32Array(vocab)),
-    };
-    const uniforms = device.createBuffer(
-        {size: 256, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST});
-    device.queue.writeBuffer(uniforms, 0, new Uint32Array(kernel.pods.length));
-    const entries = order.map((name, binding) => ({binding, resource: {buffer: bound[name]}}));
-    entries.push({binding: order.length, resource: {buffer: uniforms}});
-    const group = device.createBindGroup({layout: pipeline.getBindGroupLayout(0), entries});
-    const read = device.createBuffer(
-        {size: vocab * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
-    const encoder = device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, group);
-    pass.dispatchWorkgroups(1, 1, 1);
-    pass.end();
-    encoder.copyBufferToBuffer(bound.out, 0, read, 0, vocab * 4);
-    device.queue.submit([encoder.finish()]);
-    await read.mapAsync(GPUMapMode.READ);
-    const out = Array.from(new Float32Array(read.getMappedRange()),
-        (v) => (Number.isFinite(v) ? v : String(v)));
-    device.destroy();
-    return out;
-}"""
-
-
-def as_text(values: np.ndarray) -> list:
-    """Floats as JSON holds them: infinities as the strings Number() reads."""
-    return [float(v) if np.isfinite(v) else ("-" if v < 0 else "") + "Infinity" for v in values]
-
-
 @pytest.mark.parametrize("variant", ["software", "gpu"])
 def test_webgpu_kernel_edits_as_js_does(tiny_built, engine_page, variant):
     folder = tiny_built("q4f32")
@@ -172,17 +120,19 @@ def test_webgpu_kernel_edits_as_js_does(tiny_built, engine_page, variant):
     assert sorted(order) == ["edits", "logits", "mask", "out"]
     kernel = json.loads((folder / f"kernels-{variant}.json").read_text())[launch["kernel"]]
     kernel = {**kernel, "name": launch["kernel"]}
+    data = {"out": f32(np.zeros(vocab))}
+    runs, expected = [], []
+    for j, (logits, fields, prompt, generated, mask) in enumerate(edit_cases(vocab)):
+        rows, edited = js_edits(logits, fields, prompt, generated, mask)
+        words = np.zeros(mask_words(vocab), np.int32) if mask is None else mask
+        data.update({f"logits{j}": f32(logits), f"mask{j}": i32(words), f"edits{j}": f32(rows)})
+        bind = {"logits": f"logits{j}", "mask": f"mask{j}", "edits": f"edits{j}", "out": "out"}
+        runs.append({"bind": bind, "pods": [0] * len(kernel["pods"]), "groups": 1, "count": vocab})
+        expected.append(edited)
     with engine_page(folder, variant) as page:
-        for logits, fields, prompt, generated, mask in edit_cases(vocab):
-            rows, expected = js_edits(logits, fields, prompt, generated, mask)
-            words = np.zeros(mask_words(vocab), np.int32) if mask is None else mask
-            inputs = {
-                "logits": as_text(logits),
-                "mask": words.tolist(),
-                "edits": as_text(rows.reshape(-1)),
-            }
-            found = page.evaluate(RUN_EDIT, [kernel, order, inputs, vocab])
-            np.testing.assert_array_equal(as_floats(found), expected)
+        found = run_kernel(page, kernel, order, data, runs)
+    for out, edited in zip(found, expected, strict=True):
+        np.testing.assert_array_equal(as_floats(out), edited)
 
 
 # A completion of token ids: its choices' texts and ends, and the bytes read back meanwhile
