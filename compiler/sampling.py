@@ -350,6 +350,26 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
         if own[1] == 1:
             spot[0] = T.Cast("int32", pool[tx * SLOTS + k])
 
+    @T.macro
+    def add_mass(total, spot, own, pool, tx, logits, best, sampling, at_least):
+        # Into total[1]: the weights of the invocation's candidates whose key reaches at_least.
+        value = T.alloc_buffer((1,), "float32", scope="local")
+        for k in T.serial(own[0]):
+            locate(spot, own, pool, tx, k)
+            if spot[0] < vocab:
+                value[0] = x_of(logits[0, 0, spot[0]], best[0], sampling)
+                if value[0] >= sampling[4]:
+                    if order_key(logits[0, 0, spot[0]]) >= at_least:
+                        total[1] = total[1] + T.exp(value[0])
+
+    @T.macro
+    def sum_parts(into, at, value, part):
+        # Into into[at]: the invocations' parts, in order.
+        into[at] = T.float32(0)
+        for t in range(THREADS):
+            value[0] = part[t]
+            into[at] = into[at] + value[0]
+
     @T.prim_func(private=True)
     def sample_gpu(var_logits: T.handle, var_sampling: T.handle, var_out: T.handle):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
@@ -415,10 +435,7 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                     pool[b * THREADS + tx] = near[b]
                 T.tvm_storage_sync("shared")
                 if tx == 0:
-                    total[0] = T.float32(0)
-                    for t in range(THREADS):
-                        value[0] = part[t]
-                        total[0] = total[0] + value[0]
+                    sum_parts(total, 0, value, part)
                     shared_f[1] = total[0]
                     # top_k's lower bound: the k-th largest of the chunks' largest keys.
                     bound[0] = T.uint32(0)
@@ -518,21 +535,12 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                 # same way.
                 total[1] = T.float32(0)
                 if sampling[2] > T.float32(0):
-                    for k in T.serial(own[0]):
-                        locate(spot, own, pool, tx, k)
-                        if spot[0] < vocab:
-                            value[0] = x_of(logits[0, 0, spot[0]], best[0], sampling)
-                            if value[0] >= sampling[4]:
-                                if order_key(logits[0, 0, spot[0]]) >= bound[0]:
-                                    total[1] = total[1] + T.exp(value[0])
+                    add_mass(total, spot, own, pool, tx, logits, best, sampling, bound[0])
                 part[tx] = total[1]
                 T.tvm_storage_sync("shared")
                 if tx == 0:
                     if sampling[2] > T.float32(0):
-                        total[0] = T.float32(0)
-                        for t in range(THREADS):
-                            value[0] = part[t]
-                            total[0] = total[0] + value[0]
+                        sum_parts(total, 0, value, part)
                         shared_f[1] = total[0]
                 T.tvm_storage_sync("shared")
                 total[0] = shared_f[1]
@@ -540,22 +548,21 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                 for _halving in range(KEY_BITS):
                     total[1] = T.float32(0)
                     if sampling[1] < T.float32(1) and bound[1] - bound[0] > T.uint32(1):
-                        for k in T.serial(own[0]):
-                            locate(spot, own, pool, tx, k)
-                            if spot[0] < vocab:
-                                value[0] = x_of(logits[0, 0, spot[0]], best[0], sampling)
-                                if value[0] >= sampling[4]:
-                                    if order_key(logits[0, 0, spot[0]]) >= halve(
-                                        bound[0], bound[1]
-                                    ):
-                                        total[1] = total[1] + T.exp(value[0])
+                        add_mass(
+                            total,
+                            spot,
+                            own,
+                            pool,
+                            tx,
+                            logits,
+                            best,
+                            sampling,
+                            halve(bound[0], bound[1]),
+                        )
                     part[tx] = total[1]
                     T.tvm_storage_sync("shared")
                     if tx == 0:
-                        total[1] = T.float32(0)
-                        for t in range(THREADS):
-                            value[0] = part[t]
-                            total[1] = total[1] + value[0]
+                        sum_parts(total, 1, value, part)
                         if sampling[1] < T.float32(1) and bound[1] - bound[0] > T.uint32(1):
                             if total[1] >= sampling[1] * total[0]:
                                 bound[0] = halve(bound[0], bound[1])
@@ -569,20 +576,11 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                 # The walk: each invocation's kept mass; the first whose running sum passes u
                 # of the whole walks its elements (else, rounding, the last holding any mass).
                 total[1] = T.float32(0)
-                for k in T.serial(own[0]):
-                    locate(spot, own, pool, tx, k)
-                    if spot[0] < vocab:
-                        value[0] = x_of(logits[0, 0, spot[0]], best[0], sampling)
-                        if value[0] >= sampling[4]:
-                            if order_key(logits[0, 0, spot[0]]) >= bound[0]:
-                                total[1] = total[1] + T.exp(value[0])
+                add_mass(total, spot, own, pool, tx, logits, best, sampling, bound[0])
                 part[tx] = total[1]
                 T.tvm_storage_sync("shared")
                 if tx == 0:
-                    total[0] = T.float32(0)
-                    for t in range(THREADS):
-                        value[0] = part[t]
-                        total[0] = total[0] + value[0]
+                    sum_parts(total, 0, value, part)
                     total[2] = sampling[3] * total[0]
                     total[1] = T.float32(0)
                     tally[2] = -1
