@@ -69,12 +69,13 @@ THREADS = 256
 # A truncated draw's thresholds are found among the candidates at or above a lower bound of
 # them, known after one pass: for top_k (up to THREADS), the k-th largest of the chunks' largest
 # keys; for top_p alone, the buckets (BUCKETS equal spans of x over [floor, 0]) from the top
-# whose mass passes top_p by BUCKET_MARGIN, far above the sums' rounding. On the GPU each
-# invocation keeps those of its chunk in SLOTS slots of shared memory where they fit, so that
-# the halvings pass over a few elements instead of the row (else they pass over the chunks).
+# whose mass passes top_p by BUCKET_MARGIN, far above the sums' rounding. On the GPU the
+# invocations keep those of their chunks in a POOL of shared memory where they all fit (each its
+# own in index order, after those of the invocations before it), so that the halvings pass over
+# a few elements instead of the row (else they pass over the chunks).
 BUCKETS = 8
 BUCKET_MARGIN = 1e-3
-SLOTS = 8
+POOL = 2048
 
 
 def argmax_func(vocab: int, target: Target, rows: int | None = 1) -> tirx.PrimFunc:
@@ -345,10 +346,10 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
 
     @T.macro
     def locate(spot, own, pool, tx, k):
-        # The k-th of the invocation's elements: its k-th slot, or its chunk's k-th token.
+        # The k-th of the invocation's elements: its k-th in the pool, or its chunk's k-th.
         spot[0] = tx * chunk + k
         if own[1] == 1:
-            spot[0] = T.Cast("int32", pool[tx * SLOTS + k])
+            spot[0] = T.Cast("int32", pool[own[3] + k])
 
     @T.macro
     def add_mass(total, spot, own, pool, tx, logits, best, sampling, at_least):
@@ -384,7 +385,8 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                 bound = T.alloc_buffer((2,), "uint32", scope="local")  # lo (holds), hi (not)
                 tally = T.alloc_buffer((4,), "int32", scope="local")  # count, sum, chosen, last
                 walk = T.alloc_buffer((2,), "int32", scope="local")  # found, last
-                own = T.alloc_buffer((3,), "int32", scope="local")  # elements, in slots, cut
+                # elements, in the pool (1) or not, the last bucket kept, start in the pool
+                own = T.alloc_buffer((4,), "int32", scope="local")
                 spot = T.alloc_buffer((1,), "int32", scope="local")
                 near = T.alloc_buffer((BUCKETS,), "float32", scope="local")
                 high = T.alloc_buffer((1,), "uint32", scope="local")
@@ -392,7 +394,8 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                 part_count = T.alloc_buffer((THREADS,), "int32", scope="shared")
                 part_key = T.alloc_buffer((THREADS,), "uint32", scope="shared")
                 # The buckets' masses of each invocation, then each invocation's slots.
-                pool = T.alloc_buffer((SLOTS * THREADS,), "float32", scope="shared")
+                pool = T.alloc_buffer((POOL,), "float32", scope="shared")
+                part_start = T.alloc_buffer((THREADS,), "int32", scope="shared")
                 shared_f = T.alloc_buffer((2,), "float32", scope="shared")
                 shared_u = T.alloc_buffer((2,), "uint32", scope="shared")
                 shared_i = T.alloc_buffer((2,), "int32", scope="shared")
@@ -470,7 +473,9 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                 T.tvm_storage_sync("shared")
                 bound[0] = shared_u[0]
                 own[2] = shared_i[0]
-                # Each invocation's candidates at or above both bounds, into its slots.
+                # Each invocation's candidates at or above both bounds: how many, then (where
+                # all of them fit the pool) the tokens, in index order, from the invocation's
+                # start in it.
                 own[0] = 0
                 if sampling[2] > T.float32(0) or sampling[1] < T.float32(1):
                     for k in range(chunk):
@@ -479,26 +484,34 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                             if value[0] >= sampling[4]:
                                 if order_key(logits[0, 0, tx * chunk + k]) >= bound[0]:
                                     if bucket_of(value[0], sampling) <= own[2]:
-                                        if own[0] < SLOTS:
-                                            pool[tx * SLOTS + own[0]] = T.Cast(
-                                                "float32", tx * chunk + k
-                                            )
                                         own[0] = own[0] + 1
                 part_count[tx] = own[0]
                 T.tvm_storage_sync("shared")
                 if tx == 0:
-                    # In slots where the draw is truncated and every invocation's fit.
+                    tally[1] = 0
+                    for t in range(THREADS):
+                        part_start[t] = tally[1]
+                        tally[0] = part_count[t]
+                        tally[1] = tally[1] + tally[0]
                     own[1] = 0
                     if sampling[2] > T.float32(0) or sampling[1] < T.float32(1):
-                        own[1] = 1
-                    for t in range(THREADS):
-                        tally[0] = part_count[t]
-                        if tally[0] > SLOTS:
-                            own[1] = 0
+                        if tally[1] <= POOL:
+                            own[1] = 1
                     shared_i[1] = own[1]
                 T.tvm_storage_sync("shared")
                 own[1] = shared_i[1]
-                if own[1] == 0:
+                own[3] = part_start[tx]
+                if own[1] == 1:
+                    tally[0] = 0
+                    for k in range(chunk):
+                        if tx * chunk + k < vocab:
+                            value[0] = x_of(logits[0, 0, tx * chunk + k], best[0], sampling)
+                            if value[0] >= sampling[4]:
+                                if order_key(logits[0, 0, tx * chunk + k]) >= bound[0]:
+                                    if bucket_of(value[0], sampling) <= own[2]:
+                                        pool[own[3] + tally[0]] = T.Cast("float32", tx * chunk + k)
+                                        tally[0] = tally[0] + 1
+                else:
                     own[0] = chunk
                 # top_k's key, halving from its lower bound: every halving is a pass over the
                 # elements and two barriers, taken by every invocation (a barrier must be), the

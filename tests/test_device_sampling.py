@@ -76,8 +76,9 @@ def js_picks(rows: list[np.ndarray], cases: list) -> list[dict]:
 
 
 def sample_rows(vocab: int) -> list[np.ndarray]:
-    """Rows of logits: spread as a model's, flat, tied at the top and within a top_k, masked
-    all but a few (a grammar's), and one whose largest are zeros of both signs."""
+    """Rows of logits: spread as a model's, flat, tied at the top and within a top_k, the
+    likeliest clustered at the low ids, masked all but a few (a grammar's), and one whose
+    largest are zeros of both signs."""
     rng = np.random.default_rng(0)
     rows = [(rng.standard_normal(vocab) * 3).astype(np.float32)]
     rows.append((rng.standard_normal(vocab) * 0.2).astype(np.float32))
@@ -85,6 +86,9 @@ def sample_rows(vocab: int) -> list[np.ndarray]:
     tied[[2, vocab // 3, vocab - 1]] = 12.0  # three equal maxima, far from the rest
     tied[[5, 6, 7, 8]] = 10.0  # four equal runners-up: a top_k of 5 keeps all of them
     rows.append(tied)
+    clustered = rows[0].copy()  # the likeliest among the first ids, as frequent tokens are
+    clustered[: min(300, vocab // 3)] += 6.0
+    rows.append(clustered)
     masked = np.full(vocab, -np.inf, np.float32)
     masked[[1, vocab // 2, vocab - 3]] = [0.5, 2.0, 1.0]
     rows.append(masked)
