@@ -2,19 +2,7 @@ import { GRID_POD } from "kiln:contract";
 
 import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
-import {
-  ARGMAX,
-  ARGMAX_ROWS,
-  EDIT,
-  GREEDY,
-  PICKS,
-  SAMPLE,
-  STEPS,
-  maxEdits,
-  planBuffers,
-  snapshotLayout,
-  tensorBytes,
-} from "./plans.js";
+import { ARGMAX_ROWS, GREEDY, PICKS, planBuffers, preparePicks, snapshotLayout, tensorBytes } from "./plans.js";
 
 const UNIFORM_SLOT = 256; // minUniformBufferOffsetAlignment
 const MAX_GROUPS = 65535; // maxComputeWorkgroupsPerDimension (WebGPU's default limit)
@@ -66,46 +54,17 @@ export class Executor {
     for (const [name, plan] of Object.entries(variant.functions)) {
       if (!PICKS.includes(name)) this.functions[name] = this.#prepare(plan);
     }
-    // argmax and sample once per step, reading that step's logits where they are, and once
-    // more reading what edit (a request's penalties, biases and mask) makes of them.
-    this.argmax = this.#perStep(variant.functions[ARGMAX], this.functions);
-    this.sample = this.#perStep(variant.functions[SAMPLE], this.functions);
-    this.edit = this.#perStep(variant.functions[EDIT], this.functions);
-    this.editedArgmax = this.#perStep(variant.functions[ARGMAX], this.edit);
-    this.editedSample = this.#perStep(variant.functions[SAMPLE], this.edit);
+    // argmax, sample and edit (a request's penalties, biases and mask) once per step, reading
+    // its logits where they are.
+    this.picks = preparePicks(variant.functions, this.functions, (plan, bound) => this.#prepare(plan, bound));
     // argmax of each row of a verify step's logits, where the build has it.
     const rows = variant.functions[ARGMAX_ROWS];
     this.argmaxRows =
       rows && this.functions.verify ? this.#prepare(rows, { logits: this.functions.verify.output }) : null;
     // The buffers picked tokens are read back through, made once: as many as steps can be in
     // flight (the one read, the one queued ahead, one discarded and still mapping).
-    for (let i = 0; (this.hasArgmax || this.hasSample) && i < TOKEN_READBACKS; i++)
+    for (let i = 0; (this.picks.hasArgmax || this.picks.hasSample) && i < TOKEN_READBACKS; i++)
       this.#tokenReadbacks.push(this.#buffer(4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
-  }
-
-  /** `plan` prepared for each step, its logits bound to the output of `sources[step]`. */
-  #perStep(plan, sources) {
-    const prepared = {};
-    for (const step of plan ? STEPS : []) {
-      const source = sources[step];
-      if (source) prepared[step] = this.#prepare(plan, { logits: source.output });
-    }
-    return prepared;
-  }
-
-  /** Whether `run` can pick the greedy token on the GPU (builds from before it cannot). */
-  get hasArgmax() {
-    return STEPS.every((step) => step in this.argmax);
-  }
-
-  /** Whether `run` can draw a sampled token on the GPU (builds from before it cannot). */
-  get hasSample() {
-    return STEPS.every((step) => step in this.sample);
-  }
-
-  /** The most edit rows `run` takes (0: builds from before edits on the GPU). */
-  get maxEdits() {
-    return maxEdits(this.edit);
   }
 
   #buffer(bytes, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST) {
@@ -184,11 +143,11 @@ export class Executor {
   /**
    * Runs `prefill` or `decode` on `ids` (the new tokens), with `totalLen` tokens in the
    * cache afterwards; resolves to the logits of the last token, or with `pick` (plans.js
-   * GREEDY where `hasArgmax`, a draw's parameters where `hasSample`) to the picked token's id,
-   * or ABORTED as soon as `control` is aborted (the GPU work submitted finishes on its own; the
+   * GREEDY where `picks.hasArgmax`, a draw's parameters where `picks.hasSample`) to the picked
+   * token's id, or ABORTED as soon as `control` is aborted (the GPU work submitted finishes on its own; the
    * next call waits for it). With `pick`, `ids` null decodes the token the last step that
    * picked left on the device, before it is read back. With `edit` too (the edit rows, at
-   * most `maxEdits`, and a grammar's mask or null), the logits go through edit first.
+   * most `picks.maxEdits`, and a grammar's mask or null), the logits go through edit first.
    * @param {number[] | null} ids
    * @param {{pick?: string | Float32Array | null, edit?: {rows: Float32Array, mask: Int32Array | null} | null}} [options]
    * @returns {Promise<Float32Array | number | typeof ABORTED>}
@@ -215,9 +174,7 @@ export class Executor {
    */
   #submitPicking(name, ids, vars, pick, edit) {
     const fn = this.functions[name];
-    const edited = edit ? this.edit[name] : null;
-    const picks = pick === GREEDY ? [this.argmax, this.editedArgmax] : [this.sample, this.editedSample];
-    const then = picks[edited ? 1 : 0][name];
+    const { edited, then } = this.picks.after(name, pick, Boolean(edit));
     // Queued writes keep their order with the submissions: a step queued behind another writes
     // its inputs after that one's pass was submitted.
     if (pick !== GREEDY) this.device.queue.writeBuffer(then.inputs.sampling, 0, pick);

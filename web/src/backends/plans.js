@@ -55,10 +55,36 @@ export const GREEDY = "greedy";
 /** The functions whose logits output argmax and sample read in place: a chat model's steps. */
 export const STEPS = ["prefill", "decode"];
 
-/** The most edit rows the edit plans prepared for each step take (0: the build has none). */
-export function maxEdits(prepared) {
-  if (!STEPS.every((step) => step in prepared)) return 0;
-  return prepared.decode.plan.inputs.find((input) => input.name === "edits").shape[0] - 1;
+/**
+ * The plans that pick a chat model's token after its steps, prepared by either executor's
+ * `prepare(plan, bound)` once for each step, each reading the logits where they lie: argmax,
+ * sample and edit on the step's own, argmax and sample once more on edit's output. `steps`: the
+ * prepared steps (prefill, decode), whose `output` is their logits. A build without a function
+ * gets no plans for it.
+ */
+export function preparePicks(plans, steps, prepare) {
+  const perStep = (plan, sources) => {
+    const prepared = {};
+    for (const step of plan ? STEPS : []) {
+      if (sources[step]) prepared[step] = prepare(plan, { logits: sources[step].output });
+    }
+    return prepared;
+  };
+  const edit = perStep(plans[EDIT], steps);
+  const plain = { [GREEDY]: perStep(plans[ARGMAX], steps), sample: perStep(plans[SAMPLE], steps) };
+  const edited = { [GREEDY]: perStep(plans[ARGMAX], edit), sample: perStep(plans[SAMPLE], edit) };
+  const every = (prepared) => STEPS.every((step) => step in prepared);
+  return {
+    hasArgmax: every(plain[GREEDY]),
+    hasSample: every(plain.sample),
+    // the most edit rows edit takes (0: the build has none)
+    maxEdits: every(edit) ? edit.decode.plan.inputs.find((input) => input.name === "edits").shape[0] - 1 : 0,
+    /** What step `name` runs after itself for `pick` (executors' `run`): edit, or null, then the pick. */
+    after(name, pick, withEdit) {
+      const kind = pick === GREEDY ? GREEDY : "sample";
+      return withEdit ? { edited: edit[name], then: edited[kind][name] } : { edited: null, then: plain[kind][name] };
+    },
+  };
 }
 
 /**

@@ -1,19 +1,7 @@
 import { ABORTED, yieldToEventLoop } from "../control.js";
 import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
-import {
-  ARGMAX,
-  ARGMAX_ROWS,
-  EDIT,
-  GREEDY,
-  PICKS,
-  SAMPLE,
-  STEPS,
-  maxEdits,
-  planBuffers,
-  snapshotLayout,
-  tensorBytes,
-} from "./plans.js";
+import { ARGMAX_ROWS, GREEDY, PICKS, planBuffers, preparePicks, snapshotLayout, tensorBytes } from "./plans.js";
 import { startThread } from "../platform.js";
 
 // TVM's packed calling convention, as its CPU kernels read it (tvm/ffi/c_api.h, dlpack.h):
@@ -78,11 +66,7 @@ export class WasmExecutor {
     this.weights = new Map(); // parameter name -> address
     this.bytes = 0;
     this.readbackBytes = 0; // bytes copied out of the module's memory into JS so far
-    this.argmax = {};
-    this.sample = {};
-    this.edit = {};
-    this.editedArgmax = {};
-    this.editedSample = {};
+    this.picks = null;
     this.argmaxRows = null;
     this.functions = null;
     this.threads = [];
@@ -134,43 +118,13 @@ export class WasmExecutor {
     for (const [name, plan] of Object.entries(this.variant.functions)) {
       if (!PICKS.includes(name)) this.functions[name] = this.#prepare(plan);
     }
-    // argmax and sample once per step, reading that step's logits where they are, and once
-    // more reading what edit (a request's penalties, biases and mask) makes of them.
-    const plans = this.variant.functions;
-    this.argmax = this.#perStep(plans[ARGMAX], this.functions);
-    this.sample = this.#perStep(plans[SAMPLE], this.functions);
-    this.edit = this.#perStep(plans[EDIT], this.functions);
-    this.editedArgmax = this.#perStep(plans[ARGMAX], this.edit);
-    this.editedSample = this.#perStep(plans[SAMPLE], this.edit);
+    // argmax, sample and edit (a request's penalties, biases and mask) once per step, reading
+    // its logits where they are.
+    this.picks = preparePicks(this.variant.functions, this.functions, (plan, bound) => this.#prepare(plan, bound));
     // argmax of each row of a verify step's logits, where the build has it.
     const rows = this.variant.functions[ARGMAX_ROWS];
     this.argmaxRows =
       rows && this.functions.verify ? this.#prepare(rows, { logits: this.functions.verify.output }) : null;
-  }
-
-  /** `plan` prepared for each step, its logits bound to the output of `sources[step]`. */
-  #perStep(plan, sources) {
-    const prepared = {};
-    for (const step of plan ? STEPS : []) {
-      const source = sources[step];
-      if (source) prepared[step] = this.#prepare(plan, { logits: source.output });
-    }
-    return prepared;
-  }
-
-  /** Whether `run` can pick the greedy token in the module (builds from before it cannot). */
-  get hasArgmax() {
-    return STEPS.every((step) => step in this.argmax);
-  }
-
-  /** Whether `run` can draw a sampled token in the module (builds from before it cannot). */
-  get hasSample() {
-    return STEPS.every((step) => step in this.sample);
-  }
-
-  /** The most edit rows `run` takes (0: builds from before edits in the module). */
-  get maxEdits() {
-    return maxEdits(this.edit);
   }
 
   /** Bytes of memory the model holds: weights, KV cache, activations. */
@@ -262,10 +216,10 @@ export class WasmExecutor {
   /**
    * Runs `prefill` or `decode` on `ids` (the new tokens), with `totalLen` tokens in the
    * cache afterwards; resolves to the logits of the last token, or with `pick` (plans.js
-   * GREEDY where `hasArgmax`, a draw's parameters where `hasSample`) to the picked token's id,
-   * or ABORTED when `control` was aborted on the way (the cache rows of `ids` then hold
+   * GREEDY where `picks.hasArgmax`, a draw's parameters where `picks.hasSample`) to the picked
+   * token's id, or ABORTED when `control` was aborted on the way (the cache rows of `ids` then hold
    * anything, and are written again). With `pick`, `ids` null decodes the token the last step
-   * that picked left in memory. With `edit` too (the edit rows, at most `maxEdits`, and a
+   * that picked left in memory. With `edit` too (the edit rows, at most `picks.maxEdits`, and a
    * grammar's mask or null), the logits go through edit first.
    * @param {number[] | null} ids
    * @param {{pick?: string | Float32Array | null, edit?: {rows: Float32Array, mask: Int32Array | null} | null}} [options]
@@ -278,9 +232,7 @@ export class WasmExecutor {
     const count = pick === null ? this.manifest.config.vocab_size : 0;
     const logits = await this.call(name, { input_ids: ids }, vars, count, control);
     if (pick === null || logits === ABORTED) return logits;
-    const edited = edit ? this.edit[name] : null;
-    const picks = pick === GREEDY ? [this.argmax, this.editedArgmax] : [this.sample, this.editedSample];
-    const then = picks[edited ? 1 : 0][name];
+    const { edited, then } = this.picks.after(name, pick, Boolean(edit));
     if (pick !== GREEDY) new Float32Array(this.memory.buffer, then.inputs.sampling, pick.length).set(pick);
     if (edited) {
       new Float32Array(this.memory.buffer, edited.inputs.edits, edit.rows.length).set(edit.rows);

@@ -193,7 +193,7 @@ export class LoadedModel {
 
   /** Whether the greedy token can be picked where the logits are, reading back only its id. */
   get hasArgmax() {
-    return Boolean(this.executor?.hasArgmax);
+    return Boolean(this.executor?.picks?.hasArgmax);
   }
 
   /** Whether the build can check a speculative draft in one step (its verify function). */
@@ -203,7 +203,7 @@ export class LoadedModel {
 
   /** Whether a sampled token can be drawn where the logits are, reading back only its id. */
   get hasSample() {
-    return Boolean(this.executor?.hasSample);
+    return Boolean(this.executor?.picks?.hasSample);
   }
 
   /**
@@ -211,7 +211,7 @@ export class LoadedModel {
    * before it picks, with a grammar's mask (0: the build cannot: such requests read the logits).
    */
   get maxEdits() {
-    return this.executor?.maxEdits ?? 0;
+    return this.executor?.picks?.maxEdits ?? 0;
   }
 
   /** Whether a verify step can pick each row's greedy token on the device (argmax_rows). */
