@@ -16,7 +16,8 @@ import { Scheduler } from "./scheduler.js";
 import { statsText } from "./stats.js";
 
 let idCounter = 0;
-const newId = (prefix) => `${prefix}-${Date.now().toString(36)}${(idCounter++).toString(36)}`;
+// Unique in the page or worker; the last part numbers the requests in the order they started.
+const newId = (prefix) => `${prefix}-${Date.now().toString(36)}-${(idCounter++).toString(36)}`;
 const now = () => performance.now();
 // How many tokens a stream's generation may run ahead of its reader.
 const STREAM_AHEAD = 2;
