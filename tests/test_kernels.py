@@ -40,6 +40,7 @@ from cpu_kernels import (
     tensor,
 )
 from tvm import s_tir
+from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import spec
 
 from compiler.formats import FORMATS
@@ -344,6 +345,26 @@ def integer_op(fmt_name: str, name: str, added: bool, tokens: int | str = 1) -> 
     return op_functions(body, weights, spec.Tensor([1, tokens, COLS], "float32"))
 
 
+NORM_EPS = 1e-5
+
+
+def normed_op(fmt_name: str, name: str, tokens: int | str) -> tvm.IRModule:
+    """The wasm target's linear of `fmt_name` reading x under an RMSNorm (weight `norm`)."""
+    fmt = FORMATS[fmt_name]
+    params = fmt.parts(ROWS, COLS)
+
+    def body(x, p):
+        norm = nn.RMSNorm(COLS, -1, NORM_EPS, bias=False)
+        norm.weight = p["norm"]
+        normed = kernels.rms_normed(norm, x, WASM_TARGET)
+        assert isinstance(normed, kernels.Normed)
+        parts = {k: p[k] for k in params}
+        return kernels.linear(normed, parts, fmt, ROWS, name, WASM_TARGET)
+
+    weights = {"norm": ((COLS,), "float32"), **params}
+    return op_functions(body, weights, spec.Tensor([1, tokens, COLS], "float32"))
+
+
 @pytest.fixture(scope="module")
 def integer_kernels() -> bytes:
     """The one-token linear of every integer format for the wasm target, scheduled by its rules
@@ -364,6 +385,14 @@ def integer_kernels() -> bytes:
             name = name.replace("linear_", "verify_")
             mod = integer_op(fmt_name, name, residual, VERIFY_VAR)
             scheduled, record = schedule_cpu(mod, WASM)
+            assert record == {name: "written"}
+            funcs.update({gv.name_hint: f for gv, f in scheduled.functions_items()})
+        # The product of x under an RMSNorm that the kernel applies as it rounds x (the wasm
+        # target's `norm_prologue`), for one token and for a verify step's: `normed_<format>`
+        # and `normed_verify_<format>`.
+        for prefix, tokens in (("normed_", 1), ("normed_verify_", VERIFY_VAR)):
+            name = prefix + fmt_name
+            scheduled, record = schedule_cpu(normed_op(fmt_name, name, tokens), WASM)
             assert record == {name: "written"}
             funcs.update({gv.name_hint: f for gv, f in scheduled.functions_items()})
         # A gated MLP's gate/up projection with its gating as the epilogue (the wasm target's
@@ -455,6 +484,43 @@ def test_integer_linear_of_a_verify_step_under_node(integer_kernels, fmt_name):
         sizes = np.abs(residual[:, t : t + 1]) + np.abs(expected) + np.abs(bias)
         error = np.abs(result["out_residual"][:, t : t + 1] - total)
         assert np.all(error <= tolerance + 2 * UNIT_ROUNDOFF * sizes)
+
+
+@pytest.mark.parametrize("fmt_name", sorted(INTEGER))
+def test_integer_linear_with_its_input_norm_under_node(integer_kernels, fmt_name):
+    """Every integer format: the product of x under an RMSNorm that the kernel applies as it
+    rounds x, for one token and for a verify step's five (each normed on its own), against the
+    norm and product in float64. Besides the rounding to int16 of the normed inputs, the norm's
+    float32 sum of squares errs by at most COLS roundings, which its square root halves, and the
+    factor and the two products add a few: each normed input within (COLS / 2 + 4) u of its
+    value."""
+    rng = np.random.default_rng(19)
+    parts, weight = stored_weight(fmt_name, ROWS, COLS, rng)
+    count = 5
+    tokens = np.concatenate([integer_input(rng) * (t + 1) for t in range(count)], axis=1)
+    norm = (1 + 0.5 * rng.standard_normal(COLS)).astype(np.float32)
+    tensors = {
+        "x": tokens[:, :1],
+        "tokens": tokens,
+        "norm": norm,
+        **parts,
+        "out": np.zeros((1, 1, ROWS), np.float32),
+        "out_tokens": np.zeros((1, count, ROWS), np.float32),
+    }
+    calls = [
+        ("normed_" + fmt_name, ["x", "norm", *parts, "out"]),
+        ("normed_verify_" + fmt_name, ["tokens", "norm", *parts, "out_tokens"]),
+    ]
+    result = run_wasm(integer_kernels, tensors, calls)
+    for t, got in [(0, result["out"])] + [
+        (t, result["out_tokens"][:, t : t + 1]) for t in range(count)
+    ]:
+        x = tokens[:, t : t + 1].astype(np.float64)
+        normed = x / np.sqrt(np.mean(x * x) + NORM_EPS) * norm
+        expected = linear_reference(normed, weight)
+        terms = np.abs(normed) @ np.abs(weight.astype(np.float64)).T
+        bound = integer_tolerance(normed, weight) + (COLS / 2 + 4) * UNIT_ROUNDOFF * terms
+        assert np.all(np.abs(got - expected) <= bound), t
 
 
 @pytest.mark.parametrize("activation", sorted(GATES))

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tvm import te, tirx
+from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.script import tirx as T
 from tvm.script.ir_builder import IRBuilder
@@ -119,8 +120,52 @@ def group_sums(
     )
 
 
+class Normed:
+    """x under an RMSNorm (`norm`) not yet applied: a linear whose kernel can apply it as it
+    reads x (`Target.norm_prologue`) does; any other reader applies it as a kernel of its own,
+    once for all of them (`applied`)."""
+
+    def __init__(self, x: Tensor, norm: nn.RMSNorm):
+        self.x = x
+        self.norm = norm
+        self._applied: Tensor | None = None
+
+    @property
+    def shape(self):
+        return self.x.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.x.dtype
+
+    def applied(self) -> Tensor:
+        if self._applied is None:
+            self._applied = self.norm(self.x)
+        return self._applied
+
+
+def rms_normed(norm: nn.Module, x: Tensor, target: Target) -> Tensor | Normed:
+    """norm(x) for linears to read: a `Normed` on a target with `norm_prologue` where `norm`
+    is an RMSNorm with a weight, else the norm applied."""
+    if target.norm_prologue and isinstance(norm, nn.RMSNorm) and norm.weight is not None:
+        return Normed(x, norm)
+    return norm(x)
+
+
+def plain(x: Tensor | Normed) -> Tensor:
+    """x as a tensor: a `Normed`'s norm applied."""
+    return x.applied() if isinstance(x, Normed) else x
+
+
+def _unnormed(x: Tensor | Normed) -> tuple[Tensor, cpu_forms.Norm | None]:
+    """x before its norm, and the norm (weight, eps) for the integer form to apply, if any."""
+    if isinstance(x, Normed):
+        return x.x, (x.norm.weight, float(x.norm.epsilon))
+    return x, None
+
+
 def linear(
-    x: Tensor,
+    x: Tensor | Normed,
     parts: dict[str, Tensor],
     fmt: Format,
     out_features: int,
@@ -130,10 +175,12 @@ def linear(
     bias: Tensor | None = None,
 ):
     """y[b, i, j] = sum_k x[b, i, k] * W[j, k], W dequantized on the fly; y + bias and then
-    residual + y where they are given (in the product's kernel: an epilogue)."""
+    residual + y where they are given (in the product's kernel: an epilogue). A `Normed` x is
+    normed in the kernel where its form can (the CPU's integer form), else by a kernel before."""
     if target.cpu and cpu_forms.integer_applies(fmt, x.shape, out_features, x.dtype):
-        return cpu_forms.integer_form(x, parts, fmt, out_features, name, residual, bias)
-    y = _linear(x, parts, fmt, out_features, name, target)
+        x, norm = _unnormed(x)
+        return cpu_forms.integer_form(x, parts, fmt, out_features, name, residual, bias, norm=norm)
+    y = _linear(plain(x), parts, fmt, out_features, name, target)
     y = y if bias is None else y + bias
     return y if residual is None else residual + y
 
@@ -213,7 +260,12 @@ def gating(gate: Tensor, up: Tensor, activation: str) -> Tensor:
 
 
 def gated_linear(
-    x: Tensor, parts: dict[str, Tensor], fmt: Format, inter: int, activation: str, target: Target
+    x: Tensor | Normed,
+    parts: dict[str, Tensor],
+    fmt: Format,
+    inter: int,
+    activation: str,
+    target: Target,
 ) -> Tensor:
     """act(x W_gate^T) * (x W_up^T), W holding the gate's `inter` rows then the up's. Where the
     target has `gated_epilogue`, one kernel: its outputs are computed in the order gate 0,
@@ -222,13 +274,19 @@ def gated_linear(
     side by side. Elsewhere the product and the gating are kernels of their own (dlight's GEMV
     and Matmul rules take no epilogue that reads two outputs)."""
     if not target.gated_epilogue:
-        gate, up = op.split(linear(x, parts, fmt, 2 * inter, "gate_up_proj", target), 2, axis=-1)
+        gate, up = op.split(
+            linear(plain(x), parts, fmt, 2 * inter, "gate_up_proj", target), 2, axis=-1
+        )
         return gating(gate, up, activation)
     names = list(parts)
     act = ACTIVATIONS[activation]
     if target.cpu and cpu_forms.integer_applies(fmt, x.shape, inter, x.dtype):
         gated = lambda v: act(v, "float32")  # noqa: E731
-        return cpu_forms.integer_form(x, parts, fmt, 2 * inter, "gate_up_proj", gating=gated)
+        x, norm = _unnormed(x)
+        return cpu_forms.integer_form(
+            x, parts, fmt, 2 * inter, "gate_up_proj", gating=gated, norm=norm
+        )
+    x = plain(x)
 
     def compute(xt: te.Tensor, *tensors: te.Tensor) -> te.Tensor:
         p = dict(zip(names, tensors, strict=True))

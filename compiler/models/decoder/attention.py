@@ -56,7 +56,7 @@ class Attention(nn.Module):
 
     def forward(
         self,
-        x: Tensor,
+        x: Tensor | kernels.Normed,
         k_cache: Tensor,
         v_cache: Tensor,
         total_len: tirx.Var,

@@ -35,7 +35,7 @@ class MLP(nn.Module):
             self.inter, config.hidden_size, formats("down_proj"), target
         )
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor | kernels.Normed, residual: Tensor | None = None) -> Tensor:
         """(residual +) the MLP's output."""
         if len(self.gate_up) == 1:  # one weight: the gating is its kernel's epilogue
             gated = getattr(self, self.gate_up[0]).gated(x, self.activation)
@@ -54,22 +54,25 @@ Norm = Callable[[], nn.Module]  # makes one norm over the hidden size
 
 
 class PreNormLayer(nn.Module):
-    """x + attention(norm(x)), then x + mlp(norm(x))."""
+    """x + attention(norm(x)), then x + mlp(norm(x)); on a target with `norm_prologue` the
+    norms run in the projections' kernels where they can (kernels.Normed)."""
 
-    def __init__(self, norm: Norm, attention: Attention, mlp: MLP):
+    def __init__(self, norm: Norm, attention: Attention, mlp: MLP, target: Target):
         self.input_layernorm = norm()
         self.self_attn = attention
         self.post_attention_layernorm = norm()
         self.mlp = mlp
+        self.target = target
 
     def forward(
         self, x: Tensor, k_cache: Tensor, v_cache: Tensor, total_len: tirx.Var, rope_table: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         # The residual adds run in the projections' kernels (their epilogues).
+        normed = kernels.rms_normed(self.input_layernorm, x, self.target)
         x, k_cache, v_cache = self.self_attn(
-            self.input_layernorm(x), k_cache, v_cache, total_len, rope_table, residual=x
+            normed, k_cache, v_cache, total_len, rope_table, residual=x
         )
-        x = self.mlp(self.post_attention_layernorm(x), residual=x)
+        x = self.mlp(kernels.rms_normed(self.post_attention_layernorm, x, self.target), residual=x)
         return x, k_cache, v_cache
 
 

@@ -27,6 +27,7 @@ class PreNormSwiGLU(CausalLM):
             self.hidden_norm,
             Attention(c, formats.below("self_attn."), self.dtype, capacity, self.target),
             MLP(c, formats.below("mlp."), self.target, activation="silu"),
+            self.target,
         )
 
 

@@ -6,4 +6,6 @@ hand-written CPU forms of the quantized linear in linear.py and integer_linear.p
 from ..base import Target
 from .lowering import emit, lower
 
-TARGET = Target(name="wasm", cpu=True, lower=lower, emit=emit, gated_epilogue=True)
+TARGET = Target(
+    name="wasm", cpu=True, lower=lower, emit=emit, gated_epilogue=True, norm_prologue=True
+)

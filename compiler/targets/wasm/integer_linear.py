@@ -177,28 +177,56 @@ def _group_dot(
     return total
 
 
-def _quantize_input(x: tirx.Buffer, width: int, xq, xscale, xsum, token=0) -> None:
+def _quantize_input(
+    x: tirx.Buffer, width: int, xq, xscale, xsum, token=0, norm: tuple | None = None
+) -> None:
     """x's `token` as int16 in xq (reordered per group, see `element`), each group's scale and
-    exact sum in xscale and xsum, from the token's place in each (token * their length)."""
+    exact sum in xscale and xsum, from the token's place in each (token * their length). With
+    `norm` (an RMSNorm's weight buffer and epsilon), of x under that norm: x * rsqrt(mean(x^2)
+    + eps) * weight, as TVM's rms_norm computes it, its sum of squares a pass of its own."""
     zero, top = tirx.const(0, "float32"), tirx.const(INT16_MAX, "float32")
     cols = int(x.shape[2])
     groups = cols // GROUP
     at, gat = token * cols, token * groups
     largest = T.alloc_buffer((1,), "float32", scope="global")
+    if norm is None:
+
+        def value_at(k):
+            return x[0, token, k]
+
+    else:
+        weight, eps = norm
+        factor = T.alloc_buffer((1,), "float32", scope="global")
+        T.buffer_store(factor, zero, [0])
+        with T.serial(0, cols) as k:
+            T.buffer_store(factor, factor[0] + x[0, token, k] * x[0, token, k], [0])
+        mean = factor[0] / tirx.const(cols, "float32")
+        T.buffer_store(factor, tirx.rsqrt(mean + tirx.const(eps, "float32")), [0])
+
+        def value_at(k):
+            return x[0, token, k] * factor[0] * weight[k]
+
     with T.serial(0, groups) as g:
         T.buffer_store(largest, zero, [0])
         T.buffer_store(xsum, zero, [gat + g])
         with T.serial(0, GROUP) as k:
-            value = x[0, token, g * GROUP + k]
+            value = value_at(g * GROUP + k)
             T.buffer_store(largest, tirx.max(largest[0], tirx.abs(value)), [0])
             T.buffer_store(xsum, xsum[gat + g] + value, [gat + g])
         T.buffer_store(xscale, largest[0] / top, [gat + g])
         inverse = tirx.Select(largest[0] > zero, top / largest[0], zero)
         for p in range(GROUP):
-            value = x[0, token, g * GROUP + element(width, p)]
+            value = value_at(g * GROUP + element(width, p))
             T.buffer_store(
                 xq, tirx.Cast("int16", tirx.round(value * inverse)), [at + g * GROUP + p]
             )
+
+
+def _norm_arg(cols: int, eps: float | None) -> tuple | None:
+    """The argument of an RMSNorm's weight, and its epsilon, where the kernel applies one."""
+    if eps is None:
+        return None
+    return T.arg("norm", T.Buffer((cols,), "float32")), eps
 
 
 def input_rounding_func(cols: int, width: int) -> tirx.PrimFunc:
@@ -222,12 +250,14 @@ def integer_linear_func(
     residual: bool,
     bias: bool = False,
     gating: Gating | None = None,
+    norm_eps: float | None = None,
 ) -> tirx.PrimFunc:
     """out (1, 1, rows) = (residual +) (W x (+ bias)): each task (a thread) first rounds x to int16
     (once, into buffers of its own), then takes its share of the tiles of TILE rows; W's parts
     as `fmt.parts` gives them. With `gating`, W holds a gated MLP's gate rows then its up rows
     and out (1, 1, rows / 2) = gating(gate) * up, each tile computing TILE outputs' gate and up
-    rows (no bias or residual then)."""
+    rows (no bias or residual then). With `norm_eps`, the product is of x under an RMSNorm
+    (weight `norm`, the argument after x), applied as x is rounded."""
     assert fmt.integer_codes is not None
     assert gating is None or not (residual or bias)
     part_name, width, offset, add, high_bits, split = _layout(fmt)
@@ -239,6 +269,7 @@ def integer_linear_func(
         with T.prim_func(private=True):
             T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, VECTOR_TYPED: True})
             x = T.arg("x", T.Buffer((1, 1, cols), "float32"))
+            norm = _norm_arg(cols, norm_eps)
             parts = {
                 name: T.arg(name, T.Buffer(shape, dtype)) for name, (shape, dtype) in shapes.items()
             }
@@ -253,7 +284,7 @@ def integer_linear_func(
                 xq = T.alloc_buffer((cols,), "int16", scope="global")
                 xscale = T.alloc_buffer((groups,), "float32", scope="global")
                 xsum = T.alloc_buffer((groups,), "float32", scope="global")
-                _quantize_input(x, width, xq, xscale, xsum)
+                _quantize_input(x, width, xq, xscale, xsum, norm=norm)
                 with T.parallel(0, outputs // TILE) as tile:
                     # Tile row t = h * TILE + r: row h * outputs + tile * TILE + r of W.
                     tiled = halves * TILE
@@ -317,11 +348,13 @@ def integer_linear_tokens_func(
     bias: bool,
     max_tokens: int,
     gating: Gating | None = None,
+    norm_eps: float | None = None,
 ) -> tirx.PrimFunc:
     """out (1, v, rows) = (residual +) (W x (+ bias)) for v tokens, v (symbolic) at most
     `max_tokens`: each task rounds every token's inputs, then takes its share of the tiles of
     TILE rows, the codes of each group and row read once and dotted with each token's inputs.
-    With `gating`, as `integer_linear_func`'s: out (1, v, rows / 2) = gating(gate) * up."""
+    With `gating` and `norm_eps`, as `integer_linear_func`'s: out (1, v, rows / 2) =
+    gating(gate) * up; each token normed."""
     assert fmt.integer_codes is not None
     assert gating is None or not (residual or bias)
     part_name, width, offset, add, high_bits, split = _layout(fmt)
@@ -335,6 +368,7 @@ def integer_linear_tokens_func(
         with T.prim_func(private=True):
             T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, VECTOR_TYPED: True})
             x = T.arg("x", T.Buffer((1, tokens, cols), "float32"))
+            norm = _norm_arg(cols, norm_eps)
             parts = {
                 name: T.arg(name, T.Buffer(shape, dtype)) for name, (shape, dtype) in shapes.items()
             }
@@ -348,7 +382,7 @@ def integer_linear_tokens_func(
                 xscale = T.alloc_buffer((max_tokens * groups,), "float32", scope="global")
                 xsum = T.alloc_buffer((max_tokens * groups,), "float32", scope="global")
                 with T.serial(0, tokens) as token:
-                    _quantize_input(x, width, xq, xscale, xsum, token)
+                    _quantize_input(x, width, xq, xscale, xsum, token, norm)
                 with T.parallel(0, outputs // TILE) as tile:
                     # Tile row t = h * TILE + r: row h * outputs + tile * TILE + r of W.
                     sums = T.alloc_buffer((max_tokens * tiled * 4,), "float32", scope="global")

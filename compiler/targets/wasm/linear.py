@@ -19,6 +19,8 @@ from ..stages import SCALE_STAGES, Stage
 from . import integer_linear
 
 CPU_LANES = 4  # float32 lanes of a 128-bit SIMD vector
+# An RMSNorm that the integer form applies to its input: its weight and epsilon.
+Norm = tuple[Tensor, float]
 
 
 def one_token_inputs(shape) -> int | None:
@@ -52,24 +54,30 @@ def integer_form(
     residual: Tensor | None = None,
     bias: Tensor | None = None,
     gating: integer_linear.Gating | None = None,
+    norm: Norm | None = None,
 ) -> Tensor:
     """One token's product (or a verify step's tokens') by integer dot products, its input
     rounded inside the kernel (see integer_linear.py), with `bias` and `residual` added to it
     there where they are given. With `gating` (a gated MLP's gate/up projection, the gate's
-    rows/2 rows first), gating(gate) * up: rows / 2 outputs."""
+    rows/2 rows first), gating(gate) * up: rows / 2 outputs. With `norm`, the input is x under
+    that RMSNorm, which the kernel applies as it rounds x."""
     cols, has_residual, has_bias = int(x.shape[2]), residual is not None, bias is not None
+    eps = None if norm is None else norm[1]
     if one_token_inputs(x.shape) is not None:
-        func = integer_linear.integer_linear_func(fmt, rows, cols, has_residual, has_bias, gating)
+        func = integer_linear.integer_linear_func(
+            fmt, rows, cols, has_residual, has_bias, gating, eps
+        )
     else:
         func = integer_linear.integer_linear_tokens_func(
-            fmt, rows, cols, has_residual, has_bias, VERIFY_TOKENS, gating
+            fmt, rows, cols, has_residual, has_bias, VERIFY_TOKENS, gating, eps
         )
     added = [t for t in (bias, residual) if t is not None]
+    weight = [] if norm is None else [norm[0]]
     outputs = rows if gating is None else rows // 2
     return op.tensor_ir_op(
         func,
         name,
-        [x, *parts.values(), *added],
+        [x, *weight, *parts.values(), *added],
         Tensor.placeholder([1, x.shape[1], outputs], "float32"),
     )
 
