@@ -32,6 +32,7 @@ export class Executor {
   #previous = Promise.resolve(); // the last call, which the next waits for
   #lastToken = null; // the argmax or sample plan that picked the last token, whose output holds it
   #tokenReadbacks = []; // buffers a token is read back through, not in use
+  #readbacks = []; // the buffers plans' outputs are read back through, made as first read
   /** Bytes copied from the GPU to JS so far (logits, embeddings, tokens). */
   readbackBytes = 0;
 
@@ -124,19 +125,17 @@ export class Executor {
         );
       return { ...launch, pipeline, bindGroup, podTypes: pods.map((p) => p.type), podSlots, gridSlot };
     });
-    const output = resolve(plan.outputs[0]);
-    const readback = this.device.createBuffer({
-      size: output.size,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
     return {
       plan,
       inputs,
       launches,
       uniforms,
       podData: new ArrayBuffer(plan.launches.length * UNIFORM_SLOT),
-      output,
-      readback,
+      output: resolve(plan.outputs[0]),
+      // The buffer its output is read back through, made when first read (#submit): the plans
+      // that pick on the device are never read whole, and verify's logits (up to 16 rows of
+      // the vocabulary) only by a sampled request under speculation.
+      readback: null,
     };
   }
 
@@ -275,7 +274,15 @@ export class Executor {
     this.#record(pass, fn, vars);
     if (then) this.#record(pass, then, vars);
     pass.end();
-    const { output: source, readback } = then ?? fn;
+    const read = then ?? fn;
+    if (!read.readback) {
+      read.readback = this.device.createBuffer({
+        size: read.output.size,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+      this.#readbacks.push(read.readback);
+    }
+    const { output: source, readback } = read;
     encoder.copyBufferToBuffer(source, 0, readback, 0, count * 4);
     this.device.queue.submit([encoder.finish()]);
     await readback.mapAsync(GPUMapMode.READ, 0, count * 4);
@@ -413,7 +420,8 @@ export class Executor {
   }
 
   destroy() {
-    for (const buffer of this.buffers) buffer.destroy();
+    for (const buffer of [...this.buffers, ...this.#readbacks]) buffer.destroy();
     this.buffers = [];
+    this.#readbacks = [];
   }
 }
