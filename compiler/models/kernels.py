@@ -146,8 +146,10 @@ class Normed:
 
 def rms_normed(norm: nn.Module, x: Tensor, target: Target) -> Tensor | Normed:
     """norm(x) for linears to read: a `Normed` on a target with `norm_prologue` where `norm`
-    is an RMSNorm with a weight, else the norm applied."""
-    if target.norm_prologue and isinstance(norm, nn.RMSNorm) and norm.weight is not None:
+    is an RMSNorm over the last axis without a bias (what the integer form applies), else the
+    norm applied."""
+    over_last = norm.axes in (-1, [-1]) if isinstance(norm, nn.RMSNorm) else False
+    if target.norm_prologue and over_last and norm.bias is None:
         return Normed(x, norm)
     return norm(x)
 
