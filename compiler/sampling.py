@@ -352,6 +352,18 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
             spot[0] = T.Cast("int32", pool[own[3] + k])
 
     @T.macro
+    def pooled(keep, value, logits, best, sampling, bound, own, i):
+        # keep[0]: 1 where token i goes into the pool (a candidate at or above the lower bound,
+        # in a bucket kept), else 0; its x in value[0].
+        keep[0] = 0
+        if i < vocab:
+            value[0] = x_of(logits[0, 0, i], best[0], sampling)
+            if value[0] >= sampling[4]:
+                if order_key(logits[0, 0, i]) >= bound[0]:
+                    if bucket_of(value[0], sampling) <= own[2]:
+                        keep[0] = 1
+
+    @T.macro
     def add_mass(total, spot, own, pool, tx, logits, best, sampling, at_least):
         # Into total[1]: the weights of the invocation's candidates whose key reaches at_least.
         value = T.alloc_buffer((1,), "float32", scope="local")
@@ -388,6 +400,7 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                 # elements, in the pool (1) or not, the last bucket kept, start in the pool
                 own = T.alloc_buffer((4,), "int32", scope="local")
                 spot = T.alloc_buffer((1,), "int32", scope="local")
+                keep = T.alloc_buffer((1,), "int32", scope="local")
                 near = T.alloc_buffer((BUCKETS,), "float32", scope="local")
                 high = T.alloc_buffer((1,), "uint32", scope="local")
                 part = T.alloc_buffer((THREADS,), "float32", scope="shared")
@@ -479,12 +492,9 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                 own[0] = 0
                 if sampling[2] > T.float32(0) or sampling[1] < T.float32(1):
                     for k in range(chunk):
-                        if tx * chunk + k < vocab:
-                            value[0] = x_of(logits[0, 0, tx * chunk + k], best[0], sampling)
-                            if value[0] >= sampling[4]:
-                                if order_key(logits[0, 0, tx * chunk + k]) >= bound[0]:
-                                    if bucket_of(value[0], sampling) <= own[2]:
-                                        own[0] = own[0] + 1
+                        pooled(keep, value, logits, best, sampling, bound, own, tx * chunk + k)
+                        if keep[0] == 1:
+                            own[0] = own[0] + 1
                 part_count[tx] = own[0]
                 T.tvm_storage_sync("shared")
                 if tx == 0:
@@ -504,13 +514,10 @@ def _sample_gpu(vocab: int) -> tirx.PrimFunc:
                 if own[1] == 1:
                     tally[0] = 0
                     for k in range(chunk):
-                        if tx * chunk + k < vocab:
-                            value[0] = x_of(logits[0, 0, tx * chunk + k], best[0], sampling)
-                            if value[0] >= sampling[4]:
-                                if order_key(logits[0, 0, tx * chunk + k]) >= bound[0]:
-                                    if bucket_of(value[0], sampling) <= own[2]:
-                                        pool[own[3] + tally[0]] = T.Cast("float32", tx * chunk + k)
-                                        tally[0] = tally[0] + 1
+                        pooled(keep, value, logits, best, sampling, bound, own, tx * chunk + k)
+                        if keep[0] == 1:
+                            pool[own[3] + tally[0]] = T.Cast("float32", tx * chunk + k)
+                            tally[0] = tally[0] + 1
                 else:
                     own[0] = chunk
                 # top_k's key, halving from its lower bound: every halving is a pass over the
