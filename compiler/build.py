@@ -57,6 +57,7 @@ COMPILING = (
     "plan.py",
     "sampling.py",
     "logit_edits.py",
+    "top_logprobs.py",
     "errors.py",
     "gguf_metadata.py",
     "formats",

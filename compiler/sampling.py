@@ -5,13 +5,15 @@ token for SmolLM2, 1 MB for Gemma 3).
 `add_sampling` puts the entry functions `argmax(logits[1, 1, vocab] f32) -> int32[1]`,
 `argmax_rows(logits[1, v, vocab] f32) -> int32[v]` (each row's, for a verify step's v rows of
 logits, v at most VERIFY_TOKENS) and `sample(logits[1, 1, vocab] f32, sampling[PARAMS] f32) ->
-int32[1]`, and `edit` (compiler/logit_edits.py: a request's penalties, biases and grammar mask,
-applied to the logits before either picks) into a network's module before it is lowered: they
-are compiled by the same target with the network (on the CPU target their kernels are linked
-into the one WebAssembly module), and planned like any entry function. They depend on the
-vocabulary's size alone, never on the family. The runtime binds a plan's `logits` input to the
-logits that prefill, decode or verify leaves on the device and runs both in one submission: a
-greedy verify step reads back v tokens, not v rows of the vocabulary's logits.
+int32[1]`, `edit` (compiler/logit_edits.py: a request's penalties, biases and grammar mask,
+applied to the logits before either picks) and `logprobs` (compiler/top_logprobs.py: the picked
+token's log probability and the likeliest tokens', after either picks) into a network's module
+before it is lowered: they are compiled by the same target with the network (on the CPU target
+their kernels are linked into the one WebAssembly module), and planned like any entry function.
+They depend on the vocabulary's size alone, never on the family. The runtime binds a plan's
+`logits` input to the logits that prefill, decode or verify leaves on the device and runs both
+in one submission: a greedy verify step reads back v tokens, not v rows of the vocabulary's
+logits.
 
 The tie rule is the JS sampler's (web/src/engine/sampler.js `argmax`): the lowest index among
 equal maxima. Each candidate (value, index) replaces the best so far when its value is
@@ -47,13 +49,17 @@ from .formats.base import u32
 from .logit_edits import EDIT_COLUMNS, EDITS, edit_func, mask_words
 from .targets import Target
 from .targets.base import VERIFY_VAR
+from .top_logprobs import OUT, logprobs_func
 
 # The entry functions' names in the manifest, and their one input's.
 ARGMAX = "argmax"
 ARGMAX_ROWS = "argmax_rows"
 SAMPLE = "sample"
 EDIT = "edit"  # compiler/logit_edits.py
+LOGPROBS = "logprobs"  # compiler/top_logprobs.py
 LOGITS = "logits"
+# logprobs' second input: the token picked (argmax's or sample's output).
+TOKEN = "token"
 # edit's inputs beside the logits: a grammar's mask and the edit rows (logit_edits.py).
 MASK = "mask"
 EDIT_ROWS = "edits"
@@ -687,6 +693,14 @@ class Sampling(nn.Module):
             out=Tensor.placeholder([1, 1, self.vocab], "float32"),
         )
 
+    def logprobs(self, logits: Tensor, token: Tensor) -> Tensor:
+        return op.tensor_ir_op(
+            logprobs_func(self.vocab, self.target),
+            "logprobs_logits",
+            args=[logits, token],
+            out=Tensor.placeholder([OUT], "float32"),
+        )
+
     def spec(self) -> spec.ModuleSpec:
         plain = {"param_mode": "none", "effect_mode": "none"}
         return spec.ModuleSpec.from_raw(
@@ -707,6 +721,11 @@ class Sampling(nn.Module):
                     LOGITS: spec.Tensor([1, VERIFY_VAR, self.vocab], "float32"),
                     "$": plain,
                 },
+                LOGPROBS: {
+                    LOGITS: spec.Tensor([1, 1, self.vocab], "float32"),
+                    TOKEN: spec.Tensor([1], "int32"),
+                    "$": plain,
+                },
             },
             self,
         )
@@ -723,4 +742,4 @@ def add_sampling(mod: tvm.IRModule, vocab: int, target: Target) -> list[str]:
         if gv.name_hint in taken:
             raise ValueError(f"the network already has a function named {gv.name_hint}")
         mod[gv] = func
-    return [ARGMAX, ARGMAX_ROWS, SAMPLE, EDIT]
+    return [ARGMAX, ARGMAX_ROWS, SAMPLE, EDIT, LOGPROBS]

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tvm
 from kernel_page import as_text, f32, i32, run_kernel
-from test_greedy_on_device import PROMPT, SHORT, open_variant
+from test_greedy_on_device import PROMPT, SHORT, add_js_engine, open_variant
 
 from compiler.sampling import sample_func
 from compiler.targets import TARGETS
@@ -181,8 +181,9 @@ def test_webgpu_kernel_picks_the_js_samplers_token(tiny_built, engine_page, vari
 
 
 # A seeded sampled completion of token ids: its choices' texts and ends, and the bytes read
-# back meanwhile (the KV cache emptied first).
-COMPLETE = """async (request) => {
+# back meanwhile (the KV cache emptied first), from the page's `engine` or `jsEngine`.
+COMPLETE = """async ([request, name]) => {
+    const engine = window[name];
     const read = async () => (await engine.runtimeStats()).readback_bytes;
     await engine.resetChat();
     const before = await read();
@@ -195,20 +196,21 @@ COMPLETE = """async (request) => {
 @pytest.mark.parametrize("variant", ["software", "gpu", "wasm"])
 def test_seeded_sampling_on_the_device_equals_the_js_path(tiny_built, engine_page, variant):
     """A seeded sampled request with nothing that reads the logits draws its tokens on the
-    device, reading back 4 bytes a token; asking for logprobs brings the logits to JS, where
-    the JS sampler draws from the same random numbers: the same choices, including a stop
+    device, reading back 4 bytes a token; an engine that reads the logits back to JS, where
+    the JS sampler draws from the same random numbers, makes the same choices, including a stop
     string's (on WebGPU a step queued past it is discarded and its random number put back, so
     that the next choice draws as the JS path's does)."""
     folder = tiny_built("q4f32")
     vocab = json.loads((folder / "manifest.json").read_text())["config"]["vocab_size"]
     sampled = {"temperature": 1.3, "top_p": 0.9, "top_k": 40, "seed": 3, "ignore_eos": True}
     with open_variant(engine_page, folder, variant) as page:
+        add_js_engine(page)
 
-        def complete(prompt, **fields):
-            return page.evaluate(COMPLETE, {"prompt": prompt, **sampled, **fields})
+        def complete(prompt, engine="engine", **fields):
+            return page.evaluate(COMPLETE, [{"prompt": prompt, **sampled, **fields}, engine])
 
         device = complete(SHORT, max_tokens=16, n=2)
-        js = complete(SHORT, max_tokens=16, n=2, logprobs=1)
+        js = complete(SHORT, "jsEngine", max_tokens=16, n=2)
         assert device["choices"] == js["choices"]
         assert device["choices"][0] != device["choices"][1]
         # Each choice one prefill chunk (the second's prompt cached but its last token) and 15
@@ -219,7 +221,7 @@ def test_seeded_sampling_on_the_device_equals_the_js_path(tiny_built, engine_pag
         stop = text[len(text) // 2 :][:2]
         assert stop.strip()
         device = complete(PROMPT, max_tokens=24, n=3, stop=[stop])
-        js = complete(PROMPT, max_tokens=24, n=3, stop=[stop], logprobs=1)
+        js = complete(PROMPT, "jsEngine", max_tokens=24, n=3, stop=[stop])
         assert device["choices"] == js["choices"]
         assert device["choices"][0][1] == "stop"
 

@@ -20,20 +20,34 @@ from compiler.targets import TARGETS
 PROMPT = [5, 17, 42, 100, 7, 8, 9, 10, 11, 12, 13, 60, 61, 62, 63, 64, 65, 66, 67]
 SHORT = PROMPT[:8]  # one prefill chunk of the tiny builds (prefill_chunk 8)
 
-# Greedy tokens after `ids` and the bytes read back meanwhile; `extra` request fields; the
-# KV cache emptied first unless `keep`.
-GENERATE = """async ([ids, n, extra, keep]) => {
+# Greedy tokens after `ids` and the bytes read back meanwhile, from the page's `engine` (or
+# `jsEngine`: add_js_engine); `extra` request fields; the KV cache emptied first unless `keep`.
+GENERATE = """async ([ids, n, extra, keep, name]) => {
+    const engine = window[name];
     const read = async () => (await engine.runtimeStats()).readback_bytes;
     if (!keep) await engine.resetChat();
     const before = await read();
     const greedy = {temperature: 0, max_tokens: n, ignore_eos: true};
     const r = await engine.generate(ids, {...greedy, ...extra});
-    return {tokens: r.tokens, text: r.text, finish: r.finish, bytes: (await read()) - before};
+    return {tokens: r.tokens, text: r.text, finish: r.finish, logprobs: r.logprobs,
+            bytes: (await read()) - before};
 }"""
 
 
-def generate(page, ids, count, extra=None, keep=False):
-    return page.evaluate(GENERATE, [ids, count, extra or {}, keep])
+def generate(page, ids, count, extra=None, keep=False, engine="engine"):
+    return page.evaluate(GENERATE, [ids, count, extra or {}, keep, engine])
+
+
+# A second engine of the page's build, `jsEngine`, that reads every step's logits back and
+# picks its token (and logprobs) in JS (devicePicks: false): the reference of the device's picks.
+JS_ENGINE = """async () => {
+    const [url, options] = engineArgs;
+    window.jsEngine = await kiln.CreateEngine(url, {...options, devicePicks: false});
+}"""
+
+
+def add_js_engine(page):
+    page.evaluate(JS_ENGINE)
 
 
 def open_variant(engine_page, folder, variant):
@@ -50,10 +64,10 @@ def test_device_argmax_equals_the_js_sampler(tiny_built, engine_page, variant):
     folder = tiny_built("q4f32")
     vocab = json.loads((folder / "manifest.json").read_text())["config"]["vocab_size"]
     with open_variant(engine_page, folder, variant) as page:
+        add_js_engine(page)
         for prompt, count in ((PROMPT, 24), (SHORT, 16)):
             device = generate(page, prompt, count)
-            # logprobs need the logits in JS: the JS sampler's argmax picks there.
-            js = generate(page, prompt, count, {"logprobs": True})
+            js = generate(page, prompt, count, engine="jsEngine")
             assert device["tokens"] == js["tokens"]
             assert len(device["tokens"]) == count
         # One prefill chunk and count - 1 decode steps: 4 bytes each, where the logits path
@@ -71,12 +85,13 @@ def test_a_stop_discards_the_step_past_it(tiny_built, engine_page, variant):
     string ends the reply where the JS path ends it, and the KV cache keeps only the steps read
     (a follow-up that reuses the cached prefix continues as one run on an empty cache)."""
     with open_variant(engine_page, tiny_built("q4f32"), variant) as page:
+        add_js_engine(page)
         full = generate(page, PROMPT, 24)
         middle = len(full["text"]) // 2
         stop = full["text"][middle : middle + 2]
         assert stop.strip()
         device = generate(page, PROMPT, 24, {"stop": [stop]})
-        js = generate(page, PROMPT, 24, {"stop": [stop], "logprobs": True})
+        js = generate(page, PROMPT, 24, {"stop": [stop]}, engine="jsEngine")
         assert (device["tokens"], device["text"], device["finish"]) == (
             js["tokens"],
             js["text"],
@@ -192,8 +207,9 @@ def test_smollm2_device_argmax_equals_the_js_sampler_on_the_cpu(smollm2, engine_
             "(m) => engine.tokenizer.encode(engine.tokenizer.applyChatTemplate(m))",
             [{"role": "user", "content": "Name three colours of the sea."}],
         )
+        add_js_engine(page)
         device = generate(page, prompt, count)
-        js = generate(page, prompt, count, {"logprobs": True})
+        js = generate(page, prompt, count, engine="jsEngine")
     assert device["tokens"] == js["tokens"] and len(device["tokens"]) == count
     # The prompt fits one prefill chunk: 4 bytes for it and for each decode step, where the
     # logits path reads 49,152 floats (196 KB) each.

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tvm
 from kernel_page import as_floats, as_text, f32, i32, run_kernel
-from test_greedy_on_device import SHORT, open_variant
+from test_greedy_on_device import SHORT, add_js_engine, open_variant
 
 from compiler.logit_edits import EDIT_COLUMNS, EDITS, edit_func, mask_words
 from compiler.targets import TARGETS
@@ -136,8 +136,9 @@ def test_webgpu_kernel_edits_as_js_does(tiny_built, engine_page, variant):
 
 
 # A completion of token ids: its choices' texts and ends, and the bytes read back meanwhile
-# (the KV cache emptied first).
-COMPLETE = """async (request) => {
+# (the KV cache emptied first), from the page's `engine` or `jsEngine`.
+COMPLETE = """async ([request, name]) => {
+    const engine = window[name];
     const read = async () => (await engine.runtimeStats()).readback_bytes;
     await engine.resetChat();
     const before = await read();
@@ -156,8 +157,8 @@ SCHEMA = {
 @pytest.mark.parametrize("variant", ["software", "gpu", "wasm"])
 def test_edited_requests_pick_on_the_device_as_the_js_path_does(tiny_built, engine_page, variant):
     """Penalties and biases, greedy and seeded sampled, and a JSON schema's grammar: the device's
-    reply equals the one drawn in JS from the logits read back (asking for logprobs brings them
-    there), reading back 4 bytes a token instead of the vocabulary's floats."""
+    reply equals the one drawn in JS from the logits read back (by an engine made so), reading
+    back 4 bytes a token instead of the vocabulary's floats."""
     folder = tiny_built("q4f32")
     vocab = json.loads((folder / "manifest.json").read_text())["config"]["vocab_size"]
     sampled = {"temperature": 1.1, "top_p": 0.95, "seed": 5}
@@ -169,10 +170,11 @@ def test_edited_requests_pick_on_the_device_as_the_js_path_does(tiny_built, engi
         ({"response_format": response_format, "repetition_penalty": 1.2, **sampled}, 40),
     ]
     with open_variant(engine_page, folder, variant) as page:
+        add_js_engine(page)
         for fields, count in requests:
             request = {"prompt": SHORT, "max_tokens": count, "ignore_eos": True, **fields}
-            device = page.evaluate(COMPLETE, request)
-            js = page.evaluate(COMPLETE, {**request, "logprobs": 1})
+            device = page.evaluate(COMPLETE, [request, "engine"])
+            js = page.evaluate(COMPLETE, [request, "jsEngine"])
             assert device["choices"] == js["choices"]
             # The same steps (SHORT is one prefill chunk): 4 bytes each, where the JS path reads
             # the vocabulary's floats.

@@ -31,11 +31,13 @@ def every_role(rule: str) -> dict[tuple[str, str], set[str]]:
         # hand-written TIR (q/k norms, rope, the cache append and attention), as written
         table[(step, "attention")] = {"written"}
     # the greedy token (compiler/sampling.py), each of a verify step's rows', a drawn token,
-    # and the logits edited before either (compiler/logit_edits.py)
+    # the logits edited before either (compiler/logit_edits.py) and the logprobs after either
+    # (compiler/top_logprobs.py)
     table[("argmax", "argmax_logits")] = {"written"}
     table[("argmax_rows", "argmax_rows_logits")] = {"written"}
     table[("sample", "sample_logits")] = {"written"}
     table[("edit", "edit_logits")] = {"written"}
+    table[("logprobs", "logprobs_logits")] = {"written"}
     return table
 
 

@@ -116,6 +116,7 @@ def open_engine_page(
             const kiln = await import(url + "kiln.js");
             window.kiln = kiln;
             window.engine = await kiln.CreateEngine(url, options);
+            window.engineArgs = [url, options];  // for a second engine of the same build
         }""",
         [
             f"{base_url}{model_path}",

@@ -60,6 +60,12 @@ export interface EngineOptions {
    * default on the CPU backend; true or options turn it on, false off
    */
   speculation?: boolean | SpeculationOptions;
+  /**
+   * false reads every step's logits back to the page and picks its token (and logprobs) there,
+   * as where the build cannot pick on the device: the reference the device's picks are checked
+   * against (default true)
+   */
+  devicePicks?: boolean;
 }
 
 export interface SpeculationOptions {

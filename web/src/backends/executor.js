@@ -2,7 +2,17 @@ import { GRID_POD } from "kiln:contract";
 
 import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
-import { ARGMAX_ROWS, GREEDY, PICKS, planBuffers, preparePicks, snapshotLayout, tensorBytes } from "./plans.js";
+import {
+  ARGMAX_ROWS,
+  GREEDY,
+  PICKS,
+  pickedBytes,
+  planBuffers,
+  preparePicks,
+  readPicked,
+  snapshotLayout,
+  tensorBytes,
+} from "./plans.js";
 
 const UNIFORM_SLOT = 256; // minUniformBufferOffsetAlignment
 const MAX_GROUPS = 65535; // maxComputeWorkgroupsPerDimension (WebGPU's default limit)
@@ -33,6 +43,7 @@ export class Executor {
   #lastToken = null; // the argmax or sample plan that picked the last token, whose output holds it
   #tokenReadbacks = []; // buffers a token is read back through, not in use
   #readbacks = []; // the buffers plans' outputs are read back through, made as first read
+  #pickedBytes = 4; // bytes of a token readback buffer
   /** Bytes copied from the GPU to JS so far (logits, embeddings, tokens). */
   readbackBytes = 0;
 
@@ -64,8 +75,14 @@ export class Executor {
       rows && this.functions.verify ? this.#prepare(rows, { logits: this.functions.verify.output }) : null;
     // The buffers picked tokens are read back through, made once: as many as steps can be in
     // flight (the one read, the one queued ahead, one discarded and still mapping).
+    // Each holds a token and, where the build gives them, its logprobs.
+    this.#pickedBytes = pickedBytes(this.picks);
     for (let i = 0; (this.picks.hasArgmax || this.picks.hasSample) && i < TOKEN_READBACKS; i++)
-      this.#tokenReadbacks.push(this.#buffer(4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
+      this.#tokenReadbacks.push(this.#tokenReadback());
+  }
+
+  #tokenReadback() {
+    return this.#buffer(this.#pickedBytes, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
   }
 
   #buffer(bytes, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST) {
@@ -147,17 +164,20 @@ export class Executor {
    * next call waits for it). With `pick`, `ids` null decodes the token the last step that
    * picked left on the device, before it is read back. With `edit` too (the edit rows, at
    * most `picks.maxEdits`, and a grammar's mask or null), the logits go through edit first.
+   * With `logprobs` (where `picks.hasLogprobs`), resolves to `{token, logprobs}` (plans.js
+   * readPicked).
    * @param {number[] | null} ids
-   * @param {{pick?: string | Float32Array | null, edit?: {rows: Float32Array, mask: Int32Array | null} | null}} [options]
-   * @returns {Promise<Float32Array | number | typeof ABORTED>}
+   * @param {{pick?: string | Float32Array | null, edit?: {rows: Float32Array, mask: Int32Array | null} | null,
+   *          logprobs?: boolean}} [options]
+   * @returns {Promise<Float32Array | number | {token: number, logprobs: object} | typeof ABORTED>}
    */
-  run(name, ids, totalLen, control = undefined, { pick = null, edit = null } = {}) {
+  run(name, ids, totalLen, control = undefined, { pick = null, edit = null, logprobs = false } = {}) {
     const vars = { n: ids?.length ?? 1, total_len: totalLen };
     let run;
     if (pick !== null) {
       // In order of submission, but the next call waits for this one's submission only, not
       // its token: a step can be queued behind another before that one's token is read.
-      const submitted = this.#previous.then(() => this.#submitPicking(name, ids, vars, pick, edit));
+      const submitted = this.#previous.then(() => this.#submitPicking(name, ids, vars, pick, edit, logprobs));
       this.#previous = submitted.catch(() => {});
       run = submitted.then(({ token }) => token);
     } else {
@@ -167,13 +187,13 @@ export class Executor {
   }
 
   /**
-   * Submits `name` then argmax or sample in one pass, `ids` written, or (null) the token the
-   * last step left on the GPU copied in; returns {token}, a promise of the id read back (each
-   * step a readback buffer of its own, so that several can be in flight).
+   * Submits `name` then argmax or sample (and logprobs) in one pass, `ids` written, or (null)
+   * the token the last step left on the GPU copied in; returns {token}, a promise of what is
+   * read back (each step a readback buffer of its own, so that several can be in flight).
    */
-  #submitPicking(name, ids, vars, pick, edit) {
+  #submitPicking(name, ids, vars, pick, edit, withLogprobs) {
     const fn = this.functions[name];
-    const { edited, then } = this.picks.after(name, pick, Boolean(edit));
+    const { edited, then, logprobs } = this.picks.after(name, pick, Boolean(edit), withLogprobs);
     // Queued writes keep their order with the submissions: a step queued behind another writes
     // its inputs after that one's pass was submitted.
     if (pick !== GREEDY) this.device.queue.writeBuffer(then.inputs.sampling, 0, pick);
@@ -188,20 +208,23 @@ export class Executor {
     this.#record(pass, fn, vars);
     if (edited) this.#record(pass, edited, {});
     this.#record(pass, then, {});
+    if (logprobs) this.#record(pass, logprobs, {});
     pass.end();
-    const readback = this.#tokenReadbacks.pop() ?? this.#buffer(4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+    const readback = this.#tokenReadbacks.pop() ?? this.#tokenReadback();
+    const bytes = logprobs ? this.#pickedBytes : 4;
     encoder.copyBufferToBuffer(then.output, 0, readback, 0, 4);
+    if (logprobs) encoder.copyBufferToBuffer(logprobs.output, 0, readback, 4, bytes - 4);
     this.device.queue.submit([encoder.finish()]);
     this.#lastToken = then;
-    const token = readback.mapAsync(GPUMapMode.READ, 0, 4).then(() => {
-      const id = new Int32Array(readback.getMappedRange(0, 4))[0];
+    const token = readback.mapAsync(GPUMapMode.READ, 0, bytes).then(() => {
+      const picked = readPicked(readback.getMappedRange(0, bytes), Boolean(logprobs));
       readback.unmap();
       this.#tokenReadbacks.push(readback);
-      return id;
+      return picked;
     });
     // Counted with the submission, so that the copy of a step queued ahead and discarded is the
     // request's that made it, not the next one's (its mapping may end during the next request).
-    this.readbackBytes += 4;
+    this.readbackBytes += bytes;
     return { token };
   }
 

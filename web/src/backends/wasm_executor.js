@@ -1,7 +1,17 @@
 import { ABORTED, yieldToEventLoop } from "../control.js";
 import { ModelLoadError } from "../errors.js";
 import { evaluate } from "./expr.js";
-import { ARGMAX_ROWS, GREEDY, PICKS, planBuffers, preparePicks, snapshotLayout, tensorBytes } from "./plans.js";
+import {
+  ARGMAX_ROWS,
+  GREEDY,
+  PICKS,
+  pickedBytes,
+  planBuffers,
+  preparePicks,
+  readPicked,
+  snapshotLayout,
+  tensorBytes,
+} from "./plans.js";
 import { startThread } from "../platform.js";
 
 // TVM's packed calling convention, as its CPU kernels read it (tvm/ffi/c_api.h, dlpack.h):
@@ -220,19 +230,21 @@ export class WasmExecutor {
    * token's id, or ABORTED when `control` was aborted on the way (the cache rows of `ids` then hold
    * anything, and are written again). With `pick`, `ids` null decodes the token the last step
    * that picked left in memory. With `edit` too (the edit rows, at most `picks.maxEdits`, and a
-   * grammar's mask or null), the logits go through edit first.
+   * grammar's mask or null), the logits go through edit first. With `logprobs` (where
+   * `picks.hasLogprobs`), resolves to `{token, logprobs}` (plans.js readPicked).
    * @param {number[] | null} ids
-   * @param {{pick?: string | Float32Array | null, edit?: {rows: Float32Array, mask: Int32Array | null} | null}} [options]
-   * @returns {Promise<Float32Array | number | typeof ABORTED>}
+   * @param {{pick?: string | Float32Array | null, edit?: {rows: Float32Array, mask: Int32Array | null} | null,
+   *          logprobs?: boolean}} [options]
+   * @returns {Promise<Float32Array | number | {token: number, logprobs: object} | typeof ABORTED>}
    */
-  async run(name, ids, totalLen, control = undefined, { pick = null, edit = null } = {}) {
+  async run(name, ids, totalLen, control = undefined, { pick = null, edit = null, logprobs = false } = {}) {
     // null: the token the last step that picked left in memory (calls run one after another).
     ids ??= [new Int32Array(this.memory.buffer, this.#lastToken.output, 1)[0]];
     const vars = { n: ids.length, total_len: totalLen };
     const count = pick === null ? this.manifest.config.vocab_size : 0;
     const logits = await this.call(name, { input_ids: ids }, vars, count, control);
     if (pick === null || logits === ABORTED) return logits;
-    const { edited, then } = this.picks.after(name, pick, Boolean(edit));
+    const { edited, then, logprobs: scored } = this.picks.after(name, pick, Boolean(edit), logprobs);
     if (pick !== GREEDY) new Float32Array(this.memory.buffer, then.inputs.sampling, pick.length).set(pick);
     if (edited) {
       new Float32Array(this.memory.buffer, edited.inputs.edits, edit.rows.length).set(edit.rows);
@@ -241,8 +253,17 @@ export class WasmExecutor {
     }
     for (const launch of then.launches) this.#launch(launch);
     this.#lastToken = then;
-    this.readbackBytes += 4;
-    return new Int32Array(this.memory.buffer, then.output, 1)[0];
+    if (!scored) {
+      this.readbackBytes += 4;
+      return new Int32Array(this.memory.buffer, then.output, 1)[0];
+    }
+    for (const launch of scored.launches) this.#launch(launch);
+    const bytes = pickedBytes(this.picks);
+    const picked = new Uint8Array(bytes);
+    picked.set(new Uint8Array(this.memory.buffer, then.output, 4));
+    picked.set(new Uint8Array(this.memory.buffer, scored.output, bytes - 4), 4);
+    this.readbackBytes += bytes;
+    return readPicked(picked.buffer, true);
   }
 
   /**

@@ -68,7 +68,7 @@ export class Engine {
    *          variant?: "software" | "gpu", backend?: "auto" | "webgpu" | "wasm", threads?: number,
    *          useCache?: boolean, prefixCacheBytes?: number, prefixCachePersistTokens?: number,
    *          prefixCacheStorageBytes?: number, speculation?: boolean | {draftTokens?: number,
-   *          minMatch?: number, maxMatch?: number}}} [options]
+   *          minMatch?: number, maxMatch?: number}, devicePicks?: boolean}} [options]
    *          `variant` overrides the kernel set chosen from the adapter; `backend` "wasm" runs on
    *          the CPU (WebAssembly), "webgpu" on the GPU, "auto" (the default) on WebGPU where the
    *          browser has it; `threads` caps the CPU backend's threads (default: one per core);
@@ -78,7 +78,10 @@ export class Engine {
    *          long a prompt is kept in the browser's storage for later page loads (0: none is), and
    *          `prefixCacheStorageBytes` the storage those take (model.js PREFIX_CACHE_DEFAULTS);
    *          `speculation` prompt-lookup speculation's options, or false to turn it off
-   *          (prompt_lookup.js SPECULATION_DEFAULTS)
+   *          (prompt_lookup.js SPECULATION_DEFAULTS); `devicePicks: false` reads every step's
+   *          logits back to the page and picks there (the reference the device's picks are
+   *          checked against; by default a step's token, and its logprobs, are picked on the
+   *          device and read back alone)
    */
   reload(model, { initProgressCallback, appConfig, variant, backend, threads, useCache = true, ...prefix } = {}) {
     const specs = Array.isArray(model) ? model : [model];
@@ -92,6 +95,8 @@ export class Engine {
         throw new InvalidRequestError(name, "must be a whole number, 0 or more (0 turns it off)");
     }
     checkSpeculation(prefix.speculation);
+    if (prefix.devicePicks !== undefined && typeof prefix.devicePicks !== "boolean")
+      throw new InvalidRequestError("devicePicks", "must be true or false");
     this.interruptGenerate();
     return this.#scheduler.exclusive(null, async () => {
       this.#models.unload();

@@ -65,17 +65,19 @@ export async function generateCompletion(model, prompt, params, random, control,
       model.speculation && model.hasVerify && !params.logprobs && !mask && !processor.changesLogits
         ? model.speculation
         : null;
-    // Unless the logits are to be read (logprobs), a step picks its token where they are
-    // (greedy, or drawn from a random number taken as the step is submitted, in the tokens'
-    // order) and reads back the id alone. Penalties, biases and a grammar's mask are applied
-    // there first (edit), where the request's edits, one per token touched, stay within the
-    // build's bound however long the reply grows.
+    // A step picks its token where the logits are (greedy, or drawn from a random number taken
+    // as the step is submitted, in the tokens' order) and reads back the id alone, or with
+    // logprobs the token's and the likeliest tokens' too (where the build computes them).
+    // Penalties, biases and a grammar's mask are applied there first (edit), where the
+    // request's edits, one per token touched, stay within the build's bound however long the
+    // reply grows.
     const greedy = isGreedy(params);
     const vocab = model.manifest.config.vocab_size;
     const shapes = Boolean(mask) || processor.changesLogits;
     const growth = Math.min(maxTokens, window - prompt.length);
     const editable = !shapes || processor.edits().length + growth <= model.maxEdits;
-    const canPick = !params.logprobs && editable && (greedy ? model.hasArgmax : model.hasSample);
+    const canPick = (!params.logprobs || model.hasLogprobs) && editable && (greedy ? model.hasArgmax : model.hasSample);
+    const scoring = Boolean(params.logprobs) && canPick; // each pick comes with its logprobs
     // The edits of the next step: from the tokens accepted so far, the grammar's next mask.
     const edit = async () =>
       shapes
@@ -119,7 +121,7 @@ export async function generateCompletion(model, prompt, params, random, control,
         const known = submitted < tokens.length ? tokens[submitted] : null;
         const { pick, u } = picking ? drawn() : { pick: null, u: null };
         const edits = picking && shapes ? await edit() : null;
-        steps.push({ out: model.decode(known, control, { pick, edit: edits }), u });
+        steps.push({ out: model.decode(known, control, { pick, edit: edits, logprobs: scoring }), u });
       }
     };
     // Time the decode loop spends waiting for the model's steps and for a stream's reader; the
@@ -137,6 +139,7 @@ export async function generateCompletion(model, prompt, params, random, control,
     const first = await model.prefill(prompt, control, params.prefillProgressCallback, {
       pick: onDevice ? drawn().pick : null,
       edit: onDevice ? await edit() : null,
+      logprobs: scoring,
     });
     const { prefilled, reused: cached } = first;
     let { logits, token: picked } = first;
@@ -148,6 +151,8 @@ export async function generateCompletion(model, prompt, params, random, control,
           break;
         }
         let token = picked;
+        let scores = null; // the logprobs picked with it, on the device
+        if (onDevice && scoring) ({ token, logprobs: scores } = picked);
         if (!onDevice) {
           processor.apply(logits);
           if (mask) await mask.apply(logits);
@@ -172,7 +177,10 @@ export async function generateCompletion(model, prompt, params, random, control,
         processor.accept(token);
         mask?.accept(token);
         let entry = null;
-        if (params.logprobs) {
+        if (scores) {
+          entry = { id: token, logprob: scores.logprob, top: scores.top.slice(0, topLogprobs) };
+          logprobs.push(entry);
+        } else if (params.logprobs) {
           const lp = logSoftmax(logits);
           entry = {
             id: token,

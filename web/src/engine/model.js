@@ -55,9 +55,9 @@ export class LoadedModel {
    * @param {{initProgressCallback?: Function, variant?: string, backend?: "auto" | "webgpu" | "wasm",
    *          threads?: number, useCache?: boolean, onDeviceLost: Function, chatTemplate?: string,
    *          prefixCacheBytes?: number, prefixCachePersistTokens?: number, prefixCacheStorageBytes?: number,
-   *          speculation?: boolean | object}} options
+   *          speculation?: boolean | object, devicePicks?: boolean}} options
    *   `chatTemplate`: a Jinja chat template used instead of the model's own; the prefix cache's
-   *   options and `speculation` as Engine.reload takes them
+   *   options, `speculation` and `devicePicks` as Engine.reload takes them
    */
   static async load(
     id,
@@ -71,6 +71,7 @@ export class LoadedModel {
       onDeviceLost,
       chatTemplate,
       speculation,
+      devicePicks = true,
       ...prefix
     },
   ) {
@@ -93,6 +94,7 @@ export class LoadedModel {
     const speculate = speculation ?? model.backend === "wasm";
     model.speculation =
       speculate === false ? null : { ...SPECULATION_DEFAULTS, ...(speculate === true ? {} : speculate) };
+    model.devicePicks = devicePicks;
     try {
       const kernels = adapter
         ? await model.#loadWebGPU(adapter, base, chosen.variant, { initProgressCallback, useCache, onDeviceLost })
@@ -172,6 +174,7 @@ export class LoadedModel {
     this.grammar = null; // built on the first structured-output request
     this.lostError = null; // the DeviceLostError, once the model's device is lost
     this.speculation = null; // prompt-lookup speculation's options (prompt_lookup.js); null: off
+    this.devicePicks = true; // false: every step's logits are read back and its token picked in JS
   }
 
   /** The tokenizer's vocabulary by id (for structured output and logprobs), built on first use. */
@@ -193,7 +196,7 @@ export class LoadedModel {
 
   /** Whether the greedy token can be picked where the logits are, reading back only its id. */
   get hasArgmax() {
-    return Boolean(this.executor?.picks?.hasArgmax);
+    return this.devicePicks && Boolean(this.executor?.picks?.hasArgmax);
   }
 
   /** Whether the build can check a speculative draft in one step (its verify function). */
@@ -203,7 +206,15 @@ export class LoadedModel {
 
   /** Whether a sampled token can be drawn where the logits are, reading back only its id. */
   get hasSample() {
-    return Boolean(this.executor?.picks?.hasSample);
+    return this.devicePicks && Boolean(this.executor?.picks?.hasSample);
+  }
+
+  /**
+   * Whether a token picked where the logits are comes with its log probability and the most
+   * likely tokens' (a request that asks for logprobs then reads back 168 bytes a token).
+   */
+  get hasLogprobs() {
+    return Boolean(this.executor?.picks?.hasLogprobs);
   }
 
   /**
@@ -216,7 +227,7 @@ export class LoadedModel {
 
   /** Whether a verify step can pick each row's greedy token on the device (argmax_rows). */
   get hasVerifyArgmax() {
-    return Boolean(this.executor?.argmaxRows);
+    return this.devicePicks && Boolean(this.executor?.argmaxRows);
   }
 
   /** The most draft tokens one verify step takes (the build's bound on its tokens, less one). */
@@ -235,8 +246,8 @@ export class LoadedModel {
 
   /**
    * Runs `tokens` through the model, reusing the cached prefix; returns the last logits and the
-   * number of tokens run, or with `pick` (and `edit`: the executors' `run`) the token picked
-   * after them as `token` instead of the logits. A `control` aborted ends it early with `logits: null` and
+   * number of tokens run, or with `pick` (and `edit`, `logprobs`: the executors' `run`) the
+   * token picked after them as `token` instead of the logits. A `control` aborted ends it early with `logits: null` and
    * `token: null`, the cache then holding the chunks that ran whole; the executors see it within
    * a chunk (see their `run`).
    * On the CPU that is between kernels, so chunks keep the build's size. On WebGPU a chunk
@@ -251,10 +262,15 @@ export class LoadedModel {
    * @param {number[]} tokens
    * @param {Control} [control]
    * @param {(report: {progress: number, prefilled: number, total: number}) => void} [onProgress]
-   * @param {{pick?: string | Float32Array | null, edit?: object | null}} [options]
-   * @returns {Promise<{logits: Float32Array | null, token: number | null, prefilled: number, reused: number}>}
+   * @param {{pick?: string | Float32Array | null, edit?: object | null, logprobs?: boolean}} [options]
+   * @returns {Promise<{logits: Float32Array | null, token: number | object | null, prefilled: number, reused: number}>}
    */
-  async prefill(tokens, control = undefined, onProgress = undefined, { pick = null, edit = null } = {}) {
+  async prefill(
+    tokens,
+    control = undefined,
+    onProgress = undefined,
+    { pick = null, edit = null, logprobs = false } = {},
+  ) {
     const start = await this.#reuse(tokens);
     const largest = this.manifest.prefill_chunk;
     const timed = this.backend !== "wasm";
@@ -266,7 +282,7 @@ export class LoadedModel {
       const ids = tokens.slice(i, Math.min(tokens.length, i + chunk));
       const started = performance.now();
       // Only the last chunk's result is used; with pick the others too read back 4 bytes.
-      out = await this.executor.run("prefill", ids, i + ids.length, control, { pick, edit });
+      out = await this.executor.run("prefill", ids, i + ids.length, control, { pick, edit, logprobs });
       if (out === ABORTED) return { logits: null, token: null, prefilled: i - start, reused: start };
       this.cachedTokens.push(...ids);
       i += ids.length;
@@ -365,21 +381,21 @@ export class LoadedModel {
 
   /**
    * Appends `token` to the cache; returns the logits that follow it, or with `pick` (and
-   * `edit`: the executors' `run`) the picked token's id, or null when `control` was aborted
+   * `edit`, `logprobs`: the executors' `run`) the picked token's id, or null when `control` was aborted
    * while the step ran (the token is then not in the cache).
    * With `pick`, `token` null is the one the last step that picked left on the device, not read
    * yet: the cache holds null in its place, which the caller fills in (generator.js).
    * @param {number | null} token
    * @param {Control} [control]
-   * @param {{pick?: string | Float32Array | null, edit?: object | null}} [options]
-   * @returns {Promise<Float32Array | number | null>}
+   * @param {{pick?: string | Float32Array | null, edit?: object | null, logprobs?: boolean}} [options]
+   * @returns {Promise<Float32Array | number | object | null>}
    */
-  async decode(token, control = undefined, { pick = null, edit = null } = {}) {
+  async decode(token, control = undefined, { pick = null, edit = null, logprobs = false } = {}) {
     const cache = this.cachedTokens;
     cache.push(token);
     const count = cache.length;
     const ids = token === null ? null : [token];
-    const out = await this.executor.run("decode", ids, count, control, { pick, edit });
+    const out = await this.executor.run("decode", ids, count, control, { pick, edit, logprobs });
     if (out !== ABORTED) return out;
     // The step may have stopped between its kernels, its row of the KV cache half written: the
     // cache no longer counts its token, so a later prompt computes that row again. (Unless the
