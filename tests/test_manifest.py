@@ -50,7 +50,7 @@ def test_build_refuses_to_write_what_breaks_the_contract(tiny_hf, tmp_path, monk
     message = str(caught.value)
     assert "manifest.schema.json" in message and "/functions/prefill/inputs/0/name" in message
     names = "['input_ids', 'lengths', 'kv_cache', 'total_len', 'logits', 'sampling', 'mask', "
-    names += "'edits']"
+    names += "'edits', 'token']"
     assert f"'token_ids' is not one of {names}" in message
     assert not out.exists() and not list((tmp_path / "site").iterdir())
 
@@ -113,7 +113,7 @@ FAULTS = {
     _no_task: ("/ must have required property 'task'", "'task' is a required property"),
     _unknown_input: (
         "/variants/gpu/functions/prefill/inputs/0/name must be equal to one of the allowed "
-        "values (input_ids, lengths, logits, sampling, mask, edits)",
+        "values (input_ids, lengths, logits, sampling, mask, edits, token)",
         "at /variants/gpu/functions/prefill/inputs/0/name",
     ),
     _integer_logits: (
