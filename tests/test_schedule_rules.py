@@ -62,16 +62,19 @@ SOFTWARE = {
     if key[1] != "fused_split_silu_multiply"
 }
 # "gpu" (dlight's rules, for real GPUs): matmuls and matrix-vector products by dlight's
-# Matmul and GEMV, norms by Reduction, element-wise kernels by Fallback.
+# Matmul and GEMV, norms by Reduction, element-wise kernels by Fallback; decode's gate/up
+# projection with the gating as its epilogue by GatedGemv (no gating kernel of its own).
 GPU_DENSE = with_rules(
     every_role("Fallback"),
     {
         **{("prefill", p): "FallThrough(Matmul)" for p in PROJECTIONS},
         **{("decode", p): "FallThrough(GEMV)" for p in PROJECTIONS},
+        ("decode", "gate_up_proj"): "GatedGemv",
         ("prefill", "lm_head"): "FallThrough(GEMV)",  # the last token only
         **{(step, "rms_norm"): "FallThrough(Reduction)" for step in STEPS},
     },
 )
+del GPU_DENSE[("decode", "fused_split_silu_multiply")]
 # 4-bit weights: decode keeps GEMV, but dlight's Matmul takes no dequantizing prefill
 # projection: two fall to GeneralReduction and two to Fallback (a thread per output, no
 # tiling), the slow path on a real GPU that a prefill schedule of our own should replace.

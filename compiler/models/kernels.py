@@ -273,9 +273,11 @@ def gated_linear(
     target has `gated_epilogue`, one kernel: its outputs are computed in the order gate 0,
     up 0, gate 1, up 1, ..., so that the invocation that computes a gate also computes its up
     and multiplies them (an epilogue); the CPU's integer form computes a tile's gates and ups
-    side by side. Elsewhere the product and the gating are kernels of their own (dlight's GEMV
+    side by side; on a target with `gated_one_token`, for one token only (the gpu set's
+    GatedGemv). Elsewhere the product and the gating are kernels of their own (dlight's GEMV
     and Matmul rules take no epilogue that reads two outputs)."""
-    if not target.gated_epilogue:
+    one_token = isinstance(x.shape[1], int) and x.shape[1] == 1
+    if not target.gated_epilogue or (target.gated_one_token and not one_token):
         gate, up = op.split(
             linear(plain(x), parts, fmt, 2 * inter, "gate_up_proj", target), 2, axis=-1
         )

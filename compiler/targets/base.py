@@ -45,6 +45,9 @@ class Target:
     # Whether a gated MLP's gating is the gate/up projection's epilogue (`gated_linear`): the
     # target's rule must compute an output's gate and up in one invocation (or task).
     gated_epilogue: bool = False
+    # Whether that is so only where the token count is known (decode's one token): the rule
+    # that takes it is a GEMV's (the gpu set's), and prefill's products go to dlight's Matmul.
+    gated_one_token: bool = False
     # Whether a one-token (or verify step's) linear that reads an RMSNorm's output applies the
     # norm itself where its kernel rounds its inputs (the CPU's integer form: a pass over the
     # inputs each task makes anyway), so that the norm is no launch of its own. Not on

@@ -5,4 +5,12 @@ from ..webgpu import emit, lowering
 from .rules import rules
 
 # A norm's row shared by 64 invocations, as dlight's schedule of relax's rms_norm does.
-TARGET = Target(name="gpu", cpu=False, lower=lowering(rules), emit=emit, row_threads=64)
+TARGET = Target(
+    name="gpu",
+    cpu=False,
+    lower=lowering(rules),
+    emit=emit,
+    gated_epilogue=True,
+    gated_one_token=True,
+    row_threads=64,
+)
