@@ -62,14 +62,15 @@ SOFTWARE = {
     if key[1] != "fused_split_silu_multiply"
 }
 # "gpu" (dlight's rules, for real GPUs): matmuls and matrix-vector products by dlight's
-# Matmul and GEMV, norms by Reduction, element-wise kernels by Fallback; decode's gate/up
-# projection with the gating as its epilogue by GatedGemv (no gating kernel of its own).
+# Matmul and GEMV, norms by Reduction, element-wise kernels by Fallback; decode's projections
+# that read a layer's norm apply it themselves, and the gate/up projection takes the gating as
+# its epilogue, by Gemv (no norm or gating kernel of their own; the final norm stays one).
 GPU_DENSE = with_rules(
     every_role("Fallback"),
     {
         **{("prefill", p): "FallThrough(Matmul)" for p in PROJECTIONS},
         **{("decode", p): "FallThrough(GEMV)" for p in PROJECTIONS},
-        ("decode", "gate_up_proj"): "GatedGemv",
+        **{("decode", p): "Gemv" for p in ["qkv_proj", "gate_up_proj"]},
         ("prefill", "lm_head"): "FallThrough(GEMV)",  # the last token only
         **{(step, "rms_norm"): "FallThrough(Reduction)" for step in STEPS},
     },

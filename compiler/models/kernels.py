@@ -122,8 +122,8 @@ def group_sums(
 
 class Normed:
     """x under an RMSNorm (`norm`) not yet applied: a linear whose kernel can apply it as it
-    reads x (`Target.norm_prologue`) does; any other reader applies it as a kernel of its own,
-    once for all of them (`applied`)."""
+    reads x (`Target.norm_prologue`: the CPU's integer form, a GPU's one-token linear) does;
+    any other reader applies it as a kernel of its own, once for all of them (`applied`)."""
 
     def __init__(self, x: Tensor, norm: nn.RMSNorm):
         self.x = x
@@ -159,6 +159,38 @@ def plain(x: Tensor | Normed) -> Tensor:
     return x.applied() if isinstance(x, Normed) else x
 
 
+def _one_token(x: Tensor | Normed) -> bool:
+    return isinstance(x.shape[1], int) and x.shape[1] == 1
+
+
+def _prologue(x: Tensor | Normed, target: Target) -> tuple[list[Tensor], Callable]:
+    """The tensors a GPU product reads for its input, and what makes its input of them: x, or
+    for a `Normed` x of one token (decode's) x and the norm's weight, normed in the kernel
+    (stages `Stage.NORM_SUM` and `Stage.NORMED`, as relax's rms_norm computes them)."""
+    if target.cpu or not (isinstance(x, Normed) and target.norm_prologue and _one_token(x)):
+        return [plain(x)], lambda xt: xt
+    eps = float(x.norm.epsilon)
+
+    def normed(xt: te.Tensor, weight: te.Tensor) -> te.Tensor:
+        batch, seq, cols = xt.shape
+        k = te.reduce_axis((0, cols), name="k")
+        sums = te.compute(
+            (batch, seq),
+            lambda b, i: te.sum(xt[b, i, k] * xt[b, i, k], axis=k),
+            name=Stage.NORM_SUM,
+        )
+        scale = lambda b, i: tirx.rsqrt(  # noqa: E731
+            sums[b, i] / tirx.const(int(cols), xt.dtype) + tirx.const(eps, xt.dtype)
+        )
+        return te.compute(
+            (batch, seq, cols),
+            lambda b, i, c: xt[b, i, c] * scale(b, i) * weight[c],
+            name=Stage.NORMED,
+        )
+
+    return [x.x, x.norm.weight], normed
+
+
 def _unnormed(x: Tensor | Normed) -> tuple[Tensor, cpu_forms.Norm | None]:
     """x before its norm, and the norm (weight, eps) for the integer form to apply, if any."""
     if isinstance(x, Normed):
@@ -182,20 +214,28 @@ def linear(
     if target.cpu and cpu_forms.integer_applies(fmt, x.shape, out_features, x.dtype):
         x, norm = _unnormed(x)
         return cpu_forms.integer_form(x, parts, fmt, out_features, name, residual, bias, norm=norm)
-    y = _linear(plain(x), parts, fmt, out_features, name, target)
+    y = _linear(x, parts, fmt, out_features, name, target)
     y = y if bias is None else y + bias
     return y if residual is None else residual + y
 
 
 def _linear(
-    x: Tensor, parts: dict[str, Tensor], fmt: Format, out_features: int, name: str, target: Target
+    x: Tensor | Normed,
+    parts: dict[str, Tensor],
+    fmt: Format,
+    out_features: int,
+    name: str,
+    target: Target,
 ):
     names = list(parts)
+    inputs, prologue = _prologue(x, target)
 
-    def compute(xt: te.Tensor, *tensors: te.Tensor) -> te.Tensor:
-        return _product(xt, dict(zip(names, tensors, strict=True)), fmt, out_features, name, target)
+    def compute(*tensors: te.Tensor) -> te.Tensor:
+        xt = prologue(*tensors[: len(inputs)])
+        p = dict(zip(names, tensors[len(inputs) :], strict=True))
+        return _product(xt, p, fmt, out_features, name, target)
 
-    return op.tensor_expr_op(compute, name, [x, *parts.values()])
+    return op.tensor_expr_op(compute, name, [*inputs, *parts.values()])
 
 
 def _product(
@@ -274,10 +314,9 @@ def gated_linear(
     up 0, gate 1, up 1, ..., so that the invocation that computes a gate also computes its up
     and multiplies them (an epilogue); the CPU's integer form computes a tile's gates and ups
     side by side; on a target with `gated_one_token`, for one token only (the gpu set's
-    GatedGemv). Elsewhere the product and the gating are kernels of their own (dlight's GEMV
+    Gemv). Elsewhere the product and the gating are kernels of their own (dlight's GEMV
     and Matmul rules take no epilogue that reads two outputs)."""
-    one_token = isinstance(x.shape[1], int) and x.shape[1] == 1
-    if not target.gated_epilogue or (target.gated_one_token and not one_token):
+    if not target.gated_epilogue or (target.gated_one_token and not _one_token(x)):
         gate, up = op.split(
             linear(plain(x), parts, fmt, 2 * inter, "gate_up_proj", target), 2, axis=-1
         )
@@ -290,10 +329,11 @@ def gated_linear(
         return cpu_forms.integer_form(
             x, parts, fmt, 2 * inter, "gate_up_proj", gating=gated, norm=norm
         )
-    x = plain(x)
+    inputs, prologue = _prologue(x, target)
 
-    def compute(xt: te.Tensor, *tensors: te.Tensor) -> te.Tensor:
-        p = dict(zip(names, tensors, strict=True))
+    def compute(*tensors: te.Tensor) -> te.Tensor:
+        xt = prologue(*tensors[: len(inputs)])
+        p = dict(zip(names, tensors[len(inputs) :], strict=True))
         y = _product(
             xt, p, fmt, 2 * inter, "gate_up_proj", target, lambda o: o % 2 * inter + o // 2
         )
@@ -305,7 +345,7 @@ def gated_linear(
             attrs={OUTPUT_RUN: 2},
         )
 
-    return op.tensor_expr_op(compute, "gate_up_proj", [x, *parts.values()])
+    return op.tensor_expr_op(compute, "gate_up_proj", [*inputs, *parts.values()])
 
 
 def embedding(

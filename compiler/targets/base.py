@@ -49,10 +49,12 @@ class Target:
     # that takes it is a GEMV's (the gpu set's), and prefill's products go to dlight's Matmul.
     gated_one_token: bool = False
     # Whether a one-token (or verify step's) linear that reads an RMSNorm's output applies the
-    # norm itself where its kernel rounds its inputs (the CPU's integer form: a pass over the
-    # inputs each task makes anyway), so that the norm is no launch of its own. Not on
-    # SwiftShader: there a norm's launch costs ~0.1 ms, and the extra pass in each invocation
-    # of the projections more (qkv 1.6 -> 2.6 ms, gate/up 4.9 -> 8.1 ms at SmolLM2's sizes).
+    # norm itself, so that the norm is no launch of its own: where the CPU's integer form
+    # rounds its inputs (a pass over the inputs each task makes anyway), and on the gpu set in
+    # each workgroup of a one-token linear (sums across its invocations, the normed input in
+    # shared memory). Not on SwiftShader: there a norm's launch costs ~0.1 ms, and the extra
+    # pass in each invocation of the projections more (qkv 1.6 -> 2.6 ms, gate/up 4.9 -> 8.1
+    # ms at SmolLM2's sizes).
     norm_prologue: bool = False
     # Invocations of a workgroup that share a token row's sums in the hand-written norm kernels
     # (models/add_norm.py): one where workgroup barriers cost more than they save (SwiftShader).

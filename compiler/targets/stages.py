@@ -23,6 +23,10 @@ class Stage(enum.StrEnum):
     LANE_INPUT_SUMS = "lane_input_sums"
     LANE_PARTIAL = "lane_partial"
     LANE_SUMS = "lane_sums"
+    # A one-token GPU linear that applies its input's RMSNorm itself (models/kernels.py
+    # `Normed`): the input's sum of squares, and the input normed.
+    NORM_SUM = "norm_sum"
+    NORMED = "normed"
 
 
 # The scale stages in the order of `Format.scale_te`'s results (scale, then minimum).

@@ -12,5 +12,6 @@ TARGET = Target(
     emit=emit,
     gated_epilogue=True,
     gated_one_token=True,
+    norm_prologue=True,
     row_threads=64,
 )
