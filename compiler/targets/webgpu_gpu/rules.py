@@ -7,6 +7,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.s_tir.schedule import SBlockRV
 from tvm.target import Target
 
 from ..rules import const, is_scale_stage, loop_kinds, output_run
@@ -121,9 +122,9 @@ class Gemv(ScheduleRule):
         return sch
 
 
-def _consumers(sch: s_tir.Schedule, block) -> list:
+def _consumers(sch: s_tir.Schedule, block: SBlockRV) -> list[SBlockRV]:
     """The blocks that follow `block`, each reading the one before (element-wise chains)."""
-    chain = []
+    chain: list[SBlockRV] = []
     while True:
         following = sch.get_consumers(block)
         if len(following) != 1:
