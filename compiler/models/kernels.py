@@ -20,7 +20,7 @@ from tvm.tirx.script import builder as B
 from ..formats import Format
 from ..formats.base import as_dtype, code_value, scaled
 from ..targets import Target
-from ..targets.stages import CODES_PER_WORD, OUTPUT_RUN, SCALE_STAGES, Stage
+from ..targets.stages import CODES_PER_WORD, NORM_PARTS, OUTPUT_RUN, SCALE_STAGES, Stage
 from ..targets.wasm import linear as cpu_forms
 
 ATTENTION_THREADS = 64
@@ -166,18 +166,24 @@ def _one_token(x: Tensor | Normed) -> bool:
 def _prologue(x: Tensor | Normed, target: Target) -> tuple[list[Tensor], Callable]:
     """The tensors a GPU product reads for its input, and what makes its input of them: x, or
     for a `Normed` x of one token (decode's) x and the norm's weight, normed in the kernel
-    (stages `Stage.NORM_SUM` and `Stage.NORMED`, as relax's rms_norm computes them)."""
+    (`NORM_STAGES`: as relax's rms_norm computes it, its sum of squares in NORM_PARTS partial
+    sums)."""
     if target.cpu or not (isinstance(x, Normed) and target.norm_prologue and _one_token(x)):
         return [plain(x)], lambda xt: xt
     eps = float(x.norm.epsilon)
 
     def normed(xt: te.Tensor, weight: te.Tensor) -> te.Tensor:
         batch, seq, cols = xt.shape
-        k = te.reduce_axis((0, cols), name="k")
+        parts = NORM_PARTS if int(cols) % NORM_PARTS == 0 else 1
+        j = te.reduce_axis((0, int(cols) // parts), name="j")
+        partials = te.compute(
+            (batch, seq, parts),
+            lambda b, i, p: te.sum(xt[b, i, p + parts * j] * xt[b, i, p + parts * j], axis=j),
+            name=Stage.NORM_PARTIALS,
+        )
+        q = te.reduce_axis((0, parts), name="q")
         sums = te.compute(
-            (batch, seq),
-            lambda b, i: te.sum(xt[b, i, k] * xt[b, i, k], axis=k),
-            name=Stage.NORM_SUM,
+            (batch, seq), lambda b, i: te.sum(partials[b, i, q], axis=q), name=Stage.NORM_SUM
         )
         scale = lambda b, i: tirx.rsqrt(  # noqa: E731
             sums[b, i] / tirx.const(int(cols), xt.dtype) + tirx.const(eps, xt.dtype)

@@ -52,9 +52,9 @@ class Target:
     # norm itself, so that the norm is no launch of its own: where the CPU's integer form
     # rounds its inputs (a pass over the inputs each task makes anyway), and on the gpu set in
     # each workgroup of a one-token linear (sums across its invocations, the normed input in
-    # shared memory). Not on SwiftShader: there a norm's launch costs ~0.1 ms, and the extra
-    # pass in each invocation of the projections more (qkv 1.6 -> 2.6 ms, gate/up 4.9 -> 8.1
-    # ms at SmolLM2's sizes).
+    # shared memory). Not on SwiftShader: there a norm's launch costs ~0.1 ms, and the norm in
+    # the projections more, whether each invocation norms the input (qkv 1.6 -> 2.6 ms,
+    # gate/up 4.9 -> 8.1 ms at SmolLM2's sizes) or each workgroup (1.7 -> 3.0, 5.2 -> 9.4 ms).
     norm_prologue: bool = False
     # Invocations of a workgroup that share a token row's sums in the hand-written norm kernels
     # (models/add_norm.py): one where workgroup barriers cost more than they save (SwiftShader).

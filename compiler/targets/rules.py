@@ -91,3 +91,11 @@ def scale_group(sch: s_tir.Schedule, stage, r_loops) -> int:
     k = const(sch.get(r_loops[0]).extent)
     groups = const(sch.get(sch.get_loops(stage)[-1]).extent)
     return k // groups if len(r_loops) == 1 and k and groups else 1
+
+
+def loops_inside(sch: s_tir.Schedule, block, outer) -> list:
+    """The loops of `block` inside the loop `outer`."""
+    loops = sch.get_loops(block)
+    outer_sref = sch.get_sref(outer)
+    depth = next(i for i, loop in enumerate(loops) if sch.get_sref(loop).same_as(outer_sref))
+    return loops[depth + 1 :]

@@ -24,10 +24,16 @@ class Stage(enum.StrEnum):
     LANE_PARTIAL = "lane_partial"
     LANE_SUMS = "lane_sums"
     # A one-token GPU linear that applies its input's RMSNorm itself (models/kernels.py
-    # `Normed`): the input's sum of squares, and the input normed.
+    # `Normed`): partial sums of the input's squares (NORM_PARTS of them, each over every
+    # NORM_PARTS-th input: a workgroup's invocations compute them side by side), their sum,
+    # and the input normed.
+    NORM_PARTIALS = "norm_partials"
     NORM_SUM = "norm_sum"
     NORMED = "normed"
 
+
+NORM_PARTS = 64
+NORM_STAGES = (Stage.NORM_PARTIALS, Stage.NORM_SUM, Stage.NORMED)
 
 # The scale stages in the order of `Format.scale_te`'s results (scale, then minimum).
 SCALE_STAGES = (Stage.DEQUANT_SCALE, Stage.DEQUANT_MINIMUM)

@@ -10,8 +10,8 @@ from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.s_tir.schedule import SBlockRV
 from tvm.target import Target
 
-from ..rules import const, is_scale_stage, loop_kinds, output_run
-from ..stages import Stage
+from ..rules import const, is_scale_stage, loop_kinds, loops_inside, output_run
+from ..stages import NORM_STAGES
 
 # Gemv: a workgroup's invocations, each summing every THREADS-th input of the workgroup's
 # ROWS outputs (a gate and its up side by side), then reduced across them.
@@ -37,11 +37,11 @@ class FallThrough(ScheduleRule):
 class Gemv(ScheduleRule):
     """A one-token linear that dlight's GEMV refuses: one whose consumer reads runs of its
     outputs (a gated MLP's gating, models/kernels.py `gated_linear`: a gate and its up side by
-    side) or that norms its input itself (the `Stage.NORM_SUM` and `Stage.NORMED` stages of a
-    `Normed` input), so that neither the gating nor the norm is a kernel of its own.
-    Each workgroup computes ROWS outputs (whole runs): its THREADS invocations first sum the
-    input's squares across the workgroup and write the normed input to shared memory (every
-    workgroup does: they share nothing), then each sums the products of every THREADS-th
+    side) or that norms its input itself (a `Normed` input's `NORM_STAGES`), so that neither
+    the gating nor the norm is a kernel of its own.
+    Each workgroup computes ROWS outputs (whole runs): its THREADS invocations first norm the
+    input into shared memory (`_norm_prologue`; every workgroup does: they share
+    nothing), then each sums the products of every THREADS-th
     input, the weights decoded as read; the partial sums are reduced across the workgroup into
     shared memory, and the consumers' outputs (the gating, a bias, a residual) are computed from
     there by the first invocations."""
@@ -57,17 +57,22 @@ class Gemv(ScheduleRule):
             if is_scale_stage(sch, info.block_rv):
                 sch.compute_inline(info.block_rv)
         infos = normalize_prim_func(sch)
-        named = {sch.get(i.block_rv).name_hint: i.block_rv for i in infos}
-        norm_sum, normed = named.get(Stage.NORM_SUM), named.get(Stage.NORMED)
-        reductions = [i.block_rv for i in infos if i.is_reduction() and i.block_rv != norm_sum]
-        if len(reductions) != 1 or (norm_sum is None) != (normed is None):
+        norm = {sch.get(i.block_rv).name_hint for i in infos} & set(NORM_STAGES)
+        if norm and norm != set(NORM_STAGES):
+            return None
+        reductions = [
+            i.block_rv
+            for i in infos
+            if i.is_reduction() and sch.get(i.block_rv).name_hint not in NORM_STAGES
+        ]
+        if len(reductions) != 1:
             return None
         (block,) = reductions
         consumers = _consumers(sch, block)
         runs = [output_run(sch, c) for c in consumers]
-        if norm_sum is None and max(runs, default=1) == 1:
+        if not norm and max(runs, default=1) == 1:
             return None  # a plain GEMV: dlight's
-        kept = {sch.get(b).name_hint for b in (block, norm_sum, normed, *consumers) if b}
+        kept = {sch.get(b).name_hint for b in (block, *consumers)} | set(NORM_STAGES)
         for info in infos:  # the weights' decoders, read where the product reads them
             if sch.get(info.block_rv).name_hint not in kept:
                 sch.compute_inline(info.block_rv)
@@ -79,13 +84,6 @@ class Gemv(ScheduleRule):
             return None
         if any(ROWS % run for run in runs):
             return None
-        if norm_sum is not None:  # partial sums of squares by invocation
-            *_, k = sch.get_loops(norm_sum)
-            if (const(sch.get(k).extent) or 1) % THREADS:
-                return None
-            k_outer, k_thread = sch.split(k, [None, THREADS])
-            sch.reorder(k_thread, k_outer)
-            squares = sch.rfactor(k_thread, 0)
         row_outer, row_inner = sch.split(loops[0], [None, ROWS])
         k_outer, k_thread = sch.split(loops[1], [None, THREADS])
         sch.reorder(row_outer, k_thread, row_inner, k_outer)
@@ -106,20 +104,32 @@ class Gemv(ScheduleRule):
             sch.reverse_compute_at(consumer, group)
             _, out = sch.split(sch.fuse(*sch.get_loops(consumer)[1:]), [None, THREADS])
             sch.bind(out, "threadIdx.x")
-        if normed is not None:
-            # The normed input, in shared memory, its THREADS-th elements an invocation each.
-            sch.compute_at(normed, group)
-            sch.set_scope(normed, 0, "shared")
-            _, element = sch.split(sch.fuse(*sch.get_loops(normed)[1:]), [None, THREADS])
-            sch.bind(element, "threadIdx.x")
-            # Its sum of squares: partial sums by invocation, reduced across the workgroup.
-            sch.compute_at(norm_sum, group)
-            sch.bind(sch.get_loops(norm_sum)[-1], "threadIdx.x")
-            sch.set_scope(norm_sum, 0, "shared")
-            sch.compute_at(squares, group)
-            sch.bind(sch.get_loops(squares)[1], "threadIdx.x")
-            sch.set_scope(squares, 0, "local")
+        if norm:
+            _norm_prologue(sch, group, THREADS)
         return sch
+
+
+def _norm_prologue(sch: s_tir.Schedule, group, threads: int) -> None:
+    """The input norm of a one-token linear (`NORM_STAGES`) computed once in each workgroup,
+    inside its loop `group`, by its `threads` invocations side by side: the partial sums of
+    squares into shared memory, their sum by each invocation, then the input normed into
+    shared memory for all of them (two barriers; on SwiftShader, whose invocations run as CPU
+    threads, any barrier costs more: there the q/k/v projection took 1.7 -> 3.0 ms and
+    gate/up 5.2 -> 9.4 ms against 0.12 ms for a norm's launch, so the software set keeps its
+    norm kernels)."""
+    partials, norm_sum, normed = (sch.get_sblock(name) for name in NORM_STAGES)
+    for block, scope in ((normed, "shared"), (norm_sum, "local"), (partials, "shared")):
+        sch.compute_at(block, group)
+        sch.set_scope(block, 0, scope)
+    for block in (normed, partials):
+        inner = loops_inside(sch, block, group)
+        kinds = loop_kinds(sch, block)[-len(inner) :]
+        spatial = [loop for loop, kind in zip(inner, kinds, strict=True) if kind == "S"]
+        _, thread = sch.split(sch.fuse(*spatial), [None, threads])
+        sch.bind(thread, "threadIdx.x")
+    # Each partial sum accumulates in a register, then is stored once: a loop that adds into
+    # shared memory would need a barrier inside each invocation's (conditional) part of it.
+    sch.reverse_compute_at(sch.cache_write(partials, 0, "local"), thread)
 
 
 def _consumers(sch: s_tir.Schedule, block: SBlockRV) -> list[SBlockRV]:

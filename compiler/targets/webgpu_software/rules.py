@@ -28,6 +28,7 @@ from ..rules import (
     is_group_stage,
     is_scale_stage,
     loop_kinds,
+    loops_inside,
     output_run,
     scale_group,
 )
@@ -75,7 +76,7 @@ class SerialReduction(ScheduleRule):
         inside each step the tile's outputs (one load of an input feeds them all)."""
         sch.compute_at(stage, group_loop)
         sch.set_scope(stage, 0, "local")
-        *spatial, k = _loops_inside(sch, stage, group_loop)
+        *spatial, k = loops_inside(sch, stage, group_loop)
         size = const(sch.get(k).extent) or 0
         runs = [k]
         if size % K_UNROLL == 0 and size > K_UNROLL:
@@ -188,7 +189,7 @@ class SerialReduction(ScheduleRule):
         for stage in scales:
             sch.compute_at(stage, k_loops[0])
             sch.set_scope(stage, 0, "local")
-            for loop in _loops_inside(sch, stage, k_loops[0]):
+            for loop in loops_inside(sch, stage, k_loops[0]):
                 sch.unroll(loop)
         for stage in groups:
             self._group_stage(sch, stage, k_loops[0])
@@ -205,17 +206,9 @@ class SerialReduction(ScheduleRule):
         return True
 
 
-def _loops_inside(sch: s_tir.Schedule, block, outer) -> list:
-    """The loops of `block` inside the loop `outer`."""
-    loops = sch.get_loops(block)
-    outer_sref = sch.get_sref(outer)
-    depth = next(i for i, loop in enumerate(loops) if sch.get_sref(loop).same_as(outer_sref))
-    return loops[depth + 1 :]
-
-
 def _unroll_tile(sch: s_tir.Schedule, block, outer) -> None:
     """Unrolls the loops of `block` inside `outer` that run over a tile (at most MAX_TILE)."""
-    for loop in _loops_inside(sch, block, outer):
+    for loop in loops_inside(sch, block, outer):
         if (const(sch.get(loop).extent) or MAX_TILE + 1) <= MAX_TILE:
             sch.unroll(loop)
 
