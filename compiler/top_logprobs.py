@@ -61,6 +61,16 @@ def logprobs_func(vocab: int, target: Target) -> tirx.PrimFunc:
     """The kernel: logits (1, 1, vocab) float32 and token (1,) int32 -> out (OUT,) float32, the
     module docstring's rule. On a CPU, plain loops; on a GPU, one workgroup."""
     chunk = -(-vocab // THREADS)
+
+    @T.macro
+    def chunk_sum(total, logits, t, largest):
+        # Into total[0]: the weights exp(l - largest) of chunk t's finite logits, in order.
+        total[0] = T.float32(0)
+        for k in range(chunk):
+            if t * chunk + k < vocab:
+                if _finite(logits[0, 0, t * chunk + k]):
+                    total[0] = total[0] + T.exp(logits[0, 0, t * chunk + k] - largest)
+
     if target.cpu:
 
         @T.prim_func(private=True)
@@ -78,11 +88,7 @@ def logprobs_func(vocab: int, target: Target) -> tirx.PrimFunc:
                 _keep(value, index, held, logits[0, 0, i], i)
             total[1] = T.float32(0)
             for t in range(THREADS):
-                total[0] = T.float32(0)
-                for k in range(chunk):
-                    if t * chunk + k < vocab:
-                        if _finite(logits[0, 0, t * chunk + k]):
-                            total[0] = total[0] + T.exp(logits[0, 0, t * chunk + k] - value[0])
+                chunk_sum(total, logits, t, value[0])
                 total[1] = total[1] + total[0]
             _write(out, logits, token, value, index, held, total)
 
@@ -132,11 +138,7 @@ def logprobs_func(vocab: int, target: Target) -> tirx.PrimFunc:
                     shared_f[0] = best[0]
                 T.tvm_storage_sync("shared")
                 best[0] = shared_f[0]
-                total[0] = T.float32(0)
-                for k in range(chunk):
-                    if tx * chunk + k < vocab:
-                        if _finite(logits[0, 0, tx * chunk + k]):
-                            total[0] = total[0] + T.exp(logits[0, 0, tx * chunk + k] - best[0])
+                chunk_sum(total, logits, tx, best[0])
                 part[tx] = total[0]
                 T.tvm_storage_sync("shared")
                 if tx == 0:

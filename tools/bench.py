@@ -310,6 +310,66 @@ def speculation_row(
     return {"model": manifest["model_id"], "quantization": manifest["quantization"], **row}
 
 
+# A greedy request for its tokens' logprobs and the TOP_LOGPROBS likeliest of each: its
+# decode tok/s, the page's own milliseconds and the bytes read back per token.
+TOP_LOGPROBS = 5
+LOGPROBS = """async ([p, n, top]) => {
+    await engine.resetChat();
+    const before = (await engine.runtimeStats()).readback_bytes;
+    const r = await engine.generate(p, {max_tokens: n, ignore_eos: true, temperature: 0,
+                                        logprobs: true, top_logprobs: top});
+    const bytes = (await engine.runtimeStats()).readback_bytes - before;
+    return {...r.stats, readback_per_token: bytes / r.tokens.length};
+}"""
+
+
+def logprobs_row(
+    browser,
+    folder: Path,
+    prompt: list[int],
+    runs: int,
+    variant: str | None,
+    backend: str,
+    threads: int | None,
+) -> dict:
+    """A request for logprobs, picked on the device (the default) and in the page (an engine
+    loaded with devicePicks: false, reading each step's logits back): two pages, their runs
+    alternating after a warm-up each, the medians."""
+    row: dict = {"backend": backend, "top_logprobs": TOP_LOGPROBS}
+    with serve_folder(folder) as url:
+        pages = {
+            where: open_engine_page(
+                browser,
+                url,
+                variant=variant,
+                backend=backend,
+                threads=threads,
+                options={"speculation": False, "devicePicks": where == "device"},
+            )
+            for where in ("device", "page")
+        }
+        results: dict[str, list[dict]] = {"device": [], "page": []}
+        for index in range(runs + 1):
+            for where, page in pages.items():
+                result = page.evaluate(LOGPROBS, [prompt, DECODE_TOKENS, TOP_LOGPROBS])
+                if index:  # the first run warms up
+                    results[where].append(result)
+        for page in pages.values():
+            page.close()
+    for where, measured in results.items():
+        row[where] = {
+            key: round(statistics.median(r[stat] for r in measured), 2)
+            for key, stat in (
+                ("decode_tok_s", "decode_tokens_per_s"),
+                ("host_ms_per_token", "host_ms_per_token"),
+                ("readback_bytes_per_token", "readback_per_token"),
+            )
+        }
+    row["ratio"] = round(row["device"]["decode_tok_s"] / row["page"]["decode_tok_s"], 2)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return {"model": manifest["model_id"], "quantization": manifest["quantization"], **row}
+
+
 def prefix_cache_row(
     browser, folder: Path, variant: str | None, backend: str, threads: int | None
 ) -> dict:
@@ -571,6 +631,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also decode tok/s with and without prompt-lookup speculation, on a copy-heavy and "
         "a free-form request (runs alternating)",
     )
+    parser.add_argument(
+        "--logprobs",
+        action="store_true",
+        help=f"also decode tok/s of a greedy request for logprobs (top {TOP_LOGPROBS}), picked "
+        "on the device and in the page (devicePicks: false), runs alternating",
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("dist/bench"))
     args = parser.parse_args(argv)
     if args.peer and args.profile:
@@ -637,6 +703,11 @@ def _run(args: argparse.Namespace) -> int:
                             browser, folder, variant, backend, args.threads
                         )
                         print(json.dumps(prefix_row), flush=True)
+                    if args.logprobs and not args.profile:
+                        lp_row = logprobs_row(
+                            browser, folder, prompt, args.runs, variant, backend, args.threads
+                        )
+                        print(json.dumps(lp_row), flush=True)
                     if args.speculation and not args.profile:
                         spec_row = speculation_row(
                             browser, folder, args.runs, variant, backend, args.threads
