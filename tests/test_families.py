@@ -164,13 +164,17 @@ def test_family_matches_transformers(case, tmp_path, engine_page):
     assert_backends_close(engine_page, quantized, PROMPT, expected, STEPS)
 
 
-def test_sandwich_layers_on_the_gpu_kernel_set(tmp_path, engine_page):
-    """Gemma's sandwich layers on the "gpu" kernel set (forced; the adapter here picks the
-    software one), whose kernel of an add and the next norm shares each token row among a
-    workgroup's invocations (models/add_norm.py): the gemma3 case against transformers, a
-    hidden size (96) that is not a multiple of the 64 invocations."""
-    architecture, settings = CASES["gemma3"]
-    settings = {**settings, "hidden_size": 96}
+@pytest.mark.parametrize(
+    ("case", "hidden_size"), [("gemma3", 96), ("qwen2", 64)], ids=["gemma3", "qwen2"]
+)
+def test_layers_on_the_gpu_kernel_set(case, hidden_size, tmp_path, engine_page):
+    """Layers on the "gpu" kernel set (forced; the adapter here picks the software one),
+    against transformers. Gemma's sandwich layers, whose kernel of an add and the next norm
+    shares each token row among a workgroup's invocations (models/add_norm.py), at a hidden
+    size (96) that is not a multiple of the 64 invocations; Qwen2's, whose decode q/k/v
+    projection norms its input and adds its bias in one kernel (webgpu_gpu/rules.py `Gemv`)."""
+    architecture, settings = CASES[case]
+    settings = {**settings, "hidden_size": hidden_size}
     hf = make_llama(tmp_path / "hf", seed=7, architecture=architecture, **settings)
     folder = build(str(hf), "q0f32", tmp_path / "q0f32", context_window=64, prefill_chunk=8)
     model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
