@@ -22,6 +22,7 @@ from .models.family import Family
 from .quantization import Scheme, get_scheme
 from .staging import staged_folder
 from .targets.wasm import link as wasm
+from .targets.webgpu import storage_buffers
 from .tool_format import tool_call_format
 from .weights import write_shards
 
@@ -260,6 +261,9 @@ def _write_folder(
         _check(compiled.kernels, kind, f"the {name} kernels")
         (out / f"kernels-{name}.json").write_text(json.dumps(compiled.kernels))
         entries[name] = {"kernels": f"kernels-{name}.json", "functions": compiled.functions}
+        if compiled.wasm is None:  # what the adapter must allow (the runtime checks it)
+            most = max(storage_buffers(k["wgsl"]) for k in compiled.kernels.values())
+            entries[name]["storage_buffers"] = most
         if compiled.wasm is not None:
             (out / "kernels.wasm").write_bytes(compiled.wasm)
             entries[name]["wasm"] = {

@@ -15,6 +15,7 @@ RUN = """async ([kernel, order, data, runs]) => {
     const adapter = await navigator.gpu.requestAdapter();
     const device = await adapter.requestDevice({requiredLimits: {
         maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+        maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage,
         maxBufferSize: adapter.limits.maxBufferSize}});
     const module = device.createShaderModule({code: kernel.wgsl});
     const pipeline = device.createComputePipeline(

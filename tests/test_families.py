@@ -165,20 +165,29 @@ def test_family_matches_transformers(case, tmp_path, engine_page):
 
 
 @pytest.mark.parametrize(
-    ("case", "hidden_size"), [("gemma3", 96), ("qwen2", 64)], ids=["gemma3", "qwen2"]
+    ("case", "hidden_size"),
+    [("gemma3", 96), ("gemma3", 128), ("qwen2", 64)],
+    ids=["gemma3", "gemma3-in-projections", "qwen2"],
 )
 def test_layers_on_the_gpu_kernel_set(case, hidden_size, tmp_path, engine_page):
     """Layers on the "gpu" kernel set (forced; the adapter here picks the software one),
     against transformers. Gemma's sandwich layers, whose kernel of an add and the next norm
     shares each token row among a workgroup's invocations (models/add_norm.py), at a hidden
-    size (96) that is not a multiple of the 64 invocations; Qwen2's, whose decode q/k/v
-    projection norms its input and adds its bias in one kernel (webgpu_gpu/rules.py `Gemv`)."""
+    size (96) that is not a multiple of the 64 invocations, and at one that is (128), where
+    decode's projections compute the add and the norm as they read them (`AddNormed`) and no
+    add_norm kernel is left but the last; Qwen2's, whose decode q/k/v projection norms its
+    input and adds its bias in one kernel (webgpu_gpu/rules.py `Gemv`)."""
     architecture, settings = CASES[case]
     settings = {**settings, "hidden_size": hidden_size}
     hf = make_llama(tmp_path / "hf", seed=7, architecture=architecture, **settings)
     folder = build(str(hf), "q0f32", tmp_path / "q0f32", context_window=64, prefill_chunk=8)
     model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
     expected = transformers_logits_and_greedy(model, PROMPT, STEPS)
+    if hidden_size == 128:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        steps = manifest["variants"]["gpu"]["functions"]["decode"]["launches"]
+        kernels = [launch["kernel"] for launch in steps]
+        assert sum("add_norm" in k for k in kernels) == 1, kernels
     with engine_page(folder, variant="gpu", backend="webgpu") as page:
         assert page.evaluate("async () => (await engine.runtimeStats()).variant") == "gpu"
         assert_close(page_logits_and_greedy(page, PROMPT, STEPS), expected, "gpu", exact=True)

@@ -11,18 +11,23 @@ several); on the CPU the rows one after another in the calling thread. Like the 
 kernels it replaces (TVM's legalization of relax's rms_norm and the add), the norms compute
 in float32: each sum of squares in float32, the normed value (x * rsqrt(mean + eps)) * w,
 then rounded to the activations' dtype, and the sum x + that in the activations' dtype.
+
+On the gpu kernel set neither is a kernel of its own in decode: the one-token linears that
+read `normed` compute both as they read it (`AddNormed`), in each workgroup, and the first of
+them writes x_out.
 """
 
 from __future__ import annotations
 
-from tvm import tirx
+from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script import builder as B
 
 from ..targets import Target
-from .kernels import builder_loops
+from ..targets.stages import ADD_STAGES, NORM_STAGES, Stage
+from .kernels import Pending, builder_loops, rsqrt_mean_square
 
 F32 = "float32"
 
@@ -136,3 +141,78 @@ def add_norm(
         [Tensor.placeholder(x.shape, x.dtype), Tensor.placeholder(x.shape, x.dtype)],
     )
     return x_out, normed
+
+
+class AddNormed(Pending):
+    """(x + branch_norm(branch), next_norm of that) as `add_norm` computes them, not yet
+    computed: the normed sum for linears to read (a `Pending` input: on the gpu set a one-token
+    linear computes it in each workgroup, in float32 as add_norm does, and the first such linear
+    writes the sum, `Stage.RESIDUAL`), the sum itself for the layer's next add (`residual`)."""
+
+    def __init__(
+        self,
+        x: Tensor,
+        branch: Tensor,
+        branch_norm: nn.RMSNorm,
+        next_norm: nn.RMSNorm,
+        target: Target,
+    ):
+        self.x = x
+        self.branch = branch
+        self.branch_norm = branch_norm
+        self.next_norm = next_norm
+        self.target = target
+        self._sum: Tensor | None = None
+        self._applied: Tensor | None = None
+
+    def applied(self) -> Tensor:
+        if self._applied is None:
+            norms = (self.branch_norm, self.next_norm)
+            self._sum, self._applied = add_norm(self.x, self.branch, *norms, self.target)
+        return self._applied
+
+    def residual(self) -> Tensor:
+        """x + branch_norm(branch): as the first linear that read this wrote it, else as
+        add_norm's kernel does."""
+        if self._sum is None:
+            self.applied()
+        assert self._sum is not None
+        return self._sum
+
+    def inputs(self) -> list[Tensor]:
+        return [self.x, self.branch, self.branch_norm.weight, self.next_norm.weight]
+
+    def stages(self, *tensors: te.Tensor) -> tuple[te.Tensor, list[te.Tensor]]:
+        xt, branch, w_branch, w_next = tensors
+        dtype = xt.dtype
+        eps = float(self.branch_norm.epsilon)
+        branch_factor = rsqrt_mean_square(branch, eps, F32, ADD_STAGES[:2])
+
+        def f32(value):
+            return tirx.Cast(F32, value) if dtype != F32 else value
+
+        summed = te.compute(
+            xt.shape,
+            lambda b, i, c: (
+                xt[b, i, c]
+                + tirx.Cast(dtype, branch_factor(b, i) * f32(branch[b, i, c]) * f32(w_branch[c]))
+            ),
+            name=Stage.SUMMED,
+        )
+        eps = float(self.next_norm.epsilon)
+        factor = rsqrt_mean_square(summed, eps, F32, NORM_STAGES[:2])
+        normed = te.compute(
+            xt.shape,
+            lambda b, i, c: tirx.Cast(dtype, factor(b, i) * f32(summed[b, i, c]) * f32(w_next[c])),
+            name=Stage.NORMED,
+        )
+        if not self.writes():
+            return normed, []
+        return normed, [te.compute(xt.shape, lambda *i: summed[i], name=Stage.RESIDUAL)]
+
+    def writes(self) -> int:
+        return int(self._sum is None)
+
+    def written(self, outputs: list[Tensor]) -> None:
+        if outputs:
+            (self._sum,) = outputs

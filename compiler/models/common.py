@@ -44,13 +44,13 @@ class QuantizedLinear(nn.Module):
         return {name: getattr(self, name) for name in self.part_names}
 
     def forward(
-        self, x: Tensor | kernels.Normed, name: str = "linear", residual: Tensor | None = None
+        self, x: Tensor | kernels.Pending, name: str = "linear", residual: Tensor | None = None
     ) -> Tensor:
         """The product (+ bias), added to `residual` where one is given."""
         fmt, rows, target = self.format, self.out_features, self.target
         return kernels.linear(x, self.parts(), fmt, rows, name, target, residual, self.bias)
 
-    def gated(self, x: Tensor | kernels.Normed, activation: str) -> Tensor:
+    def gated(self, x: Tensor | kernels.Pending, activation: str) -> Tensor:
         """act(gate) * up of a gated MLP whose gate and up rows this linear holds (in halves)."""
         inter = self.out_features // 2
         return kernels.gated_linear(x, self.parts(), self.format, inter, activation, self.target)
@@ -117,7 +117,7 @@ def add_projections(
     return names
 
 
-def project(module: nn.Module, names: list[str], x: Tensor | kernels.Normed) -> Tensor:
+def project(module: nn.Module, names: list[str], x: Tensor | kernels.Pending) -> Tensor:
     outputs = [getattr(module, name)(x, name) for name in names]
     return outputs[0] if len(outputs) == 1 else op.concat(outputs, dim=-1)
 

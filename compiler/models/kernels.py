@@ -20,7 +20,14 @@ from tvm.tirx.script import builder as B
 from ..formats import Format
 from ..formats.base import as_dtype, code_value, scaled
 from ..targets import Target
-from ..targets.stages import CODES_PER_WORD, NORM_PARTS, OUTPUT_RUN, SCALE_STAGES, Stage
+from ..targets.stages import (
+    CODES_PER_WORD,
+    NORM_PARTS,
+    NORM_STAGES,
+    OUTPUT_RUN,
+    SCALE_STAGES,
+    Stage,
+)
 from ..targets.wasm import linear as cpu_forms
 
 ATTENTION_THREADS = 64
@@ -120,15 +127,13 @@ def group_sums(
     )
 
 
-class Normed:
-    """x under an RMSNorm (`norm`) not yet applied: a linear whose kernel can apply it as it
-    reads x (`Target.norm_prologue`: the CPU's integer form, a GPU's one-token linear) does;
-    any other reader applies it as a kernel of its own, once for all of them (`applied`)."""
+class Pending:
+    """An input not yet computed, of a norm over the hidden axis (`x` before it), that a
+    one-token linear on the gpu set (`Target.norm_prologue`) computes as it reads it, in each
+    workgroup (`stages`), and any other reader as kernels of their own, once for all of them
+    (`applied`)."""
 
-    def __init__(self, x: Tensor, norm: nn.RMSNorm):
-        self.x = x
-        self.norm = norm
-        self._applied: Tensor | None = None
+    x: Tensor
 
     @property
     def shape(self):
@@ -139,9 +144,78 @@ class Normed:
         return self.x.dtype
 
     def applied(self) -> Tensor:
+        raise NotImplementedError
+
+    def inputs(self) -> list[Tensor]:
+        """The tensors `stages` reads, in its order."""
+        raise NotImplementedError
+
+    def stages(self, *tensors: te.Tensor) -> tuple[te.Tensor, list[te.Tensor]]:
+        """The input as the linear reads it, and the outputs its kernel writes beside its own."""
+        raise NotImplementedError
+
+    def writes(self) -> int:
+        """The outputs `stages` gives beside the input."""
+        return 0
+
+    def written(self, outputs: list[Tensor]) -> None:
+        """Takes the outputs `stages` gave, as the linear's op returned them."""
+
+
+class Normed(Pending):
+    """x under an RMSNorm (`norm`) not yet applied: a linear whose kernel can apply it as it
+    reads x (`Target.norm_prologue`: the CPU's integer form, a GPU's one-token linear) does;
+    any other reader applies it as a kernel of its own, once for all of them (`applied`)."""
+
+    def __init__(self, x: Tensor, norm: nn.RMSNorm):
+        self.x = x
+        self.norm = norm
+        self._applied: Tensor | None = None
+
+    def applied(self) -> Tensor:
         if self._applied is None:
             self._applied = self.norm(self.x)
         return self._applied
+
+    def inputs(self) -> list[Tensor]:
+        return [self.x, self.norm.weight]
+
+    def stages(self, *tensors: te.Tensor) -> tuple[te.Tensor, list[te.Tensor]]:
+        """x normed as relax's rms_norm computes it, in x's dtype (`NORM_STAGES`)."""
+        xt, weight = tensors
+        factor = rsqrt_mean_square(xt, float(self.norm.epsilon), xt.dtype, NORM_STAGES[:2])
+        normed = te.compute(
+            xt.shape,
+            lambda b, i, c: xt[b, i, c] * factor(b, i) * weight[c],
+            name=Stage.NORMED,
+        )
+        return normed, []
+
+
+def rsqrt_mean_square(
+    xt: te.Tensor, eps: float, dtype: str, stages: tuple[str, str]
+) -> Callable[[Any, Any], tirx.PrimExpr]:
+    """(b, i) -> 1 / sqrt(mean(xt[b, i]^2) + eps) in `dtype`, the sum of squares in NORM_PARTS
+    partial sums (the first of `stages`, each over every NORM_PARTS-th element: a workgroup's
+    invocations compute them side by side), then their sum (the second)."""
+    batch, seq, cols = xt.shape
+    parts = NORM_PARTS if int(cols) % NORM_PARTS == 0 else 1
+    j = te.reduce_axis((0, int(cols) // parts), name="j")
+
+    def square(b, i, k):
+        value = as_dtype(xt[b, i, k], dtype)
+        return value * value
+
+    partials = te.compute(
+        (batch, seq, parts),
+        lambda b, i, p: te.sum(square(b, i, p + parts * j), axis=j),
+        name=stages[0],
+    )
+    q = te.reduce_axis((0, parts), name="q")
+    sums = te.compute((batch, seq), lambda b, i: te.sum(partials[b, i, q], axis=q), name=stages[1])
+    return lambda b, i: tirx.rsqrt(
+        sums[b, i] / tirx.const(int(cols), dtype) + tirx.const(eps, dtype)
+    )
 
 
 def rms_normed(norm: nn.Module, x: Tensor, target: Target) -> Tensor | Normed:
@@ -154,58 +228,72 @@ def rms_normed(norm: nn.Module, x: Tensor, target: Target) -> Tensor | Normed:
     return norm(x)
 
 
-def plain(x: Tensor | Normed) -> Tensor:
-    """x as a tensor: a `Normed`'s norm applied."""
-    return x.applied() if isinstance(x, Normed) else x
+def plain(x: Tensor | Pending) -> Tensor:
+    """x as a tensor: a `Pending` input computed."""
+    return x.applied() if isinstance(x, Pending) else x
 
 
-def _one_token(x: Tensor | Normed) -> bool:
+def _one_token(x: Tensor | Pending) -> bool:
     return isinstance(x.shape[1], int) and x.shape[1] == 1
 
 
-def _prologue(x: Tensor | Normed, target: Target) -> tuple[list[Tensor], Callable]:
-    """The tensors a GPU product reads for its input, and what makes its input of them: x, or
-    for a `Normed` x of one token (decode's) x and the norm's weight, normed in the kernel
-    (`NORM_STAGES`: as relax's rms_norm computes it, its sum of squares in NORM_PARTS partial
-    sums)."""
-    if target.cpu or not (isinstance(x, Normed) and target.norm_prologue and _one_token(x)):
-        return [plain(x)], lambda xt: xt
-    eps = float(x.norm.epsilon)
-
-    def normed(xt: te.Tensor, weight: te.Tensor) -> te.Tensor:
-        batch, seq, cols = xt.shape
-        parts = NORM_PARTS if int(cols) % NORM_PARTS == 0 else 1
-        j = te.reduce_axis((0, int(cols) // parts), name="j")
-        partials = te.compute(
-            (batch, seq, parts),
-            lambda b, i, p: te.sum(xt[b, i, p + parts * j] * xt[b, i, p + parts * j], axis=j),
-            name=Stage.NORM_PARTIALS,
-        )
-        q = te.reduce_axis((0, parts), name="q")
-        sums = te.compute(
-            (batch, seq), lambda b, i: te.sum(partials[b, i, q], axis=q), name=Stage.NORM_SUM
-        )
-        scale = lambda b, i: tirx.rsqrt(  # noqa: E731
-            sums[b, i] / tirx.const(int(cols), xt.dtype) + tirx.const(eps, xt.dtype)
-        )
-        return te.compute(
-            (batch, seq, cols),
-            lambda b, i, c: xt[b, i, c] * scale(b, i) * weight[c],
-            name=Stage.NORMED,
-        )
-
-    return [x.x, x.norm.weight], normed
+Prologue = Callable[..., tuple[te.Tensor, list[te.Tensor]]]
 
 
-def _unnormed(x: Tensor | Normed) -> tuple[Tensor, cpu_forms.Norm | None]:
+def _prologue(
+    x: Tensor | Pending, target: Target, rows: int, parts: int
+) -> tuple[list[Tensor], Prologue]:
+    """The tensors a GPU product of `rows` outputs (its weight in `parts` tensors) reads for its
+    input, and what makes its input of them (with the outputs its kernel writes beside the
+    product's): x, or for a `Pending` x of one token (decode's) its stages, computed in the
+    kernel where the target's rule takes it."""
+    if target.cpu or not (isinstance(x, Pending) and target.norm_prologue and _one_token(x)):
+        return [plain(x)], lambda xt: (xt, [])
+    buffers = len(x.inputs()) + parts + 1 + x.writes()
+    fits = target.prologue_fits
+    if fits is not None and not fits(int(x.shape[-1]), rows, buffers):
+        return [plain(x)], lambda xt: (xt, [])
+    return x.inputs(), x.stages
+
+
+def _op(
+    compute: Callable[..., te.Tensor],
+    name: str,
+    x: Tensor | Pending,
+    target: Target,
+    parts: dict[str, Tensor],
+    rows: int,
+) -> Tensor:
+    """The op of `compute(input, weights)` (a product of `rows` outputs), its input made by
+    the prologue of x (`_prologue`) in its kernel, with the outputs that writes."""
+    names = list(parts)
+    inputs, prologue = _prologue(x, target, rows, len(parts))
+    extra: list[int] = []
+
+    def body(*tensors: te.Tensor):
+        xt, outputs = prologue(*tensors[: len(inputs)])
+        extra.append(len(outputs))
+        y = compute(xt, dict(zip(names, tensors[len(inputs) :], strict=True)))
+        return [y, *outputs] if outputs else y
+
+    result = op.tensor_expr_op(body, name, [*inputs, *parts.values()])
+    if not extra[0]:
+        return result
+    y, *outputs = result
+    assert isinstance(x, Pending)
+    x.written(outputs)
+    return y
+
+
+def _unnormed(x: Tensor | Pending) -> tuple[Tensor, cpu_forms.Norm | None]:
     """x before its norm, and the norm (weight, eps) for the integer form to apply, if any."""
     if isinstance(x, Normed):
         return x.x, (x.norm.weight, float(x.norm.epsilon))
-    return x, None
+    return plain(x), None
 
 
 def linear(
-    x: Tensor | Normed,
+    x: Tensor | Pending,
     parts: dict[str, Tensor],
     fmt: Format,
     out_features: int,
@@ -226,22 +314,17 @@ def linear(
 
 
 def _linear(
-    x: Tensor | Normed,
+    x: Tensor | Pending,
     parts: dict[str, Tensor],
     fmt: Format,
     out_features: int,
     name: str,
     target: Target,
 ):
-    names = list(parts)
-    inputs, prologue = _prologue(x, target)
-
-    def compute(*tensors: te.Tensor) -> te.Tensor:
-        xt = prologue(*tensors[: len(inputs)])
-        p = dict(zip(names, tensors[len(inputs) :], strict=True))
+    def compute(xt: te.Tensor, p: dict[str, te.Tensor]) -> te.Tensor:
         return _product(xt, p, fmt, out_features, name, target)
 
-    return op.tensor_expr_op(compute, name, [*inputs, *parts.values()])
+    return _op(compute, name, x, target, parts, out_features)
 
 
 def _product(
@@ -308,7 +391,7 @@ def gating(gate: Tensor, up: Tensor, activation: str) -> Tensor:
 
 
 def gated_linear(
-    x: Tensor | Normed,
+    x: Tensor | Pending,
     parts: dict[str, Tensor],
     fmt: Format,
     inter: int,
@@ -327,7 +410,6 @@ def gated_linear(
             linear(plain(x), parts, fmt, 2 * inter, "gate_up_proj", target), 2, axis=-1
         )
         return gating(gate, up, activation)
-    names = list(parts)
     act = ACTIVATIONS[activation]
     if target.cpu and cpu_forms.integer_applies(fmt, x.shape, inter, x.dtype):
         gated = lambda v: act(v, "float32")  # noqa: E731
@@ -335,11 +417,8 @@ def gated_linear(
         return cpu_forms.integer_form(
             x, parts, fmt, 2 * inter, "gate_up_proj", gating=gated, norm=norm
         )
-    inputs, prologue = _prologue(x, target)
 
-    def compute(*tensors: te.Tensor) -> te.Tensor:
-        xt = prologue(*tensors[: len(inputs)])
-        p = dict(zip(names, tensors[len(inputs) :], strict=True))
+    def compute(xt: te.Tensor, p: dict[str, te.Tensor]) -> te.Tensor:
         y = _product(
             xt, p, fmt, 2 * inter, "gate_up_proj", target, lambda o: o % 2 * inter + o // 2
         )
@@ -351,7 +430,7 @@ def gated_linear(
             attrs={OUTPUT_RUN: 2},
         )
 
-    return op.tensor_expr_op(compute, "gate_up_proj", [*inputs, *parts.values()])
+    return _op(compute, "gate_up_proj", x, target, parts, 2 * inter)
 
 
 def embedding(

@@ -56,6 +56,10 @@ class Target:
     # the projections more, whether each invocation norms the input (qkv 1.6 -> 2.6 ms,
     # gate/up 4.9 -> 8.1 ms at SmolLM2's sizes) or each workgroup (1.7 -> 3.0, 5.2 -> 9.4 ms).
     norm_prologue: bool = False
+    # On a GPU target with `norm_prologue`: whether its rule takes a one-token linear with such
+    # an input (models/kernels.py `Pending`) of (inputs, outputs, storage buffers its kernel
+    # binds); None: any.
+    prologue_fits: Callable[[int, int, int], bool] | None = None
     # Invocations of a workgroup that share a token row's sums in the hand-written norm kernels
     # (models/add_norm.py): one where workgroup barriers cost more than they save (SwiftShader).
     row_threads: int = 1

@@ -30,10 +30,18 @@ class Stage(enum.StrEnum):
     NORM_PARTIALS = "norm_partials"
     NORM_SUM = "norm_sum"
     NORMED = "normed"
+    # One that computes, before that norm, the add of a normed branch to the residual stream
+    # (models/add_norm.py `AddNormed`): the branch's norm (partial sums, their sum), the sum,
+    # and the sum written out as the residual stream (by the first linear that reads it).
+    BRANCH_PARTIALS = "branch_partials"
+    BRANCH_SUM = "branch_sum"
+    SUMMED = "summed"
+    RESIDUAL = "residual"
 
 
 NORM_PARTS = 64
 NORM_STAGES = (Stage.NORM_PARTIALS, Stage.NORM_SUM, Stage.NORMED)
+ADD_STAGES = (Stage.BRANCH_PARTIALS, Stage.BRANCH_SUM, Stage.SUMMED)
 
 # The scale stages in the order of `Format.scale_te`'s results (scale, then minimum).
 SCALE_STAGES = (Stage.DEQUANT_SCALE, Stage.DEQUANT_MINIMUM)

@@ -104,6 +104,11 @@ _POD_STRUCT = re.compile(r"struct PODArgs \{(.*?)\}", re.S)
 _WORKGROUP = re.compile(r"@workgroup_size\((\d+), (\d+), (\d+)\)")
 
 
+def storage_buffers(wgsl: str) -> int:
+    """The storage buffers a kernel binds."""
+    return wgsl.count("var<storage,")
+
+
 def kernel_entry(wgsl: str) -> dict[str, Any]:
     """A kernel's manifest entry: its WGSL, workgroup size and scalar parameters (PODArgs)."""
     pods = []

@@ -4,7 +4,7 @@ import "./contract_stub.mjs";
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-const { assessFit } = await import("../src/backends/check.js");
+const { assessFit, kernelSetFor } = await import("../src/backends/check.js");
 
 /** A chat build of `context` tokens: two KV tensors of 64 bytes a token, one weight, one plan. */
 function manifest({ context = 1000, weight = 100, storage = 50 } = {}) {
@@ -21,7 +21,13 @@ function manifest({ context = 1000, weight = 100, storage = 50 } = {}) {
     },
   };
 }
-const gpu = (limit) => ({ limits: { maxBufferSize: limit, maxStorageBufferBindingSize: 2 * limit } });
+const gpu = (limit, storageBuffers = 8) => ({
+  limits: {
+    maxBufferSize: limit,
+    maxStorageBufferBindingSize: 2 * limit,
+    maxStorageBuffersPerShaderStage: storageBuffers,
+  },
+});
 
 test("a build within the limits fits at its own context window", () => {
   const fit = assessFit(manifest(), gpu(64_000), "gpu");
@@ -57,4 +63,17 @@ test("another context window than the build's is a rebuild", () => {
   const smaller = assessFit(manifest(), gpu(1e9), "gpu", 10);
   assert.match(smaller.reasons[0], /rebuild it with --context-window 10/);
   assert.equal(assessFit(manifest(), gpu(1e9), "software").fitting_context_window, null);
+});
+
+test("a kernel set whose kernels bind more storage buffers than the adapter allows is not picked", () => {
+  const build = manifest();
+  build.variants.software = build.variants.gpu;
+  assert.equal(kernelSetFor(gpu(1e9), build), "gpu"); // a build that does not say: 8
+  build.variants.gpu = { ...build.variants.gpu, storage_buffers: 10 };
+  assert.equal(kernelSetFor(gpu(1e9, 10), build), "gpu");
+  assert.equal(kernelSetFor(gpu(1e9, 8), build), "software");
+  assert.equal(kernelSetFor({ ...gpu(1e9, 10), info: { isFallbackAdapter: true } }, build), "software");
+  const fit = assessFit(build, gpu(1e9, 8), "gpu");
+  assert.match(fit.reasons[0], /"gpu" kernels bind 10 storage buffers, and this device allows 8/);
+  assert.deepEqual(assessFit(build, gpu(1e9, 8), "software").reasons, []);
 });

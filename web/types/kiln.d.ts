@@ -560,6 +560,8 @@ export interface ModelCheck {
     max_buffer_size?: number;
     max_storage_buffer_binding_size?: number;
     largest_buffer?: number;
+    /** the adapter's maxStorageBuffersPerShaderStage (WebGPU), which a kernel set's storage_buffers must not pass */
+    max_storage_buffers_per_shader_stage?: number;
     /** the memory the CPU backend's WebAssembly module can address (CPU backend) */
     wasm_memory_bytes?: number;
   };

@@ -56,7 +56,7 @@ class Attention(nn.Module):
 
     def forward(
         self,
-        x: Tensor | kernels.Normed,
+        x: Tensor | kernels.Pending,
         k_cache: Tensor,
         v_cache: Tensor,
         total_len: tirx.Var,

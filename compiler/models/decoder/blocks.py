@@ -11,7 +11,7 @@ from tvm.relax.frontend.nn import Tensor, op
 
 from ...targets import Target
 from .. import kernels
-from ..add_norm import add_norm
+from ..add_norm import AddNormed
 from ..common import Formats, QuantizedLinear, add_projections, project
 from .attention import Attention
 from .config import DecoderConfig
@@ -35,7 +35,7 @@ class MLP(nn.Module):
             self.inter, config.hidden_size, formats("down_proj"), target
         )
 
-    def forward(self, x: Tensor | kernels.Normed, residual: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor | kernels.Pending, residual: Tensor | None = None) -> Tensor:
         """(residual +) the MLP's output."""
         if len(self.gate_up) == 1:  # one weight: the gating is its kernel's epilogue
             gated = getattr(self, self.gate_up[0]).gated(x, self.activation)
@@ -80,10 +80,11 @@ class SandwichNormLayer(nn.Module):
     """Norms before and after both attention and MLP (Gemma 2 and 3):
     x + norm(attention(norm(x))), then x + norm(mlp(norm(x))).
 
-    Each add of a normed branch runs with the norm of the sum that follows it in one kernel
-    (add_norm.py): the layer takes x with its input norm already applied (`normed`, from the
-    previous layer's last kernel) and returns its x with `next_norm` applied (the next layer's
-    input norm, or the final norm)."""
+    Each add of a normed branch runs with the norm of the sum that follows it (add_norm.py
+    `AddNormed`: one kernel, or on the gpu set the projections that read the normed sum): the
+    layer takes x with its input norm (`normed`: from the previous layer, the same AddNormed
+    as x) and returns its own sum with `next_norm` applied (the next layer's input norm, or the
+    final norm), for the next layer to take as both."""
 
     def __init__(self, norm: Norm, attention: Attention, mlp: MLP, target: Target):
         self.input_layernorm = norm()
@@ -96,21 +97,21 @@ class SandwichNormLayer(nn.Module):
 
     def forward(
         self,
-        x: Tensor,
-        normed: Tensor,
-        next_norm: nn.Module,
+        x: Tensor | AddNormed,
+        normed: Tensor | kernels.Pending,
+        next_norm: nn.RMSNorm,
         k_cache: Tensor,
         v_cache: Tensor,
         total_len: tirx.Var,
         rope_table: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(x, next_norm(x), k_cache, v_cache) after the layer, `normed` being
-        input_layernorm(x)."""
+    ) -> tuple[AddNormed, Tensor, Tensor]:
+        """(next_norm(x) after the layer, and x, as an AddNormed; k_cache, v_cache), `normed`
+        being input_layernorm(x)."""
         attn, k_cache, v_cache = self.self_attn(normed, k_cache, v_cache, total_len, rope_table)
-        x, normed = add_norm(
-            x, attn, self.post_attention_layernorm, self.pre_feedforward_layernorm, self.target
-        )
-        x, normed = add_norm(
-            x, self.mlp(normed), self.post_feedforward_layernorm, next_norm, self.target
-        )
-        return x, normed, k_cache, v_cache
+        # x of an AddNormed is read once the projections above wrote it.
+        x = x.residual() if isinstance(x, AddNormed) else x
+        norms = (self.post_attention_layernorm, self.pre_feedforward_layernorm)
+        added = AddNormed(x, attn, *norms, self.target)
+        mlp = self.mlp(added)
+        norms = (self.post_feedforward_layernorm, next_norm)
+        return AddNormed(added.residual(), mlp, *norms, self.target), k_cache, v_cache

@@ -9,6 +9,8 @@ from tvm import tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor
 
+from .. import kernels
+from ..add_norm import AddNormed
 from ..common import Formats
 from .attention import Attention
 from .blocks import MLP, PreNormLayer, SandwichNormLayer, soft_cap
@@ -57,19 +59,21 @@ class SandwichGeGLU(CausalLM):
     def hidden_states(
         self, x: Tensor, kv_cache: list[Tensor], total_len: tirx.Var, keep: Keep
     ) -> tuple[Tensor, list[Tensor]]:
-        # Each layer hands the next its x and x's input norm (SandwichNormLayer), the last
-        # layer the final norm's.
+        # Each layer hands the next its x with x's input norm (SandwichNormLayer), the last
+        # layer with the final norm.
         layers = list(self.layers)
-        normed = layers[0].input_layernorm(x)
+        state: Tensor | AddNormed = x
+        normed = kernels.rms_normed(layers[0].input_layernorm, x, self.target)
         new_cache = []
         for i, layer in enumerate(layers):
             next_norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.norm
             table = getattr(self, self.config.layer_rope(i))
-            x, normed, k, v = layer(
-                x, normed, next_norm, kv_cache[2 * i], kv_cache[2 * i + 1], total_len, table
+            state, k, v = layer(
+                state, normed, next_norm, kv_cache[2 * i], kv_cache[2 * i + 1], total_len, table
             )
+            normed = state
             new_cache += [k, v]
-        return keep(normed), new_cache
+        return keep(kernels.plain(normed)), new_cache
 
     def embed(self, input_ids: Tensor, scale: float = 1.0) -> Tensor:
         # transformers multiplies by sqrt(hidden) rounded to the weights' dtype.

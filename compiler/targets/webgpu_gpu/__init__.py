@@ -2,7 +2,7 @@
 
 from ..base import Target
 from ..webgpu import emit, lowering
-from .rules import rules
+from .rules import gemv_fits, rules
 
 # A norm's row shared by 64 invocations, as dlight's schedule of relax's rms_norm does.
 TARGET = Target(
@@ -13,5 +13,6 @@ TARGET = Target(
     gated_epilogue=True,
     gated_one_token=True,
     norm_prologue=True,
+    prologue_fits=gemv_fits,
     row_threads=64,
 )

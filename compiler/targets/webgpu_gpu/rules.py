@@ -11,12 +11,28 @@ from tvm.s_tir.schedule import SBlockRV
 from tvm.target import Target
 
 from ..rules import const, is_scale_stage, loop_kinds, loops_inside, output_run
-from ..stages import NORM_STAGES
+from ..stages import ADD_STAGES, NORM_STAGES, Stage
+
+# The stages a one-token linear's input may be computed by (`Gemv`): a norm, or an add of a
+# normed branch and the norm of the sum, which one of the linears reading it writes.
+PROLOGUE = {*NORM_STAGES, *ADD_STAGES, Stage.RESIDUAL}
+WITH_ADD: tuple[set[str], ...] = (set(), set(ADD_STAGES), {*ADD_STAGES, Stage.RESIDUAL})
 
 # Gemv: a workgroup's invocations, each summing every THREADS-th input of the workgroup's
 # ROWS outputs (a gate and its up side by side), then reduced across them.
 THREADS = 64
 ROWS = 8
+# The most storage buffers a Gemv kernel with a prologue binds: the higher of Dawn's tiers of
+# maxStorageBuffersPerShaderStage (WebGPU's default is 8), which SwiftShader's adapter reports
+# here. A build records the most its kernels bind (the manifest's `storage_buffers`), and the
+# runtime picks the software set on an adapter that allows fewer.
+STORAGE_BUFFERS = 10
+
+
+def gemv_fits(inputs: int, outputs: int, buffers: int) -> bool:
+    """Whether `Gemv` takes a one-token linear of these sizes with a prologue
+    (`Target.prologue_fits`)."""
+    return inputs % THREADS == 0 and outputs % ROWS == 0 and buffers <= STORAGE_BUFFERS
 
 
 class FallThrough(ScheduleRule):
@@ -57,13 +73,14 @@ class Gemv(ScheduleRule):
             if is_scale_stage(sch, info.block_rv):
                 sch.compute_inline(info.block_rv)
         infos = normalize_prim_func(sch)
-        norm = {sch.get(i.block_rv).name_hint for i in infos} & set(NORM_STAGES)
-        if norm and norm != set(NORM_STAGES):
+        names = {sch.get(i.block_rv).name_hint for i in infos}
+        norm = names & PROLOGUE
+        if norm and not (set(NORM_STAGES) <= norm and norm - set(NORM_STAGES) in WITH_ADD):
             return None
         reductions = [
             i.block_rv
             for i in infos
-            if i.is_reduction() and sch.get(i.block_rv).name_hint not in NORM_STAGES
+            if i.is_reduction() and sch.get(i.block_rv).name_hint not in PROLOGUE
         ]
         if len(reductions) != 1:
             return None
@@ -72,7 +89,7 @@ class Gemv(ScheduleRule):
         runs = [output_run(sch, c) for c in consumers]
         if not norm and max(runs, default=1) == 1:
             return None  # a plain GEMV: dlight's
-        kept = {sch.get(b).name_hint for b in (block, *consumers)} | set(NORM_STAGES)
+        kept = {sch.get(b).name_hint for b in (block, *consumers)} | PROLOGUE
         for info in infos:  # the weights' decoders, read where the product reads them
             if sch.get(info.block_rv).name_hint not in kept:
                 sch.compute_inline(info.block_rv)
@@ -104,7 +121,9 @@ class Gemv(ScheduleRule):
             sch.reverse_compute_at(consumer, group)
             _, out = sch.split(sch.fuse(*sch.get_loops(consumer)[1:]), [None, THREADS])
             sch.bind(out, "threadIdx.x")
-        if norm:
+        if Stage.SUMMED in norm:
+            _add_prologue(sch, group, THREADS)
+        elif norm:
             _norm_prologue(sch, group, THREADS)
         return sch
 
@@ -121,15 +140,74 @@ def _norm_prologue(sch: s_tir.Schedule, group, threads: int) -> None:
     for block, scope in ((normed, "shared"), (norm_sum, "local"), (partials, "shared")):
         sch.compute_at(block, group)
         sch.set_scope(block, 0, scope)
-    for block in (normed, partials):
+    _side_by_side(sch, group, threads, [normed], [partials])
+
+
+def _add_prologue(sch: s_tir.Schedule, group, threads: int) -> None:
+    """An `AddNormed` input's stages (models/add_norm.py) computed once in each workgroup,
+    inside its loop `group`, as `_norm_prologue` computes a norm: the branch's norm, the sum
+    and the sum's norm, each sum of squares in partial sums side by side, the sum and the
+    normed sum in shared memory for all invocations; and the sum written out (`RESIDUAL`,
+    where the linear writes it) by the first workgroup alone."""
+    names = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    writes = Stage.RESIDUAL in names
+    order = [*ADD_STAGES, *([Stage.RESIDUAL] if writes else []), *NORM_STAGES]
+    # Each placed after the ones it reads and before the product, which reads the last (no
+    # stage reads a block under `group` as it is placed: its region is the whole row).
+    for index, name in enumerate(order):
+        sch.reverse_compute_at(sch.get_sblock(name), group, index=index)
+    branch_partials, branch_sum, summed, partials, norm_sum, normed = (
+        sch.get_sblock(name) for name in (*ADD_STAGES, *NORM_STAGES)
+    )
+    for block, scope in ((branch_partials, "shared"), (branch_sum, "local"), (summed, "shared")):
+        sch.set_scope(block, 0, scope)
+    for block, scope in ((partials, "shared"), (norm_sum, "local"), (normed, "shared")):
+        sch.set_scope(block, 0, scope)
+    written = [sch.get_sblock(Stage.RESIDUAL)] if writes else []
+    _side_by_side(sch, group, threads, [summed, normed, *written], [branch_partials, partials])
+    if writes:
+        _first_workgroup_only(sch, written[0], group)
+
+
+def _side_by_side(sch: s_tir.Schedule, group, threads: int, elementwise: list, partials: list):
+    """Blocks computed inside `group` with their elements spread over its `threads`
+    invocations; each of `partials` (sums of squares) accumulating in a register, then stored
+    once: a loop that adds into shared memory would need a barrier inside each invocation's
+    (conditional) part of it."""
+    for block in (*elementwise, *partials):
         inner = loops_inside(sch, block, group)
         kinds = loop_kinds(sch, block)[-len(inner) :]
         spatial = [loop for loop, kind in zip(inner, kinds, strict=True) if kind == "S"]
         _, thread = sch.split(sch.fuse(*spatial), [None, threads])
         sch.bind(thread, "threadIdx.x")
-    # Each partial sum accumulates in a register, then is stored once: a loop that adds into
-    # shared memory would need a barrier inside each invocation's (conditional) part of it.
-    sch.reverse_compute_at(sch.cache_write(partials, 0, "local"), thread)
+        if block in partials:
+            sch.reverse_compute_at(sch.cache_write(block, 0, "local"), thread)
+
+
+def is_one(value) -> bool:
+    return isinstance(value, tirx.IntImm) and value.value == 1
+
+
+def _first_workgroup_only(sch: s_tir.Schedule, block: SBlockRV, group) -> None:
+    """`block` executed by the first workgroup of `group` alone: its predicate and'ed with
+    that (written into the IR: no schedule primitive adds a condition to a block)."""
+    loop = sch.get_loops(block)[-1]
+    node = sch.get(loop)
+    realize = node.body
+    workgroup = sch.get(group).loop_var
+    first = tirx.EQ(workgroup, tirx.const(0, "int64"))
+    predicate = first if is_one(realize.predicate) else tirx.And(realize.predicate, first)
+    body = s_tir.SBlockRealize(realize.iter_values, predicate, realize.block)
+    replaced = tirx.For(
+        node.loop_var,
+        node.min,
+        node.extent,
+        node.kind,
+        body,
+        node.thread_binding,
+        node.annotations,
+    )
+    sch.state.replace(sch.get_sref(loop), replaced, {realize.block: realize.block})
 
 
 def _consumers(sch: s_tir.Schedule, block: SBlockRV) -> list[SBlockRV]:

@@ -27,9 +27,24 @@ export async function chooseBuild(candidates, { backend = "auto", variant } = {}
   const chosen = pickBuild(adapter, manifests);
   const { base, manifest } = candidates.find((c) => c.manifest === chosen);
   if (!adapter) return { adapter, base, manifest, variant: "wasm" };
-  const name = variant ?? (isFallbackAdapter(adapter) ? "software" : "gpu");
+  const name = variant ?? kernelSetFor(adapter, manifest);
   if (name === "wasm") throw new ModelLoadError('The "wasm" kernels run on the CPU backend: pass backend: "wasm"');
   return { adapter, base, manifest, variant: name };
+}
+
+/** The storage buffers a kernel set's kernels bind at most (WebGPU's default limit, 8, where a build does not say). */
+const storageBuffers = (kernelSet) => kernelSet?.storage_buffers ?? 8;
+
+/** Whether `adapter` lets each of a kernel set's kernels bind the storage buffers it does. */
+const bindsWithin = (kernelSet, adapter) => storageBuffers(kernelSet) <= adapter.limits.maxStorageBuffersPerShaderStage;
+
+/**
+ * The WebGPU kernel set a build runs with on `adapter`: "software" on a fallback adapter (a CPU
+ * emulating a GPU), or where the adapter lets a kernel bind fewer storage buffers than the "gpu"
+ * set's do; else "gpu".
+ */
+export function kernelSetFor(adapter, manifest) {
+  return isFallbackAdapter(adapter) || !bindsWithin(manifest.variants.gpu, adapter) ? "software" : "gpu";
 }
 
 /**
@@ -85,6 +100,13 @@ export function assessFit(manifest, adapter, variant, contextWindow = manifest.c
     const others = Math.max(0, ...manifest.params.map((t) => t.bytes), ...plans.flatMap((plan) => plan.storages));
     const largestAt = (tokens) => Math.max(others, ...kvTensorBytes(manifest, tokens));
     limits.largest_buffer = largestAt(contextWindow);
+    limits.max_storage_buffers_per_shader_stage = adapter.limits.maxStorageBuffersPerShaderStage;
+    const kernelSet = manifest.variants[variant];
+    if (kernelSet && !bindsWithin(kernelSet, adapter))
+      reasons.push(
+        `its "${variant}" kernels bind ${storageBuffers(kernelSet)} storage buffers, and this device allows ` +
+          `${limits.max_storage_buffers_per_shader_stage} (maxStorageBuffersPerShaderStage; the "software" kernels bind fewer)`,
+      );
     fits = (tokens) => largestAt(tokens) <= limit;
     if (!fits(contextWindow))
       reasons.push(
