@@ -233,3 +233,24 @@ def test_add_norm_prologue_matches_numpy(tiny_built, engine_page):
             found = run_kernel(page, kernel, order, arrays, runs)
             for values, (want, bound) in zip(found, wanted, strict=False):
                 assert np.all(np.abs(as_floats(values) - want.ravel()) <= bound.ravel())
+
+
+@pytest.mark.parametrize("cols", [96, 4096, 3840])
+def test_a_prologue_only_where_the_gemv_takes_it(cols):
+    """A hidden size that is no multiple of a workgroup's 64 invocations (96), or whose normed
+    input would not fit WebGPU's default 16 KB of workgroup memory (4096 float32 values), keeps
+    its norm a kernel of its own (relax's rms_norm, before the product); 3840 fits."""
+    fmt = FORMATS["q8_0"]
+    params = fmt.parts(ROWS, cols)
+
+    def body(x, p):
+        norm = nn.RMSNorm(cols, -1, NORM_EPS, bias=False)
+        norm.weight = p["norm"]
+        normed = kernels.rms_normed(norm, x, GPU)
+        return kernels.linear(normed, {k: p[k] for k in params}, fmt, ROWS, "proj", GPU)
+
+    weights = {"norm": ((cols,), "float32")} | params
+    mod = op_functions(body, weights, spec.Tensor([1, 1, cols], "float32"))
+    sch = s_tir.Schedule(mod["proj"])
+    blocks = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    assert (set(NORM_STAGES) <= blocks) == (cols == 3840)

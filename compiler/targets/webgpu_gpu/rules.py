@@ -11,7 +11,7 @@ from tvm.s_tir.schedule import SBlockRV
 from tvm.target import Target
 
 from ..rules import const, is_scale_stage, loop_kinds, loops_inside, output_run
-from ..stages import ADD_STAGES, NORM_STAGES, Stage
+from ..stages import ADD_STAGES, NORM_PARTS, NORM_STAGES, Stage
 
 # The stages a one-token linear's input may be computed by (`Gemv`): a norm, or an add of a
 # normed branch and the norm of the sum, which one of the linears reading it writes.
@@ -27,12 +27,22 @@ ROWS = 8
 # here. A build records the most its kernels bind (the manifest's `storage_buffers`), and the
 # runtime picks the software set on an adapter that allows fewer.
 STORAGE_BUFFERS = 10
+# WebGPU's default maxComputeWorkgroupStorageSize, which every adapter allows: a prologue keeps
+# the normed input (float32 at most) in workgroup memory beside the partial sums and the sums
+# across invocations, so a hidden size past about 3,900 keeps its norm kernels.
+WORKGROUP_BYTES = 16384
 
 
 def gemv_fits(inputs: int, outputs: int, buffers: int) -> bool:
     """Whether `Gemv` takes a one-token linear of these sizes with a prologue
     (`Target.prologue_fits`)."""
-    return inputs % THREADS == 0 and outputs % ROWS == 0 and buffers <= STORAGE_BUFFERS
+    shared = 4 * (inputs + NORM_PARTS + THREADS + ROWS)
+    return (
+        inputs % THREADS == 0
+        and outputs % ROWS == 0
+        and buffers <= STORAGE_BUFFERS
+        and shared <= WORKGROUP_BYTES
+    )
 
 
 class FallThrough(ScheduleRule):
