@@ -547,9 +547,10 @@ def attention_func(
     k_norm, where `qk_norm_eps` is given) and rotated (rope: `table` (positions, rotary_dim)
     holds each position's cos then sin per frequency, see decoder/rope.py; the first
     rotary_dim dimensions are rotated in halves, transformers' rotate-half layout, the rest
-    kept). The new tokens' keys are taken from qkv, normalized and rotated where they are used,
-    not read back from the cache, so that no invocation reads what another writes; the
-    invocations of a key head's first query head write its keys and values.
+    kept). On a GPU the new tokens' keys are taken from qkv, normalized and rotated where they
+    are used, not read back from the cache, so that no invocation reads what another writes;
+    the invocations of a key head's first query head write its keys and values. On a CPU the
+    calling thread appends them first, and the tasks read them from the cache.
 
     With a sliding `window`, the query at position p sees only the `window` positions up to p
     (the cache keeps every position, so the window is a bound on the loop, not a ring). Scores
@@ -613,6 +614,61 @@ def attention_func(
                 )
             total_len = B.arg("total_len", B.int64())
             out = B.arg("out", B.Buffer((1, n, heads * head_dim), dtype))
+
+            def head_loader(raw, squares):
+                def load_head(into, token, head, position, which: int) -> None:
+                    """Query (`which` 0) or key (1) head `head` of token `token`, normalized
+                    and rotated for `position`, into `into` (float32), by way of `raw` (a
+                    head) and `squares` (one value), buffers of the caller's."""
+                    if norms is None:
+                        with B.serial(0, head_dim) as d:
+                            B.buffer_store(raw, as_f32(source(which, token, head, d)), [d])
+                    else:
+                        B.buffer_store(squares, tirx.const(0, f32), [0])
+                        with B.serial(0, head_dim) as d:
+                            value = as_f32(source(which, token, head, d))
+                            B.buffer_store(squares, squares[0] + value * value, [0])
+                        factor = tirx.rsqrt(
+                            squares[0] / tirx.const(head_dim, f32) + tirx.const(qk_norm_eps, f32)
+                        )
+                        with B.serial(0, head_dim) as d:
+                            value = as_f32(source(which, token, head, d)) * factor
+                            B.buffer_store(raw, rounded(value * as_f32(norms[which][d])), [d])
+                    with B.serial(0, half) as pair:
+                        cos = as_f32(table[position, pair])
+                        sin = as_f32(table[position, pair + half])
+                        first, second = raw[pair], raw[pair + half]
+                        B.buffer_store(into, rounded(first * cos - second * sin), [pair])
+                        B.buffer_store(into, rounded(second * cos + first * sin), [pair + half])
+                    if rotary_dim < head_dim:
+                        with B.serial(rotary_dim, head_dim) as d:
+                            B.buffer_store(into, raw[d], [d])
+
+                return load_head
+
+            def append(key, token, kvh, position) -> None:
+                """Token `token`'s key (normalized and rotated, in `key`) and value into the
+                caches at `position`."""
+                with B.serial(0, head_dim) as d:
+                    B.buffer_store(k_cache, tirx.Cast(dtype, key[d]), [position, kvh, d])
+                    B.buffer_store(v_cache, source(2, token, kvh, d), [position, kvh, d])
+
+            start = total_len - n  # the first new token's position
+            if target.cpu:
+                # On a CPU the new tokens' keys are normalized, rotated and appended first, in
+                # the calling thread, then read from the cache like the others: once each,
+                # where each query's task would otherwise redo every earlier new key (for
+                # Gemma 3's 256-wide heads with their norms, most of a prefill's attention).
+                # What the cache holds is what the key rounded to the dtype is: the same
+                # values the tasks would compute.
+                new_key = B.alloc_buffer((head_dim,), f32, scope=scope)
+                new_raw = B.alloc_buffer((head_dim,), f32, scope=scope)
+                new_squares = B.alloc_buffer((1,), f32, scope=scope)
+                with B.serial(0, n * kv_heads) as item:
+                    token, kvh = item // kv_heads, item % kv_heads
+                    load = head_loader(new_raw, new_squares)
+                    load(new_key, token, kvh, start + token, 1)
+                    append(new_key, token, kvh, start + token)
             with blocks((n * heads + threads - 1) // threads) as bx:
                 with lanes(threads) as tx:
                     query = B.alloc_buffer((head_dim,), f32, scope=scope)
@@ -625,34 +681,7 @@ def attention_func(
                     score = B.alloc_buffer((1,), f32, scope=scope)
                     prev = B.alloc_buffer((1,), f32, scope=scope)
                     squares = B.alloc_buffer((1,), f32, scope=scope)
-
-                    def load_head(into, token, head, position, which: int) -> None:
-                        """Query (`which` 0) or key (1) head `head` of token `token`,
-                        normalized and rotated for `position`, into `into` (float32)."""
-                        if norms is None:
-                            with B.serial(0, head_dim) as d:
-                                B.buffer_store(raw, as_f32(source(which, token, head, d)), [d])
-                        else:
-                            B.buffer_store(squares, tirx.const(0, f32), [0])
-                            with B.serial(0, head_dim) as d:
-                                value = as_f32(source(which, token, head, d))
-                                B.buffer_store(squares, squares[0] + value * value, [0])
-                            factor = tirx.rsqrt(
-                                squares[0] / tirx.const(head_dim, f32)
-                                + tirx.const(qk_norm_eps, f32)
-                            )
-                            with B.serial(0, head_dim) as d:
-                                value = as_f32(source(which, token, head, d)) * factor
-                                B.buffer_store(raw, rounded(value * as_f32(norms[which][d])), [d])
-                        with B.serial(0, half) as pair:
-                            cos = as_f32(table[position, pair])
-                            sin = as_f32(table[position, pair + half])
-                            first, second = raw[pair], raw[pair + half]
-                            B.buffer_store(into, rounded(first * cos - second * sin), [pair])
-                            B.buffer_store(into, rounded(second * cos + first * sin), [pair + half])
-                        if rotary_dim < head_dim:
-                            with B.serial(rotary_dim, head_dim) as d:
-                                B.buffer_store(into, raw[d], [d])
+                    load_head = head_loader(raw, squares)
 
                     def attend(key_at, value_at) -> None:
                         """One key's score, and its value into the running softmax."""
@@ -684,7 +713,6 @@ def attention_func(
                             i = (bx * threads + tx) // heads
                             h = (bx * threads + tx) % heads
                             kvh = h // group
-                            start = total_len - n  # the first new token's position
                             position = start + i
                             first = tirx.const(0, "int64")
                             if window:
@@ -694,35 +722,31 @@ def attention_func(
                             B.buffer_store(denom, tirx.const(0, f32), [0])
                             with each(head_dim) as d:
                                 B.buffer_store(acc, tirx.const(0, f32), [d])
-                            with B.serial(first, start) as j:
+                            # The cache's keys: on a CPU the new tokens' too (appended above).
+                            cached = position + 1 if target.cpu else start
+                            with B.serial(first, cached) as j:
                                 attend(
                                     lambda d, j=j: as_f32(k_cache[j, kvh, d]),
                                     lambda d, j=j: as_f32(v_cache[j, kvh, d]),
                                 )
-                            with B.serial(tirx.max(first, start), position + 1) as j:
-                                load_head(key, j - start, kvh, j, 1)
-                                attend(
-                                    lambda d: key[d],
-                                    lambda d, j=j: as_f32(source(2, j - start, kvh, d)),
-                                )
+                            if not target.cpu:
+                                with B.serial(tirx.max(first, start), position + 1) as j:
+                                    load_head(key, j - start, kvh, j, 1)
+                                    attend(
+                                        lambda d: key[d],
+                                        lambda d, j=j: as_f32(source(2, j - start, kvh, d)),
+                                    )
                             with each(head_dim) as d:
                                 B.buffer_store(
                                     out,
                                     tirx.Cast(dtype, acc[d] / denom[0]),
                                     [0, i, h * head_dim + d],
                                 )
-                            # `key` holds the last new key the query saw: its own token's.
-                            with B.If(h % group == 0):
-                                with B.Then():
-                                    with B.serial(0, head_dim) as d:
-                                        B.buffer_store(
-                                            k_cache, tirx.Cast(dtype, key[d]), [position, kvh, d]
-                                        )
-                                        B.buffer_store(
-                                            v_cache,
-                                            source(2, i, kvh, d),
-                                            [position, kvh, d],
-                                        )
+                            if not target.cpu:
+                                # `key` holds the last new key the query saw: its own token's.
+                                with B.If(h % group == 0):
+                                    with B.Then():
+                                        append(key, i, kvh, position)
     return builder.get()
 
 
