@@ -47,8 +47,10 @@ class NoGPU(Exception):
 
 GENERATE = """async ([prompt, n]) => {
     engine.resetChat();
+    const before = (await engine.runtimeStats()).readback_bytes;
     const r = await engine.generate(prompt, {temperature: 0, max_tokens: n, ignore_eos: true});
-    return {tokens: r.tokens, stats: r.stats};
+    const bytes = (await engine.runtimeStats()).readback_bytes - before;
+    return {tokens: r.tokens, stats: {...r.stats, readback_per_token: bytes / r.tokens.length}};
 }"""
 PROMPT_IDS = """(t) => {
     const tokenizer = engine.tokenizer;
@@ -175,9 +177,14 @@ def check_model(folder: Path, runtime: str, tokens: int, runs: int) -> dict:
         "prefill_tok_s": round(statistics.median(s["prefill_tokens_per_s"] for s in stats), 2),
         "decode_tok_s": round(statistics.median(s["decode_tokens_per_s"] for s in stats), 2),
         **launches(manifest, "gpu"),
-        # The decode plan's output, which a step copies back whole: the vocabulary's float32
-        # logits (sampling on the GPU would bring it down to the chosen token).
-        "readback_bytes_per_token": 4 * manifest["config"]["vocab_size"],
+        # What a greedy request read back from the GPU a token (the picked token, and a share
+        # of the prefill's), as `scripts/bench` measures it.
+        "readback_bytes_per_token": round(
+            statistics.median(s["readback_per_token"] for s in stats), 1
+        ),
+        # The most storage buffers one of the gpu set's kernels binds (the adapter must allow
+        # as many: maxStorageBuffersPerShaderStage).
+        "storage_buffers": manifest["variants"]["gpu"].get("storage_buffers"),
     }
 
 
