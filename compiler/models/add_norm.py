@@ -32,6 +32,10 @@ from .kernels import Pending, builder_loops, rsqrt_mean_square
 F32 = "float32"
 
 
+def _f32(value):
+    return tirx.Cast(F32, value)
+
+
 def _sync() -> None:
     """A workgroup barrier over workgroup memory."""
     B.evaluate(tirx.call_intrin("int32", "tirx.tvm_storage_sync", "shared"))
@@ -51,9 +55,7 @@ def add_norm_func(
     # decode step (`scripts/bench --profile` on a loaded machine), where the two norm kernels
     # it replaces took a few microseconds.
     rows_of, invocations, scope = builder_loops(target, parallel=False)
-
-    def f32(value):
-        return tirx.Cast(F32, value)
+    f32 = _f32
 
     with IRBuilder() as builder:
         with B.prim_func(private=True):
@@ -149,6 +151,8 @@ class AddNormed(Pending):
     linear computes it in each workgroup, in float32 as add_norm does, and the first such linear
     writes the sum, `Stage.RESIDUAL`), the sum itself for the layer's next add (`residual`)."""
 
+    rows = 2  # the sum and its norm
+
     def __init__(
         self,
         x: Tensor,
@@ -188,14 +192,11 @@ class AddNormed(Pending):
         eps = float(self.branch_norm.epsilon)
         branch_factor = rsqrt_mean_square(branch, eps, F32, ADD_STAGES[:2])
 
-        def f32(value):
-            return tirx.Cast(F32, value) if dtype != F32 else value
-
         summed = te.compute(
             xt.shape,
             lambda b, i, c: (
                 xt[b, i, c]
-                + tirx.Cast(dtype, branch_factor(b, i) * f32(branch[b, i, c]) * f32(w_branch[c]))
+                + tirx.Cast(dtype, branch_factor(b, i) * _f32(branch[b, i, c]) * _f32(w_branch[c]))
             ),
             name=Stage.SUMMED,
         )
@@ -203,7 +204,9 @@ class AddNormed(Pending):
         factor = rsqrt_mean_square(summed, eps, F32, NORM_STAGES[:2])
         normed = te.compute(
             xt.shape,
-            lambda b, i, c: tirx.Cast(dtype, factor(b, i) * f32(summed[b, i, c]) * f32(w_next[c])),
+            lambda b, i, c: tirx.Cast(
+                dtype, factor(b, i) * _f32(summed[b, i, c]) * _f32(w_next[c])
+            ),
             name=Stage.NORMED,
         )
         if not self.writes():

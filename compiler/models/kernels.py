@@ -134,6 +134,8 @@ class Pending:
     (`applied`)."""
 
     x: Tensor
+    # Rows of the hidden size `stages` keeps in workgroup memory.
+    rows = 1
 
     @property
     def shape(self):
@@ -251,7 +253,7 @@ def _prologue(
         return [plain(x)], lambda xt: (xt, [])
     buffers = len(x.inputs()) + parts + 1 + x.writes()
     fits = target.prologue_fits
-    if fits is not None and not fits(int(x.shape[-1]), rows, buffers):
+    if fits is not None and not fits(int(x.shape[-1]), rows, buffers, x.rows):
         return [plain(x)], lambda xt: (xt, [])
     return x.inputs(), x.stages
 
@@ -672,7 +674,8 @@ def attention_func(
             with blocks((n * heads + threads - 1) // threads) as bx:
                 with lanes(threads) as tx:
                     query = B.alloc_buffer((head_dim,), f32, scope=scope)
-                    key = B.alloc_buffer((head_dim,), f32, scope=scope)
+                    if not target.cpu:  # the new keys as this invocation norms them
+                        key = B.alloc_buffer((head_dim,), f32, scope=scope)
                     raw = B.alloc_buffer((head_dim,), f32, scope=scope)
                     acc = B.alloc_buffer((head_dim,), f32, scope=scope)
                     partial = B.alloc_buffer((parts,), f32, scope=scope)

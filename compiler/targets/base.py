@@ -58,8 +58,8 @@ class Target:
     norm_prologue: bool = False
     # On a GPU target with `norm_prologue`: whether its rule takes a one-token linear with such
     # an input (models/kernels.py `Pending`) of (inputs, outputs, storage buffers its kernel
-    # binds); None: any.
-    prologue_fits: Callable[[int, int, int], bool] | None = None
+    # binds, rows of the input the prologue keeps in workgroup memory); None: any.
+    prologue_fits: Callable[[int, int, int, int], bool] | None = None
     # Invocations of a workgroup that share a token row's sums in the hand-written norm kernels
     # (models/add_norm.py): one where workgroup barriers cost more than they save (SwiftShader).
     row_threads: int = 1

@@ -28,15 +28,16 @@ ROWS = 8
 # runtime picks the software set on an adapter that allows fewer.
 STORAGE_BUFFERS = 10
 # WebGPU's default maxComputeWorkgroupStorageSize, which every adapter allows: a prologue keeps
-# the normed input (float32 at most) in workgroup memory beside the partial sums and the sums
-# across invocations, so a hidden size past about 3,900 keeps its norm kernels.
+# its input's rows (the normed input; an add's sum beside it) in workgroup memory, float32 at
+# most, with the partial sums and the sums across invocations, so a hidden size past about
+# 3,900 (1,900 for an add) keeps its norm kernels.
 WORKGROUP_BYTES = 16384
 
 
-def gemv_fits(inputs: int, outputs: int, buffers: int) -> bool:
-    """Whether `Gemv` takes a one-token linear of these sizes with a prologue
-    (`Target.prologue_fits`)."""
-    shared = 4 * (inputs + NORM_PARTS + THREADS + ROWS)
+def gemv_fits(inputs: int, outputs: int, buffers: int, rows: int) -> bool:
+    """Whether `Gemv` takes a one-token linear of these sizes with a prologue that keeps
+    `rows` rows of its inputs in workgroup memory (`Target.prologue_fits`)."""
+    shared = 4 * (rows * inputs + NORM_PARTS + THREADS + ROWS)
     return (
         inputs % THREADS == 0
         and outputs % ROWS == 0
@@ -132,7 +133,7 @@ class Gemv(ScheduleRule):
             _, out = sch.split(sch.fuse(*sch.get_loops(consumer)[1:]), [None, THREADS])
             sch.bind(out, "threadIdx.x")
         if Stage.SUMMED in norm:
-            _add_prologue(sch, group, THREADS)
+            _add_prologue(sch, group, THREADS, writes=Stage.RESIDUAL in norm)
         elif norm:
             _norm_prologue(sch, group, THREADS)
         return sch
@@ -153,14 +154,12 @@ def _norm_prologue(sch: s_tir.Schedule, group, threads: int) -> None:
     _side_by_side(sch, group, threads, [normed], [partials])
 
 
-def _add_prologue(sch: s_tir.Schedule, group, threads: int) -> None:
+def _add_prologue(sch: s_tir.Schedule, group, threads: int, writes: bool) -> None:
     """An `AddNormed` input's stages (models/add_norm.py) computed once in each workgroup,
     inside its loop `group`, as `_norm_prologue` computes a norm: the branch's norm, the sum
     and the sum's norm, each sum of squares in partial sums side by side, the sum and the
     normed sum in shared memory for all invocations; and the sum written out (`RESIDUAL`,
     where the linear writes it) by the first workgroup alone."""
-    names = {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
-    writes = Stage.RESIDUAL in names
     order = [*ADD_STAGES, *([Stage.RESIDUAL] if writes else []), *NORM_STAGES]
     # Each placed after the ones it reads and before the product, which reads the last (no
     # stage reads a block under `group` as it is placed: its region is the whole row).
@@ -169,10 +168,10 @@ def _add_prologue(sch: s_tir.Schedule, group, threads: int) -> None:
     branch_partials, branch_sum, summed, partials, norm_sum, normed = (
         sch.get_sblock(name) for name in (*ADD_STAGES, *NORM_STAGES)
     )
-    for block, scope in ((branch_partials, "shared"), (branch_sum, "local"), (summed, "shared")):
-        sch.set_scope(block, 0, scope)
-    for block, scope in ((partials, "shared"), (norm_sum, "local"), (normed, "shared")):
-        sch.set_scope(block, 0, scope)
+    for block in (branch_partials, summed, partials, normed):
+        sch.set_scope(block, 0, "shared")
+    for block in (branch_sum, norm_sum):
+        sch.set_scope(block, 0, "local")
     written = [sch.get_sblock(Stage.RESIDUAL)] if writes else []
     _side_by_side(sch, group, threads, [summed, normed, *written], [branch_partials, partials])
     if writes:
@@ -194,10 +193,6 @@ def _side_by_side(sch: s_tir.Schedule, group, threads: int, elementwise: list, p
             sch.reverse_compute_at(sch.cache_write(block, 0, "local"), thread)
 
 
-def is_one(value) -> bool:
-    return isinstance(value, tirx.IntImm) and value.value == 1
-
-
 def _first_workgroup_only(sch: s_tir.Schedule, block: SBlockRV, group) -> None:
     """`block` executed by the first workgroup of `group` alone: its predicate and'ed with
     that (written into the IR: no schedule primitive adds a condition to a block)."""
@@ -206,7 +201,7 @@ def _first_workgroup_only(sch: s_tir.Schedule, block: SBlockRV, group) -> None:
     realize = node.body
     workgroup = sch.get(group).loop_var
     first = tirx.EQ(workgroup, tirx.const(0, "int64"))
-    predicate = first if is_one(realize.predicate) else tirx.And(realize.predicate, first)
+    predicate = first if const(realize.predicate) == 1 else tirx.And(realize.predicate, first)
     body = s_tir.SBlockRealize(realize.iter_values, predicate, realize.block)
     replaced = tirx.For(
         node.loop_var,
