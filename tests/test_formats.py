@@ -12,6 +12,7 @@ from tiny_gguf import random_k_quant_blocks
 from tvm import te, tirx
 
 from compiler.formats import FORMATS, STORED, StoredBlocks
+from compiler.formats.base import f16_to_f32, f16_to_f32_unflushed
 
 ROWS, COLS = 6, 256
 
@@ -70,6 +71,22 @@ def test_gguf_types_decode_exactly(type_name):
     if isinstance(tensor, StoredBlocks):
         stored_bytes = sum(p.nbytes for p in parts.values())
         assert tensor.data.nbytes <= stored_bytes <= tensor.data.nbytes + 4 * ROWS
+
+
+@pytest.mark.parametrize("convert", [f16_to_f32, f16_to_f32_unflushed])
+def test_every_finite_half_widens_exactly(convert):
+    """Both readers of a block's 16-bit scales, on every finite half (subnormals and signed
+    zeros included), bit for bit against numpy's widening; compiled for this CPU, whose
+    floats, like WebAssembly's, keep subnormals."""
+    halves = np.arange(1 << 16, dtype=np.uint32)
+    halves = halves[np.isfinite(halves.astype(np.uint16).view(np.float16))]
+    bits = te.placeholder(halves.shape, "uint32", "bits")
+    out = te.compute(halves.shape, lambda i: convert(bits[i]), name="out")
+    lib = tvm.compile(te.create_prim_func([bits, out]), target="llvm")
+    result = tvm.runtime.tensor(np.zeros(halves.shape, np.float32))
+    lib(tvm.runtime.tensor(halves), result)
+    expected = halves.astype(np.uint16).view(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(result.numpy().view(np.uint32), expected.view(np.uint32))
 
 
 @pytest.mark.parametrize("name", ["q4f32", "q8f32"])

@@ -12,6 +12,8 @@ from tvm import te, tirx
 from ..errors import BuildError
 
 Parts = dict[str, te.Tensor]
+# How a 16-bit float's bits (a uint32 holding them) become a float32 expression.
+Half = Callable[["tirx.PrimExpr"], "tirx.PrimExpr"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +123,11 @@ class Format:
         """The quantized value of weight[row, col] (an integer expression)."""
         raise NotImplementedError
 
-    def scale_te(self, parts: Parts, row: tirx.PrimExpr, group: tirx.PrimExpr):
-        """(scale, minimum or None) of a group: weight = code * scale + minimum."""
+    def scale_te(
+        self, parts: Parts, row: tirx.PrimExpr, group: tirx.PrimExpr, half: Half | None = None
+    ):
+        """(scale, minimum or None) of a group: weight = code * scale + minimum. `half` reads
+        the 16-bit floats a GGUF block's scales are (`f16_to_f32` where None)."""
         raise NotImplementedError
 
     def check_shape(self, rows: int, cols: int, where: str) -> None:
@@ -199,6 +204,17 @@ def f16_to_f32(half: tirx.PrimExpr) -> tirx.PrimExpr:
     power = (tirx.max(exponent, u32(1)) + u32(127 - 25)) << u32(23)
     signed_power = tirx.reinterpret("float32", power | ((half >> u32(15)) << u32(31)))
     return tirx.Cast("float32", significand) * signed_power
+
+
+def f16_to_f32_unflushed(half: tirx.PrimExpr) -> tirx.PrimExpr:
+    """`f16_to_f32`'s value in fewer than half its instructions, where float32 subnormals are kept
+    (WebAssembly's floats never flush them): the half's exponent and mantissa moved to a
+    float32's places, read with the float32 bias (127 for 15), and the product by 2^112 (the
+    difference) putting the value back; a half subnormal is a float32 subnormal on the way,
+    and both steps are exact. Infinities and NaN (not expected in scales) come out finite."""
+    magnitude = (half & u32(0x7FFF)) << u32(13)
+    sign = (half & u32(0x8000)) << u32(16)
+    return tirx.reinterpret("float32", magnitude | sign) * tirx.const(2.0**112, "float32")
 
 
 def pick(condition: tirx.PrimExpr, if_true: tirx.PrimExpr, if_false: tirx.PrimExpr):

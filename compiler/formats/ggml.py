@@ -21,6 +21,7 @@ from tvm import tirx
 
 from .base import (
     Format,
+    Half,
     Parts,
     SourceTensor,
     code_at,
@@ -79,11 +80,12 @@ class GGMLBlock(Format):
         element = np.arange(BLOCK)
         return pack_codes(gather_codes(qs, element % 16, element // 16 * 4, 4), 4)
 
-    def scale_te(self, parts: Parts, row, group):
+    def scale_te(self, parts: Parts, row, group, half: Half | None = None):
+        half = half or f16_to_f32
         if self.minimum:
             word = parts["dm"][row, group]
-            return f16_to_f32(word & u32(0xFFFF)), f16_to_f32(word >> u32(16))
-        return f16_to_f32(half_at(parts["d"], row, group)), None
+            return half(word & u32(0xFFFF)), half(word >> u32(16))
+        return half(half_at(parts["d"], row, group)), None
 
     def code_te(self, parts: Parts, row, col):
         """The nibble of element col, its fifth bit, and the offset that centres it where the

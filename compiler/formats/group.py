@@ -13,6 +13,7 @@ import numpy as np
 
 from .base import (
     Format,
+    Half,
     Parts,
     SourceTensor,
     StoredBlocks,
@@ -80,7 +81,7 @@ class Q4(Format):
     def code_te(self, parts: Parts, row, col):
         return code_at(parts["q4"], row, col, 4)
 
-    def scale_te(self, parts: Parts, row, group):
+    def scale_te(self, parts: Parts, row, group, half: Half | None = None):
         return parts["scale"][row, group], parts["minimum"][row, group]
 
 
@@ -125,7 +126,7 @@ class Q8(Format):
     def code_te(self, parts: Parts, row, col):
         return signed_byte_at(parts["q8"], row, col)
 
-    def scale_te(self, parts: Parts, row, group):
+    def scale_te(self, parts: Parts, row, group, half: Half | None = None):
         return parts["scale"][row, group], None
 
 

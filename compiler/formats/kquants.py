@@ -28,6 +28,7 @@ from tvm import te, tirx
 
 from .base import (
     Format,
+    Half,
     Parts,
     SourceTensor,
     bits,
@@ -110,11 +111,12 @@ class Q2_K(KQuant):
     def code_te(self, parts: Parts, row, col):
         return code_at(parts["qs"], row, col, 2)
 
-    def scale_te(self, parts: Parts, row, group):
+    def scale_te(self, parts: Parts, row, group, half: Half | None = None):
+        half = half or f16_to_f32
         dm = parts["dm"][row, group // 16]
         packed = byte_at(parts["scales"], row, group)  # one byte per sub-block, in order
-        d = f16_to_f32(dm & u32(0xFFFF)) * tirx.Cast("float32", packed & u32(15))
-        return d, -(f16_to_f32(dm >> u32(16)) * tirx.Cast("float32", packed >> u32(4)))
+        d = half(dm & u32(0xFFFF)) * tirx.Cast("float32", packed & u32(15))
+        return d, -(half(dm >> u32(16)) * tirx.Cast("float32", packed >> u32(4)))
 
 
 @register
@@ -130,14 +132,15 @@ class Q3_K(KQuant):
         low = tirx.Cast("int32", code_at(parts["qs"], row, col, 2))
         return low - tirx.Cast("int32", (u32(1) - code_at(parts["hmask"], row, col, 1)) << u32(2))
 
-    def scale_te(self, parts: Parts, row, group):
+    def scale_te(self, parts: Parts, row, group, half: Half | None = None):
         """Scale s (0..15): low 4 bits in byte s % 8 (nibble s // 8), high 2 bits in byte
         8 + s % 4 (bits 2 * (s // 4))."""
+        half = half or f16_to_f32
         block, s = group // 16, group % 16
         low = bits(byte_at(parts["scales"], row, block * 12 + s % 8), (s // 8) * 4, 4)
         high = bits(byte_at(parts["scales"], row, block * 12 + 8 + s % 4), (s // 4) * 2, 2)
         scale = tirx.Cast("int32", low | (high << u32(4))) - 32
-        d = f16_to_f32(half_at(parts["d"], row, block))
+        d = half(half_at(parts["d"], row, block))
         return d * tirx.Cast("float32", scale), None
 
 
@@ -172,13 +175,14 @@ class Q45K(KQuant):
             q = q | (code_at(parts["qh"], row, col, 1) << u32(4))
         return q
 
-    def scale_te(self, parts: Parts, row, group):
+    def scale_te(self, parts: Parts, row, group, half: Half | None = None):
         """value = d * scale * q - dmin * min, as ggml computes it: d * scale and dmin * min
         are exact in float32 (11 by 6 significant bits)."""
+        half = half or f16_to_f32
         block = group // 8
         dm = parts["dm"][row, block]
-        d = f16_to_f32(dm & u32(0xFFFF))
-        dmin = f16_to_f32(dm >> u32(16))
+        d = half(dm & u32(0xFFFF))
+        dmin = half(dm >> u32(16))
         scale, minimum = self.scale_min(parts, row, block, group % 8)
         return d * tirx.Cast("float32", scale), -(dmin * tirx.Cast("float32", minimum))
 
@@ -210,10 +214,11 @@ class Q6_K(KQuant):
         q = code_at(parts["ql"], row, col, 4) | (code_at(parts["qh"], row, col, 2) << u32(4))
         return tirx.Cast("int32", q) - 32
 
-    def scale_te(self, parts: Parts, row, group):
+    def scale_te(self, parts: Parts, row, group, half: Half | None = None):
         """One int8 scale per 16 elements, in element order: group g's is byte g."""
+        half = half or f16_to_f32
         scale = signed_byte(byte_at(parts["scales"], row, group))
-        d = f16_to_f32(half_at(parts["d"], row, group // 16))
+        d = half(half_at(parts["d"], row, group // 16))
         return d * tirx.Cast("float32", scale), None
 
 

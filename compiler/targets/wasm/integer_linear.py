@@ -42,7 +42,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script import builder as T
 
 from ...formats import Format
-from ...formats.base import as_dtype, u32
+from ...formats.base import as_dtype, f16_to_f32_unflushed, u32
 from ..stages import VECTOR_TYPED
 
 GROUP = 32  # inputs sharing one int16 scale: one ggml block
@@ -303,7 +303,10 @@ def integer_linear_func(
                                 # minimum are those the low term below takes).
                                 for q in range(split - 1, -1, -1):
                                     scale, minimum = fmt.scale_te(
-                                        parts, row, (g * GROUP + q * fmt.group) // fmt.group
+                                        parts,
+                                        row,
+                                        (g * GROUP + q * fmt.group) // fmt.group,
+                                        f16_to_f32_unflushed,
                                     )
                                     scale = as_dtype(scale, "float32")
                                     T.buffer_store(factor, scale * xscale[g], [q * tiled + at])
@@ -403,7 +406,10 @@ def integer_linear_tokens_func(
                                 # minimum are those the low term below takes).
                                 for q in range(split - 1, -1, -1):
                                     scale, minimum = fmt.scale_te(
-                                        parts, row, (g * GROUP + q * fmt.group) // fmt.group
+                                        parts,
+                                        row,
+                                        (g * GROUP + q * fmt.group) // fmt.group,
+                                        f16_to_f32_unflushed,
                                     )
                                     scale = as_dtype(scale, "float32")
                                     T.buffer_store(scales, scale, [q * tiled + h * TILE + r])

@@ -13,7 +13,7 @@ from tvm import te, tirx
 from tvm.relax.frontend.nn import Tensor, op
 
 from ...formats import Format
-from ...formats.base import as_dtype
+from ...formats.base import as_dtype, f16_to_f32_unflushed
 from ..base import VERIFY_TOKENS, VERIFY_VAR
 from ..stages import SCALE_STAGES, Stage
 from . import integer_linear
@@ -135,7 +135,7 @@ def lane_linear(
     )
     scale = te.compute(
         (out_features, groups),
-        lambda j, g: as_dtype(fmt.scale_te(p, row(j), g)[0], xt.dtype),
+        lambda j, g: as_dtype(fmt.scale_te(p, row(j), g, f16_to_f32_unflushed)[0], xt.dtype),
         name=SCALE_STAGES[0],
     )
     g = te.reduce_axis((0, groups), name="g")
@@ -144,7 +144,7 @@ def lane_linear(
     else:
         minimum = te.compute(
             (out_features, groups),
-            lambda j, g: as_dtype(fmt.scale_te(p, row(j), g)[1], xt.dtype),
+            lambda j, g: as_dtype(fmt.scale_te(p, row(j), g, f16_to_f32_unflushed)[1], xt.dtype),
             name=SCALE_STAGES[1],
         )
         c2 = te.reduce_axis((0, per), name="c")
