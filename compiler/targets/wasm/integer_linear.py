@@ -83,6 +83,14 @@ def _layout(fmt: Format):
     return part, width, offset if split == 1 else 0, 0 if split == 1 else offset, high, split
 
 
+def _groups_a_block(fmt: Format) -> int:
+    """Groups of GROUP inputs in one of the format's blocks. A tile decodes a block's scales
+    for all its groups first, then their products: each group's place in the block is then a
+    constant, so a K-quant's sub-block scales (packed in a few words of its super-block of
+    256) come out of words read once for the block, at constant shifts."""
+    return max(fmt.block // GROUP, 1)
+
+
 def _lane_factors(first, second):
     """A float32x4 of `first` in lanes 0-1 and `second` in lanes 2-3."""
     lanes = tirx.Ramp(tirx.const(0, "int32"), 1, 4)
@@ -262,6 +270,7 @@ def integer_linear_func(
     assert gating is None or not (residual or bias)
     part_name, width, offset, add, high_bits, split = _layout(fmt)
     groups = cols // GROUP
+    per = _groups_a_block(fmt)
     shapes = fmt.parts(rows, cols)
     halves = 1 if gating is None else 2  # the blocks of rows an output reads
     outputs = rows // halves
@@ -290,43 +299,56 @@ def integer_linear_func(
                     tiled = halves * TILE
                     sums = T.alloc_buffer((tiled * 4,), "float32", scope="global")
                     low = T.alloc_buffer((tiled,), "float32", scope="global")
-                    factor = T.alloc_buffer((split * tiled,), "float32", scope="global")
+                    factor = T.alloc_buffer((per * split * tiled,), "float32", scope="global")
                     for t in range(tiled):
                         T.buffer_store(sums, tirx.Broadcast(zero, 4), [tirx.Ramp(t * 4, 1, 4)])
                     T.buffer_store(low, tirx.Broadcast(zero, tiled), [tirx.Ramp(0, 1, tiled)])
-                    with T.serial(0, groups) as g:
-                        for h in range(halves):
-                            with T.vectorized(0, TILE) as r:
-                                row = h * outputs + tile * TILE + r
-                                at = h * TILE + r
-                                # Each scale of the group (q = 0 last: its scale and
-                                # minimum are those the low term below takes).
-                                for q in range(split - 1, -1, -1):
-                                    scale, minimum = fmt.scale_te(
-                                        parts,
-                                        row,
-                                        (g * GROUP + q * fmt.group) // fmt.group,
-                                        f16_to_f32_unflushed,
+                    with T.serial(0, groups // per) as block:
+                        # The block's groups' scales for the tile, then their products.
+                        for within in range(per):
+                            g = block * per + within
+                            for h in range(halves):
+                                with T.vectorized(0, TILE) as r:
+                                    row = h * outputs + tile * TILE + r
+                                    at = h * TILE + r
+                                    # Each scale of the group (q = 0 last: its scale and
+                                    # minimum are those the low term below takes).
+                                    for q in range(split - 1, -1, -1):
+                                        scale, minimum = fmt.scale_te(
+                                            parts,
+                                            row,
+                                            (g * GROUP + q * fmt.group) // fmt.group,
+                                            f16_to_f32_unflushed,
+                                        )
+                                        scale = as_dtype(scale, "float32")
+                                        place = (within * split + q) * tiled + at
+                                        T.buffer_store(factor, scale * xscale[g], [place])
+                                    terms = (
+                                        [] if minimum is None else [as_dtype(minimum, "float32")]
                                     )
-                                    scale = as_dtype(scale, "float32")
-                                    T.buffer_store(factor, scale * xscale[g], [q * tiled + at])
-                                terms = [] if minimum is None else [as_dtype(minimum, "float32")]
-                                if offset:
-                                    terms.append(scale * tirx.const(offset, "float32"))
-                                if terms:
-                                    total = sum(terms[1:], terms[0])
-                                    T.buffer_store(low, low[at] + total * xsum[g], [at])
-                        for t in range(tiled):
-                            row = t // TILE * outputs + tile * TILE + t % TILE
-                            total = _group_dot(width, parts[part_name], xq, row, g, 0, high, add)
-                            lanes = tirx.Ramp(t * 4, 1, 4)
-                            factors = (
-                                tirx.Broadcast(factor[t], 4)
-                                if split == 1
-                                else _lane_factors(factor[t], factor[tiled + t])
-                            )
-                            scaled = tirx.Cast("float32x4", total) * factors
-                            T.buffer_store(sums, sums[lanes] + scaled, [lanes])
+                                    if offset:
+                                        terms.append(scale * tirx.const(offset, "float32"))
+                                    if terms:
+                                        total = sum(terms[1:], terms[0])
+                                        T.buffer_store(low, low[at] + total * xsum[g], [at])
+                        with T.serial(0, per) as within:
+                            g = block * per + within
+                            for t in range(tiled):
+                                row = t // TILE * outputs + tile * TILE + t % TILE
+                                total = _group_dot(
+                                    width, parts[part_name], xq, row, g, 0, high, add
+                                )
+                                lanes = tirx.Ramp(t * 4, 1, 4)
+                                first = factor[within * split * tiled + t]
+                                factors = (
+                                    tirx.Broadcast(first, 4)
+                                    if split == 1
+                                    else _lane_factors(
+                                        first, factor[(within * split + 1) * tiled + t]
+                                    )
+                                )
+                                scaled = tirx.Cast("float32x4", total) * factors
+                                T.buffer_store(sums, sums[lanes] + scaled, [lanes])
 
                     for t in range(tiled):  # each row's sum into `low`
                         value = low[t]
@@ -362,6 +384,7 @@ def integer_linear_tokens_func(
     assert gating is None or not (residual or bias)
     part_name, width, offset, add, high_bits, split = _layout(fmt)
     groups = cols // GROUP
+    per = _groups_a_block(fmt)
     shapes = fmt.parts(rows, cols)
     halves = 1 if gating is None else 2
     outputs = rows // halves
@@ -390,56 +413,65 @@ def integer_linear_tokens_func(
                     # Tile row t = h * TILE + r: row h * outputs + tile * TILE + r of W.
                     sums = T.alloc_buffer((max_tokens * tiled * 4,), "float32", scope="global")
                     low = T.alloc_buffer((max_tokens * tiled,), "float32", scope="global")
-                    scales = T.alloc_buffer((split * tiled,), "float32", scope="global")
-                    minimums = T.alloc_buffer((tiled,), "float32", scope="global")
+                    scales = T.alloc_buffer((per * split * tiled,), "float32", scope="global")
+                    minimums = T.alloc_buffer((per * tiled,), "float32", scope="global")
                     with T.serial(0, tokens) as token:
                         for t in range(tiled):
                             lanes = tirx.Ramp(token * (tiled * 4) + t * 4, 1, 4)
                             T.buffer_store(sums, tirx.Broadcast(zero, 4), [lanes])
                             T.buffer_store(low, zero, [token * tiled + t])
                     has_low = False
-                    with T.serial(0, groups) as g:
-                        for h in range(halves):
-                            with T.vectorized(0, TILE) as r:
-                                row = h * outputs + tile * TILE + r
-                                # Each scale of the group (q = 0 last: its scale and
-                                # minimum are those the low term below takes).
-                                for q in range(split - 1, -1, -1):
-                                    scale, minimum = fmt.scale_te(
-                                        parts,
-                                        row,
-                                        (g * GROUP + q * fmt.group) // fmt.group,
-                                        f16_to_f32_unflushed,
+                    with T.serial(0, groups // per) as block:
+                        # The block's groups' scales for the tile, then their products.
+                        for within in range(per):
+                            g = block * per + within
+                            for h in range(halves):
+                                with T.vectorized(0, TILE) as r:
+                                    row = h * outputs + tile * TILE + r
+                                    at = h * TILE + r
+                                    # Each scale of the group (q = 0 last: its scale and
+                                    # minimum are those the low term below takes).
+                                    for q in range(split - 1, -1, -1):
+                                        scale, minimum = fmt.scale_te(
+                                            parts,
+                                            row,
+                                            (g * GROUP + q * fmt.group) // fmt.group,
+                                            f16_to_f32_unflushed,
+                                        )
+                                        scale = as_dtype(scale, "float32")
+                                        place = (within * split + q) * tiled + at
+                                        T.buffer_store(scales, scale, [place])
+                                    terms = (
+                                        [] if minimum is None else [as_dtype(minimum, "float32")]
                                     )
-                                    scale = as_dtype(scale, "float32")
-                                    T.buffer_store(scales, scale, [q * tiled + h * TILE + r])
-                                terms = [] if minimum is None else [as_dtype(minimum, "float32")]
-                                if offset:
-                                    terms.append(scale * tirx.const(offset, "float32"))
-                                if terms:
-                                    has_low = True
-                                    total = sum(terms[1:], terms[0])
-                                    T.buffer_store(minimums, total, [h * TILE + r])
-                        with T.serial(0, tokens) as token:
+                                    if offset:
+                                        terms.append(scale * tirx.const(offset, "float32"))
+                                    if terms:
+                                        has_low = True
+                                        total = sum(terms[1:], terms[0])
+                                        T.buffer_store(minimums, total, [within * tiled + at])
+                        with T.serial(0, per) as within, T.serial(0, tokens) as token:
+                            g = block * per + within
                             for t in range(tiled):
                                 row = t // TILE * outputs + tile * TILE + t % TILE
                                 total = _group_dot(
                                     width, parts[part_name], xq, row, g, token * cols, high, add
                                 )
                                 lanes = tirx.Ramp(token * (tiled * 4) + t * 4, 1, 4)
-                                factor = scales[t] * xscale[token * groups + g]
+                                inputs = xscale[token * groups + g]
+                                first = scales[within * split * tiled + t] * inputs
                                 factors = (
-                                    tirx.Broadcast(factor, 4)
+                                    tirx.Broadcast(first, 4)
                                     if split == 1
                                     else _lane_factors(
-                                        factor, scales[tiled + t] * xscale[token * groups + g]
+                                        first, scales[(within * split + 1) * tiled + t] * inputs
                                     )
                                 )
                                 scaled = tirx.Cast("float32x4", total) * factors
                                 T.buffer_store(sums, sums[lanes] + scaled, [lanes])
                                 if has_low:
                                     at = token * tiled + t
-                                    term = minimums[t] * xsum[token * groups + g]
+                                    term = minimums[within * tiled + t] * xsum[token * groups + g]
                                     T.buffer_store(low, low[at] + term, [at])
                     with T.serial(0, tokens) as token:
                         for t in range(tiled):  # each row's sum into `low`
