@@ -83,6 +83,15 @@ def _layout(fmt: Format):
     return part, width, offset if split == 1 else 0, 0 if split == 1 else offset, high, split
 
 
+def _output(tile, r, outputs: int):
+    """Output r of a tile: tile + r * outputs / TILE, one from each quarter of the rows. A task's
+    tiles then read four long runs of the weights, each in address order, which the CPU's
+    prefetchers follow; four adjacent rows read a group at a time jump back and forth in one
+    region, and the same kernel read a weight larger than the caches at a third of the
+    speed (Node, one thread: 130 against 45 ns a row of 640 Q8_0 inputs, in cache)."""
+    return tile + r * (outputs // TILE)
+
+
 def _groups_a_block(fmt: Format) -> int:
     """Groups of GROUP inputs in one of the format's blocks. A tile decodes a block's scales
     for all its groups first, then their products: each group's place in the block is then a
@@ -295,7 +304,7 @@ def integer_linear_func(
                 xsum = T.alloc_buffer((groups,), "float32", scope="global")
                 _quantize_input(x, width, xq, xscale, xsum, norm=norm)
                 with T.parallel(0, outputs // TILE) as tile:
-                    # Tile row t = h * TILE + r: row h * outputs + tile * TILE + r of W.
+                    # Tile row t = h * TILE + r: row h * outputs + _output(tile, r, outputs) of W.
                     tiled = halves * TILE
                     sums = T.alloc_buffer((tiled * 4,), "float32", scope="global")
                     low = T.alloc_buffer((tiled,), "float32", scope="global")
@@ -309,7 +318,7 @@ def integer_linear_func(
                             g = block * per + within
                             for h in range(halves):
                                 with T.vectorized(0, TILE) as r:
-                                    row = h * outputs + tile * TILE + r
+                                    row = h * outputs + _output(tile, r, outputs)
                                     at = h * TILE + r
                                     # Each scale of the group (q = 0 last: its scale and
                                     # minimum are those the low term below takes).
@@ -334,7 +343,7 @@ def integer_linear_func(
                         with T.serial(0, per) as within:
                             g = block * per + within
                             for t in range(tiled):
-                                row = t // TILE * outputs + tile * TILE + t % TILE
+                                row = t // TILE * outputs + _output(tile, t % TILE, outputs)
                                 total = _group_dot(
                                     width, parts[part_name], xq, row, g, 0, high, add
                                 )
@@ -358,10 +367,10 @@ def integer_linear_func(
                     for r in range(TILE):
                         value = low[r] if gating is None else gating(low[r]) * low[TILE + r]
                         if offsets is not None:
-                            value = value + offsets[tile * TILE + r]
+                            value = value + offsets[_output(tile, r, outputs)]
                         if added is not None:
-                            value = added[0, 0, tile * TILE + r] + value
-                        T.buffer_store(out, value, [0, 0, tile * TILE + r])
+                            value = added[0, 0, _output(tile, r, outputs)] + value
+                        T.buffer_store(out, value, [0, 0, _output(tile, r, outputs)])
     return builder.get()
 
 
@@ -410,7 +419,7 @@ def integer_linear_tokens_func(
                 with T.serial(0, tokens) as token:
                     _quantize_input(x, width, xq, xscale, xsum, token, norm)
                 with T.parallel(0, outputs // TILE) as tile:
-                    # Tile row t = h * TILE + r: row h * outputs + tile * TILE + r of W.
+                    # Tile row t = h * TILE + r: row h * outputs + _output(tile, r, outputs) of W.
                     sums = T.alloc_buffer((max_tokens * tiled * 4,), "float32", scope="global")
                     low = T.alloc_buffer((max_tokens * tiled,), "float32", scope="global")
                     scales = T.alloc_buffer((per * split * tiled,), "float32", scope="global")
@@ -427,7 +436,7 @@ def integer_linear_tokens_func(
                             g = block * per + within
                             for h in range(halves):
                                 with T.vectorized(0, TILE) as r:
-                                    row = h * outputs + tile * TILE + r
+                                    row = h * outputs + _output(tile, r, outputs)
                                     at = h * TILE + r
                                     # Each scale of the group (q = 0 last: its scale and
                                     # minimum are those the low term below takes).
@@ -453,7 +462,7 @@ def integer_linear_tokens_func(
                         with T.serial(0, per) as within, T.serial(0, tokens) as token:
                             g = block * per + within
                             for t in range(tiled):
-                                row = t // TILE * outputs + tile * TILE + t % TILE
+                                row = t // TILE * outputs + _output(tile, t % TILE, outputs)
                                 total = _group_dot(
                                     width, parts[part_name], xq, row, g, token * cols, high, add
                                 )
@@ -484,8 +493,8 @@ def integer_linear_tokens_func(
                             at = token * tiled + r
                             value = low[at] if gating is None else gating(low[at]) * low[at + TILE]
                             if offsets is not None:
-                                value = value + offsets[tile * TILE + r]
+                                value = value + offsets[_output(tile, r, outputs)]
                             if added is not None:
-                                value = added[0, token, tile * TILE + r] + value
-                            T.buffer_store(out, value, [0, token, tile * TILE + r])
+                                value = added[0, token, _output(tile, r, outputs)] + value
+                            T.buffer_store(out, value, [0, token, _output(tile, r, outputs)])
     return builder.get()
