@@ -148,13 +148,53 @@ def _high_bits(high: tirx.Buffer, bits: int, row, g):
     return tirx.reinterpret("uint16x8", picked)
 
 
+def _five_bits(width: int, high, add: int) -> bool:
+    """Whether codes of this width, high bits ((part, bits) or None) and constant added in
+    the lanes are a nibble and a fifth bit, which `_five_bit_codes` unpacks in the order of
+    8-bit codes (the inputs rounded in that order)."""
+    return width == 4 and high is not None and high[1] == 1 and not add
+
+
+def _five_bit_codes(part: tirx.Buffer, high: tirx.Buffer, row, g):
+    """Group g's codes of a nibble and a fifth bit (Q5_0, Q5_1: the bits a word a group,
+    element e's at bit e) as int16x8 vectors in the order of 8-bit codes (`element`), unpacked
+    as bytes, sixteen at a time. Byte b of the group's four words holds the nibbles of elements
+    2b (low) and 2b + 1 (high); their fifth bits, bits 2b and 2b + 1 of the word, are in its
+    byte b // 4, which one shuffle puts in byte b of a vector, and a comparison with each
+    byte's bit gives 16 where it is set. Fewer instructions than joining the bits to the
+    nibbles in 16-bit lanes (`_high_bits`), where each step needs a shift and a mask of its
+    own."""
+
+    def uint8s(value: int):
+        return tirx.Broadcast(tirx.const(value, "uint8"), 16)
+
+    nibbles = _vector(part, row, g * 4, "uint8x16")
+    word = tirx.reinterpret("uint8x16", tirx.Broadcast(high[row, g], 4))
+    spread = tirx.Shuffle([word], [tirx.const(b // 4, "int32") for b in range(16)])
+    parities = []
+    for parity in range(2):  # elements 2b, then 2b + 1
+        codes = nibbles & uint8s(15) if parity == 0 else nibbles >> uint8s(4)
+        # Bit 2 (b % 4) + parity of byte b: 1, 4, 16, 64 (or twice those), four times.
+        bit = tirx.reinterpret("uint8x16", tirx.Broadcast(u32(0x40100401 << parity), 4))
+        parities.append(codes | tirx.Select((spread & bit) == bit, uint8s(16), uint8s(0)))
+    products = []
+    for half in range(2):  # bytes 0-7 (elements 0-15), then 8-15 (elements 16-31)
+        lanes = [tirx.const(half * LANES + i, "int32") for i in range(LANES)]
+        for parity in range(2):
+            codes = tirx.Cast("int16x8", tirx.Shuffle([parities[parity]], lanes))
+            products.append((codes, half * 16 + parity * LANES))
+    return products
+
+
 def _group_codes(width: int, part: tirx.Buffer, row, g, high=None, add: int = 0):
     """Group g of a row's codes (`width` bits wide, with high bits from `high` where given:
     (buffer, bits)) as int16x8 vectors, each with the offset in the reordered group of the
     inputs it multiplies; `add` added to each code."""
     words = GROUP * width // 32
     products = []
-    if width == 4:
+    if _five_bits(width, high, add):
+        products = _five_bit_codes(part, high[0], row, g)
+    elif width == 4:
         halves = _vector(part, row, g * words, "uint16x8")
         tops = None if high is None else _high_bits(high[0], high[1], row, g)
         for step in range(4):
@@ -278,6 +318,7 @@ def integer_linear_func(
     assert fmt.integer_codes is not None
     assert gating is None or not (residual or bias)
     part_name, width, offset, add, high_bits, split = _layout(fmt)
+    order = 8 if _five_bits(width, high_bits, add) else width  # of the rounded inputs
     groups = cols // GROUP
     per = _groups_a_block(fmt)
     shapes = fmt.parts(rows, cols)
@@ -302,7 +343,7 @@ def integer_linear_func(
                 xq = T.alloc_buffer((cols,), "int16", scope="global")
                 xscale = T.alloc_buffer((groups,), "float32", scope="global")
                 xsum = T.alloc_buffer((groups,), "float32", scope="global")
-                _quantize_input(x, width, xq, xscale, xsum, norm=norm)
+                _quantize_input(x, order, xq, xscale, xsum, norm=norm)
                 with T.parallel(0, outputs // TILE) as tile:
                     # Tile row t = h * TILE + r: row h * outputs + _output(tile, r, outputs) of W.
                     tiled = halves * TILE
@@ -392,6 +433,7 @@ def integer_linear_tokens_func(
     assert fmt.integer_codes is not None
     assert gating is None or not (residual or bias)
     part_name, width, offset, add, high_bits, split = _layout(fmt)
+    order = 8 if _five_bits(width, high_bits, add) else width  # of the rounded inputs
     groups = cols // GROUP
     per = _groups_a_block(fmt)
     shapes = fmt.parts(rows, cols)
@@ -417,7 +459,7 @@ def integer_linear_tokens_func(
                 xscale = T.alloc_buffer((max_tokens * groups,), "float32", scope="global")
                 xsum = T.alloc_buffer((max_tokens * groups,), "float32", scope="global")
                 with T.serial(0, tokens) as token:
-                    _quantize_input(x, width, xq, xscale, xsum, token, norm)
+                    _quantize_input(x, order, xq, xscale, xsum, token, norm)
                 with T.parallel(0, outputs // TILE) as tile:
                     # Tile row t = h * TILE + r: row h * outputs + _output(tile, r, outputs) of W.
                     sums = T.alloc_buffer((max_tokens * tiled * 4,), "float32", scope="global")
