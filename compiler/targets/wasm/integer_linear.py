@@ -3,9 +3,9 @@
 One token's product y = W x, W stored in a grouped format whose codes are whole fields of
 32-bit words (4-bit unsigned or 8-bit signed, `Format.integer_codes`; GGUF's Q5_0, Q5_1 and
 Q6_K keep bits above each 4-bit code in a part of their own, `Format.integer_high_bits`, which
-the kernel joins to the nibbles in the lanes; Q6_K's two scales a group of 32 each scale half
-of the group's sums, see `_layout`), in one kernel
-(`integer_linear`, TIR) whose tasks (threads) each first round x to int16 in groups of GROUP
+the kernel joins to the nibbles, in bytes for Q5's one bit and in 16-bit lanes for Q6_K's two;
+Q6_K's two scales a group of 32 each scale half of the group's sums, see `_layout`), in one
+kernel (`integer_linear`, TIR) whose tasks (threads) each first round x to int16 in groups of GROUP
 elements, each with its float32 scale (max |x| / 32767) and its exact sum, the elements of a
 group put in the order the codes come out of the words; then, per output row and group, the
 codes times the int16 inputs are summed with WebAssembly's `i32x4.dot_i16x8_s` (eight products
@@ -14,8 +14,10 @@ and four pairwise adds in one instruction) and scaled once:
     y[j] = sum_g  scale[j, g] * xscale[g] * sum_(k in g) code[j, k] * xq[k]
                 + minimum[j, g] * sum_(k in g) x[k]
 
-and a bias and a residual are added where the layer has them there (the epilogue). A gated
-MLP's gate/up projection takes the gating as its epilogue instead (`gating`): each tile then
+and a bias and a residual are added where the layer has them there (the epilogue). A tile's
+TILE outputs are one from each quarter of the rows (`_output`: four runs of the weights read in
+address order), and it decodes the scales of a format's block of groups before their products
+(`_block_scales`). A gated MLP's gate/up projection takes the gating as its epilogue instead (`gating`): each tile then
 computes TILE outputs' gate rows and their up rows, and writes act(gate) * up. The same
 kernel takes a few tokens at once (`tokens`, a speculative draft's verify step, up to
 `max_tokens`): each task rounds every token's inputs, and each group's codes, unpacked once,
@@ -234,6 +236,38 @@ def _group_dot(
     return total
 
 
+def _block_scales(fmt: Format, parts, where, store_scale, store_low) -> bool:
+    """The scales of a block's groups for a tile's rows, each vectorised over the tile's TILE
+    outputs: `where` = (block, groups a block, tile, halves, outputs). Each scale of a group
+    (two for Q6_K's halves q = 1, 0) goes to store_scale(within, q, at, g, scale) and its low
+    term (its minimum, plus the scale times the constant added to each code) to
+    store_low(within, at, g, term), for group g, the block's `within`-th, and tile row `at`
+    (h * TILE + r). Whether there is a low term."""
+    block, per, tile, halves, outputs = where
+    _, _, offset, _, _, split = _layout(fmt)
+    has_low = False
+    for within in range(per):
+        g = block * per + within
+        for h in range(halves):
+            with T.vectorized(0, TILE) as r:
+                row = h * outputs + _output(tile, r, outputs)
+                at = h * TILE + r
+                # q = 0 last: its scale and minimum are those the low term takes.
+                for q in range(split - 1, -1, -1):
+                    scale, minimum = fmt.scale_te(
+                        parts, row, (g * GROUP + q * fmt.group) // fmt.group, f16_to_f32_unflushed
+                    )
+                    scale = as_dtype(scale, "float32")
+                    store_scale(within, q, at, g, scale)
+                terms = [] if minimum is None else [as_dtype(minimum, "float32")]
+                if offset:
+                    terms.append(scale * tirx.const(offset, "float32"))
+                if terms:
+                    has_low = True
+                    store_low(within, at, g, sum(terms[1:], terms[0]))
+    return has_low
+
+
 def _quantize_input(
     x: tirx.Buffer, width: int, xq, xscale, xsum, token=0, norm: tuple | None = None
 ) -> None:
@@ -355,32 +389,17 @@ def integer_linear_func(
                     T.buffer_store(low, tirx.Broadcast(zero, tiled), [tirx.Ramp(0, 1, tiled)])
                     with T.serial(0, groups // per) as block:
                         # The block's groups' scales for the tile, then their products.
-                        for within in range(per):
-                            g = block * per + within
-                            for h in range(halves):
-                                with T.vectorized(0, TILE) as r:
-                                    row = h * outputs + _output(tile, r, outputs)
-                                    at = h * TILE + r
-                                    # Each scale of the group (q = 0 last: its scale and
-                                    # minimum are those the low term below takes).
-                                    for q in range(split - 1, -1, -1):
-                                        scale, minimum = fmt.scale_te(
-                                            parts,
-                                            row,
-                                            (g * GROUP + q * fmt.group) // fmt.group,
-                                            f16_to_f32_unflushed,
-                                        )
-                                        scale = as_dtype(scale, "float32")
-                                        place = (within * split + q) * tiled + at
-                                        T.buffer_store(factor, scale * xscale[g], [place])
-                                    terms = (
-                                        [] if minimum is None else [as_dtype(minimum, "float32")]
-                                    )
-                                    if offset:
-                                        terms.append(scale * tirx.const(offset, "float32"))
-                                    if terms:
-                                        total = sum(terms[1:], terms[0])
-                                        T.buffer_store(low, low[at] + total * xsum[g], [at])
+                        _block_scales(
+                            fmt,
+                            parts,
+                            (block, per, tile, halves, outputs),
+                            lambda within, q, at, g, scale: T.buffer_store(
+                                factor, scale * xscale[g], [(within * split + q) * tiled + at]
+                            ),
+                            lambda within, at, g, term: T.buffer_store(
+                                low, low[at] + term * xsum[g], [at]
+                            ),
+                        )
                         with T.serial(0, per) as within:
                             g = block * per + within
                             for t in range(tiled):
@@ -471,36 +490,19 @@ def integer_linear_tokens_func(
                             lanes = tirx.Ramp(token * (tiled * 4) + t * 4, 1, 4)
                             T.buffer_store(sums, tirx.Broadcast(zero, 4), [lanes])
                             T.buffer_store(low, zero, [token * tiled + t])
-                    has_low = False
                     with T.serial(0, groups // per) as block:
                         # The block's groups' scales for the tile, then their products.
-                        for within in range(per):
-                            g = block * per + within
-                            for h in range(halves):
-                                with T.vectorized(0, TILE) as r:
-                                    row = h * outputs + _output(tile, r, outputs)
-                                    at = h * TILE + r
-                                    # Each scale of the group (q = 0 last: its scale and
-                                    # minimum are those the low term below takes).
-                                    for q in range(split - 1, -1, -1):
-                                        scale, minimum = fmt.scale_te(
-                                            parts,
-                                            row,
-                                            (g * GROUP + q * fmt.group) // fmt.group,
-                                            f16_to_f32_unflushed,
-                                        )
-                                        scale = as_dtype(scale, "float32")
-                                        place = (within * split + q) * tiled + at
-                                        T.buffer_store(scales, scale, [place])
-                                    terms = (
-                                        [] if minimum is None else [as_dtype(minimum, "float32")]
-                                    )
-                                    if offset:
-                                        terms.append(scale * tirx.const(offset, "float32"))
-                                    if terms:
-                                        has_low = True
-                                        total = sum(terms[1:], terms[0])
-                                        T.buffer_store(minimums, total, [within * tiled + at])
+                        has_low = _block_scales(
+                            fmt,
+                            parts,
+                            (block, per, tile, halves, outputs),
+                            lambda within, q, at, g, scale: T.buffer_store(
+                                scales, scale, [(within * split + q) * tiled + at]
+                            ),
+                            lambda within, at, g, term: T.buffer_store(
+                                minimums, term, [within * tiled + at]
+                            ),
+                        )
                         with T.serial(0, per) as within, T.serial(0, tokens) as token:
                             g = block * per + within
                             for t in range(tiled):
