@@ -17,15 +17,14 @@ and four pairwise adds in one instruction) and scaled once:
 and a bias and a residual are added where the layer has them there (the epilogue). A tile's
 TILE outputs are one from each quarter of the rows (`_output`: four runs of the weights read in
 address order), and it decodes the scales of a format's block of groups before their products
-(`_block_scales`). A gated MLP's gate/up projection takes the gating as its epilogue instead (`gating`): each tile then
-computes TILE outputs' gate rows and their up rows, and writes act(gate) * up. The same
-kernel takes a few tokens at once (`tokens`, a speculative draft's verify step, up to
-`max_tokens`): each task rounds every token's inputs, and each group's codes, unpacked once,
-are dotted with each token's, so that the weights are read and unpacked once for all of them
-(the prefill's float products decode a panel of weights for tiles of tokens, which pays only
-over many tokens). Rounding
-in each task costs a pass over the inputs, far less than the task's share of the weights, and
-saves the launch of a kernel of its own.
+(`_block_scales`). A gated MLP's gate/up projection takes the gating as its epilogue instead
+(`gating`): each tile then computes TILE outputs' gate rows and their up rows, and writes
+act(gate) * up. The same kernel takes a few tokens at once (`tokens`, a speculative draft's
+verify step, up to `max_tokens`): each task rounds every token's inputs, and each group's
+codes, unpacked once, are dotted with each token's, so that the weights are read and unpacked
+once for all of them (the prefill's float products decode a panel of weights for tiles of
+tokens, which pays only over many tokens). Rounding in each task costs a pass over the inputs,
+far less than the task's share of the weights, and saves the launch of a kernel of its own.
 
 Against float products of decoded weights (linear.py's `lane_linear`), a group of 32 weights
 costs four dot instructions instead of 32 conversions and multiply-adds. The inputs lose
