@@ -459,26 +459,34 @@ def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-def test_qwen_calls_tools_with_valid_arguments(qwen):
-    base = {"tools": QWEN_TOOLS, "max_tokens": 80, "temperature": 0}
+@pytest.fixture(scope="module")
+def qwen_node(qwen):
+    """One engine for the Qwen2.5 tests: their prompts share the ten tools' system prompt (its
+    prefill, about 1,300 tokens, runs once) and their grammars (each compiled once)."""
     with node_engine(qwen, backend="wasm") as node:
-        required = {
-            name: create(node, {**base, "messages": user(q), "tool_choice": "required"})
-            for name, q in QUESTIONS.items()
-        }
-        named = create(
-            node,
-            {
-                **base,
-                "messages": user("Remind me to water the plants."),
-                "tool_choice": {"type": "function", "function": {"name": "add_todo"}},
-            },
-        )
-        none = create(node, {**base, "messages": user("Say hello."), "tool_choice": "none"})
-        auto = [
-            create(node, {**base, "messages": user(q)})
-            for q in ("What is the weather in Rome, in fahrenheit?", "Write a haiku about rain.")
-        ]
+        yield node
+
+
+def test_qwen_calls_tools_with_valid_arguments(qwen_node):
+    base = {"tools": QWEN_TOOLS, "max_tokens": 80, "temperature": 0}
+    node = qwen_node
+    required = {
+        name: create(node, {**base, "messages": user(q), "tool_choice": "required"})
+        for name, q in QUESTIONS.items()
+    }
+    named = create(
+        node,
+        {
+            **base,
+            "messages": user("Remind me to water the plants."),
+            "tool_choice": {"type": "function", "function": {"name": "add_todo"}},
+        },
+    )
+    none = create(node, {**base, "messages": user("Say hello."), "tool_choice": "none"})
+    auto = [
+        create(node, {**base, "messages": user(q)})
+        for q in ("What is the weather in Rome, in fahrenheit?", "Write a haiku about rain.")
+    ]
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in QWEN_TOOLS}
     # "auto": text, or calls that validate (this small model answers the weather question in
     # text, a JSON block of its own, rather than with a call).
@@ -508,32 +516,31 @@ def test_qwen_calls_tools_with_valid_arguments(qwen):
     assert "tool_calls" not in reply["message"] and reply["message"]["content"].strip()
 
 
-def test_qwen_round_trip_streamed(qwen):
+def test_qwen_round_trip_streamed(qwen_node):
     question = user("What is the weather in Oslo, in celsius?")
-    # Three of the tools: a shorter prompt (the test above has all ten).
-    base = {"tools": QWEN_TOOLS[:3], "max_tokens": 60, "temperature": 0, "stream": True}
-    with node_engine(qwen, backend="wasm") as node:
-        first = create(node, {**base, "messages": question, "tool_choice": "required"})
-        content, calls, finish = rebuilt(first["chunks"])
-        assert finish == "tool_calls" and content == "" and len(calls) >= 1
-        call = calls[0]
-        assert call["name"] == "get_weather"
-        assert json.loads(call["arguments"])["city"].lower() == "oslo"
-        history = [
-            *question,
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": call["id"],
-                        "type": "function",
-                        "function": {"name": call["name"], "arguments": call["arguments"]},
-                    }
-                ],
-            },
-            {"role": "tool", "tool_call_id": call["id"], "content": '{"temperature": -3}'},
-        ]
-        final = create(node, {**base, "messages": history})
+    base = {"tools": QWEN_TOOLS, "max_tokens": 60, "temperature": 0, "stream": True}
+    node = qwen_node
+    first = create(node, {**base, "messages": question, "tool_choice": "required"})
+    content, calls, finish = rebuilt(first["chunks"])
+    assert finish == "tool_calls" and content == "" and len(calls) >= 1
+    call = calls[0]
+    assert call["name"] == "get_weather"
+    assert json.loads(call["arguments"])["city"].lower() == "oslo"
+    history = [
+        *question,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": call["id"], "content": '{"temperature": -3}'},
+    ]
+    final = create(node, {**base, "messages": history})
     content, calls, finish = rebuilt(final["chunks"])
     assert finish == "stop" and not calls and "-3" in content, content
