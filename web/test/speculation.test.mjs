@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { InvalidRequestError } from "../src/errors.js";
-import { checkSpeculation, lookupDraft } from "../src/engine/prompt_lookup.js";
+import { DraftPolicy, checkSpeculation, lookupDraft } from "../src/engine/prompt_lookup.js";
 import { makeRandom, sample, sampleDraft } from "../src/engine/sampler.js";
 
 /** Every earlier occurrence of each n-gram that ends `seq`, longest n first, latest first. */
@@ -117,7 +117,16 @@ test("a greedy request takes the greedy token whatever the draft; a sure draft i
 });
 
 test("the engine's speculation option is checked up front", () => {
-  for (const ok of [undefined, true, false, {}, { draftTokens: 0 }, { minMatch: 1, maxMatch: 1 }, { draftTokens: 15 }])
+  for (const ok of [
+    undefined,
+    true,
+    false,
+    {},
+    { draftTokens: 0 },
+    { minMatch: 1, maxMatch: 1 },
+    { draftTokens: 15 },
+    { adaptive: false },
+  ])
     checkSpeculation(ok);
   for (const [bad, param] of [
     [null, "speculation"],
@@ -127,9 +136,82 @@ test("the engine's speculation option is checked up front", () => {
     [{ maxMatch: 2.5 }, "speculation.maxMatch"],
     [{ minMatch: 5 }, "speculation.minMatch"],
     [{ ngram: 3 }, "speculation.ngram"],
+    [{ adaptive: 1 }, "speculation.adaptive"],
   ])
     assert.throws(
       () => checkSpeculation(bad),
       (err) => err instanceof InvalidRequestError && err.param === param,
     );
+});
+
+/** A policy that has seen `steps` plain steps of `stepMs`, then verify steps `[length, kept, ms]`. */
+function policyAfter(stepMs, steps, verified = []) {
+  const policy = new DraftPolicy();
+  for (let i = 0; i < steps; i++) policy.stepped(stepMs);
+  for (const [length, kept, ms] of verified) policy.verified(length, kept, ms);
+  return policy;
+}
+
+/** The draft length with the most tokens per plain step's time, by brute force. */
+function bestLength(p, cost, available) {
+  const rates = [1];
+  for (let k = 1; k <= available; k++) {
+    let tokens = 0;
+    for (let i = 0; i <= k; i++) tokens += p ** i;
+    rates.push(tokens / (1 + cost * k));
+  }
+  return rates.indexOf(Math.max(...rates));
+}
+
+test("drafts are checked at the length that gives the most tokens for the time", () => {
+  // Before any verify step: the priors (a draft token kept 3 times in 4, half a step each).
+  const fresh = policyAfter(10, 3);
+  assert.equal(fresh.size(15), bestLength(0.75, 0.5, 15));
+  assert.ok(fresh.size(15) >= 1);
+  assert.equal(fresh.size(0), 0);
+  // Verify steps that cost little beside a plain step (a GPU reading the weights once) and keep
+  // every draft token: long drafts.
+  const cheap = policyAfter(
+    10,
+    3,
+    Array.from({ length: 8 }, () => [8, 8, 12]),
+  );
+  assert.ok(cheap.cost < 0.1 && cheap.keep > 0.9);
+  assert.equal(cheap.size(15), bestLength(cheap.keep, cheap.cost, 15));
+  assert.ok(cheap.size(15) >= 10);
+  // Each draft token costing a whole step (the CPU's arithmetic): no draft pays, however often
+  // they are kept.
+  const dear = policyAfter(
+    10,
+    3,
+    Array.from({ length: 12 }, () => [2, 2, 30]),
+  );
+  assert.ok(dear.cost > 0.9 && dear.keep > 0.9);
+  assert.equal(dear.size(15), 0);
+  // Drafts rejected at their first token: none checked, until enough go unchecked that the
+  // prior is back (a reply that starts copying later drafts again).
+  const wrong = policyAfter(
+    10,
+    3,
+    Array.from({ length: 6 }, () => [1, 0, 14]),
+  );
+  assert.equal(wrong.size(4), 0);
+  let declined = 1;
+  while (wrong.size(4) === 0) declined++;
+  assert.ok(declined > 5 && declined < 60, `${declined}`);
+});
+
+test("drafts wait for plain steps to be timed; the first is not taken as the steps' time", () => {
+  const policy = policyAfter(40, 1);
+  assert.equal(policy.stepMs, null);
+  policy.stepped(10);
+  assert.equal(policy.size(15), 0);
+  policy.stepped(10);
+  assert.equal(policy.stepMs, 10);
+  assert.ok(policy.size(15) > 0);
+  // The first verify step timed replaces the prior cost; later ones move it a quarter.
+  policy.verified(1, 1, 25);
+  assert.equal(policy.cost, 1.5);
+  policy.verified(2, 2, 20);
+  assert.equal(policy.cost, 1.5 + (0.5 - 1.5) / 4);
 });

@@ -75,6 +75,11 @@ export interface SpeculationOptions {
   minMatch?: number;
   /** the longest (default 4; the longest one found wins, its latest occurrence) */
   maxMatch?: number;
+  /**
+   * each draft's length chosen from what the request's verify steps have cost and kept, none
+   * checked where checking would not pay (default true); false checks every draft found whole
+   */
+  adaptive?: boolean;
 }
 
 export type Role = "system" | "developer" | "user" | "assistant" | "tool";

@@ -68,7 +68,7 @@ export class Engine {
    *          variant?: "software" | "gpu", backend?: "auto" | "webgpu" | "wasm", threads?: number,
    *          useCache?: boolean, prefixCacheBytes?: number, prefixCachePersistTokens?: number,
    *          prefixCacheStorageBytes?: number, speculation?: boolean | {draftTokens?: number,
-   *          minMatch?: number, maxMatch?: number}, devicePicks?: boolean}} [options]
+   *          minMatch?: number, maxMatch?: number, adaptive?: boolean}, devicePicks?: boolean}} [options]
    *          `variant` overrides the kernel set chosen from the adapter; `backend` "wasm" runs on
    *          the CPU (WebAssembly), "webgpu" on the GPU, "auto" (the default) on WebGPU where the
    *          browser has it; `threads` caps the CPU backend's threads (default: one per core);

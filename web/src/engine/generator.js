@@ -14,7 +14,7 @@ import { StopStrings } from "../text/stop.js";
 import { StreamDecoder } from "../text/tokenizer.js";
 import { markerTokens, toolCallFormat } from "../text/tool_formats.js";
 import { LogitsProcessor, editRows, logSoftmax, topK } from "./logits.js";
-import { lookupDraft } from "./prompt_lookup.js";
+import { DraftPolicy, lookupDraft } from "./prompt_lookup.js";
 import { GREEDY } from "../backends/plans.js";
 import { drawParams, isGreedy, makeRandom, sample, sampleDraft } from "./sampler.js";
 import { requestStats } from "./stats.js";
@@ -105,11 +105,10 @@ export async function generateCompletion(model, prompt, params, random, control,
     const verifyOnDevice = draftlessOnDevice && greedy && model.hasVerifyArgmax;
     let onDevice = picking || draftlessOnDevice;
     const spec = { drafted: 0, accepted: 0, steps: 0 };
-    // The longest draft to try next: halved when a draft's first token is rejected, doubled when
-    // a whole draft is kept, so that text that does not repeat costs few wasted rows and text
-    // that copies takes long drafts.
-    let draftSize = Math.min(4, speculation?.draftTokens ?? 0);
-    let drafting = null; // the draft being checked: its length and how many were kept
+    // How much of each draft found to check: from the steps' times and the drafts kept so far
+    // (adaptive), or all of it.
+    const policy = speculation?.adaptive ? new DraftPolicy() : null;
+    let drafting = null; // the draft being checked: its length, how many were kept, its step's time
     // Decode steps submitted and not read: each its `out`, the next's logits or token, and the
     // random number it drew (`u`, where it draws).
     const steps = [];
@@ -206,12 +205,13 @@ export async function generateCompletion(model, prompt, params, random, control,
             const room = Math.min(maxTokens - tokens.length, window - prompt.length - tokens.length) - 1;
             if (room < 0) break; // max_tokens or the context window
             if (drafting) {
-              if (drafting.kept === drafting.length) draftSize = Math.min(2 * draftSize, speculation.draftTokens);
-              else if (drafting.kept === 0) draftSize = Math.max(1, draftSize >> 1);
+              policy?.verified(drafting.length, drafting.kept, drafting.ms);
               drafting = null;
             }
-            const limit = Math.min(draftSize, model.maxDraft, room);
-            const draft = limit > 0 ? lookupDraft(prompt.concat(tokens), { ...speculation, draftTokens: limit }) : [];
+            const limit = Math.min(speculation.draftTokens, model.maxDraft, room);
+            const found = limit > 0 ? lookupDraft(prompt.concat(tokens), { ...speculation, draftTokens: limit }) : [];
+            const draft = policy ? found.slice(0, policy.size(found.length)) : found;
+            const started = now();
             if (draft.length > 0) {
               const out = await waiting(model.verify(token, draft, control, { argmax: verifyOnDevice }));
               if (out === null) {
@@ -221,7 +221,7 @@ export async function generateCompletion(model, prompt, params, random, control,
               }
               spec.steps++;
               spec.drafted += draft.length;
-              drafting = { length: draft.length, kept: 0 };
+              drafting = { length: draft.length, kept: 0, ms: now() - started };
               const vocab = model.manifest.config.vocab_size;
               rows = draft
                 .concat([null])
@@ -235,6 +235,7 @@ export async function generateCompletion(model, prompt, params, random, control,
               const out = await waiting(
                 model.decode(token, control, { pick: draftlessOnDevice ? drawn().pick : null }),
               );
+              policy?.stepped(now() - started);
               if (draftlessOnDevice) picked = out;
               else logits = out;
               onDevice = draftlessOnDevice;
