@@ -104,6 +104,17 @@ def test_group_quantization_round_trip(name):
     assert np.all(error <= step / 2 + 1e-6)
 
 
+@pytest.mark.parametrize("type_name", ["Q5_0", "Q5_1"])
+@pytest.mark.parametrize("cols", [96, 384])
+def test_fifth_bits_decode_exactly_in_either_place(type_name, cols):
+    """Q5's fifth bits as GGUF places them (rows of blocks not in whole sets of four) and in
+    sets of four blocks (formats/ggml.py `fifth_bit_place`), against `gguf`'s decoder."""
+    weight = (np.random.default_rng(2).standard_normal((ROWS, cols)) * 0.05).astype(np.float32)
+    tensor = stored(type_name, weight)
+    fmt = FORMATS[STORED[type_name]]
+    np.testing.assert_array_equal(decode(fmt, fmt.encode(tensor), ROWS, cols), tensor.dequantize())
+
+
 def test_q4_carries_gguf_q4_blocks_exactly():
     rng = np.random.default_rng(3)
     weight = (rng.standard_normal((ROWS, COLS)) * 0.05).astype(np.float32)
@@ -143,10 +154,9 @@ def test_integer_codes_are_the_codes_the_decoder_reads(name):
     else:
         fields = words.view(np.int8)
     expected = fields.reshape(ROWS, -1)[:, :COLS].astype(np.int32) + offset
-    if fmt.integer_high_bits:  # bits above the nibble: element e's at bits * e, in words
+    if fmt.integer_high_bits:  # bits above the nibble, where the format places them
         high, bits = fmt.integer_high_bits
-        at = np.arange(COLS) * bits
-        words = parts[high][:, at // 32]
-        top = (words >> (at % 32).astype(np.uint32)) & np.uint32((1 << bits) - 1)
+        word, at = fmt.high_bit_place(np.arange(COLS), COLS // fmt.block)
+        top = (parts[high][:, word] >> at.astype(np.uint32)) & np.uint32((1 << bits) - 1)
         expected += 16 * top.astype(np.int32)
     np.testing.assert_array_equal(result.numpy(), expected)

@@ -102,9 +102,17 @@ class Format:
     # whole field of a word.
     integer_codes: ClassVar[tuple[str, int, int] | None] = None
     # The part holding the bits of each 4-bit code above its nibble, and how many (GGUF's Q5_0
-    # and Q5_1: a fifth bit, one uint32 word a group of 32, bit e element e's; Q6_K: two,
-    # sixteen codes a word, in element order), which CPU decode joins to the nibble; None if none.
+    # and Q5_1: a fifth bit, in the places `high_bit_place` gives; Q6_K: two, sixteen codes a
+    # word, in element order), which CPU decode joins to the nibble; None if none.
     integer_high_bits: ClassVar[tuple[str, int] | None] = None
+
+    def high_bit_place(self, col, blocks: int):
+        """Where element col's high bits start in a row of the `integer_high_bits` part, of a
+        weight of that many blocks a row: (word, bit); in element order unless the format says
+        otherwise."""
+        assert self.integer_high_bits is not None
+        at = col * self.integer_high_bits[1]
+        return at // 32, at % 32
 
     def parts(self, rows: int, cols: int) -> dict[str, tuple[tuple[int, ...], str]]:
         """Shape and dtype of each stored part of a (rows, cols) weight."""

@@ -11,7 +11,8 @@ In a block of nibbles, byte i holds element i (low nibble) and element i + 16 (h
 bit j of qh is the fifth bit of element j. A block's fields are split into parts of uint32
 words (the same bytes, regrouped so that every field is word-aligned): `qs` the quantized
 values (nibbles repacked in element order, eight a word), `d` (two blocks' scales a word) or
-`dm` (scale and minimum of a block), `qh`.
+`dm` (scale and minimum of a block), `qh` the fifth bits, a word a block (where a row's
+blocks come in sets of four, a set's bits regrouped over its four words: `fifth_bit_place`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .base import (
     Half,
     Parts,
     SourceTensor,
+    bits,
     code_at,
     f16_to_f32,
     gather_codes,
@@ -38,6 +40,41 @@ from .base import (
 )
 
 BLOCK = 32
+# Blocks whose fifth bits share four words of `qh` (a 128-bit vector: see fifth_bit_place).
+FIFTH_BIT_BLOCKS = 4
+
+
+def fifth_bit_place(col, blocks: int):
+    """Where element col's fifth bit is in a row of `qh` of that many blocks: (word, bit).
+    Where the blocks come in whole sets of four (every row of 128 elements or a multiple), the
+    bits of a set share four words: byte b (0-15) of them holds, at bit j + 4 p, the bit of
+    element 2 b + p of its block j. Element 2b + p's nibble is in byte b of its block's
+    repacked nibbles (low for p = 0), so that the CPU's integer kernel reads a block's bits for
+    all 32 nibble bytes with one vector shift right by j (integer_linear.py's
+    `_five_bit_codes`): each byte's bit p = 0 lands at bit 0 and p = 1 at bit 4, instead of
+    spreading four bytes over sixteen with a shuffle and a comparison per byte. Elsewhere, as
+    GGUF has them: bit e of a block's word, element e's. Works for numpy arrays and TIR
+    expressions alike."""
+    block, e = col // BLOCK, col % BLOCK
+    if blocks % FIFTH_BIT_BLOCKS:
+        return block, e
+    byte = e // 2
+    word = block // FIFTH_BIT_BLOCKS * FIFTH_BIT_BLOCKS + byte // 4
+    return word, byte % 4 * 8 + block % FIFTH_BIT_BLOCKS + 4 * (e % 2)
+
+
+def pack_fifth_bits(qh: np.ndarray) -> np.ndarray:
+    """GGUF's qh words (rows, blocks), bit j the fifth bit of element j of a block, in
+    fifth_bit_place's places (the same number of words)."""
+    rows, blocks = qh.shape
+    col = np.arange(blocks * BLOCK)
+    word, bit = fifth_bit_place(col, blocks)
+    packed = np.zeros_like(qh, dtype=np.uint32)
+    for b in range(32):  # the elements whose bits go to bit b, each of a word of its own
+        at = col[bit == b]
+        fifth = (qh[:, at // BLOCK] >> (at % BLOCK).astype(np.uint32)) & np.uint32(1)
+        packed[:, word[at]] |= fifth << np.uint32(b)
+    return packed
 
 
 class GGMLBlock(Format):
@@ -72,13 +109,16 @@ class GGMLBlock(Format):
             out["d"] = pack_halves(blocks[..., 0:2].copy().view(np.uint16)[..., 0])
         if self.qh_offset is not None:
             qh = blocks[..., self.qh_offset : self.qh_offset + 4]
-            out["qh"] = pack_words(qh.reshape(rows, -1))
+            out["qh"] = pack_fifth_bits(pack_words(qh.reshape(rows, -1)))
         return out
 
     def pack_qs(self, qs):
         """The nibbles of (rows, blocks, 16) bytes, repacked in element order."""
         element = np.arange(BLOCK)
         return pack_codes(gather_codes(qs, element % 16, element // 16 * 4, 4), 4)
+
+    def high_bit_place(self, col, blocks: int):
+        return fifth_bit_place(col, blocks)
 
     def scale_te(self, parts: Parts, row, group, half: Half | None = None):
         half = half or f16_to_f32
@@ -92,7 +132,8 @@ class GGMLBlock(Format):
         block has no minimum."""
         q = code_at(parts["qs"], row, col, 4)
         if self.qh_offset is not None:
-            q = q | (code_at(parts["qh"], row, col, 1) << u32(4))
+            word, bit = self.high_bit_place(col, int(parts["qh"].shape[1]))
+            q = q | (bits(parts["qh"][row, word], bit, 1) << u32(4))
         if self.minimum:
             return q
         return tirx.Cast("int32", q) - (16 if self.qh_offset is not None else 8)

@@ -43,7 +43,8 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script import builder as T
 
 from ...formats import Format
-from ...formats.base import as_dtype, f16_to_f32_unflushed, u32
+from ...formats.base import as_dtype, f16_to_f32_unflushed
+from ...formats.ggml import FIFTH_BIT_BLOCKS
 from ..stages import VECTOR_TYPED
 
 GROUP = 32  # inputs sharing one int16 scale: one ggml block
@@ -65,7 +66,7 @@ def applies(fmt: Format, cols: int, rows: int, dtype: str) -> bool:
         codes is not None
         and dtype == "float32"
         and (fmt.group % GROUP == 0 or fmt.group == GROUP // 2)
-        and cols % max(fmt.group, GROUP) == 0
+        and cols % (max(fmt.group, GROUP) * _groups_a_block(fmt)) == 0
         and rows % TILE == 0
     )
 
@@ -94,10 +95,14 @@ def _output(tile, r, outputs: int):
 
 
 def _groups_a_block(fmt: Format) -> int:
-    """Groups of GROUP inputs in one of the format's blocks. A tile decodes a block's scales
-    for all its groups first, then their products: each group's place in the block is then a
-    constant, so a K-quant's sub-block scales (packed in a few words of its super-block of
-    256) come out of words read once for the block, at constant shifts."""
+    """Groups of GROUP inputs in one of the format's blocks, or for Q5's, in the set of blocks
+    whose fifth bits share four words (formats/ggml.py `fifth_bit_place`). A tile decodes a
+    block's scales for all its groups first, then their products: each group's place in the
+    block is then a constant, so a K-quant's sub-block scales (packed in a few words of its
+    super-block of 256) come out of words read once for the block, at constant shifts."""
+    width = fmt.integer_codes[1] if fmt.integer_codes else 0
+    if fmt.group % GROUP == 0 and _five_bits(width, fmt.integer_high_bits, 0):
+        return FIFTH_BIT_BLOCKS
     return max(fmt.block // GROUP, 1)
 
 
@@ -127,23 +132,14 @@ def _vector(buffer: tirx.Buffer, row, start, dtype: str):
     return tirx.reinterpret(dtype, buffer[row, tirx.Ramp(start, 1, 4)])
 
 
-def _high_bits(high: tirx.Buffer, bits: int, row, g):
-    """Group g's high bits (`bits` of each code above its nibble: Q5's fifth bit, a word a
-    group; Q6_K's two, two words a group; element e's at bits * e of the group's bits) as
-    uint16x8 lanes, each lane's at its top: lane l holds the nibbles of elements 4l .. 4l + 3
-    (see `element`), whose high bits are the 4 * bits bits from 4 * bits * l, and one byte
-    shuffle puts the byte holding them in the lane's high byte, so that the bits of step s sit
-    at 16 - 4 * bits + bits * s in every lane. Q6_K: byte l of the two words. Q5: byte l // 2
-    of the word, whose high nibble is lane l's where l is odd; where l is even, its low nibble
-    is, which the word shifted left by 4 holds as the high nibble of the same byte. (SIMD has
-    no shift by a different amount a lane.)"""
-    if bits == 1:
-        word = high[row, g]
-        sources = (word, word << u32(4))
-        index = [lane // 2 if lane % 2 else 16 + lane // 2 for lane in range(LANES)]
-    else:
-        sources = (high[row, 2 * g], high[row, 2 * g + 1])
-        index = [lane if lane < 4 else 16 + lane - 4 for lane in range(LANES)]
+def _high_bits(high: tirx.Buffer, row, g):
+    """Group g's two high bits a code (Q6_K's: two words a group, element e's at 2 e of the
+    group's bits) as uint16x8 lanes, each lane's at its top: lane l holds the nibbles of
+    elements 4l .. 4l + 3 (see `element`), whose high bits are the 8 bits of byte l of the two
+    words, and one byte shuffle puts that byte in the lane's high byte, so that the bits of
+    step s sit at 8 + 2 s in every lane."""
+    sources = (high[row, 2 * g], high[row, 2 * g + 1])
+    index = [lane if lane < 4 else 16 + lane - 4 for lane in range(LANES)]
     vectors = [tirx.reinterpret("uint8x16", tirx.Broadcast(w, 4)) for w in sources]
     picked = tirx.Shuffle(vectors, [tirx.const(i, "int32") for i in index for _ in range(2)])
     return tirx.reinterpret("uint16x8", picked)
@@ -156,28 +152,32 @@ def _five_bits(width: int, high, add: int) -> bool:
     return width == 4 and high is not None and high[1] == 1 and not add
 
 
-def _five_bit_codes(part: tirx.Buffer, high: tirx.Buffer, row, g):
-    """Group g's codes of a nibble and a fifth bit (Q5_0, Q5_1: the bits a word a group,
-    element e's at bit e) as int16x8 vectors in the order of 8-bit codes (`element`), unpacked
-    as bytes, sixteen at a time. Byte b of the group's four words holds the nibbles of elements
-    2b (low) and 2b + 1 (high); their fifth bits, bits 2b and 2b + 1 of the word, are in its
-    byte b // 4, which one shuffle puts in byte b of a vector, and a comparison with each
-    byte's bit gives 16 where it is set. Fewer instructions than joining the bits to the
-    nibbles in 16-bit lanes (`_high_bits`), where each step needs a shift and a mask of its
-    own."""
+def _five_bit_codes(part: tirx.Buffer, high: tirx.Buffer, row, g, within):
+    """Group g's codes of a nibble and a fifth bit (Q5_0, Q5_1), the `within`-th of its set of
+    FIFTH_BIT_BLOCKS, as int16x8 vectors in the order of 8-bit codes (`element`), unpacked as
+    bytes, sixteen at a time. Byte b of the group's four words holds the nibbles of elements
+    2b (low) and 2b + 1 (high); byte b of the set's four words of fifth bits holds theirs at
+    bits `within` and `within` + 4 (formats/ggml.py `fifth_bit_place`), so that one shift of
+    that vector right by `within` puts them at bits 0 and 4 of every byte (a shift of 16-bit
+    lanes: what crosses from the high byte stays above bit 4 of the low one). Fewer
+    instructions than spreading a group's word of bits over the bytes with a shuffle and
+    testing each byte's bit."""
 
     def uint8s(value: int):
         return tirx.Broadcast(tirx.const(value, "uint8"), 16)
 
     nibbles = _vector(part, row, g * 4, "uint8x16")
-    word = tirx.reinterpret("uint8x16", tirx.Broadcast(high[row, g], 4))
-    spread = tirx.Shuffle([word], [tirx.const(b // 4, "int32") for b in range(16)])
+    bits = _vector(high, row, g - within, "uint16x8")
+    shifted = bits >> tirx.Broadcast(tirx.Cast("uint16", within), LANES)
+    fifth = tirx.reinterpret("uint8x16", shifted)
+    tops = (
+        tirx.reinterpret("uint8x16", shifted << tirx.Broadcast(tirx.const(4, "uint16"), LANES)),
+        fifth,
+    )
     parities = []
     for parity in range(2):  # elements 2b, then 2b + 1
         codes = nibbles & uint8s(15) if parity == 0 else nibbles >> uint8s(4)
-        # Bit 2 (b % 4) + parity of byte b: 1, 4, 16, 64 (or twice those), four times.
-        bit = tirx.reinterpret("uint8x16", tirx.Broadcast(u32(0x40100401 << parity), 4))
-        parities.append(codes | tirx.Select((spread & bit) == bit, uint8s(16), uint8s(0)))
+        parities.append(codes | (tops[parity] & uint8s(16)))
     products = []
     for half in range(2):  # bytes 0-7 (elements 0-15), then 8-15 (elements 16-31)
         lanes = [tirx.const(half * LANES + i, "int32") for i in range(LANES)]
@@ -187,17 +187,17 @@ def _five_bit_codes(part: tirx.Buffer, high: tirx.Buffer, row, g):
     return products
 
 
-def _group_codes(width: int, part: tirx.Buffer, row, g, high=None, add: int = 0):
+def _group_codes(width: int, part: tirx.Buffer, row, g, high=None, add: int = 0, within=0):
     """Group g of a row's codes (`width` bits wide, with high bits from `high` where given:
     (buffer, bits)) as int16x8 vectors, each with the offset in the reordered group of the
-    inputs it multiplies; `add` added to each code."""
+    inputs it multiplies; `add` added to each code. `within`: g's place in its block."""
     words = GROUP * width // 32
     products = []
     if _five_bits(width, high, add):
-        products = _five_bit_codes(part, high[0], row, g)
+        products = _five_bit_codes(part, high[0], row, g, within)
     elif width == 4:
         halves = _vector(part, row, g * words, "uint16x8")
-        tops = None if high is None else _high_bits(high[0], high[1], row, g)
+        tops = None if high is None else _high_bits(high[0], row, g)
         for step in range(4):
             codes = halves >> tirx.Broadcast(tirx.const(4 * step, "uint16"), LANES)
             if step < 3:
@@ -221,14 +221,22 @@ def _group_codes(width: int, part: tirx.Buffer, row, g, high=None, add: int = 0)
 
 
 def _group_dot(
-    width: int, part: tirx.Buffer, xq: tirx.Buffer, row, g, base=0, high=None, add: int = 0
+    width: int,
+    part: tirx.Buffer,
+    xq: tirx.Buffer,
+    row,
+    g,
+    base=0,
+    high=None,
+    add: int = 0,
+    within=0,
 ):
     """int32x4 partial sums of code * xq over group g of a row (codes `width` bits wide, with
     high bits and a constant added as `_group_codes` takes them), the inputs from `base` of xq
     (a token's). Lanes 0 and 1 hold the group's first 16 inputs' products, 2 and 3 its last
     16's (each lane sums lanes 2i and 2i + 1 of the int16 vectors: elements 8i .. 8i + 7)."""
     total = None
-    for codes, offset in _group_codes(width, part, row, g, high, add):
+    for codes, offset in _group_codes(width, part, row, g, high, add, within):
         inputs = xq[tirx.Ramp(base + g * GROUP + offset, 1, LANES)]
         dot = tirx.call_llvm_pure_intrin("int32x4", DOT, codes, inputs)
         total = dot if total is None else total + dot
@@ -404,7 +412,7 @@ def integer_linear_func(
                             for t in range(tiled):
                                 row = t // TILE * outputs + _output(tile, t % TILE, outputs)
                                 total = _group_dot(
-                                    width, parts[part_name], xq, row, g, 0, high, add
+                                    width, parts[part_name], xq, row, g, 0, high, add, within
                                 )
                                 lanes = tirx.Ramp(t * 4, 1, 4)
                                 first = factor[within * split * tiled + t]
@@ -507,7 +515,15 @@ def integer_linear_tokens_func(
                             for t in range(tiled):
                                 row = t // TILE * outputs + _output(tile, t % TILE, outputs)
                                 total = _group_dot(
-                                    width, parts[part_name], xq, row, g, token * cols, high, add
+                                    width,
+                                    parts[part_name],
+                                    xq,
+                                    row,
+                                    g,
+                                    token * cols,
+                                    high,
+                                    add,
+                                    within,
                                 )
                                 lanes = tirx.Ramp(token * (tiled * 4) + t * 4, 1, 4)
                                 inputs = xscale[token * groups + g]
