@@ -281,6 +281,16 @@ def gather_codes(data: np.ndarray, byte: np.ndarray, shift: np.ndarray, width: i
     return codes.reshape(rows, -1)
 
 
+def pack_at(codes: np.ndarray, word: np.ndarray, bit: np.ndarray, words: int) -> np.ndarray:
+    """Codes uint8 (rows, n) of a few bits, element i's placed at bit[i] of word[i] of its row
+    (no two overlapping): uint32 (rows, words)."""
+    packed = np.zeros((codes.shape[0], words), dtype=np.uint32)
+    for b in np.unique(bit):  # the elements at bit b, each in a word of its own
+        at = np.flatnonzero(bit == b)
+        packed[:, word[at]] |= codes[:, at].astype(np.uint32) << np.uint32(b)
+    return packed
+
+
 def pack_words(data: np.ndarray) -> np.ndarray:
     """Bytes (rows, n) -> little-endian uint32 words (rows, n / 4): a view of the same memory
     where the bytes are contiguous (a weight kept as stored is then never copied)."""

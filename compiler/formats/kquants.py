@@ -36,6 +36,7 @@ from .base import (
     f16_to_f32,
     gather_codes,
     half_at,
+    pack_at,
     pack_codes,
     pack_halves,
     pack_words,
@@ -92,12 +93,16 @@ class KQuant(Format):
             field = blocks[..., offset : offset + size]
             if name in self.codes:
                 byte, shift, width = self.codes[name]
-                out[name] = pack_codes(gather_codes(field, byte, shift, width), width)
+                out[name] = self.pack(name, gather_codes(field, byte, shift, width), width)
             elif size == 2:
                 out[name] = pack_halves(field.copy().view(np.uint16)[..., 0])
             else:
                 out[name] = pack_words(field.reshape(rows, -1))
         return out
+
+    def pack(self, name: str, codes: np.ndarray, width: int) -> np.ndarray:
+        """A field's codes (rows, elements) in words: in element order."""
+        return pack_codes(codes, width)
 
 
 @register
@@ -210,8 +215,24 @@ class Q6_K(KQuant):
     codes = {"ql": Q6_LOW, "qh": PAIRS_BY_128}
     integer_codes, integer_high_bits = ("ql", 4, -32), ("qh", 2)
 
+    def pack(self, name: str, codes: np.ndarray, width: int) -> np.ndarray:
+        if name != "qh":
+            return super().pack(name, codes, width)
+        word, bit = self.high_bit_place(np.arange(codes.shape[1]), 0)
+        return pack_at(codes, word, bit, codes.shape[1] * width // 32)
+
+    def high_bit_place(self, col, blocks: int):
+        """Element col's two high bits in a row of `qh`: the bits of two groups of 32 share
+        four words, byte b of which holds those of elements 2b and 2b + 1 of group j (0, 1) at
+        bits 2 j and 2 j + 4, as the CPU's integer kernel reads them (integer_linear.py's
+        `_byte_codes`). The same bits as GGUF's, placed otherwise."""
+        group, e = col // 32, col % 32
+        j, byte = group % 2, e // 2
+        return (group - j) * 2 + byte // 4, byte % 4 * 8 + 2 * j + 4 * (e % 2)
+
     def code_te(self, parts: Parts, row, col):
-        q = code_at(parts["ql"], row, col, 4) | (code_at(parts["qh"], row, col, 2) << u32(4))
+        word, at = self.high_bit_place(col, 0)
+        q = code_at(parts["ql"], row, col, 4) | (bits(parts["qh"][row, word], at, 2) << u32(4))
         return tirx.Cast("int32", q) - 32
 
     def scale_te(self, parts: Parts, row, group, half: Half | None = None):

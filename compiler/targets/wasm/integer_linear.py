@@ -2,9 +2,9 @@
 
 One token's product y = W x, W stored in a grouped format whose codes are whole fields of
 32-bit words (4-bit unsigned or 8-bit signed, `Format.integer_codes`; GGUF's Q5_0, Q5_1 and
-Q6_K keep bits above each 4-bit code in a part of their own, `Format.integer_high_bits`, which
-the kernel joins to the nibbles, in bytes for Q5's one bit and in 16-bit lanes for Q6_K's two;
-Q6_K's two scales a group of 32 each scale half of the group's sums, see `_layout`), in one
+Q6_K keep bits above each 4-bit code in a part of their own, `Format.integer_high_bits`, placed
+so that the kernel joins them to the nibbles in bytes, `_byte_codes`; Q6_K's two scales a group
+of 32 each scale the sums of one half of the group, see `_layout`), in one
 kernel (`integer_linear`, TIR) whose tasks (threads) each first round x to int16 in groups of GROUP
 elements, each with its float32 scale (max |x| / 32767) and its exact sum, the elements of a
 group put in the order the codes come out of the words; then, per output row and group, the
@@ -44,7 +44,6 @@ from tvm.tirx.script import builder as T
 
 from ...formats import Format
 from ...formats.base import as_dtype, f16_to_f32_unflushed
-from ...formats.ggml import FIFTH_BIT_BLOCKS
 from ..stages import VECTOR_TYPED
 
 GROUP = 32  # inputs sharing one int16 scale: one ggml block
@@ -76,8 +75,8 @@ def _layout(fmt: Format):
     code as a low term (scale * constant * the inputs' sum), the constant added in the lanes,
     the high bits (part, bits) or None, scales per group of GROUP inputs). A format with two
     scales a group (Q6_K's 16-element sub-blocks) has no low term of one scale: its constant
-    is added to each code in the lanes, and each half of the group's int32 sums (see
-    `_group_dot`) is scaled by its own."""
+    is added to each code, and the int32 sums of each half of the group (`_group_dot`) are
+    scaled by its own."""
     assert fmt.integer_codes is not None
     part, width, offset = fmt.integer_codes
     split = 1 if fmt.group % GROUP == 0 else GROUP // fmt.group
@@ -95,22 +94,13 @@ def _output(tile, r, outputs: int):
 
 
 def _groups_a_block(fmt: Format) -> int:
-    """Groups of GROUP inputs in one of the format's blocks, or for Q5's, in the set of blocks
-    whose fifth bits share four words (formats/ggml.py `fifth_bit_place`). A tile decodes a
-    block's scales for all its groups first, then their products: each group's place in the
-    block is then a constant, so a K-quant's sub-block scales (packed in a few words of its
-    super-block of 256) come out of words read once for the block, at constant shifts."""
-    width = fmt.integer_codes[1] if fmt.integer_codes else 0
-    if fmt.group % GROUP == 0 and _five_bits(width, fmt.integer_high_bits, 0):
-        return FIFTH_BIT_BLOCKS
-    return max(fmt.block // GROUP, 1)
-
-
-def _lane_factors(first, second):
-    """A float32x4 of `first` in lanes 0-1 and `second` in lanes 2-3."""
-    lanes = tirx.Ramp(tirx.const(0, "int32"), 1, 4)
-    two = tirx.Broadcast(tirx.const(2, "int32"), 4)
-    return tirx.Select(lanes < two, tirx.Broadcast(first, 4), tirx.Broadcast(second, 4))
+    """Groups of GROUP inputs in one of the format's blocks, or in a set of groups whose high
+    bits share four words (`_byte_codes`), whichever is more. A tile decodes a block's scales
+    for all its groups first, then their products: each group's place in the block is then a
+    constant, so a K-quant's sub-block scales (packed in a few words of its super-block of
+    256) come out of words read once for the block, at constant shifts."""
+    high = fmt.integer_high_bits
+    return max(fmt.block // GROUP, 1, 0 if high is None else 4 // high[1])
 
 
 def element(width: int, position):
@@ -132,52 +122,37 @@ def _vector(buffer: tirx.Buffer, row, start, dtype: str):
     return tirx.reinterpret(dtype, buffer[row, tirx.Ramp(start, 1, 4)])
 
 
-def _high_bits(high: tirx.Buffer, row, g):
-    """Group g's two high bits a code (Q6_K's: two words a group, element e's at 2 e of the
-    group's bits) as uint16x8 lanes, each lane's at its top: lane l holds the nibbles of
-    elements 4l .. 4l + 3 (see `element`), whose high bits are the 8 bits of byte l of the two
-    words, and one byte shuffle puts that byte in the lane's high byte, so that the bits of
-    step s sit at 8 + 2 s in every lane."""
-    sources = (high[row, 2 * g], high[row, 2 * g + 1])
-    index = [lane if lane < 4 else 16 + lane - 4 for lane in range(LANES)]
-    vectors = [tirx.reinterpret("uint8x16", tirx.Broadcast(w, 4)) for w in sources]
-    picked = tirx.Shuffle(vectors, [tirx.const(i, "int32") for i in index for _ in range(2)])
-    return tirx.reinterpret("uint16x8", picked)
-
-
-def _five_bits(width: int, high, add: int) -> bool:
-    """Whether codes of this width, high bits ((part, bits) or None) and constant added in
-    the lanes are a nibble and a fifth bit, which `_five_bit_codes` unpacks in the order of
-    8-bit codes (the inputs rounded in that order)."""
-    return width == 4 and high is not None and high[1] == 1 and not add
-
-
-def _five_bit_codes(part: tirx.Buffer, high: tirx.Buffer, row, g, within):
-    """Group g's codes of a nibble and a fifth bit (Q5_0, Q5_1), the `within`-th of its set of
-    FIFTH_BIT_BLOCKS, as int16x8 vectors in the order of 8-bit codes (`element`), unpacked as
-    bytes, sixteen at a time. Byte b of the group's four words holds the nibbles of elements
-    2b (low) and 2b + 1 (high); byte b of the set's four words of fifth bits holds theirs at
-    bits `within` and `within` + 4 (formats/ggml.py `fifth_bit_place`), so that one shift of
-    that vector right by `within` puts them at bits 0 and 4 of every byte (a shift of 16-bit
-    lanes: what crosses from the high byte stays above bit 4 of the low one). Fewer
-    instructions than spreading a group's word of bits over the bytes with a shuffle and
-    testing each byte's bit."""
+def _byte_codes(part: tirx.Buffer, high: tirx.Buffer, bits: int, row, g, within, add: int):
+    """Group g's codes of a nibble and `bits` high bits (Q5_0, Q5_1: a fifth bit; Q6_K: two)
+    as int16x8 vectors in the order of 8-bit codes (`element`), unpacked as bytes, sixteen at
+    a time; `add` added to each. Byte b of the group's four words of nibbles holds elements 2b
+    (low) and 2b + 1 (high). The high bits of a set of 4 / bits groups share four words, byte
+    b of which holds those of elements 2b and 2b + 1 of the set's group j at bits j bits and
+    j bits + 4 (the formats' `high_bit_place`), so that one shift of that vector right by
+    j bits puts them at bits 0 and 4 of every byte: a shift of 16-bit lanes, what crosses
+    from the high byte stays above the bits taken from the low one. Fewer instructions than
+    joining bits kept in element order, which takes a shuffle and a test or a shift per byte
+    or per step."""
 
     def uint8s(value: int):
-        return tirx.Broadcast(tirx.const(value, "uint8"), 16)
+        return tirx.Broadcast(tirx.const(value % 256, "uint8"), 16)
 
+    j = within % (4 // bits)  # g's place in its set
     nibbles = _vector(part, row, g * 4, "uint8x16")
-    bits = _vector(high, row, g - within, "uint16x8")
-    shifted = bits >> tirx.Broadcast(tirx.Cast("uint16", within), LANES)
-    fifth = tirx.reinterpret("uint8x16", shifted)
+    words = _vector(high, row, (g - j) * bits, "uint16x8")
+    shifted = words >> tirx.Broadcast(tirx.Cast("uint16", j * bits), LANES)
     tops = (
         tirx.reinterpret("uint8x16", shifted << tirx.Broadcast(tirx.const(4, "uint16"), LANES)),
-        fifth,
+        tirx.reinterpret("uint8x16", shifted),
     )
+    mask = uint8s(((1 << bits) - 1) << 4)
     parities = []
     for parity in range(2):  # elements 2b, then 2b + 1
         codes = nibbles & uint8s(15) if parity == 0 else nibbles >> uint8s(4)
-        parities.append(codes | (tops[parity] & uint8s(16)))
+        codes = codes | (tops[parity] & mask)
+        if add:  # in two's complement: the codes less 32 fit a signed byte
+            codes = tirx.reinterpret("int8x16", codes + uint8s(add))
+        parities.append(codes)
     products = []
     for half in range(2):  # bytes 0-7 (elements 0-15), then 8-15 (elements 16-31)
         lanes = [tirx.const(half * LANES + i, "int32") for i in range(LANES)]
@@ -193,20 +168,14 @@ def _group_codes(width: int, part: tirx.Buffer, row, g, high=None, add: int = 0,
     inputs it multiplies; `add` added to each code. `within`: g's place in its block."""
     words = GROUP * width // 32
     products = []
-    if _five_bits(width, high, add):
-        products = _five_bit_codes(part, high[0], row, g, within)
+    if high is not None:
+        products = _byte_codes(part, high[0], high[1], row, g, within, add)
     elif width == 4:
         halves = _vector(part, row, g * words, "uint16x8")
-        tops = None if high is None else _high_bits(high[0], row, g)
         for step in range(4):
             codes = halves >> tirx.Broadcast(tirx.const(4 * step, "uint16"), LANES)
             if step < 3:
                 codes = codes & tirx.Broadcast(tirx.const(15, "uint16"), LANES)
-            if tops is not None:  # the step's high bits, from the top of the lane to 4
-                bits = high[1]
-                shift = tirx.Broadcast(tirx.const(12 - 4 * bits + bits * step, "uint16"), LANES)
-                mask = tirx.Broadcast(tirx.const(((1 << bits) - 1) << 4, "uint16"), LANES)
-                codes = codes | ((tops >> shift) & mask)
             codes = tirx.reinterpret("int16x8", codes)
             if add:
                 codes = codes + tirx.Broadcast(tirx.const(add, "int16"), LANES)
@@ -220,6 +189,12 @@ def _group_codes(width: int, part: tirx.Buffer, row, g, high=None, add: int = 0,
     return products
 
 
+def _order(width: int, high) -> int:
+    """The order the inputs are rounded in (`element`): that of 8-bit codes where the codes
+    are unpacked as bytes (`_byte_codes`), else that of the codes' width."""
+    return 8 if high is not None else width
+
+
 def _group_dot(
     width: int,
     part: tirx.Buffer,
@@ -230,17 +205,19 @@ def _group_dot(
     high=None,
     add: int = 0,
     within=0,
+    split: int = 1,
 ):
     """int32x4 partial sums of code * xq over group g of a row (codes `width` bits wide, with
     high bits and a constant added as `_group_codes` takes them), the inputs from `base` of xq
-    (a token's). Lanes 0 and 1 hold the group's first 16 inputs' products, 2 and 3 its last
-    16's (each lane sums lanes 2i and 2i + 1 of the int16 vectors: elements 8i .. 8i + 7)."""
-    total = None
+    (a token's): a vector for each of the `split` runs of the group with a scale of its own
+    (Q6_K's halves: the products of elements 0-15, then those of 16-31)."""
+    totals: list = [None] * split
     for codes, offset in _group_codes(width, part, row, g, high, add, within):
         inputs = xq[tirx.Ramp(base + g * GROUP + offset, 1, LANES)]
         dot = tirx.call_llvm_pure_intrin("int32x4", DOT, codes, inputs)
-        total = dot if total is None else total + dot
-    return total
+        q = offset // (GROUP // split)
+        totals[q] = dot if totals[q] is None else totals[q] + dot
+    return totals
 
 
 def _block_scales(fmt: Format, parts, where, store_scale, store_low) -> bool:
@@ -359,7 +336,7 @@ def integer_linear_func(
     assert fmt.integer_codes is not None
     assert gating is None or not (residual or bias)
     part_name, width, offset, add, high_bits, split = _layout(fmt)
-    order = 8 if _five_bits(width, high_bits, add) else width  # of the rounded inputs
+    order = _order(width, high_bits)
     groups = cols // GROUP
     per = _groups_a_block(fmt)
     shapes = fmt.parts(rows, cols)
@@ -411,20 +388,26 @@ def integer_linear_func(
                             g = block * per + within
                             for t in range(tiled):
                                 row = t // TILE * outputs + _output(tile, t % TILE, outputs)
-                                total = _group_dot(
-                                    width, parts[part_name], xq, row, g, 0, high, add, within
+                                totals = _group_dot(
+                                    width,
+                                    parts[part_name],
+                                    xq,
+                                    row,
+                                    g,
+                                    0,
+                                    high,
+                                    add,
+                                    within,
+                                    split,
                                 )
                                 lanes = tirx.Ramp(t * 4, 1, 4)
-                                first = factor[within * split * tiled + t]
-                                factors = (
-                                    tirx.Broadcast(first, 4)
-                                    if split == 1
-                                    else _lane_factors(
-                                        first, factor[(within * split + 1) * tiled + t]
+                                scaled = sums[lanes]
+                                for q, total in enumerate(totals):
+                                    factors = tirx.Broadcast(
+                                        factor[(within * split + q) * tiled + t], 4
                                     )
-                                )
-                                scaled = tirx.Cast("float32x4", total) * factors
-                                T.buffer_store(sums, sums[lanes] + scaled, [lanes])
+                                    scaled = scaled + tirx.Cast("float32x4", total) * factors
+                                T.buffer_store(sums, scaled, [lanes])
 
                     for t in range(tiled):  # each row's sum into `low`
                         value = low[t]
@@ -459,7 +442,7 @@ def integer_linear_tokens_func(
     assert fmt.integer_codes is not None
     assert gating is None or not (residual or bias)
     part_name, width, offset, add, high_bits, split = _layout(fmt)
-    order = 8 if _five_bits(width, high_bits, add) else width  # of the rounded inputs
+    order = _order(width, high_bits)
     groups = cols // GROUP
     per = _groups_a_block(fmt)
     shapes = fmt.parts(rows, cols)
@@ -514,7 +497,7 @@ def integer_linear_tokens_func(
                             g = block * per + within
                             for t in range(tiled):
                                 row = t // TILE * outputs + _output(tile, t % TILE, outputs)
-                                total = _group_dot(
+                                totals = _group_dot(
                                     width,
                                     parts[part_name],
                                     xq,
@@ -524,19 +507,17 @@ def integer_linear_tokens_func(
                                     high,
                                     add,
                                     within,
+                                    split,
                                 )
                                 lanes = tirx.Ramp(token * (tiled * 4) + t * 4, 1, 4)
                                 inputs = xscale[token * groups + g]
-                                first = scales[within * split * tiled + t] * inputs
-                                factors = (
-                                    tirx.Broadcast(first, 4)
-                                    if split == 1
-                                    else _lane_factors(
-                                        first, scales[(within * split + 1) * tiled + t] * inputs
+                                scaled = sums[lanes]
+                                for q, total in enumerate(totals):
+                                    factors = tirx.Broadcast(
+                                        scales[(within * split + q) * tiled + t] * inputs, 4
                                     )
-                                )
-                                scaled = tirx.Cast("float32x4", total) * factors
-                                T.buffer_store(sums, sums[lanes] + scaled, [lanes])
+                                    scaled = scaled + tirx.Cast("float32x4", total) * factors
+                                T.buffer_store(sums, scaled, [lanes])
                                 if has_low:
                                     at = token * tiled + t
                                     term = minimums[within * tiled + t] * xsum[token * groups + g]
