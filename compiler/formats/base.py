@@ -102,8 +102,8 @@ class Format:
     # whole field of a word.
     integer_codes: ClassVar[tuple[str, int, int] | None] = None
     # The part holding the bits of each 4-bit code above its nibble, and how many (GGUF's Q5_0
-    # and Q5_1: a fifth bit, in the places `high_bit_place` gives; Q6_K: two, sixteen codes a
-    # word, in element order), which CPU decode joins to the nibble; None if none.
+    # and Q5_1: a fifth bit; Q6_K: two), in the places `high_bit_place` gives, which CPU decode
+    # joins to the nibble; None if none.
     integer_high_bits: ClassVar[tuple[str, int] | None] = None
 
     def high_bit_place(self, col, blocks: int):

@@ -30,6 +30,7 @@ from .base import (
     f16_to_f32,
     gather_codes,
     half_at,
+    pack_at,
     pack_codes,
     pack_halves,
     pack_words,
@@ -50,8 +51,8 @@ def fifth_bit_place(col, blocks: int):
     bits of a set share four words: byte b (0-15) of them holds, at bit j + 4 p, the bit of
     element 2 b + p of its block j. Element 2b + p's nibble is in byte b of its block's
     repacked nibbles (low for p = 0), so that the CPU's integer kernel reads a block's bits for
-    all 32 nibble bytes with one vector shift right by j (integer_linear.py's
-    `_five_bit_codes`): each byte's bit p = 0 lands at bit 0 and p = 1 at bit 4, instead of
+    all 32 nibble bytes with one vector shift right by j (integer_linear.py's `_byte_codes`):
+    each byte's bit p = 0 lands at bit 0 and p = 1 at bit 4, instead of
     spreading four bytes over sixteen with a shuffle and a comparison per byte. Elsewhere, as
     GGUF has them: bit e of a block's word, element e's. Works for numpy arrays and TIR
     expressions alike."""
@@ -61,20 +62,6 @@ def fifth_bit_place(col, blocks: int):
     byte = e // 2
     word = block // FIFTH_BIT_BLOCKS * FIFTH_BIT_BLOCKS + byte // 4
     return word, byte % 4 * 8 + block % FIFTH_BIT_BLOCKS + 4 * (e % 2)
-
-
-def pack_fifth_bits(qh: np.ndarray) -> np.ndarray:
-    """GGUF's qh words (rows, blocks), bit j the fifth bit of element j of a block, in
-    fifth_bit_place's places (the same number of words)."""
-    rows, blocks = qh.shape
-    col = np.arange(blocks * BLOCK)
-    word, bit = fifth_bit_place(col, blocks)
-    packed = np.zeros_like(qh, dtype=np.uint32)
-    for b in range(32):  # the elements whose bits go to bit b, each of a word of its own
-        at = col[bit == b]
-        fifth = (qh[:, at // BLOCK] >> (at % BLOCK).astype(np.uint32)) & np.uint32(1)
-        packed[:, word[at]] |= fifth << np.uint32(b)
-    return packed
 
 
 class GGMLBlock(Format):
@@ -108,8 +95,11 @@ class GGMLBlock(Format):
         else:
             out["d"] = pack_halves(blocks[..., 0:2].copy().view(np.uint16)[..., 0])
         if self.qh_offset is not None:
+            element = np.arange(BLOCK)  # bit e of the block's 4 bytes of qh
             qh = blocks[..., self.qh_offset : self.qh_offset + 4]
-            out["qh"] = pack_fifth_bits(pack_words(qh.reshape(rows, -1)))
+            fifth = gather_codes(qh, element // 8, element % 8, 1)
+            word, bit = self.high_bit_place(np.arange(fifth.shape[1]), qh.shape[1])
+            out["qh"] = pack_at(fifth, word, bit, qh.shape[1])
         return out
 
     def pack_qs(self, qs):

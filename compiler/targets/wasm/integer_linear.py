@@ -189,30 +189,22 @@ def _group_codes(width: int, part: tirx.Buffer, row, g, high=None, add: int = 0,
     return products
 
 
-def _order(width: int, high) -> int:
+def _order(fmt: Format) -> int:
     """The order the inputs are rounded in (`element`): that of 8-bit codes where the codes
     are unpacked as bytes (`_byte_codes`), else that of the codes' width."""
-    return 8 if high is not None else width
+    assert fmt.integer_codes is not None
+    return 8 if fmt.integer_high_bits else fmt.integer_codes[1]
 
 
-def _group_dot(
-    width: int,
-    part: tirx.Buffer,
-    xq: tirx.Buffer,
-    row,
-    g,
-    base=0,
-    high=None,
-    add: int = 0,
-    within=0,
-    split: int = 1,
-):
-    """int32x4 partial sums of code * xq over group g of a row (codes `width` bits wide, with
-    high bits and a constant added as `_group_codes` takes them), the inputs from `base` of xq
-    (a token's): a vector for each of the `split` runs of the group with a scale of its own
+def _group_dot(fmt: Format, parts, xq: tirx.Buffer, row, g, within, base=0):
+    """int32x4 partial sums of code * xq over group g of a row, the `within`-th of its block
+    (the codes as `_layout` reads the format's `parts`), the inputs from `base` of xq (a
+    token's): a vector for each of the `split` runs of the group with a scale of its own
     (Q6_K's halves: the products of elements 0-15, then those of 16-31)."""
+    part, width, _, add, high_bits, split = _layout(fmt)
+    high = (parts[high_bits[0]], high_bits[1]) if high_bits else None
     totals: list = [None] * split
-    for codes, offset in _group_codes(width, part, row, g, high, add, within):
+    for codes, offset in _group_codes(width, parts[part], row, g, high, add, within):
         inputs = xq[tirx.Ramp(base + g * GROUP + offset, 1, LANES)]
         dot = tirx.call_llvm_pure_intrin("int32x4", DOT, codes, inputs)
         q = offset // (GROUP // split)
@@ -335,8 +327,8 @@ def integer_linear_func(
     (weight `norm`, the argument after x), applied as x is rounded."""
     assert fmt.integer_codes is not None
     assert gating is None or not (residual or bias)
-    part_name, width, offset, add, high_bits, split = _layout(fmt)
-    order = _order(width, high_bits)
+    *_, split = _layout(fmt)
+    order = _order(fmt)
     groups = cols // GROUP
     per = _groups_a_block(fmt)
     shapes = fmt.parts(rows, cols)
@@ -350,7 +342,6 @@ def integer_linear_func(
             parts = {
                 name: T.arg(name, T.Buffer(shape, dtype)) for name, (shape, dtype) in shapes.items()
             }
-            high = (parts[high_bits[0]], high_bits[1]) if high_bits else None
             offsets = T.arg("bias", T.Buffer((rows,), "float32")) if bias else None
             added = T.arg("residual", T.Buffer((1, 1, rows), "float32")) if residual else None
             out = T.arg("out", T.Buffer((1, 1, outputs), "float32"))
@@ -388,18 +379,7 @@ def integer_linear_func(
                             g = block * per + within
                             for t in range(tiled):
                                 row = t // TILE * outputs + _output(tile, t % TILE, outputs)
-                                totals = _group_dot(
-                                    width,
-                                    parts[part_name],
-                                    xq,
-                                    row,
-                                    g,
-                                    0,
-                                    high,
-                                    add,
-                                    within,
-                                    split,
-                                )
+                                totals = _group_dot(fmt, parts, xq, row, g, within)
                                 lanes = tirx.Ramp(t * 4, 1, 4)
                                 scaled = sums[lanes]
                                 for q, total in enumerate(totals):
@@ -441,8 +421,8 @@ def integer_linear_tokens_func(
     gating(gate) * up; each token normed."""
     assert fmt.integer_codes is not None
     assert gating is None or not (residual or bias)
-    part_name, width, offset, add, high_bits, split = _layout(fmt)
-    order = _order(width, high_bits)
+    *_, split = _layout(fmt)
+    order = _order(fmt)
     groups = cols // GROUP
     per = _groups_a_block(fmt)
     shapes = fmt.parts(rows, cols)
@@ -458,7 +438,6 @@ def integer_linear_tokens_func(
             parts = {
                 name: T.arg(name, T.Buffer(shape, dtype)) for name, (shape, dtype) in shapes.items()
             }
-            high = (parts[high_bits[0]], high_bits[1]) if high_bits else None
             offsets = T.arg("bias", T.Buffer((rows,), "float32")) if bias else None
             added = T.arg("residual", T.Buffer((1, tokens, rows), "float32")) if residual else None
             out = T.arg("out", T.Buffer((1, tokens, outputs), "float32"))
@@ -497,18 +476,7 @@ def integer_linear_tokens_func(
                             g = block * per + within
                             for t in range(tiled):
                                 row = t // TILE * outputs + _output(tile, t % TILE, outputs)
-                                totals = _group_dot(
-                                    width,
-                                    parts[part_name],
-                                    xq,
-                                    row,
-                                    g,
-                                    token * cols,
-                                    high,
-                                    add,
-                                    within,
-                                    split,
-                                )
+                                totals = _group_dot(fmt, parts, xq, row, g, within, token * cols)
                                 lanes = tirx.Ramp(token * (tiled * 4) + t * 4, 1, 4)
                                 inputs = xscale[token * groups + g]
                                 scaled = sums[lanes]

@@ -60,9 +60,8 @@ const FADE = 0.9;
  * draft tokens the model has checked (those up to the first rejected one), on top of a prior;
  * c from the steps' own times (the first verify step's replacing the prior), so that where a
  * verify step costs about what a plain one does (a GPU, whose time is reading the weights)
- * drafts grow long, and where each token's
- * arithmetic is the cost (the CPU backend, SwiftShader) only drafts that are mostly kept are
- * checked. The counts fade each time a draft found goes unchecked, so that a reply that starts
+ * drafts grow long, and where each token's arithmetic is the cost (the CPU backend,
+ * SwiftShader) only drafts that are mostly kept are checked. The counts fade each time a draft found goes unchecked, so that a reply that starts
  * copying after a stretch of free text drafts again.
  */
 export class DraftPolicy {
